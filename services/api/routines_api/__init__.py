@@ -1,0 +1,1 @@
+"""The API service: routines management, directory, issues, authorization."""

@@ -1,0 +1,1 @@
+"""The run dispatcher: concurrency policies, execution issues, wake-ups."""

@@ -1,0 +1,1 @@
+"""The scheduler: fires schedule triggers exactly once per slot."""

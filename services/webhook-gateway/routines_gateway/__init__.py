@@ -1,0 +1,1 @@
+"""The webhook gateway: verified, replay-proof public ingress."""

@@ -1,0 +1,216 @@
+"""NATS connection, JetStream streams and consumers, subject names, and header propagation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
+from shared.logging import get_logger, redact_text
+
+log = get_logger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class Subjects:
+    """Every subject the services use."""
+
+    RUNS_REQUESTED = "routines.runs.requested"
+    RUNS_DISPATCHED = "routines.runs.dispatched"
+    TRIGGERS_CHANGED = "routines.triggers.changed"
+    AGENT_WAKEUP_ALL = "agents.*.wakeup"
+
+    @staticmethod
+    def agent_wakeup(agent_id: str) -> str:
+        return f"agents.{agent_id}.wakeup"
+
+
+RUNS_STREAM = "ROUTINES_RUNS"
+EVENTS_STREAM = "ROUTINES_EVENTS"
+DISPATCHER_CONSUMER = "run-dispatcher"
+
+STREAMS = (
+    # Work queue: each requested run is consumed by one dispatcher, then removed.
+    StreamConfig(
+        name=RUNS_STREAM,
+        subjects=[Subjects.RUNS_REQUESTED],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=120.0,
+        max_age=7 * 24 * 3600.0,
+    ),
+    # Decisions and wake-ups, kept a day for agents that were offline.
+    StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=[Subjects.RUNS_DISPATCHED, Subjects.AGENT_WAKEUP_ALL],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=24 * 3600.0,
+        duplicate_window=120.0,
+    ),
+)
+
+
+def encode(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+
+def decode(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Headers carrying the current request id into the next service."""
+    headers = dict(extra or {})
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if request_id:
+        headers[REQUEST_ID_HEADER] = str(request_id)
+    return headers
+
+
+def bind_message_context(msg: Msg) -> None:
+    """Bind the request id a message carries to this task's log context."""
+    request_id = (msg.headers or {}).get(REQUEST_ID_HEADER)
+    if request_id:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+
+class Bus:
+    """One NATS connection that reconnects forever; connect() never blocks service start."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self._servers = [u.strip() for u in url.split(",") if u.strip()]
+        self._name = name
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._streams_ready = False
+        self._connected = asyncio.Event()
+
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None:
+            raise nats.errors.ConnectionClosedError
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise nats.errors.ConnectionClosedError
+        return self._js
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats error", error=redact_text(repr(exc)))
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats disconnected")
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats reconnected")
+        self._streams_ready = False
+
+    async def _on_closed(self) -> None:
+        log.info("nats connection closed")
+
+    async def connect_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Connect, retrying until it works (or `stop` is set); then nats-py reconnects by itself."""
+        delay = 0.2
+        while self._nc is None:
+            try:
+                self._nc = await nats.connect(
+                    servers=self._servers,
+                    name=self._name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    ping_interval=5,
+                    max_outstanding_pings=2,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
+                )
+            except (OSError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("nats connect failed, retrying", error=redact_text(repr(exc)), delay=delay)
+                if stop is not None and stop.is_set():
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._js = self._nc.jetstream(timeout=5)
+        log.info("nats connected")
+        self._connected.set()
+        await self.ensure_streams()
+
+    async def ensure_streams(self) -> None:
+        """Declare the streams idempotently (add, or update when the config changed)."""
+        if self._streams_ready:
+            return
+        for config in STREAMS:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
+        self._streams_ready = True
+
+    async def ensure_dispatcher_consumer(self, max_deliver: int, ack_wait: float = 30.0) -> None:
+        config = ConsumerConfig(
+            durable_name=DISPATCHER_CONSUMER,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=20_000,
+            filter_subject=Subjects.RUNS_REQUESTED,
+        )
+        await self.ensure_streams()
+        await self.js.add_consumer(RUNS_STREAM, config)
+
+    async def publish(
+        self,
+        subject: str,
+        payload: Mapping[str, Any],
+        *,
+        msg_id: str | None = None,
+        durable: bool = True,
+        timeout: float = 2.0,
+    ) -> None:
+        """Publish with the request id in the headers. Durable publishes wait for the stream's ack."""
+        headers = trace_headers({"Nats-Msg-Id": msg_id} if msg_id else None)
+        data = encode(payload)
+        if durable:
+            await self.js.publish(subject, data, headers=headers, timeout=timeout)
+        else:
+            await self.nc.publish(subject, data, headers=headers)
+
+    async def publish_quietly(self, subject: str, payload: Mapping[str, Any], **kwargs: Any) -> bool:
+        """Publish; on failure log and return False (Postgres stays the source of truth)."""
+        try:
+            await self.publish(subject, payload, **kwargs)
+            return True
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            log.warning("publish failed", subject=subject, error=redact_text(repr(exc)))
+            return False
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Drain subscriptions and close."""
+        if self._nc is None or self._nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self._nc.drain(), timeout)
+        except (TimeoutError, nats.errors.Error, OSError):
+            await self._nc.close()

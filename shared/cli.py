@@ -1,0 +1,106 @@
+"""The `routines` command: run a service, migrate, bootstrap, or the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from shared.errors import ConfigurationError
+from shared.logging import configure_logging, get_logger
+from shared.settings import (
+    ApiSettings,
+    CommonSettings,
+    DispatcherSettings,
+    GatewaySettings,
+    SchedulerSettings,
+    load_settings,
+)
+
+# service command → (settings model, module with create_app)
+SERVICES: dict[str, tuple[type[CommonSettings], str]] = {
+    "api": (ApiSettings, "routines_api.app"),
+    "scheduler": (SchedulerSettings, "routines_scheduler.app"),
+    "webhook-gateway": (GatewaySettings, "routines_gateway.app"),
+    "run-dispatcher": (DispatcherSettings, "routines_dispatcher.app"),
+}
+
+
+def _run(coro: Any) -> Any:
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+def run_service(name: str) -> int:
+    """Run one service until it is told to stop; the exit code says how it ended."""
+    from shared.lifecycle import serve
+
+    settings_cls, module_name = SERVICES[name]
+    settings = load_settings(settings_cls)
+    configure_logging(name, settings.log_level, settings.log_format)
+    create_app: Callable[[Any], Any] = importlib.import_module(module_name).create_app
+
+    async def main() -> int:
+        app = create_app(settings)
+        return await serve(app, settings.http_host, settings.http_port, settings.shutdown_timeout_sec)
+
+    return int(_run(main()))
+
+
+def run_migrate() -> int:
+    from shared.migrate import migrate
+
+    settings = load_settings(CommonSettings)
+    configure_logging("migrate", settings.log_level, settings.log_format)
+    applied = _run(migrate(settings.database_url))
+    get_logger("migrate").info("migrations done", applied=applied)
+    return 0
+
+
+def run_bootstrap(name: str) -> int:
+    from shared.directory import create_instance_admin_token
+
+    settings = load_settings(CommonSettings)
+    configure_logging("bootstrap", settings.log_level, settings.log_format)
+    token = _run(create_instance_admin_token(settings.database_url, name))
+    # The one place a token is shown: stdout of the command that made it, never a log line.
+    print(token)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="routines", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in SERVICES:
+        commands.add_parser(name, help=f"run the {name} service")
+    commands.add_parser("migrate", help="apply database migrations")
+    bootstrap = commands.add_parser("bootstrap", help="create an instance-admin token and print it once")
+    bootstrap.add_argument("--name", default="bootstrap", help="label stored with the token")
+    commands.add_parser("dev", help="run the local stack (embedded Postgres and NATS, four services)")
+    commands.add_parser("gen-secret-key", help="print a new ROUTINES_SECRET_KEY")
+    args = parser.parse_args(argv)
+    try:
+        if args.command in SERVICES:
+            return run_service(args.command)
+        if args.command == "migrate":
+            return run_migrate()
+        if args.command == "bootstrap":
+            return run_bootstrap(args.name)
+        if args.command == "gen-secret-key":
+            from shared.crypto import new_secret_key
+
+            print(new_secret_key())
+            return 0
+        from shared.devstack import run_dev_stack
+
+        return run_dev_stack()
+    except ConfigurationError as exc:
+        print(f"routines: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

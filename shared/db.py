@@ -1,0 +1,137 @@
+"""asyncpg pool with codecs and timeouts, named SQL queries, and driver-error translation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, cast
+
+import asyncpg
+
+from shared.errors import ServiceUnavailable
+from shared.logging import get_logger
+from shared.settings import CommonSettings
+
+log = get_logger(__name__)
+
+_QUERY_HEADER = re.compile(r"^-- ([a-z0-9_]+) --\n(?:-- .*\n)*", re.MULTILINE)
+
+# Errors after which the same work may succeed if tried again.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *TRANSIENT_ERRORS)
+_PING_ERRORS: tuple[type[BaseException], ...] = (ServiceUnavailable, TimeoutError, *TRANSIENT_ERRORS)
+
+
+def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
+    """Load named queries (`-- name --` followed by comment lines, then SQL) from a package file."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    matches = list(_QUERY_HEADER.finditer(text))
+    queries: dict[str, str] = {}
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        queries[match.group(1)] = text[match.end() : end].strip().rstrip(";")
+    if not queries:
+        raise ValueError(f"no queries found in {package}/{filename}")
+    return queries
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """The service's Postgres pool. Connection problems surface as `ServiceUnavailable`."""
+
+    def __init__(self, settings: CommonSettings, application_name: str) -> None:
+        self._settings = settings
+        self._application_name = application_name
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        s = self._settings
+        self._pool = asyncpg.create_pool(
+            s.database_url,
+            min_size=min(s.db_pool_min, s.db_pool_max),
+            max_size=s.db_pool_max,
+            init=_init_connection,
+            timeout=s.db_acquire_timeout_sec,
+            command_timeout=s.db_statement_timeout_ms / 1000 + 5,
+            max_inactive_connection_lifetime=120,
+            server_settings={
+                "application_name": self._application_name,
+                "statement_timeout": str(s.db_statement_timeout_ms),
+                "lock_timeout": str(s.db_lock_timeout_ms),
+                "idle_in_transaction_session_timeout": str(s.db_idle_in_transaction_timeout_ms),
+            },
+        )
+        await self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), timeout=5)
+            except _CLOSE_ERRORS:
+                self._pool.terminate()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("database not opened")
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """Acquire a connection; failing to get one within the timeout is a 503."""
+        try:
+            conn = await self.pool.acquire(timeout=self._settings.db_acquire_timeout_sec)
+        except TRANSIENT_ERRORS as exc:
+            raise ServiceUnavailable("database unavailable") from exc
+        try:
+            yield cast(asyncpg.Connection, conn)
+        except (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError) as exc:
+            raise ServiceUnavailable("database busy, retry later") from exc
+        except TRANSIENT_ERRORS as exc:
+            raise ServiceUnavailable("database unavailable") from exc
+        finally:
+            try:
+                await self.pool.release(conn, timeout=5)
+            except TRANSIENT_ERRORS:
+                conn.terminate()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction, committed when the block ends without error."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when Postgres answers a trivial query within `timeout`."""
+        try:
+            async with asyncio.timeout(timeout), self.connection() as conn:
+                await conn.fetchval("SELECT 1")
+            return True
+        except _PING_ERRORS:
+            return False
+
+
+def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    """asyncpg record → plain dict (or None)."""
+    return dict(record) if record is not None else None

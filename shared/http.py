@@ -1,0 +1,195 @@
+"""The HTTP skeleton every service shares: request ids, JSON errors, access log, health, metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+
+from shared.bus import REQUEST_ID_HEADER, Bus
+from shared.db import Database
+from shared.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RoutinesError,
+    UnsupportedMediaType,
+)
+from shared.lifecycle import Supervisor
+from shared.logging import get_logger
+from shared.settings import CommonSettings
+
+log = get_logger(__name__)
+
+SETTINGS_KEY = web.AppKey("settings", CommonSettings)
+DB_KEY = web.AppKey("db", Database)
+BUS_KEY = web.AppKey("bus", Bus)
+SUPERVISOR_KEY = web.AppKey("supervisor", Supervisor)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+HTTP_REQUESTS = Counter(
+    "routines_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "routines_http_request_seconds",
+    "HTTP request latency",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def error_response(
+    status: int, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The one error shape: {"error": ..., "details": ...}."""
+    return web.json_response({"error": message, "details": details}, status=status, headers=headers)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id (from X-Request-ID or new) for every log line of this request."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = _route_name(request)
+        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+        HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+        if route not in ("/healthz", "/readyz", "/metrics"):
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a JSON error; never HTML, never a traceback."""
+    try:
+        return await handler(request)
+    except RoutinesError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        if exc.status >= 500:
+            log.warning("request failed", status=exc.status, error=exc.message)
+        return error_response(exc.status, exc.message, exc.details, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        messages = {
+            404: f"no route for {request.method} {request.path}",
+            405: f"method {request.method} not allowed on {request.path}",
+            413: "request body too large",
+        }
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, messages.get(exc.status, exc.reason), None, headers)
+    except Exception:
+        log.exception("unhandled error")
+        return error_response(500, "internal error")
+
+
+async def read_json(request: web.Request) -> Any:
+    """Parse a JSON body, with 413/415/400 as JSON errors."""
+    limit = request.app[SETTINGS_KEY].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if request.body_exists and request.content_type not in ("application/json", ""):
+        raise UnsupportedMediaType("request body must be application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes") from exc
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("request body is not valid JSON", {"reason": str(exc)}) from exc
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Alive: the process answers."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: Postgres and NATS reachable."""
+    db_ok = await request.app[DB_KEY].ping()
+    nats_ok = request.app[BUS_KEY].is_connected
+    body = {"postgres": "ok" if db_ok else "down", "nats": "ok" if nats_ok else "down"}
+    if db_ok and nats_ok:
+        return json_response({"status": "ready", **body})
+    return json_response({"status": "unavailable", **body}, status=503)
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    raise NotFound(f"no route for {request.method} {request.path}")
+
+
+def create_base_app(
+    service: str, settings: CommonSettings, client_max_size: int | None = None
+) -> web.Application:
+    """An app with the shared middlewares, health routes and platform (pool, bus) wired in."""
+    app = web.Application(
+        middlewares=[request_context_middleware, error_middleware],
+        client_max_size=client_max_size or settings.max_body_bytes,
+    )
+    app[SETTINGS_KEY] = settings
+    app[DB_KEY] = Database(settings, application_name=service)
+    app[BUS_KEY] = Bus(settings.nats_url, name=service)
+    app[SUPERVISOR_KEY] = Supervisor(service)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(_platform_ctx)
+    return app
+
+
+def finish_routes(app: web.Application) -> None:
+    """Make every unknown path a JSON 404 (called after a service adds its routes)."""
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+
+
+async def _platform_ctx(app: web.Application) -> AsyncIterator[None]:
+    db, bus, supervisor = app[DB_KEY], app[BUS_KEY], app[SUPERVISOR_KEY]
+    await db.open()
+    supervisor.spawn("nats-connect", bus.connect_forever(supervisor.stopping), critical=False)
+    yield
+    await supervisor.shutdown()
+    await bus.close()
+    await db.close()

@@ -1,0 +1,75 @@
+"""Process lifecycle: signals, supervised background tasks, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Supervisor:
+    """Owns the service's background loops. A critical loop that dies stops the whole service."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any], critical: bool = True) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._finished(t, critical))
+
+    def _finished(self, task: asyncio.Task[Any], critical: bool) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self.stopping.is_set():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background task died", task=task.get_name(), error=repr(exc), exc_info=exc)
+        elif not critical:
+            return
+        else:
+            log.error("background task ended unexpectedly", task=task.get_name())
+        if critical:
+            self.exit_code = 1
+            self.stopping.set()
+
+    async def shutdown(self, timeout: float = 8.0) -> None:
+        """Ask loops to finish their current work, then cancel what is left."""
+        self.stopping.set()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2)
+
+
+async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> int:
+    """Run an app until SIGTERM/SIGINT or a critical task dies; return the exit code."""
+    from shared.http import SUPERVISOR_KEY
+
+    supervisor = app[SUPERVISOR_KEY]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, supervisor.stopping.set)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    log.info("listening", service=supervisor.service, host=host, port=port)
+    await supervisor.stopping.wait()
+    log.info("shutting down", service=supervisor.service)
+    await runner.cleanup()
+    log.info("stopped", service=supervisor.service, exit_code=supervisor.exit_code)
+    return supervisor.exit_code

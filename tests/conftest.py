@@ -1,0 +1,78 @@
+"""Fixtures: one real Postgres per session (a fresh database per test, cloned from a migrated
+template) and a real NATS server per test, both from the pip wheels, on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.devservers import NatsServer, PostgresServer
+from shared.migrate import migrate
+from tests.support import Stack
+
+TEMPLATE_DB = "routines_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", fast=True)
+    server.start()
+
+    async def make_template() -> None:
+        conn = await asyncpg.connect(server.dsn)
+        try:
+            await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+        finally:
+            await conn.close()
+        await migrate(server.dsn_for(TEMPLATE_DB))
+
+    asyncio.run(make_template())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test."""
+    if not postgres_server.running:
+        postgres_server.start()
+    name = "t_" + uuid.uuid4().hex[:16]
+    conn = await asyncpg.connect(postgres_server.dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    finally:
+        await conn.close()
+    yield postgres_server.dsn_for(name)
+    if not postgres_server.running:
+        postgres_server.start()
+    conn = await asyncpg.connect(postgres_server.dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack(database_url: str, nats_server: NatsServer) -> Stack:
+    return Stack(database_url=database_url, nats_url=nats_server.url)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to this test's database, for arranging and asserting."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()

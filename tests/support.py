@@ -1,0 +1,147 @@
+"""Test helpers: real servers, real service processes, log capture."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from shared.devservers import free_port, wait_for_port
+
+TEST_SECRET_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+@dataclass
+class Stack:
+    """Connection facts of one test's database and NATS server."""
+
+    database_url: str
+    nats_url: str
+    secret_key: str = TEST_SECRET_KEY
+
+    def env(self, **extra: Any) -> dict[str, str]:
+        values = {
+            "ROUTINES_DATABASE_URL": self.database_url,
+            "ROUTINES_NATS_URL": self.nats_url,
+            "ROUTINES_SECRET_KEY": self.secret_key,
+            "ROUTINES_LOG_FORMAT": "json",
+            "ROUTINES_SHUTDOWN_TIMEOUT_SEC": "5",
+        }
+        values.update({f"ROUTINES_{k.upper()}": str(v) for k, v in extra.items()})
+        return values
+
+
+@dataclass
+class ServiceProcess:
+    """One service run as a real process (`routines <name>`), its logs kept in a file."""
+
+    name: str
+    env: Mapping[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_ready: bool = True) -> ServiceProcess:
+        env = {
+            **os.environ,
+            **self.env,
+            "ROUTINES_HTTP_PORT": str(self.port),
+            "ROUTINES_HTTP_HOST": "127.0.0.1",
+        }
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", self.name], env=env, stdout=log, stderr=log
+        )
+        log.close()
+        wait_for_port(self.port, timeout=30)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not ready; log:\n{self.logs()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.logs().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        return lines
+
+
+def start_service(
+    name: str, env: Mapping[str, str], tmp_path: Path, wait_ready: bool = True
+) -> ServiceProcess:
+    return ServiceProcess(name, env, tmp_path / f"{name}-{free_port()}.log").start(wait_ready)
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an async predicate until it returns something truthy."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+__all__ = [
+    "ServiceProcess",
+    "Stack",
+    "aiohttp",
+    "free_port",
+    "start_service",
+    "wait_for_port",
+    "wait_until",
+]
