@@ -73,3 +73,14 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
     await runner.cleanup()
     log.info("stopped", service=supervisor.service, exit_code=supervisor.exit_code)
     return supervisor.exit_code
+
+
+async def sleep_unless_stopped(stopping: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; return True early (and at once) when the service is stopping."""
+    if seconds <= 0:
+        return stopping.is_set()
+    try:
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

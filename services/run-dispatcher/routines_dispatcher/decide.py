@@ -1,0 +1,142 @@
+"""Step 3 of the pipeline: decide runs in one transaction holding their routines' row locks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency
+from shared.bus import Bus, Subjects
+from shared.cron import iso_utc
+from shared.db import load_queries
+
+QUERIES = load_queries("routines_dispatcher")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What was decided for one run; published after commit."""
+
+    run_id: uuid.UUID
+    routine_id: uuid.UUID
+    agent_id: uuid.UUID
+    status: Outcome
+    issue_id: uuid.UUID | None
+    triggered_at: datetime
+
+
+async def decide_runs(
+    conn: asyncpg.Connection, run_ids: Sequence[uuid.UUID], *, skip_locked: bool = False
+) -> list[Decision]:
+    """Decide every still-undecided run among `run_ids`. Call inside a transaction."""
+    if not run_ids:
+        return []
+    ids = list(run_ids)
+    lock_query = QUERIES["lock_routines_skip_locked" if skip_locked else "lock_routines"]
+    routines = {r["id"]: r for r in await conn.fetch(lock_query, ids)}
+    if not routines:
+        return []
+    routine_ids = list(routines)
+    runs = await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids)
+    if not runs:
+        return []
+    active: dict[uuid.UUID, ActiveIssue] = {
+        row["routine_id"]: ActiveIssue(row["id"], row["origin_run_id"])
+        for row in await conn.fetch(QUERIES["active_issues"], routine_ids)
+    }
+    decisions: list[Decision] = []
+    new_issues: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, Any]] = []
+    coalesced: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    updates: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None, str | None]] = []
+    for run in runs:
+        routine = routines[run["routine_id"]]
+        current = active.get(routine["id"])
+        outcome = decide_concurrency(routine["concurrency_policy"], routine["status"], current)
+        issue_id: uuid.UUID | None = None
+        into_run: uuid.UUID | None = None
+        reason: str | None = None
+        if outcome is Outcome.ISSUE_CREATED:
+            issue_id = uuid.uuid4()
+            new_issues.append((issue_id, routine["id"], run["id"], run["payload"]))
+            active[routine["id"]] = ActiveIssue(issue_id, run["id"])
+        elif outcome in (Outcome.COALESCED, Outcome.SKIPPED):
+            assert current is not None
+            issue_id, into_run = current.issue_id, current.run_id
+            if outcome is Outcome.COALESCED:
+                coalesced.setdefault(issue_id, []).append(
+                    {
+                        "runId": str(run["id"]),
+                        "source": run["source"],
+                        "triggeredAt": iso_utc(run["triggered_at"]),
+                        "payload": run["payload"],
+                    }
+                )
+        else:
+            reason = "routine archived"
+        updates.append((run["id"], outcome.value, issue_id, into_run, reason))
+        decisions.append(
+            Decision(
+                run["id"], routine["id"], routine["assignee_agent_id"], outcome, issue_id, run["triggered_at"]
+            )
+        )
+    if new_issues:
+        await conn.execute(QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)))
+    if coalesced:
+        await conn.execute(
+            QUERIES["record_coalesced_fires"],
+            list(coalesced),
+            [len(fires) for fires in coalesced.values()],
+            list(coalesced.values()),
+        )
+    await conn.execute(QUERIES["set_run_decisions"], *map(list, zip(*updates, strict=True)))
+    touched: dict[uuid.UUID, tuple[datetime, bool]] = {}
+    for d in decisions:
+        last, enqueued = touched.get(d.routine_id, (d.triggered_at, False))
+        touched[d.routine_id] = (max(last, d.triggered_at), enqueued or d.status is Outcome.ISSUE_CREATED)
+    await conn.execute(
+        QUERIES["touch_routines"],
+        list(touched),
+        [t for t, _ in touched.values()],
+        [e for _, e in touched.values()],
+    )
+    return decisions
+
+
+async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> bool:
+    """Mark a run that can never be decided as failed (True if it was still undecided)."""
+    return str(await conn.execute(QUERIES["fail_run"], run_id, reason)).endswith(" 1")
+
+
+async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
+    """After commit: announce each decision and wake the agent where there is work."""
+    await asyncio.gather(*(_publish_decision(bus, d) for d in decisions))
+
+
+async def _publish_decision(bus: Bus, d: Decision) -> None:
+    await bus.publish_quietly(
+        Subjects.RUNS_DISPATCHED,
+        {
+            "runId": str(d.run_id),
+            "status": d.status.value,
+            "issueId": str(d.issue_id) if d.issue_id else None,
+        },
+        msg_id=f"dispatched-{d.run_id}",
+    )
+    if d.status in (Outcome.ISSUE_CREATED, Outcome.COALESCED):
+        reason = "issue_created" if d.status is Outcome.ISSUE_CREATED else "run_coalesced"
+        await bus.publish_quietly(
+            Subjects.agent_wakeup(str(d.agent_id)),
+            {
+                "issueId": str(d.issue_id),
+                "runId": str(d.run_id),
+                "routineId": str(d.routine_id),
+                "reason": reason,
+            },
+            msg_id=f"wakeup-{d.run_id}",
+        )

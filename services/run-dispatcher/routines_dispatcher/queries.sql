@@ -1,0 +1,84 @@
+-- lock_routines --
+-- Lock the routines of these runs in a stable order (no deadlocks between dispatchers).
+SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id, parent_issue_id,
+       priority, status, concurrency_policy
+FROM routines
+WHERE id IN (SELECT routine_id FROM routine_runs WHERE id = ANY($1::uuid[]))
+ORDER BY id
+FOR UPDATE;
+
+-- lock_routines_skip_locked --
+-- Same, skipping routines another dispatcher is deciding right now (sweeper).
+SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id, parent_issue_id,
+       priority, status, concurrency_policy
+FROM routines
+WHERE id IN (SELECT routine_id FROM routine_runs WHERE id = ANY($1::uuid[]))
+ORDER BY id
+FOR UPDATE SKIP LOCKED;
+
+-- undecided_runs --
+-- The runs of the locked routines that still wait for a decision, oldest first.
+SELECT id, routine_id, payload, source, triggered_at
+FROM routine_runs
+WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status = 'received'
+ORDER BY triggered_at, id
+FOR UPDATE;
+
+-- active_issues --
+-- The newest open execution issue of each routine.
+SELECT DISTINCT ON (origin_id) origin_id AS routine_id, id, origin_run_id
+FROM issues
+WHERE origin_kind = 'routine_execution' AND origin_id = ANY($1::uuid[])
+  AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
+ORDER BY origin_id, created_at DESC;
+
+-- insert_execution_issues --
+-- Create execution issues (one row per element of the arrays).
+INSERT INTO issues (id, company_id, title, description, status, priority, project_id, goal_id,
+                    parent_issue_id, assignee_agent_id, origin_kind, origin_id, origin_run_id, payload)
+SELECT i.id, r.company_id, r.title, r.description, 'todo', r.priority, r.project_id, r.goal_id,
+       r.parent_issue_id, r.assignee_agent_id, 'routine_execution', r.id, i.run_id, i.payload
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[]) AS i(id, routine_id, run_id, payload)
+JOIN routines r ON r.id = i.routine_id;
+
+-- record_coalesced_fires --
+-- Tell the active issues that more work arrived (count, and the latest 100 fires).
+UPDATE issues AS i
+SET coalesced_fire_count = i.coalesced_fire_count + u.n,
+    coalesced_fires = (
+        SELECT COALESCE(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb)
+        FROM (SELECT t.e, t.n
+              FROM jsonb_array_elements(i.coalesced_fires || u.fires) WITH ORDINALITY AS t(e, n)
+              ORDER BY t.n DESC LIMIT 100) x),
+    updated_at = now()
+FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS u(id, n, fires)
+WHERE i.id = u.id;
+
+-- set_run_decisions --
+-- Final status and links of decided runs.
+UPDATE routine_runs AS r
+SET status = u.status, linked_issue_id = u.issue_id, coalesced_into_run_id = u.into_run_id,
+    failure_reason = u.reason, decided_at = now()
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[])
+     AS u(id, status, issue_id, into_run_id, reason)
+WHERE r.id = u.id;
+
+-- touch_routines --
+-- lastTriggeredAt / lastEnqueuedAt of the routines that got decisions.
+UPDATE routines AS r
+SET last_triggered_at = GREATEST(r.last_triggered_at, u.triggered_at),
+    last_enqueued_at = CASE WHEN u.enqueued THEN now() ELSE r.last_enqueued_at END
+FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[]) AS u(id, triggered_at, enqueued)
+WHERE r.id = u.id;
+
+-- fail_run --
+-- Mark one undecided run failed (a message that can never succeed).
+UPDATE routine_runs SET status = 'failed', failure_reason = $2, decided_at = now()
+WHERE id = $1 AND status = 'received';
+
+-- stale_received_runs --
+-- Runs still undecided some seconds after they were recorded: the sweeper's work.
+SELECT id FROM routine_runs
+WHERE status = 'received' AND triggered_at < now() - make_interval(secs => $1)
+ORDER BY triggered_at
+LIMIT $2;

@@ -1,0 +1,160 @@
+"""The dispatcher's two loops: the JetStream pull consumer and the Postgres sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from routines_dispatcher.decide import QUERIES, Decision, decide_runs, fail_run, publish_decisions
+from routines_dispatcher.metrics import (
+    DECISION_LATENCY,
+    REDELIVERIES,
+    RUNS_DECIDED,
+    SWEEPER_PICKUPS,
+    TERMINATED,
+)
+from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, bind_message_context, decode
+from shared.db import TRANSIENT_ERRORS, Database
+from shared.errors import ServiceUnavailable
+from shared.lifecycle import sleep_unless_stopped
+from shared.logging import get_logger
+from shared.settings import DispatcherSettings
+
+log = get_logger(__name__)
+
+_RETRYABLE: tuple[type[BaseException], ...] = (ServiceUnavailable, *TRANSIENT_ERRORS)
+
+
+def _observe(decisions: Sequence[Decision]) -> None:
+    now = datetime.now(UTC)
+    for d in decisions:
+        RUNS_DECIDED.labels(d.status.value).inc()
+        DECISION_LATENCY.observe(max(0.0, (now - d.triggered_at).total_seconds()))
+
+
+def _run_id(msg: Msg) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(decode(msg.data)["runId"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class Dispatcher:
+    """Turns recorded runs into decisions; any number of replicas may run."""
+
+    def __init__(self, settings: DispatcherSettings, db: Database, bus: Bus, stopping: asyncio.Event) -> None:
+        self.settings = settings
+        self.db = db
+        self.bus = bus
+        self.stopping = stopping
+
+    async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
+        async with self.db.transaction() as conn:
+            decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
+        _observe(decisions)
+        await publish_decisions(self.bus, decisions)
+        return decisions
+
+    async def consume(self) -> None:
+        """Fetch batches from the durable pull consumer until told to stop."""
+        subscription = None
+        while not self.stopping.is_set():
+            try:
+                if subscription is None:
+                    await self.bus.wait_connected()
+                    await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
+                    subscription = await self.bus.js.pull_subscribe_bind(
+                        durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
+                    )
+                messages = await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                log.warning("fetch failed; retrying", error=repr(exc))
+                subscription = None
+                await asyncio.sleep(1.0)
+                continue
+            await self.handle_batch(messages)
+
+    async def handle_batch(self, messages: Sequence[Msg]) -> None:
+        """Decide a batch in one transaction; ack after commit, nak on transient failure."""
+        by_run: dict[uuid.UUID, list[Msg]] = {}
+        for msg in messages:
+            if msg.metadata.num_delivered > 1:
+                REDELIVERIES.inc()
+            run_id = _run_id(msg)
+            if run_id is None:
+                TERMINATED.labels("unparseable").inc()
+                log.warning("unparseable message terminated", subject=msg.subject)
+                await msg.term()
+                continue
+            by_run.setdefault(run_id, []).append(msg)
+        if not by_run:
+            return
+        if messages:
+            bind_message_context(messages[0])
+        try:
+            await self.decide_and_publish(list(by_run), skip_locked=False)
+            async with self.db.connection() as conn:
+                missing = {
+                    r["id"]
+                    for r in await conn.fetch(
+                        "SELECT u.id FROM unnest($1::uuid[]) AS u(id) "
+                        "WHERE NOT EXISTS (SELECT 1 FROM routine_runs r WHERE r.id = u.id)",
+                        list(by_run),
+                    )
+                }
+        except _RETRYABLE as exc:
+            await self._retry_later(by_run, exc)
+            return
+        for run_id, msgs in by_run.items():
+            for msg in msgs:
+                if run_id in missing:
+                    TERMINATED.labels("run_not_found").inc()
+                    log.warning("message for unknown run terminated", run_id=str(run_id))
+                    await msg.term()
+                else:
+                    await msg.ack()
+
+    async def _retry_later(self, by_run: dict[uuid.UUID, list[Msg]], exc: BaseException) -> None:
+        log.warning("decision failed; will retry", error=repr(exc), runs=len(by_run))
+        for run_id, msgs in by_run.items():
+            for msg in msgs:
+                delivered = msg.metadata.num_delivered
+                if delivered >= self.settings.max_deliver:
+                    reason = f"dispatch failed after {delivered} deliveries: {type(exc).__name__}"
+                    try:
+                        async with self.db.connection() as conn:
+                            await fail_run(conn, run_id, reason)
+                    except _RETRYABLE:
+                        log.error("run left for the sweeper", run_id=str(run_id))
+                    await msg.term()
+                else:
+                    await msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 15.0))
+
+    async def sweep(self) -> None:
+        """Decide runs still `received` some seconds after they were recorded, straight from Postgres."""
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                async with self.db.connection() as conn:
+                    rows = await conn.fetch(
+                        QUERIES["stale_received_runs"], self.settings.sweep_after_sec, 500
+                    )
+                if rows:
+                    decisions = await self.decide_and_publish([r["id"] for r in rows], skip_locked=True)
+                    SWEEPER_PICKUPS.inc(len(decisions))
+                    if decisions:
+                        log.info("sweeper decided runs", count=len(decisions))
+                    if len(rows) == 500:
+                        continue
+            except _RETRYABLE as exc:
+                log.warning("sweep failed; will retry", error=repr(exc))
+            elapsed = time.monotonic() - started
+            await sleep_unless_stopped(self.stopping, self.settings.sweep_interval_sec - elapsed)

@@ -1,0 +1,40 @@
+-- claim_due_triggers --
+-- Claim due schedule triggers; the partial index routine_triggers_due makes this O(due).
+SELECT t.id, t.routine_id, t.company_id, t.cron_expression, t.timezone, t.next_run_at,
+       r.catch_up_policy, r.status AS routine_status
+FROM routine_triggers t
+JOIN routines r ON r.id = t.routine_id
+WHERE t.kind = 'schedule' AND t.enabled AND t.next_run_at IS NOT NULL AND t.next_run_at <= $1
+ORDER BY t.next_run_at
+LIMIT $2
+FOR UPDATE OF t SKIP LOCKED;
+
+-- insert_schedule_runs --
+-- One received run per slot; a slot that already has a run is left alone.
+INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, scheduled_for, payload)
+SELECT u.routine_id, u.company_id, u.trigger_id, 'schedule', u.scheduled_for,
+       jsonb_build_object('scheduledFor', u.scheduled_for)
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[])
+     AS u(routine_id, company_id, trigger_id, scheduled_for)
+ON CONFLICT (trigger_id, scheduled_for) DO NOTHING
+RETURNING id, routine_id, scheduled_for, triggered_at;
+
+-- insert_missed_audit --
+-- One skipped run per trigger recording how many missed slots were dropped, and when.
+INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, status, payload, failure_reason,
+                          decided_at)
+SELECT u.routine_id, u.company_id, u.trigger_id, 'schedule', 'skipped', u.payload, u.reason, now()
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::text[])
+     AS u(routine_id, company_id, trigger_id, payload, reason);
+
+-- advance_triggers --
+-- Move claimed triggers to their next slot.
+UPDATE routine_triggers AS t
+SET next_run_at = u.next_run_at, last_fired_at = u.fired_at
+FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS u(id, next_run_at, fired_at)
+WHERE t.id = u.id;
+
+-- due_backlog --
+-- How many schedule triggers are due now (a gauge).
+SELECT count(*) FROM routine_triggers
+WHERE kind = 'schedule' AND enabled AND next_run_at IS NOT NULL AND next_run_at <= now();

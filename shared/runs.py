@@ -1,0 +1,102 @@
+"""Recording runs (step 1 of the pipeline) and their JSON shape; shared by API, gateway, scheduler."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.bus import Bus, Subjects
+from shared.cron import iso_utc
+from shared.db import load_queries
+
+QUERIES = load_queries("shared")
+
+OPEN_ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked")
+FINAL_RUN_STATUSES = ("issue_created", "coalesced", "skipped", "failed", "completed")
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A run row and whether this call created it (False: an earlier run with the same key)."""
+
+    row: Mapping[str, Any]
+    created: bool
+
+
+async def record_run(
+    conn: asyncpg.Connection,
+    *,
+    routine_id: uuid.UUID,
+    company_id: uuid.UUID,
+    trigger_id: uuid.UUID | None,
+    source: str,
+    payload: Mapping[str, Any],
+    idempotency_key: str | None = None,
+    delivery_key: str | None = None,
+    scheduled_for: datetime | None = None,
+) -> RecordedRun:
+    """Insert a `received` run, or return the existing one its idempotency/delivery key names."""
+    row = await conn.fetchrow(
+        QUERIES["insert_run"],
+        routine_id,
+        company_id,
+        trigger_id,
+        source,
+        dict(payload),
+        idempotency_key,
+        delivery_key,
+        scheduled_for,
+    )
+    if row is not None:
+        return RecordedRun(dict(row), True)
+    existing = None
+    if idempotency_key is not None:
+        existing = await conn.fetchrow(QUERIES["run_by_idempotency_key"], routine_id, idempotency_key)
+    if existing is None and delivery_key is not None:
+        existing = await conn.fetchrow(QUERIES["run_by_delivery_key"], trigger_id, delivery_key)
+    if existing is None:
+        raise RuntimeError("run insert conflicted but no existing run was found")
+    return RecordedRun(dict(existing), False)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return iso_utc(value) if value is not None else None
+
+
+def _str(value: uuid.UUID | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def run_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A run as the API answers it (camelCase, ISO 8601 UTC)."""
+    return {
+        "id": str(row["id"]),
+        "routineId": str(row["routine_id"]),
+        "companyId": str(row["company_id"]),
+        "triggerId": _str(row["trigger_id"]),
+        "source": row["source"],
+        "status": row["status"],
+        "triggeredAt": _iso(row["triggered_at"]),
+        "scheduledFor": _iso(row["scheduled_for"]),
+        "payload": row["payload"],
+        "idempotencyKey": row["idempotency_key"],
+        "linkedIssueId": _str(row["linked_issue_id"]),
+        "coalescedIntoRunId": _str(row["coalesced_into_run_id"]),
+        "failureReason": row["failure_reason"],
+        "decidedAt": _iso(row["decided_at"]),
+        "completedAt": _iso(row["completed_at"]),
+    }
+
+
+async def publish_run_requested(bus: Bus, run_id: uuid.UUID | str, routine_id: uuid.UUID | str) -> bool:
+    """Step 2: tell the dispatchers. Failure is fine: the sweeper finds the run in Postgres."""
+    return await bus.publish_quietly(
+        Subjects.RUNS_REQUESTED,
+        {"runId": str(run_id), "routineId": str(routine_id)},
+        msg_id=str(run_id),
+    )
