@@ -52,7 +52,8 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
     return queries
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """JSON and JSONB columns as Python values."""
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -71,7 +72,7 @@ class Database:
             s.database_url,
             min_size=min(s.db_pool_min, s.db_pool_max),
             max_size=s.db_pool_max,
-            init=_init_connection,
+            init=init_connection,
             timeout=s.db_acquire_timeout_sec,
             command_timeout=s.db_statement_timeout_ms / 1000 + 5,
             max_inactive_connection_lifetime=120,

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from shared.db import init_connection
 from shared.devservers import NatsServer, PostgresServer
 from shared.migrate import migrate
 from tests.support import Stack
@@ -74,5 +75,6 @@ def stack(database_url: str, nats_server: NatsServer) -> Stack:
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain connection to this test's database, for arranging and asserting."""
     conn = await asyncpg.connect(database_url)
+    await init_connection(conn)
     yield conn
     await conn.close()

@@ -1,0 +1,180 @@
+"""Dispatcher decisions against real Postgres and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from nats.aio.msg import Msg
+
+from routines_dispatcher.decide import decide_runs
+from routines_dispatcher.worker import Dispatcher
+from shared.bus import Bus, Subjects
+from shared.db import Database
+from shared.runs import publish_run_requested
+from shared.settings import DispatcherSettings
+from tests.factories import World, make_issue, make_routine, make_run, make_world
+from tests.support import Stack, wait_until
+
+OPEN = ["backlog", "todo", "in_progress", "in_review", "blocked"]
+
+
+@pytest.fixture
+async def database(stack: Stack) -> AsyncIterator[Database]:
+    database = Database(DispatcherSettings(database_url=stack.database_url), "test")
+    await database.open()
+    yield database
+    await database.close()
+
+
+async def _decide(database: Database, run_ids: list[uuid.UUID]) -> None:
+    async with database.transaction() as conn:
+        await decide_runs(conn, run_ids)
+
+
+async def _issue_count(db: asyncpg.Connection, routine_id: uuid.UUID) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM issues WHERE origin_id = $1", routine_id))
+
+
+@pytest.mark.parametrize("policy", ["coalesce_if_active", "skip_if_active", "always_enqueue"])
+@pytest.mark.parametrize("prior", [None, *OPEN, "done", "cancelled"])
+async def test_policy_against_each_prior_issue_state(
+    db: asyncpg.Connection, database: Database, policy: str, prior: str | None
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, policy)
+    prior_issue = await make_issue(db, world, routine, prior) if prior else None
+    run = await make_run(db, world, routine)
+    await _decide(database, [run])
+    row = await db.fetchrow("SELECT * FROM routine_runs WHERE id = $1", run)
+    active = prior in OPEN
+    if not active or policy == "always_enqueue":
+        assert row["status"] == "issue_created"
+        issue = await db.fetchrow("SELECT * FROM issues WHERE id = $1", row["linked_issue_id"])
+        assert issue["origin_run_id"] == run
+        assert issue["status"] == "todo"
+        assert issue["payload"] == {"n": 1}
+        assert await _issue_count(db, routine) == (2 if prior else 1)
+    else:
+        assert row["status"] == ("coalesced" if policy == "coalesce_if_active" else "skipped")
+        assert row["linked_issue_id"] == prior_issue
+        assert await _issue_count(db, routine) == 1
+        count = await db.fetchval("SELECT coalesced_fire_count FROM issues WHERE id = $1", prior_issue)
+        assert count == (1 if policy == "coalesce_if_active" else 0)
+    assert row["decided_at"] is not None
+    assert await db.fetchval("SELECT last_triggered_at FROM routines WHERE id = $1", routine) is not None
+
+
+@pytest.mark.parametrize(
+    ("policy", "issues", "statuses"),
+    [
+        ("coalesce_if_active", 1, {"issue_created": 1, "coalesced": 49}),
+        ("skip_if_active", 1, {"issue_created": 1, "skipped": 49}),
+        ("always_enqueue", 50, {"issue_created": 50}),
+    ],
+)
+async def test_fifty_simultaneous_fires(
+    db: asyncpg.Connection, database: Database, policy: str, issues: int, statuses: dict[str, int]
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, policy)
+    runs = [await make_run(db, world, routine) for _ in range(50)]
+    # 50 concurrent transactions, one run each: the routine lock serialises them.
+    await asyncio.gather(*(_decide(database, [run]) for run in runs))
+    assert await _issue_count(db, routine) == issues
+    got = {r["status"]: r["n"] for r in await db.fetch(
+        "SELECT status, count(*) AS n FROM routine_runs WHERE routine_id = $1 GROUP BY status", routine)}
+    assert got == statuses
+    if policy == "coalesce_if_active":
+        issue = await db.fetchrow("SELECT * FROM issues WHERE origin_id = $1", routine)
+        assert issue["coalesced_fire_count"] == 49
+        linked = await db.fetchval(
+            "SELECT count(*) FROM routine_runs WHERE status = 'coalesced' AND linked_issue_id = $1"
+            " AND coalesced_into_run_id = $2", issue["id"], issue["origin_run_id"])
+        assert linked == 49
+
+
+async def test_archived_routine_fails_the_run(db: asyncpg.Connection, database: Database) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, status="archived")
+    run = await make_run(db, world, routine)
+    await _decide(database, [run])
+    row = await db.fetchrow("SELECT status, failure_reason FROM routine_runs WHERE id = $1", run)
+    assert (row["status"], row["failure_reason"]) == ("failed", "routine archived")
+
+
+async def _dispatcher(stack: Stack, database: Database, **overrides: object) -> tuple[Dispatcher, Bus, asyncio.Event]:
+    settings = DispatcherSettings(database_url=stack.database_url, nats_url=stack.nats_url, **overrides)  # type: ignore[arg-type]
+    bus = Bus(stack.nats_url, "test-dispatcher")
+    stopping = asyncio.Event()
+    await bus.connect_forever()
+    return Dispatcher(settings, database, bus, stopping), bus, stopping
+
+
+async def test_same_message_twice_gives_one_decision(db: asyncpg.Connection, database: Database, stack: Stack) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    run = await make_run(db, world, routine)
+    dispatcher, bus, stopping = await _dispatcher(stack, database)
+    dispatched: list[bytes] = []
+
+    async def collect(msg: Msg) -> None:
+        dispatched.append(msg.data)
+
+    sub = await bus.nc.subscribe(Subjects.RUNS_DISPATCHED, cb=collect)
+    # Different Nats-Msg-Id so JetStream's own de-duplication does not hide the second copy.
+    await bus.publish(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="a")
+    await bus.publish(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="b")
+    consumer = asyncio.create_task(dispatcher.consume())
+    await wait_until(lambda: _status_is(db, run, "issue_created"))
+    await asyncio.sleep(1.5)
+    stopping.set()
+    await consumer
+    await sub.unsubscribe()
+    await bus.close()
+    assert await _issue_count(db, routine) == 1
+    assert len(dispatched) == 1
+
+
+async def _status_is(db: asyncpg.Connection, run: uuid.UUID, status: str) -> bool:
+    return bool(await db.fetchval("SELECT status = $2 FROM routine_runs WHERE id = $1", run, status))
+
+
+async def test_unknown_and_unparseable_messages_are_terminated(
+    db: asyncpg.Connection, database: Database, stack: Stack
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    good = await make_run(db, world, routine)
+    dispatcher, bus, stopping = await _dispatcher(stack, database)
+    await bus.publish(Subjects.RUNS_REQUESTED, {"runId": str(uuid.uuid4())}, msg_id="x")
+    await bus.nc.publish(Subjects.RUNS_REQUESTED, b"not json")
+    await publish_run_requested(bus, good, routine)
+    consumer = asyncio.create_task(dispatcher.consume())
+    await wait_until(lambda: _status_is(db, good, "issue_created"))
+
+    async def drained() -> bool:
+        info = await bus.js.consumer_info("ROUTINES_RUNS", "run-dispatcher")
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until(drained)
+    stopping.set()
+    await consumer
+    await bus.close()
+
+
+async def test_sweeper_decides_runs_nobody_published(db: asyncpg.Connection, database: Database, stack: Stack) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    runs = [await make_run(db, world, routine) for _ in range(5)]
+    dispatcher, bus, stopping = await _dispatcher(stack, database, sweep_after_sec=0, sweep_interval_sec=0.2)
+    sweeper = asyncio.create_task(dispatcher.sweep())
+    for run in runs:
+        await wait_until(lambda run=run: _status_is(db, run, "issue_created"))
+    stopping.set()
+    await sweeper
+    await bus.close()
+    assert await _issue_count(db, routine) == 5
