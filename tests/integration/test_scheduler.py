@@ -1,0 +1,209 @@
+"""Scheduler against real Postgres and NATS: catch-up, replicas, crashes, O(due) claiming."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from routines_scheduler.ticker import QUERIES, Scheduler
+from shared.bus import Bus
+from shared.cron import fires_between
+from shared.db import Database
+from shared.settings import SchedulerSettings
+from tests.factories import make_routine, make_schedule_trigger, make_world
+from tests.support import Stack, start_service, wait_until
+
+
+@pytest.fixture
+async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
+    settings = SchedulerSettings(database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60)
+    database = Database(settings, "test")
+    await database.open()
+    bus = Bus(stack.nats_url, "test")
+    await bus.connect_forever()
+    yield Scheduler(settings, database, bus, asyncio.Event())
+    await bus.close()
+    await database.close()
+
+
+async def _db_now(db: asyncpg.Connection) -> datetime:
+    return await db.fetchval("SELECT date_trunc('minute', now())")  # type: ignore[no-any-return]
+
+
+async def _runs(db: asyncpg.Connection, trigger: uuid.UUID) -> list[asyncpg.Record]:
+    return await db.fetch("SELECT * FROM routine_runs WHERE trigger_id = $1 ORDER BY scheduled_for NULLS LAST", trigger)
+
+
+async def test_on_time_slot_fires_once_and_trigger_advances(db: asyncpg.Connection, scheduler: Scheduler) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    now = await _db_now(db)
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", now)
+    assert await scheduler.tick() == 1
+    assert await scheduler.tick() == 0
+    runs = await _runs(db, trigger)
+    assert [(r["status"], r["source"], r["scheduled_for"]) for r in runs] == [("received", "schedule", now)]
+    row = await db.fetchrow("SELECT next_run_at, last_fired_at FROM routine_triggers WHERE id = $1", trigger)
+    assert row["next_run_at"] > now
+    assert row["last_fired_at"] is not None
+
+
+@pytest.mark.parametrize("missed", [10, 40])
+async def test_skip_missed_drops_and_records_one_audit_run(
+    db: asyncpg.Connection, scheduler: Scheduler, missed: int
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, catch_up_policy="skip_missed")
+    now = await _db_now(db)
+    # `missed` slots older than the 60 s grace, plus the current minute's slot (on time).
+    first = now - timedelta(minutes=missed + 1)
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", first)
+    await scheduler.tick()
+    runs = await _runs(db, trigger)
+    received = [r for r in runs if r["status"] == "received"]
+    audit = [r for r in runs if r["status"] == "skipped"]
+    assert len(audit) == 1
+    info = audit[0]["payload"]["missedSlots"]
+    assert info["from"] == first.isoformat().replace("+00:00", "Z")
+    assert info["count"] >= missed
+    assert f"{info['count']} missed slot(s)" in audit[0]["failure_reason"]
+    assert all(now - r["scheduled_for"] <= timedelta(seconds=60) for r in received)
+    assert 1 <= len(received) <= 2
+
+
+@pytest.mark.parametrize("missed", [10, 40])
+async def test_enqueue_missed_with_cap(db: asyncpg.Connection, scheduler: Scheduler, missed: int) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, catch_up_policy="enqueue_missed_with_cap")
+    now = await _db_now(db)
+    first = now - timedelta(minutes=missed + 1)
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", first)
+    await scheduler.tick()
+    runs = await _runs(db, trigger)
+    received = [r["scheduled_for"] for r in runs if r["status"] == "received"]
+    audit = [r for r in runs if r["status"] == "skipped"]
+    db_now = await db.fetchval("SELECT now()")
+    missed_slots = [s for s in received if db_now - s > timedelta(seconds=61)]
+    expected_slots = list(fires_between("* * * * *", "UTC", first - timedelta(minutes=1), db_now))
+    assert received == sorted(received)
+    assert received == expected_slots[-len(received):]  # the most recent slots, none skipped in between
+    if missed <= 25:
+        assert audit == []
+        assert received[0] == first
+    else:
+        assert len(missed_slots) <= 25
+        assert len(audit) == 1
+        assert audit[0]["payload"]["missedSlots"]["count"] == len(expected_slots) - len(received)
+
+
+async def test_paused_routine_and_disabled_trigger_never_fire(db: asyncpg.Connection, scheduler: Scheduler) -> None:
+    world = await make_world(db)
+    paused = await make_routine(db, world, status="paused")
+    active = await make_routine(db, world)
+    now = await _db_now(db)
+    t1 = await make_schedule_trigger(db, world, paused, "* * * * *", "UTC", now)
+    t2 = await make_schedule_trigger(db, world, active, "* * * * *", "UTC", now)
+    await db.execute("UPDATE routine_triggers SET enabled = false WHERE id = $1", t2)
+    await scheduler.tick()
+    assert await _runs(db, t1) == []
+    assert await _runs(db, t2) == []
+    # The paused routine's trigger is parked (next_run_at NULL) rather than re-claimed every tick.
+    assert await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", t1) is None
+
+
+async def test_due_claim_uses_the_partial_index_with_a_million_triggers(db: asyncpg.Connection) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    await db.execute(
+        "INSERT INTO routine_triggers (routine_id, company_id, kind, cron_expression, timezone, next_run_at)"
+        " SELECT $1, $2, 'schedule', '0 0 1 1 *', 'UTC', now() + interval '30 days' + g * interval '1 second'"
+        " FROM generate_series(1, 1000000) g",
+        routine, world.company_id,
+    )
+    await db.execute(
+        "UPDATE routine_triggers SET next_run_at = now() - interval '1 second'"
+        " WHERE id IN (SELECT id FROM routine_triggers LIMIT 1000)"
+    )
+    await db.execute("ANALYZE routine_triggers")
+    plan = "\n".join(
+        r[0] for r in await db.fetch("EXPLAIN " + QUERIES["claim_due_triggers"].replace("$1", "now()").replace("$2", "500"))
+    )
+    assert "routine_triggers_due" in plan
+    assert "Seq Scan on routine_triggers" not in plan
+
+
+
+
+@pytest.mark.e2e
+async def test_three_scheduler_processes_fire_each_slot_exactly_once(
+    db: asyncpg.Connection, stack: Stack, tmp_path: Path
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, catch_up_policy="enqueue_missed_with_cap")
+    now = await _db_now(db)
+    triggers = [await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", None) for _ in range(200)]
+    env = stack.env(tick_interval_sec=0.05, misfire_grace_sec=3600, claim_batch_size=50)
+    schedulers = [start_service("scheduler", env, tmp_path) for _ in range(3)]
+    try:
+        # Five rounds: each moves every trigger back 1–4 slots, so the replicas race for them.
+        expected: set[tuple[uuid.UUID, datetime]] = set()
+        for round_ in range(5):
+            back = 1 + round_ % 4
+            await db.execute("UPDATE routine_triggers SET next_run_at = $1 WHERE id = ANY($2)",
+                             now - timedelta(minutes=back), triggers)
+            expected |= {(t, now - timedelta(minutes=m)) for t in triggers for m in range(0, back + 1)}
+
+            async def drained() -> bool:
+                return not await db.fetchval(
+                    "SELECT count(*) FROM routine_triggers WHERE next_run_at <= $1", now)
+
+            await wait_until(drained, timeout=30)
+        rows = await db.fetch("SELECT trigger_id, scheduled_for FROM routine_runs WHERE trigger_id = ANY($1)", triggers)
+        got = [(r["trigger_id"], r["scheduled_for"]) for r in rows]
+        assert len(got) == len(set(got))  # exactly once
+        assert {g for g in got if g[1] <= now} == expected  # none lost
+    finally:
+        for s in schedulers:
+            s.kill()
+
+
+@pytest.mark.e2e
+async def test_scheduler_killed_mid_batch_loses_and_duplicates_nothing(
+    db: asyncpg.Connection, stack: Stack, tmp_path: Path
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    now = await _db_now(db)
+    await db.execute(
+        "INSERT INTO routine_triggers (routine_id, company_id, kind, cron_expression, timezone, next_run_at)"
+        " SELECT $1, $2, 'schedule', '* * * * *', 'UTC', $3 FROM generate_series(1, 2000)",
+        routine, world.company_id, now,
+    )
+    env = stack.env(tick_interval_sec=0.05, misfire_grace_sec=3600, claim_batch_size=100)
+    first = start_service("scheduler", env, tmp_path)
+
+    async def some_fired() -> bool:
+        return bool(await db.fetchval("SELECT count(*) FROM routine_runs") > 0)
+
+    await wait_until(some_fired, timeout=30, interval=0.005)
+    first.stop(signal.SIGKILL)
+    fired_before = await db.fetchval("SELECT count(*) FROM routine_runs")
+    second = start_service("scheduler", env, tmp_path)
+    try:
+        async def all_fired() -> bool:
+            return bool(await db.fetchval("SELECT count(DISTINCT trigger_id) FROM routine_runs WHERE scheduled_for = $1", now) == 2000)
+
+        await wait_until(all_fired, timeout=60)
+        per_slot = await db.fetchval(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM routine_runs GROUP BY trigger_id, scheduled_for) x")
+        assert per_slot == 1
+        assert fired_before <= 2000
+    finally:
+        second.kill()
