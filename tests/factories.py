@@ -42,12 +42,21 @@ async def make_routine(
     names = ", ".join(columns)
     params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     return uuid.UUID(
-        str(await db.fetchval(f"INSERT INTO routines ({names}) VALUES ({params}) RETURNING id", *columns.values()))
+        str(
+            await db.fetchval(
+                f"INSERT INTO routines ({names}) VALUES ({params}) RETURNING id", *columns.values()
+            )
+        )
     )
 
 
 async def make_schedule_trigger(
-    db: asyncpg.Connection, world: World, routine_id: uuid.UUID, cron: str, tz: str, next_run_at: datetime | None
+    db: asyncpg.Connection,
+    world: World,
+    routine_id: uuid.UUID,
+    cron: str,
+    tz: str,
+    next_run_at: datetime | None,
 ) -> uuid.UUID:
     return uuid.UUID(
         str(
@@ -64,7 +73,9 @@ async def make_schedule_trigger(
     )
 
 
-async def make_run(db: asyncpg.Connection, world: World, routine_id: uuid.UUID, source: str = "api") -> uuid.UUID:
+async def make_run(
+    db: asyncpg.Connection, world: World, routine_id: uuid.UUID, source: str = "api"
+) -> uuid.UUID:
     return uuid.UUID(
         str(
             await db.fetchval(

@@ -16,7 +16,7 @@ from shared.bus import Bus, Subjects
 from shared.db import Database
 from shared.runs import publish_run_requested
 from shared.settings import DispatcherSettings
-from tests.factories import World, make_issue, make_routine, make_run, make_world
+from tests.factories import make_issue, make_routine, make_run, make_world
 from tests.support import Stack, wait_until
 
 OPEN = ["backlog", "todo", "in_progress", "in_review", "blocked"]
@@ -85,15 +85,22 @@ async def test_fifty_simultaneous_fires(
     # 50 concurrent transactions, one run each: the routine lock serialises them.
     await asyncio.gather(*(_decide(database, [run]) for run in runs))
     assert await _issue_count(db, routine) == issues
-    got = {r["status"]: r["n"] for r in await db.fetch(
-        "SELECT status, count(*) AS n FROM routine_runs WHERE routine_id = $1 GROUP BY status", routine)}
+    got = {
+        r["status"]: r["n"]
+        for r in await db.fetch(
+            "SELECT status, count(*) AS n FROM routine_runs WHERE routine_id = $1 GROUP BY status", routine
+        )
+    }
     assert got == statuses
     if policy == "coalesce_if_active":
         issue = await db.fetchrow("SELECT * FROM issues WHERE origin_id = $1", routine)
         assert issue["coalesced_fire_count"] == 49
         linked = await db.fetchval(
             "SELECT count(*) FROM routine_runs WHERE status = 'coalesced' AND linked_issue_id = $1"
-            " AND coalesced_into_run_id = $2", issue["id"], issue["origin_run_id"])
+            " AND coalesced_into_run_id = $2",
+            issue["id"],
+            issue["origin_run_id"],
+        )
         assert linked == 49
 
 
@@ -106,7 +113,9 @@ async def test_archived_routine_fails_the_run(db: asyncpg.Connection, database: 
     assert (row["status"], row["failure_reason"]) == ("failed", "routine archived")
 
 
-async def _dispatcher(stack: Stack, database: Database, **overrides: object) -> tuple[Dispatcher, Bus, asyncio.Event]:
+async def _dispatcher(
+    stack: Stack, database: Database, **overrides: object
+) -> tuple[Dispatcher, Bus, asyncio.Event]:
     settings = DispatcherSettings(database_url=stack.database_url, nats_url=stack.nats_url, **overrides)  # type: ignore[arg-type]
     bus = Bus(stack.nats_url, "test-dispatcher")
     stopping = asyncio.Event()
@@ -114,7 +123,9 @@ async def _dispatcher(stack: Stack, database: Database, **overrides: object) -> 
     return Dispatcher(settings, database, bus, stopping), bus, stopping
 
 
-async def test_same_message_twice_gives_one_decision(db: asyncpg.Connection, database: Database, stack: Stack) -> None:
+async def test_same_message_twice_gives_one_decision(
+    db: asyncpg.Connection, database: Database, stack: Stack
+) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     run = await make_run(db, world, routine)
@@ -166,7 +177,9 @@ async def test_unknown_and_unparseable_messages_are_terminated(
     await bus.close()
 
 
-async def test_sweeper_decides_runs_nobody_published(db: asyncpg.Connection, database: Database, stack: Stack) -> None:
+async def test_sweeper_decides_runs_nobody_published(
+    db: asyncpg.Connection, database: Database, stack: Stack
+) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     runs = [await make_run(db, world, routine) for _ in range(5)]

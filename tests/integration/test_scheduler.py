@@ -23,7 +23,9 @@ from tests.support import Stack, start_service, wait_until
 
 @pytest.fixture
 async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
-    settings = SchedulerSettings(database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60)
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60
+    )
     database = Database(settings, "test")
     await database.open()
     bus = Bus(stack.nats_url, "test")
@@ -38,10 +40,14 @@ async def _db_now(db: asyncpg.Connection) -> datetime:
 
 
 async def _runs(db: asyncpg.Connection, trigger: uuid.UUID) -> list[asyncpg.Record]:
-    return await db.fetch("SELECT * FROM routine_runs WHERE trigger_id = $1 ORDER BY scheduled_for NULLS LAST", trigger)
+    return await db.fetch(
+        "SELECT * FROM routine_runs WHERE trigger_id = $1 ORDER BY scheduled_for NULLS LAST", trigger
+    )
 
 
-async def test_on_time_slot_fires_once_and_trigger_advances(db: asyncpg.Connection, scheduler: Scheduler) -> None:
+async def test_on_time_slot_fires_once_and_trigger_advances(
+    db: asyncpg.Connection, scheduler: Scheduler
+) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world)
     now = await _db_now(db)
@@ -93,7 +99,7 @@ async def test_enqueue_missed_with_cap(db: asyncpg.Connection, scheduler: Schedu
     missed_slots = [s for s in received if db_now - s > timedelta(seconds=61)]
     expected_slots = list(fires_between("* * * * *", "UTC", first - timedelta(minutes=1), db_now))
     assert received == sorted(received)
-    assert received == expected_slots[-len(received):]  # the most recent slots, none skipped in between
+    assert received == expected_slots[-len(received) :]  # the most recent slots, none skipped in between
     if missed <= 25:
         assert audit == []
         assert received[0] == first
@@ -103,7 +109,9 @@ async def test_enqueue_missed_with_cap(db: asyncpg.Connection, scheduler: Schedu
         assert audit[0]["payload"]["missedSlots"]["count"] == len(expected_slots) - len(received)
 
 
-async def test_paused_routine_and_disabled_trigger_never_fire(db: asyncpg.Connection, scheduler: Scheduler) -> None:
+async def test_paused_routine_and_disabled_trigger_never_fire(
+    db: asyncpg.Connection, scheduler: Scheduler
+) -> None:
     world = await make_world(db)
     paused = await make_routine(db, world, status="paused")
     active = await make_routine(db, world)
@@ -125,7 +133,8 @@ async def test_due_claim_uses_the_partial_index_with_a_million_triggers(db: asyn
         "INSERT INTO routine_triggers (routine_id, company_id, kind, cron_expression, timezone, next_run_at)"
         " SELECT $1, $2, 'schedule', '0 0 1 1 *', 'UTC', now() + interval '30 days' + g * interval '1 second'"
         " FROM generate_series(1, 1000000) g",
-        routine, world.company_id,
+        routine,
+        world.company_id,
     )
     await db.execute(
         "UPDATE routine_triggers SET next_run_at = now() - interval '1 second'"
@@ -133,12 +142,13 @@ async def test_due_claim_uses_the_partial_index_with_a_million_triggers(db: asyn
     )
     await db.execute("ANALYZE routine_triggers")
     plan = "\n".join(
-        r[0] for r in await db.fetch("EXPLAIN " + QUERIES["claim_due_triggers"].replace("$1", "now()").replace("$2", "500"))
+        r[0]
+        for r in await db.fetch(
+            "EXPLAIN " + QUERIES["claim_due_triggers"].replace("$1", "now()").replace("$2", "500")
+        )
     )
     assert "routine_triggers_due" in plan
     assert "Seq Scan on routine_triggers" not in plan
-
-
 
 
 @pytest.mark.e2e
@@ -156,16 +166,22 @@ async def test_three_scheduler_processes_fire_each_slot_exactly_once(
         expected: set[tuple[uuid.UUID, datetime]] = set()
         for round_ in range(5):
             back = 1 + round_ % 4
-            await db.execute("UPDATE routine_triggers SET next_run_at = $1 WHERE id = ANY($2)",
-                             now - timedelta(minutes=back), triggers)
+            await db.execute(
+                "UPDATE routine_triggers SET next_run_at = $1 WHERE id = ANY($2)",
+                now - timedelta(minutes=back),
+                triggers,
+            )
             expected |= {(t, now - timedelta(minutes=m)) for t in triggers for m in range(0, back + 1)}
 
             async def drained() -> bool:
                 return not await db.fetchval(
-                    "SELECT count(*) FROM routine_triggers WHERE next_run_at <= $1", now)
+                    "SELECT count(*) FROM routine_triggers WHERE next_run_at <= $1", now
+                )
 
             await wait_until(drained, timeout=30)
-        rows = await db.fetch("SELECT trigger_id, scheduled_for FROM routine_runs WHERE trigger_id = ANY($1)", triggers)
+        rows = await db.fetch(
+            "SELECT trigger_id, scheduled_for FROM routine_runs WHERE trigger_id = ANY($1)", triggers
+        )
         got = [(r["trigger_id"], r["scheduled_for"]) for r in rows]
         assert len(got) == len(set(got))  # exactly once
         assert {g for g in got if g[1] <= now} == expected  # none lost
@@ -184,7 +200,9 @@ async def test_scheduler_killed_mid_batch_loses_and_duplicates_nothing(
     await db.execute(
         "INSERT INTO routine_triggers (routine_id, company_id, kind, cron_expression, timezone, next_run_at)"
         " SELECT $1, $2, 'schedule', '* * * * *', 'UTC', $3 FROM generate_series(1, 2000)",
-        routine, world.company_id, now,
+        routine,
+        world.company_id,
+        now,
     )
     env = stack.env(tick_interval_sec=0.05, misfire_grace_sec=3600, claim_batch_size=100)
     first = start_service("scheduler", env, tmp_path)
@@ -197,12 +215,19 @@ async def test_scheduler_killed_mid_batch_loses_and_duplicates_nothing(
     fired_before = await db.fetchval("SELECT count(*) FROM routine_runs")
     second = start_service("scheduler", env, tmp_path)
     try:
+
         async def all_fired() -> bool:
-            return bool(await db.fetchval("SELECT count(DISTINCT trigger_id) FROM routine_runs WHERE scheduled_for = $1", now) == 2000)
+            return bool(
+                await db.fetchval(
+                    "SELECT count(DISTINCT trigger_id) FROM routine_runs WHERE scheduled_for = $1", now
+                )
+                == 2000
+            )
 
         await wait_until(all_fired, timeout=60)
         per_slot = await db.fetchval(
-            "SELECT max(n) FROM (SELECT count(*) AS n FROM routine_runs GROUP BY trigger_id, scheduled_for) x")
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM routine_runs GROUP BY trigger_id, scheduled_for) x"
+        )
         assert per_slot == 1
         assert fired_before <= 2000
     finally:

@@ -1,0 +1,397 @@
+"""Companies, agents, projects, goals, board tokens and issues."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from aiohttp import web
+
+from routines_api.auth import QUERIES, Principal, authenticate, path_uuid
+from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
+from routines_api.models import (
+    AgentCreate,
+    AgentCreated,
+    AgentOut,
+    AgentUpdate,
+    BoardTokenCreate,
+    BoardTokenOut,
+    CompanyCreate,
+    CompanyOut,
+    GoalCreate,
+    GoalOut,
+    IssueCreate,
+    IssueOut,
+    IssueUpdate,
+    ProjectCreate,
+    ProjectOut,
+)
+from routines_api.openapi import ROUTES, QueryParam
+from shared.crypto import hash_token, new_token
+from shared.errors import Forbidden, NotFound, Unprocessable
+from shared.http import DB_KEY
+
+ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled")
+
+
+async def _company_path(request: web.Request, principal: Principal) -> uuid.UUID:
+    company_id = path_uuid(request, "companyId", "company")
+    principal.require_company(company_id)
+    async with request.app[DB_KEY].connection() as conn:
+        if not await conn.fetchval(QUERIES["company_exists"], company_id):
+            raise NotFound("company not found")
+    return company_id
+
+
+async def check_reference(
+    conn: asyncpg.Connection, kind: str, ref_id: uuid.UUID | None, company_id: uuid.UUID, field: str
+) -> None:
+    """A referenced agent/project/goal/issue must exist in the same company (else 422)."""
+    if ref_id is None:
+        return
+    owner = await conn.fetchval(QUERIES["owner_company"], ref_id, kind)
+    if owner is None:
+        raise Unprocessable(f"{field}: {kind} {ref_id} does not exist")
+    if owner != company_id:
+        raise Unprocessable(f"{field}: {kind} {ref_id} belongs to another company")
+
+
+# --- companies -----------------------------------------------------------------------------
+
+
+@ROUTES.route(
+    "POST",
+    "/api/companies",
+    summary="Create a company (instance admin)",
+    tag="directory",
+    body=CompanyCreate,
+    response=CompanyOut,
+    status=201,
+    errors=(403,),
+)
+async def create_company(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise Forbidden("only the instance admin can create companies")
+    body = await parse_body(request, CompanyCreate)
+    async with request.app[DB_KEY].connection() as conn:
+        row = await conn.fetchrow(QUERIES["insert_company"], body.name)
+    assert row is not None
+    return respond(dump(CompanyOut, row), 201)
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies",
+    summary="Companies the caller may see",
+    tag="directory",
+    response=CompanyOut,
+    response_is_list=True,
+)
+async def list_companies(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(
+            QUERIES["list_companies"], None if principal.is_admin else principal.company_id
+        )
+    return respond([dump(CompanyOut, r) for r in rows])
+
+
+# --- agents --------------------------------------------------------------------------------
+
+
+@ROUTES.route(
+    "POST",
+    "/api/companies/{companyId}/agents",
+    summary="Create an agent; its API key is shown once",
+    tag="directory",
+    body=AgentCreate,
+    response=AgentCreated,
+    status=201,
+    errors=(403, 404),
+)
+async def create_agent(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    principal.require_board(company_id)
+    body = await parse_body(request, AgentCreate)
+    api_key = new_token("agent")
+    async with request.app[DB_KEY].transaction() as conn:
+        agent = await conn.fetchrow(QUERIES["insert_agent"], company_id, body.name)
+        assert agent is not None
+        await conn.execute(
+            QUERIES["insert_token"], hash_token(api_key), "agent", agent["id"], None, body.name
+        )
+    return respond({"agent": dump(AgentOut, agent), "apiKey": api_key}, 201)
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/agents",
+    summary="Agents of a company",
+    tag="directory",
+    response=AgentOut,
+    response_is_list=True,
+    errors=(403, 404),
+)
+async def list_agents(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_agents"], company_id)
+    return respond([dump(AgentOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "PATCH",
+    "/api/agents/{agentId}",
+    summary="Change an agent's status",
+    tag="directory",
+    body=AgentUpdate,
+    response=AgentOut,
+    errors=(403, 404),
+)
+async def update_agent(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    agent_id = path_uuid(request, "agentId", "agent")
+    async with request.app[DB_KEY].transaction() as conn:
+        agent = await conn.fetchrow(QUERIES["agent_by_id"], agent_id)
+        if agent is None:
+            raise NotFound("agent not found")
+        principal.require_visible(agent["company_id"], "agent")
+        principal.require_board(agent["company_id"])
+        body = await parse_body(request, AgentUpdate)
+        row = await conn.fetchrow(QUERIES["update_agent_status"], agent_id, body.status)
+    assert row is not None
+    return respond(dump(AgentOut, row))
+
+
+@ROUTES.route(
+    "GET", "/api/agents/me", summary="The calling agent", tag="directory", response=AgentOut, errors=(403,)
+)
+async def agent_me(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    if principal.agent_id is None:
+        raise Forbidden("not an agent token")
+    async with request.app[DB_KEY].connection() as conn:
+        row = await conn.fetchrow(QUERIES["agent_by_id"], principal.agent_id)
+    assert row is not None
+    return respond(dump(AgentOut, row))
+
+
+# --- projects, goals, board tokens ------------------------------------------------------
+
+
+@ROUTES.route(
+    "POST",
+    "/api/companies/{companyId}/projects",
+    summary="Create a project",
+    tag="directory",
+    body=ProjectCreate,
+    response=ProjectOut,
+    status=201,
+    errors=(403, 404),
+)
+async def create_project(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    principal.require_board(company_id)
+    body = await parse_body(request, ProjectCreate)
+    async with request.app[DB_KEY].connection() as conn:
+        row = await conn.fetchrow(QUERIES["insert_project"], company_id, body.name)
+    assert row is not None
+    return respond(dump(ProjectOut, row), 201)
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/projects",
+    summary="Projects of a company",
+    tag="directory",
+    response=ProjectOut,
+    response_is_list=True,
+    errors=(403, 404),
+)
+async def list_projects(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_projects"], company_id)
+    return respond([dump(ProjectOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "POST",
+    "/api/companies/{companyId}/goals",
+    summary="Create a goal",
+    tag="directory",
+    body=GoalCreate,
+    response=GoalOut,
+    status=201,
+    errors=(403, 404),
+)
+async def create_goal(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    principal.require_board(company_id)
+    body = await parse_body(request, GoalCreate)
+    async with request.app[DB_KEY].connection() as conn:
+        row = await conn.fetchrow(QUERIES["insert_goal"], company_id, body.title)
+    assert row is not None
+    return respond(dump(GoalOut, row), 201)
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/goals",
+    summary="Goals of a company",
+    tag="directory",
+    response=GoalOut,
+    response_is_list=True,
+    errors=(403, 404),
+)
+async def list_goals(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_goals"], company_id)
+    return respond([dump(GoalOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "POST",
+    "/api/companies/{companyId}/board-tokens",
+    summary="Mint a board operator token for a company (shown once)",
+    tag="directory",
+    body=BoardTokenCreate,
+    response=BoardTokenOut,
+    status=201,
+    errors=(403, 404),
+)
+async def create_board_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    principal.require_board(company_id)
+    body = await parse_body(request, BoardTokenCreate)
+    token = new_token("board")
+    async with request.app[DB_KEY].transaction() as conn:
+        member = await conn.fetchrow(QUERIES["insert_board_membership"], company_id, body.name)
+        assert member is not None
+        token_id = await conn.fetchval(
+            QUERIES["insert_token"], hash_token(token), "board", None, member["id"], body.name
+        )
+    return respond(
+        {"id": str(token_id), "companyId": str(company_id), "name": body.name, "token": token}, 201
+    )
+
+
+# --- issues --------------------------------------------------------------------------------
+
+
+@ROUTES.route(
+    "POST",
+    "/api/companies/{companyId}/issues",
+    summary="Create a plain issue (board)",
+    tag="issues",
+    body=IssueCreate,
+    response=IssueOut,
+    status=201,
+    errors=(403, 404, 422),
+)
+async def create_issue(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    principal.require_board(company_id)
+    body = await parse_body(request, IssueCreate)
+    async with request.app[DB_KEY].transaction() as conn:
+        await check_reference(conn, "project", body.project_id, company_id, "projectId")
+        await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
+        await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
+        await check_reference(conn, "agent", body.assignee_agent_id, company_id, "assigneeAgentId")
+        row = await conn.fetchrow(
+            QUERIES["insert_issue"],
+            company_id,
+            body.title,
+            body.description,
+            body.status,
+            body.priority,
+            body.project_id,
+            body.goal_id,
+            body.parent_issue_id,
+            body.assignee_agent_id,
+        )
+    assert row is not None
+    return respond(dump(IssueOut, row), 201)
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/issues",
+    summary="Issues of a company",
+    tag="issues",
+    response=IssueOut,
+    response_is_list=True,
+    errors=(400, 403, 404),
+    query=(
+        QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}),
+        QueryParam("status", {"type": "string", "enum": list(ISSUE_STATUSES)}),
+        QueryParam("routineId", {"type": "string", "format": "uuid"}),
+        QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+    ),
+)
+async def list_issues(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    assignee = query_uuid(request, "assigneeAgentId")
+    status = query_choice(request, "status", ISSUE_STATUSES)
+    routine = query_uuid(request, "routineId")
+    limit = query_limit(request)
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_issues"], company_id, assignee, status, routine, limit)
+    return respond([dump(IssueOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "GET", "/api/issues/{issueId}", summary="One issue", tag="issues", response=IssueOut, errors=(404,)
+)
+async def get_issue(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    issue_id = path_uuid(request, "issueId", "issue")
+    async with request.app[DB_KEY].connection() as conn:
+        row = await conn.fetchrow(QUERIES["issue_by_id"], issue_id)
+    if row is None:
+        raise NotFound("issue not found")
+    principal.require_visible(row["company_id"], "issue")
+    return respond(dump(IssueOut, row))
+
+
+@ROUTES.route(
+    "PATCH",
+    "/api/issues/{issueId}",
+    summary="Change an issue's status",
+    tag="issues",
+    body=IssueUpdate,
+    response=IssueOut,
+    errors=(403, 404),
+)
+async def update_issue(request: web.Request) -> web.Response:
+    """Closing an execution issue settles its origin run in the same transaction."""
+    principal = await authenticate(request)
+    issue_id = path_uuid(request, "issueId", "issue")
+    body = await parse_body(request, IssueUpdate)
+    async with request.app[DB_KEY].transaction() as conn:
+        issue = await conn.fetchrow(QUERIES["issue_for_update"], issue_id)
+        if issue is None:
+            raise NotFound("issue not found")
+        principal.require_visible(issue["company_id"], "issue")
+        if principal.kind == "agent" and issue["assignee_agent_id"] != principal.agent_id:
+            raise Forbidden("agents can only update their own issues")
+        row = await conn.fetchrow(QUERIES["update_issue_status"], issue_id, body.status)
+        run_id = issue["origin_run_id"]
+        if run_id is not None and body.status != issue["status"]:
+            if body.status == "done":
+                await conn.execute(QUERIES["complete_origin_run"], run_id)
+            elif body.status == "cancelled":
+                await conn.execute(QUERIES["fail_origin_run"], run_id, "execution issue cancelled")
+    assert row is not None
+    return respond(dump(IssueOut, row))

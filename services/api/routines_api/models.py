@@ -1,0 +1,306 @@
+"""Request and response models: camelCase on the wire, unknown fields rejected."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+Priority = Literal["critical", "high", "medium", "low"]
+RoutineStatus = Literal["active", "paused", "archived"]
+ConcurrencyPolicy = Literal["coalesce_if_active", "skip_if_active", "always_enqueue"]
+CatchUpPolicy = Literal["skip_missed", "enqueue_missed_with_cap"]
+SigningMode = Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"]
+IssueStatus = Literal["backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled"]
+AgentStatus = Literal["active", "paused", "terminated"]
+RunSource = Literal["schedule", "webhook", "api", "manual"]
+RunStatus = Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"]
+
+
+def _not_blank(value: str) -> str:
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_not_blank)]
+Name = Title
+Label = Annotated[str, StringConstraints(max_length=120)]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+class CompanyCreate(Input):
+    name: Name
+
+
+class AgentCreate(Input):
+    name: Name
+
+
+class AgentUpdate(Input):
+    status: AgentStatus
+
+
+class ProjectCreate(Input):
+    name: Name
+
+
+class GoalCreate(Input):
+    title: Title
+
+
+class BoardTokenCreate(Input):
+    name: Name
+
+
+class IssueCreate(Input):
+    title: Title
+    description: str | None = Field(None, max_length=20_000)
+    status: IssueStatus = "todo"
+    priority: Priority = "medium"
+    project_id: uuid.UUID | None = None
+    goal_id: uuid.UUID | None = None
+    parent_issue_id: uuid.UUID | None = None
+    assignee_agent_id: uuid.UUID | None = None
+
+
+class IssueUpdate(Input):
+    status: IssueStatus
+
+
+class RoutineCreate(Input):
+    title: Title
+    description: str | None = Field(None, max_length=20_000)
+    assignee_agent_id: uuid.UUID
+    project_id: uuid.UUID
+    goal_id: uuid.UUID | None = None
+    parent_issue_id: uuid.UUID | None = None
+    priority: Priority = "medium"
+    status: RoutineStatus = "active"
+    concurrency_policy: ConcurrencyPolicy = "coalesce_if_active"
+    catch_up_policy: CatchUpPolicy = "skip_missed"
+
+
+class RoutineUpdate(Input):
+    title: Title | None = None
+    description: str | None = Field(None, max_length=20_000)
+    assignee_agent_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None
+    goal_id: uuid.UUID | None = None
+    parent_issue_id: uuid.UUID | None = None
+    priority: Priority | None = None
+    status: RoutineStatus | None = None
+    concurrency_policy: ConcurrencyPolicy | None = None
+    catch_up_policy: CatchUpPolicy | None = None
+
+
+class TriggerCreate(Input):
+    kind: Literal["schedule", "webhook", "api"]
+    label: Label | None = None
+    enabled: bool = True
+    cron_expression: Annotated[str, StringConstraints(max_length=200)] | None = None
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+    signing_mode: SigningMode | None = None
+    replay_window_sec: int | None = Field(None, ge=30, le=86400)
+
+
+class TriggerUpdate(Input):
+    kind: Literal["schedule", "webhook", "api"] | None = None
+    label: Label | None = None
+    enabled: bool | None = None
+    cron_expression: Annotated[str, StringConstraints(max_length=200)] | None = None
+    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+    signing_mode: SigningMode | None = None
+    replay_window_sec: int | None = Field(None, ge=30, le=86400)
+
+
+class RotateSecret(Input):
+    grace_sec: int = Field(0, ge=0, le=86400)
+
+
+class ManualRun(Input):
+    source: Literal["manual", "api"] = "manual"
+    trigger_id: uuid.UUID | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+
+
+class CronPreviewRequest(Input):
+    cron_expression: Annotated[str, StringConstraints(max_length=200)]
+    timezone: Annotated[str, StringConstraints(max_length=64)] = "UTC"
+    after: datetime | None = None
+    count: int = Field(5, ge=1, le=100)
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+class ErrorOut(Output):
+    error: str
+    details: Any = None
+
+
+class CompanyOut(Output):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class AgentOut(Output):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    name: str
+    status: AgentStatus
+    created_at: datetime
+
+
+class AgentCreated(Output):
+    agent: AgentOut
+    api_key: str
+
+
+class ProjectOut(Output):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class GoalOut(Output):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    title: str
+    created_at: datetime
+
+
+class BoardTokenOut(Output):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    name: str
+    token: str
+
+
+class IssueOut(Output):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    title: str
+    description: str | None
+    status: IssueStatus
+    priority: Priority
+    project_id: uuid.UUID | None
+    goal_id: uuid.UUID | None
+    parent_issue_id: uuid.UUID | None
+    assignee_agent_id: uuid.UUID | None
+    origin_kind: Literal["manual", "routine_execution"]
+    origin_id: uuid.UUID | None
+    origin_run_id: uuid.UUID | None
+    payload: dict[str, Any]
+    coalesced_fire_count: int
+    coalesced_fires: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TriggerOut(Output):
+    id: uuid.UUID
+    routine_id: uuid.UUID
+    kind: Literal["schedule", "webhook", "api"]
+    label: str | None
+    enabled: bool
+    cron_expression: str | None = None
+    timezone: str | None = None
+    next_run_at: datetime | None = None
+    last_fired_at: datetime | None = None
+    public_id: str | None = None
+    signing_mode: SigningMode | None = None
+    replay_window_sec: int | None = None
+    webhook_url: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TriggerWithSecret(TriggerOut):
+    secret: str | None = None
+
+
+class RotatedSecret(Output):
+    trigger_id: uuid.UUID
+    secret: str
+    previous_secret_valid_until: datetime | None
+
+
+class RoutineOut(Output):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    title: str
+    description: str | None
+    assignee_agent_id: uuid.UUID
+    project_id: uuid.UUID
+    goal_id: uuid.UUID | None
+    parent_issue_id: uuid.UUID | None
+    priority: Priority
+    status: RoutineStatus
+    concurrency_policy: ConcurrencyPolicy
+    catch_up_policy: CatchUpPolicy
+    last_triggered_at: datetime | None
+    last_enqueued_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RoutineDetail(RoutineOut):
+    triggers: list[TriggerOut]
+
+
+class RunOut(Output):
+    id: uuid.UUID
+    routine_id: uuid.UUID
+    company_id: uuid.UUID
+    trigger_id: uuid.UUID | None
+    source: RunSource
+    status: RunStatus
+    triggered_at: datetime
+    scheduled_for: datetime | None
+    payload: dict[str, Any]
+    idempotency_key: str | None
+    linked_issue_id: uuid.UUID | None
+    coalesced_into_run_id: uuid.UUID | None
+    failure_reason: str | None
+    decided_at: datetime | None
+    completed_at: datetime | None
+
+
+class CronFire(Output):
+    utc: str
+    local: str
+
+
+class CronPreviewOut(Output):
+    cron_expression: str
+    timezone: str
+    fires: list[CronFire]
+
+
+class WebhookAccepted(Output):
+    run_id: uuid.UUID
+    status: RunStatus
+    routine_id: uuid.UUID
+    trigger_id: uuid.UUID | None
+    duplicate: bool = False
+
+
+class DeletedOut(Output):
+    deleted: bool

@@ -1,0 +1,182 @@
+-- principal_by_token --
+-- Who a bearer token belongs to (unrevoked tokens only).
+SELECT t.id AS token_id, t.kind, t.agent_id, a.status AS agent_status,
+       COALESCE(a.company_id, b.company_id) AS company_id
+FROM api_tokens t
+LEFT JOIN agents a ON a.id = t.agent_id
+LEFT JOIN board_memberships b ON b.id = t.board_membership_id
+WHERE t.token_hash = $1 AND t.revoked_at IS NULL;
+
+-- insert_company --
+-- A new company.
+INSERT INTO companies (name) VALUES ($1) RETURNING *;
+
+-- list_companies --
+-- Companies, all or one.
+SELECT * FROM companies WHERE ($1::uuid IS NULL OR id = $1) ORDER BY created_at, id;
+
+-- company_exists --
+-- Whether a company exists.
+SELECT EXISTS (SELECT 1 FROM companies WHERE id = $1);
+
+-- insert_agent --
+-- A new agent.
+INSERT INTO agents (company_id, name) VALUES ($1, $2) RETURNING *;
+
+-- insert_token --
+-- A new token (hash only).
+INSERT INTO api_tokens (token_hash, kind, agent_id, board_membership_id, name)
+VALUES ($1, $2, $3, $4, $5) RETURNING id;
+
+-- list_agents --
+-- Agents of a company.
+SELECT * FROM agents WHERE company_id = $1 ORDER BY created_at, id;
+
+-- agent_by_id --
+-- One agent.
+SELECT * FROM agents WHERE id = $1;
+
+-- update_agent_status --
+-- Change an agent's status.
+UPDATE agents SET status = $2, updated_at = now() WHERE id = $1 RETURNING *;
+
+-- insert_project --
+-- A new project.
+INSERT INTO projects (company_id, name) VALUES ($1, $2) RETURNING *;
+
+-- list_projects --
+-- Projects of a company.
+SELECT * FROM projects WHERE company_id = $1 ORDER BY created_at, id;
+
+-- insert_goal --
+-- A new goal.
+INSERT INTO goals (company_id, title) VALUES ($1, $2) RETURNING *;
+
+-- list_goals --
+-- Goals of a company.
+SELECT * FROM goals WHERE company_id = $1 ORDER BY created_at, id;
+
+-- insert_board_membership --
+-- A board operator of a company.
+INSERT INTO board_memberships (company_id, name) VALUES ($1, $2) RETURNING *;
+
+-- owner_company --
+-- The company of a referenced row (agents, projects, goals, issues).
+SELECT company_id FROM agents WHERE id = $1 AND $2 = 'agent'
+UNION ALL SELECT company_id FROM projects WHERE id = $1 AND $2 = 'project'
+UNION ALL SELECT company_id FROM goals WHERE id = $1 AND $2 = 'goal'
+UNION ALL SELECT company_id FROM issues WHERE id = $1 AND $2 = 'issue';
+
+-- insert_issue --
+-- A plain issue.
+INSERT INTO issues (company_id, title, description, status, priority, project_id, goal_id,
+                    parent_issue_id, assignee_agent_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *;
+
+-- list_issues --
+-- Issues of a company with optional filters, newest first.
+SELECT * FROM issues
+WHERE company_id = $1
+  AND ($2::uuid IS NULL OR assignee_agent_id = $2)
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::uuid IS NULL OR (origin_kind = 'routine_execution' AND origin_id = $4))
+ORDER BY created_at DESC, id
+LIMIT $5;
+
+-- issue_by_id --
+-- One issue.
+SELECT * FROM issues WHERE id = $1;
+
+-- issue_for_update --
+-- One issue, locked.
+SELECT * FROM issues WHERE id = $1 FOR UPDATE;
+
+-- update_issue_status --
+-- Change an issue's status.
+UPDATE issues SET status = $2, updated_at = now() WHERE id = $1 RETURNING *;
+
+-- complete_origin_run --
+-- The execution issue is done: its run is completed.
+UPDATE routine_runs SET status = 'completed', completed_at = now()
+WHERE id = $1 AND status = 'issue_created';
+
+-- fail_origin_run --
+-- The execution issue was cancelled: its run failed.
+UPDATE routine_runs SET status = 'failed', failure_reason = $2, completed_at = now()
+WHERE id = $1 AND status = 'issue_created';
+
+-- insert_routine --
+-- A new routine.
+INSERT INTO routines (company_id, title, description, assignee_agent_id, project_id, goal_id,
+                      parent_issue_id, priority, status, concurrency_policy, catch_up_policy)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *;
+
+-- list_routines --
+-- Routines of a company with optional filters.
+SELECT * FROM routines
+WHERE company_id = $1 AND ($2::text IS NULL OR status = $2)
+  AND ($3::uuid IS NULL OR assignee_agent_id = $3)
+ORDER BY created_at, id;
+
+-- routine_by_id --
+-- One routine.
+SELECT * FROM routines WHERE id = $1;
+
+-- routine_for_update --
+-- One routine, locked.
+SELECT * FROM routines WHERE id = $1 FOR UPDATE;
+
+-- update_routine --
+-- Replace a routine's editable fields.
+UPDATE routines
+SET title = $2, description = $3, assignee_agent_id = $4, project_id = $5, goal_id = $6,
+    parent_issue_id = $7, priority = $8, status = $9, concurrency_policy = $10,
+    catch_up_policy = $11, updated_at = now()
+WHERE id = $1 RETURNING *;
+
+-- triggers_of_routine --
+-- A routine's triggers.
+SELECT * FROM routine_triggers WHERE routine_id = $1 ORDER BY created_at, id;
+
+-- trigger_by_id --
+-- One trigger with its routine's company and assignee.
+SELECT t.*, r.assignee_agent_id, r.status AS routine_status
+FROM routine_triggers t JOIN routines r ON r.id = t.routine_id WHERE t.id = $1;
+
+-- insert_trigger --
+-- A new trigger.
+INSERT INTO routine_triggers (id, routine_id, company_id, kind, label, enabled, cron_expression,
+                              timezone, next_run_at, public_id, signing_mode, replay_window_sec)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *;
+
+-- update_trigger --
+-- Replace a trigger's editable fields.
+UPDATE routine_triggers
+SET label = $2, enabled = $3, cron_expression = $4, timezone = $5, next_run_at = $6,
+    signing_mode = $7, replay_window_sec = $8, updated_at = now()
+WHERE id = $1 RETURNING *;
+
+-- set_next_run_at --
+-- Park or reschedule one trigger.
+UPDATE routine_triggers SET next_run_at = $2, updated_at = now() WHERE id = $1;
+
+-- delete_trigger --
+-- Delete a trigger (its runs keep their history with trigger_id NULL).
+DELETE FROM routine_triggers WHERE id = $1;
+
+-- insert_secret --
+-- A new encrypted webhook secret.
+INSERT INTO webhook_secrets (trigger_id, ciphertext) VALUES ($1, $2);
+
+-- expire_secrets --
+-- Old secrets stop working at $2 (now, or after a grace period).
+UPDATE webhook_secrets SET expires_at = $2
+WHERE trigger_id = $1 AND (expires_at IS NULL OR expires_at > $2);
+
+-- delete_expired_secrets --
+-- Forget secrets that can no longer verify anything.
+DELETE FROM webhook_secrets WHERE trigger_id = $1 AND expires_at IS NOT NULL AND expires_at <= now();
+
+-- runs_of_routine --
+-- Run history, newest first.
+SELECT * FROM routine_runs WHERE routine_id = $1 ORDER BY triggered_at DESC, id LIMIT $2;

@@ -1,0 +1,295 @@
+"""Routines, their runs, manual runs and the cron preview."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+from aiohttp import web
+
+from routines_api.auth import QUERIES, Principal, authenticate, path_uuid
+from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
+from routines_api.directory import check_reference
+from routines_api.models import (
+    CronPreviewOut,
+    CronPreviewRequest,
+    ManualRun,
+    RoutineCreate,
+    RoutineDetail,
+    RoutineOut,
+    RoutineUpdate,
+    RunOut,
+)
+from routines_api.openapi import ROUTES, QueryParam
+from routines_api.triggers import announce_trigger_change, next_run_at, trigger_json
+from routines_api.waiter import DecisionWaiter
+from shared.cron import parse_cron, preview, zone
+from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
+from shared.http import BUS_KEY, DB_KEY, SETTINGS_KEY
+from shared.runs import QUERIES as RUN_QUERIES
+from shared.runs import publish_run_requested, record_run
+from shared.settings import ApiSettings
+
+WAITER_KEY = web.AppKey("decision_waiter", DecisionWaiter)
+ROUTINE_STATUSES = ("active", "paused", "archived")
+
+
+async def _check_assignee(conn: asyncpg.Connection, agent_id: object, company_id: object) -> None:
+    await check_reference(conn, "agent", agent_id, company_id, "assigneeAgentId")  # type: ignore[arg-type]
+    status = await conn.fetchval("SELECT status FROM agents WHERE id = $1", agent_id)
+    if status != "active":
+        raise Unprocessable(
+            f"assigneeAgentId: agent is {status}; routines can only be assigned to active agents"
+        )
+
+
+async def _load_routine(
+    conn: asyncpg.Connection, principal: Principal, routine_id: object, lock: bool = False
+) -> asyncpg.Record:
+    routine = await conn.fetchrow(QUERIES["routine_for_update" if lock else "routine_by_id"], routine_id)
+    if routine is None:
+        raise NotFound("routine not found")
+    principal.require_visible(routine["company_id"], "routine")
+    return routine
+
+
+@ROUTES.route(
+    "POST",
+    "/api/companies/{companyId}/routines",
+    summary="Create a routine",
+    tag="routines",
+    body=RoutineCreate,
+    response=RoutineOut,
+    status=201,
+    errors=(403, 404, 422),
+)
+async def create_routine(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = path_uuid(request, "companyId", "company")
+    principal.require_company(company_id)
+    body = await parse_body(request, RoutineCreate)
+    if principal.kind == "agent" and body.assignee_agent_id != principal.agent_id:
+        raise Forbidden("agents can only create routines assigned to themselves")
+    async with request.app[DB_KEY].transaction() as conn:
+        if not await conn.fetchval(QUERIES["company_exists"], company_id):
+            raise NotFound("company not found")
+        await _check_assignee(conn, body.assignee_agent_id, company_id)
+        await check_reference(conn, "project", body.project_id, company_id, "projectId")
+        await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
+        await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
+        row = await conn.fetchrow(
+            QUERIES["insert_routine"],
+            company_id,
+            body.title,
+            body.description,
+            body.assignee_agent_id,
+            body.project_id,
+            body.goal_id,
+            body.parent_issue_id,
+            body.priority,
+            body.status,
+            body.concurrency_policy,
+            body.catch_up_policy,
+        )
+    assert row is not None
+    return respond(dump(RoutineOut, row), 201)
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/routines",
+    summary="List routines",
+    tag="routines",
+    response=RoutineOut,
+    response_is_list=True,
+    errors=(400, 403),
+    query=(
+        QueryParam("status", {"type": "string", "enum": list(ROUTINE_STATUSES)}),
+        QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}),
+    ),
+)
+async def list_routines(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = path_uuid(request, "companyId", "company")
+    principal.require_company(company_id)
+    status = query_choice(request, "status", ROUTINE_STATUSES)
+    assignee = query_uuid(request, "assigneeAgentId")
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_routines"], company_id, status, assignee)
+    return respond([dump(RoutineOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "GET",
+    "/api/routines/{routineId}",
+    summary="A routine with its triggers (never their secrets)",
+    tag="routines",
+    response=RoutineDetail,
+    errors=(404,),
+)
+async def get_routine(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    async with request.app[DB_KEY].connection() as conn:
+        routine = await _load_routine(conn, principal, routine_id)
+        triggers = await conn.fetch(QUERIES["triggers_of_routine"], routine_id)
+    return respond({**dump(RoutineOut, routine), "triggers": [trigger_json(request, t) for t in triggers]})
+
+
+@ROUTES.route(
+    "PATCH",
+    "/api/routines/{routineId}",
+    summary="Update a routine",
+    tag="routines",
+    body=RoutineUpdate,
+    response=RoutineOut,
+    errors=(403, 404, 409, 422),
+)
+async def update_routine(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    body = await parse_body(request, RoutineUpdate)
+    given = body.model_fields_set
+    async with request.app[DB_KEY].transaction() as conn:
+        r = await _load_routine(conn, principal, routine_id, lock=True)
+        principal.require_manage_routine(r["assignee_agent_id"])
+        for name in given - {"description", "goal_id", "parent_issue_id"}:
+            if getattr(body, name) is None:
+                raise Unprocessable(f"{name} cannot be null")
+        if "assignee_agent_id" in given and body.assignee_agent_id != r["assignee_agent_id"]:
+            if principal.kind == "agent":
+                raise Forbidden("agents cannot reassign routines")
+            await _check_assignee(conn, body.assignee_agent_id, r["company_id"])
+        status = body.status or r["status"]
+        if r["status"] == "archived" and status != "archived":
+            raise Conflict("archived routines cannot change status")
+        if r["status"] == "archived" and "status" in given:
+            raise Conflict("archived is terminal")
+        merged = {
+            name: (getattr(body, name) if name in given else r[name]) for name in RoutineUpdate.model_fields
+        }
+        await check_reference(conn, "project", merged["project_id"], r["company_id"], "projectId")
+        await check_reference(conn, "goal", merged["goal_id"], r["company_id"], "goalId")
+        await check_reference(conn, "issue", merged["parent_issue_id"], r["company_id"], "parentIssueId")
+        row = await conn.fetchrow(
+            QUERIES["update_routine"],
+            routine_id,
+            merged["title"],
+            merged["description"],
+            merged["assignee_agent_id"],
+            merged["project_id"],
+            merged["goal_id"],
+            merged["parent_issue_id"],
+            merged["priority"],
+            status,
+            merged["concurrency_policy"],
+            merged["catch_up_policy"],
+        )
+        if status != r["status"]:
+            # Paused/archived triggers are parked; on resume they restart from now (no burst).
+            now = await conn.fetchval("SELECT now()")
+            for t in await conn.fetch(QUERIES["triggers_of_routine"], routine_id):
+                if t["kind"] == "schedule":
+                    await conn.execute(
+                        QUERIES["set_next_run_at"],
+                        t["id"],
+                        next_run_at(
+                            "schedule", t["enabled"], status, t["cron_expression"], t["timezone"], now
+                        ),
+                    )
+    assert row is not None
+    if status != r["status"]:
+        await announce_trigger_change(request.app[BUS_KEY], routineId=str(routine_id))
+    return respond(dump(RoutineOut, row))
+
+
+@ROUTES.route(
+    "GET",
+    "/api/routines/{routineId}/runs",
+    summary="Run history, newest first",
+    tag="runs",
+    response=RunOut,
+    response_is_list=True,
+    errors=(400, 404),
+    query=(QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),),
+)
+async def list_runs(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    limit = query_limit(request)
+    async with request.app[DB_KEY].connection() as conn:
+        await _load_routine(conn, principal, routine_id)
+        rows = await conn.fetch(QUERIES["runs_of_routine"], routine_id, limit)
+    return respond([dump(RunOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "POST",
+    "/api/routines/{routineId}/run",
+    summary="Run now (202 new run; 200 repeated idempotency key)",
+    tag="runs",
+    body=ManualRun,
+    response=RunOut,
+    status=202,
+    extra_statuses={200: RunOut},
+    errors=(403, 404, 409),
+)
+async def manual_run(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    body = await parse_body(request, ManualRun)
+    async with request.app[DB_KEY].transaction() as conn:
+        routine = await _load_routine(conn, principal, routine_id)
+        principal.require_manage_routine(routine["assignee_agent_id"])
+        if routine["status"] == "archived":
+            raise Conflict("routine is archived")
+        if body.trigger_id is not None:
+            trigger = await conn.fetchrow(QUERIES["trigger_by_id"], body.trigger_id)
+            if trigger is None or not principal.can_see(trigger["company_id"]):
+                raise NotFound("trigger not found")
+            if trigger["routine_id"] != routine_id:
+                raise Forbidden("trigger belongs to another routine")
+            if not trigger["enabled"]:
+                raise Conflict("trigger is disabled")
+        recorded = await record_run(
+            conn,
+            routine_id=routine_id,
+            company_id=routine["company_id"],
+            trigger_id=body.trigger_id,
+            source=body.source,
+            payload=body.payload,
+            idempotency_key=body.idempotency_key,
+        )
+    run = recorded.row
+    if not recorded.created:
+        return respond(dump(RunOut, run), 200)
+    waiter = request.app[WAITER_KEY]
+    settings = request.app[SETTINGS_KEY]
+    assert isinstance(settings, ApiSettings)
+    expected = waiter.expect(str(run["id"]))
+    await publish_run_requested(request.app[BUS_KEY], run["id"], routine_id)
+    if await waiter.wait(str(run["id"]), expected, settings.manual_run_wait_sec):
+        async with request.app[DB_KEY].connection() as conn:
+            run = dict(await conn.fetchrow(RUN_QUERIES["run_by_id"], run["id"]) or run)
+    return respond(dump(RunOut, run), 202)
+
+
+@ROUTES.route(
+    "POST",
+    "/api/cron/preview",
+    summary="The next fire instants of a cron expression",
+    tag="routines",
+    body=CronPreviewRequest,
+    response=CronPreviewOut,
+    errors=(422,),
+)
+async def cron_preview(request: web.Request) -> web.Response:
+    await authenticate(request)
+    body = await parse_body(request, CronPreviewRequest)
+    schedule = parse_cron(body.cron_expression)
+    zone(body.timezone)
+    after = body.after or datetime.now(UTC)
+    if after.tzinfo is None:
+        after = after.replace(tzinfo=UTC)
+    fires = preview(schedule.expression, body.timezone, after, body.count)
+    return respond({"cronExpression": schedule.expression, "timezone": body.timezone, "fires": fires})
