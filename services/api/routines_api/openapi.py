@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -118,12 +118,9 @@ def build_openapi(operations: Sequence[Operation], title: str, version: str) -> 
     models: set[type[BaseModel]] = {ErrorOut}
     for op in operations:
         models.update(m for m in (op.body, op.response, *op.extra_statuses.values()) if m is not None)
-    inputs = [
-        (m, "validation") for m in models if m.__module__.endswith("models") and m.__name__ and m is not None
-    ]
-    _, schema = models_json_schema(
-        sorted(inputs, key=lambda pair: pair[0].__name__), ref_template="#/components/schemas/{model}"
-    )
+    mode: Literal["validation"] = "validation"
+    inputs = [(m, mode) for m in sorted(models, key=lambda m: m.__name__)]
+    _, schema = models_json_schema(inputs, ref_template="#/components/schemas/{model}")
     components = schema.get("$defs", {})
 
     def ref(model: type[BaseModel]) -> dict[str, Any]:
