@@ -78,3 +78,10 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await init_connection(conn)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def admin_token(database_url: str) -> str:
+    from shared.directory import create_instance_admin_token
+
+    return await create_instance_admin_token(database_url, "tests")
