@@ -48,7 +48,9 @@ class World:
     b: Tenant
 
 
-async def call(client: Client, method: str, path: str, token: str | None, body: Any = None, status: int | None = None) -> Any:
+async def call(
+    client: Client, method: str, path: str, token: str | None, body: Any = None, status: int | None = None
+) -> Any:
     headers = auth(token) if token else {}
     resp = await client.request(method, path, json=body, headers=headers)
     data = await resp.json() if resp.status != 204 else None
@@ -60,13 +62,32 @@ async def call(client: Client, method: str, path: str, token: str | None, body: 
 async def make_tenant(client: Client, admin: str, name: str) -> Tenant:
     company = await call(client, "POST", "/api/companies", admin, {"name": name}, 201)
     cid = company["id"]
-    board = (await call(client, "POST", f"/api/companies/{cid}/board-tokens", admin, {"name": "ops"}, 201))["token"]
+    board = (await call(client, "POST", f"/api/companies/{cid}/board-tokens", admin, {"name": "ops"}, 201))[
+        "token"
+    ]
     agent = await call(client, "POST", f"/api/companies/{cid}/agents", board, {"name": "worker"}, 201)
     other = await call(client, "POST", f"/api/companies/{cid}/agents", board, {"name": "other"}, 201)
     project = await call(client, "POST", f"/api/companies/{cid}/projects", board, {"name": "ops"}, 201)
-    return Tenant(cid, board, agent["agent"]["id"], agent["apiKey"], other["agent"]["id"], other["apiKey"], project["id"])
+    return Tenant(
+        cid,
+        board,
+        agent["agent"]["id"],
+        agent["apiKey"],
+        other["agent"]["id"],
+        other["apiKey"],
+        project["id"],
+    )
 
 
-async def make_routine(client: Client, tenant: Tenant, token: str | None = None, **fields: Any) -> dict[str, Any]:
-    body = {"title": "Daily report", "assigneeAgentId": tenant.agent_id, "projectId": tenant.project_id, **fields}
-    return await call(client, "POST", f"/api/companies/{tenant.company_id}/routines", token or tenant.board, body, 201)  # type: ignore[no-any-return]
+async def make_routine(
+    client: Client, tenant: Tenant, token: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    body = {
+        "title": "Daily report",
+        "assigneeAgentId": tenant.agent_id,
+        "projectId": tenant.project_id,
+        **fields,
+    }
+    return await call(
+        client, "POST", f"/api/companies/{tenant.company_id}/routines", token or tenant.board, body, 201
+    )  # type: ignore[no-any-return]

@@ -18,8 +18,12 @@ Setup = Callable[[Client, World], Awaitable[Request]]
 
 def token_of(world: World, role: str) -> str:
     return {
-        "admin": world.admin, "board_a": world.a.board, "board_b": world.b.board,
-        "assignee": world.a.agent_key, "other_agent_a": world.a.other_agent_key, "agent_b": world.b.agent_key,
+        "admin": world.admin,
+        "board_a": world.a.board,
+        "board_b": world.b.board,
+        "assignee": world.a.agent_key,
+        "other_agent_a": world.a.other_agent_key,
+        "agent_b": world.b.agent_key,
     }[role]
 
 
@@ -29,23 +33,35 @@ async def _routine(client: Client, world: World) -> dict[str, Any]:
 
 async def _trigger(client: Client, world: World) -> dict[str, Any]:
     r = await _routine(client, world)
-    return await call(client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201)  # type: ignore[no-any-return]
+    return await call(
+        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
+    )  # type: ignore[no-any-return]
 
 
 async def _issue(client: Client, world: World) -> dict[str, Any]:
-    return await call(client, "POST", f"/api/companies/{world.a.company_id}/issues", world.a.board,  # type: ignore[no-any-return]
-                      {"title": "i", "assigneeAgentId": world.a.agent_id}, 201)
+    return await call(
+        client,
+        "POST",
+        f"/api/companies/{world.a.company_id}/issues",
+        world.a.board,  # type: ignore[no-any-return]
+        {"title": "i", "assigneeAgentId": world.a.agent_id},
+        201,
+    )
 
 
 def static(method: str, path: str, body: Any = None) -> Setup:
     async def setup(_client: Client, world: World) -> Request:
         return method, path.format(a=world.a.company_id, other=world.a.other_agent_id), body
+
     return setup
 
 
 async def create_routine(client: Client, world: World) -> Request:
-    return "POST", f"/api/companies/{world.a.company_id}/routines", {
-        "title": "t", "assigneeAgentId": world.a.agent_id, "projectId": world.a.project_id}
+    return (
+        "POST",
+        f"/api/companies/{world.a.company_id}/routines",
+        {"title": "t", "assigneeAgentId": world.a.agent_id, "projectId": world.a.project_id},
+    )
 
 
 async def get_routine(client: Client, world: World) -> Request:
@@ -57,7 +73,11 @@ async def patch_routine(client: Client, world: World) -> Request:
 
 
 async def reassign_routine(client: Client, world: World) -> Request:
-    return "PATCH", f"/api/routines/{(await _routine(client, world))['id']}", {"assigneeAgentId": world.a.other_agent_id}
+    return (
+        "PATCH",
+        f"/api/routines/{(await _routine(client, world))['id']}",
+        {"assigneeAgentId": world.a.other_agent_id},
+    )
 
 
 async def add_trigger(client: Client, world: World) -> Request:
@@ -96,16 +116,40 @@ async def patch_issue(client: Client, world: World) -> Request:
 MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("create company", static("POST", "/api/companies", {"name": "C"}), (201, 403, 403, 403, 403, 403)),
     ("list companies", static("GET", "/api/companies"), (200, 200, 200, 200, 200, 200)),
-    ("create agent", static("POST", "/api/companies/{a}/agents", {"name": "n"}), (201, 201, 403, 403, 403, 403)),
+    (
+        "create agent",
+        static("POST", "/api/companies/{a}/agents", {"name": "n"}),
+        (201, 201, 403, 403, 403, 403),
+    ),
     ("list agents", static("GET", "/api/companies/{a}/agents"), (200, 200, 403, 200, 200, 403)),
-    ("patch agent", static("PATCH", "/api/agents/{other}", {"status": "active"}), (200, 200, 404, 403, 403, 404)),
+    (
+        "patch agent",
+        static("PATCH", "/api/agents/{other}", {"status": "active"}),
+        (200, 200, 404, 403, 403, 404),
+    ),
     ("agents me", static("GET", "/api/agents/me"), (403, 403, 403, 200, 200, 200)),
-    ("create project", static("POST", "/api/companies/{a}/projects", {"name": "p"}), (201, 201, 403, 403, 403, 403)),
+    (
+        "create project",
+        static("POST", "/api/companies/{a}/projects", {"name": "p"}),
+        (201, 201, 403, 403, 403, 403),
+    ),
     ("list projects", static("GET", "/api/companies/{a}/projects"), (200, 200, 403, 200, 200, 403)),
-    ("create goal", static("POST", "/api/companies/{a}/goals", {"title": "g"}), (201, 201, 403, 403, 403, 403)),
+    (
+        "create goal",
+        static("POST", "/api/companies/{a}/goals", {"title": "g"}),
+        (201, 201, 403, 403, 403, 403),
+    ),
     ("list goals", static("GET", "/api/companies/{a}/goals"), (200, 200, 403, 200, 200, 403)),
-    ("board token", static("POST", "/api/companies/{a}/board-tokens", {"name": "b"}), (201, 201, 403, 403, 403, 403)),
-    ("create issue", static("POST", "/api/companies/{a}/issues", {"title": "i"}), (201, 201, 403, 403, 403, 403)),
+    (
+        "board token",
+        static("POST", "/api/companies/{a}/board-tokens", {"name": "b"}),
+        (201, 201, 403, 403, 403, 403),
+    ),
+    (
+        "create issue",
+        static("POST", "/api/companies/{a}/issues", {"title": "i"}),
+        (201, 201, 403, 403, 403, 403),
+    ),
     ("list issues", static("GET", "/api/companies/{a}/issues"), (200, 200, 403, 200, 200, 403)),
     ("get issue", get_issue, (200, 200, 404, 200, 200, 404)),
     ("patch issue", patch_issue, (200, 200, 404, 200, 403, 404)),
@@ -120,7 +164,11 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("rotate secret", rotate, (200, 200, 404, 200, 403, 404)),
     ("manual run", run, (202, 202, 404, 202, 403, 404)),
     ("list runs", runs, (200, 200, 404, 200, 200, 404)),
-    ("cron preview", static("POST", "/api/cron/preview", {"cronExpression": "@daily"}), (200, 200, 200, 200, 200, 200)),
+    (
+        "cron preview",
+        static("POST", "/api/cron/preview", {"cronExpression": "@daily"}),
+        (200, 200, 200, 200, 200, 200),
+    ),
 ]
 
 
@@ -131,12 +179,18 @@ async def client(stack: Stack) -> AsyncIterator[Client]:
 
 
 @pytest.mark.parametrize(("name", "setup", "expected"), MATRIX, ids=[m[0] for m in MATRIX])
-async def test_authorization_matrix(client: Client, admin_token: str, name: str, setup: Setup, expected: tuple[int, ...]) -> None:
-    world = World(admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B"))
+async def test_authorization_matrix(
+    client: Client, admin_token: str, name: str, setup: Setup, expected: tuple[int, ...]
+) -> None:
+    world = World(
+        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
+    )
     got = []
     for role in ROLES:
         method, path, body = await setup(client, world)
-        resp = await client.request(method, path, json=body, headers={"Authorization": f"Bearer {token_of(world, role)}"})
+        resp = await client.request(
+            method, path, json=body, headers={"Authorization": f"Bearer {token_of(world, role)}"}
+        )
         got.append(resp.status)
         if resp.status >= 400:
             assert set(await resp.json()) == {"error", "details"}

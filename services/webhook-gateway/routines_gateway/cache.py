@@ -1,0 +1,82 @@
+"""publicId → trigger state (with decrypted secrets), short TTL, dropped on `routines.triggers.changed`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from nats.aio.msg import Msg
+
+from routines_gateway.metrics import CACHE
+from shared.bus import Bus, Subjects
+from shared.crypto import SecretBox
+from shared.db import Database, load_queries
+
+QUERIES = load_queries("routines_gateway")
+
+
+@dataclass(frozen=True)
+class TriggerState:
+    trigger_id: uuid.UUID
+    routine_id: uuid.UUID
+    company_id: uuid.UUID
+    enabled: bool
+    routine_status: str
+    signing_mode: str
+    replay_window_sec: int
+    secrets: tuple[str, ...]
+    valid_until: float  # monotonic deadline (TTL, or an old secret's grace ending)
+
+
+class TriggerCache:
+    def __init__(self, db: Database, box: SecretBox, ttl: float, max_entries: int = 50_000) -> None:
+        self._db = db
+        self._box = box
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: dict[str, TriggerState] = {}
+
+    async def get(self, public_id: str) -> TriggerState | None:
+        now = time.monotonic()
+        cached = self._entries.get(public_id)
+        if cached is not None and cached.valid_until > now:
+            CACHE.labels("hit").inc()
+            return cached
+        CACHE.labels("miss").inc()
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(QUERIES["trigger_by_public_id"], public_id)
+            db_now: datetime | None = await conn.fetchval("SELECT now()") if row is not None else None
+        if row is None:
+            return None
+        valid_until = now + self._ttl
+        if row["secrets_expire_at"] is not None and db_now is not None:
+            valid_until = min(valid_until, now + (row["secrets_expire_at"] - db_now).total_seconds())
+        state = TriggerState(
+            row["id"],
+            row["routine_id"],
+            row["company_id"],
+            row["enabled"],
+            row["routine_status"],
+            row["signing_mode"],
+            row["replay_window_sec"],
+            tuple(self._box.decrypt(blob, str(row["id"])) for blob in row["secrets"]),
+            valid_until,
+        )
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[public_id] = state
+        return state
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def follow_changes(self, bus: Bus) -> None:
+        """Drop everything on any trigger/routine change: rare, and correctness beats hit rate."""
+
+        async def on_change(_msg: Msg) -> None:
+            self.clear()
+
+        await bus.wait_connected()
+        await bus.nc.subscribe(Subjects.TRIGGERS_CHANGED, cb=on_change)

@@ -1,0 +1,193 @@
+"""POST /api/routine-triggers/public/{publicId}/fire — the one endpoint open to the internet."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from routines_gateway.cache import QUERIES, TriggerCache, TriggerState
+from routines_gateway.ingest import GroupCommitter, PendingRun
+from routines_gateway.metrics import OUTCOMES, VERIFY_SECONDS
+from routines_gateway.ratelimit import TokenBuckets
+from routines_gateway.signing import AuthenticationFailed, verify
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RoutinesError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from shared.http import BUS_KEY, DB_KEY, json_response
+from shared.logging import get_logger
+from shared.runs import publish_run_requested
+from shared.settings import GatewaySettings
+
+log = get_logger(__name__)
+_PUBLIC_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+class FireHandler:
+    """Checks in DESIGN order: 404, 401, 409; then the run is committed and 202 answered."""
+
+    def __init__(self, settings: GatewaySettings, cache: TriggerCache, committer: GroupCommitter) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.committer = committer
+        self.per_trigger = TokenBuckets(
+            settings.rate_limit_trigger_per_sec, settings.rate_limit_trigger_burst
+        )
+        self.per_client = TokenBuckets(settings.rate_limit_client_per_sec, settings.rate_limit_client_burst)
+        self.trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
+
+    def client_address(self, request: web.Request) -> str:
+        peer = request.remote or "unknown"
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded and self.trusted:
+            try:
+                if any(ipaddress.ip_address(peer) in net for net in self.trusted):
+                    return forwarded.split(",")[0].strip()[:64]
+            except ValueError:
+                pass
+        return peer
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        try:
+            return await self.handle(request)
+        except RoutinesError as exc:
+            OUTCOMES.labels(_outcome_of(exc)).inc()
+            raise
+
+    async def handle(self, request: web.Request) -> web.Response:
+        wait = self.per_client.take(self.client_address(request))
+        if wait:
+            raise RateLimited(wait, "too many requests from this address")
+        public_id = request.match_info["publicId"]
+        trigger = await self.cache.get(public_id) if _PUBLIC_ID.match(public_id) else None
+        if trigger is None:
+            raise NotFound("webhook not found")
+        wait = self.per_trigger.take(str(trigger.trigger_id))
+        if wait:
+            raise RateLimited(wait, "too many requests for this webhook")
+        body = await self._read_body(request)
+        started = time.perf_counter()
+        try:
+            verified = verify(
+                trigger.signing_mode,
+                request.headers,
+                body,
+                trigger.secrets,
+                time.time(),
+                trigger.replay_window_sec,
+            )
+        except AuthenticationFailed as exc:
+            OUTCOMES.labels("stale" if exc.stale else "bad_signature").inc()
+            log.info("webhook authentication failed", trigger_id=str(trigger.trigger_id), reason=exc.reason)
+            raise Unauthorized("webhook authentication failed") from None
+        finally:
+            VERIFY_SECONDS.observe(time.perf_counter() - started)
+        if not trigger.enabled or trigger.routine_status != "active":
+            raise Conflict(
+                "trigger disabled" if not trigger.enabled else f"routine is {trigger.routine_status}"
+            )
+        payload = _payload(request, body)
+        idempotency_key = request.headers.get("Idempotency-Key") or None
+        if idempotency_key is not None and len(idempotency_key) > 255:
+            raise BadRequest("Idempotency-Key is longer than 255 characters")
+        delivery_key = verified.delivery_id or (f"sig:{verified.signature}" if verified.signature else None)
+        pending = PendingRun(
+            trigger.routine_id,
+            trigger.company_id,
+            trigger.trigger_id,
+            payload,
+            idempotency_key,
+            delivery_key,
+            verified.signature,
+        )
+        if await self.committer.submit(pending):
+            OUTCOMES.labels("accepted").inc()
+            await publish_run_requested(request.app[BUS_KEY], pending.id, trigger.routine_id)
+            return _accepted(pending.id, "received", trigger, False, 202)
+        return await self._repeat(request, trigger, pending)
+
+    async def _repeat(self, request: web.Request, trigger: TriggerState, pending: PendingRun) -> web.Response:
+        """A unique key matched: replay (409) or a legitimate retry (200 with the original run)."""
+        async with request.app[DB_KEY].connection() as conn:
+            if pending.delivery_key is not None:
+                row = await conn.fetchrow(
+                    QUERIES["existing_delivery"],
+                    trigger.trigger_id,
+                    pending.delivery_key,
+                    trigger.replay_window_sec,
+                )
+                if row is not None:
+                    if row["in_window"] and row["delivery_signature"] == pending.delivery_signature:
+                        OUTCOMES.labels("replayed").inc()
+                        raise Conflict("replayed delivery")
+                    OUTCOMES.labels("duplicate").inc()
+                    return _accepted(row["id"], row["status"], trigger, True, 200)
+            if pending.idempotency_key is not None:
+                row = await conn.fetchrow(
+                    QUERIES["existing_idempotent"], trigger.routine_id, pending.idempotency_key
+                )
+                if row is not None:
+                    OUTCOMES.labels("duplicate").inc()
+                    return _accepted(row["id"], row["status"], trigger, True, 200)
+        raise Conflict("delivery conflicts with an earlier run")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.webhook_max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        return body
+
+
+def _payload(request: web.Request, body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    content_type = request.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaType("body must be application/json")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+def _accepted(run_id: Any, status: str, trigger: TriggerState, duplicate: bool, code: int) -> web.Response:
+    return json_response(
+        {
+            "runId": str(run_id),
+            "status": status,
+            "routineId": str(trigger.routine_id),
+            "triggerId": str(trigger.trigger_id),
+            "duplicate": duplicate,
+        },
+        code,
+    )
+
+
+def _outcome_of(exc: RoutinesError) -> str:
+    return {
+        404: "not_found",
+        409: "not_active",
+        413: "too_large",
+        429: "rate_limited",
+        401: "unauthorized",
+        400: "bad_request",
+        415: "bad_request",
+        503: "unavailable",
+    }.get(exc.status, "error")

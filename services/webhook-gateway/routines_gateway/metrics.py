@@ -1,0 +1,14 @@
+"""Prometheus metrics of the webhook gateway."""
+
+from prometheus_client import Counter, Histogram
+
+OUTCOMES = Counter("routines_gateway_requests_total", "Fire requests by outcome", ["outcome"])
+VERIFY_SECONDS = Histogram(
+    "routines_gateway_verification_seconds",
+    "Signature verification latency",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01),
+)
+BATCH_SIZE = Histogram(
+    "routines_gateway_commit_batch_size", "Runs per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+CACHE = Counter("routines_gateway_trigger_cache_total", "Trigger cache lookups", ["result"])

@@ -1,0 +1,33 @@
+-- trigger_by_public_id --
+-- A webhook trigger, its routine's status, and its live encrypted secrets.
+SELECT t.id, t.routine_id, t.company_id, t.enabled, t.signing_mode, t.replay_window_sec,
+       r.status AS routine_status,
+       COALESCE(array_agg(s.ciphertext ORDER BY s.created_at DESC)
+                FILTER (WHERE s.id IS NOT NULL), '{}') AS secrets,
+       min(s.expires_at) AS secrets_expire_at
+FROM routine_triggers t
+JOIN routines r ON r.id = t.routine_id
+LEFT JOIN webhook_secrets s ON s.trigger_id = t.id AND (s.expires_at IS NULL OR s.expires_at > now())
+WHERE t.public_id = $1 AND t.kind = 'webhook'
+GROUP BY t.id, r.status;
+
+-- insert_webhook_runs --
+-- Record a batch of accepted fires in one statement (group commit); conflicts are resolved after.
+INSERT INTO routine_runs (id, routine_id, company_id, trigger_id, source, payload, idempotency_key,
+                          delivery_key, delivery_signature)
+SELECT u.id, u.routine_id, u.company_id, u.trigger_id, 'webhook', u.payload, u.idempotency_key,
+       u.delivery_key, u.delivery_signature
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::text[], $7::text[], $8::text[])
+     AS u(id, routine_id, company_id, trigger_id, payload, idempotency_key, delivery_key, delivery_signature)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- existing_delivery --
+-- The run an earlier delivery with this key created, and whether it is inside the replay window.
+SELECT id, routine_id, trigger_id, status, delivery_signature,
+       triggered_at > now() - make_interval(secs => $3) AS in_window
+FROM routine_runs WHERE trigger_id = $1 AND delivery_key = $2;
+
+-- existing_idempotent --
+-- The run an earlier request with this Idempotency-Key created.
+SELECT id, routine_id, trigger_id, status FROM routine_runs WHERE routine_id = $1 AND idempotency_key = $2;
