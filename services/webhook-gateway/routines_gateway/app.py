@@ -24,7 +24,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     committer = GroupCommitter(app[DB_KEY], settings.group_commit_max)
     app[CACHE_KEY], app[COMMITTER_KEY] = cache, committer
     app.router.add_post(
-        "/api/routine-triggers/public/{publicId}/fire", FireHandler(settings, cache, committer)
+        "/api/routine-triggers/public/{publicId}/fire", FireHandler(settings, cache, committer).fire
     )
     app.cleanup_ctx.append(_gateway_ctx)
     finish_routes(app)

@@ -58,7 +58,8 @@ class FireHandler:
                 pass
         return peer
 
-    async def __call__(self, request: web.Request) -> web.Response:
+    async def fire(self, request: web.Request) -> web.Response:
+        """Serve one fire request, counting its outcome."""
         try:
             return await self.handle(request)
         except RoutinesError as exc:

@@ -1,0 +1,311 @@
+"""The webhook gateway against real Postgres and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from standardwebhooks import Webhook
+
+from routines_gateway.app import create_app
+from shared.settings import GatewaySettings
+from tests.integration.api_client import Client, api_app, call, make_routine, make_tenant
+from tests.support import Stack
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=0))) as client:
+        yield client
+
+
+def gateway_app(stack: Stack, **overrides: Any) -> web.Application:
+    return create_app(
+        GatewaySettings(
+            database_url=stack.database_url,
+            nats_url=stack.nats_url,
+            secret_key=stack.secret_key,
+            trigger_cache_ttl_sec=0,
+            **overrides,
+        )
+    )
+
+
+@pytest.fixture
+async def gateway(stack: Stack) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(gateway_app(stack, webhook_max_body_bytes=2048))) as client:
+        yield client
+
+
+class Hook:
+    def __init__(self, api: Client, tenant: Any, routine: dict[str, Any], trigger: dict[str, Any]) -> None:
+        self.api, self.tenant, self.routine, self.trigger = api, tenant, routine, trigger
+        self.secret: str = trigger["secret"]
+        self.path = f"/api/routine-triggers/public/{trigger['publicId']}/fire"
+
+    def headers(
+        self, body: bytes, ts: int | None = None, secret: str | None = None, msg_id: str = "msg-1"
+    ) -> dict[str, str]:
+        secret = secret or self.secret
+        ts = int(time.time()) if ts is None else ts
+        mode = self.trigger["signingMode"]
+        headers = {"Content-Type": "application/json"}
+        if mode == "bearer":
+            headers["Authorization"] = f"Bearer {secret}"
+        elif mode == "hmac_sha256":
+            headers["X-Paperclip-Timestamp"] = str(ts)
+            headers["X-Paperclip-Signature"] = hmac.new(
+                secret.encode(), f"{ts}.".encode() + body, hashlib.sha256
+            ).hexdigest()
+        elif mode == "github_hmac":
+            headers["X-Hub-Signature-256"] = (
+                "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            )
+            headers["X-GitHub-Delivery"] = msg_id
+        else:
+            headers["webhook-id"] = msg_id
+            headers["webhook-timestamp"] = str(ts)
+            headers["webhook-signature"] = Webhook(secret).sign(
+                msg_id, datetime.fromtimestamp(ts, UTC), body.decode()
+            )
+        return headers
+
+
+async def make_hook(api: Client, admin: str, mode: str, **routine_fields: Any) -> Hook:
+    tenant = await make_tenant(api, admin, "A")
+    routine = await make_routine(api, tenant, **routine_fields)
+    trigger = await call(
+        api,
+        "POST",
+        f"/api/routines/{routine['id']}/triggers",
+        tenant.board,
+        {"kind": "webhook", "signingMode": mode},
+        201,
+    )
+    return Hook(api, tenant, routine, trigger)
+
+
+async def run_count(db: asyncpg.Connection) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM routine_runs"))
+
+
+MODES = ["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_valid_fire_is_accepted_and_recorded(
+    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection, mode: str
+) -> None:
+    hook = await make_hook(api, admin_token, mode)
+    body = b'{"event": "push"}'
+    resp = await gateway.post(hook.path, data=body, headers=hook.headers(body))
+    assert resp.status == 202, await resp.text()
+    data = await resp.json()
+    assert data["status"] == "received"
+    run = await db.fetchrow("SELECT * FROM routine_runs WHERE id = $1", uuid.UUID(data["runId"]))
+    assert (run["source"], run["payload"]) == ("webhook", {"event": "push"})
+    empty = await gateway.post(
+        hook.path, data=b"", headers={**hook.headers(b"", msg_id="m2"), "Content-Type": "text/plain"}
+    )
+    if mode != "hmac_sha256":  # same empty body, same second: an exact replay for hmac_sha256
+        assert empty.status == 202
+        assert (
+            await db.fetchval(
+                "SELECT payload FROM routine_runs WHERE id = $1", uuid.UUID((await empty.json())["runId"])
+            )
+        ) == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_authentication_failures_are_401(
+    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection, mode: str
+) -> None:
+    hook = await make_hook(api, admin_token, mode)
+    body = b'{"a": 1}'
+    good = hook.headers(body)
+    cases: list[tuple[dict[str, str], bytes]] = [
+        ({"Content-Type": "application/json"}, body),  # missing headers
+        (hook.headers(body, secret="whsec_" + "A" * 44), body),  # wrong secret
+        (
+            {
+                k: (
+                    v[:-3] + "zzz"
+                    if k.lower()
+                    in ("authorization", "x-paperclip-signature", "x-hub-signature-256", "webhook-signature")
+                    else v
+                )
+                for k, v in good.items()
+            },
+            body,
+        ),
+    ]
+    if mode != "bearer":  # bearer signs nothing: a body change cannot be detected
+        cases.append((good, b'{"a": 2}'))
+    if mode in ("hmac_sha256", "standard_webhooks"):
+        now = int(time.time())
+        cases += [(hook.headers(body, ts=now - 301), body), (hook.headers(body, ts=now + 301), body)]
+        if mode == "hmac_sha256":
+            cases += [
+                (hook.headers(body, ts=(now - 301) * 1000), body),
+                (hook.headers(body, ts=(now + 301) * 1000), body),
+                ({**good, "X-Paperclip-Timestamp": "yesterday"}, body),
+            ]
+    for headers, payload in cases:
+        resp = await gateway.post(hook.path, data=payload, headers=headers)
+        assert resp.status == 401, (headers, await resp.text())
+        assert (await resp.json())["error"] == "webhook authentication failed"
+    assert await run_count(db) == 0
+
+
+async def test_replay_is_409_and_idempotency_key_returns_the_original(
+    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection
+) -> None:
+    hook = await make_hook(api, admin_token, "hmac_sha256")
+    body = b'{"n": 1}'
+    headers = hook.headers(body)
+    first = await gateway.post(hook.path, data=body, headers=headers)
+    assert first.status == 202
+    replay = await gateway.post(hook.path, data=body, headers=headers)
+    assert replay.status == 409
+    assert await run_count(db) == 1
+    keyed = {**hook.headers(b'{"n": 2}', ts=int(time.time()) - 1), "Idempotency-Key": "order-7"}
+    one = await gateway.post(hook.path, data=b'{"n": 2}', headers=keyed)
+    assert one.status == 202
+    retry = {**hook.headers(b'{"n": 2}', ts=int(time.time())), "Idempotency-Key": "order-7"}
+    two = await gateway.post(hook.path, data=b'{"n": 2}', headers=retry)
+    assert two.status == 200
+    assert (await two.json())["runId"] == (await one.json())["runId"]
+    assert await run_count(db) == 2
+
+
+async def test_standard_webhooks_resigned_retry_returns_original(
+    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection
+) -> None:
+    hook = await make_hook(api, admin_token, "standard_webhooks")
+    body = b'{"x": 1}'
+    original = hook.headers(body, msg_id="evt-1", ts=int(time.time()) - 5)
+    first = await gateway.post(hook.path, data=body, headers=original)
+    again = await gateway.post(hook.path, data=body, headers=hook.headers(body, msg_id="evt-1"))
+    replay = await gateway.post(hook.path, data=body, headers=original)
+    assert (first.status, again.status, replay.status) == (202, 200, 409)
+    assert (await again.json())["runId"] == (await first.json())["runId"]
+    assert await run_count(db) == 1
+
+
+async def test_rotation_without_and_with_grace(api: Client, gateway: Client, admin_token: str) -> None:
+    hook = await make_hook(api, admin_token, "bearer")
+    old = hook.secret
+    rotated = await call(
+        api, "POST", f"/api/routine-triggers/{hook.trigger['id']}/rotate-secret", hook.tenant.board, {}, 200
+    )
+    assert (await gateway.post(hook.path, headers=hook.headers(b"", secret=old))).status == 401
+    assert (await gateway.post(hook.path, headers=hook.headers(b"", secret=rotated["secret"]))).status == 202
+    graced = await call(
+        api,
+        "POST",
+        f"/api/routine-triggers/{hook.trigger['id']}/rotate-secret",
+        hook.tenant.board,
+        {"graceSec": 2},
+        200,
+    )
+    assert (await gateway.post(hook.path, headers=hook.headers(b"", secret=rotated["secret"]))).status == 202
+    assert (await gateway.post(hook.path, headers=hook.headers(b"", secret=graced["secret"]))).status == 202
+    await asyncio.sleep(2.2)
+    assert (await gateway.post(hook.path, headers=hook.headers(b"", secret=rotated["secret"]))).status == 401
+    assert (await gateway.post(hook.path, headers=hook.headers(b"", secret=graced["secret"]))).status == 202
+
+
+async def test_status_codes(api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection) -> None:
+    hook = await make_hook(api, admin_token, "bearer")
+    assert (await gateway.post("/api/routine-triggers/public/" + "0" * 24 + "/fire")).status == 404
+    assert (await gateway.post("/api/routine-triggers/public/nothex/fire")).status == 404
+    ok = hook.headers(b"")
+    assert (await gateway.post(hook.path, data=b"[1]", headers=ok)).status == 400
+    assert (await gateway.post(hook.path, data=b"{nope", headers=ok)).status == 400
+    assert (
+        await gateway.post(
+            hook.path, data=b"a=b", headers={**ok, "Content-Type": "application/x-www-form-urlencoded"}
+        )
+    ).status == 415
+    assert (await gateway.post(hook.path, data=b"{" + b" " * 3000 + b"}", headers=ok)).status == 413
+    # 401 comes before 409; then disabled trigger, paused and archived routine → 409.
+    await call(
+        api,
+        "PATCH",
+        f"/api/routine-triggers/{hook.trigger['id']}",
+        hook.tenant.board,
+        {"enabled": False},
+        200,
+    )
+    assert (await gateway.post(hook.path, headers=hook.headers(b"", secret="wrong"))).status == 401
+    assert (await gateway.post(hook.path, headers=ok)).status == 409
+    await call(
+        api, "PATCH", f"/api/routine-triggers/{hook.trigger['id']}", hook.tenant.board, {"enabled": True}, 200
+    )
+    for status in ("paused", "archived"):
+        await call(
+            api, "PATCH", f"/api/routines/{hook.routine['id']}", hook.tenant.board, {"status": status}, 200
+        )
+        resp = await gateway.post(hook.path, headers=ok)
+        assert resp.status == 409
+        assert status in (await resp.json())["error"]
+    assert await run_count(db) == 0
+
+
+async def test_rate_limit_is_429_with_retry_after(api: Client, admin_token: str, stack: Stack) -> None:
+    hook = await make_hook(api, admin_token, "bearer")
+    app = gateway_app(stack, rate_limit_trigger_per_sec=1, rate_limit_trigger_burst=2)
+    async with TestClient(TestServer(app)) as gateway:
+        codes = [(await gateway.post(hook.path, headers=hook.headers(b""))) for _ in range(3)]
+        assert [c.status for c in codes] == [202, 202, 429]
+        assert int(codes[2].headers["Retry-After"]) >= 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    headers=st.dictionaries(
+        st.sampled_from(
+            [
+                "Authorization",
+                "X-Paperclip-Signature",
+                "X-Paperclip-Timestamp",
+                "Content-Type",
+                "Idempotency-Key",
+                "webhook-id",
+                "webhook-signature",
+                "webhook-timestamp",
+            ]
+        ),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60),
+    ),
+    body=st.binary(max_size=300),
+)
+async def test_fuzz_never_5xx_never_a_run(
+    api: Client,
+    gateway: Client,
+    admin_token: str,
+    db: asyncpg.Connection,
+    headers: dict[str, str],
+    body: bytes,
+) -> None:
+    if not hasattr(test_fuzz_never_5xx_never_a_run, "hook"):
+        test_fuzz_never_5xx_never_a_run.hook = await make_hook(api, admin_token, "hmac_sha256")  # type: ignore[attr-defined]
+    hook = test_fuzz_never_5xx_never_a_run.hook  # type: ignore[attr-defined]
+    resp = await gateway.post(hook.path, data=body, headers=headers)
+    assert resp.status < 500
+    assert resp.status in (400, 401, 413, 415)
+    json.loads(await resp.text())
+    assert await run_count(db) == 0
