@@ -30,11 +30,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services tests bench
 
-deploy-check: $(STAMP)
-	$(BIN)/python -m deploy.check
+DEPLOY_VENV := .venv-deploy
+$(DEPLOY_VENV)/.installed: deploy/requirements.txt
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -r deploy/requirements.txt
+	touch $@
+
+# Offline: yamllint, kustomize render, schema validation, security scan (own venv: checkov pins a lot).
+deploy-check: $(DEPLOY_VENV)/.installed
+	$(DEPLOY_VENV)/bin/python -m deploy.check
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(DEPLOY_VENV) build *.egg-info
