@@ -30,7 +30,10 @@ def run(step: str, args: list[str]) -> str:
 
 
 def render(overlay: str) -> str:
-    return run(f"kubectl kustomize overlays/{overlay}", ["kubectl", "kustomize", str(DEPLOY / "k8s/overlays" / overlay)])
+    return run(
+        f"kubectl kustomize overlays/{overlay}",
+        ["kubectl", "kustomize", str(DEPLOY / "k8s/overlays" / overlay)],
+    )
 
 
 def waivers() -> list[str]:
@@ -44,11 +47,25 @@ def main() -> int:
         for overlay in OVERLAYS:
             rendered = Path(tmp) / f"{overlay}.yaml"
             rendered.write_text(render(overlay))
-            run(f"kubernetes-validate --strict ({overlay}, Kubernetes {KUBERNETES_VERSION})",
-                [tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, str(rendered)])
-            run(f"checkov ({overlay}; waived: {', '.join(waivers())})",
-                [tool("checkov"), "-f", str(rendered), "--framework", "kubernetes", "--quiet", "--compact",
-                 "--skip-download", "--skip-check", ",".join(waivers())])
+            run(
+                f"kubernetes-validate --strict ({overlay}, Kubernetes {KUBERNETES_VERSION})",
+                [tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, str(rendered)],
+            )
+            run(
+                f"checkov ({overlay}; waived: {', '.join(waivers())})",
+                [
+                    tool("checkov"),
+                    "-f",
+                    str(rendered),
+                    "--framework",
+                    "kubernetes",
+                    "--quiet",
+                    "--compact",
+                    "--skip-download",
+                    "--skip-check",
+                    ",".join(waivers()),
+                ],
+            )
     print("[deploy-check] all checks passed")
     return 0
 

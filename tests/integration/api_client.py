@@ -90,4 +90,4 @@ async def make_routine(
     }
     return await call(
         client, "POST", f"/api/companies/{tenant.company_id}/routines", token or tenant.board, body, 201
-    )  # type: ignore[no-any-return]
+    )

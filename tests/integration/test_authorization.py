@@ -35,7 +35,7 @@ async def _trigger(client: Client, world: World) -> dict[str, Any]:
     r = await _routine(client, world)
     return await call(
         client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )  # type: ignore[no-any-return]
+    )
 
 
 async def _issue(client: Client, world: World) -> dict[str, Any]:
@@ -43,7 +43,7 @@ async def _issue(client: Client, world: World) -> dict[str, Any]:
         client,
         "POST",
         f"/api/companies/{world.a.company_id}/issues",
-        world.a.board,  # type: ignore[no-any-return]
+        world.a.board,
         {"title": "i", "assigneeAgentId": world.a.agent_id},
         201,
     )

@@ -36,7 +36,7 @@ async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
 
 
 async def _db_now(db: asyncpg.Connection) -> datetime:
-    return await db.fetchval("SELECT date_trunc('minute', now())")  # type: ignore[no-any-return]
+    return await db.fetchval("SELECT date_trunc('minute', now())")
 
 
 async def _runs(db: asyncpg.Connection, trigger: uuid.UUID) -> list[asyncpg.Record]:

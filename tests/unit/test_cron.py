@@ -13,8 +13,8 @@ from shared.cron import fires_between, iso_utc, next_fire, parse_cron, preview, 
 from shared.errors import InvalidCron, InvalidTimezone
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def fires(expr: str, tz: str, start: datetime, end: datetime) -> list[str]:

@@ -13,11 +13,15 @@ import yaml
 from shared.cli import SERVICES
 
 OVERLAYS = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "overlays"
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is needed to render kustomize")
+pytestmark = pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl is needed to render kustomize"
+)
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
-    out = subprocess.run(["kubectl", "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True
+    )
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
@@ -30,7 +34,9 @@ def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"].removeprefix("routines-"): d for d in docs if d["kind"] == "Deployment"}
 
 
-def test_every_service_has_a_deployment_with_probes_and_restricted_security(manifests: list[dict[str, Any]]) -> None:
+def test_every_service_has_a_deployment_with_probes_and_restricted_security(
+    manifests: list[dict[str, Any]],
+) -> None:
     found = deployments(manifests)
     assert set(found) == set(SERVICES)
     for deployment in found.values():
@@ -55,7 +61,11 @@ def test_required_settings_are_supplied(manifests: list[dict[str, Any]]) -> None
         settings_model = SERVICES[name][0]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         supplied = set(config) | {e["name"] for e in container.get("env", [])}
-        required = {f"ROUTINES_{field.upper()}" for field, info in settings_model.model_fields.items() if info.is_required()}
+        required = {
+            f"ROUTINES_{field.upper()}"
+            for field, info in settings_model.model_fields.items()
+            if info.is_required()
+        }
         assert required <= supplied, (name, required - supplied)
         for env in container.get("env", []):
             assert "secretKeyRef" in env.get("valueFrom", {}), env["name"]
