@@ -142,7 +142,12 @@ async def test_two_dispatchers_one_killed_mid_stream_decide_each_run_once(
         async def all_decided() -> bool:
             return not await db.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'")
 
-        await wait_until(all_decided, timeout=60)
+        try:
+            await wait_until(all_decided, timeout=60)
+        except AssertionError:
+            print(await db.fetch("SELECT status, count(*) FROM routine_runs GROUP BY status"))
+            print(second.logs()[-4000:])
+            raise
         assert await db.fetchval("SELECT count(*) FROM routine_runs WHERE decided_at IS NULL") == 0
         per_routine = await db.fetch("SELECT origin_id, count(*) AS n FROM issues GROUP BY origin_id")
         assert {r["n"] for r in per_routine} == {1}

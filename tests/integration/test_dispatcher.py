@@ -191,3 +191,18 @@ async def test_sweeper_decides_runs_nobody_published(
     await sweeper
     await bus.close()
     assert await _issue_count(db, routine) == 5
+
+
+async def test_one_batch_deciding_many_runs_of_many_routines(
+    db: asyncpg.Connection, database: Database
+) -> None:
+    """A batch mixing routines with different numbers of coalesced fires, decided in one transaction."""
+    world = await make_world(db)
+    routines = [await make_routine(db, world) for _ in range(3)]
+    runs = [await make_run(db, world, r) for i, r in enumerate(routines) for _ in range(i + 2)]
+    await _decide(database, runs)
+    counts = sorted(
+        r["coalesced_fire_count"] for r in await db.fetch("SELECT coalesced_fire_count FROM issues")
+    )
+    assert counts == [1, 2, 3]
+    assert await db.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'") == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,7 +93,8 @@ async def decide_runs(
             QUERIES["record_coalesced_fires"],
             list(coalesced),
             [len(fires) for fires in coalesced.values()],
-            list(coalesced.values()),
+            # Text, not jsonb[]: asyncpg would read lists of unequal length as a ragged 2-D array.
+            [json.dumps(fires, default=str) for fires in coalesced.values()],
         )
     await conn.execute(QUERIES["set_run_decisions"], *map(list, zip(*updates, strict=True)))
     touched: dict[uuid.UUID, tuple[datetime, bool]] = {}

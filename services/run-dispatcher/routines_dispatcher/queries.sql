@@ -48,10 +48,11 @@ SET coalesced_fire_count = i.coalesced_fire_count + u.n,
     coalesced_fires = (
         SELECT COALESCE(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb)
         FROM (SELECT t.e, t.n
-              FROM jsonb_array_elements(i.coalesced_fires || u.fires) WITH ORDINALITY AS t(e, n)
+              FROM jsonb_array_elements(i.coalesced_fires || f.fires) WITH ORDINALITY AS t(e, n)
               ORDER BY t.n DESC LIMIT 100) x),
     updated_at = now()
-FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS u(id, n, fires)
+FROM unnest($1::uuid[], $2::int[], $3::text[]) AS u(id, n, fires_json)
+CROSS JOIN LATERAL (SELECT u.fires_json::jsonb AS fires) f
 WHERE i.id = u.id;
 
 -- set_run_decisions --
