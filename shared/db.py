@@ -35,6 +35,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )
+# What a worker loop logs and retries on its next round (dependency down or busy).
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (ServiceUnavailable, *TRANSIENT_ERRORS)
 _CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *TRANSIENT_ERRORS)
 _PING_ERRORS: tuple[type[BaseException], ...] = (ServiceUnavailable, TimeoutError, *TRANSIENT_ERRORS)
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from routines_api import directory, routines, triggers  # noqa: F401 - they register their routes
 from routines_api.openapi import DOCS_PAGE, GATEWAY_OPERATIONS, ROUTES, build_openapi
 from routines_api.routines import WAITER_KEY
-from routines_api.triggers import SECRET_BOX_KEY
+from routines_api.triggers import API_SETTINGS_KEY, SECRET_BOX_KEY
 from routines_api.waiter import DecisionWaiter
 from shared.crypto import SecretBox
 from shared.http import BUS_KEY, SUPERVISOR_KEY, create_base_app, finish_routes, json_response
@@ -21,6 +21,7 @@ OPENAPI_KEY = web.AppKey("openapi", dict)
 def create_app(settings: ApiSettings) -> web.Application:
     """Wire the API: routes from the route table, the OpenAPI document built from the same table."""
     app = create_base_app("api", settings)
+    app[API_SETTINGS_KEY] = settings
     app[SECRET_BOX_KEY] = SecretBox(settings.secret_key)
     app[WAITER_KEY] = DecisionWaiter(app[BUS_KEY])
     app[OPENAPI_KEY] = build_openapi([*ROUTES.operations, *GATEWAY_OPERATIONS], "Routines API", "1.0.0")

@@ -6,6 +6,7 @@ import uuid
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel
 
 from routines_api.auth import QUERIES, Principal, authenticate, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
@@ -41,6 +42,29 @@ async def _company_path(request: web.Request, principal: Principal) -> uuid.UUID
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
     return company_id
+
+
+async def _list_in_company(request: web.Request, query: str, model: type[BaseModel]) -> web.Response:
+    """GET of a company's agents/projects/goals: any member of the company may read."""
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES[query], company_id)
+    return respond([dump(model, r) for r in rows])
+
+
+async def _create_named_in_company(
+    request: web.Request, body_model: type[BaseModel], field: str, query: str, model: type[BaseModel]
+) -> web.Response:
+    """POST of a project/goal: board operators only; `field` of the body names it."""
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    principal.require_board(company_id)
+    body = await parse_body(request, body_model)
+    async with request.app[DB_KEY].connection() as conn:
+        row = await conn.fetchrow(QUERIES[query], company_id, getattr(body, field))
+    assert row is not None
+    return respond(dump(model, row), 201)
 
 
 async def check_reference(
@@ -135,11 +159,7 @@ async def create_agent(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def list_agents(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    company_id = await _company_path(request, principal)
-    async with request.app[DB_KEY].connection() as conn:
-        rows = await conn.fetch(QUERIES["list_agents"], company_id)
-    return respond([dump(AgentOut, r) for r in rows])
+    return await _list_in_company(request, "list_agents", AgentOut)
 
 
 @ROUTES.route(
@@ -193,14 +213,7 @@ async def agent_me(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def create_project(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    company_id = await _company_path(request, principal)
-    principal.require_board(company_id)
-    body = await parse_body(request, ProjectCreate)
-    async with request.app[DB_KEY].connection() as conn:
-        row = await conn.fetchrow(QUERIES["insert_project"], company_id, body.name)
-    assert row is not None
-    return respond(dump(ProjectOut, row), 201)
+    return await _create_named_in_company(request, ProjectCreate, "name", "insert_project", ProjectOut)
 
 
 @ROUTES.route(
@@ -213,11 +226,7 @@ async def create_project(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def list_projects(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    company_id = await _company_path(request, principal)
-    async with request.app[DB_KEY].connection() as conn:
-        rows = await conn.fetch(QUERIES["list_projects"], company_id)
-    return respond([dump(ProjectOut, r) for r in rows])
+    return await _list_in_company(request, "list_projects", ProjectOut)
 
 
 @ROUTES.route(
@@ -231,14 +240,7 @@ async def list_projects(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def create_goal(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    company_id = await _company_path(request, principal)
-    principal.require_board(company_id)
-    body = await parse_body(request, GoalCreate)
-    async with request.app[DB_KEY].connection() as conn:
-        row = await conn.fetchrow(QUERIES["insert_goal"], company_id, body.title)
-    assert row is not None
-    return respond(dump(GoalOut, row), 201)
+    return await _create_named_in_company(request, GoalCreate, "title", "insert_goal", GoalOut)
 
 
 @ROUTES.route(
@@ -251,11 +253,7 @@ async def create_goal(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def list_goals(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    company_id = await _company_path(request, principal)
-    async with request.app[DB_KEY].connection() as conn:
-        rows = await conn.fetch(QUERIES["list_goals"], company_id)
-    return respond([dump(GoalOut, r) for r in rows])
+    return await _list_in_company(request, "list_goals", GoalOut)
 
 
 @ROUTES.route(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
 
-from routines_api.auth import QUERIES, Principal, authenticate, path_uuid
+from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
 from routines_api.directory import check_reference
 from routines_api.models import (
@@ -21,36 +22,27 @@ from routines_api.models import (
     RunOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
-from routines_api.triggers import announce_trigger_change, next_run_at, trigger_json
+from routines_api.triggers import API_SETTINGS_KEY, announce_trigger_change, next_run_at, trigger_json
 from routines_api.waiter import DecisionWaiter
 from shared.cron import parse_cron, preview, zone
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
-from shared.http import BUS_KEY, DB_KEY, SETTINGS_KEY
+from shared.http import BUS_KEY, DB_KEY
 from shared.runs import QUERIES as RUN_QUERIES
 from shared.runs import publish_run_requested, record_run
-from shared.settings import ApiSettings
 
 WAITER_KEY = web.AppKey("decision_waiter", DecisionWaiter)
 ROUTINE_STATUSES = ("active", "paused", "archived")
 
 
-async def _check_assignee(conn: asyncpg.Connection, agent_id: object, company_id: object) -> None:
-    await check_reference(conn, "agent", agent_id, company_id, "assigneeAgentId")  # type: ignore[arg-type]
+async def _check_assignee(
+    conn: asyncpg.Connection, agent_id: uuid.UUID | None, company_id: uuid.UUID
+) -> None:
+    await check_reference(conn, "agent", agent_id, company_id, "assigneeAgentId")
     status = await conn.fetchval("SELECT status FROM agents WHERE id = $1", agent_id)
     if status != "active":
         raise Unprocessable(
             f"assigneeAgentId: agent is {status}; routines can only be assigned to active agents"
         )
-
-
-async def _load_routine(
-    conn: asyncpg.Connection, principal: Principal, routine_id: object, lock: bool = False
-) -> asyncpg.Record:
-    routine = await conn.fetchrow(QUERIES["routine_for_update" if lock else "routine_by_id"], routine_id)
-    if routine is None:
-        raise NotFound("routine not found")
-    principal.require_visible(routine["company_id"], "routine")
-    return routine
 
 
 @ROUTES.route(
@@ -131,7 +123,7 @@ async def get_routine(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     routine_id = path_uuid(request, "routineId", "routine")
     async with request.app[DB_KEY].connection() as conn:
-        routine = await _load_routine(conn, principal, routine_id)
+        routine = await load_routine(conn, principal, routine_id)
         triggers = await conn.fetch(QUERIES["triggers_of_routine"], routine_id)
     return respond({**dump(RoutineOut, routine), "triggers": [trigger_json(request, t) for t in triggers]})
 
@@ -151,8 +143,7 @@ async def update_routine(request: web.Request) -> web.Response:
     body = await parse_body(request, RoutineUpdate)
     given = body.model_fields_set
     async with request.app[DB_KEY].transaction() as conn:
-        r = await _load_routine(conn, principal, routine_id, lock=True)
-        principal.require_manage_routine(r["assignee_agent_id"])
+        r = await load_routine(conn, principal, routine_id, lock=True, manage=True)
         for name in given - {"description", "goal_id", "parent_issue_id"}:
             if getattr(body, name) is None:
                 raise Unprocessable(f"{name} cannot be null")
@@ -218,7 +209,7 @@ async def list_runs(request: web.Request) -> web.Response:
     routine_id = path_uuid(request, "routineId", "routine")
     limit = query_limit(request)
     async with request.app[DB_KEY].connection() as conn:
-        await _load_routine(conn, principal, routine_id)
+        await load_routine(conn, principal, routine_id)
         rows = await conn.fetch(QUERIES["runs_of_routine"], routine_id, limit)
     return respond([dump(RunOut, r) for r in rows])
 
@@ -239,8 +230,7 @@ async def manual_run(request: web.Request) -> web.Response:
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, ManualRun)
     async with request.app[DB_KEY].transaction() as conn:
-        routine = await _load_routine(conn, principal, routine_id)
-        principal.require_manage_routine(routine["assignee_agent_id"])
+        routine = await load_routine(conn, principal, routine_id, manage=True)
         if routine["status"] == "archived":
             raise Conflict("routine is archived")
         if body.trigger_id is not None:
@@ -264,8 +254,7 @@ async def manual_run(request: web.Request) -> web.Response:
     if not recorded.created:
         return respond(dump(RunOut, run), 200)
     waiter = request.app[WAITER_KEY]
-    settings = request.app[SETTINGS_KEY]
-    assert isinstance(settings, ApiSettings)
+    settings = request.app[API_SETTINGS_KEY]
     expected = waiter.expect(str(run["id"]))
     await publish_run_requested(request.app[BUS_KEY], run["id"], routine_id)
     if await waiter.wait(str(run["id"]), expected, settings.manual_run_wait_sec):

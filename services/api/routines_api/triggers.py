@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from routines_api.auth import QUERIES, Principal, authenticate, path_uuid
+from routines_api.auth import QUERIES, Principal, authenticate, load_routine, path_uuid
 from routines_api.common import Row, dump, parse_body, respond
 from routines_api.models import (
     RotatedSecret,
@@ -24,10 +24,11 @@ from shared.bus import Bus, Subjects
 from shared.cron import next_fire, parse_cron, zone
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
 from shared.errors import BadRequest, NotFound, Unprocessable
-from shared.http import BUS_KEY, DB_KEY, SETTINGS_KEY
+from shared.http import BUS_KEY, DB_KEY
 from shared.settings import ApiSettings
 
 SECRET_BOX_KEY = web.AppKey("secret_box", SecretBox)
+API_SETTINGS_KEY = web.AppKey("api_settings", ApiSettings)
 
 SCHEDULE_FIELDS = {"cron_expression", "timezone"}
 WEBHOOK_FIELDS = {"signing_mode", "replay_window_sec"}
@@ -51,8 +52,7 @@ def validate_schedule(cron: str | None, tz: str | None) -> None:
 
 
 def trigger_json(request: web.Request, row: Row, secret: str | None = None) -> dict[str, Any]:
-    base = request.app[SETTINGS_KEY]
-    assert isinstance(base, ApiSettings)
+    base = request.app[API_SETTINGS_KEY]
     extra: dict[str, Any] = {}
     if row["kind"] == "webhook":
         extra["webhook_url"] = (
@@ -66,17 +66,6 @@ def trigger_json(request: web.Request, row: Row, secret: str | None = None) -> d
 async def announce_trigger_change(bus: Bus, **ids: str | None) -> None:
     """Gateways drop cached trigger state on this (secrets, enabled, routine status)."""
     await bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {k: v for k, v in ids.items() if v}, durable=False)
-
-
-async def _load_routine_for_manage(
-    conn: asyncpg.Connection, principal: Principal, routine_id: uuid.UUID
-) -> asyncpg.Record:
-    routine = await conn.fetchrow(QUERIES["routine_for_update"], routine_id)
-    if routine is None:
-        raise NotFound("routine not found")
-    principal.require_visible(routine["company_id"], "routine")
-    principal.require_manage_routine(routine["assignee_agent_id"])
-    return routine
 
 
 async def _load_trigger_for_manage(
@@ -114,7 +103,7 @@ async def create_trigger(request: web.Request) -> web.Response:
     trigger_id = uuid.uuid4()
     secret: str | None = None
     async with request.app[DB_KEY].transaction() as conn:
-        routine = await _load_routine_for_manage(conn, principal, routine_id)
+        routine = await load_routine(conn, principal, routine_id, lock=True, manage=True)
         cron = tz = public_id = signing_mode = None
         replay_window = None
         if body.kind == "schedule":

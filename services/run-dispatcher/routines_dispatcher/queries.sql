@@ -83,3 +83,8 @@ SELECT id FROM routine_runs
 WHERE status = 'received' AND triggered_at < now() - make_interval(secs => $1)
 ORDER BY triggered_at
 LIMIT $2;
+
+-- missing_runs --
+-- Which of these run ids do not exist (their messages can never succeed).
+SELECT u.id FROM unnest($1::uuid[]) AS u(id)
+WHERE NOT EXISTS (SELECT 1 FROM routine_runs r WHERE r.id = u.id);

@@ -20,15 +20,12 @@ from routines_dispatcher.metrics import (
     TERMINATED,
 )
 from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, bind_message_context, decode
-from shared.db import TRANSIENT_ERRORS, Database
-from shared.errors import ServiceUnavailable
+from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import sleep_unless_stopped
 from shared.logging import get_logger
 from shared.settings import DispatcherSettings
 
 log = get_logger(__name__)
-
-_RETRYABLE: tuple[type[BaseException], ...] = (ServiceUnavailable, *TRANSIENT_ERRORS)
 
 
 def _observe(decisions: Sequence[Decision]) -> None:
@@ -100,17 +97,13 @@ class Dispatcher:
         if messages:
             bind_message_context(messages[0])
         try:
-            await self.decide_and_publish(list(by_run), skip_locked=False)
-            async with self.db.connection() as conn:
-                missing = {
-                    r["id"]
-                    for r in await conn.fetch(
-                        "SELECT u.id FROM unnest($1::uuid[]) AS u(id) "
-                        "WHERE NOT EXISTS (SELECT 1 FROM routine_runs r WHERE r.id = u.id)",
-                        list(by_run),
-                    )
-                }
-        except _RETRYABLE as exc:
+            decisions = await self.decide_and_publish(list(by_run), skip_locked=False)
+            undecided = set(by_run) - {d.run_id for d in decisions}
+            missing: set[uuid.UUID] = set()
+            if undecided:  # already decided (redelivery), or no such run at all
+                async with self.db.connection() as conn:
+                    missing = {r["id"] for r in await conn.fetch(QUERIES["missing_runs"], list(undecided))}
+        except RETRYABLE_ERRORS as exc:
             await self._retry_later(by_run, exc)
             return
         for run_id, msgs in by_run.items():
@@ -132,7 +125,7 @@ class Dispatcher:
                     try:
                         async with self.db.connection() as conn:
                             await fail_run(conn, run_id, reason)
-                    except _RETRYABLE:
+                    except RETRYABLE_ERRORS:
                         log.error("run left for the sweeper", run_id=str(run_id))
                     await msg.term()
                 else:
@@ -154,7 +147,7 @@ class Dispatcher:
                         log.info("sweeper decided runs", count=len(decisions))
                     if len(rows) == 500:
                         continue
-            except _RETRYABLE as exc:
+            except RETRYABLE_ERRORS as exc:
                 log.warning("sweep failed; will retry", error=repr(exc))
             elapsed = time.monotonic() - started
             await sleep_unless_stopped(self.stopping, self.settings.sweep_interval_sec - elapsed)

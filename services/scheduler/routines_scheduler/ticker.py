@@ -11,8 +11,8 @@ from typing import Any
 from routines_scheduler.catchup import FirePlan, plan_fires
 from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, TICK_SECONDS
 from shared.bus import Bus
-from shared.db import TRANSIENT_ERRORS, Database, load_queries
-from shared.errors import ServiceUnavailable, Unprocessable
+from shared.db import RETRYABLE_ERRORS, Database, load_queries
+from shared.errors import Unprocessable
 from shared.lifecycle import sleep_unless_stopped
 from shared.logging import get_logger
 from shared.runs import publish_run_requested
@@ -20,8 +20,6 @@ from shared.settings import SchedulerSettings
 
 QUERIES = load_queries("routines_scheduler")
 log = get_logger(__name__)
-
-_RETRYABLE: tuple[type[BaseException], ...] = (ServiceUnavailable, *TRANSIENT_ERRORS)
 
 
 class Scheduler:
@@ -39,7 +37,7 @@ class Scheduler:
             started = time.monotonic()
             try:
                 await self.tick()
-            except _RETRYABLE as exc:
+            except RETRYABLE_ERRORS as exc:
                 log.warning("tick failed; retrying", error=repr(exc))
             await sleep_unless_stopped(
                 self.stopping, self.settings.tick_interval_sec - (time.monotonic() - started)

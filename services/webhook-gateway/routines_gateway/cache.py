@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 from nats.aio.msg import Msg
 
@@ -47,12 +46,12 @@ class TriggerCache:
         CACHE.labels("miss").inc()
         async with self._db.connection() as conn:
             row = await conn.fetchrow(QUERIES["trigger_by_public_id"], public_id)
-            db_now: datetime | None = await conn.fetchval("SELECT now()") if row is not None else None
         if row is None:
             return None
         valid_until = now + self._ttl
-        if row["secrets_expire_at"] is not None and db_now is not None:
-            valid_until = min(valid_until, now + (row["secrets_expire_at"] - db_now).total_seconds())
+        if row["secrets_expire_at"] is not None:
+            # An old secret's grace ends: the cached entry must not outlive it.
+            valid_until = min(valid_until, now + (row["secrets_expire_at"] - row["db_now"]).total_seconds())
         state = TriggerState(
             row["id"],
             row["routine_id"],

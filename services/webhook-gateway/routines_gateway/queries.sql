@@ -4,7 +4,7 @@ SELECT t.id, t.routine_id, t.company_id, t.enabled, t.signing_mode, t.replay_win
        r.status AS routine_status,
        COALESCE(array_agg(s.ciphertext ORDER BY s.created_at DESC)
                 FILTER (WHERE s.id IS NOT NULL), '{}') AS secrets,
-       min(s.expires_at) AS secrets_expire_at
+       min(s.expires_at) AS secrets_expire_at, now() AS db_now
 FROM routine_triggers t
 JOIN routines r ON r.id = t.routine_id
 LEFT JOIN webhook_secrets s ON s.trigger_id = t.id AND (s.expires_at IS NULL OR s.expires_at > now())
