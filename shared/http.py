@@ -132,10 +132,41 @@ async def read_json(request: web.Request) -> Any:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes") from exc
     if not raw.strip():
         return {}
+    return parse_json(raw)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_storable(value: Any) -> None:
+    """Postgres jsonb cannot hold NUL characters or unpaired surrogates: refuse them at the edge."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")  # fails on unpaired surrogates, at C speed
+            except UnicodeEncodeError:
+                raise BadRequest("JSON strings must not contain unpaired surrogates") from None
+            if "\x00" in item:
+                raise BadRequest("JSON strings must not contain \\u0000")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON that Postgres can store (no NaN/Infinity, NUL or lone surrogates), else 400."""
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest("request body is not valid JSON", {"reason": str(exc)}) from exc
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BadRequest("request body is not valid JSON", {"reason": reason}) from None
+    _check_storable(value)
+    return value
 
 
 async def healthz(_request: web.Request) -> web.Response:

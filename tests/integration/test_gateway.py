@@ -239,6 +239,7 @@ async def test_status_codes(api: Client, gateway: Client, admin_token: str, db: 
     ok = hook.headers(b"")
     assert (await gateway.post(hook.path, data=b"[1]", headers=ok)).status == 400
     assert (await gateway.post(hook.path, data=b"{nope", headers=ok)).status == 400
+    assert (await gateway.post(hook.path, data=rb'{"a": "\u0000"}', headers=ok)).status == 400
     assert (
         await gateway.post(
             hook.path, data=b"a=b", headers={**ok, "Content-Type": "application/x-www-form-urlencoded"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import time
 from typing import Any
@@ -25,7 +24,7 @@ from shared.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from shared.http import BUS_KEY, DB_KEY, json_response
+from shared.http import BUS_KEY, DB_KEY, json_response, parse_json
 from shared.logging import get_logger
 from shared.runs import publish_run_requested
 from shared.settings import GatewaySettings
@@ -159,10 +158,7 @@ def _payload(request: web.Request, body: bytes) -> dict[str, Any]:
     content_type = request.content_type
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType("body must be application/json")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("body is not valid JSON") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     return data
