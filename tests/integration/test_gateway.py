@@ -10,8 +10,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
@@ -23,7 +25,7 @@ from standardwebhooks import Webhook
 from routines_gateway.app import create_app
 from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, api_app, call, make_routine, make_tenant
-from tests.support import Stack
+from tests.support import Stack, start_service
 
 
 @pytest.fixture
@@ -33,13 +35,10 @@ async def api(stack: Stack) -> AsyncIterator[Client]:
 
 
 def gateway_app(stack: Stack, **overrides: Any) -> web.Application:
+    values: dict[str, Any] = {"trigger_cache_ttl_sec": 0, **overrides}
     return create_app(
         GatewaySettings(
-            database_url=stack.database_url,
-            nats_url=stack.nats_url,
-            secret_key=stack.secret_key,
-            trigger_cache_ttl_sec=0,
-            **overrides,
+            database_url=stack.database_url, nats_url=stack.nats_url, secret_key=stack.secret_key, **values
         )
     )
 
@@ -314,3 +313,105 @@ async def test_fuzz_never_5xx_never_a_run(
     assert resp.status in (400, 401, 413, 415)
     json.loads(await resp.text())
     assert await run_count(db) == 0
+
+
+async def test_cached_trigger_state_follows_changes_within_a_second(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """A long cache TTL, yet rotation and pausing take effect at once: routines.triggers.changed."""
+    hook = await make_hook(api, admin_token, "bearer")
+    async with TestClient(TestServer(gateway_app(stack, trigger_cache_ttl_sec=300))) as gateway:
+        from routines_gateway.app import CACHE_KEY
+
+        assert gateway.app is not None
+        await gateway.app[CACHE_KEY].wait_following()
+        assert (await gateway.post(hook.path, headers=hook.headers(b""))).status == 202  # now cached
+        await call(
+            api,
+            "POST",
+            f"/api/routine-triggers/{hook.trigger['id']}/rotate-secret",
+            hook.tenant.board,
+            {},
+            200,
+        )
+
+        async def status_with(secret: str) -> int:
+            return (await gateway.post(hook.path, headers=hook.headers(b"", secret=secret))).status
+
+        deadline = time.monotonic() + 1.0
+        while await status_with(hook.secret) != 401:
+            assert time.monotonic() < deadline, "old secret still accepted after 1 s"
+            await asyncio.sleep(0.02)
+        rotated = await call(
+            api,
+            "POST",
+            f"/api/routine-triggers/{hook.trigger['id']}/rotate-secret",
+            hook.tenant.board,
+            {},
+            200,
+        )
+        await call(
+            api, "PATCH", f"/api/routines/{hook.routine['id']}", hook.tenant.board, {"status": "paused"}, 200
+        )
+        deadline = time.monotonic() + 1.0
+        while await status_with(rotated["secret"]) != 409:
+            assert time.monotonic() < deadline, "paused routine still accepting after 1 s"
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.e2e
+async def test_two_gateway_processes_same_delivery_one_run(
+    api: Client, admin_token: str, stack: Stack, tmp_path: Path, db: asyncpg.Connection
+) -> None:
+    hook = await make_hook(api, admin_token, "github_hmac")
+    gateways = [start_service("webhook-gateway", stack.env(), tmp_path) for _ in range(2)]
+    try:
+        body = b'{"action": "opened"}'
+        headers = hook.headers(body, msg_id="delivery-42")
+        async with aiohttp.ClientSession() as http:
+
+            async def send(url: str) -> int:
+                async with http.post(url + hook.path, data=body, headers=headers) as resp:
+                    return resp.status
+
+            statuses = await asyncio.gather(*(send(g.url) for g in gateways for _ in range(5)))
+        assert sorted(statuses).count(202) == 1
+        assert set(statuses) <= {202, 409}
+        assert await run_count(db) == 1
+    finally:
+        for g in gateways:
+            g.kill()
+
+
+@pytest.mark.e2e
+async def test_postgres_down_is_503_then_recovers(
+    api: Client, admin_token: str, stack: Stack, tmp_path: Path, postgres_server: Any
+) -> None:
+    hook = await make_hook(api, admin_token, "bearer")
+    gateway = start_service(
+        "webhook-gateway", stack.env(db_acquire_timeout_sec=1, trigger_cache_ttl_sec=0), tmp_path
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def fire() -> tuple[int, float]:
+                started = time.monotonic()
+                async with http.post(gateway.url + hook.path, headers=hook.headers(b"")) as resp:
+                    await resp.read()
+                    return resp.status, time.monotonic() - started
+
+            assert (await fire())[0] == 202
+            postgres_server.stop()
+            try:
+                status, elapsed = await fire()
+                assert status == 503
+                assert elapsed < 10  # bounded by the acquire/connect timeouts, no hang
+            finally:
+                postgres_server.start()
+            for _ in range(100):
+                if (await fire())[0] == 202:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await fire())[0] == 202
+    finally:
+        gateway.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class TriggerCache:
         self._ttl = ttl
         self._max = max_entries
         self._entries: dict[str, TriggerState] = {}
+        self._following = asyncio.Event()
 
     async def get(self, public_id: str) -> TriggerState | None:
         now = time.monotonic()
@@ -79,3 +81,9 @@ class TriggerCache:
 
         await bus.wait_connected()
         await bus.nc.subscribe(Subjects.TRIGGERS_CHANGED, cb=on_change)
+        await bus.nc.flush()
+        self._following.set()
+
+    async def wait_following(self) -> None:
+        """Until invalidation messages are being received (tests; start-up ordering)."""
+        await self._following.wait()
