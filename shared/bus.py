@@ -199,6 +199,11 @@ class Bus:
 
     async def publish_quietly(self, subject: str, payload: Mapping[str, Any], **kwargs: Any) -> bool:
         """Publish; on failure log and return False (Postgres stays the source of truth)."""
+        if not self.is_connected:
+            # Do not make callers wait out a publish timeout while NATS is away: the sweeper
+            # dispatches from Postgres.
+            log.debug("publish skipped; nats not connected", subject=subject)
+            return False
         try:
             await self.publish(subject, payload, **kwargs)
             return True

@@ -82,8 +82,9 @@ async def test_manual_run_creates_an_issue_and_done_completes_the_run(
         dispatcher.kill()
 
 
+@pytest.mark.parametrize("nats_back", [True, False], ids=["nats-restarted", "nats-left-down"])
 async def test_runs_made_while_nats_is_down_are_all_decided(
-    stack: Stack, nats_server: NatsServer, tmp_path: Path, db: asyncpg.Connection
+    stack: Stack, nats_server: NatsServer, tmp_path: Path, db: asyncpg.Connection, nats_back: bool
 ) -> None:
     admin = await create_instance_admin_token(stack.database_url, "e2e")
     env = stack.env(manual_run_wait_sec=0.2, sweep_after_sec=3, sweep_interval_sec=0.5)
@@ -97,6 +98,8 @@ async def test_runs_made_while_nats_is_down_are_all_decided(
                 await _post(http, f"{api.url}/api/routines/{routine_id}/run", admin, {}) for _ in range(20)
             ]
             assert [(s, r["status"]) for s, r in answers] == [(202, "received")] * 20
+            if nats_back:
+                nats_server.start()
 
             async def all_decided() -> bool:
                 return bool(
@@ -104,10 +107,27 @@ async def test_runs_made_while_nats_is_down_are_all_decided(
                     == 20
                 )
 
-            # With NATS left down, the sweeper decides them straight from Postgres.
+            # Whether NATS came back or not, Postgres is the outbox: every accepted run is decided.
             await wait_until(all_decided, timeout=30)
-            nats_server.start()
             assert await db.fetchval("SELECT count(*) FROM issues") == 20
+            if nats_back:
+                # The NATS path itself recovered: a new run is decided sooner than the sweeper could.
+                _, run = await _post(http, f"{api.url}/api/routines/{routine_id}/run", admin, {})
+
+                async def decided_quickly() -> bool:
+                    row = await db.fetchrow(
+                        "SELECT decided_at - triggered_at AS took FROM routine_runs WHERE id = $1::uuid",
+                        run["id"],
+                    )
+                    return row["took"] is not None
+
+                await wait_until(decided_quickly, timeout=10)
+                took = await db.fetchval(
+                    "SELECT decided_at - triggered_at FROM routine_runs WHERE id = $1::uuid", run["id"]
+                )
+                assert took.total_seconds() < 3  # sweep_after_sec: this was JetStream, not the sweeper
+            else:
+                nats_server.start()
     finally:
         api.kill()
         dispatcher.kill()
