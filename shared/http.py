@@ -65,16 +65,23 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 @web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind a request id (from X-Request-ID or new) for every log line of this request."""
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The HTTP edge, in one layer: request id bound for every log line, every failure as a JSON
+    error (never HTML, never a traceback), then metrics and the access log line."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
-    status = 500
+    status = 500  # if the client goes away mid-request, that is how it is counted
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except Exception as exc:  # the edge turns everything into a JSON answer
+            response = _error_for(request, exc)
         status = response.status
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
@@ -83,7 +90,7 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         route = _route_name(request)
         HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
         HTTP_LATENCY.labels(route, request.method).observe(elapsed)
-        if route not in ("/healthz", "/readyz", "/metrics"):
+        if route not in _QUIET_ROUTES:
             log.info(
                 "request",
                 method=request.method,
@@ -94,19 +101,15 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         structlog.contextvars.unbind_contextvars("request_id")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a JSON error; never HTML, never a traceback."""
-    try:
-        return await handler(request)
-    except RoutinesError as exc:
+def _error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
+    if isinstance(exc, RoutinesError):
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         if exc.status >= 500:
             log.warning("request failed", status=exc.status, error=exc.message)
         return error_response(exc.status, exc.message, exc.details, headers)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return exc  # redirects and the like pass through as they are
         messages = {
             404: f"no route for {request.method} {request.path}",
             405: f"method {request.method} not allowed on {request.path}",
@@ -114,9 +117,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         }
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, messages.get(exc.status, exc.reason), None, headers)
-    except Exception:
-        log.exception("unhandled error")
-        return error_response(500, "internal error")
+    log.exception("unhandled error")
+    return error_response(500, "internal error")
 
 
 async def read_json(request: web.Request) -> Any:
@@ -197,7 +199,7 @@ def create_base_app(
 ) -> web.Application:
     """An app with the shared middlewares, health routes and platform (pool, bus) wired in."""
     app = web.Application(
-        middlewares=[request_context_middleware, error_middleware],
+        middlewares=[edge_middleware],
         client_max_size=client_max_size or settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings

@@ -94,9 +94,15 @@ def run_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def publish_run_requested(bus: Bus, run_id: uuid.UUID | str, routine_id: uuid.UUID | str) -> bool:
-    """Step 2: tell the dispatchers. Failure is fine: the sweeper finds the run in Postgres."""
+    """Step 2: tell the dispatchers. Failure is fine: the sweeper finds the run in Postgres.
+
+    The stream captures the subject; we do not wait for its PubAck. An ack would only tell us to
+    publish again, and the sweeper is what does that — so waiting would cost latency and CPU on
+    every fire for nothing.
+    """
     return await bus.publish_quietly(
         Subjects.RUNS_REQUESTED,
         {"runId": str(run_id), "routineId": str(routine_id)},
         msg_id=str(run_id),
+        durable=False,
     )

@@ -87,6 +87,7 @@ class GatewaySettings(SecretKeySettings):
     )
     trigger_cache_ttl_sec: float = Field(5.0, ge=0)
     group_commit_max: int = Field(256, ge=1)
+    group_commit_writers: int = Field(4, ge=1, le=32, description="Concurrent group-commit transactions.")
 
 
 class SchedulerSettings(CommonSettings):

@@ -21,7 +21,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     """Wire the gateway: the fire endpoint, its trigger cache and the group-commit writer."""
     app = create_base_app("webhook-gateway", settings, client_max_size=settings.webhook_max_body_bytes)
     cache = TriggerCache(app[DB_KEY], SecretBox(settings.secret_key), settings.trigger_cache_ttl_sec)
-    committer = GroupCommitter(app[DB_KEY], settings.group_commit_max)
+    committer = GroupCommitter(app[DB_KEY], settings.group_commit_max, settings.group_commit_writers)
     app[CACHE_KEY], app[COMMITTER_KEY] = cache, committer
     app.router.add_post(
         "/api/routine-triggers/public/{publicId}/fire", FireHandler(settings, cache, committer).fire

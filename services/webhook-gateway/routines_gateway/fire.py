@@ -11,7 +11,7 @@ from aiohttp import web
 
 from routines_gateway.cache import QUERIES, TriggerCache, TriggerState
 from routines_gateway.ingest import GroupCommitter, PendingRun
-from routines_gateway.metrics import OUTCOMES, VERIFY_SECONDS
+from routines_gateway.metrics import OUTCOME, VERIFY_SECONDS
 from routines_gateway.ratelimit import TokenBuckets
 from routines_gateway.signing import AuthenticationFailed, verify
 from shared.errors import (
@@ -31,6 +31,15 @@ from shared.settings import GatewaySettings
 
 log = get_logger(__name__)
 _PUBLIC_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+class Rejected(Exception):
+    """A refusal, and the outcome it is counted as in the metrics."""
+
+    def __init__(self, outcome: str, error: RoutinesError) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+        self.error = error
 
 
 class FireHandler:
@@ -58,24 +67,29 @@ class FireHandler:
         return peer
 
     async def fire(self, request: web.Request) -> web.Response:
-        """Serve one fire request, counting its outcome."""
+        """Serve one fire request, counting its outcome once."""
         try:
-            return await self.handle(request)
+            outcome, response = await self.handle(request)
+        except Rejected as rejected:
+            OUTCOME[rejected.outcome].inc()
+            raise rejected.error from None
         except RoutinesError as exc:
-            OUTCOMES.labels(_outcome_of(exc)).inc()
+            OUTCOME[_outcome_of(exc)].inc()
             raise
+        OUTCOME[outcome].inc()
+        return response
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> tuple[str, web.Response]:
         wait = self.per_client.take(self.client_address(request))
         if wait:
-            raise RateLimited(wait, "too many requests from this address")
+            raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
         public_id = request.match_info["publicId"]
         trigger = await self.cache.get(public_id) if _PUBLIC_ID.match(public_id) else None
         if trigger is None:
-            raise NotFound("webhook not found")
+            raise Rejected("not_found", NotFound("webhook not found"))
         wait = self.per_trigger.take(str(trigger.trigger_id))
         if wait:
-            raise RateLimited(wait, "too many requests for this webhook")
+            raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
         body = await self._read_body(request)
         started = time.perf_counter()
         try:
@@ -88,15 +102,14 @@ class FireHandler:
                 trigger.replay_window_sec,
             )
         except AuthenticationFailed as exc:
-            OUTCOMES.labels("stale" if exc.stale else "bad_signature").inc()
             log.info("webhook authentication failed", trigger_id=str(trigger.trigger_id), reason=exc.reason)
-            raise Unauthorized("webhook authentication failed") from None
+            outcome = "stale" if exc.stale else "bad_signature"
+            raise Rejected(outcome, Unauthorized("webhook authentication failed")) from None
         finally:
             VERIFY_SECONDS.observe(time.perf_counter() - started)
         if not trigger.enabled or trigger.routine_status != "active":
-            raise Conflict(
-                "trigger disabled" if not trigger.enabled else f"routine is {trigger.routine_status}"
-            )
+            reason = "trigger disabled" if not trigger.enabled else f"routine is {trigger.routine_status}"
+            raise Rejected("not_active", Conflict(reason))
         payload = _payload(request, body)
         idempotency_key = request.headers.get("Idempotency-Key") or None
         if idempotency_key is not None and len(idempotency_key) > 255:
@@ -112,10 +125,9 @@ class FireHandler:
             verified.signature,
         )
         if await self.committer.submit(pending):
-            OUTCOMES.labels("accepted").inc()
             await publish_run_requested(request.app[BUS_KEY], pending.id, trigger.routine_id)
-            return _accepted(pending.id, "received", trigger, False, 202)
-        return await self._repeat(request, trigger, pending)
+            return "accepted", _accepted(pending.id, "received", trigger, False, 202)
+        return "duplicate", await self._repeat(request, trigger, pending)
 
     async def _repeat(self, request: web.Request, trigger: TriggerState, pending: PendingRun) -> web.Response:
         """A unique key matched: replay (409) or a legitimate retry (200 with the original run)."""
@@ -129,16 +141,13 @@ class FireHandler:
                 )
                 if row is not None:
                     if row["in_window"] and row["delivery_signature"] == pending.delivery_signature:
-                        OUTCOMES.labels("replayed").inc()
-                        raise Conflict("replayed delivery")
-                    OUTCOMES.labels("duplicate").inc()
+                        raise Rejected("replayed", Conflict("replayed delivery"))
                     return _accepted(row["id"], row["status"], trigger, True, 200)
             if pending.idempotency_key is not None:
                 row = await conn.fetchrow(
                     QUERIES["existing_idempotent"], trigger.routine_id, pending.idempotency_key
                 )
                 if row is not None:
-                    OUTCOMES.labels("duplicate").inc()
                     return _accepted(row["id"], row["status"], trigger, True, 200)
         raise Conflict("delivery conflicts with an earlier run")
 
@@ -178,13 +187,7 @@ def _accepted(run_id: Any, status: str, trigger: TriggerState, duplicate: bool, 
 
 
 def _outcome_of(exc: RoutinesError) -> str:
-    return {
-        404: "not_found",
-        409: "not_active",
-        413: "too_large",
-        429: "rate_limited",
-        401: "unauthorized",
-        400: "bad_request",
-        415: "bad_request",
-        503: "unavailable",
-    }.get(exc.status, "error")
+    """Outcomes of errors raised below the handler (body reading, parsing, the database)."""
+    return {413: "too_large", 400: "bad_request", 415: "bad_request", 503: "unavailable"}.get(
+        exc.status, "error"
+    )

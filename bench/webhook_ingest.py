@@ -1,0 +1,142 @@
+"""Webhook ingest: signed hmac_sha256 fires per second accepted (202, run committed) by one gateway
+process, against a bare aiohttp handler answering 202 on the same machine with the same generator.
+Then latency against offered load (open loop) and a PNG plot.
+
+Run: `.venv/bin/python -m bench.webhook_ingest` (needs `wrk`: `apt-get install wrk`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, PeakRss, add_webhooks, describe, percentile, seed, servers, service_env
+from bench.loadgen import open_loop, run_wrk, signed_fires, write_requests
+from shared.devservers import free_port, wait_for_port
+from tests.support import ServiceProcess
+
+CONNECTIONS = 64
+SECONDS = 10
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "gateway-latency.png"
+GATEWAY_SETTINGS = {
+    "rate_limit_trigger_per_sec": 1_000_000,
+    "rate_limit_trigger_burst": 1_000_000,
+    "rate_limit_client_per_sec": 1_000_000,
+    "rate_limit_client_burst": 1_000_000,
+    "trigger_cache_ttl_sec": 60,
+}
+
+
+def plot(points: list[dict[str, Any]], max_rate: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    offered = [p["offered"] for p in points]
+    ax.plot(offered, [p["p50_ms"] for p in points], marker="o", label="p50")
+    ax.plot(offered, [p["p99_ms"] for p in points], marker="o", label="p99")
+    ax.axvline(max_rate, color="grey", linestyle="--", label=f"max (wrk) {max_rate:.0f}/s")
+    ax.set_xlabel("offered load (signed fires / s, open loop)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Webhook gateway: latency against offered load (one process, 2-core host)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(PLOT)
+
+
+async def main() -> dict[str, Any]:
+    RESULTS.mkdir(exist_ok=True)
+    async with servers() as s:
+        stack = await s.fresh_stack("ingest")
+        import asyncpg
+
+        conn = await asyncpg.connect(stack.database_url)
+        world = await seed(conn, 100)
+        await add_webhooks(conn, world, stack.secret_key)
+        rss = PeakRss()
+        gateway = rss.watch(
+            ServiceProcess(
+                "webhook-gateway", service_env(stack, **GATEWAY_SETTINGS), s.tmp / "gateway.log"
+            ).start()
+        )
+        rss.start()
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", str(bare_port)])
+        wait_for_port(bare_port)
+        try:
+            requests = s.tmp / "fires.tsv"
+            write_requests(requests, signed_fires(world.hooks, 300_000))
+            baseline = run_wrk(f"http://127.0.0.1:{bare_port}", requests, CONNECTIONS, SECONDS)
+            print(
+                f"bare aiohttp 202: {baseline.requests_per_sec:,.0f} req/s (p50 {baseline.p50_ms:.1f} ms, "
+                f"p99 {baseline.p99_ms:.1f} ms)",
+                flush=True,
+            )
+            await conn.execute("DELETE FROM routine_runs")
+            measured = run_wrk(gateway.url, requests, CONNECTIONS, SECONDS)
+            runs = await conn.fetchval("SELECT count(*) FROM routine_runs")
+            print(
+                f"gateway accepted: {measured.ok_per_sec:,.0f} fires/s (non-2xx {measured.non_2xx}, "
+                f"p50 {measured.p50_ms:.1f} ms, p99 {measured.p99_ms:.1f} ms); runs committed {runs:,}",
+                flush=True,
+            )
+            ratio = measured.ok_per_sec / baseline.requests_per_sec
+            print(f"ratio gateway / bare: {ratio:.2f} (goal ≥ 0.5)", flush=True)
+            points = []
+            offset = 400_000
+            for fraction in (0.1, 0.25, 0.5, 0.75, 0.9):
+                rate = measured.ok_per_sec * fraction
+                count = int(rate * 6)
+                fires = list(signed_fires(world.hooks, count, start=offset))
+                offset += count
+                loaded = await open_loop(gateway.url, fires, rate)
+                point = {
+                    "fraction": fraction,
+                    "offered": rate,
+                    "achieved": loaded.achieved,
+                    "p50_ms": percentile(loaded.latencies, 50) * 1000,
+                    "p99_ms": percentile(loaded.latencies, 99) * 1000,
+                    "statuses": loaded.statuses,
+                }
+                points.append(point)
+                print(
+                    f"  offered {rate:,.0f}/s ({fraction:.0%} of max): {describe(loaded.latencies)}, "
+                    f"statuses {loaded.statuses}",
+                    flush=True,
+                )
+            plot(points, measured.ok_per_sec)
+            half = next(p for p in points if p["fraction"] == 0.5)
+        finally:
+            bare.terminate()
+            bare.wait()
+            await rss.stop()
+            gateway.stop()
+            await conn.close()
+    result = {
+        "baseline_rps": baseline.requests_per_sec,
+        "gateway_ok_rps": measured.ok_per_sec,
+        "ratio": ratio,
+        "wrk_p50_ms": measured.p50_ms,
+        "wrk_p99_ms": measured.p99_ms,
+        "half_rate_p50_ms": half["p50_ms"],
+        "half_rate_p99_ms": half["p99_ms"],
+        "points": points,
+        "peak_rss_mb": rss.peaks,
+        "generator": f"wrk 4.1.0 -t1 -c{CONNECTIONS} -d{SECONDS}s; asyncio open loop",
+        "at": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    (RESULTS / "webhook_ingest.json").write_text(json.dumps(result, indent=2))
+    print(f"peak RSS: {rss.peaks}")
+    return result
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
