@@ -415,3 +415,36 @@ async def test_postgres_down_is_503_then_recovers(
             assert (await fire())[0] == 202
     finally:
         gateway.kill()
+
+
+async def test_each_request_is_counted_once_by_outcome(
+    api: Client, gateway: Client, admin_token: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def counts() -> dict[str, float]:
+        return {
+            o: REGISTRY.get_sample_value("routines_gateway_requests_total", {"outcome": o}) or 0.0
+            for o in ("accepted", "stale", "bad_signature", "replayed", "not_active", "not_found", "error")
+        }
+
+    hook = await make_hook(api, admin_token, "hmac_sha256")
+    before = counts()
+    body = b"{}"
+    headers = hook.headers(body)
+    assert (await gateway.post(hook.path, data=body, headers=headers)).status == 202
+    assert (await gateway.post(hook.path, data=body, headers=headers)).status == 409
+    assert (
+        await gateway.post(hook.path, data=body, headers=hook.headers(body, ts=int(time.time()) - 400))
+    ).status == 401
+    assert (await gateway.post("/api/routine-triggers/public/" + "f" * 24 + "/fire")).status == 404
+    after = counts()
+    assert {k: after[k] - before[k] for k in after} == {
+        "accepted": 1,
+        "stale": 1,
+        "bad_signature": 0,
+        "replayed": 1,
+        "not_active": 0,
+        "not_found": 1,
+        "error": 0,
+    }
