@@ -96,14 +96,14 @@ class SchedulerSettings(CommonSettings):
     http_port: int = Field(8082, ge=0, le=65535)
     tick_interval_sec: float = Field(1.0, gt=0)
     misfire_grace_sec: int = Field(60, ge=0)
-    claim_batch_size: int = Field(500, ge=1, le=10_000)
+    claim_batch_size: int = Field(1000, ge=1, le=10_000)
 
 
 class DispatcherSettings(CommonSettings):
     """Settings of the run dispatcher."""
 
     http_port: int = Field(8083, ge=0, le=65535)
-    fetch_batch_size: int = Field(256, ge=1, le=5000)
+    fetch_batch_size: int = Field(500, ge=1, le=5000)
     sweep_interval_sec: float = Field(2.0, gt=0)
     sweep_after_sec: float = Field(5.0, ge=0)
     max_deliver: int = Field(10, ge=1)

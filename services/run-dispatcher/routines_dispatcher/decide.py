@@ -116,7 +116,11 @@ async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> 
 
 
 async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
-    """After commit: announce each decision and wake the agent where there is work."""
+    """After commit: announce each decision and wake the agent where there is work.
+
+    Plain publishes: the events stream still captures them, and nothing would be done with a
+    PubAck — the decision is already committed, and agents also poll their issues.
+    """
     await asyncio.gather(*(_publish_decision(bus, d) for d in decisions))
 
 
@@ -129,6 +133,7 @@ async def _publish_decision(bus: Bus, d: Decision) -> None:
             "issueId": str(d.issue_id) if d.issue_id else None,
         },
         msg_id=f"dispatched-{d.run_id}",
+        durable=False,
     )
     if d.status in (Outcome.ISSUE_CREATED, Outcome.COALESCED):
         reason = "issue_created" if d.status is Outcome.ISSUE_CREATED else "run_coalesced"
@@ -141,4 +146,5 @@ async def _publish_decision(bus: Bus, d: Decision) -> None:
                 "reason": reason,
             },
             msg_id=f"wakeup-{d.run_id}",
+            durable=False,
         )

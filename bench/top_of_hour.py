@@ -1,0 +1,88 @@
+"""Top of the hour: 10,000 active routines share one cron slot. Time from the slot to the last of
+the 10,000 execution issues committed, against COPYing 10,000 issue rows into the same database.
+
+Run: `.venv/bin/python -m bench.top_of_hour`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from bench.common import RESULTS, PeakRss, seed, servers, service_env
+from tests.support import ServiceProcess
+
+ROUTINES = 10_000
+
+
+async def copy_baseline(conn: asyncpg.Connection, company: uuid.UUID, agent: uuid.UUID) -> float:
+    rows = [(uuid.uuid4(), company, f"copy {i}", "todo", agent) for i in range(ROUTINES)]
+    started = time.perf_counter()
+    await conn.copy_records_to_table(
+        "issues", records=rows, columns=["id", "company_id", "title", "status", "assignee_agent_id"]
+    )
+    elapsed = time.perf_counter() - started
+    await conn.execute("DELETE FROM issues")
+    return elapsed
+
+
+async def main() -> dict[str, Any]:
+    RESULTS.mkdir(exist_ok=True)
+    async with servers() as s:
+        stack = await s.fresh_stack("top_of_hour")
+        conn = await asyncpg.connect(stack.database_url)
+        world = await seed(conn, ROUTINES, policy="coalesce_if_active")
+        baseline = await copy_baseline(conn, world.company_id, world.agent_id)
+        now: datetime = await conn.fetchval("SELECT now()")
+        slot = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        if (slot - now).total_seconds() < 8:
+            slot += timedelta(minutes=1)
+        await conn.execute(
+            "INSERT INTO routine_triggers (routine_id, company_id, kind, cron_expression, timezone, next_run_at)"
+            " SELECT id, company_id, 'schedule', '* * * * *', 'UTC', $1 FROM routines",
+            slot,
+        )
+        rss = PeakRss()
+        env = service_env(stack, tick_interval_sec=0.2)
+        processes = [
+            rss.watch(ServiceProcess(name, env, s.tmp / f"{name}.log").start())
+            for name in ("scheduler", "run-dispatcher")
+        ]
+        rss.start()
+        try:
+            print(f"waiting for the slot {slot:%H:%M:%S} …", flush=True)
+            count = 0
+            while count < ROUTINES:
+                await asyncio.sleep(0.01)
+                count = await conn.fetchval("SELECT count(*) FROM issues")
+                if time.time() > slot.timestamp() + 120:
+                    raise TimeoutError(f"only {count} issues after 120 s")
+            done = time.time()
+            last_commit: datetime = await conn.fetchval("SELECT max(created_at) FROM issues")
+            last_run: datetime = await conn.fetchval("SELECT max(triggered_at) FROM routine_runs")
+        finally:
+            await rss.stop()
+            for process in processes:
+                process.stop()
+            await conn.close()
+    elapsed = done - slot.timestamp()
+    print(
+        f"slot → 10,000th issue seen committed: {elapsed:.2f} s (goal ≤ 2 s); "
+        f"last run recorded {(last_run - slot).total_seconds():.2f} s, last issue transaction began "
+        f"{(last_commit - slot).total_seconds():.2f} s after the slot"
+    )
+    print(f"COPY of 10,000 issue rows: {baseline:.2f} s; ratio {elapsed / baseline:.1f}×")
+    print(f"peak RSS MB: { {k: round(v, 1) for k, v in rss.peaks.items()} }")
+    result = {"seconds": elapsed, "copy_seconds": baseline, "peak_rss_mb": rss.peaks}
+    (RESULTS / "top_of_hour.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
