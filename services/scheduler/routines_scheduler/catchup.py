@@ -53,9 +53,9 @@ def plan_fires(
     schedule, tz = parse_cron(cron_expression), zone(timezone)
     following = next_fire(schedule, tz, next_run_at)
     if following > now:  # the usual case: exactly one slot is due
-        on_time = now - next_run_at <= misfire_grace
-        if on_time or catch_up_policy == "enqueue_missed_with_cap":
-            return FirePlan([next_run_at], 0 if on_time else 1, [], False, following)
+        in_grace = now - next_run_at <= misfire_grace
+        if in_grace or catch_up_policy == "enqueue_missed_with_cap":
+            return FirePlan([next_run_at], 0 if in_grace else 1, [], False, following)
         return FirePlan([], 0, [next_run_at], False, following)
     slots = [next_run_at, *fires_between(schedule, tz, next_run_at, now, limit=MAX_SLOTS_COUNTED)]
     truncated = len(slots) > MAX_SLOTS_COUNTED
