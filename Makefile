@@ -42,6 +42,7 @@ deploy-check: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_VENV)/bin/python -m deploy.check
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || (apt-get install -y wrk >/dev/null 2>&1 || echo "wrk unavailable: the ingest benchmark will be skipped")
 	$(BIN)/python -m bench.run
 
 clean:

@@ -206,3 +206,39 @@ async def test_one_batch_deciding_many_runs_of_many_routines(
     )
     assert counts == [1, 2, 3]
     assert await db.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'") == 0
+
+
+async def test_run_that_exhausts_max_deliver_is_failed_with_the_reason(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """A routine row held locked by someone else: lock timeouts → nak → … → failed, never dropped."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    run = await make_run(db, world, routine)
+    settings = DispatcherSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, db_lock_timeout_ms=100, max_deliver=2
+    )
+    database = Database(settings, "test")
+    await database.open()
+    bus = Bus(stack.nats_url, "test")
+    await bus.connect_forever()
+    stopping = asyncio.Event()
+    dispatcher = Dispatcher(settings, database, bus, stopping)
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM routines WHERE id = $1 FOR UPDATE", routine)
+        await publish_run_requested(bus, run, routine)
+        consumer = asyncio.create_task(dispatcher.consume())
+        await wait_until(lambda: _status_is(db, run, "failed"), timeout=20)
+        await tx.rollback()
+        stopping.set()
+        await consumer
+    finally:
+        await holder.close()
+        await bus.close()
+        await database.close()
+    reason = await db.fetchval("SELECT failure_reason FROM routine_runs WHERE id = $1", run)
+    assert reason.startswith("dispatch failed after 2 deliveries")
+    assert await db.fetchval("SELECT count(*) FROM issues") == 0

@@ -1,0 +1,98 @@
+"""Dispatcher throughput: 20,000 recorded runs over 2,000 routines, published, decided by one
+dispatcher process; against inserting the same number of issue rows in one statement.
+
+Run: `.venv/bin/python -m bench.dispatch_throughput`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from bench.common import RESULTS, PeakRss, seed, servers, service_env
+from shared.bus import Bus
+from shared.runs import publish_run_requested
+from tests.support import ServiceProcess
+
+RUNS = 20_000
+ROUTINES = 2_000
+
+
+async def insert_baseline(conn: asyncpg.Connection, company: uuid.UUID, agent: uuid.UUID) -> float:
+    started = time.perf_counter()
+    await conn.execute(
+        "INSERT INTO issues (company_id, title, status, assignee_agent_id)"
+        " SELECT $1, 'baseline ' || g, 'todo', $2 FROM generate_series(1, $3) g",
+        company,
+        agent,
+        RUNS,
+    )
+    elapsed = time.perf_counter() - started
+    await conn.execute("DELETE FROM issues")
+    return elapsed
+
+
+async def main() -> dict[str, Any]:
+    RESULTS.mkdir(exist_ok=True)
+    async with servers() as s:
+        stack = await s.fresh_stack("dispatch")
+        conn = await asyncpg.connect(stack.database_url)
+        world = await seed(conn, ROUTINES, policy="always_enqueue")
+        baseline = await insert_baseline(conn, world.company_id, world.agent_id)
+        rows = await conn.fetch(
+            "INSERT INTO routine_runs (routine_id, company_id, source)"
+            " SELECT r, $2, 'api' FROM unnest($1::uuid[]) r, generate_series(1, $3) RETURNING id, routine_id",
+            world.routines,
+            world.company_id,
+            RUNS // ROUTINES,
+        )
+        bus = Bus(stack.nats_url, "bench")
+        await bus.connect_forever()
+        await bus.ensure_dispatcher_consumer(max_deliver=10)
+        await asyncio.gather(*(publish_run_requested(bus, r["id"], r["routine_id"]) for r in rows))
+        rss = PeakRss()
+        # A long sweep delay: every decision here comes through JetStream.
+        dispatcher = rss.watch(
+            ServiceProcess(
+                "run-dispatcher", service_env(stack, sweep_after_sec=600), s.tmp / "dispatcher.log"
+            )
+        )
+        rss.start()
+        started = time.perf_counter()
+        dispatcher.start(wait_ready=False)
+        try:
+            while await conn.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'"):
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            issues = await conn.fetchval("SELECT count(*) FROM issues")
+        finally:
+            await rss.stop()
+            dispatcher.stop()
+            await bus.close()
+            await conn.close()
+    rate = RUNS / elapsed
+    print(
+        f"{RUNS:,} runs decided in {elapsed:.2f} s incl. process start: {rate:,.0f} runs/s; issues {issues:,}"
+    )
+    print(
+        f"one-statement INSERT of {RUNS:,} issues: {baseline:.2f} s ({RUNS / baseline:,.0f} rows/s); "
+        f"dispatcher at {baseline / elapsed:.0%} of that"
+    )
+    result = {
+        "runs": RUNS,
+        "seconds": elapsed,
+        "runs_per_sec": rate,
+        "baseline_seconds": baseline,
+        "peak_rss_mb": rss.peaks,
+    }
+    (RESULTS / "dispatch_throughput.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
