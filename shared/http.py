@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
@@ -134,18 +135,37 @@ async def read_json(request: web.Request) -> Any:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes") from exc
     if not raw.strip():
         return {}
-    return parse_json(raw)
+    return parse_json(raw, request.app[SETTINGS_KEY].json_max_depth)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_storable(value: Any) -> None:
-    """Postgres jsonb cannot hold NUL characters or unpaired surrogates: refuse them at the edge."""
-    stack = [value]
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range (not a finite double)")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate object key {key[:40]!r}")
+            seen.add(key)
+    return obj
+
+
+def _check_storable(value: Any, max_depth: int) -> None:
+    """Postgres jsonb cannot hold NUL characters or unpaired surrogates, and deep nesting breaks
+    re-encoding downstream: refuse them at the edge."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             try:
                 item.encode("utf-8")  # fails on unpaired surrogates, at C speed
@@ -153,21 +173,33 @@ def _check_storable(value: Any) -> None:
                 raise BadRequest("JSON strings must not contain unpaired surrogates") from None
             if "\x00" in item:
                 raise BadRequest("JSON strings must not contain \\u0000")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                raise BadRequest(f"JSON is nested more than {max_depth} levels deep", {"maxDepth": max_depth})
+            children = (*item.keys(), *item.values()) if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
-def parse_json(raw: bytes) -> Any:
-    """Strict JSON that Postgres can store (no NaN/Infinity, NUL or lone surrogates), else 400."""
+JSON_MAX_DEPTH = 64
+"""Default nesting bound of request JSON: deep enough for any real payload, far below what
+Python's recursive encoders and pydantic's validators can handle."""
+
+
+def parse_json(raw: bytes, max_depth: int = JSON_MAX_DEPTH) -> Any:
+    """Strict JSON that every consumer can store and re-encode, else 400: no NaN/Infinity or
+    numbers that overflow to them, no duplicate object keys, no NUL or lone surrogates, and
+    nesting at most `max_depth` deep."""
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(
+            raw,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise BadRequest("request body is not valid JSON", {"reason": reason}) from None
-    _check_storable(value)
+    _check_storable(value, max_depth)
     return value
 
 

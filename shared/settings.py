@@ -26,6 +26,7 @@ class CommonSettings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
+    json_max_depth: int = Field(64, ge=2, le=200, description="Deepest JSON nesting accepted.")
     db_pool_min: int = Field(0, ge=0)
     db_pool_max: int = Field(10, ge=1)
     db_acquire_timeout_sec: float = Field(3.0, gt=0)

@@ -110,7 +110,7 @@ class FireHandler:
         if not trigger.enabled or trigger.routine_status != "active":
             reason = "trigger disabled" if not trigger.enabled else f"routine is {trigger.routine_status}"
             raise Rejected("not_active", Conflict(reason))
-        payload = _payload(request, body)
+        payload = _payload(request, body, self.settings.json_max_depth)
         idempotency_key = request.headers.get("Idempotency-Key") or None
         if idempotency_key is not None and len(idempotency_key) > 255:
             raise BadRequest("Idempotency-Key is longer than 255 characters")
@@ -161,13 +161,13 @@ class FireHandler:
         return body
 
 
-def _payload(request: web.Request, body: bytes) -> dict[str, Any]:
+def _payload(request: web.Request, body: bytes, max_depth: int) -> dict[str, Any]:
     if not body.strip():
         return {}
     content_type = request.content_type
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType("body must be application/json")
-    data = parse_json(body)
+    data = parse_json(body, max_depth)
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     return data
