@@ -124,7 +124,7 @@ SELECT * FROM routines WHERE id = $1;
 
 -- routine_for_update --
 -- One routine, locked.
-SELECT * FROM routines WHERE id = $1 FOR UPDATE;
+SELECT * FROM routines WHERE id = $1 FOR NO KEY UPDATE;
 
 -- update_routine --
 -- Replace a routine's editable fields.

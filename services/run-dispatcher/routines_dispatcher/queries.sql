@@ -1,11 +1,13 @@
 -- lock_routines --
 -- Lock the routines of these runs in a stable order (no deadlocks between dispatchers).
+-- NO KEY UPDATE: serialises decisions without blocking the FOR KEY SHARE that every run
+-- INSERT takes through its foreign key, so ingest never waits on a decision.
 SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id, parent_issue_id,
        priority, status, concurrency_policy
 FROM routines
 WHERE id IN (SELECT routine_id FROM routine_runs WHERE id = ANY($1::uuid[]))
 ORDER BY id
-FOR UPDATE;
+FOR NO KEY UPDATE;
 
 -- lock_routines_skip_locked --
 -- Same, skipping routines another dispatcher is deciding right now (sweeper).
@@ -14,7 +16,7 @@ SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_i
 FROM routines
 WHERE id IN (SELECT routine_id FROM routine_runs WHERE id = ANY($1::uuid[]))
 ORDER BY id
-FOR UPDATE SKIP LOCKED;
+FOR NO KEY UPDATE SKIP LOCKED;
 
 -- undecided_runs --
 -- The runs of the locked routines that still wait for a decision, oldest first.
