@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.cron import fires_between, iso_utc, next_fire, parse_cron, preview, zone
-from shared.errors import InvalidCron, InvalidTimezone
+from shared.cron import fires_between, iso_utc, known_timezones, next_fire, parse_cron, preview, zone
+from shared.errors import InvalidCron, InvalidTimezone, Unprocessable
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -46,15 +46,31 @@ def test_valid_expressions_parse(expr: str) -> None:
         ("", "empty"),
         ("* * * *", "expected 5 fields"),
         ("0 0 * * * *", "expected 5 fields"),
-        ("61 * * * *", "invalid"),
-        ("* 24 * * *", "invalid"),
+        ("61 * * * *", "minute field: 61 is out of range 0-59"),
+        ("* 24 * * *", "hour field: 24 is out of range 0-23"),
+        ("0 25 * * *", "hour field: 25 is out of range 0-23"),
+        ("0 0 0 * *", "day-of-month field: 0 is out of range 1-31"),
+        ("0 0 * 13 *", "month field: 13 is out of range 1-12"),
+        ("0 0 * * 8", "day-of-week field: 8 is out of range 0-7"),
         ("0 0 30 2 *", "never matches"),
-        ("0 0 * * FOO", "invalid day-of-week name"),
-        ("0 0 * BAR *", "invalid month name"),
-        ("0 0 L * *", "invalid"),
-        ("0 0 * * 1#2", "invalid"),
+        ("0 0 31 4,6,9,11 *", "never matches"),
+        ("0 0 * * FOO", "day-of-week field: unknown name 'FOO' \\(use SUN-SAT\\)"),
+        ("0 0 * BAR *", "month field: unknown name 'BAR' \\(use JAN-DEC\\)"),
+        ("0 0 * * MONDAY", "day-of-week field: unknown name 'MONDAY'"),
+        ("0 MON * * *", "hour field: 'MON' is not a number"),
+        ("0 0 L * *", "day-of-month field: 'L' is not a number"),
+        (
+            "0 0 * * 1#2",
+            "day-of-week field: '1#2' is not a value \\(L, W, # and \\? are not standard cron\\)",
+        ),
         ("@reboot", "unsupported macro"),
-        ("0 0 ? * *", "invalid"),
+        ("0 0 ? * *", "day-of-month field: '\\?' is not a value"),
+        ("*/0 * * * *", "minute field: step 0 is out of range 1-59"),
+        ("*/x * * * *", "minute field: step 'x' is not a number"),
+        ("1,,2 * * * *", "minute field: empty item in list '1,,2'"),
+        ("1- * * * *", "minute field: a value is missing"),
+        ("1-2-3 * * * *", "minute field: '2-3' is not a value"),
+        ("٣ * * * *", "minute field: '٣' is not a value"),
     ],
 )
 def test_invalid_expressions_say_why(expr: str, reason: str) -> None:
@@ -62,9 +78,58 @@ def test_invalid_expressions_say_why(expr: str, reason: str) -> None:
         parse_cron(expr)
 
 
-@pytest.mark.parametrize("name", ["Mars/Base", "", "../etc/passwd", "Europe/"])
+@pytest.mark.parametrize("name", ["Mars/Base", "", "../etc/passwd", "Europe/", " UTC", "zoneinfo/UTC"])
 def test_unknown_zones_are_rejected(name: str) -> None:
-    with pytest.raises(InvalidTimezone):
+    with pytest.raises(InvalidTimezone, match=f"unknown time zone {name!r}"):
+        zone(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["localtime", "posixrules", "Factory", "posix/Europe/Amsterdam", "right/UTC", "/etc/localtime"]
+)
+def test_host_dependent_zones_are_rejected(name: str) -> None:
+    with pytest.raises(InvalidTimezone, match=f"time zone {name!r} depends on the host"):
+        zone(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("Europe/Amsterdam", "Europe/Amsterdam"),
+        ("UTC", "Etc/UTC"),
+        ("US/Eastern", "America/New_York"),
+        ("Asia/Calcutta", "Asia/Kolkata"),
+        ("Europe/Kiev", "Europe/Kyiv"),
+        ("Etc/GMT+5", "Etc/GMT+5"),
+    ],
+)
+def test_canonical_names_and_links_are_accepted_with_the_same_rules(name: str, canonical: str) -> None:
+    instant = utc(2026, 7, 1, 12)
+    assert instant.astimezone(zone(name)).utcoffset() == instant.astimezone(zone(canonical)).utcoffset()
+    assert str(zone(name)) == name
+
+
+def test_every_listed_zone_loads() -> None:
+    names = known_timezones()
+    assert {"Europe/Amsterdam", "UTC", "US/Eastern"} <= names
+    assert not {"localtime", "posixrules", "Factory"} & names
+    assert not [n for n in names if n.startswith(("posix/", "right/"))]
+    for name in names:
+        assert datetime(2026, 1, 1, tzinfo=zone(name)).utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestions"),
+    [
+        ("Europe/Amsterdamm", "did you mean Europe/Amsterdam\\?"),
+        ("europe/amsterdam", "did you mean Europe/Amsterdam\\?"),
+        ("Amsterdam", "did you mean Europe/Amsterdam\\?"),
+        ("Amerika/New_York", "did you mean America/New_York\\?"),
+        ("Mars/Base", "use an IANA name such as Europe/Amsterdam"),
+    ],
+)
+def test_unknown_zone_gets_close_suggestions(name: str, suggestions: str) -> None:
+    with pytest.raises(InvalidTimezone, match=f"unknown time zone '{name}'; {suggestions}"):
         zone(name)
 
 
@@ -90,6 +155,45 @@ def test_seven_is_sunday_and_vixie_or_rule() -> None:
         "2026-11-06T00:00:00Z",
         "2026-11-13T00:00:00Z",
     ]
+
+
+# --- defects of the croniter-based expansion (issue 12) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "start", "expected"),
+    [
+        # `N-N` is the one value N, not the whole field.
+        ("0 9-9 * * *", utc(2026, 11, 30), ["2026-11-30T09:00:00Z", "2026-12-01T09:00:00Z"]),
+        ("57-57 * * * *", utc(2026, 11, 30), ["2026-11-30T00:57:00Z", "2026-11-30T01:57:00Z"]),
+        ("*/30 22-22 * * 1-5", utc(2026, 11, 30), ["2026-11-30T22:00:00Z", "2026-11-30T22:30:00Z"]),
+        ("*/30 22-22 * * 1-5", utc(2026, 11, 30, 22, 30), ["2026-12-01T22:00:00Z", "2026-12-01T22:30:00Z"]),
+    ],
+)
+def test_single_value_range_is_that_value_not_the_whole_field(
+    expr: str, start: datetime, expected: list[str]
+) -> None:
+    assert [p["utc"] for p in preview(expr, "UTC", start, 2)] == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("5-1 * * * *", "minute field: range 5-1 is reversed"),
+        ("0 17-9 * * *", "hour field: range 17-9 is reversed"),
+        ("0 0 * DEC-JAN *", "month field: range DEC-JAN is reversed"),
+        ("0 0 * * FRI-MON", "day-of-week field: range FRI-MON is reversed"),
+    ],
+)
+def test_reversed_range_is_rejected_naming_the_field(expr: str, message: str) -> None:
+    with pytest.raises(InvalidCron, match=message):
+        parse_cron(expr)
+
+
+@pytest.mark.parametrize("after", [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)])
+def test_preview_after_out_of_bounds_is_unprocessable(after: datetime) -> None:
+    with pytest.raises(Unprocessable, match="after must be between 1970"):
+        preview("0 0 29 2 *", "UTC", after, 100)
 
 
 # --- DST vectors ---------------------------------------------------------------------------
@@ -242,9 +346,42 @@ def test_dst_vectors(expr: str, tz: str, start: datetime, end: datetime, expecte
 def test_preview_gives_utc_and_local() -> None:
     got = preview("0 9 * * 1", "Europe/Amsterdam", utc(2026, 11, 28), 2)
     assert got == [
-        {"utc": "2026-11-30T08:00:00Z", "local": "2026-11-30T09:00:00+01:00"},
-        {"utc": "2026-12-07T08:00:00Z", "local": "2026-12-07T09:00:00+01:00"},
+        {"utc": "2026-11-30T08:00:00Z", "local": "2026-11-30T09:00:00+01:00", "dst": None},
+        {"utc": "2026-12-07T08:00:00Z", "local": "2026-12-07T09:00:00+01:00", "dst": None},
     ]
+
+
+def test_preview_says_when_daylight_saving_moved_a_fire() -> None:
+    spring = preview("30 2 * * *", "Europe/Amsterdam", utc(2027, 3, 27, 12), 2)
+    assert spring[0] == {
+        "utc": "2027-03-28T01:00:00Z",
+        "local": "2027-03-28T03:00:00+02:00",
+        "dst": {
+            "kind": "shifted_out_of_gap",
+            "wallTime": "2027-03-28T02:30",
+            "note": "02:30 does not exist on 2027-03-28 (clocks spring forward); fires at 03:00 instead",
+        },
+    }
+    assert spring[1]["dst"] is None
+    fixed = preview("30 2 * * *", "Europe/Amsterdam", utc(2026, 10, 24, 12), 1)
+    assert fixed[0]["utc"] == "2026-10-25T00:30:00Z"
+    assert fixed[0]["dst"] == {
+        "kind": "first_of_repeated",
+        "wallTime": "2026-10-25T02:30",
+        "note": "02:30 occurs twice on 2026-10-25 (clocks fall back); this is the first occurrence",
+    }
+    wildcard = preview("*/30 2 * * *", "Europe/Amsterdam", utc(2026, 10, 24, 12), 5)
+    kinds = [(f["utc"], f["dst"] and f["dst"]["kind"]) for f in wildcard]
+    assert kinds == [
+        ("2026-10-25T00:00:00Z", "first_of_repeated"),
+        ("2026-10-25T00:30:00Z", "first_of_repeated"),
+        ("2026-10-25T01:00:00Z", "second_of_repeated"),
+        ("2026-10-25T01:30:00Z", "second_of_repeated"),
+        ("2026-10-26T01:00:00Z", None),
+    ]
+    # A wildcard job in the gap does not fire at all, so no fire carries a note there.
+    gap = preview("*/30 2 * * *", "Europe/Amsterdam", utc(2027, 3, 27, 12), 1)
+    assert gap[0] == {"utc": "2027-03-29T00:00:00Z", "local": "2027-03-29T02:00:00+02:00", "dst": None}
 
 
 # --- properties ----------------------------------------------------------------------------

@@ -222,6 +222,9 @@ class TriggerOut(Output):
     enabled: bool
     cron_expression: str | None = None
     timezone: str | None = None
+    description: str | None = Field(
+        None, description="A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'"
+    )
     next_run_at: datetime | None = None
     last_fired_at: datetime | None = None
     public_id: str | None = None
@@ -283,14 +286,24 @@ class RunOut(Output):
     completed_at: datetime | None
 
 
+class DstShift(Output):
+    """How daylight saving moved a fire: its cron wall time and what happened to it."""
+
+    kind: Literal["shifted_out_of_gap", "first_of_repeated", "second_of_repeated"]
+    wall_time: str = Field(description="The local time the expression names, e.g. 2027-03-28T02:30")
+    note: str
+
+
 class CronFire(Output):
     utc: str
     local: str
+    dst: DstShift | None = Field(description="Set on transition days: how daylight saving moved this fire")
 
 
 class CronPreviewOut(Output):
     cron_expression: str
     timezone: str
+    description: str = Field(description="The schedule in words with its zone")
     fires: list[CronFire]
 
 

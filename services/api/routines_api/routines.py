@@ -24,7 +24,7 @@ from routines_api.models import (
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.triggers import API_SETTINGS_KEY, announce_trigger_change, next_run_at, trigger_json
 from routines_api.waiter import DecisionWaiter
-from shared.cron import parse_cron, preview, zone
+from shared.cron import describe, parse_cron, preview, zone
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import QUERIES as RUN_QUERIES
@@ -281,4 +281,11 @@ async def cron_preview(request: web.Request) -> web.Response:
     if after.tzinfo is None:
         after = after.replace(tzinfo=UTC)
     fires = preview(schedule.expression, body.timezone, after, body.count)
-    return respond({"cronExpression": schedule.expression, "timezone": body.timezone, "fires": fires})
+    return respond(
+        {
+            "cronExpression": schedule.expression,
+            "timezone": body.timezone,
+            "description": describe(schedule.expression, body.timezone),
+            "fires": fires,
+        }
+    )

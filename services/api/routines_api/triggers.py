@@ -21,7 +21,7 @@ from routines_api.models import (
 )
 from routines_api.openapi import ROUTES
 from shared.bus import Bus, Subjects
-from shared.cron import next_fire, parse_cron, zone
+from shared.cron import describe, next_fire, parse_cron, zone
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
 from shared.errors import BadRequest, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
@@ -58,6 +58,8 @@ def trigger_json(request: web.Request, row: Row, secret: str | None = None) -> d
         extra["webhook_url"] = (
             f"{base.public_gateway_url.rstrip('/')}/api/routine-triggers/public/{row['public_id']}/fire"
         )
+    if row["kind"] == "schedule" and row["cron_expression"] and row["timezone"]:
+        extra["description"] = describe(row["cron_expression"], row["timezone"])
     if secret is not None:
         return dump(TriggerWithSecret, row, secret=secret, **extra)
     return dump(TriggerOut, row, **extra)
