@@ -95,6 +95,8 @@ class SchedulerSettings(CommonSettings):
     """Settings of the scheduler."""
 
     http_port: int = Field(8082, ge=0, le=65535)
+    # The longest sleep between looks at the due triggers. The scheduler wakes at the earliest
+    # slot (database clock) or on a trigger change; this bounds it when a change was not announced.
     tick_interval_sec: float = Field(1.0, gt=0)
     misfire_grace_sec: int = Field(60, ge=0)
     claim_batch_size: int = Field(1000, ge=1, le=10_000)

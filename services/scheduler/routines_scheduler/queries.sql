@@ -34,6 +34,11 @@ SET next_run_at = u.next_run_at, last_fired_at = u.fired_at
 FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS u(id, next_run_at, fired_at)
 WHERE t.id = u.id;
 
+-- seconds_until_due --
+-- Seconds from the database clock to the earliest slot (negative: overdue; NULL: nothing scheduled).
+SELECT EXTRACT(EPOCH FROM min(next_run_at) - clock_timestamp())::float8 FROM routine_triggers
+WHERE kind = 'schedule' AND enabled AND next_run_at IS NOT NULL;
+
 -- due_backlog --
 -- How many schedule triggers are due now (a gauge).
 SELECT count(*) FROM routine_triggers
