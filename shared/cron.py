@@ -17,10 +17,11 @@ maps to UTC with Debian cron(8)'s daylight-saving rule:
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Literal
@@ -63,8 +64,9 @@ _NAME = re.compile(r"[A-Za-z]+")
 _MINUTE = timedelta(minutes=1)
 # Longer than any daylight-saving shift in the tz database (2 h, Antarctica/Troll).
 _DST_HORIZON = timedelta(hours=3)
-# Feb 29 can be eight years apart (2096, 2104); no valid expression needs longer to match again.
-_SEARCH_MONTHS = 12 * 9
+# The Gregorian calendar repeats every 400 years: what does not match within them never does. (Feb 29
+# on a given weekday can be 40 years apart; month skipping keeps even that to a few dozen steps.)
+_SEARCH_YEARS = 400
 # Previews and schedules are asked about this span of years; outside it the answer is a 422.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -101,6 +103,20 @@ class CronSchedule:
     dom_restricted: bool
     dow_restricted: bool
     fixed_time: bool  # no `*` in minute or hour: the DST rule for fixed-time jobs applies
+    hour_list: tuple[int, ...] = field(default=(), repr=False, compare=False)  # sorted, for bisect
+    minute_list: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    dom_list: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    month_list: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    dow_ahead: tuple[int, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hour_list", tuple(sorted(self.hours)))
+        object.__setattr__(self, "minute_list", tuple(sorted(self.minutes)))
+        object.__setattr__(self, "dom_list", tuple(sorted(self.days_of_month)))
+        object.__setattr__(self, "month_list", tuple(sorted(self.months)))
+        # For each weekday: how many days until an allowed weekday (0 if it is one; 7: none is).
+        ahead = tuple(next((k for k in range(7) if (w + k) % 7 in self.days_of_week), 7) for w in range(7))
+        object.__setattr__(self, "dow_ahead", ahead)
 
     def matches_date(self, day: int, weekday: int) -> bool:
         """Whether a day of a matching month matches (`weekday`: 0 = Sunday)."""
@@ -216,19 +232,37 @@ def parse_cron(expression: str) -> CronSchedule:
 # --- searching wall time -------------------------------------------------------------------
 
 
-def _next_day(schedule: CronSchedule, day: date) -> date | None:
-    """The first matching date on or after `day`: months that cannot match are skipped whole."""
-    year, month, first = day.year, day.month, day.day
-    for _ in range(_SEARCH_MONTHS):
-        if month in schedule.months:
-            weekday_of_first, length = calendar.monthrange(year, month)  # Monday = 0
-            sunday_based = (weekday_of_first + 1) % 7
-            for dom in range(first, length + 1):
-                if schedule.matches_date(dom, (sunday_based + dom - 1) % 7):
-                    return date(year, month, dom)
-        year, month, first = (year + month // 12, month % 12 + 1, 1)
-        if year > 9000:
+def _first_day_in_month(schedule: CronSchedule, first: int, length: int, weekday_of_1st: int) -> int | None:
+    """The first matching day of a month from day `first` on (`weekday_of_1st`: 0 = Sunday)."""
+    doms = schedule.dom_list
+    at = bisect.bisect_left(doms, first)
+    if schedule.dom_restricted and schedule.dow_restricted:  # OR: the earlier of the two
+        by_dom = doms[at] if at < len(doms) and doms[at] <= length else None
+        candidate = first + schedule.dow_ahead[(weekday_of_1st + first - 1) % 7]
+        by_dow = candidate if candidate <= length else None
+        return min((d for d in (by_dom, by_dow) if d is not None), default=None)
+    for dom in doms[at:]:  # AND: the day of month, then its weekday
+        if dom > length:
             return None
+        if (weekday_of_1st + dom - 1) % 7 in schedule.days_of_week:
+            return dom
+    return None
+
+
+def _next_day(schedule: CronSchedule, day: date) -> date | None:
+    """The first matching date on or after `day`: months that cannot match are never looked at."""
+    months = schedule.month_list
+    year, month, first = day.year, day.month, day.day
+    if month not in schedule.months:
+        at = bisect.bisect_right(months, month)
+        year, month, first = (year, months[at], 1) if at < len(months) else (year + 1, months[0], 1)
+    while year <= min(day.year + _SEARCH_YEARS, 9000):
+        weekday_of_1st, length = calendar.monthrange(year, month)  # Monday = 0
+        found = _first_day_in_month(schedule, first, length, (weekday_of_1st + 1) % 7)
+        if found is not None:
+            return date(year, month, found)
+        at = bisect.bisect_right(months, month)
+        year, month, first = (year, months[at], 1) if at < len(months) else (year + 1, months[0], 1)
     return None
 
 
@@ -236,16 +270,22 @@ def _next_wall(schedule: CronSchedule, after: datetime) -> datetime | None:
     """The first naive wall time strictly after `after` that matches, or None."""
     start = after.replace(second=0, microsecond=0) + _MINUTE
     day = start.date()
+    hours, minutes = schedule.hour_list, schedule.minute_list
     if schedule.matches_day(day):
-        for hour in sorted(h for h in schedule.hours if h >= start.hour):
-            low = start.minute if hour == start.hour else 0
-            minute = min((m for m in schedule.minutes if m >= low), default=None)
-            if minute is not None:
-                return datetime.combine(day, time(hour, minute))
+        index = bisect.bisect_left(hours, start.hour)
+        if index < len(hours):
+            hour = hours[index]
+            if hour == start.hour:
+                at = bisect.bisect_left(minutes, start.minute)
+                if at < len(minutes):
+                    return datetime.combine(day, time(hour, minutes[at]))
+                index += 1
+            if index < len(hours):
+                return datetime.combine(day, time(hours[index], minutes[0]))
     found = _next_day(schedule, day + timedelta(days=1))
     if found is None:
         return None
-    return datetime.combine(found, time(min(schedule.hours), min(schedule.minutes)))
+    return datetime.combine(found, time(hours[0], minutes[0]))
 
 
 # --- mapping wall time to instants (the DST rule) -----------------------------------------
@@ -325,7 +365,8 @@ def next_fire_detail(schedule: CronSchedule | str, tz: ZoneInfo | str, after: da
     ahead = (after + _DST_HORIZON).astimezone(tz).utcoffset()
     now_offset = local.utcoffset()
     assert ahead is not None and now_offset is not None
-    if ahead < now_offset:
+    stepped_back = ahead < now_offset
+    if stepped_back:
         wall -= now_offset - ahead
     # Step back a minute so a wall time equal to `wall` (e.g. a second occurrence) is considered.
     cursor = wall - _MINUTE
@@ -337,9 +378,14 @@ def next_fire_detail(schedule: CronSchedule | str, tz: ZoneInfo | str, after: da
         lower_bound = (found - max(_offset(found, tz, 0), _offset(found, tz, 1))).replace(tzinfo=UTC)
         if best is not None and lower_bound > best.at:
             return best
-        for fire in wall_fires(found, tz, schedule.fixed_time):
+        fires = wall_fires(found, tz, schedule.fixed_time)
+        for fire in fires:
             if fire.at > after and (best is None or fire.at < best.at):
                 best = fire
+        # Only a DST transition reorders wall times and instants: without one in sight, the first
+        # matching wall time's instant is the answer (a later wall time cannot come earlier).
+        if best is not None and not stepped_back and len(fires) == 1 and fires[0].dst is None:
+            return best
         cursor = found
 
 
