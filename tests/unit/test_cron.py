@@ -6,11 +6,24 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from cronsim import CronSim, CronSimError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.cron import fires_between, iso_utc, known_timezones, next_fire, parse_cron, preview, zone
+from shared.cron import (
+    MACROS,
+    describe,
+    fires_between,
+    iso_utc,
+    known_timezones,
+    next_fire,
+    parse_cron,
+    preview,
+    zone,
+)
 from shared.errors import InvalidCron, InvalidTimezone, Unprocessable
+from tests.unit.cron_reference import FIELDS as FIELD_SPECS
+from tests.unit.cron_reference import brute_force_fires, expressions, field_text, reference, value_of
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -412,48 +425,41 @@ ANCHORS = [
     utc(2026, 6, 15, 12),
 ]
 
-expressions = st.builds(
+# Schedules that fire often enough to meet DST transitions inside a 30 h window.
+dense_expressions = st.builds(
     lambda *fields: " ".join(fields),
-    st.sampled_from(["*", "*/15", "0", "30", "0,30", "5-10", "*/7", "45"]),
-    st.sampled_from(["*", "2", "1-3", "*/2", "0", "9", "1,2,3"]),
-    st.sampled_from(["*", "*", "1", "15", "*/10", "25-31"]),
-    st.sampled_from(["*", "*", "3", "10", "*/2", "SEP-DEC"]),
-    st.sampled_from(["*", "*", "0", "1-5", "SUN", "7", "MON,SAT"]),
+    field_text(0),
+    field_text(1),
+    st.sampled_from(["*", "*/2", "1-31", "*/10,25-31", "20-28", "1,15"]),
+    st.sampled_from(["*", "3-4,9-11", "*/2", "SEP-dec,mar-APR"]),
+    st.sampled_from(["*", "*/2", "0-6", "1-5", "SUN", "sat-sat", "5-7", "MON,SAT"]),
 )
 
 
-def brute_force(expr: str, tz_name: str, start: datetime, end: datetime) -> list[datetime]:
-    """Minute by minute in UTC, deciding each instant by the rule as written in DESIGN.md."""
-    schedule, tz = parse_cron(expr), ZoneInfo(tz_name)
-    result = []
-    moment = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    while moment <= end:
-        local = moment.astimezone(tz)
-        wall = local.replace(tzinfo=None)
-        fire = schedule.matches_wall(wall) and (not schedule.fixed_time or local.fold == 0)
-        previous = (moment - timedelta(minutes=1)).astimezone(tz)
-        jump = local.utcoffset() - previous.utcoffset()  # type: ignore[operator]
-        if schedule.fixed_time and jump > timedelta(0):
-            skipped = wall - jump
-            while skipped < wall:
-                fire = fire or schedule.matches_wall(skipped)
-                skipped += timedelta(minutes=1)
-        if fire and moment > start:
-            result.append(moment)
-        moment += timedelta(minutes=1)
-    return result
+def _cronsim_fires(expr: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
+    fires = []
+    for moment in CronSim(_as_cronsim_reads_it(expr), start.astimezone(ZoneInfo(tz))):
+        instant = moment.astimezone(UTC)
+        if instant > end:
+            return fires
+        if instant > start:
+            fires.append(instant)
+    return fires
 
 
 @settings(max_examples=60, deadline=None)
-@given(expressions, st.sampled_from(ZONES), st.sampled_from(ANCHORS), st.integers(-36, 12))
-def test_agrees_with_brute_force(expr: str, tz: str, anchor: datetime, hours: int) -> None:
+@given(dense_expressions, st.sampled_from(ZONES), st.sampled_from(ANCHORS), st.integers(-36, 12))
+def test_agrees_with_brute_force_and_cronsim(expr: str, tz: str, anchor: datetime, hours: int) -> None:
+    """Three implementations that share no code agree on every fire instant around DST changes."""
     start = anchor + timedelta(hours=hours)
     end = start + timedelta(hours=30)
-    assert list(fires_between(expr, tz, start, end)) == brute_force(expr, tz, start, end)
+    ours = list(fires_between(expr, tz, start, end))
+    assert ours == brute_force_fires(expr, tz, start, end)
+    assert ours == _cronsim_fires(expr, tz, start, end)
 
 
 @settings(max_examples=80, deadline=None)
-@given(expressions, st.sampled_from(ZONES), st.sampled_from(ANCHORS), st.integers(-2000, 2000))
+@given(dense_expressions, st.sampled_from(ZONES), st.sampled_from(ANCHORS), st.integers(-2000, 2000))
 def test_next_fire_is_strictly_after_and_increasing(
     expr: str, tz: str, anchor: datetime, minutes: int
 ) -> None:
@@ -472,3 +478,97 @@ def test_next_fire_is_strictly_after_and_increasing(
         )
         assert schedule.matches_wall(local) or moved
         previous = current
+
+
+# --- the grammar, differentially --------------------------------------------------------------
+
+
+def _as_cronsim_reads_it(expr: str) -> str:
+    """cronsim 2.8 reads a stepped one-value range `N-N/s` as `N/s` (N to the end); cron means N."""
+    fields = MACROS.get(expr.lower(), expr).split()
+    for index, text in enumerate(fields):
+        items = []
+        for item in text.split(","):
+            base, _, step = item.partition("/")
+            first, dash, last = base.partition("-")
+            same = dash and step and value_of(first, index) == value_of(last, index)
+            items.append(first if same else item)
+        fields[index] = ",".join(items)
+    return " ".join(fields)
+
+
+def _cronsim_fields(expr: str) -> tuple[set[int], set[int], set[int], set[int], set[int], bool]:
+    parsed = CronSim(_as_cronsim_reads_it(expr), datetime(2026, 1, 1))
+    weekdays = {w % 7 for w in parsed.weekdays if isinstance(w, int)}
+    return parsed.minutes, parsed.hours, parsed.days, parsed.months, weekdays, parsed.day_and
+
+
+@settings(max_examples=400, deadline=None)
+@given(expressions)
+def test_parsed_fields_agree_with_cronsim_and_the_reference(expr: str) -> None:
+    """Every expression of the grammar means the same to us, to cronsim and to the reference."""
+    refused: str | None = None
+    try:
+        ours = parse_cron(expr)
+    except InvalidCron as exc:
+        refused = exc.message
+    if refused is not None:
+        assert "never matches" in refused  # e.g. `0 0 30 2 *`; cronsim refuses those too
+        with pytest.raises(CronSimError):
+            _cronsim_fields(expr)
+        return
+    got = (ours.minutes, ours.hours, ours.days_of_month, ours.months, ours.days_of_week)
+    minutes, hours, doms, months, dows, day_and = _cronsim_fields(expr)
+    assert got == (minutes, hours, doms, months, dows)
+    assert (not (ours.dom_restricted and ours.dow_restricted)) == day_and
+    ref = reference(expr)
+    assert got == (ref.minutes, ref.hours, ref.doms, ref.months, ref.dows)
+    assert (ours.dom_restricted and ours.dow_restricted) == ref.either_day
+    assert ours.fixed_time == ref.fixed_time
+    assert describe(expr, "UTC").endswith(" (UTC)")  # the words never fail on the grammar
+
+
+@st.composite
+def _broken_field(draw: st.DrawFn) -> tuple[int, str, str]:
+    """One field made invalid: a value out of range, a reversed range, or step 0."""
+    index = draw(st.integers(0, 4))
+    name, low, high, _, _ = FIELD_SPECS[index]
+    kind = draw(st.sampled_from(["above", "reversed", "step0"]))
+    if kind == "above":
+        value = draw(st.integers(high + 1, high + 100))
+        return index, str(value), f"{name} field: {value} is out of range {low}-{high}"
+    if kind == "reversed":
+        end = draw(st.integers(low, high - 1))
+        start = draw(st.integers(end + 1, high))
+        return index, f"{start}-{end}", f"{name} field: range {start}-{end} is reversed"
+    return index, "*/0", f"{name} field: step 0 is out of range 1-{high}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.tuples(*(field_text(i) for i in range(5))), _broken_field())
+def test_invalid_fields_are_refused_by_us_and_cronsim_naming_field_value_and_range(
+    fields: tuple[str, ...], broken: tuple[int, str, str]
+) -> None:
+    index, text, message = broken
+    expr = " ".join(text if i == index else f for i, f in enumerate(fields))
+    with pytest.raises(InvalidCron) as refused:
+        parse_cron(expr)
+    assert refused.value.message == message
+    with pytest.raises(CronSimError):
+        _cronsim_fields(expr)
+
+
+@pytest.mark.parametrize(
+    ("expr", "after", "expected"),
+    [
+        # Both day fields restricted: the OR rule, so every Monday of February as well.
+        ("0 0 29 2 MON", utc(2026, 1, 1), ["2026-02-02T00:00:00Z", "2026-02-09T00:00:00Z"]),
+        # AND rule (day-of-week starts with *): Feb 29 on Sun/Tue/Thu/Sat: 2032, then 2048, 16 years
+        # apart (a fixed eight-year search window said "never matches" here).
+        ("0 0 29 2 */2", utc(2029, 1, 1), ["2032-02-29T00:00:00Z", "2048-02-29T00:00:00Z"]),
+        # Across a century that is not a leap year.
+        ("0 0 29 2 *", utc(2096, 3, 1), ["2104-02-29T00:00:00Z", "2108-02-29T00:00:00Z"]),
+    ],
+)
+def test_rare_dates_far_apart_are_found(expr: str, after: datetime, expected: list[str]) -> None:
+    assert [f["utc"] for f in preview(expr, "UTC", after, 2)] == expected
