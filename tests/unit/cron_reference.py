@@ -138,9 +138,13 @@ class Reference:
 def reference(expression: str) -> Reference:
     text = MACROS.get(expression.strip().lower(), expression)
     fields = text.split()
-    sets = [reference_field(f, i) for i, f in enumerate(fields)]
+    minutes, hours, doms, months, dows = (reference_field(f, i) for i, f in enumerate(fields))
     return Reference(
-        *sets,
+        minutes,
+        hours,
+        doms,
+        months,
+        dows,
         either_day=not fields[2].startswith("*") and not fields[4].startswith("*"),
         fixed_time="*" not in fields[0] and "*" not in fields[1],
     )

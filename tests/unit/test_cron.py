@@ -437,7 +437,7 @@ dense_expressions = st.builds(
 
 
 def _cronsim_fires(expr: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
-    fires = []
+    fires: list[datetime] = []
     for moment in CronSim(_as_cronsim_reads_it(expr), start.astimezone(ZoneInfo(tz))):
         instant = moment.astimezone(UTC)
         if instant > end:
@@ -455,7 +455,14 @@ def test_agrees_with_brute_force_and_cronsim(expr: str, tz: str, anchor: datetim
     end = start + timedelta(hours=30)
     ours = list(fires_between(expr, tz, start, end))
     assert ours == brute_force_fires(expr, tz, start, end)
-    assert ours == _cronsim_fires(expr, tz, start, end)
+    minute, hour = expr.split()[:2]
+    # DESIGN.md: any `*` in the minute or hour field makes a clock-following job; cronsim (like
+    # Debian's code) looks only at the first character. They differ only for lists like `0,*`.
+    same_rule = ("*" in minute) == minute.startswith("*") and ("*" in hour) == hour.startswith("*")
+    # cronsim 2.8 mis-steps over Lord Howe's 30-minute shift (`* */3 * * *` starts at 16:30Z on
+    # 2026-10-03, not at 03:00+11 = 16:00Z); the brute force above covers that zone.
+    if same_rule and tz != "Australia/Lord_Howe":
+        assert ours == _cronsim_fires(expr, tz, start, end)
 
 
 @settings(max_examples=80, deadline=None)
@@ -517,7 +524,9 @@ def test_parsed_fields_agree_with_cronsim_and_the_reference(expr: str) -> None:
         with pytest.raises(CronSimError):
             _cronsim_fields(expr)
         return
-    got = (ours.minutes, ours.hours, ours.days_of_month, ours.months, ours.days_of_week)
+    got = tuple(
+        set(f) for f in (ours.minutes, ours.hours, ours.days_of_month, ours.months, ours.days_of_week)
+    )
     minutes, hours, doms, months, dows, day_and = _cronsim_fields(expr)
     assert got == (minutes, hours, doms, months, dows)
     assert (not (ours.dom_restricted and ours.dow_restricted)) == day_and
