@@ -155,10 +155,19 @@ class FireHandler:
         limit = self.settings.webhook_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
+        # Read to the end (a body arrives in as many TCP segments as the network likes), never
+        # holding more than limit + 1 bytes: chunked bodies carry no length to check up front.
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = await request.content.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        return body
+        return b"".join(chunks)
 
 
 def _payload(request: web.Request, body: bytes, max_depth: int) -> dict[str, Any]:
