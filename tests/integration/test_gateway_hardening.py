@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +13,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from shared.http import SETTINGS_KEY
 from tests.integration.api_client import Client, api_app
 from tests.integration.test_gateway import MODES, Hook, gateway_app, make_hook, run_count
 from tests.netproxy import segmenting_proxy
@@ -103,3 +106,110 @@ async def test_chunked_body_over_the_limit_is_413_not_400(
 
 
 __all__ = ["Hook"]
+
+
+async def raw_request(host: str, port: int, request: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
+    """Send raw bytes (headers that no HTTP client library would send); the status and body."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def raw_fire(hook: Hook, headers: dict[str, bytes], body: bytes = b"{}") -> bytes:
+    lines = [f"POST {hook.path} HTTP/1.1".encode(), b"Host: gateway", b"Connection: close"]
+    lines += [name.encode() + b": " + value for name, value in headers.items()]
+    lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+async def test_one_bad_fire_in_a_group_commit_fails_no_other_tenants_fire(
+    api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection
+) -> None:
+    """Tenant A sends fires whose Idempotency-Key is not valid UTF-8 while tenant B fires: A's are
+    refused (400), every one of B's is accepted, and the outcome metric counts no 5xx."""
+    from prometheus_client import REGISTRY
+
+    bad = await make_hook(api, admin_token, "bearer")
+    good = await make_hook(api, admin_token, "bearer")
+    errors_before = REGISTRY.get_sample_value("routines_gateway_requests_total", {"outcome": "error"}) or 0
+    bad_request = raw_fire(
+        bad,
+        {
+            "Authorization": f"Bearer {bad.secret}".encode(),
+            "Content-Type": b"application/json",
+            "Idempotency-Key": b"key-\xff\xfe-\xc3(",
+        },
+    )
+    async with aiohttp.ClientSession() as http:
+
+        async def good_fire(i: int) -> int:
+            body = json.dumps({"i": i}).encode()
+            async with http.post(
+                gateway_server.make_url(good.path), data=body, headers=good.headers(body)
+            ) as resp:
+                return resp.status
+
+        async def bad_fire() -> int:
+            return (await raw_request(gateway_server.host, port(gateway_server), bad_request))[0]
+
+        results = await asyncio.gather(*(good_fire(i) for i in range(200)), *(bad_fire() for _ in range(20)))
+    assert results[:200] == [202] * 200
+    assert set(results[200:]) == {400}
+    errors_after = REGISTRY.get_sample_value("routines_gateway_requests_total", {"outcome": "error"}) or 0
+    assert errors_after == errors_before
+    assert (
+        await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", good.routine["id"])
+        == 200
+    )
+    assert (
+        await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", bad.routine["id"])
+        == 0
+    )
+
+
+async def test_group_commit_data_error_fails_only_the_bad_row(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection
+) -> None:
+    """A row the database refuses (here jsonb's \\u0000, which the edge would have refused) sits in
+    one batch with 50 good rows of another tenant: only that row fails, the others are stored."""
+    from routines_gateway.ingest import GroupCommitter, PendingRun
+    from shared.db import Database
+    from shared.errors import BadRequest
+
+    bad = await make_hook(api, admin_token, "bearer")
+    good = await make_hook(api, admin_token, "bearer")
+
+    def pending(hook: Hook, payload: dict[str, Any], key: str) -> PendingRun:
+        routine = uuid.UUID(hook.routine["id"])
+        company = uuid.UUID(hook.tenant.company_id)
+        return PendingRun(routine, company, uuid.UUID(hook.trigger["id"]), payload, key, None, None)
+
+    settings = gateway_app(stack).get(SETTINGS_KEY)
+    assert settings is not None
+    database = Database(settings, application_name="test")
+    await database.open()
+    try:
+        committer = GroupCommitter(database, max_batch=256, writers=1)
+        goods = [pending(good, {"i": i}, f"k{i}") for i in range(50)]
+        poison = pending(bad, {"a": "\x00"}, "poison")
+        submitted = [asyncio.ensure_future(committer.submit(p)) for p in [*goods[:25], poison, *goods[25:]]]
+        await asyncio.sleep(0)  # all queued before the writer takes its first batch
+        stopping = asyncio.Event()
+        writer = asyncio.ensure_future(committer.run(stopping))
+        results = await asyncio.gather(*submitted, return_exceptions=True)
+        stopping.set()
+        await writer
+    finally:
+        await database.close()
+    assert isinstance(results[25], BadRequest)
+    assert results[:25] + results[26:] == [True] * 50
+    assert (
+        await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", good.routine["id"])
+        == 50
+    )

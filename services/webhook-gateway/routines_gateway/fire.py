@@ -13,7 +13,7 @@ from routines_gateway.cache import QUERIES, TriggerCache, TriggerState
 from routines_gateway.ingest import GroupCommitter, PendingRun
 from routines_gateway.metrics import OUTCOME, VERIFY_SECONDS
 from routines_gateway.ratelimit import TokenBuckets
-from routines_gateway.signing import AuthenticationFailed, verify
+from routines_gateway.signing import AuthenticationFailed, printable_ascii, verify
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -76,6 +76,9 @@ class FireHandler:
         except RoutinesError as exc:
             OUTCOME[_outcome_of(exc)].inc()
             raise
+        except Exception:
+            OUTCOME["error"].inc()  # every 5xx is counted, the unexpected ones too
+            raise
         OUTCOME[outcome].inc()
         return response
 
@@ -112,8 +115,10 @@ class FireHandler:
             raise Rejected("not_active", Conflict(reason))
         payload = _payload(request, body, self.settings.json_max_depth)
         idempotency_key = request.headers.get("Idempotency-Key") or None
-        if idempotency_key is not None and len(idempotency_key) > 255:
-            raise BadRequest("Idempotency-Key is longer than 255 characters")
+        if idempotency_key is not None:
+            _check_key("Idempotency-Key", idempotency_key)
+        if verified.delivery_id is not None:
+            _check_key("delivery id", verified.delivery_id)
         delivery_key = verified.delivery_id or (f"sig:{verified.signature}" if verified.signature else None)
         pending = PendingRun(
             trigger.routine_id,
@@ -170,6 +175,14 @@ class FireHandler:
         return b"".join(chunks)
 
 
+def _check_key(name: str, value: str) -> None:
+    """Keys and ids are stored and compared as text: printable ASCII, at most 255 characters."""
+    if len(value) > 255:
+        raise BadRequest(f"{name} is longer than 255 characters")
+    if not printable_ascii(value):
+        raise BadRequest(f"{name} must be printable ASCII")
+
+
 def _payload(request: web.Request, body: bytes, max_depth: int) -> dict[str, Any]:
     if not body.strip():
         return {}
@@ -197,6 +210,10 @@ def _accepted(run_id: Any, status: str, trigger: TriggerState, duplicate: bool, 
 
 def _outcome_of(exc: RoutinesError) -> str:
     """Outcomes of errors raised below the handler (body reading, parsing, the database)."""
-    return {413: "too_large", 400: "bad_request", 415: "bad_request", 503: "unavailable"}.get(
-        exc.status, "error"
-    )
+    return {
+        404: "not_found",
+        413: "too_large",
+        400: "bad_request",
+        415: "bad_request",
+        503: "unavailable",
+    }.get(exc.status, "error")
