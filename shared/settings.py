@@ -72,6 +72,9 @@ class ApiSettings(SecretKeySettings):
         "http://127.0.0.1:8081", description="Public base URL of the webhook gateway."
     )
     manual_run_wait_sec: float = Field(2.0, ge=0, le=30)
+    secret_rotations_per_min: int = Field(
+        10, ge=1, le=1000, description="Secret rotations per webhook per minute."
+    )
 
 
 class GatewaySettings(SecretKeySettings):

@@ -213,3 +213,47 @@ async def test_group_commit_data_error_fails_only_the_bad_row(
         await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", good.routine["id"])
         == 50
     )
+
+
+async def rotate(hook: Hook, grace: int = 0, status: int = 200) -> Any:
+    resp = await hook.api.post(
+        f"/api/routine-triggers/{hook.trigger['id']}/rotate-secret",
+        json={"graceSec": grace},
+        headers={"Authorization": f"Bearer {hook.tenant.board}"},
+    )
+    assert resp.status == status, await resp.text()
+    return resp
+
+
+async def test_rotations_with_grace_never_leave_more_than_two_live_secrets(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection
+) -> None:
+    """Each rotation with a grace period used to add a live secret (and an HMAC per request)."""
+    hook = await make_hook(api, admin_token, "hmac_sha256")
+    secrets = [hook.secret]
+    for _ in range(4):
+        secrets.append((await (await rotate(hook, grace=3600)).json())["secret"])
+    live = await db.fetchval(
+        "SELECT count(*) FROM webhook_secrets WHERE trigger_id = $1::uuid"
+        " AND (expires_at IS NULL OR expires_at > now())",
+        hook.trigger["id"],
+    )
+    assert live == 2
+    async with TestClient(TestServer(gateway_app(stack))) as gateway:
+        statuses = []
+        for i, secret in enumerate(secrets):
+            body = json.dumps({"i": i}).encode()
+            resp = await gateway.post(hook.path, data=body, headers=hook.headers(body, secret=secret))
+            statuses.append(resp.status)
+    assert statuses == [401, 401, 401, 202, 202]
+
+
+async def test_secret_rotation_is_rate_limited_per_trigger(api: Client, admin_token: str) -> None:
+    hook = await make_hook(api, admin_token, "bearer")
+    other = await make_hook(api, admin_token, "bearer")
+    for _ in range(10):
+        await rotate(hook)
+    limited = await rotate(hook, status=429)
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "rotat" in (await limited.json())["error"]
+    await rotate(other)  # another trigger is not affected
