@@ -235,6 +235,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
         # Rotations of one trigger are serialised by the routine lock taken above.
         limit = request.app[API_SETTINGS_KEY].secret_rotations_per_min
         recent = await conn.fetchrow(QUERIES["count_rotation"], trigger_id, ROTATION_WINDOW_SEC, limit)
+        assert recent is not None  # the trigger row is there: it was just loaded
         if recent["n"] >= limit:
             raise RateLimited(
                 max(1, recent["retry_after"] or 1),
