@@ -257,3 +257,24 @@ async def test_secret_rotation_is_rate_limited_per_trigger(api: Client, admin_to
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert "rotat" in (await limited.json())["error"]
     await rotate(other)  # another trigger is not affected
+
+
+async def test_github_signature_replayed_under_a_new_delivery_id_makes_no_second_run(
+    api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection
+) -> None:
+    """github_hmac has no timestamp: a captured delivery re-sent with a fresh X-GitHub-Delivery used
+    to create a run every time. Same id → 200 with the original (GitHub's Redeliver); other id → 409."""
+    hook = await make_hook(api, admin_token, "github_hmac")
+    body = b'{"action": "opened"}'
+    async with aiohttp.ClientSession() as http:
+        url = str(gateway_server.make_url(hook.path))
+        first = await post(http, url, body, hook.headers(body, msg_id="delivery-1"), chunked=False)
+        redelivered = await post(http, url, body, hook.headers(body, msg_id="delivery-1"), chunked=False)
+        replayed = [
+            await post(http, url, body, hook.headers(body, msg_id=f"forged-{i}"), chunked=False)
+            for i in range(3)
+        ]
+    assert first[0] == 202
+    assert redelivered == (200, {**first[1], "duplicate": True})
+    assert [status for status, _ in replayed] == [409, 409, 409]
+    assert await run_count(db) == 1

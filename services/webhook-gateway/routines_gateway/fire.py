@@ -145,9 +145,19 @@ class FireHandler:
                     trigger.replay_window_sec,
                 )
                 if row is not None:
+                    if trigger.signing_mode == "github_hmac":
+                        # No timestamp to tell a replay from GitHub's Redeliver: the same delivery
+                        # id is the redelivery, and gets the original run.
+                        return _accepted(row["id"], row["status"], trigger, True, 200)
                     if row["in_window"] and row["delivery_signature"] == pending.delivery_signature:
                         raise Rejected("replayed", Conflict("replayed delivery"))
                     return _accepted(row["id"], row["status"], trigger, True, 200)
+            if pending.delivery_signature is not None:
+                seen = await conn.fetchval(
+                    QUERIES["existing_signature"], trigger.trigger_id, pending.delivery_signature
+                )
+                if seen is not None:
+                    raise Rejected("replayed", Conflict("this signature was already used for another delivery"))
             if pending.idempotency_key is not None:
                 row = await conn.fetchrow(
                     QUERIES["existing_idempotent"], trigger.routine_id, pending.idempotency_key
