@@ -157,7 +157,7 @@ class FireHandler:
                     QUERIES["existing_signature"], trigger.trigger_id, pending.delivery_signature
                 )
                 if seen is not None:
-                    raise Rejected("replayed", Conflict("this signature was already used for another delivery"))
+                    raise Rejected("replayed", Conflict("signature already used for another delivery"))
             if pending.idempotency_key is not None:
                 row = await conn.fetchrow(
                     QUERIES["existing_idempotent"], trigger.routine_id, pending.idempotency_key
