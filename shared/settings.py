@@ -86,6 +86,10 @@ class GatewaySettings(SecretKeySettings):
     rate_limit_trigger_burst: int = Field(400, ge=1)
     rate_limit_client_per_sec: float = Field(500.0, gt=0)
     rate_limit_client_burst: int = Field(1000, ge=1)
+    rate_limit_failed_per_sec: float = Field(
+        5.0, gt=0, description="Failed authentications per client address (its own bucket)."
+    )
+    rate_limit_failed_burst: int = Field(50, ge=1)
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )

@@ -53,18 +53,33 @@ class FireHandler:
             settings.rate_limit_trigger_per_sec, settings.rate_limit_trigger_burst
         )
         self.per_client = TokenBuckets(settings.rate_limit_client_per_sec, settings.rate_limit_client_burst)
+        # Failed authentications, per client address: charged on failure, checked before verifying.
+        self.failed = TokenBuckets(settings.rate_limit_failed_per_sec, settings.rate_limit_failed_burst)
         self.trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
 
     def client_address(self, request: web.Request) -> str:
-        peer = request.remote or "unknown"
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded and self.trusted:
-            try:
-                if any(ipaddress.ip_address(peer) in net for net in self.trusted):
-                    return forwarded.split(",")[0].strip()[:64]
-            except ValueError:
-                pass
-        return peer
+        """The rate-limit key of the client: behind trusted proxies, X-Forwarded-For walked from the
+        right (each trusted hop vouches for the entry before it) to the first untrusted valid IP;
+        never the client-written leftmost entry. IPv6 clients are grouped by /64."""
+        peer = _ip(request.remote or "")
+        if peer is None:
+            return request.remote or "unknown"
+        client = peer
+        if self.trusted and self._is_trusted(peer):
+            hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+            for hop in reversed(hops):
+                address = _ip(hop.strip())
+                if address is None:
+                    break  # not written by a trusted proxy: the hop that received it is the client
+                client = address
+                if not self._is_trusted(address):
+                    break
+        if client.version == 6:
+            return str(ipaddress.ip_network(f"{client}/64", strict=False))
+        return str(client)
+
+    def _is_trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in net for net in self.trusted)
 
     async def fire(self, request: web.Request) -> web.Response:
         """Serve one fire request, counting its outcome once."""
@@ -83,16 +98,19 @@ class FireHandler:
         return response
 
     async def handle(self, request: web.Request) -> tuple[str, web.Response]:
-        wait = self.per_client.take(self.client_address(request))
+        client = self.client_address(request)
+        wait = self.per_client.take(client)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
         public_id = request.match_info["publicId"]
         trigger = await self.cache.get(public_id) if _PUBLIC_ID.match(public_id) else None
         if trigger is None:
             raise Rejected("not_found", NotFound("webhook not found"))
-        wait = self.per_trigger.take(str(trigger.trigger_id))
+        wait = self.failed.peek(client)
         if wait:
-            raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
+            raise Rejected(
+                "rate_limited", RateLimited(wait, "too many failed authentications from this address")
+            )
         body = await self._read_body(request)
         started = time.perf_counter()
         try:
@@ -106,10 +124,15 @@ class FireHandler:
             )
         except AuthenticationFailed as exc:
             log.info("webhook authentication failed", trigger_id=str(trigger.trigger_id), reason=exc.reason)
+            self.failed.take(client)
             outcome = "stale" if exc.stale else "bad_signature"
             raise Rejected(outcome, Unauthorized("webhook authentication failed")) from None
         finally:
             VERIFY_SECONDS.observe(time.perf_counter() - started)
+        # Only an authenticated sender spends the trigger's budget: strangers cannot starve it.
+        wait = self.per_trigger.take(str(trigger.trigger_id))
+        if wait:
+            raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
         if not trigger.enabled or trigger.routine_status != "active":
             reason = "trigger disabled" if not trigger.enabled else f"routine is {trigger.routine_status}"
             raise Rejected("not_active", Conflict(reason))
@@ -183,6 +206,19 @@ class FireHandler:
         if size > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
         return b"".join(chunks)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A valid IP address (IPv4-mapped IPv6 as IPv4), or None."""
+    if len(text) > 45:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _check_key(name: str, value: str) -> None:
