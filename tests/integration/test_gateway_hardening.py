@@ -343,3 +343,28 @@ async def test_client_address_is_not_the_client_controlled_leftmost_forwarded_en
     assert ipv6 == [202, 202, 429, 429]
     assert garbage == [202, 202, 429]
     assert other == [202]
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["²", "１７００００００００", "١٧٠٠٠٠٠٠٠٠", "17000000⁰⁰", " 12", "-1", "+1"]
+)
+async def test_non_ascii_digit_timestamp_is_401_not_a_500(
+    api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection, timestamp: str
+) -> None:
+    """`X-Paperclip-Timestamp: ²` passed str.isdigit() and then failed int(): an unauthenticated 500."""
+    hook = await make_hook(api, admin_token, "hmac_sha256")
+    body = b"{}"
+    signature = hook.headers(body)["X-Paperclip-Signature"]
+    request = raw_fire(
+        hook,
+        {
+            "Content-Type": b"application/json",
+            "X-Paperclip-Timestamp": timestamp.encode(),
+            "X-Paperclip-Signature": signature.encode(),
+        },
+        body,
+    )
+    status, answer = await raw_request(gateway_server.host, port(gateway_server), request)
+    assert status == 401, answer
+    assert json.loads(answer)["error"] == "webhook authentication failed"
+    assert await run_count(db) == 0
