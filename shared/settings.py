@@ -94,6 +94,12 @@ class GatewaySettings(SecretKeySettings):
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )
     trigger_cache_ttl_sec: float = Field(5.0, ge=0)
+    header_timeout_sec: float = Field(
+        10.0, gt=0, description="A connection must deliver a request's headers within this (else closed)."
+    )
+    body_timeout_sec: float = Field(
+        30.0, gt=0, description="A request body must arrive within this (else 408)."
+    )
     group_commit_max: int = Field(256, ge=1)
     group_commit_writers: int = Field(4, ge=1, le=32, description="Concurrent group-commit transactions.")
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,7 @@ from shared.http import SETTINGS_KEY
 from tests.integration.api_client import Client, api_app
 from tests.integration.test_gateway import MODES, Hook, gateway_app, make_hook, run_count
 from tests.netproxy import segmenting_proxy
-from tests.support import Stack
+from tests.support import Stack, start_service
 
 LIMIT = 256 * 1024
 
@@ -368,3 +369,66 @@ async def test_non_ascii_digit_timestamp_is_401_not_a_500(
     assert status == 401, answer
     assert json.loads(answer)["error"] == "webhook authentication failed"
     assert await run_count(db) == 0
+
+
+async def _closed_by_server(host: str, port_: int, send: list[tuple[bytes, float]], within: float) -> bytes:
+    """Connect, send the pieces (each followed by its pause) while the server lets us, and return
+    everything the server sent before closing. Fails if it is still open after `within` seconds."""
+    reader, writer = await asyncio.open_connection(host, port_)
+
+    async def trickle() -> None:
+        try:
+            for data, pause in send:
+                writer.write(data)
+                await writer.drain()
+                await asyncio.sleep(pause)
+        except (ConnectionError, OSError):
+            pass
+
+    sender = asyncio.create_task(trickle())
+    try:
+        received = await asyncio.wait_for(reader.read(), within)
+    except TimeoutError:
+        raise AssertionError(f"connection still open after {within} s") from None
+    finally:
+        sender.cancel()
+        writer.close()
+    return received
+
+
+@pytest.mark.e2e
+async def test_slow_or_silent_connections_are_closed_not_kept_forever(
+    api: Client, admin_token: str, stack: Stack, tmp_path: Path
+) -> None:
+    """Idle connections, partial headers, headers trickled byte by byte, and a body that stops
+    coming used to stay open indefinitely (> 150 s observed)."""
+    hook = await make_hook(api, admin_token, "bearer")
+    gateway = start_service("webhook-gateway", stack.env(header_timeout_sec=1, body_timeout_sec=2), tmp_path)
+    try:
+        head = (
+            f"POST {hook.path} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {hook.secret}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        ).encode()
+        cases = {
+            "idle": [],
+            "partial headers": [(head[:40], 0.0)],
+            "trickled headers": [(bytes([b]), 0.2) for b in head],
+            "partial body": [(head + b'{"a": ', 0.0)],
+            "trickled body": [(head, 0.0)] + [(b" ", 0.5)] * 100,
+        }
+        results = await asyncio.gather(
+            *(_closed_by_server("127.0.0.1", gateway.port, send, within=20) for send in cases.values())
+        )
+        answers = dict(zip(cases, results, strict=True))
+        for name in ("idle", "partial headers", "trickled headers"):
+            assert answers[name] == b"", name  # closed without an answer: no request was made
+        for name in ("partial body", "trickled body"):
+            status_line, _, rest = answers[name].partition(b"\r\n")
+            assert status_line.startswith(b"HTTP/1.1 408"), (name, answers[name][:200])
+            assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"].startswith("request body")
+        # A normal request on a fresh connection is still served.
+        async with aiohttp.ClientSession() as http:
+            async with http.post(gateway.url + hook.path, headers=hook.headers(b"")) as resp:
+                assert resp.status == 202
+    finally:
+        gateway.kill()

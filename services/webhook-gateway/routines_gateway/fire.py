@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import time
@@ -24,7 +25,7 @@ from shared.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from shared.http import BUS_KEY, DB_KEY, json_response, parse_json
+from shared.http import BUS_KEY, DB_KEY, error_response, json_response, parse_json
 from shared.logging import get_logger
 from shared.runs import publish_run_requested
 from shared.settings import GatewaySettings
@@ -40,6 +41,10 @@ class Rejected(Exception):
         super().__init__(outcome)
         self.outcome = outcome
         self.error = error
+
+
+class BodyTimeout(Exception):
+    """The client did not send its body within the body timeout (answered 408, connection closed)."""
 
 
 class FireHandler:
@@ -85,6 +90,11 @@ class FireHandler:
         """Serve one fire request, counting its outcome once."""
         try:
             outcome, response = await self.handle(request)
+        except BodyTimeout as exc:
+            OUTCOME["timeout"].inc()
+            response = error_response(408, str(exc), {"bodyTimeoutSec": self.settings.body_timeout_sec})
+            response.force_close()  # the rest of the body is not worth waiting for
+            return response
         except Rejected as rejected:
             OUTCOME[rejected.outcome].inc()
             raise rejected.error from None
@@ -197,12 +207,18 @@ class FireHandler:
         # holding more than limit + 1 bytes: chunked bodies carry no length to check up front.
         chunks: list[bytes] = []
         size = 0
-        while size <= limit:
-            chunk = await request.content.read(limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_sec):
+                while size <= limit:
+                    chunk = await request.content.read(limit + 1 - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        except TimeoutError:
+            raise BodyTimeout(
+                f"request body not received within {self.settings.body_timeout_sec:g} s"
+            ) from None
         if size > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
         return b"".join(chunks)
