@@ -72,6 +72,9 @@ class ApiSettings(SecretKeySettings):
         "http://127.0.0.1:8081", description="Public base URL of the webhook gateway."
     )
     manual_run_wait_sec: float = Field(2.0, ge=0, le=30)
+    secret_rotations_per_min: int = Field(
+        10, ge=1, le=1000, description="Secret rotations per webhook per minute."
+    )
 
 
 class GatewaySettings(SecretKeySettings):
@@ -83,10 +86,20 @@ class GatewaySettings(SecretKeySettings):
     rate_limit_trigger_burst: int = Field(400, ge=1)
     rate_limit_client_per_sec: float = Field(500.0, gt=0)
     rate_limit_client_burst: int = Field(1000, ge=1)
+    rate_limit_failed_per_sec: float = Field(
+        5.0, gt=0, description="Failed authentications per client address (its own bucket)."
+    )
+    rate_limit_failed_burst: int = Field(50, ge=1)
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )
     trigger_cache_ttl_sec: float = Field(5.0, ge=0)
+    header_timeout_sec: float = Field(
+        10.0, gt=0, description="A connection must deliver a request's headers within this (else closed)."
+    )
+    body_timeout_sec: float = Field(
+        30.0, gt=0, description="A request body must arrive within this (else 408)."
+    )
     group_commit_max: int = Field(256, ge=1)
     group_commit_writers: int = Field(4, ge=1, le=32, description="Concurrent group-commit transactions.")
 

@@ -23,11 +23,12 @@ from routines_api.openapi import ROUTES
 from shared.bus import Bus, Subjects
 from shared.cron import describe, next_fire, parse_cron, zone
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
-from shared.errors import BadRequest, NotFound, Unprocessable
+from shared.errors import BadRequest, NotFound, RateLimited, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.settings import ApiSettings
 
 SECRET_BOX_KEY = web.AppKey("secret_box", SecretBox)
+ROTATION_WINDOW_SEC = 60
 API_SETTINGS_KEY = web.AppKey("api_settings", ApiSettings)
 
 SCHEDULE_FIELDS = {"cron_expression", "timezone"}
@@ -222,7 +223,7 @@ async def delete_trigger(request: web.Request) -> web.Response:
     tag="triggers",
     body=RotateSecret,
     response=RotatedSecret,
-    errors=(403, 404, 422),
+    errors=(403, 404, 422, 429),
 )
 async def rotate_secret(request: web.Request) -> web.Response:
     principal = await authenticate(request)
@@ -233,6 +234,15 @@ async def rotate_secret(request: web.Request) -> web.Response:
         t = await _load_trigger_for_manage(conn, principal, trigger_id)
         if t["kind"] != "webhook":
             raise Unprocessable("only webhook triggers have a secret to rotate")
+        # Rotations of one trigger are serialised by the routine lock taken above.
+        limit = request.app[API_SETTINGS_KEY].secret_rotations_per_min
+        recent = await conn.fetchrow(QUERIES["count_rotation"], trigger_id, ROTATION_WINDOW_SEC, limit)
+        assert recent is not None  # the trigger row is there: it was just loaded
+        if recent["n"] >= limit:
+            raise RateLimited(
+                max(1, recent["retry_after"] or 1),
+                f"too many secret rotations: at most {limit} per webhook per minute",
+            )
         now: datetime = await conn.fetchval("SELECT now()")
         until = now + timedelta(seconds=body.grace_sec)
         await conn.execute(QUERIES["expire_secrets"], trigger_id, until)

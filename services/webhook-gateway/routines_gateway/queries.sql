@@ -31,3 +31,7 @@ FROM routine_runs WHERE trigger_id = $1 AND delivery_key = $2;
 -- existing_idempotent --
 -- The run an earlier request with this Idempotency-Key created.
 SELECT id, routine_id, trigger_id, status FROM routine_runs WHERE routine_id = $1 AND idempotency_key = $2;
+
+-- existing_signature --
+-- The run an earlier delivery carrying this signature created (a signature makes one run).
+SELECT id FROM routine_runs WHERE trigger_id = $1 AND delivery_signature = $2;
