@@ -72,6 +72,9 @@ class ApiSettings(SecretKeySettings):
         "http://127.0.0.1:8081", description="Public base URL of the webhook gateway."
     )
     manual_run_wait_sec: float = Field(2.0, ge=0, le=30)
+    list_payload_max_bytes: int = Field(
+        16 * 1024, ge=0, description="Payloads larger than this are left out of list answers."
+    )
 
 
 class GatewaySettings(SecretKeySettings):

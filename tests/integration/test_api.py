@@ -513,3 +513,40 @@ async def test_openapi_document_is_valid_and_complete(client: Client) -> None:
     page = await client.get("/api/docs")
     assert page.status == 200
     assert "openapi.json" in await page.text()
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize("depth", [260, 3000])
+async def test_deep_stored_payload_never_breaks_a_listing(
+    client: Client, world: World, db: asyncpg.Connection, depth: int
+) -> None:
+    """A payload nested deeper than pydantic (256) or Python's decoder (~1000) can handle, written
+    straight into Postgres (an older version, a migration, a bypassed edge): the company's issue
+    list, the issue, and the routine's runs still answer 200, with the payload as stored."""
+    from routines_dispatcher.decide import decide_runs
+
+    r = await make_routine(client, world.a)
+    run_id = await db.fetchval(
+        "INSERT INTO routine_runs (routine_id, company_id, source, payload)"
+        " VALUES ($1, $2, 'api', $3::text::jsonb) RETURNING id",
+        uuid.UUID(r["id"]),
+        uuid.UUID(world.a.company_id),
+        _nested(depth),
+    )
+    async with db.transaction():
+        await decide_runs(db, [run_id])
+    stored = await db.fetchval("SELECT payload::text FROM routine_runs WHERE id = $1", run_id)
+    issue_id = await db.fetchval("SELECT id FROM issues WHERE origin_run_id = $1", run_id)
+    headers = {"Authorization": f"Bearer {world.a.board}"}
+    for path in (
+        f"/api/companies/{world.a.company_id}/issues",
+        f"/api/issues/{issue_id}",
+        f"/api/routines/{r['id']}/runs",
+    ):
+        resp = await client.get(path, headers=headers)
+        text = await resp.text()
+        assert resp.status == 200, (path, text[:300])
+        assert stored in text, path

@@ -28,6 +28,7 @@ from routines_api.models import (
     ProjectOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
+from routines_api.triggers import API_SETTINGS_KEY
 from shared.crypto import hash_token, new_token
 from shared.errors import Forbidden, NotFound, Unprocessable
 from shared.http import DB_KEY
@@ -344,8 +345,11 @@ async def list_issues(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ISSUE_STATUSES)
     routine = query_uuid(request, "routineId")
     limit = query_limit(request)
+    payload_max = request.app[API_SETTINGS_KEY].list_payload_max_bytes
     async with request.app[DB_KEY].connection() as conn:
-        rows = await conn.fetch(QUERIES["list_issues"], company_id, assignee, status, routine, limit)
+        rows = await conn.fetch(
+            QUERIES["list_issues"], company_id, assignee, status, routine, limit, payload_max
+        )
     return respond([dump(IssueOut, r) for r in rows])
 
 
@@ -384,7 +388,8 @@ async def update_issue(request: web.Request) -> web.Response:
         principal.require_visible(issue["company_id"], "issue")
         if principal.kind == "agent" and issue["assignee_agent_id"] != principal.agent_id:
             raise Forbidden("agents can only update their own issues")
-        row = await conn.fetchrow(QUERIES["update_issue_status"], issue_id, body.status)
+        await conn.execute(QUERIES["update_issue_status"], issue_id, body.status)
+        row = await conn.fetchrow(QUERIES["issue_by_id"], issue_id)
         run_id = issue["origin_run_id"]
         if run_id is not None and body.status != issue["status"]:
             if body.status == "done":

@@ -208,10 +208,30 @@ async def list_runs(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     routine_id = path_uuid(request, "routineId", "routine")
     limit = query_limit(request)
+    payload_max = request.app[API_SETTINGS_KEY].list_payload_max_bytes
     async with request.app[DB_KEY].connection() as conn:
         await load_routine(conn, principal, routine_id)
-        rows = await conn.fetch(QUERIES["runs_of_routine"], routine_id, limit)
+        rows = await conn.fetch(QUERIES["runs_of_routine"], routine_id, limit, payload_max)
     return respond([dump(RunOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "GET",
+    "/api/runs/{runId}",
+    summary="One run with its whole payload",
+    tag="runs",
+    response=RunOut,
+    errors=(404,),
+)
+async def get_run(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    run_id = path_uuid(request, "runId", "run")
+    async with request.app[DB_KEY].connection() as conn:
+        row = await conn.fetchrow(QUERIES["run_with_payload"], run_id)
+    if row is None:
+        raise NotFound("run not found")
+    principal.require_visible(row["company_id"], "run")
+    return respond(dump(RunOut, row))
 
 
 @ROUTES.route(
