@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -550,3 +551,73 @@ async def test_deep_stored_payload_never_breaks_a_listing(
         text = await resp.text()
         assert resp.status == 200, (path, text[:300])
         assert stored in text, path
+
+
+async def test_coalesced_fires_with_large_payloads_keep_the_issue_list_small(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """110 coalesced fires of 60 KB each: the active issue keeps references (run, source, time,
+    payload size), not copies, so the company's issue list stays small; every payload is still
+    readable from its run."""
+    from routines_dispatcher.decide import decide_runs
+
+    r = await make_routine(client, world.a)
+    first = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    async with db.transaction():
+        await decide_runs(db, [uuid.UUID(first["id"])])
+    big = {"blob": "x" * 60_000}
+    fires = [
+        await db.fetchval(
+            "INSERT INTO routine_runs (routine_id, company_id, source, payload) VALUES ($1, $2, 'webhook', $3)"
+            " RETURNING id",
+            uuid.UUID(r["id"]),
+            uuid.UUID(world.a.company_id),
+            {**big, "n": n},
+        )
+        for n in range(110)
+    ]
+    for chunk in (fires[:50], fires[50:]):
+        async with db.transaction():
+            await decide_runs(db, chunk)
+    resp = await client.get(
+        f"/api/companies/{world.a.company_id}/issues", headers={"Authorization": f"Bearer {world.a.board}"}
+    )
+    body = await resp.read()
+    assert resp.status == 200
+    # 100 references of a few hundred bytes each, not 100 payloads of 60 KB (6 MB).
+    assert len(body) < 100 * 300 + 4096, len(body)
+    (issue,) = await resp.json()
+    assert issue["coalescedFireCount"] == 110
+    refs = issue["coalescedFires"]
+    assert [f["runId"] for f in refs] == [str(f) for f in fires[10:]]
+    assert all(f["source"] == "webhook" and f["payloadBytes"] > 60_000 for f in refs)
+    run = await call(client, "GET", f"/api/runs/{refs[-1]['runId']}", world.a.agent_key, status=200)
+    assert run["payload"] == {**big, "n": 109}
+    assert run["payloadBytes"] == refs[-1]["payloadBytes"]
+    # Lists leave out payloads over the list limit (the size is still there); runs keep them whole.
+    runs = await call(client, "GET", f"/api/routines/{r['id']}/runs?limit=5", world.a.board, status=200)
+    assert all(x["payload"] is None and x["payloadBytes"] > 60_000 for x in runs)
+
+
+async def test_migration_turns_stored_payload_copies_into_references(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """Issues written before 0004 hold payload copies in coalescedFires; the migration keeps the
+    references and sizes and drops the copies."""
+    from shared.migrate import migration_files
+
+    issue = await call(
+        client, "POST", f"/api/companies/{world.a.company_id}/issues", world.a.board, {"title": "old"}, 201
+    )
+    old = [
+        {"runId": str(uuid.uuid4()), "source": "webhook", "triggeredAt": "2026-01-01T00:00:00Z", "payload": p}
+        for p in ({"k": "v"}, {"blob": "x" * 1000})
+    ]
+    await db.execute("UPDATE issues SET coalesced_fires = $2 WHERE id = $1", uuid.UUID(issue["id"]), old)
+    (sql,) = [text for version, text in migration_files() if version == "0004_coalesced_fire_refs"]
+    await db.execute(sql)
+    got = await call(client, "GET", f"/api/issues/{issue['id']}", world.a.board, status=200)
+    assert got["coalescedFires"] == [
+        {k: v for k, v in fire.items() if k != "payload"} | {"payloadBytes": len(json.dumps(fire["payload"]))}
+        for fire in old
+    ]
