@@ -621,3 +621,79 @@ async def test_migration_turns_stored_payload_copies_into_references(
         {k: v for k, v in fire.items() if k != "payload"} | {"payloadBytes": len(json.dumps(fire["payload"]))}
         for fire in old
     ]
+
+
+async def test_terminated_agent_does_not_regain_its_key_when_reactivated(
+    client: Client, world: World
+) -> None:
+    """Termination revokes the agent's keys permanently; re-activation needs a new key."""
+    agent = f"/api/agents/{world.a.other_agent_id}"
+    await call(client, "PATCH", agent, world.a.board, {"status": "terminated"}, 200)
+    await call(client, "GET", "/api/agents/me", world.a.other_agent_key, status=401)
+    await call(client, "POST", f"{agent}/rotate-key", world.a.board, None, 409)
+    await call(client, "PATCH", agent, world.a.board, {"status": "active"}, 200)
+    await call(client, "GET", "/api/agents/me", world.a.other_agent_key, status=401)
+    fresh = await call(client, "POST", f"{agent}/rotate-key", world.a.board, None, 200)
+    assert fresh["agent"]["id"] == world.a.other_agent_id
+    me = await call(client, "GET", "/api/agents/me", fresh["apiKey"], status=200)
+    assert me["id"] == world.a.other_agent_id
+
+
+async def test_agent_key_rotation_invalidates_the_old_key_at_once(client: Client, world: World) -> None:
+    rotated = await call(
+        client, "POST", f"/api/agents/{world.a.agent_id}/rotate-key", world.a.board, None, 200
+    )
+    assert rotated["apiKey"].startswith("rtk_") and rotated["apiKey"] != world.a.agent_key
+    await call(client, "GET", "/api/agents/me", world.a.agent_key, status=401)
+    # An agent may rotate its own key (a leaked key); the key it used stops working.
+    own = await call(
+        client, "POST", f"/api/agents/{world.a.agent_id}/rotate-key", rotated["apiKey"], None, 200
+    )
+    await call(client, "GET", "/api/agents/me", rotated["apiKey"], status=401)
+    await call(client, "GET", "/api/agents/me", own["apiKey"], status=200)
+    # ... but not another agent's.
+    await call(client, "POST", f"/api/agents/{world.a.other_agent_id}/rotate-key", own["apiKey"], None, 403)
+
+
+async def test_board_and_instance_tokens_are_listed_without_secrets_and_revoked_at_once(
+    client: Client, world: World, database_url: str
+) -> None:
+    from shared.directory import create_instance_admin_token
+
+    second = await call(
+        client,
+        "POST",
+        f"/api/companies/{world.a.company_id}/board-tokens",
+        world.a.board,
+        {"name": "ci"},
+        201,
+    )
+    await call(client, "GET", f"/api/companies/{world.a.company_id}/agents", second["token"], status=200)
+    resp = await client.get(
+        f"/api/companies/{world.a.company_id}/board-tokens",
+        headers={"Authorization": f"Bearer {world.a.board}"},
+    )
+    text = await resp.text()
+    assert resp.status == 200
+    assert second["token"] not in text and world.a.board not in text
+    listed = json.loads(text)
+    assert {t["name"] for t in listed} == {"ops", "ci"}
+    assert all(set(t) == {"id", "kind", "name", "companyId", "createdAt", "revokedAt"} for t in listed)
+    revoked = await call(client, "POST", f"/api/board-tokens/{second['id']}/revoke", world.a.board, None, 200)
+    assert revoked["revokedAt"] is not None
+    await call(client, "GET", f"/api/companies/{world.a.company_id}/agents", second["token"], status=401)
+    again = await call(client, "POST", f"/api/board-tokens/{second['id']}/revoke", world.a.board, None, 200)
+    assert again["revokedAt"] == revoked["revokedAt"]
+    # Instance tokens: only the instance admin lists and revokes them.
+    spare = await create_instance_admin_token(database_url, "spare")
+    await call(client, "GET", "/api/companies", spare, status=200)
+    tokens = await call(client, "GET", "/api/instance-tokens", world.admin, status=200)
+    assert spare not in json.dumps(tokens)
+    (spare_id,) = [t["id"] for t in tokens if t["name"] == "spare"]
+    await call(client, "POST", f"/api/instance-tokens/{spare_id}/revoke", world.a.board, None, 403)
+    await call(client, "POST", f"/api/instance-tokens/{spare_id}/revoke", world.admin, None, 200)
+    await call(client, "GET", "/api/companies", spare, status=401)
+    await call(client, "POST", f"/api/instance-tokens/{uuid.uuid4()}/revoke", world.admin, None, 404)
+    # A board token id is not an instance token id, and vice versa.
+    await call(client, "POST", f"/api/instance-tokens/{second['id']}/revoke", world.admin, None, 404)
+    await call(client, "POST", f"/api/board-tokens/{spare_id}/revoke", world.admin, None, 404)

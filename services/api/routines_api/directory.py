@@ -26,11 +26,12 @@ from routines_api.models import (
     IssueUpdate,
     ProjectCreate,
     ProjectOut,
+    TokenOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.triggers import API_SETTINGS_KEY
 from shared.crypto import hash_token, new_token
-from shared.errors import Forbidden, NotFound, Unprocessable
+from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import DB_KEY
 
 ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled")
@@ -173,18 +174,51 @@ async def list_agents(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def update_agent(request: web.Request) -> web.Response:
+    """Terminating an agent revokes its API keys for good: re-activating it does not restore them
+    (rotate-key gives it a new one)."""
     principal = await authenticate(request)
     agent_id = path_uuid(request, "agentId", "agent")
+    body = await parse_body(request, AgentUpdate)  # read before taking a pooled connection
     async with request.app[DB_KEY].transaction() as conn:
         agent = await conn.fetchrow(QUERIES["agent_by_id"], agent_id)
         if agent is None:
             raise NotFound("agent not found")
         principal.require_visible(agent["company_id"], "agent")
         principal.require_board(agent["company_id"])
-        body = await parse_body(request, AgentUpdate)
         row = await conn.fetchrow(QUERIES["update_agent_status"], agent_id, body.status)
+        if body.status == "terminated":
+            await conn.execute(QUERIES["revoke_agent_tokens"], agent_id)
     assert row is not None
     return respond(dump(AgentOut, row))
+
+
+@ROUTES.route(
+    "POST",
+    "/api/agents/{agentId}/rotate-key",
+    summary="Replace an agent's API key: the old key stops working at once, the new one is shown once",
+    tag="directory",
+    response=AgentCreated,
+    errors=(403, 404, 409),
+)
+async def rotate_agent_key(request: web.Request) -> web.Response:
+    """Board operators rotate any agent's key in their company; an agent may rotate its own."""
+    principal = await authenticate(request)
+    agent_id = path_uuid(request, "agentId", "agent")
+    api_key = new_token("agent")
+    async with request.app[DB_KEY].transaction() as conn:
+        agent = await conn.fetchrow(QUERIES["agent_by_id"], agent_id)
+        if agent is None:
+            raise NotFound("agent not found")
+        principal.require_visible(agent["company_id"], "agent")
+        if principal.agent_id != agent_id:
+            principal.require_board(agent["company_id"])
+        if agent["status"] == "terminated":
+            raise Conflict("agent is terminated; set it active before giving it a new key")
+        await conn.execute(QUERIES["revoke_agent_tokens"], agent_id)
+        await conn.execute(
+            QUERIES["insert_token"], hash_token(api_key), "agent", agent_id, None, agent["name"]
+        )
+    return respond({"agent": dump(AgentOut, agent), "apiKey": api_key})
 
 
 @ROUTES.route(
@@ -282,6 +316,84 @@ async def create_board_token(request: web.Request) -> web.Response:
     return respond(
         {"id": str(token_id), "companyId": str(company_id), "name": body.name, "token": token}, 201
     )
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/board-tokens",
+    summary="A company's board tokens (never the tokens themselves)",
+    tag="directory",
+    response=TokenOut,
+    response_is_list=True,
+    errors=(403, 404),
+)
+async def list_board_tokens(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    principal.require_board(company_id)
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_board_tokens"], company_id)
+    return respond([dump(TokenOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "POST",
+    "/api/board-tokens/{tokenId}/revoke",
+    summary="Revoke a board token: it stops working at once, for good",
+    tag="directory",
+    response=TokenOut,
+    errors=(403, 404),
+)
+async def revoke_board_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    token_id = path_uuid(request, "tokenId", "token")
+    async with request.app[DB_KEY].transaction() as conn:
+        token = await conn.fetchrow(QUERIES["board_token_by_id"], token_id)
+        if token is None:
+            raise NotFound("token not found")
+        principal.require_visible(token["company_id"], "token")
+        principal.require_board(token["company_id"])
+        row = await conn.fetchrow(QUERIES["revoke_token"], token_id, "board")
+    assert row is not None
+    return respond(dump(TokenOut, row, company_id=token["company_id"]))
+
+
+@ROUTES.route(
+    "GET",
+    "/api/instance-tokens",
+    summary="Instance admin tokens (instance admin; never the tokens themselves)",
+    tag="directory",
+    response=TokenOut,
+    response_is_list=True,
+    errors=(403,),
+)
+async def list_instance_tokens(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise Forbidden("only the instance admin can see instance tokens")
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_instance_tokens"])
+    return respond([dump(TokenOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "POST",
+    "/api/instance-tokens/{tokenId}/revoke",
+    summary="Revoke an instance admin token (instance admin)",
+    tag="directory",
+    response=TokenOut,
+    errors=(403, 404),
+)
+async def revoke_instance_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise Forbidden("only the instance admin can revoke instance tokens")
+    token_id = path_uuid(request, "tokenId", "token")
+    async with request.app[DB_KEY].transaction() as conn:
+        row = await conn.fetchrow(QUERIES["revoke_token"], token_id, "instance_admin")
+    if row is None:
+        raise NotFound("token not found")
+    return respond(dump(TokenOut, row, company_id=None))
 
 
 # --- issues --------------------------------------------------------------------------------

@@ -66,6 +66,17 @@ class BoardTokenCreate(Input):
     name: Name
 
 
+class TokenOut(Output):
+    """A bearer token's record; the token itself is shown only when it is made."""
+
+    id: uuid.UUID
+    kind: Literal["instance_admin", "board", "agent"]
+    name: str
+    company_id: uuid.UUID | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class IssueCreate(Input):
     title: Title
     description: str | None = Field(None, max_length=20_000)

@@ -40,6 +40,33 @@ SELECT * FROM agents WHERE id = $1;
 -- Change an agent's status.
 UPDATE agents SET status = $2, updated_at = now() WHERE id = $1 RETURNING *;
 
+-- revoke_agent_tokens --
+-- Revoke every live API key of an agent (rotation, termination). Revocation is permanent.
+UPDATE api_tokens SET revoked_at = now() WHERE agent_id = $1 AND revoked_at IS NULL;
+
+-- list_board_tokens --
+-- A company's board tokens (never the token itself: only its hash is stored).
+SELECT t.id, t.kind, t.name, b.company_id, t.created_at, t.revoked_at
+FROM api_tokens t JOIN board_memberships b ON b.id = t.board_membership_id
+WHERE b.company_id = $1 ORDER BY t.created_at, t.id;
+
+-- board_token_by_id --
+-- One board token with its company.
+SELECT t.id, t.kind, t.name, b.company_id, t.created_at, t.revoked_at
+FROM api_tokens t JOIN board_memberships b ON b.id = t.board_membership_id
+WHERE t.id = $1;
+
+-- list_instance_tokens --
+-- The instance admin tokens.
+SELECT id, kind, name, NULL::uuid AS company_id, created_at, revoked_at
+FROM api_tokens WHERE kind = 'instance_admin' ORDER BY created_at, id;
+
+-- revoke_token --
+-- Revoke one token of the given kind (idempotent: a revoked token keeps its first revocation time).
+UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
+WHERE id = $1 AND kind = $2
+RETURNING id, kind, name, created_at, revoked_at;
+
 -- insert_project --
 -- A new project.
 INSERT INTO projects (company_id, name) VALUES ($1, $2) RETURNING *;
