@@ -630,9 +630,11 @@ async def test_terminated_agent_does_not_regain_its_key_when_reactivated(
     agent = f"/api/agents/{world.a.other_agent_id}"
     await call(client, "PATCH", agent, world.a.board, {"status": "terminated"}, 200)
     await call(client, "GET", "/api/agents/me", world.a.other_agent_key, status=401)
-    await call(client, "POST", f"{agent}/rotate-key", world.a.board, None, 409)
     await call(client, "PATCH", agent, world.a.board, {"status": "active"}, 200)
     await call(client, "GET", "/api/agents/me", world.a.other_agent_key, status=401)
+    await call(client, "PATCH", agent, world.a.board, {"status": "terminated"}, 200)
+    await call(client, "POST", f"{agent}/rotate-key", world.a.board, None, 409)
+    await call(client, "PATCH", agent, world.a.board, {"status": "active"}, 200)
     fresh = await call(client, "POST", f"{agent}/rotate-key", world.a.board, None, 200)
     assert fresh["agent"]["id"] == world.a.other_agent_id
     me = await call(client, "GET", "/api/agents/me", fresh["apiKey"], status=200)

@@ -132,7 +132,8 @@ async def revoke_board_token(client: Client, world: World) -> Request:
 async def revoke_instance_token(client: Client, world: World) -> Request:
     from shared.directory import create_instance_admin_token
 
-    await create_instance_admin_token(client.server.app[SETTINGS_KEY].database_url, "spare")
+    assert client.app is not None
+    await create_instance_admin_token(client.app[SETTINGS_KEY].database_url, "spare")
     tokens = await call(client, "GET", "/api/instance-tokens", world.admin, status=200)
     spare = next(t for t in tokens if t["name"] == "spare" and t["revokedAt"] is None)
     return "POST", f"/api/instance-tokens/{spare['id']}/revoke", None
@@ -303,7 +304,7 @@ async def test_authorization_matrix(
         got.append(resp.status)
         answer = await resp.json() if resp.status != 204 else None
         if resp.status >= 400:
-            assert set(answer) == {"error", "details"}
+            assert answer is not None and set(answer) == {"error", "details"}
             assert await _snapshot(db) == before, (role, "a denied request changed stored rows")
         elif (company := company_of(world, role)) is not None:
             leaked = _uuids_in(answer) & await _ids_outside(db, company)
