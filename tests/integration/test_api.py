@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from shared.http import Handler
 from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
-from tests.support import Stack
+from tests.support import Stack, wait_until
 
 
 @pytest.fixture
@@ -699,3 +701,100 @@ async def test_board_and_instance_tokens_are_listed_without_secrets_and_revoked_
     # A board token id is not an instance token id, and vice versa.
     await call(client, "POST", f"/api/instance-tokens/{second['id']}/revoke", world.admin, None, 404)
     await call(client, "POST", f"/api/board-tokens/{spare_id}/revoke", world.admin, None, 404)
+
+
+async def test_slow_request_bodies_do_not_exhaust_the_database_pool(
+    stack: Stack, admin_token: str, db: asyncpg.Connection
+) -> None:
+    """Twelve PATCH bodies dribbled a byte at a time (pool of 3): no handler holds a pooled
+    connection while it waits for a body, so another tenant's requests keep succeeding, and the
+    slow requests succeed too once their bodies arrive."""
+    import asyncio
+
+    entered = 0
+
+    @web.middleware
+    async def count_patches(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal entered
+        if request.method == "PATCH":
+            entered += 1
+        return await handler(request)
+
+    app = api_app(stack, db_pool_max=3, db_acquire_timeout_sec=1.0)
+    app.middlewares.append(count_patches)
+    async with TestClient(TestServer(app)) as client:
+        world = World(
+            admin_token,
+            await make_tenant(client, admin_token, "A"),
+            await make_tenant(client, admin_token, "B"),
+        )
+        assert client.server.port is not None
+        body = b'{"status": "active"}'
+        done = asyncio.Event()
+
+        async def slow_patch() -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+            writer.write(
+                f"PATCH /api/agents/{world.a.other_agent_id} HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {world.a.board}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:1]
+            )
+            await writer.drain()
+            sent = 1
+            while not done.is_set() and sent < len(body) - 1:
+                await asyncio.sleep(0.2)
+                writer.write(body[sent : sent + 1])
+                await writer.drain()
+                sent += 1
+            await done.wait()
+            writer.write(body[sent:])
+            await writer.drain()
+            answer = await reader.read(65536)
+            writer.close()
+            return answer
+
+        slow = [asyncio.create_task(slow_patch()) for _ in range(12)]
+        await wait_until(lambda: asyncio.sleep(0, entered == 12))
+        try:
+            for _ in range(10):
+                await call(
+                    client, "GET", f"/api/companies/{world.b.company_id}/agents", world.b.board, status=200
+                )
+                await call(
+                    client,
+                    "PATCH",
+                    f"/api/agents/{world.b.agent_id}",
+                    world.b.board,
+                    {"status": "active"},
+                    200,
+                )
+            assert not any(task.done() for task in slow)  # the bodies were still arriving
+        finally:
+            done.set()
+        answers = await asyncio.gather(*slow)
+        assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a[:40] for a in answers]
+
+
+async def test_a_busy_pool_is_database_busy_not_database_down(stack: Stack) -> None:
+    """Every pooled connection in use is load, not an outage: the 503 says "busy"."""
+    from shared.db import Database
+    from shared.errors import ServiceUnavailable
+    from shared.settings import ApiSettings
+
+    settings = ApiSettings(
+        database_url=stack.database_url,
+        secret_key=stack.secret_key,
+        db_pool_max=1,
+        db_acquire_timeout_sec=0.2,
+    )
+    database = Database(settings, "test")
+    await database.open()
+    try:
+        async with database.connection():
+            with pytest.raises(ServiceUnavailable) as busy:
+                async with database.connection():
+                    pass
+        assert busy.value.message == "database busy, retry later"
+    finally:
+        await database.close()
