@@ -96,12 +96,54 @@ async def test_routine_create_validation(
 
 async def test_cross_company_references_are_422(client: Client, world: World) -> None:
     body = {"title": "t", "assigneeAgentId": world.b.agent_id, "projectId": world.a.project_id}
-    err = await call(
-        client, "POST", f"/api/companies/{world.a.company_id}/routines", world.a.board, body, 422
-    )
-    assert "another company" in err["error"]
+    await call(client, "POST", f"/api/companies/{world.a.company_id}/routines", world.a.board, body, 422)
     body = {"title": "t", "assigneeAgentId": world.a.agent_id, "projectId": world.b.project_id}
     await call(client, "POST", f"/api/companies/{world.a.company_id}/routines", world.a.board, body, 422)
+
+
+@pytest.mark.parametrize("field", ["assigneeAgentId", "projectId", "goalId", "parentIssueId"])
+async def test_reference_messages_do_not_reveal_whether_a_foreign_id_exists(
+    client: Client, world: World, field: str
+) -> None:
+    """Another company's real id and an id that exists nowhere get the same answer (bar the id)."""
+    foreign = {
+        "assigneeAgentId": world.b.agent_id,
+        "projectId": world.b.project_id,
+        "goalId": (
+            await call(
+                client,
+                "POST",
+                f"/api/companies/{world.b.company_id}/goals",
+                world.b.board,
+                {"title": "g"},
+                201,
+            )
+        )["id"],
+        "parentIssueId": (
+            await call(
+                client,
+                "POST",
+                f"/api/companies/{world.b.company_id}/issues",
+                world.b.board,
+                {"title": "i"},
+                201,
+            )
+        )["id"],
+    }[field]
+    missing = str(uuid.uuid4())
+    answers = []
+    for ref in (foreign, missing):
+        body = {
+            "title": "t",
+            "assigneeAgentId": world.a.agent_id,
+            "projectId": world.a.project_id,
+            field: ref,
+        }
+        err = await call(
+            client, "POST", f"/api/companies/{world.a.company_id}/routines", world.a.board, body, 422
+        )
+        answers.append(json.dumps(err).replace(ref, "<id>"))
+    assert answers[0] == answers[1]
 
 
 async def test_only_active_agents_can_be_assigned(client: Client, world: World) -> None:

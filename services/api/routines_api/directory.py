@@ -72,14 +72,13 @@ async def _create_named_in_company(
 async def check_reference(
     conn: asyncpg.Connection, kind: str, ref_id: uuid.UUID | None, company_id: uuid.UUID, field: str
 ) -> None:
-    """A referenced agent/project/goal/issue must exist in the same company (else 422)."""
+    """A referenced agent/project/goal/issue must exist in the same company (else 422). One
+    message for "elsewhere" and "nowhere": whether another company's id exists is not revealed."""
     if ref_id is None:
         return
     owner = await conn.fetchval(QUERIES["owner_company"], ref_id, kind)
-    if owner is None:
-        raise Unprocessable(f"{field}: {kind} {ref_id} does not exist")
     if owner != company_id:
-        raise Unprocessable(f"{field}: {kind} {ref_id} belongs to another company")
+        raise Unprocessable(f"{field}: no {kind} {ref_id} in this company")
 
 
 # --- companies -----------------------------------------------------------------------------
