@@ -840,3 +840,95 @@ async def test_a_busy_pool_is_database_busy_not_database_down(stack: Stack) -> N
         assert busy.value.message == "database busy, retry later"
     finally:
         await database.close()
+
+
+async def test_request_bodies_are_validated_strictly(client: Client, world: World) -> None:
+    """No lax coercion: "300" is not 300, "false" and 0 are not false, 300.0 is not 300."""
+    r = await make_routine(client, world.a)
+    triggers = f"/api/routines/{r['id']}/triggers"
+    for body in (
+        {"kind": "webhook", "replayWindowSec": "300"},
+        {"kind": "webhook", "replayWindowSec": 300.0},
+        {"kind": "api", "enabled": "false"},
+        {"kind": "api", "enabled": 0},
+        {"kind": "api", "label": 5},
+    ):
+        err = await call(client, "POST", triggers, world.a.board, body, 400)
+        assert err["details"], body
+    t = await call(client, "POST", triggers, world.a.board, {"kind": "api"}, 201)
+    await call(client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"enabled": "false"}, 400)
+    await call(client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"enabled": 1}, 400)
+    await call(
+        client, "POST", "/api/cron/preview", world.a.board, {"cronExpression": "@daily", "count": "5"}, 400
+    )
+    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"title": ["x"]}, 400)
+    # Strings that *are* the type's JSON form still work: UUIDs and timestamps.
+    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"triggerId": t["id"]}, 202)
+    await call(
+        client,
+        "POST",
+        "/api/cron/preview",
+        world.a.board,
+        {"cronExpression": "@daily", "after": "2027-01-01T00:00:00Z"},
+        200,
+    )
+    detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
+    assert [x["enabled"] for x in detail["triggers"]] == [True]
+
+
+async def test_manual_run_with_a_non_finite_number_is_400(client: Client, world: World) -> None:
+    r = await make_routine(client, world.a)
+    for raw in (b'{"payload": {"x": 1e400}}', b'{"payload": {"x": -1e400}}', b'{"payload": {"x": NaN}}'):
+        resp = await client.post(
+            f"/api/routines/{r['id']}/run",
+            data=raw,
+            headers={"Authorization": f"Bearer {world.a.board}", "Content-Type": "application/json"},
+        )
+        assert resp.status == 400, raw
+        assert set(await resp.json()) == {"error", "details"}
+    assert await call(client, "GET", f"/api/routines/{r['id']}/runs", world.a.board, status=200) == []
+
+
+async def _raw_http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /api/companies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer rtb_TOPSECRET\x01\r\n\r\n",
+        b"GET /api/companies HTTP/1.1\r\nHost: x\r\nX-Bad Header: rtb_TOPSECRET\r\n\r\n",
+        b"GET /api/companies rtb_TOPSECRET\r\n\r\n",
+        b"\x16\x03\x01rtb_TOPSECRET\r\n\r\n",
+    ],
+    ids=["control-char-in-header", "space-in-header-name", "bad-request-line", "tls-on-http-port"],
+)
+async def test_http_parser_errors_answer_json_without_echoing_the_request(
+    client: Client, request_bytes: bytes
+) -> None:
+    """Requests aiohttp's own parser rejects get the JSON error shape, never the offending bytes
+    (credentials included) echoed back, and no Python/aiohttp banner."""
+    assert client.server.port is not None
+    status, headers, body = await _raw_http(client.server.port, request_bytes)
+    assert status.split()[1] == "400", status
+    assert headers["content-type"].startswith("application/json")
+    assert set(json.loads(body)) == {"error", "details"}
+    assert b"TOPSECRET" not in body
+    assert "python" not in headers.get("server", "").lower()
+
+
+async def test_no_server_banner(client: Client, world: World) -> None:
+    for path in ("/api/companies", "/livez", "/healthz", "/nope"):
+        resp = await client.get(path, headers={"Authorization": f"Bearer {world.a.board}"})
+        server = resp.headers.get("Server", "")
+        assert "aiohttp" not in server and "Python" not in server, (path, server)

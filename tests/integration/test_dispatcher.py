@@ -357,3 +357,16 @@ async def test_poison_messages_never_stop_the_dispatcher(
     stopping.set()
     await consumer
     await bus.close()
+
+
+async def test_dispatcher_http_names_no_software_versions(stack: Stack) -> None:
+    """The banner fix lives in the shared app skeleton, so every service has it (here: dispatcher)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from routines_dispatcher.app import create_app
+
+    app = create_app(DispatcherSettings(database_url=stack.database_url, nats_url=stack.nats_url))
+    async with TestClient(TestServer(app)) as client:
+        for path in ("/healthz", "/metrics", "/nope"):
+            resp = await client.get(path)
+            assert "aiohttp" not in resp.headers.get("Server", ""), path

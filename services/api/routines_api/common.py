@@ -21,12 +21,16 @@ Row = Mapping[str, Any] | asyncpg.Record
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
-    """The JSON body validated by `model`; unknown fields and bad values → 400 with details."""
+    """The JSON body validated by `model`, strictly: no coercion ("300" is not 300, "false" and 0
+    are not false); unknown fields and bad values → 400 with details. `read_json` first applies the
+    edge rules (size, depth, finite numbers, unique keys); pydantic then validates the same bytes
+    in JSON mode, where UUIDs and timestamps are strings by nature."""
     data = await read_json(request)
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
+    raw = await request.read()  # cached by aiohttp: the bytes read_json parsed
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw if raw.strip() else b"{}", strict=True)
     except ValidationError as exc:
         details = [
             {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
