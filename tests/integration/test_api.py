@@ -932,3 +932,74 @@ async def test_no_server_banner(client: Client, world: World) -> None:
         resp = await client.get(path, headers={"Authorization": f"Bearer {world.a.board}"})
         server = resp.headers.get("Server", "")
         assert "aiohttp" not in server and "Python" not in server, (path, server)
+
+
+async def test_per_company_quotas(stack: Stack, admin_token: str) -> None:
+    """Configurable quotas bound what one company can create (422 naming the quota); archived
+    routines and revoked tokens do not count; another company is unaffected."""
+    app = api_app(
+        stack,
+        quota_routines_per_company=2,
+        quota_triggers_per_routine=2,
+        quota_webhook_triggers_per_company=3,
+        quota_agents_per_company=3,
+        quota_board_tokens_per_company=2,
+        quota_projects_per_company=2,
+        quota_goals_per_company=1,
+    )
+    async with TestClient(TestServer(app)) as client:
+        a = await make_tenant(client, admin_token, "A")
+        b = await make_tenant(client, admin_token, "B")
+        cid = a.company_id
+        r1 = await make_routine(client, a)
+        r2 = await make_routine(client, a)
+        body = {"title": "t", "assigneeAgentId": a.agent_id, "projectId": a.project_id}
+        err = await call(client, "POST", f"/api/companies/{cid}/routines", a.board, body, 422)
+        assert "quota" in err["error"] and err["details"] == {"quota": "routinesPerCompany", "limit": 2}
+        await make_routine(client, b)  # per company
+        await call(client, "PATCH", f"/api/routines/{r1['id']}", a.board, {"status": "archived"}, 200)
+        r3 = await make_routine(client, a)
+        triggers = f"/api/routines/{r3['id']}/triggers"
+        await call(client, "POST", triggers, a.board, {"kind": "webhook"}, 201)
+        await call(client, "POST", triggers, a.board, {"kind": "webhook"}, 201)
+        err = await call(client, "POST", triggers, a.board, {"kind": "api"}, 422)
+        assert err["details"] == {"quota": "triggersPerRoutine", "limit": 2}
+        other = f"/api/routines/{r2['id']}/triggers"
+        await call(client, "POST", other, a.board, {"kind": "webhook"}, 201)
+        err = await call(client, "POST", other, a.board, {"kind": "webhook"}, 422)
+        assert err["details"] == {"quota": "webhookTriggersPerCompany", "limit": 3}
+        await call(client, "POST", other, a.board, {"kind": "api"}, 201)
+        # Agents (two made by make_tenant), board tokens, projects, goals.
+        await call(client, "POST", f"/api/companies/{cid}/agents", a.board, {"name": "3"}, 201)
+        err = await call(client, "POST", f"/api/companies/{cid}/agents", a.board, {"name": "4"}, 422)
+        assert err["details"] == {"quota": "agentsPerCompany", "limit": 3}
+        extra = await call(client, "POST", f"/api/companies/{cid}/board-tokens", a.board, {"name": "2"}, 201)
+        err = await call(client, "POST", f"/api/companies/{cid}/board-tokens", a.board, {"name": "3"}, 422)
+        assert err["details"] == {"quota": "boardTokensPerCompany", "limit": 2}
+        await call(client, "POST", f"/api/board-tokens/{extra['id']}/revoke", a.board, None, 200)
+        await call(client, "POST", f"/api/companies/{cid}/board-tokens", a.board, {"name": "3"}, 201)
+        await call(client, "POST", f"/api/companies/{cid}/projects", a.board, {"name": "p2"}, 201)
+        await call(client, "POST", f"/api/companies/{cid}/projects", a.board, {"name": "p3"}, 422)
+        await call(client, "POST", f"/api/companies/{cid}/goals", a.board, {"title": "g1"}, 201)
+        await call(client, "POST", f"/api/companies/{cid}/goals", a.board, {"title": "g2"}, 422)
+        await call(client, "POST", f"/api/companies/{b.company_id}/goals", b.board, {"title": "g1"}, 201)
+
+
+async def test_quota_holds_under_concurrent_creates(stack: Stack, admin_token: str) -> None:
+    """Twenty simultaneous creates against a quota of 5: exactly 5 succeed (the count and the
+    insert are serialised per company)."""
+    import asyncio
+
+    async with TestClient(TestServer(api_app(stack, quota_goals_per_company=5))) as client:
+        a = await make_tenant(client, admin_token, "A")
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    f"/api/companies/{a.company_id}/goals",
+                    json={"title": f"g{n}"},
+                    headers={"Authorization": f"Bearer {a.board}"},
+                )
+                for n in range(20)
+            )
+        )
+        assert sorted(r.status for r in answers) == [201] * 5 + [422] * 15

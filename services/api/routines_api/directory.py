@@ -29,6 +29,7 @@ from routines_api.models import (
     TokenOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
+from routines_api.quotas import enforce_quota, lock_company
 from routines_api.triggers import API_SETTINGS_KEY
 from shared.crypto import hash_token, new_token
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -63,7 +64,11 @@ async def _create_named_in_company(
     company_id = await _company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, body_model)
-    async with request.app[DB_KEY].connection() as conn:
+    async with request.app[DB_KEY].transaction() as conn:
+        await lock_company(conn, company_id)
+        await enforce_quota(
+            request.app[API_SETTINGS_KEY], conn, f"{query.removeprefix('insert_')}s_per_company", company_id
+        )
         row = await conn.fetchrow(QUERIES[query], company_id, getattr(body, field))
     assert row is not None
     return respond(dump(model, row), 201)
@@ -142,6 +147,8 @@ async def create_agent(request: web.Request) -> web.Response:
     body = await parse_body(request, AgentCreate)
     api_key = new_token("agent")
     async with request.app[DB_KEY].transaction() as conn:
+        await lock_company(conn, company_id)
+        await enforce_quota(request.app[API_SETTINGS_KEY], conn, "agents_per_company", company_id)
         agent = await conn.fetchrow(QUERIES["insert_agent"], company_id, body.name)
         assert agent is not None
         await conn.execute(
@@ -307,6 +314,8 @@ async def create_board_token(request: web.Request) -> web.Response:
     body = await parse_body(request, BoardTokenCreate)
     token = new_token("board")
     async with request.app[DB_KEY].transaction() as conn:
+        await lock_company(conn, company_id)
+        await enforce_quota(request.app[API_SETTINGS_KEY], conn, "board_tokens_per_company", company_id)
         member = await conn.fetchrow(QUERIES["insert_board_membership"], company_id, body.name)
         assert member is not None
         token_id = await conn.fetchval(

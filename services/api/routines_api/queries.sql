@@ -236,3 +236,36 @@ SELECT r.id, r.routine_id, r.company_id, r.trigger_id, r.source, r.status, r.tri
        octet_length(j.payload) AS payload_bytes
 FROM routine_runs r CROSS JOIN LATERAL (SELECT r.payload::text AS payload) j
 WHERE r.id = $1;
+
+-- lock_company --
+-- Serialise quota checks of one company (NO KEY UPDATE: rows referencing it can still be inserted).
+SELECT id FROM companies WHERE id = $1 FOR NO KEY UPDATE;
+
+-- count_routines --
+-- Routines a company holds against its quota (archived ones are done with and do not count).
+SELECT count(*) FROM routines WHERE company_id = $1 AND status <> 'archived';
+
+-- count_triggers --
+-- Triggers of one routine.
+SELECT count(*) FROM routine_triggers WHERE routine_id = $1;
+
+-- count_webhook_triggers --
+-- Webhook triggers of a company (each has its own rate limit, so they are bounded together).
+SELECT count(*) FROM routine_triggers WHERE company_id = $1 AND kind = 'webhook';
+
+-- count_agents --
+-- Agents of a company that are not terminated.
+SELECT count(*) FROM agents WHERE company_id = $1 AND status <> 'terminated';
+
+-- count_board_tokens --
+-- Live board tokens of a company.
+SELECT count(*) FROM api_tokens t JOIN board_memberships b ON b.id = t.board_membership_id
+WHERE b.company_id = $1 AND t.revoked_at IS NULL;
+
+-- count_projects --
+-- Projects of a company.
+SELECT count(*) FROM projects WHERE company_id = $1;
+
+-- count_goals --
+-- Goals of a company.
+SELECT count(*) FROM goals WHERE company_id = $1;

@@ -22,6 +22,7 @@ from routines_api.models import (
     RunOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
+from routines_api.quotas import enforce_quota, lock_company
 from routines_api.triggers import API_SETTINGS_KEY, announce_trigger_change, next_run_at, trigger_json
 from routines_api.waiter import DecisionWaiter
 from shared.cron import parse_cron, preview, zone
@@ -65,6 +66,9 @@ async def create_routine(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].transaction() as conn:
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
+        await lock_company(conn, company_id)
+        if body.status != "archived":
+            await enforce_quota(request.app[API_SETTINGS_KEY], conn, "routines_per_company", company_id)
         await _check_assignee(conn, body.assignee_agent_id, company_id)
         await check_reference(conn, "project", body.project_id, company_id, "projectId")
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
