@@ -26,6 +26,7 @@ from shared.errors import (
 )
 from shared.lifecycle import Supervisor
 from shared.logging import get_logger
+from shared.protocol import hide_server_banner, install_protocol_errors
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
@@ -238,6 +239,8 @@ def create_base_app(
     app[DB_KEY] = Database(settings, application_name=service)
     app[BUS_KEY] = Bus(settings.nats_url, name=service)
     app[SUPERVISOR_KEY] = Supervisor(service)
+    app.on_response_prepare.append(hide_server_banner)
+    install_protocol_errors()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -75,6 +75,17 @@ class ApiSettings(SecretKeySettings):
     secret_rotations_per_min: int = Field(
         10, ge=1, le=1000, description="Secret rotations per webhook per minute."
     )
+    list_payload_max_bytes: int = Field(
+        16 * 1024, ge=0, description="Payloads larger than this are left out of list answers."
+    )
+    # Per-company quotas (docs/api.md "Quotas"): creating one more answers 422.
+    quota_routines_per_company: int = Field(1000, ge=1, description="Routines, archived ones excepted.")
+    quota_triggers_per_routine: int = Field(20, ge=1)
+    quota_webhook_triggers_per_company: int = Field(200, ge=1)
+    quota_agents_per_company: int = Field(500, ge=1, description="Agents, terminated ones excepted.")
+    quota_board_tokens_per_company: int = Field(50, ge=1, description="Live (unrevoked) board tokens.")
+    quota_projects_per_company: int = Field(1000, ge=1)
+    quota_goals_per_company: int = Field(1000, ge=1)
 
 
 class GatewaySettings(SecretKeySettings):

@@ -66,6 +66,17 @@ class BoardTokenCreate(Input):
     name: Name
 
 
+class TokenOut(Output):
+    """A bearer token's record; the token itself is shown only when it is made."""
+
+    id: uuid.UUID
+    kind: Literal["instance_admin", "board", "agent"]
+    name: str
+    company_id: uuid.UUID | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class IssueCreate(Input):
     title: Title
     description: str | None = Field(None, max_length=20_000)
@@ -193,6 +204,15 @@ class BoardTokenOut(Output):
     token: str
 
 
+class CoalescedFireOut(Output):
+    """A reference to a fire coalesced into an issue; its payload is read from the run."""
+
+    run_id: uuid.UUID
+    source: RunSource
+    triggered_at: str
+    payload_bytes: int | None = None
+
+
 class IssueOut(Output):
     id: uuid.UUID
     company_id: uuid.UUID
@@ -207,9 +227,12 @@ class IssueOut(Output):
     origin_kind: Literal["manual", "routine_execution"]
     origin_id: uuid.UUID | None
     origin_run_id: uuid.UUID | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = Field(
+        description="The run payload; null in a list when larger than the list limit (see payloadBytes)"
+    )
+    payload_bytes: int | None = Field(None, description="Size of the payload as JSON text")
     coalesced_fire_count: int
-    coalesced_fires: list[dict[str, Any]]
+    coalesced_fires: list[CoalescedFireOut]
     created_at: datetime
     updated_at: datetime
 
@@ -277,7 +300,10 @@ class RunOut(Output):
     status: RunStatus
     triggered_at: datetime
     scheduled_for: datetime | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = Field(
+        description="The run payload; null in a list when larger than the list limit (see payloadBytes)"
+    )
+    payload_bytes: int | None = Field(None, description="Size of the payload as JSON text")
     idempotency_key: str | None
     linked_issue_id: uuid.UUID | None
     coalesced_into_run_id: uuid.UUID | None

@@ -22,6 +22,7 @@ from routines_api.models import (
     RunOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
+from routines_api.quotas import enforce_quota, lock_company
 from routines_api.triggers import API_SETTINGS_KEY, announce_trigger_change, next_run_at, trigger_json
 from routines_api.waiter import DecisionWaiter
 from shared.cron import describe, parse_cron, preview, zone
@@ -65,6 +66,9 @@ async def create_routine(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].transaction() as conn:
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
+        await lock_company(conn, company_id)
+        if body.status != "archived":
+            await enforce_quota(request.app[API_SETTINGS_KEY], conn, "routines_per_company", company_id)
         await _check_assignee(conn, body.assignee_agent_id, company_id)
         await check_reference(conn, "project", body.project_id, company_id, "projectId")
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
@@ -208,10 +212,30 @@ async def list_runs(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     routine_id = path_uuid(request, "routineId", "routine")
     limit = query_limit(request)
+    payload_max = request.app[API_SETTINGS_KEY].list_payload_max_bytes
     async with request.app[DB_KEY].connection() as conn:
         await load_routine(conn, principal, routine_id)
-        rows = await conn.fetch(QUERIES["runs_of_routine"], routine_id, limit)
+        rows = await conn.fetch(QUERIES["runs_of_routine"], routine_id, limit, payload_max)
     return respond([dump(RunOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "GET",
+    "/api/runs/{runId}",
+    summary="One run with its whole payload",
+    tag="runs",
+    response=RunOut,
+    errors=(404,),
+)
+async def get_run(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    run_id = path_uuid(request, "runId", "run")
+    async with request.app[DB_KEY].connection() as conn:
+        row = await conn.fetchrow(QUERIES["run_with_payload"], run_id)
+    if row is None:
+        raise NotFound("run not found")
+    principal.require_visible(row["company_id"], "run")
+    return respond(dump(RunOut, row))
 
 
 @ROUTES.route(

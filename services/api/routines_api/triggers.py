@@ -20,6 +20,7 @@ from routines_api.models import (
     TriggerWithSecret,
 )
 from routines_api.openapi import ROUTES
+from routines_api.quotas import enforce_quota, lock_company
 from shared.bus import Bus, Subjects
 from shared.cron import describe, next_fire, parse_cron, zone
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
@@ -107,6 +108,11 @@ async def create_trigger(request: web.Request) -> web.Response:
     secret: str | None = None
     async with request.app[DB_KEY].transaction() as conn:
         routine = await load_routine(conn, principal, routine_id, lock=True, manage=True)
+        settings = request.app[API_SETTINGS_KEY]
+        await enforce_quota(settings, conn, "triggers_per_routine", routine_id)
+        if body.kind == "webhook":
+            await lock_company(conn, routine["company_id"])
+            await enforce_quota(settings, conn, "webhook_triggers_per_company", routine["company_id"])
         cron = tz = public_id = signing_mode = None
         replay_window = None
         if body.kind == "schedule":

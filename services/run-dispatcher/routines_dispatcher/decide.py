@@ -18,6 +18,7 @@ from shared.cron import iso_utc
 from shared.db import load_queries
 
 QUERIES = load_queries("routines_dispatcher")
+FAILURE_REASON_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ async def decide_runs(
         for row in await conn.fetch(QUERIES["active_issues"], routine_ids)
     }
     decisions: list[Decision] = []
-    new_issues: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, Any]] = []
+    new_issues: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = []
     coalesced: dict[uuid.UUID, list[dict[str, Any]]] = {}
     updates: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None, str | None]] = []
     for run in runs:
@@ -64,7 +65,7 @@ async def decide_runs(
         reason: str | None = None
         if outcome is Outcome.ISSUE_CREATED:
             issue_id = uuid.uuid4()
-            new_issues.append((issue_id, routine["id"], run["id"], run["payload"]))
+            new_issues.append((issue_id, routine["id"], run["id"]))
             active[routine["id"]] = ActiveIssue(issue_id, run["id"])
         elif outcome in (Outcome.COALESCED, Outcome.SKIPPED):
             assert current is not None
@@ -75,7 +76,7 @@ async def decide_runs(
                         "runId": str(run["id"]),
                         "source": run["source"],
                         "triggeredAt": iso_utc(run["triggered_at"]),
-                        "payload": run["payload"],
+                        "payloadBytes": run["payload_bytes"],
                     }
                 )
         else:
@@ -110,9 +111,15 @@ async def decide_runs(
     return decisions
 
 
-async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> bool:
-    """Mark a run that can never be decided as failed (True if it was still undecided)."""
-    return str(await conn.execute(QUERIES["fail_run"], run_id, reason)).endswith(" 1")
+async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> Decision | None:
+    """Mark a run that can never be decided as failed; its decision, or None if it was already
+    decided (or is gone)."""
+    row = await conn.fetchrow(QUERIES["fail_run"], run_id, reason[:FAILURE_REASON_MAX])
+    if row is None:
+        return None
+    return Decision(
+        row["id"], row["routine_id"], row["assignee_agent_id"], Outcome.FAILED, None, row["triggered_at"]
+    )
 
 
 async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
