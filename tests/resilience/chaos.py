@@ -394,11 +394,16 @@ class ScheduleOracle:
         for row in ids:
             self.first_slot[row["id"]] = row["next_run_at"]
 
-    async def feed(self, db: asyncpg.Connection, stop: asyncio.Event, every: float = 3.0) -> None:
-        while not stop.is_set():
-            await self.add(db, 5)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+    async def feed(self, database_url: str, stop: asyncio.Event, every: float = 3.0) -> None:
+        """Add a few triggers every few seconds until `stop` (on a connection of its own)."""
+        db = await asyncpg.connect(database_url)
+        try:
+            while not stop.is_set():
+                await self.add(db, 5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every)
+        finally:
+            await db.close()
 
     async def check(self, db: asyncpg.Connection, timeout: float = 45.0) -> dict[str, int]:
         """Wait for every slot due by now (the test's clock) to have its run; then compare exactly."""
