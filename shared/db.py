@@ -126,6 +126,11 @@ class Database:
             yield cast(asyncpg.Connection, conn)
         except (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError) as exc:
             raise ServiceUnavailable("database busy, retry later") from exc
+        except asyncpg.InternalClientError as exc:
+            # A connection Postgres terminated (pg_terminate_backend, failover) can surface as a
+            # protocol-state error instead of a connection error: discard it, like any lost one.
+            conn.terminate()
+            raise ServiceUnavailable("database unavailable") from exc
         except TRANSIENT_ERRORS as exc:
             raise ServiceUnavailable("database unavailable") from exc
         finally:
