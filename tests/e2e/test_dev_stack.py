@@ -67,17 +67,17 @@ class DevStack:
         return self.proc.wait(60)
 
 
-def start_dev_stack(tmp_path: Path, **extra_env: str) -> DevStack:
-    """`routines dev` in `tmp_path/dev`, returned once stack.env exists (it is ready then)."""
+def start_dev_stack(tmp_path: Path, dev_dirname: str = "dev", **extra_env: str) -> DevStack:
+    """`routines dev` in `tmp_path/dev_dirname`, returned once stack.env exists (ready then)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTINES_")}
-    env["ROUTINES_DEV_DIR"] = str(tmp_path / "dev")
+    env["ROUTINES_DEV_DIR"] = str(tmp_path / dev_dirname)
     env.update(extra_env)
     output_path = tmp_path / "dev-output.log"
     with open(output_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    stack = DevStack(proc, tmp_path / "dev", output_path)
+    stack = DevStack(proc, tmp_path / dev_dirname, output_path)
     deadline = time.monotonic() + 120
     while not stack.env_file.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
