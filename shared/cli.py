@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
-from shared.logging import configure_logging, get_logger
+from shared.logging import configure_logging, get_logger, redact_text
 from shared.settings import (
     ApiSettings,
     CommonSettings,
@@ -71,8 +73,40 @@ def run_bootstrap(name: str) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed package version."""
+    try:
+        return importlib.metadata.version("routines")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _database_target() -> str:
+    """host:port/db of the configured database, without credentials, for error messages."""
+    import os
+
+    dsn = os.environ.get("ROUTINES_DATABASE_URL", "")
+    try:
+        parts = urlsplit(dsn)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    except ValueError:
+        return "the configured database"
+
+
+def _connection_failure(command: str, exc: BaseException) -> str:
+    """One line saying what could not be reached and why."""
+    reason = redact_text(str(exc) or type(exc).__name__)
+    if command in ("migrate", "bootstrap"):
+        return f"cannot reach the database at {_database_target()}: {reason} (check ROUTINES_DATABASE_URL)"
+    return f"{command} failed: {type(exc).__name__}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `routines` command; returns the process exit code."""
+    import asyncpg
+
     parser = argparse.ArgumentParser(prog="routines", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"routines {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in SERVICES:
         commands.add_parser(name, help=f"run the {name} service")
@@ -100,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"routines: {exc.message}", file=sys.stderr)
         return 2
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"routines: {_connection_failure(args.command, exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
