@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, PeakRss, add_webhooks, describe, percentile, seed, servers, service_env
-from bench.loadgen import open_loop, run_wrk, signed_fires, write_requests
+from bench.loadgen import WrkResult, open_loop, run_wrk, signed_fires, write_requests
 from shared.devservers import free_port, wait_for_port
 from tests.support import ServiceProcess
 
@@ -52,6 +52,51 @@ def plot(points: list[dict[str, Any]], max_rate: float) -> None:
     fig.savefig(PLOT)
 
 
+def refusal_requests(path: Path, hooks: list[tuple[str, str]], outcome: str, count: int = 50_000) -> Path:
+    """Requests that the gateway refuses: unknown publicId (404), a wrong signature (401), or
+    valid fires sent to a gateway whose per-trigger limit is 1/s (429)."""
+    if outcome == "429":
+        write_requests(path, signed_fires(hooks, count, start=5_000_000))
+        return path
+    if outcome == "401":
+        fires = signed_fires(
+            [(public_id, "not-the-secret") for public_id, _ in hooks], count, start=6_000_000
+        )
+        write_requests(path, fires)
+        return path
+    unknown = [(f"{i:024x}", "s") for i in range(len(hooks))]  # well-formed ids that do not exist
+    write_requests(path, signed_fires(unknown, count, start=7_000_000))
+    return path
+
+
+def measure_refusals(
+    tmp: Path, hooks: list[tuple[str, str]], gateway_url: str, limited_url: str, accepted: WrkResult
+) -> dict[str, Any]:
+    """Requests/s at saturation for each refusal, against accepted fires/s: the CPU per answer."""
+    out: dict[str, Any] = {}
+    for outcome in ("404", "401", "429"):
+        url = limited_url if outcome == "429" else gateway_url
+        result = run_wrk(
+            url, refusal_requests(tmp / f"refuse-{outcome}.tsv", hooks, outcome), CONNECTIONS, SECONDS
+        )
+        share = result.statuses.get(int(outcome), 0) / max(result.total, 1)
+        cost = accepted.ok_per_sec / result.requests_per_sec
+        out[outcome] = {
+            "requests_per_sec": result.requests_per_sec,
+            "share_with_that_status": share,
+            "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms,
+            "cost_vs_accepted": cost,
+        }
+        print(
+            f"  {outcome}: {result.requests_per_sec:,.0f} req/s ({share:.1%} answered {outcome}; "
+            f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms) → costs {cost:.2f} of an accepted fire "
+            f"(goal ≤ 0.33: {'met' if cost <= 1 / 3 else 'MISSED'})",
+            flush=True,
+        )
+    return out
+
+
 async def main() -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     async with servers() as s:
@@ -67,6 +112,14 @@ async def main() -> dict[str, Any]:
                 "webhook-gateway", service_env(stack, **GATEWAY_SETTINGS), s.tmp / "gateway.log"
             ).start()
         )
+        limited = ServiceProcess(
+            "webhook-gateway",
+            service_env(
+                stack,
+                **{**GATEWAY_SETTINGS, "rate_limit_trigger_per_sec": 1, "rate_limit_trigger_burst": 1},
+            ),
+            s.tmp / "gateway-limited.log",
+        ).start()
         rss.start()
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", str(bare_port)])
@@ -90,6 +143,8 @@ async def main() -> dict[str, Any]:
             )
             ratio = measured.ok_per_sec / baseline.requests_per_sec
             print(f"ratio gateway / bare: {ratio:.2f} (goal ≥ 0.5)", flush=True)
+            print("refusals at saturation (same generator):", flush=True)
+            refusals = measure_refusals(s.tmp, world.hooks, gateway.url, limited.url, measured)
             points = []
             offset = 400_000
             for fraction in (0.1, 0.25, 0.5, 0.75, 0.9):
@@ -119,6 +174,7 @@ async def main() -> dict[str, Any]:
             bare.wait()
             await rss.stop()
             gateway.stop()
+            limited.stop()
             await conn.close()
     result = {
         "baseline_rps": baseline.requests_per_sec,
@@ -128,6 +184,7 @@ async def main() -> dict[str, Any]:
         "wrk_p99_ms": measured.p99_ms,
         "half_rate_p50_ms": half["p50_ms"],
         "half_rate_p99_ms": half["p99_ms"],
+        "refusals": refusals,
         "points": points,
         "peak_rss_mb": rss.peaks,
         "generator": f"wrk 4.1.0 -t1 -c{CONNECTIONS} -d{SECONDS}s; asyncio open loop",
