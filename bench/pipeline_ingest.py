@@ -42,6 +42,10 @@ from tests.support import ServiceProcess
 CONNECTIONS = 32
 POLICIES = ("always_enqueue", "coalesce_if_active")
 INGEST_APPS = ("webhook-gateway", "api", "scheduler")
+WAL = """
+SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits,
+       (SELECT wal_bytes FROM pg_stat_wal) AS wal_bytes
+"""
 LOCK_SAMPLE = """
 SELECT a.pid, a.application_name, l.locktype, l.mode,
        EXISTS (SELECT 1 FROM pg_stat_activity b
@@ -117,6 +121,11 @@ class Bench:
             )
         )
 
+    async def _wal(self) -> tuple[int, int]:
+        row = await self.conn.fetchrow(WAL)
+        assert row is not None
+        return int(row["commits"]), int(row["wal_bytes"])
+
     async def measure(self, world: World, *, stopped: bool, count: int) -> dict[str, Any]:
         requests = self.tmp / "fires.tsv"
         write_requests(requests, signed_fires(world.hooks, count, start=self.offset))
@@ -138,8 +147,11 @@ class Bench:
         try:
             with LockSampler(self.dsn) as sampler:
                 before, started = self.cpu.read(), time.perf_counter()
+                wal_before = await self._wal()
                 wrk = await asyncio.to_thread(run_wrk, self.gateway.url, requests, CONNECTIONS, self.seconds)
-                cores = CpuMeter.used(before, self.cpu.read(), time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                cores = CpuMeter.used(before, self.cpu.read(), elapsed)
+                wal_after = await self._wal()
         finally:
             if stopped:
                 self.dispatcher.proc.send_signal(signal.SIGCONT)
@@ -160,6 +172,8 @@ class Bench:
             "drain_sec": drain,
             "locks": sampler.summary(),
             "cores_used": cores,
+            "commits_per_sec": (wal_after[0] - wal_before[0]) / elapsed,
+            "wal_mb_per_sec": (wal_after[1] - wal_before[1]) / elapsed / 2**20,
         }
 
 
@@ -170,12 +184,17 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
         f"p50 {r['p50_ms']:6.1f} ms, p99 {r['p99_ms']:6.1f} ms, 5xx {r['server_errors']}, "
         f"backlog {r['backlog_at_end']:6,} drained in {r['drain_sec']:5.2f} s; "
         + ("(stopped mid-transaction) " if r["stopped_mid_transaction"] else "")
-        + f"ingest behind dispatcher lock in {locks['share_behind_dispatcher']:.0%} of {locks['samples']} samples"
+        + f"ingest behind dispatcher lock in {locks['share_behind_dispatcher']:.0%} of {locks['samples']} samples; "
+        + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s; cores: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items() if k not in ("api", "scheduler"))
     )
 
 
 async def main(
-    seconds: float = 8, shapes: tuple[int, ...] = (1, 100, 10_000), rounds: int = 2
+    seconds: float = 8,
+    shapes: tuple[int, ...] = (1, 100, 10_000),
+    rounds: int = 2,
+    policies: tuple[str, ...] = POLICIES,
 ) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -184,7 +203,7 @@ async def main(
         conn = await asyncpg.connect(stack.database_url)
         worlds: dict[tuple[int, str], World] = {}
         for n in shapes:
-            for policy in POLICIES:
+            for policy in policies:
                 world = await seed(conn, n, policy)
                 await add_webhooks(conn, world, stack.secret_key)
                 worlds[(n, policy)] = world
@@ -294,9 +313,10 @@ def cli() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--shapes", default="1,100,10000", help="routine counts, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="running/stopped rounds for one routine")
+    parser.add_argument("--policies", default=",".join(POLICIES))
     args = parser.parse_args()
     shapes = tuple(int(x) for x in args.shapes.split(","))
-    asyncio.run(main(args.seconds, shapes, args.rounds))
+    asyncio.run(main(args.seconds, shapes, args.rounds, tuple(args.policies.split(","))))
 
 
 if __name__ == "__main__":
