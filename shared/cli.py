@@ -71,6 +71,18 @@ def run_bootstrap(name: str) -> int:
     return 0
 
 
+def run_reencrypt() -> int:
+    from shared.crypto import SecretBox
+    from shared.reencrypt import reencrypt_secrets
+    from shared.settings import SecretKeySettings
+
+    settings = load_settings(SecretKeySettings)
+    configure_logging("reencrypt", settings.log_level, settings.log_format)
+    result = _run(reencrypt_secrets(settings.database_url, SecretBox(settings.secret_key)))
+    get_logger("reencrypt").info("reencrypt done", examined=result.examined, reencrypted=result.reencrypted)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="routines", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap.add_argument("--name", default="bootstrap", help="label stored with the token")
     commands.add_parser("dev", help="run the local stack (embedded Postgres and NATS, four services)")
     commands.add_parser("gen-secret-key", help="print a new ROUTINES_SECRET_KEY")
+    commands.add_parser("reencrypt", help="re-encrypt every webhook secret under the key ring's first key")
     args = parser.parse_args(argv)
     try:
         if args.command in SERVICES:
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_migrate()
         if args.command == "bootstrap":
             return run_bootstrap(args.name)
+        if args.command == "reencrypt":
+            return run_reencrypt()
         if args.command == "gen-secret-key":
             from shared.crypto import new_secret_key
 

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 
+from shared import metrics as platform_metrics
 from shared.bus import REQUEST_ID_HEADER, Bus
 from shared.db import Database
 from shared.errors import (
@@ -236,12 +237,13 @@ def create_base_app(
     )
     app[SETTINGS_KEY] = settings
     app[DB_KEY] = Database(settings, application_name=service)
-    app[BUS_KEY] = Bus(settings.nats_url, name=service)
+    app[BUS_KEY] = Bus.from_settings(settings, name=service)
     app[SUPERVISOR_KEY] = Supervisor(service)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_platform_ctx)
+    platform_metrics.install(app, service, settings)
     return app
 
 
