@@ -138,7 +138,8 @@ class Database:
                 raise
             return False
         except _PING_ERRORS as exc:
-            log.warning("schema check deferred: database unavailable", error=repr(exc))
+            if at_start:
+                log.warning("schema check deferred: database unavailable", error=repr(exc))
             return False
         self._schema_ok = True
         return True
