@@ -195,7 +195,19 @@ class Bus:
         self._js = self._nc.jetstream(timeout=5)
         log.info("nats connected")
         self._connected.set()
-        await self.ensure_streams()
+        # A cluster may still be electing its JetStream leader (or lack a quorum for R3):
+        # keep trying; until then publishes fail quietly and the sweeper dispatches.
+        delay = 0.5
+        while True:
+            try:
+                await self.ensure_streams()
+                return
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                log.warning("declaring streams failed, retrying", error=redact_text(repr(exc)), delay=delay)
+                if stop is not None and stop.is_set():
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def ensure_streams(self) -> None:
         """Declare the streams idempotently (add, or update when the config changed)."""

@@ -155,7 +155,8 @@ class NatsCluster:
             f"listen: 127.0.0.1:{node.client_port}\n"
             f"jetstream {{ store_dir: {json.dumps(str(node.store_dir))} }}\n"
             f"cluster {{ name: routines-test, listen: 127.0.0.1:{node.cluster_port}, routes: [{routes}] }}\n"
-            f"include {json.dumps(str(NATS_AUTH_CONFIG))}\n"
+            # `include` paths are relative to the including file: use a copy beside it.
+            "include routines-auth.conf\n"
         )
         return path
 
@@ -179,8 +180,13 @@ class NatsCluster:
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        for node in self.nodes:
-            self.start_node(node)
+        shutil.copy(NATS_AUTH_CONFIG, self.work_dir / "routines-auth.conf")
+        try:
+            for node in self.nodes:
+                self.start_node(node)
+        except BaseException:
+            self.stop()
+            raise
 
     def node(self, name: str) -> NatsNode:
         return next(n for n in self.nodes if n.name == name)

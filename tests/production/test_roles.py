@@ -48,7 +48,7 @@ async def test_service_roles_are_refused_what_they_do_not_need(db: asyncpg.Conne
     for role, statement in FORBIDDEN:
         async with db.transaction():
             await db.execute(f"SET LOCAL ROLE {role}")
-            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied|must be owner"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match=r"permission denied|must be owner"):
                 await db.execute(statement)
 
 
