@@ -19,6 +19,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
+from nats.aio.client import Client as NATS
 
 from shared.bus import RUNS_STREAM, Subjects
 from shared.directory import create_instance_admin_token
@@ -44,7 +45,7 @@ def env_for(stack: Stack, cluster: NatsCluster, service: str, **extra: Any) -> d
     )
 
 
-async def admin_connection(cluster: NatsCluster) -> nats.NATS:
+async def admin_connection(cluster: NatsCluster) -> NATS:
     return await nats.connect(
         servers=cluster.url.split(","),
         user="routines-admin",
