@@ -99,6 +99,16 @@ def _connection_failure(command: str, exc: BaseException) -> str:
     if command in ("migrate", "bootstrap"):
         return f"cannot reach the database at {_database_target()}: {reason} (check ROUTINES_DATABASE_URL)"
     return f"{command} failed: {type(exc).__name__}: {reason}"
+def run_reencrypt() -> int:
+    from shared.crypto import SecretBox
+    from shared.reencrypt import reencrypt_secrets
+    from shared.settings import SecretKeySettings
+
+    settings = load_settings(SecretKeySettings)
+    configure_logging("reencrypt", settings.log_level, settings.log_format)
+    result = _run(reencrypt_secrets(settings.database_url, SecretBox(settings.secret_key)))
+    get_logger("reencrypt").info("reencrypt done", examined=result.examined, reencrypted=result.reencrypted)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap.add_argument("--name", default="bootstrap", help="label stored with the token")
     commands.add_parser("dev", help="run the local stack (embedded Postgres and NATS, four services)")
     commands.add_parser("gen-secret-key", help="print a new ROUTINES_SECRET_KEY")
+    commands.add_parser("reencrypt", help="re-encrypt every webhook secret under the key ring's first key")
     args = parser.parse_args(argv)
     try:
         if args.command in SERVICES:
@@ -123,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_migrate()
         if args.command == "bootstrap":
             return run_bootstrap(args.name)
+        if args.command == "reencrypt":
+            return run_reencrypt()
         if args.command == "gen-secret-key":
             from shared.crypto import new_secret_key
 
