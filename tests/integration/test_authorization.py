@@ -198,3 +198,33 @@ async def test_authorization_matrix(
     # No token at all is always 401.
     method, path, body = await setup(client, world)
     assert (await client.request(method, path, json=body)).status == 401
+
+
+# --- Routine features (issue 16): their own rows, kept apart from the matrix above. ---------------
+
+
+async def _run(client: Client, world: World) -> dict[str, Any]:
+    r = await _routine(client, world)
+    return await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+
+
+async def get_run(client: Client, world: World) -> Request:
+    return "GET", f"/api/runs/{(await _run(client, world))['id']}", None
+
+
+async def replay_run(client: Client, world: World) -> Request:
+    return "POST", f"/api/runs/{(await _run(client, world))['id']}/replay", {}
+
+
+#             admin board_a board_b assignee other_a agent_b
+FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
+    ("get run", get_run, (200, 200, 404, 200, 200, 404)),
+    ("replay run", replay_run, (202, 202, 404, 202, 403, 404)),
+]
+
+
+@pytest.mark.parametrize(("name", "setup", "expected"), FEATURE_MATRIX, ids=[m[0] for m in FEATURE_MATRIX])
+async def test_feature_authorization_matrix(
+    client: Client, admin_token: str, name: str, setup: Setup, expected: tuple[int, ...]
+) -> None:
+    await test_authorization_matrix(client, admin_token, name, setup, expected)

@@ -16,7 +16,7 @@ CatchUpPolicy = Literal["skip_missed", "enqueue_missed_with_cap"]
 SigningMode = Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"]
 IssueStatus = Literal["backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled"]
 AgentStatus = Literal["active", "paused", "terminated"]
-RunSource = Literal["schedule", "webhook", "api", "manual"]
+RunSource = Literal["schedule", "webhook", "api", "manual", "replay", "backfill"]
 RunStatus = Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"]
 
 
@@ -281,6 +281,12 @@ class RunOut(Output):
     failure_reason: str | None
     decided_at: datetime | None
     completed_at: datetime | None
+    # Routine features (issue 16); see feature_models.py.
+    replay_of: uuid.UUID | None = None
+    input_variables: dict[str, Any] = Field(default_factory=dict)
+    resolved_variables: dict[str, Any] | None = None
+    assignee_override: uuid.UUID | None = None
+    project_override: uuid.UUID | None = None
 
 
 class CronFire(Output):

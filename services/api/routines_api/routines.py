@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
-from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
+from routines_api.common import dump, parse_body, query_choice, query_uuid, respond
 from routines_api.directory import check_reference
 from routines_api.models import (
     CronPreviewOut,
@@ -192,26 +192,6 @@ async def update_routine(request: web.Request) -> web.Response:
     if status != r["status"]:
         await announce_trigger_change(request.app[BUS_KEY], routineId=str(routine_id))
     return respond(dump(RoutineOut, row))
-
-
-@ROUTES.route(
-    "GET",
-    "/api/routines/{routineId}/runs",
-    summary="Run history, newest first",
-    tag="runs",
-    response=RunOut,
-    response_is_list=True,
-    errors=(400, 404),
-    query=(QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),),
-)
-async def list_runs(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    routine_id = path_uuid(request, "routineId", "routine")
-    limit = query_limit(request)
-    async with request.app[DB_KEY].connection() as conn:
-        await load_routine(conn, principal, routine_id)
-        rows = await conn.fetch(QUERIES["runs_of_routine"], routine_id, limit)
-    return respond([dump(RunOut, r) for r in rows])
 
 
 @ROUTES.route(

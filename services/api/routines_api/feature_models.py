@@ -1,0 +1,141 @@
+"""Request and response models of the routine features (issue 16): history, replay, the fire
+simulator, backfill, variables, health, revisions and activity."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+
+from routines_api.models import Input, Output, RunOut, RunStatus
+
+Outcome = Literal["issue_created", "coalesced", "skipped", "paused", "disabled", "archived"]
+
+
+# --- history and replay ----------------------------------------------------------------------
+
+
+class ReplayRequest(Input):
+    """Replay a run; without `payload` the original payload is used again."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{}, {"payload": {"context": "retry after the outage"}}]}
+    )
+
+    payload: dict[str, Any] | None = Field(
+        None, description="Payload of the new run; the original run's payload when omitted."
+    )
+    variables: dict[str, Any] | None = Field(
+        None, description="Variable values of the new run; the original run's values when omitted."
+    )
+
+
+# --- fire simulator --------------------------------------------------------------------------
+
+
+class UpcomingFire(Output):
+    """One predicted fire of a schedule trigger."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "routineId": "6f1c1d2e-8a0b-4c55-9d0e-0c4a4b0f1a11",
+                    "triggerId": "0b8f5a52-1f0c-4f7e-a0f7-7d2f3d1e9c20",
+                    "label": "weekday mornings",
+                    "cronExpression": "0 9 * * 1-5",
+                    "timezone": "Europe/Amsterdam",
+                    "utc": "2026-03-30T07:00:00Z",
+                    "local": "2026-03-30T09:00:00+02:00",
+                    "dst": True,
+                    "predictedOutcome": "issue_created",
+                }
+            ]
+        }
+    )
+
+    routine_id: uuid.UUID
+    trigger_id: uuid.UUID
+    label: str | None
+    cron_expression: str
+    timezone: str
+    utc: str = Field(description="The fire instant in UTC (ISO 8601).")
+    local: str = Field(description="The same instant in the trigger's time zone, with its offset.")
+    dst: bool = Field(description="Whether daylight saving time is in effect locally at that instant.")
+    predicted_outcome: Outcome = Field(
+        description="What would happen if it fired now under the routine's concurrency policy; "
+        "`paused`/`disabled`/`archived` when it would not fire at all."
+    )
+
+
+class UpcomingOut(Output):
+    """The next fires of a routine, or a company's fires in a window, in time order."""
+
+    fires: list[UpcomingFire]
+    truncated: bool = Field(False, description="More fires exist than were listed (a bound was hit).")
+
+
+# --- backfill --------------------------------------------------------------------------------
+
+
+class BackfillRequest(Input):
+    """Slots of one schedule trigger in a window; records the missing ones unless `dryRun`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "triggerId": "0b8f5a52-1f0c-4f7e-a0f7-7d2f3d1e9c20",
+                    "from": "2026-03-27T00:00:00Z",
+                    "to": "2026-03-30T00:00:00Z",
+                    "dryRun": True,
+                }
+            ]
+        }
+    )
+
+    trigger_id: uuid.UUID = Field(description="A schedule trigger of this routine.")
+    from_: datetime = Field(alias="from", description="Window start (exclusive), ISO 8601 with offset.")
+    to: datetime = Field(description="Window end (inclusive); not in the future.")
+    dry_run: bool = Field(True, description="Only list the slots (the default); nothing is recorded.")
+    max_runs: int = Field(
+        25, ge=1, description="At most this many runs are recorded (hard limit configurable)."
+    )
+
+
+class BackfillSlot(Output):
+    """One slot of the window."""
+
+    scheduled_for: str = Field(description="The slot's fire instant (UTC, ISO 8601).")
+    local: str = Field(description="The slot in the trigger's time zone.")
+    existing_run_id: uuid.UUID | None = Field(description="The run already recorded for this slot, if any.")
+    recorded_run_id: uuid.UUID | None = Field(
+        None, description="The run this call recorded for the slot (not in a dry run)."
+    )
+
+
+class BackfillOut(Output):
+    """What a backfill found and (unless a dry run) recorded."""
+
+    trigger_id: uuid.UUID
+    dry_run: bool
+    slots: list[BackfillSlot]
+    missing: int = Field(description="Slots without a run before this call.")
+    recorded: int = Field(description="Runs recorded by this call (0 in a dry run).")
+    capped: int = Field(description="Missing slots left unrecorded because of maxRuns.")
+
+
+__all__ = [
+    "Annotated",
+    "BackfillOut",
+    "BackfillRequest",
+    "BackfillSlot",
+    "ReplayRequest",
+    "RunOut",
+    "RunStatus",
+    "StringConstraints",
+    "UpcomingFire",
+    "UpcomingOut",
+]
