@@ -216,10 +216,16 @@ async def replay_run(client: Client, world: World) -> Request:
     return "POST", f"/api/runs/{(await _run(client, world))['id']}/replay", {}
 
 
+async def routine_upcoming(client: Client, world: World) -> Request:
+    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/upcoming", None
+
+
 #             admin board_a board_b assignee other_a agent_b
 FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("get run", get_run, (200, 200, 404, 200, 200, 404)),
     ("replay run", replay_run, (202, 202, 404, 202, 403, 404)),
+    ("routine upcoming", routine_upcoming, (200, 200, 404, 200, 200, 404)),
+    ("company upcoming", static("GET", "/api/companies/{a}/upcoming"), (200, 200, 403, 200, 200, 403)),
 ]
 
 

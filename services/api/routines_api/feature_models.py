@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field
 
-from routines_api.models import Input, Output, RunOut, RunStatus
+from routines_api.models import Input, Output
 
 Outcome = Literal["issue_created", "coalesced", "skipped", "paused", "disabled", "archived"]
 
@@ -125,17 +125,3 @@ class BackfillOut(Output):
     missing: int = Field(description="Slots without a run before this call.")
     recorded: int = Field(description="Runs recorded by this call (0 in a dry run).")
     capped: int = Field(description="Missing slots left unrecorded because of maxRuns.")
-
-
-__all__ = [
-    "Annotated",
-    "BackfillOut",
-    "BackfillRequest",
-    "BackfillSlot",
-    "ReplayRequest",
-    "RunOut",
-    "RunStatus",
-    "StringConstraints",
-    "UpcomingFire",
-    "UpcomingOut",
-]

@@ -21,3 +21,30 @@ INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, payload, r
                           input_variables)
 VALUES ($1, $2, $3, 'replay', $4, $5, $6)
 RETURNING *;
+
+-- schedule_triggers_of_routine --
+-- A routine's schedule triggers with what the simulator needs.
+SELECT id, routine_id, label, enabled, cron_expression, timezone, next_run_at
+FROM routine_triggers WHERE routine_id = $1 AND kind = 'schedule' ORDER BY created_at, id;
+
+-- company_schedule_triggers --
+-- Enabled schedule triggers of a company's active routines (optionally one agent's), with policy.
+SELECT t.id, t.routine_id, t.label, t.enabled, t.cron_expression, t.timezone, t.next_run_at,
+       r.status AS routine_status, r.concurrency_policy
+FROM routine_triggers t JOIN routines r ON r.id = t.routine_id
+WHERE t.company_id = $1 AND t.kind = 'schedule' AND t.enabled AND r.status = 'active'
+  AND ($2::uuid IS NULL OR r.assignee_agent_id = $2)
+ORDER BY t.id
+LIMIT $3;
+
+-- open_execution_issues --
+-- The newest open execution issue of each of these routines.
+SELECT DISTINCT ON (origin_id) origin_id AS routine_id, id, origin_run_id, created_at, status
+FROM issues
+WHERE origin_kind = 'routine_execution' AND origin_id = ANY($1::uuid[])
+  AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
+ORDER BY origin_id, created_at DESC;
+
+-- db_now --
+-- The database's clock (the fleet shares it).
+SELECT now();
