@@ -72,6 +72,9 @@ class ApiSettings(SecretKeySettings):
         "http://127.0.0.1:8081", description="Public base URL of the webhook gateway."
     )
     manual_run_wait_sec: float = Field(2.0, ge=0, le=30)
+    backfill_max_runs: int = Field(
+        100, ge=1, le=10_000, description="Hard limit on the runs one backfill call may record."
+    )
 
 
 class GatewaySettings(SecretKeySettings):

@@ -220,12 +220,27 @@ async def routine_upcoming(client: Client, world: World) -> Request:
     return "GET", f"/api/routines/{(await _routine(client, world))['id']}/upcoming", None
 
 
+async def backfill_dry_run(client: Client, world: World) -> Request:
+    r = await _routine(client, world)
+    t = await call(
+        client,
+        "POST",
+        f"/api/routines/{r['id']}/triggers",
+        world.a.board,
+        {"kind": "schedule", "cronExpression": "0 * * * *"},
+        201,
+    )
+    body = {"triggerId": t["id"], "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    return "POST", f"/api/routines/{r['id']}/backfill", body
+
+
 #             admin board_a board_b assignee other_a agent_b
 FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("get run", get_run, (200, 200, 404, 200, 200, 404)),
     ("replay run", replay_run, (202, 202, 404, 202, 403, 404)),
     ("routine upcoming", routine_upcoming, (200, 200, 404, 200, 200, 404)),
     ("company upcoming", static("GET", "/api/companies/{a}/upcoming"), (200, 200, 403, 200, 200, 403)),
+    ("backfill", backfill_dry_run, (200, 200, 404, 200, 403, 404)),
 ]
 
 

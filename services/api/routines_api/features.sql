@@ -48,3 +48,15 @@ ORDER BY origin_id, created_at DESC;
 -- db_now --
 -- The database's clock (the fleet shares it).
 SELECT now();
+
+-- runs_for_slots --
+-- The runs already recorded for these slots of a trigger.
+SELECT id, scheduled_for FROM routine_runs WHERE trigger_id = $1 AND scheduled_for = ANY($2::timestamptz[]);
+
+-- insert_backfill_runs --
+-- One received run per missing slot; the slot uniqueness makes a concurrent backfill a no-op.
+INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, scheduled_for, payload)
+SELECT $1, $2, $3, 'backfill', s.slot, jsonb_build_object('scheduledFor', s.slot, 'backfill', true)
+FROM unnest($4::timestamptz[]) AS s(slot)
+ON CONFLICT (trigger_id, scheduled_for) DO NOTHING
+RETURNING id, scheduled_for;
