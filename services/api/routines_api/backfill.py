@@ -12,7 +12,7 @@ from aiohttp import web
 from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, respond
 from routines_api.feature_models import BackfillOut, BackfillRequest
-from routines_api.history import FEATURE_QUERIES
+from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.openapi import ROUTES
 from routines_api.triggers import API_SETTINGS_KEY
 from shared.bus import Bus

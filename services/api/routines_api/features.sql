@@ -60,3 +60,37 @@ SELECT $1, $2, $3, 'backfill', s.slot, jsonb_build_object('scheduledFor', s.slot
 FROM unnest($4::timestamptz[]) AS s(slot)
 ON CONFLICT (trigger_id, scheduled_for) DO NOTHING
 RETURNING id, scheduled_for;
+
+-- set_routine_features --
+-- The routine-feature settings of one routine.
+UPDATE routines
+SET variables = $2, failure_alert_after = $3, auto_pause_after = $4, stale_after_sec = $5,
+    stale_action = $6,
+    -- A pausedReason (set by auto-pause) lasts only while the routine stays paused.
+    paused_reason = CASE WHEN status = 'paused' THEN paused_reason END
+WHERE id = $1 RETURNING *;
+
+-- has_schedule_triggers --
+-- Whether a routine has a schedule trigger.
+SELECT EXISTS (SELECT 1 FROM routine_triggers WHERE routine_id = $1 AND kind = 'schedule');
+
+-- latest_revision --
+-- The current revision of a routine.
+SELECT * FROM routine_revisions WHERE routine_id = $1 ORDER BY number DESC LIMIT 1;
+
+-- insert_revision --
+-- The next revision of a routine (the routine row is locked by the caller, so numbers never clash).
+INSERT INTO routine_revisions (routine_id, company_id, number, actor_kind, actor_id, snapshot, changes,
+                               restored_from)
+SELECT $1, $2, COALESCE(max(number), 0) + 1, $3, $4, $5, $6, $7
+FROM routine_revisions WHERE routine_id = $1
+RETURNING *;
+
+-- insert_activity --
+-- One entry of a routine's activity log.
+INSERT INTO routine_activity (company_id, routine_id, actor_kind, actor_id, action, details)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- set_run_input_variables --
+-- The variable values given for a run (manual run `variables`).
+UPDATE routine_runs SET input_variables = $2 WHERE id = $1;

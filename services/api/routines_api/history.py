@@ -15,16 +15,14 @@ from aiohttp import web
 from routines_api.auth import Principal, authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
 from routines_api.feature_models import ReplayRequest
+from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.models import RunOut
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.routines import WAITER_KEY
 from routines_api.triggers import API_SETTINGS_KEY
-from shared.db import load_queries
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import publish_run_requested
-
-FEATURE_QUERIES = load_queries("routines_api", "features.sql")
 
 RUN_STATUSES = ("received", "issue_created", "coalesced", "skipped", "failed", "completed")
 RUN_SOURCES = ("schedule", "webhook", "api", "manual", "replay", "backfill")

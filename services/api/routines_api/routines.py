@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 from aiohttp import web
 
+from routines_api import routine_features
 from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_uuid, respond
 from routines_api.directory import check_reference
@@ -62,6 +63,7 @@ async def create_routine(request: web.Request) -> web.Response:
     body = await parse_body(request, RoutineCreate)
     if principal.kind == "agent" and body.assignee_agent_id != principal.agent_id:
         raise Forbidden("agents can only create routines assigned to themselves")
+    variables = routine_features.validate_create(body)
     async with request.app[DB_KEY].transaction() as conn:
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
@@ -83,8 +85,9 @@ async def create_routine(request: web.Request) -> web.Response:
             body.concurrency_policy,
             body.catch_up_policy,
         )
-    assert row is not None
-    return respond(dump(RoutineOut, row), 201)
+        assert row is not None
+        created = await routine_features.after_create(conn, principal, row, body, variables)
+    return respond(dump(RoutineOut, created), 201)
 
 
 @ROUTES.route(
@@ -125,7 +128,8 @@ async def get_routine(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].connection() as conn:
         routine = await load_routine(conn, principal, routine_id)
         triggers = await conn.fetch(QUERIES["triggers_of_routine"], routine_id)
-    return respond({**dump(RoutineOut, routine), "triggers": [trigger_json(request, t) for t in triggers]})
+        detail = await routine_features.with_revision(conn, routine)
+    return respond({**dump(RoutineOut, detail), "triggers": [trigger_json(request, t) for t in triggers]})
 
 
 @ROUTES.route(
@@ -144,7 +148,9 @@ async def update_routine(request: web.Request) -> web.Response:
     given = body.model_fields_set
     async with request.app[DB_KEY].transaction() as conn:
         r = await load_routine(conn, principal, routine_id, lock=True, manage=True)
-        for name in given - {"description", "goal_id", "parent_issue_id"}:
+        await routine_features.check_base_revision(conn, routine_id, body)
+        nullable = {"description", "goal_id", "parent_issue_id", *routine_features.NULLABLE_FEATURE_FIELDS}
+        for name in given - nullable:
             if getattr(body, name) is None:
                 raise Unprocessable(f"{name} cannot be null")
         if "assignee_agent_id" in given and body.assignee_agent_id != r["assignee_agent_id"]:
@@ -157,7 +163,9 @@ async def update_routine(request: web.Request) -> web.Response:
         if r["status"] == "archived" and "status" in given:
             raise Conflict("archived is terminal")
         merged = {
-            name: (getattr(body, name) if name in given else r[name]) for name in RoutineUpdate.model_fields
+            name: (getattr(body, name) if name in given else r[name])
+            for name in RoutineUpdate.model_fields
+            if name not in routine_features.NOT_CORE_FIELDS
         }
         await check_reference(conn, "project", merged["project_id"], r["company_id"], "projectId")
         await check_reference(conn, "goal", merged["goal_id"], r["company_id"], "goalId")
@@ -188,10 +196,11 @@ async def update_routine(request: web.Request) -> web.Response:
                             "schedule", t["enabled"], status, t["cron_expression"], t["timezone"], now
                         ),
                     )
-    assert row is not None
+        assert row is not None
+        updated = await routine_features.after_update(conn, principal, r, row, body)
     if status != r["status"]:
         await announce_trigger_change(request.app[BUS_KEY], routineId=str(routine_id))
-    return respond(dump(RoutineOut, row))
+    return respond(dump(RoutineOut, updated))
 
 
 @ROUTES.route(
@@ -213,6 +222,7 @@ async def manual_run(request: web.Request) -> web.Response:
         routine = await load_routine(conn, principal, routine_id, manage=True)
         if routine["status"] == "archived":
             raise Conflict("routine is archived")
+        given_variables = routine_features.check_given_variables(routine, body.variables)
         if body.trigger_id is not None:
             trigger = await conn.fetchrow(QUERIES["trigger_by_id"], body.trigger_id)
             if trigger is None or not principal.can_see(trigger["company_id"]):
@@ -230,7 +240,9 @@ async def manual_run(request: web.Request) -> web.Response:
             payload=body.payload,
             idempotency_key=body.idempotency_key,
         )
-    run = recorded.row
+        if recorded.created:
+            await routine_features.store_given_variables(conn, recorded.row["id"], given_variables)
+    run = {**recorded.row, "input_variables": given_variables} if recorded.created else recorded.row
     if not recorded.created:
         return respond(dump(RunOut, run), 200)
     waiter = request.app[WAITER_KEY]

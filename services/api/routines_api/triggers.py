@@ -20,6 +20,7 @@ from routines_api.models import (
     TriggerWithSecret,
 )
 from routines_api.openapi import ROUTES
+from routines_api.routine_features import require_schedule_fillable
 from shared.bus import Bus, Subjects
 from shared.cron import next_fire, parse_cron, zone
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
@@ -107,6 +108,7 @@ async def create_trigger(request: web.Request) -> web.Response:
         cron = tz = public_id = signing_mode = None
         replay_window = None
         if body.kind == "schedule":
+            require_schedule_fillable(routine)
             tz = body.timezone or "UTC"
             validate_schedule(body.cron_expression, tz)
             cron = parse_cron(body.cron_expression or "").expression

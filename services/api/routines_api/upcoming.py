@@ -20,7 +20,8 @@ from aiohttp import web
 from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
 from routines_api.common import Row, dump, query_uuid, respond
 from routines_api.feature_models import UpcomingOut
-from routines_api.history import FEATURE_QUERIES, query_instant
+from routines_api.feature_queries import FEATURE_QUERIES
+from routines_api.history import query_instant
 from routines_api.openapi import ROUTES, QueryParam
 from routines_dispatcher.policy import ActiveIssue, decide_concurrency
 from shared.cron import iso_utc, next_fire, zone

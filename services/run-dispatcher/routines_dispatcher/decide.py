@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency
+from routines_dispatcher.render import VariableError, issue_content
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
 from shared.db import load_queries
@@ -52,19 +53,42 @@ async def decide_runs(
         for row in await conn.fetch(QUERIES["active_issues"], routine_ids)
     }
     decisions: list[Decision] = []
-    new_issues: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, Any]] = []
+    new_issues: list[tuple[Any, ...]] = []
+    resolved: list[tuple[uuid.UUID, str]] = []
     coalesced: dict[uuid.UUID, list[dict[str, Any]]] = {}
     updates: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None, str | None]] = []
     for run in runs:
         routine = routines[run["routine_id"]]
         current = active.get(routine["id"])
-        outcome = decide_concurrency(routine["concurrency_policy"], routine["status"], current)
+        try:
+            content, problem = issue_content(routine, run), None
+        except VariableError as exc:  # a required variable without a value fails the run
+            content, problem = None, str(exc)
+        outcome = (
+            Outcome.FAILED
+            if problem is not None
+            else decide_concurrency(routine["concurrency_policy"], routine["status"], current)
+        )
         issue_id: uuid.UUID | None = None
         into_run: uuid.UUID | None = None
         reason: str | None = None
+        if content is not None and content.values is not None:
+            resolved.append((run["id"], json.dumps(content.values)))
         if outcome is Outcome.ISSUE_CREATED:
+            assert content is not None
             issue_id = uuid.uuid4()
-            new_issues.append((issue_id, routine["id"], run["id"], run["payload"]))
+            new_issues.append(
+                (
+                    issue_id,
+                    routine["id"],
+                    run["id"],
+                    run["payload"],
+                    content.title,
+                    content.description,
+                    run["assignee_override"],
+                    run["project_override"],
+                )
+            )
             active[routine["id"]] = ActiveIssue(issue_id, run["id"])
         elif outcome in (Outcome.COALESCED, Outcome.SKIPPED):
             assert current is not None
@@ -79,7 +103,7 @@ async def decide_runs(
                     }
                 )
         else:
-            reason = "routine archived"
+            reason = problem or "routine archived"
         updates.append((run["id"], outcome.value, issue_id, into_run, reason))
         decisions.append(
             Decision(
@@ -88,6 +112,8 @@ async def decide_runs(
         )
     if new_issues:
         await conn.execute(QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)))
+    if resolved:
+        await conn.execute(QUERIES["record_resolved_variables"], *map(list, zip(*resolved, strict=True)))
     if coalesced:
         await conn.execute(
             QUERIES["record_coalesced_fires"],

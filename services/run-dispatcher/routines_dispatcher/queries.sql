@@ -3,7 +3,7 @@
 -- NO KEY UPDATE: serialises decisions without blocking the FOR KEY SHARE that every run
 -- INSERT takes through its foreign key, so ingest never waits on a decision.
 SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id, parent_issue_id,
-       priority, status, concurrency_policy
+       priority, status, concurrency_policy, variables
 FROM routines
 WHERE id IN (SELECT routine_id FROM routine_runs WHERE id = ANY($1::uuid[]))
 ORDER BY id
@@ -12,7 +12,7 @@ FOR NO KEY UPDATE;
 -- lock_routines_skip_locked --
 -- Same, skipping routines another dispatcher is deciding right now (sweeper).
 SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id, parent_issue_id,
-       priority, status, concurrency_policy
+       priority, status, concurrency_policy, variables
 FROM routines
 WHERE id IN (SELECT routine_id FROM routine_runs WHERE id = ANY($1::uuid[]))
 ORDER BY id
@@ -20,7 +20,8 @@ FOR NO KEY UPDATE SKIP LOCKED;
 
 -- undecided_runs --
 -- The runs of the locked routines that still wait for a decision, oldest first.
-SELECT id, routine_id, payload, source, triggered_at
+SELECT id, routine_id, payload, source, triggered_at, input_variables, assignee_override,
+       project_override
 FROM routine_runs
 WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status = 'received'
 ORDER BY triggered_at, id
@@ -35,13 +36,23 @@ WHERE origin_kind = 'routine_execution' AND origin_id = ANY($1::uuid[])
 ORDER BY origin_id, created_at DESC;
 
 -- insert_execution_issues --
--- Create execution issues (one row per element of the arrays).
+-- Create execution issues (one row per element of the arrays): rendered title and description,
+-- and a run's one-time assignee/project override (NULL: the routine's).
 INSERT INTO issues (id, company_id, title, description, status, priority, project_id, goal_id,
                     parent_issue_id, assignee_agent_id, origin_kind, origin_id, origin_run_id, payload)
-SELECT i.id, r.company_id, r.title, r.description, 'todo', r.priority, r.project_id, r.goal_id,
-       r.parent_issue_id, r.assignee_agent_id, 'routine_execution', r.id, i.run_id, i.payload
-FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[]) AS i(id, routine_id, run_id, payload)
+SELECT i.id, r.company_id, i.title, i.description, 'todo', r.priority,
+       COALESCE(i.project_id, r.project_id), r.goal_id, r.parent_issue_id,
+       COALESCE(i.assignee_id, r.assignee_agent_id), 'routine_execution', r.id, i.run_id, i.payload
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::text[], $6::text[], $7::uuid[],
+            $8::uuid[])
+     AS i(id, routine_id, run_id, payload, title, description, assignee_id, project_id)
 JOIN routines r ON r.id = i.routine_id;
+
+-- record_resolved_variables --
+-- The variable values each run was decided with.
+UPDATE routine_runs AS r SET resolved_variables = u.vals::jsonb
+FROM unnest($1::uuid[], $2::text[]) AS u(id, vals)
+WHERE r.id = u.id;
 
 -- record_coalesced_fires --
 -- Tell the active issues that more work arrived (count, and the latest 100 fires).
