@@ -234,6 +234,10 @@ async def backfill_dry_run(client: Client, world: World) -> Request:
     return "POST", f"/api/routines/{r['id']}/backfill", body
 
 
+async def routine_health(client: Client, world: World) -> Request:
+    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/health", None
+
+
 #             admin board_a board_b assignee other_a agent_b
 FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("get run", get_run, (200, 200, 404, 200, 200, 404)),
@@ -241,6 +245,7 @@ FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("routine upcoming", routine_upcoming, (200, 200, 404, 200, 200, 404)),
     ("company upcoming", static("GET", "/api/companies/{a}/upcoming"), (200, 200, 403, 200, 200, 403)),
     ("backfill", backfill_dry_run, (200, 200, 404, 200, 403, 404)),
+    ("routine health", routine_health, (200, 200, 404, 200, 200, 404)),
 ]
 
 

@@ -125,3 +125,87 @@ class BackfillOut(Output):
     missing: int = Field(description="Slots without a run before this call.")
     recorded: int = Field(description="Runs recorded by this call (0 in a dry run).")
     capped: int = Field(description="Missing slots left unrecorded because of maxRuns.")
+
+
+# --- schedule health -------------------------------------------------------------------------
+
+
+class LagPercentiles(Output):
+    """Fire lag of schedule runs (recorded minus scheduled), in seconds."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    max: float | None
+
+
+class TriggerHealth(Output):
+    """One schedule trigger's slots in the window and what became of them."""
+
+    trigger_id: uuid.UUID
+    label: str | None
+    enabled: bool
+    cron_expression: str
+    timezone: str
+    expected_slots: int = Field(description="Slots of the schedule in the window since the trigger existed.")
+    expected_slots_at_least: bool = Field(description="Too many to count: expectedSlots is a lower bound.")
+    on_time: int = Field(description="Schedule runs recorded within the misfire grace of their slot.")
+    late: int = Field(description="Schedule runs recorded later than the grace (catch-up).")
+    backfilled: int = Field(description="Slots recorded by a backfill.")
+    missed_skipped: int = Field(description="Missed slots the catch-up policy dropped.")
+    unaccounted: int = Field(
+        description="Expected slots with no run and no drop record (e.g. while paused or disabled)."
+    )
+    lag_seconds: LagPercentiles
+
+
+class OpenIssueHealth(Output):
+    issue_id: uuid.UUID
+    status: str
+    opened_at: datetime
+    age_sec: float
+    stale: bool = Field(description="Open longer than staleAfterSec.")
+
+
+class HealthOut(Output):
+    """Schedule health of a routine over the last `days` days."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "routineId": "6f1c1d2e-8a0b-4c55-9d0e-0c4a4b0f1a11",
+                    "days": 7,
+                    "from": "2026-03-23T10:00:00Z",
+                    "to": "2026-03-30T10:00:00Z",
+                    "onTimeWithinSec": 60,
+                    "triggers": [],
+                    "runsByStatus": {"issue_created": 3, "failed": 2},
+                    "failureStreak": 2,
+                    "failureAlertAfter": 3,
+                    "autoPauseAfter": None,
+                    "alerting": False,
+                    "staleAfterSec": 86400,
+                    "staleAction": "report",
+                    "pausedReason": None,
+                    "openIssue": None,
+                }
+            ]
+        }
+    )
+
+    routine_id: uuid.UUID
+    days: int
+    from_: str = Field(alias="from")
+    to: str
+    on_time_within_sec: int
+    triggers: list[TriggerHealth]
+    runs_by_status: dict[str, int]
+    failure_streak: int = Field(description="Consecutive failed runs among the latest settled ones.")
+    failure_alert_after: int | None
+    auto_pause_after: int | None
+    alerting: bool = Field(description="The failure alert fired and no run has completed since.")
+    stale_after_sec: int | None
+    stale_action: str
+    paused_reason: str | None
+    open_issue: OpenIssueHealth | None

@@ -94,3 +94,43 @@ VALUES ($1, $2, $3, $4, $5, $6);
 -- set_run_input_variables --
 -- The variable values given for a run (manual run `variables`).
 UPDATE routine_runs SET input_variables = $2 WHERE id = $1;
+
+-- health_schedule_triggers --
+-- A routine's schedule triggers, for the health report.
+SELECT id, label, enabled, cron_expression, timezone, next_run_at, created_at
+FROM routine_triggers WHERE routine_id = $1 AND kind = 'schedule' ORDER BY created_at, id;
+
+-- health_slot_runs --
+-- Per trigger: runs recorded for slots in the window, on time or late, and fire-lag percentiles.
+SELECT trigger_id,
+       count(*) FILTER (WHERE source = 'schedule' AND triggered_at - scheduled_for <= $4) AS on_time,
+       count(*) FILTER (WHERE source = 'schedule' AND triggered_at - scheduled_for > $4) AS late,
+       count(*) FILTER (WHERE source = 'backfill') AS backfilled,
+       percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
+           ORDER BY extract(epoch FROM triggered_at - scheduled_for))
+           FILTER (WHERE source = 'schedule') AS lag,
+       max(extract(epoch FROM triggered_at - scheduled_for)) FILTER (WHERE source = 'schedule') AS lag_max
+FROM routine_runs
+WHERE routine_id = $1 AND trigger_id IS NOT NULL AND scheduled_for >= $2 AND scheduled_for <= $3
+GROUP BY trigger_id;
+
+-- health_missed_slots --
+-- Per trigger: slots the catch-up policy dropped (from the audit runs recorded in the window).
+SELECT trigger_id, sum((payload -> 'missedSlots' ->> 'count')::bigint) AS dropped
+FROM routine_runs
+WHERE routine_id = $1 AND trigger_id IS NOT NULL AND source = 'schedule' AND status = 'skipped'
+  AND scheduled_for IS NULL AND payload ? 'missedSlots' AND triggered_at >= $2
+GROUP BY trigger_id;
+
+-- health_status_counts --
+-- Runs of the routine in the window by status.
+SELECT status, count(*) AS n FROM routine_runs
+WHERE routine_id = $1 AND triggered_at >= $2
+GROUP BY status;
+
+-- health_settled --
+-- The routine's latest settled runs, newest first (for the failure streak).
+SELECT status FROM routine_runs
+WHERE routine_id = $1 AND status IN ('failed', 'completed')
+ORDER BY COALESCE(completed_at, decided_at, triggered_at) DESC, id DESC
+LIMIT $2;

@@ -12,13 +12,14 @@ from typing import Any
 
 import asyncpg
 
-from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency
+from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency, is_stale_to_cancel
 from routines_dispatcher.render import VariableError, issue_content
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
 from shared.db import load_queries
 
 QUERIES = load_queries("routines_dispatcher")
+STALE_REASON = "execution issue stale: open longer than staleAfterSec, cancelled"
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,24 @@ async def decide_runs(
     if not runs:
         return []
     active: dict[uuid.UUID, ActiveIssue] = {
-        row["routine_id"]: ActiveIssue(row["id"], row["origin_run_id"])
+        row["routine_id"]: ActiveIssue(row["id"], row["origin_run_id"], row["created_at"])
         for row in await conn.fetch(QUERIES["active_issues"], routine_ids)
     }
     decisions: list[Decision] = []
     new_issues: list[tuple[Any, ...]] = []
     resolved: list[tuple[uuid.UUID, str]] = []
+    stale: list[uuid.UUID] = []
     coalesced: dict[uuid.UUID, list[dict[str, Any]]] = {}
     updates: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None, str | None]] = []
     for run in runs:
         routine = routines[run["routine_id"]]
         current = active.get(routine["id"])
+        if is_stale_to_cancel(
+            routine["stale_after_sec"], routine["stale_action"], current, run["triggered_at"]
+        ):
+            assert current is not None
+            stale.append(current.issue_id)
+            current = active.pop(routine["id"], None) and None
         try:
             content, problem = issue_content(routine, run), None
         except VariableError as exc:  # a required variable without a value fails the run
@@ -109,6 +117,10 @@ async def decide_runs(
             Decision(
                 run["id"], routine["id"], routine["assignee_agent_id"], outcome, issue_id, run["triggered_at"]
             )
+        )
+    if stale:
+        await conn.execute(
+            QUERIES["cancel_stale_issues"], stale, "execution issue stale: cancelled by staleAfterSec"
         )
     if new_issues:
         await conn.execute(QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)))

@@ -3,7 +3,7 @@
 -- NO KEY UPDATE: serialises decisions without blocking the FOR KEY SHARE that every run
 -- INSERT takes through its foreign key, so ingest never waits on a decision.
 SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id, parent_issue_id,
-       priority, status, concurrency_policy, variables
+       priority, status, concurrency_policy, variables, stale_after_sec, stale_action
 FROM routines
 WHERE id IN (SELECT routine_id FROM routine_runs WHERE id = ANY($1::uuid[]))
 ORDER BY id
@@ -12,7 +12,7 @@ FOR NO KEY UPDATE;
 -- lock_routines_skip_locked --
 -- Same, skipping routines another dispatcher is deciding right now (sweeper).
 SELECT id, company_id, title, description, assignee_agent_id, project_id, goal_id, parent_issue_id,
-       priority, status, concurrency_policy, variables
+       priority, status, concurrency_policy, variables, stale_after_sec, stale_action
 FROM routines
 WHERE id IN (SELECT routine_id FROM routine_runs WHERE id = ANY($1::uuid[]))
 ORDER BY id
@@ -29,7 +29,7 @@ FOR UPDATE;
 
 -- active_issues --
 -- The newest open execution issue of each routine.
-SELECT DISTINCT ON (origin_id) origin_id AS routine_id, id, origin_run_id
+SELECT DISTINCT ON (origin_id) origin_id AS routine_id, id, origin_run_id, created_at
 FROM issues
 WHERE origin_kind = 'routine_execution' AND origin_id = ANY($1::uuid[])
   AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
@@ -47,6 +47,21 @@ FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::text[], $6::tex
             $8::uuid[])
      AS i(id, routine_id, run_id, payload, title, description, assignee_id, project_id)
 JOIN routines r ON r.id = i.routine_id;
+
+-- cancel_stale_issues --
+-- Close stale execution issues as cancelled; their runs fail with the reason.
+WITH closed AS (
+    UPDATE issues SET status = 'cancelled', updated_at = now()
+    WHERE id = ANY($1::uuid[]) AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
+    RETURNING id, origin_run_id, origin_id, company_id
+), failed AS (
+    UPDATE routine_runs SET status = 'failed', failure_reason = $2, completed_at = now()
+    WHERE id IN (SELECT origin_run_id FROM closed) AND status = 'issue_created'
+)
+INSERT INTO routine_activity (company_id, routine_id, actor_kind, action, details)
+SELECT company_id, origin_id, 'system', 'stale_cancelled',
+       jsonb_build_object('issueId', id, 'runId', origin_run_id, 'reason', $2::text)
+FROM closed;
 
 -- record_resolved_variables --
 -- The variable values each run was decided with.

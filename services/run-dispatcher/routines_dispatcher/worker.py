@@ -19,6 +19,7 @@ from routines_dispatcher.metrics import (
     SWEEPER_PICKUPS,
     TERMINATED,
 )
+from shared.alerts import evaluate_failure_alerts, publish_alerts
 from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, bind_message_context, decode
 from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import sleep_unless_stopped
@@ -54,8 +55,10 @@ class Dispatcher:
     async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
         async with self.db.transaction() as conn:
             decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
+            alerts = await evaluate_failure_alerts(conn, {d.routine_id for d in decisions})
         _observe(decisions)
         await publish_decisions(self.bus, decisions)
+        await publish_alerts(self.bus, alerts)
         return decisions
 
     async def consume(self) -> None:
