@@ -238,6 +238,19 @@ async def routine_health(client: Client, world: World) -> Request:
     return "GET", f"/api/routines/{(await _routine(client, world))['id']}/health", None
 
 
+async def list_revisions(client: Client, world: World) -> Request:
+    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/revisions", None
+
+
+async def restore_revision(client: Client, world: World) -> Request:
+    r = await _routine(client, world)
+    return "POST", f"/api/routines/{r['id']}/revisions/{r['revisionId']}/restore", None
+
+
+async def routine_activity(client: Client, world: World) -> Request:
+    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/activity", None
+
+
 #             admin board_a board_b assignee other_a agent_b
 FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("get run", get_run, (200, 200, 404, 200, 200, 404)),
@@ -246,6 +259,10 @@ FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("company upcoming", static("GET", "/api/companies/{a}/upcoming"), (200, 200, 403, 200, 200, 403)),
     ("backfill", backfill_dry_run, (200, 200, 404, 200, 403, 404)),
     ("routine health", routine_health, (200, 200, 404, 200, 200, 404)),
+    ("list revisions", list_revisions, (200, 200, 404, 200, 200, 404)),
+    ("restore revision", restore_revision, (200, 200, 404, 200, 403, 404)),
+    ("routine activity", routine_activity, (200, 200, 404, 200, 200, 404)),
+    ("company activity", static("GET", "/api/companies/{a}/activity"), (200, 200, 403, 200, 200, 403)),
 ]
 
 

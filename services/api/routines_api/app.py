@@ -11,6 +11,7 @@ from routines_api import (  # noqa: F401 - they register their routes
     directory,
     health,
     history,
+    revisions,
     routines,
     triggers,
     upcoming,

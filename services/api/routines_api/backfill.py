@@ -14,6 +14,7 @@ from routines_api.common import dump, parse_body, respond
 from routines_api.feature_models import BackfillOut, BackfillRequest
 from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.openapi import ROUTES
+from routines_api.routine_features import record_activity
 from routines_api.triggers import API_SETTINGS_KEY
 from shared.bus import Bus
 from shared.cron import fires_between, iso_utc, zone
@@ -90,6 +91,9 @@ async def backfill(request: web.Request) -> web.Response:
                 chosen,
             )
             recorded = {r["scheduled_for"]: r["id"] for r in rows}
+            details = {"triggerId": str(trigger["id"]), "recorded": len(recorded), "from": iso_utc(start)}
+            details["to"] = iso_utc(end)
+            await record_activity(conn, principal, routine, "backfill", details)
     if recorded:
         await _publish_all(request.app[BUS_KEY], [(run_id, routine_id) for run_id in recorded.values()])
     tz = zone(trigger["timezone"])

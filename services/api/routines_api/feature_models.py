@@ -209,3 +209,54 @@ class HealthOut(Output):
     stale_action: str
     paused_reason: str | None
     open_issue: OpenIssueHealth | None
+
+
+# --- revisions and activity ------------------------------------------------------------------
+
+
+class RevisionOut(Output):
+    """One recorded state of a routine: who changed what, and when."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "a3d0c2f4-5b7e-4c1a-9f3e-2d4b6a8c0e12",
+                    "routineId": "6f1c1d2e-8a0b-4c55-9d0e-0c4a4b0f1a11",
+                    "number": 2,
+                    "actorKind": "board",
+                    "actorId": "c1b2a3d4-0000-4000-8000-000000000001",
+                    "snapshot": {"title": "Weekly CEO briefing", "priority": "high"},
+                    "changes": {"priority": {"from": "medium", "to": "high"}},
+                    "restoredFrom": None,
+                    "createdAt": "2026-03-30T10:00:00Z",
+                }
+            ]
+        }
+    )
+
+    id: uuid.UUID
+    routine_id: uuid.UUID
+    number: int
+    actor_kind: str = Field(description="instance_admin, board, agent or system.")
+    actor_id: uuid.UUID | None = Field(description="The agent, or the token of a board operator.")
+    snapshot: dict[str, Any] = Field(description="The routine's editable fields after this change.")
+    changes: dict[str, Any] = Field(description="field → {from, to}; empty for the first revision.")
+    restored_from: uuid.UUID | None
+    created_at: datetime
+
+
+class ActivityOut(Output):
+    """One entry of an activity log."""
+
+    id: uuid.UUID
+    routine_id: uuid.UUID | None = None
+    at: datetime
+    actor_kind: str
+    actor_id: uuid.UUID | None
+    action: str = Field(
+        description="created, updated, paused, resumed, archived, restored, trigger_added, "
+        "trigger_updated, trigger_deleted, secret_rotated, manual_run, replay, backfill, "
+        "failure_alert, recovered, auto_paused, stale_cancelled, or run_recorded (a run and its outcome)."
+    )
+    details: dict[str, Any]

@@ -134,3 +134,42 @@ SELECT status FROM routine_runs
 WHERE routine_id = $1 AND status IN ('failed', 'completed')
 ORDER BY COALESCE(completed_at, decided_at, triggered_at) DESC, id DESC
 LIMIT $2;
+
+-- revisions_page --
+-- A routine's revisions, newest first, after a keyset cursor.
+SELECT * FROM routine_revisions
+WHERE routine_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $4;
+
+-- revision_by_id --
+-- One revision of a routine.
+SELECT * FROM routine_revisions WHERE id = $1 AND routine_id = $2;
+
+-- activity_page --
+-- A routine's activity (changes, alerts, manual runs) merged with its runs, newest first.
+SELECT * FROM (
+    SELECT id, created_at AS at, actor_kind, actor_id, action, details
+    FROM routine_activity WHERE routine_id = $1
+    UNION ALL
+    SELECT id, triggered_at, 'system', NULL, 'run_recorded',
+           jsonb_build_object('runId', id, 'source', source, 'status', status,
+                              'triggerId', trigger_id, 'linkedIssueId', linked_issue_id,
+                              'failureReason', failure_reason, 'decidedAt', decided_at)
+    FROM routine_runs WHERE routine_id = $1
+) AS a
+WHERE ($2::timestamptz IS NULL OR (a.at, a.id) < ($2, $3::uuid))
+ORDER BY a.at DESC, a.id DESC
+LIMIT $4;
+
+-- company_activity_page --
+-- A company's routine activity (changes, alerts, manual runs), newest first.
+SELECT id, routine_id, created_at AS at, actor_kind, actor_id, action, details
+FROM routine_activity
+WHERE company_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $4;
+
+-- set_last_rotated_at --
+-- When a webhook trigger's secret was last rotated.
+UPDATE routine_triggers SET last_rotated_at = now() WHERE id = $1;

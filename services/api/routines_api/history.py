@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from routines_api import routine_features
 from routines_api.auth import Principal, authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
 from routines_api.feature_models import ReplayRequest
@@ -194,6 +195,8 @@ async def replay_run(request: web.Request) -> web.Response:
             original["id"],
             body.variables if body.variables is not None else original["input_variables"],
         )
-    assert row is not None
+        assert row is not None
+        details = {"runId": str(row["id"]), "replayOf": str(original["id"])}
+        await routine_features.record_activity(conn, principal, routine, "replay", details)
     run = await publish_and_wait(request, dict(row))
     return respond(dump(RunOut, run), 202)

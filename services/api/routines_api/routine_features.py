@@ -228,3 +228,12 @@ async def store_given_variables(
 ) -> None:
     if values:
         await conn.execute(FEATURE_QUERIES["set_run_input_variables"], run_id, dict(values))
+
+
+async def record_trigger_activity(
+    conn: asyncpg.Connection, principal: Principal, trigger: Row, action: str
+) -> None:
+    """A trigger change in its routine's activity log (never its secret)."""
+    routine = {"id": trigger["routine_id"], "company_id": trigger["company_id"]}
+    details = {"triggerId": str(trigger["id"]), "kind": trigger["kind"], "label": trigger["label"]}
+    await record_activity(conn, principal, routine, action, details)

@@ -35,9 +35,7 @@ WAITER_KEY = web.AppKey("decision_waiter", DecisionWaiter)
 ROUTINE_STATUSES = ("active", "paused", "archived")
 
 
-async def _check_assignee(
-    conn: asyncpg.Connection, agent_id: uuid.UUID | None, company_id: uuid.UUID
-) -> None:
+async def check_assignee(conn: asyncpg.Connection, agent_id: uuid.UUID | None, company_id: uuid.UUID) -> None:
     await check_reference(conn, "agent", agent_id, company_id, "assigneeAgentId")
     status = await conn.fetchval("SELECT status FROM agents WHERE id = $1", agent_id)
     if status != "active":
@@ -67,7 +65,7 @@ async def create_routine(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].transaction() as conn:
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
-        await _check_assignee(conn, body.assignee_agent_id, company_id)
+        await check_assignee(conn, body.assignee_agent_id, company_id)
         await check_reference(conn, "project", body.project_id, company_id, "projectId")
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
         await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
@@ -156,7 +154,7 @@ async def update_routine(request: web.Request) -> web.Response:
         if "assignee_agent_id" in given and body.assignee_agent_id != r["assignee_agent_id"]:
             if principal.kind == "agent":
                 raise Forbidden("agents cannot reassign routines")
-            await _check_assignee(conn, body.assignee_agent_id, r["company_id"])
+            await check_assignee(conn, body.assignee_agent_id, r["company_id"])
         status = body.status or r["status"]
         if r["status"] == "archived" and status != "archived":
             raise Conflict("archived routines cannot change status")
@@ -242,6 +240,8 @@ async def manual_run(request: web.Request) -> web.Response:
         )
         if recorded.created:
             await routine_features.store_given_variables(conn, recorded.row["id"], given_variables)
+            details = {"runId": str(recorded.row["id"]), "source": body.source}
+            await routine_features.record_activity(conn, principal, routine, "manual_run", details)
     run = {**recorded.row, "input_variables": given_variables} if recorded.created else recorded.row
     if not recorded.created:
         return respond(dump(RunOut, run), 200)
