@@ -251,6 +251,11 @@ async def routine_activity(client: Client, world: World) -> Request:
     return "GET", f"/api/routines/{(await _routine(client, world))['id']}/activity", None
 
 
+async def run_with_override(client: Client, world: World) -> Request:
+    body = {"assigneeAgentId": world.a.other_agent_id}
+    return "POST", f"/api/routines/{(await _routine(client, world))['id']}/run", body
+
+
 #             admin board_a board_b assignee other_a agent_b
 FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("get run", get_run, (200, 200, 404, 200, 200, 404)),
@@ -263,6 +268,7 @@ FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("restore revision", restore_revision, (200, 200, 404, 200, 403, 404)),
     ("routine activity", routine_activity, (200, 200, 404, 200, 200, 404)),
     ("company activity", static("GET", "/api/companies/{a}/activity"), (200, 200, 403, 200, 200, 403)),
+    ("manual run with override", run_with_override, (202, 202, 404, 403, 403, 404)),
 ]
 
 

@@ -173,3 +173,27 @@ LIMIT $4;
 -- set_last_rotated_at --
 -- When a webhook trigger's secret was last rotated.
 UPDATE routine_triggers SET last_rotated_at = now() WHERE id = $1;
+
+-- latest_run_per_trigger --
+-- Each trigger's latest run (lastResult, and lastFiredAt for triggers the scheduler does not stamp).
+SELECT DISTINCT ON (trigger_id) trigger_id, status, triggered_at
+FROM routine_runs
+WHERE trigger_id = ANY($1::uuid[])
+ORDER BY trigger_id, triggered_at DESC, id DESC;
+
+-- recent_runs --
+-- A routine's latest runs.
+SELECT * FROM routine_runs WHERE routine_id = $1 ORDER BY triggered_at DESC, id DESC LIMIT $2;
+
+-- active_issue --
+-- The routine's open execution issue, newest first.
+SELECT id, title, status, created_at, origin_run_id, coalesced_fire_count
+FROM issues
+WHERE origin_kind = 'routine_execution' AND origin_id = $1
+  AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
+ORDER BY created_at DESC
+LIMIT 1;
+
+-- set_run_overrides --
+-- A board operator's one-run assignee/project.
+UPDATE routine_runs SET assignee_override = $2, project_override = $3 WHERE id = $1;

@@ -207,6 +207,12 @@ class ManualRun(Input):
     variables: dict[str, VariableValue | None] = Field(
         default_factory=dict, max_length=50, description="Values of the routine's variables for this run."
     )
+    assignee_agent_id: uuid.UUID | None = Field(
+        None, description="Board operators only: assign this run's execution issue to another agent."
+    )
+    project_id: uuid.UUID | None = Field(
+        None, description="Board operators only: file this run's execution issue in another project."
+    )
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
 
 
@@ -302,6 +308,8 @@ class TriggerOut(Output):
     webhook_url: str | None = None
     created_at: datetime
     updated_at: datetime
+    last_result: RunStatus | None = Field(None, description="Status of this trigger's latest run.")
+    last_rotated_at: datetime | None = Field(None, description="When the webhook secret was last rotated.")
 
 
 class TriggerWithSecret(TriggerOut):
@@ -340,8 +348,21 @@ class RoutineOut(Output):
     revision_id: uuid.UUID | None = Field(None, description="The current revision (for baseRevisionId).")
 
 
+class ActiveIssueOut(Output):
+    """The routine's open execution issue."""
+
+    id: uuid.UUID
+    title: str
+    status: IssueStatus
+    created_at: datetime
+    origin_run_id: uuid.UUID | None
+    coalesced_fire_count: int
+
+
 class RoutineDetail(RoutineOut):
     triggers: list[TriggerOut]
+    active_issue: ActiveIssueOut | None = Field(None, description="The open execution issue, if any.")
+    recent_runs: list[RunOut] = Field(default_factory=list, description="The latest runs, newest first.")
 
 
 class RunOut(Output):

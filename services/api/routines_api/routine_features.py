@@ -9,11 +9,12 @@ from typing import Any
 
 import asyncpg
 
-from routines_api.auth import Principal
+from routines_api.auth import QUERIES, Principal
 from routines_api.common import Row
+from routines_api.directory import check_reference
 from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.models import RoutineCreate, RoutineFeatureFields, RoutineUpdate, VariableSpec
-from shared.errors import Conflict, Unprocessable
+from shared.errors import Conflict, Forbidden, Unprocessable
 from shared.templates import (
     Variable,
     VariableError,
@@ -237,3 +238,61 @@ async def record_trigger_activity(
     routine = {"id": trigger["routine_id"], "company_id": trigger["company_id"]}
     details = {"triggerId": str(trigger["id"]), "kind": trigger["kind"], "label": trigger["label"]}
     await record_activity(conn, principal, routine, action, details)
+
+
+RECENT_RUNS = 5
+
+
+async def detail_extras(
+    conn: asyncpg.Connection, routine_id: uuid.UUID, triggers: list[asyncpg.Record]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What the routine detail adds: the open issue, the latest runs, and per trigger its latest
+    run's status (`lastResult`) and time (`lastFiredAt` when the scheduler did not stamp one)."""
+    issue = await conn.fetchrow(FEATURE_QUERIES["active_issue"], routine_id)
+    runs = await conn.fetch(FEATURE_QUERIES["recent_runs"], routine_id, RECENT_RUNS)
+    latest = {
+        r["trigger_id"]: r
+        for r in await conn.fetch(FEATURE_QUERIES["latest_run_per_trigger"], [t["id"] for t in triggers])
+    }
+    rows = []
+    for t in triggers:
+        last = latest.get(t["id"])
+        rows.append(
+            {
+                **dict(t),
+                "last_result": last["status"] if last else None,
+                "last_fired_at": t["last_fired_at"] or (last["triggered_at"] if last else None),
+            }
+        )
+    return {"active_issue": dict(issue) if issue else None, "recent_runs": [dict(r) for r in runs]}, rows
+
+
+async def check_run_overrides(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    routine: Row,
+    assignee_agent_id: uuid.UUID | None,
+    project_id: uuid.UUID | None,
+) -> None:
+    """One-run overrides: board operators only (403 for agents); they must be assignable (422)."""
+    if assignee_agent_id is None and project_id is None:
+        return
+    if principal.kind == "agent":
+        raise Forbidden("agents cannot override the assignee or project of a run")
+    if assignee_agent_id is not None:
+        await check_reference(conn, "agent", assignee_agent_id, routine["company_id"], "assigneeAgentId")
+        agent = await conn.fetchrow(QUERIES["agent_by_id"], assignee_agent_id)
+        if agent is None or agent["status"] != "active":
+            raise Unprocessable("assigneeAgentId: runs can only be assigned to active agents")
+    if project_id is not None:
+        await check_reference(conn, "project", project_id, routine["company_id"], "projectId")
+
+
+async def store_run_overrides(
+    conn: asyncpg.Connection,
+    run_id: uuid.UUID,
+    assignee_agent_id: uuid.UUID | None,
+    project_id: uuid.UUID | None,
+) -> None:
+    if assignee_agent_id is not None or project_id is not None:
+        await conn.execute(FEATURE_QUERIES["set_run_overrides"], run_id, assignee_agent_id, project_id)

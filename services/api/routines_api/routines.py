@@ -127,7 +127,9 @@ async def get_routine(request: web.Request) -> web.Response:
         routine = await load_routine(conn, principal, routine_id)
         triggers = await conn.fetch(QUERIES["triggers_of_routine"], routine_id)
         detail = await routine_features.with_revision(conn, routine)
-    return respond({**dump(RoutineOut, detail), "triggers": [trigger_json(request, t) for t in triggers]})
+        extras, trigger_rows = await routine_features.detail_extras(conn, routine_id, triggers)
+    triggers_json = [trigger_json(request, t) for t in trigger_rows]
+    return respond(dump(RoutineDetail, {**detail, **extras}, triggers=triggers_json))
 
 
 @ROUTES.route(
@@ -221,6 +223,9 @@ async def manual_run(request: web.Request) -> web.Response:
         if routine["status"] == "archived":
             raise Conflict("routine is archived")
         given_variables = routine_features.check_given_variables(routine, body.variables)
+        await routine_features.check_run_overrides(
+            conn, principal, routine, body.assignee_agent_id, body.project_id
+        )
         if body.trigger_id is not None:
             trigger = await conn.fetchrow(QUERIES["trigger_by_id"], body.trigger_id)
             if trigger is None or not principal.can_see(trigger["company_id"]):
@@ -240,9 +245,15 @@ async def manual_run(request: web.Request) -> web.Response:
         )
         if recorded.created:
             await routine_features.store_given_variables(conn, recorded.row["id"], given_variables)
+            await routine_features.store_run_overrides(
+                conn, recorded.row["id"], body.assignee_agent_id, body.project_id
+            )
             details = {"runId": str(recorded.row["id"]), "source": body.source}
             await routine_features.record_activity(conn, principal, routine, "manual_run", details)
-    run = {**recorded.row, "input_variables": given_variables} if recorded.created else recorded.row
+    run = recorded.row
+    if recorded.created:
+        overrides = {"assignee_override": body.assignee_agent_id, "project_override": body.project_id}
+        run = {**run, "input_variables": given_variables, **overrides}
     if not recorded.created:
         return respond(dump(RunOut, run), 200)
     waiter = request.app[WAITER_KEY]
