@@ -117,6 +117,9 @@ class ApiSettings(SecretKeySettings):
     quota_board_tokens_per_company: int = Field(50, ge=1, description="Live (unrevoked) board tokens.")
     quota_projects_per_company: int = Field(1000, ge=1)
     quota_goals_per_company: int = Field(1000, ge=1)
+    backfill_max_runs: int = Field(
+        100, ge=1, le=10_000, description="Hard limit on the runs one backfill call may record."
+    )
 
 
 class GatewaySettings(SecretKeySettings):

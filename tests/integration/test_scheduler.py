@@ -14,7 +14,6 @@ import pytest
 
 from routines_scheduler.ticker import LOCKED_RETRY_SEC, QUERIES, Scheduler
 from shared.bus import Bus, Subjects
-from shared.cron import fires_between
 from shared.db import Database
 from shared.settings import SchedulerSettings
 from tests.factories import make_routine, make_schedule_trigger, make_world

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from routines_api.auth import QUERIES, Principal, authenticate, load_routine, path_uuid
 from routines_api.common import Row, dump, parse_body, respond
+from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.models import (
     RotatedSecret,
     RotateSecret,
@@ -21,6 +22,7 @@ from routines_api.models import (
 )
 from routines_api.openapi import ROUTES
 from routines_api.quotas import enforce_quota, lock_company
+from routines_api.routine_features import record_trigger_activity, require_schedule_fillable
 from shared.bus import Bus, Subjects
 from shared.cron import describe, next_fire, parse_cron, zone
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
@@ -116,6 +118,7 @@ async def create_trigger(request: web.Request) -> web.Response:
         cron = tz = public_id = signing_mode = None
         replay_window = None
         if body.kind == "schedule":
+            require_schedule_fillable(routine)
             tz = body.timezone or "UTC"
             validate_schedule(body.cron_expression, tz)
             cron = parse_cron(body.cron_expression or "").expression
@@ -145,7 +148,8 @@ async def create_trigger(request: web.Request) -> web.Response:
                 trigger_id,
                 request.app[SECRET_BOX_KEY].encrypt(secret, str(trigger_id)),
             )
-    assert row is not None
+        assert row is not None
+        await record_trigger_activity(conn, principal, row, "trigger_added")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=public_id)
     return respond(trigger_json(request, row, secret), 201)
 
@@ -199,7 +203,8 @@ async def update_trigger(request: web.Request) -> web.Response:
             body.signing_mode or t["signing_mode"],
             body.replay_window_sec or t["replay_window_sec"],
         )
-    assert row is not None
+        assert row is not None
+        await record_trigger_activity(conn, principal, row, "trigger_updated")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=row["public_id"])
     return respond(trigger_json(request, row))
 
@@ -218,6 +223,7 @@ async def delete_trigger(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].transaction() as conn:
         t = await _load_trigger_for_manage(conn, principal, trigger_id)
         await conn.execute(QUERIES["delete_trigger"], trigger_id)
+        await record_trigger_activity(conn, principal, t, "trigger_deleted")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=t["public_id"])
     return web.Response(status=204)
 
@@ -256,6 +262,8 @@ async def rotate_secret(request: web.Request) -> web.Response:
         await conn.execute(
             QUERIES["insert_secret"], trigger_id, request.app[SECRET_BOX_KEY].encrypt(secret, str(trigger_id))
         )
+        await conn.execute(FEATURE_QUERIES["set_last_rotated_at"], trigger_id)
+        await record_trigger_activity(conn, principal, t, "secret_rotated")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=t["public_id"])
     return respond(
         dump(
