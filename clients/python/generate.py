@@ -77,6 +77,24 @@ def _docstring(op: dict[str, Any]) -> str:
     return text.splitlines()[0].rstrip(".") + "."
 
 
+def _is_event_stream(op: dict[str, Any]) -> bool:
+    return any(
+        "text/event-stream" in response.get("content", {})
+        for status, response in op["responses"].items()
+        if status.startswith("2")
+    )
+
+
+def _render_stream(name: str, op: dict[str, Any], path: str) -> str:
+    return "\n".join(
+        [
+            f"    def {name}(self, *, last_event_id: str | None = None) -> AsyncIterator[dict[str, Any]]:",
+            f'        """{_docstring(op)}"""',
+            f'        return follow_events(self._transport, "{path}", last_event_id=last_event_id)',
+        ]
+    )
+
+
 def render_operations(doc: dict[str, Any]) -> str:
     async_methods: list[str] = []
     sync_methods: list[str] = []
@@ -113,6 +131,24 @@ def render_operations(doc: dict[str, Any]) -> str:
                 kw.append("headers: Mapping[str, str] | None = None")
                 call_args.append("headers=headers")
             signature = ", ".join(["self", *args, *(["*", *kw] if kw else [])])
+            if _is_event_stream(op):
+                async_methods.append(_render_stream(name, op, path))
+                sync_methods.append(
+                    "\n".join(
+                        [
+                            f"    def {name}(self, *, last_event_id: str | None = None)"
+                            " -> Iterator[dict[str, Any]]:",
+                            f'        """{_docstring(op)}"""',
+                            f"        events = self._client.{name}(last_event_id=last_event_id)",
+                            "        while True:",
+                            "            try:",
+                            "                yield self._run(events.__anext__())",
+                            "            except StopAsyncIteration:",
+                            "                return",
+                        ]
+                    )
+                )
+                continue
             annotation, parse = _return_type(op)
             url = re.sub(r"{([A-Za-z]+)}", lambda m: "{" + snake(m.group(1)) + "}", path)
             url_expr = f'f"{url}"' if "{" in url else f'"{url}"'
@@ -146,7 +182,7 @@ def render_operations(doc: dict[str, Any]) -> str:
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -155,6 +191,7 @@ from pydantic import BaseModel
 
 from routines_client import models
 from routines_client.transport import Transport
+from routines_client.wakeups import follow_events
 
 T = TypeVar("T")
 
@@ -178,7 +215,7 @@ class SyncOperations:
 
     _client: AsyncOperations
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _run(self, awaitable: Awaitable[T]) -> T:
         raise NotImplementedError
 
 '''

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -146,8 +146,8 @@ class RoutinesClient(SyncOperations):
         assert isinstance(self._client, AsyncRoutinesClient)
         return self._client
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_until_complete(coro)
+    def _run(self, awaitable: Awaitable[T]) -> T:
+        return self._loop.run_until_complete(awaitable)
 
     def send_webhook(
         self,

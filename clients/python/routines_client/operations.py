@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from routines_client import models
 from routines_client.transport import Transport
+from routines_client.wakeups import follow_events
 
 T = TypeVar("T")
 
@@ -330,6 +331,10 @@ class AsyncOperations:
         )
         return models.CronPreviewOut.model_validate(data)
 
+    def agent_wakeups(self, *, last_event_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Follow the calling agent's wake-ups as Server-Sent Events."""
+        return follow_events(self._transport, "/api/agents/me/wakeups", last_event_id=last_event_id)
+
     async def fire_webhook_trigger(
         self,
         public_id: str | UUID,
@@ -355,7 +360,7 @@ class SyncOperations:
 
     _client: AsyncOperations
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _run(self, awaitable: Awaitable[T]) -> T:
         raise NotImplementedError
 
     def create_company(self, body: models.CompanyCreate | Mapping[str, Any]) -> models.CompanyOut:
@@ -505,6 +510,15 @@ class SyncOperations:
     def cron_preview(self, body: models.CronPreviewRequest | Mapping[str, Any]) -> models.CronPreviewOut:
         """The next fire instants of a cron expression."""
         return self._run(self._client.cron_preview(body))
+
+    def agent_wakeups(self, *, last_event_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """Follow the calling agent's wake-ups as Server-Sent Events."""
+        events = self._client.agent_wakeups(last_event_id=last_event_id)
+        while True:
+            try:
+                yield self._run(events.__anext__())
+            except StopAsyncIteration:
+                return
 
     def fire_webhook_trigger(
         self,

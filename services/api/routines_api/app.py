@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from routines_api import directory, routines, triggers  # noqa: F401 - they register their routes
+from routines_api import directory, routines, triggers, wakeups  # noqa: F401 - they register their routes
 from routines_api.openapi import DOCS_PAGE, GATEWAY_OPERATIONS, ROUTES, build_openapi
 from routines_api.routines import WAITER_KEY
 from routines_api.triggers import API_SETTINGS_KEY, SECRET_BOX_KEY
