@@ -26,6 +26,8 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+WAKEUP_EVENT = "wakeup"
+
 
 def _resume_after(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
@@ -101,7 +103,7 @@ async def agent_wakeups(request: web.Request) -> web.StreamResponse:
                 data = json.loads(msg.data)
             except ValueError:
                 continue  # not ours to forward
-            await response.write(sse_event(msg.metadata.sequence.stream, "wakeup", data))
+            await response.write(sse_event(msg.metadata.sequence.stream, WAKEUP_EVENT, data))
     finally:  # the client went away (or we are shutting down): drop the ephemeral consumer
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
