@@ -72,6 +72,9 @@ class ApiSettings(SecretKeySettings):
         "http://127.0.0.1:8081", description="Public base URL of the webhook gateway."
     )
     manual_run_wait_sec: float = Field(2.0, ge=0, le=30)
+    console_session_ttl_sec: float = Field(
+        8 * 3600, ge=60, le=30 * 86400, description="How long a board console sign-in lasts."
+    )
     sse_heartbeat_sec: float = Field(
         15.0, gt=0, le=300, description="Idle time after which a wake-up stream sends a ping comment."
     )

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from routines_api import directory, routines, triggers, wakeups  # noqa: F401 - they register their routes
+from routines_api.console.pages import setup_console
 from routines_api.openapi import DOCS_PAGE, GATEWAY_OPERATIONS, ROUTES, build_openapi
 from routines_api.routines import WAITER_KEY
 from routines_api.triggers import API_SETTINGS_KEY, SECRET_BOX_KEY
@@ -29,6 +30,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/api/docs", _docs)
     ROUTES.install(app)
+    setup_console(app)
     app.cleanup_ctx.append(_waiter_ctx)
     finish_routes(app)
     return app
