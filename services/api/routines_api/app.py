@@ -18,6 +18,7 @@ from routines_api import (  # noqa: F401 - they register their routes
     upcoming,
     wakeups,
 )
+from routines_api.console.pages import setup_console
 from routines_api.openapi import DOCS_PAGE, GATEWAY_OPERATIONS, ROUTES, build_openapi
 from routines_api.routines import WAITER_KEY
 from routines_api.triggers import API_SETTINGS_KEY, SECRET_BOX_KEY
@@ -39,6 +40,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/api/docs", _docs)
     ROUTES.install(app)
+    setup_console(app)
     app.cleanup_ctx.append(_waiter_ctx)
     finish_routes(app)
     return app
