@@ -119,6 +119,7 @@ class ApiSettings(SecretKeySettings):
     quota_goals_per_company: int = Field(1000, ge=1)
     backfill_max_runs: int = Field(
         100, ge=1, le=10_000, description="Hard limit on the runs one backfill call may record."
+    )
     console_session_ttl_sec: float = Field(
         8 * 3600, ge=60, le=30 * 86400, description="How long a board console sign-in lasts."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import keyword
 import re
 import subprocess
 import sys
@@ -35,8 +36,10 @@ def openapi_document() -> dict[str, Any]:
 
 
 def snake(name: str) -> str:
+    """A Python identifier for an API name (`triggerId` → `trigger_id`, `from` → `from_`)."""
     name = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name)
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+    name = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+    return name + "_" if keyword.iskeyword(name) else name
 
 
 def _ref_name(schema: dict[str, Any]) -> str | None:
@@ -150,13 +153,17 @@ def render_operations(doc: dict[str, Any]) -> str:
                 )
                 continue
             annotation, parse = _return_type(op)
+            if any(q["name"] == "cursor" for q in query_params) and annotation.startswith("list["):
+                annotation = "Page[" + annotation.removeprefix("list[")
+                parse = f"Page({parse}, next_cursor=headers_in.get(NEXT_CURSOR_HEADER))"
             url = re.sub(r"{([A-Za-z]+)}", lambda m: "{" + snake(m.group(1)) + "}", path)
             url_expr = f'f"{url}"' if "{" in url else f'"{url}"'
             query = ", ".join(f'"{q["name"]}": {snake(q["name"])}' for q in query_params)
             lines = [
                 f"    async def {name}({signature}) -> {annotation}:",
                 f'        """{_docstring(op)}"""',
-                f"        {'_status, data' if annotation != 'None' else '_status, _data'} = "
+                f"        {'_status, data' if annotation != 'None' else '_status, _data'}"
+                f"{', headers_in' if 'headers_in' in parse else ', _headers'} = "
                 "await self._transport.request(",
                 f'            "{method.upper()}",',
                 f"            {url_expr},",
@@ -190,6 +197,7 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from routines_client import models
+from routines_client.pages import NEXT_CURSOR_HEADER, Page
 from routines_client.transport import Transport
 from routines_client.wakeups import follow_events
 

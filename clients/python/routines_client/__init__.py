@@ -37,6 +37,7 @@ from routines_client.errors import (
     UnsupportedMediaType,
 )
 from routines_client.operations import AsyncOperations, SyncOperations
+from routines_client.pages import Page
 from routines_client.transport import Transport
 from routines_client.webhooks import encode_body, sign
 
@@ -47,6 +48,7 @@ __all__ = [
     "ConnectionFailed",
     "Forbidden",
     "NotFound",
+    "Page",
     "PayloadTooLarge",
     "RateLimited",
     "RoutinesAPIError",
@@ -183,28 +185,16 @@ class RoutinesClient(SyncOperations):
 async def paginate(
     fetch: Callable[..., Awaitable[Any]], *args: Any, page_size: int = 100, **kwargs: Any
 ) -> AsyncIterator[Any]:
-    """Every item of a listing, page by page.
-
-    Works with cursor-paginated answers (`{"items": [...], "nextCursor": ...}`, passing
-    `cursor=`) and with plain lists (one page).
-    """
+    """Every item of a listing, page by page: follows each page's `next_cursor` (the API's
+    `X-Next-Cursor` header) while there is one; a listing without cursors is one page."""
     cursor: str | None = None
     while True:
         call_kwargs = dict(kwargs)
         if cursor is not None:
             call_kwargs["cursor"] = cursor
         page = await fetch(*args, limit=page_size, **call_kwargs)
-        if isinstance(page, list):
-            for item in page:
-                yield item
-            return
-        items = getattr(page, "items", None)
-        if items is None and isinstance(page, dict):
-            items = page.get("items", [])
-        for item in items or []:
+        for item in page:
             yield item
-        cursor = getattr(page, "next_cursor", None) or (
-            page.get("nextCursor") if isinstance(page, dict) else None
-        )
+        cursor = getattr(page, "next_cursor", None)
         if not cursor:
             return

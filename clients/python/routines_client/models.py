@@ -8,6 +8,53 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 
+class ActiveIssueOut(BaseModel):
+    """
+    The routine's open execution issue.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: Annotated[UUID, Field(title="Id")]
+    title: Annotated[str, Field(title="Title")]
+    status: Annotated[
+        Literal[
+            "backlog",
+            "todo",
+            "in_progress",
+            "in_review",
+            "blocked",
+            "done",
+            "cancelled",
+        ],
+        Field(title="Status"),
+    ]
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+    origin_run_id: Annotated[UUID | None, Field(alias="originRunId", title="Originrunid")]
+    coalesced_fire_count: Annotated[int, Field(alias="coalescedFireCount", title="Coalescedfirecount")]
+
+
+class ActivityOut(BaseModel):
+    """
+    One entry of an activity log.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: Annotated[UUID, Field(title="Id")]
+    routine_id: Annotated[UUID | None, Field(alias="routineId", title="Routineid")] = None
+    at: Annotated[AwareDatetime, Field(title="At")]
+    actor_kind: Annotated[str, Field(alias="actorKind", title="Actorkind")]
+    actor_id: Annotated[UUID | None, Field(alias="actorId", title="Actorid")]
+    action: Annotated[str, Field(title="Action")]
+    """
+    created, updated, paused, resumed, archived, restored, trigger_added, trigger_updated, trigger_deleted, secret_rotated, manual_run, replay, backfill, failure_alert, recovered, auto_paused, stale_cancelled, or run_recorded (a run and its outcome).
+    """
+    details: Annotated[dict[str, Any], Field(title="Details")]
+
+
 class AgentCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -35,6 +82,63 @@ class AgentUpdate(BaseModel):
     status: Annotated[Literal["active", "paused", "terminated"], Field(title="Status")]
 
 
+class BackfillRequest(BaseModel):
+    """
+    Slots of one schedule trigger in a window; records the missing ones unless `dryRun`.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
+    """
+    A schedule trigger of this routine.
+    """
+    from_: Annotated[AwareDatetime, Field(alias="from", title="From")]
+    """
+    Window start (exclusive), ISO 8601 with offset.
+    """
+    to: Annotated[AwareDatetime, Field(title="To")]
+    """
+    Window end (inclusive); not in the future.
+    """
+    dry_run: Annotated[bool | None, Field(alias="dryRun", title="Dryrun")] = True
+    """
+    Only list the slots (the default); nothing is recorded.
+    """
+    max_runs: Annotated[int | None, Field(alias="maxRuns", ge=1, title="Maxruns")] = 25
+    """
+    At most this many runs are recorded (hard limit configurable).
+    """
+
+
+class BackfillSlot(BaseModel):
+    """
+    One slot of the window.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    scheduled_for: Annotated[str, Field(alias="scheduledFor", title="Scheduledfor")]
+    """
+    The slot's fire instant (UTC, ISO 8601).
+    """
+    local: Annotated[str, Field(title="Local")]
+    """
+    The slot in the trigger's time zone.
+    """
+    existing_run_id: Annotated[UUID | None, Field(alias="existingRunId", title="Existingrunid")]
+    """
+    The run already recorded for this slot, if any.
+    """
+    recorded_run_id: Annotated[UUID | None, Field(alias="recordedRunId", title="Recordedrunid")] = None
+    """
+    The run this call recorded for the slot (not in a dry run).
+    """
+
+
 class BoardTokenCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -51,6 +155,23 @@ class BoardTokenOut(BaseModel):
     company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
     name: Annotated[str, Field(title="Name")]
     token: Annotated[str, Field(title="Token")]
+
+
+class CoalescedFireOut(BaseModel):
+    """
+    A reference to a fire coalesced into an issue; its payload is read from the run.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    run_id: Annotated[UUID, Field(alias="runId", title="Runid")]
+    source: Annotated[
+        Literal["schedule", "webhook", "api", "manual", "replay", "backfill"],
+        Field(title="Source"),
+    ]
+    triggered_at: Annotated[str, Field(alias="triggeredAt", title="Triggeredat")]
+    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", title="Payloadbytes")] = None
 
 
 class CompanyCreate(BaseModel):
@@ -70,23 +191,6 @@ class CompanyOut(BaseModel):
     created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
 
 
-class CronFire(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    utc: Annotated[str, Field(title="Utc")]
-    local: Annotated[str, Field(title="Local")]
-
-
-class CronPreviewOut(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    cron_expression: Annotated[str, Field(alias="cronExpression", title="Cronexpression")]
-    timezone: Annotated[str, Field(title="Timezone")]
-    fires: Annotated[list[CronFire], Field(title="Fires")]
-
-
 class CronPreviewRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -96,6 +200,25 @@ class CronPreviewRequest(BaseModel):
     timezone: Annotated[str | None, Field(max_length=64, title="Timezone")] = "UTC"
     after: Annotated[AwareDatetime | None, Field(title="After")] = None
     count: Annotated[int | None, Field(ge=1, le=100, title="Count")] = 5
+
+
+class DstShift(BaseModel):
+    """
+    How daylight saving moved a fire: its cron wall time and what happened to it.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    kind: Annotated[
+        Literal["shifted_out_of_gap", "first_of_repeated", "second_of_repeated"],
+        Field(title="Kind"),
+    ]
+    wall_time: Annotated[str, Field(alias="wallTime", title="Walltime")]
+    """
+    The local time the expression names, e.g. 2027-03-28T02:30
+    """
+    note: Annotated[str, Field(title="Note")]
 
 
 class ErrorOut(BaseModel):
@@ -188,9 +311,16 @@ class IssueOut(BaseModel):
     ]
     origin_id: Annotated[UUID | None, Field(alias="originId", title="Originid")]
     origin_run_id: Annotated[UUID | None, Field(alias="originRunId", title="Originrunid")]
-    payload: Annotated[dict[str, Any], Field(title="Payload")]
+    payload: Annotated[dict[str, Any] | None, Field(title="Payload")]
+    """
+    The run payload; null in a list when larger than the list limit (see payloadBytes)
+    """
+    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", title="Payloadbytes")] = None
+    """
+    Size of the payload as JSON text
+    """
     coalesced_fire_count: Annotated[int, Field(alias="coalescedFireCount", title="Coalescedfirecount")]
-    coalesced_fires: Annotated[list[dict[str, Any]], Field(alias="coalescedFires", title="Coalescedfires")]
+    coalesced_fires: Annotated[list[CoalescedFireOut], Field(alias="coalescedFires", title="Coalescedfires")]
     created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
     updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
 
@@ -214,6 +344,20 @@ class IssueUpdate(BaseModel):
     ]
 
 
+class LagPercentiles(BaseModel):
+    """
+    Fire lag of schedule runs (recorded minus scheduled), in seconds.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    p50: Annotated[float | None, Field(title="P50")]
+    p90: Annotated[float | None, Field(title="P90")]
+    p99: Annotated[float | None, Field(title="P99")]
+    max: Annotated[float | None, Field(title="Max")]
+
+
 class IdempotencyKey(RootModel[str]):
     root: Annotated[str, Field(max_length=255, min_length=1, title="Idempotencykey")] = None
 
@@ -226,9 +370,38 @@ class ManualRun(BaseModel):
     source: Annotated[Literal["manual", "api"] | None, Field(title="Source")] = "manual"
     trigger_id: Annotated[UUID | None, Field(alias="triggerId", title="Triggerid")] = None
     payload: Annotated[dict[str, Any] | None, Field(title="Payload")] = None
+    variables: Annotated[
+        dict[str, str | int | float | bool | None] | None,
+        Field(max_length=50, title="Variables"),
+    ] = None
+    """
+    Values of the routine's variables for this run.
+    """
+    assignee_agent_id: Annotated[UUID | None, Field(alias="assigneeAgentId", title="Assigneeagentid")] = None
+    """
+    Board operators only: assign this run's execution issue to another agent.
+    """
+    project_id: Annotated[UUID | None, Field(alias="projectId", title="Projectid")] = None
+    """
+    Board operators only: file this run's execution issue in another project.
+    """
     idempotency_key: Annotated[
         IdempotencyKey | None, Field(alias="idempotencyKey", title="Idempotencykey")
     ] = None
+
+
+class OpenIssueHealth(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    issue_id: Annotated[UUID, Field(alias="issueId", title="Issueid")]
+    status: Annotated[str, Field(title="Status")]
+    opened_at: Annotated[AwareDatetime, Field(alias="openedAt", title="Openedat")]
+    age_sec: Annotated[float, Field(alias="ageSec", title="Agesec")]
+    stale: Annotated[bool, Field(title="Stale")]
+    """
+    Open longer than staleAfterSec.
+    """
 
 
 class ProjectCreate(BaseModel):
@@ -246,6 +419,56 @@ class ProjectOut(BaseModel):
     id: Annotated[UUID, Field(title="Id")]
     company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
     name: Annotated[str, Field(title="Name")]
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+
+
+class ReplayRequest(BaseModel):
+    """
+    Replay a run; without `payload` the original payload is used again.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    payload: Annotated[dict[str, Any] | None, Field(title="Payload")] = None
+    """
+    Payload of the new run; the original run's payload when omitted.
+    """
+    variables: Annotated[dict[str, Any] | None, Field(title="Variables")] = None
+    """
+    Variable values of the new run; the original run's values when omitted.
+    """
+
+
+class RevisionOut(BaseModel):
+    """
+    One recorded state of a routine: who changed what, and when.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: Annotated[UUID, Field(title="Id")]
+    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
+    number: Annotated[int, Field(title="Number")]
+    actor_kind: Annotated[str, Field(alias="actorKind", title="Actorkind")]
+    """
+    instance_admin, board, agent or system.
+    """
+    actor_id: Annotated[UUID | None, Field(alias="actorId", title="Actorid")]
+    """
+    The agent, or the token of a board operator.
+    """
+    snapshot: Annotated[dict[str, Any], Field(title="Snapshot")]
+    """
+    The routine's editable fields after this change.
+    """
+    changes: Annotated[dict[str, Any], Field(title="Changes")]
+    """
+    field → {from, to}; empty for the first revision.
+    """
+    restored_from: Annotated[UUID | None, Field(alias="restoredFrom", title="Restoredfrom")]
     created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
 
 
@@ -269,86 +492,29 @@ class RotatedSecret(BaseModel):
     ]
 
 
-class RoutineCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        populate_by_name=True,
-    )
-    title: Annotated[str, Field(max_length=200, title="Title")]
-    description: Annotated[Description | None, Field(title="Description")] = None
-    assignee_agent_id: Annotated[UUID, Field(alias="assigneeAgentId", title="Assigneeagentid")]
-    project_id: Annotated[UUID, Field(alias="projectId", title="Projectid")]
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")] = None
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")] = None
-    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(title="Priority")] = (
-        "medium"
-    )
-    status: Annotated[Literal["active", "paused", "archived"] | None, Field(title="Status")] = "active"
-    concurrency_policy: Annotated[
-        Literal["coalesce_if_active", "skip_if_active", "always_enqueue"] | None,
-        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
-    ] = "coalesce_if_active"
-    catch_up_policy: Annotated[
-        Literal["skip_missed", "enqueue_missed_with_cap"] | None,
-        Field(alias="catchUpPolicy", title="Catchuppolicy"),
-    ] = "skip_missed"
+class FailureAlertAfter(RootModel[int]):
+    root: Annotated[int, Field(ge=1, le=1000, title="Failurealertafter")] = None
+    """
+    Alert after this many consecutive failed runs (off when null).
+    """
 
 
-class RoutineOut(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    id: Annotated[UUID, Field(title="Id")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    title: Annotated[str, Field(title="Title")]
-    description: Annotated[str | None, Field(title="Description")]
-    assignee_agent_id: Annotated[UUID, Field(alias="assigneeAgentId", title="Assigneeagentid")]
-    project_id: Annotated[UUID, Field(alias="projectId", title="Projectid")]
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")]
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")]
-    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(title="Priority")]
-    status: Annotated[Literal["active", "paused", "archived"], Field(title="Status")]
-    concurrency_policy: Annotated[
-        Literal["coalesce_if_active", "skip_if_active", "always_enqueue"],
-        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
-    ]
-    catch_up_policy: Annotated[
-        Literal["skip_missed", "enqueue_missed_with_cap"],
-        Field(alias="catchUpPolicy", title="Catchuppolicy"),
-    ]
-    last_triggered_at: Annotated[
-        AwareDatetime | None, Field(alias="lastTriggeredAt", title="Lasttriggeredat")
-    ]
-    last_enqueued_at: Annotated[AwareDatetime | None, Field(alias="lastEnqueuedAt", title="Lastenqueuedat")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
+class AutoPauseAfter(RootModel[int]):
+    root: Annotated[int, Field(ge=1, le=1000, title="Autopauseafter")] = None
+    """
+    Pause the routine after this many consecutive failed runs.
+    """
+
+
+class StaleAfterSec(RootModel[int]):
+    root: Annotated[int, Field(ge=60, le=31536000, title="Staleaftersec")] = None
+    """
+    An execution issue open longer than this is stale.
+    """
 
 
 class Title(RootModel[str]):
     root: Annotated[str, Field(max_length=200, title="Title")] = None
-
-
-class RoutineUpdate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        populate_by_name=True,
-    )
-    title: Annotated[Title | None, Field(title="Title")] = None
-    description: Annotated[Description | None, Field(title="Description")] = None
-    assignee_agent_id: Annotated[UUID | None, Field(alias="assigneeAgentId", title="Assigneeagentid")] = None
-    project_id: Annotated[UUID | None, Field(alias="projectId", title="Projectid")] = None
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")] = None
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")] = None
-    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(title="Priority")] = None
-    status: Annotated[Literal["active", "paused", "archived"] | None, Field(title="Status")] = None
-    concurrency_policy: Annotated[
-        Literal["coalesce_if_active", "skip_if_active", "always_enqueue"] | None,
-        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
-    ] = None
-    catch_up_policy: Annotated[
-        Literal["skip_missed", "enqueue_missed_with_cap"] | None,
-        Field(alias="catchUpPolicy", title="Catchuppolicy"),
-    ] = None
 
 
 class RunOut(BaseModel):
@@ -359,14 +525,24 @@ class RunOut(BaseModel):
     routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
     company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
     trigger_id: Annotated[UUID | None, Field(alias="triggerId", title="Triggerid")]
-    source: Annotated[Literal["schedule", "webhook", "api", "manual"], Field(title="Source")]
+    source: Annotated[
+        Literal["schedule", "webhook", "api", "manual", "replay", "backfill"],
+        Field(title="Source"),
+    ]
     status: Annotated[
         Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"],
         Field(title="Status"),
     ]
     triggered_at: Annotated[AwareDatetime, Field(alias="triggeredAt", title="Triggeredat")]
     scheduled_for: Annotated[AwareDatetime | None, Field(alias="scheduledFor", title="Scheduledfor")]
-    payload: Annotated[dict[str, Any], Field(title="Payload")]
+    payload: Annotated[dict[str, Any] | None, Field(title="Payload")]
+    """
+    The run payload; null in a list when larger than the list limit (see payloadBytes)
+    """
+    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", title="Payloadbytes")] = None
+    """
+    Size of the payload as JSON text
+    """
     idempotency_key: Annotated[str | None, Field(alias="idempotencyKey", title="Idempotencykey")]
     linked_issue_id: Annotated[UUID | None, Field(alias="linkedIssueId", title="Linkedissueid")]
     coalesced_into_run_id: Annotated[
@@ -375,6 +551,34 @@ class RunOut(BaseModel):
     failure_reason: Annotated[str | None, Field(alias="failureReason", title="Failurereason")]
     decided_at: Annotated[AwareDatetime | None, Field(alias="decidedAt", title="Decidedat")]
     completed_at: Annotated[AwareDatetime | None, Field(alias="completedAt", title="Completedat")]
+    replay_of: Annotated[UUID | None, Field(alias="replayOf", title="Replayof")] = None
+    input_variables: Annotated[
+        dict[str, Any] | None, Field(alias="inputVariables", title="Inputvariables")
+    ] = None
+    resolved_variables: Annotated[
+        dict[str, Any] | None,
+        Field(alias="resolvedVariables", title="Resolvedvariables"),
+    ] = None
+    assignee_override: Annotated[UUID | None, Field(alias="assigneeOverride", title="Assigneeoverride")] = (
+        None
+    )
+    project_override: Annotated[UUID | None, Field(alias="projectOverride", title="Projectoverride")] = None
+
+
+class TokenOut(BaseModel):
+    """
+    A bearer token's record; the token itself is shown only when it is made.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: Annotated[UUID, Field(title="Id")]
+    kind: Annotated[Literal["instance_admin", "board", "agent"], Field(title="Kind")]
+    name: Annotated[str, Field(title="Name")]
+    company_id: Annotated[UUID | None, Field(alias="companyId", title="Companyid")]
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+    revoked_at: Annotated[AwareDatetime | None, Field(alias="revokedAt", title="Revokedat")]
 
 
 class Label(RootModel[str]):
@@ -414,6 +618,52 @@ class TriggerCreate(BaseModel):
     ] = None
 
 
+class TriggerHealth(BaseModel):
+    """
+    One schedule trigger's slots in the window and what became of them.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
+    label: Annotated[str | None, Field(title="Label")]
+    enabled: Annotated[bool, Field(title="Enabled")]
+    cron_expression: Annotated[str, Field(alias="cronExpression", title="Cronexpression")]
+    timezone: Annotated[str, Field(title="Timezone")]
+    expected_slots: Annotated[int, Field(alias="expectedSlots", title="Expectedslots")]
+    """
+    Slots of the schedule in the window since the trigger existed.
+    """
+    expected_slots_at_least: Annotated[
+        bool, Field(alias="expectedSlotsAtLeast", title="Expectedslotsatleast")
+    ]
+    """
+    Too many to count: expectedSlots is a lower bound.
+    """
+    on_time: Annotated[int, Field(alias="onTime", title="Ontime")]
+    """
+    Schedule runs recorded within the misfire grace of their slot.
+    """
+    late: Annotated[int, Field(title="Late")]
+    """
+    Schedule runs recorded later than the grace (catch-up).
+    """
+    backfilled: Annotated[int, Field(title="Backfilled")]
+    """
+    Slots recorded by a backfill.
+    """
+    missed_skipped: Annotated[int, Field(alias="missedSkipped", title="Missedskipped")]
+    """
+    Missed slots the catch-up policy dropped.
+    """
+    unaccounted: Annotated[int, Field(title="Unaccounted")]
+    """
+    Expected slots with no run and no drop record (e.g. while paused or disabled).
+    """
+    lag_seconds: Annotated[LagPercentiles, Field(alias="lagSeconds")]
+
+
 class TriggerOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -425,6 +675,10 @@ class TriggerOut(BaseModel):
     enabled: Annotated[bool, Field(title="Enabled")]
     cron_expression: Annotated[str | None, Field(alias="cronExpression", title="Cronexpression")] = None
     timezone: Annotated[str | None, Field(title="Timezone")] = None
+    description: Annotated[str | None, Field(title="Description")] = None
+    """
+    A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'
+    """
     next_run_at: Annotated[AwareDatetime | None, Field(alias="nextRunAt", title="Nextrunat")] = None
     last_fired_at: Annotated[AwareDatetime | None, Field(alias="lastFiredAt", title="Lastfiredat")] = None
     public_id: Annotated[str | None, Field(alias="publicId", title="Publicid")] = None
@@ -436,6 +690,19 @@ class TriggerOut(BaseModel):
     webhook_url: Annotated[str | None, Field(alias="webhookUrl", title="Webhookurl")] = None
     created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
     updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
+    last_result: Annotated[
+        Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"] | None,
+        Field(alias="lastResult", title="Lastresult"),
+    ] = None
+    """
+    Status of this trigger's latest run.
+    """
+    last_rotated_at: Annotated[AwareDatetime | None, Field(alias="lastRotatedAt", title="Lastrotatedat")] = (
+        None
+    )
+    """
+    When the webhook secret was last rotated.
+    """
 
 
 class TriggerUpdate(BaseModel):
@@ -470,6 +737,10 @@ class TriggerWithSecret(BaseModel):
     enabled: Annotated[bool, Field(title="Enabled")]
     cron_expression: Annotated[str | None, Field(alias="cronExpression", title="Cronexpression")] = None
     timezone: Annotated[str | None, Field(title="Timezone")] = None
+    description: Annotated[str | None, Field(title="Description")] = None
+    """
+    A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'
+    """
     next_run_at: Annotated[AwareDatetime | None, Field(alias="nextRunAt", title="Nextrunat")] = None
     last_fired_at: Annotated[AwareDatetime | None, Field(alias="lastFiredAt", title="Lastfiredat")] = None
     public_id: Annotated[str | None, Field(alias="publicId", title="Publicid")] = None
@@ -481,7 +752,119 @@ class TriggerWithSecret(BaseModel):
     webhook_url: Annotated[str | None, Field(alias="webhookUrl", title="Webhookurl")] = None
     created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
     updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
+    last_result: Annotated[
+        Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"] | None,
+        Field(alias="lastResult", title="Lastresult"),
+    ] = None
+    """
+    Status of this trigger's latest run.
+    """
+    last_rotated_at: Annotated[AwareDatetime | None, Field(alias="lastRotatedAt", title="Lastrotatedat")] = (
+        None
+    )
+    """
+    When the webhook secret was last rotated.
+    """
     secret: Annotated[str | None, Field(title="Secret")] = None
+
+
+class UpcomingFire(BaseModel):
+    """
+    One predicted fire of a schedule trigger.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
+    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
+    label: Annotated[str | None, Field(title="Label")]
+    cron_expression: Annotated[str, Field(alias="cronExpression", title="Cronexpression")]
+    timezone: Annotated[str, Field(title="Timezone")]
+    utc: Annotated[str, Field(title="Utc")]
+    """
+    The fire instant in UTC (ISO 8601).
+    """
+    local: Annotated[str, Field(title="Local")]
+    """
+    The same instant in the trigger's time zone, with its offset.
+    """
+    dst: Annotated[bool, Field(title="Dst")]
+    """
+    Whether daylight saving time is in effect locally at that instant.
+    """
+    predicted_outcome: Annotated[
+        Literal["issue_created", "coalesced", "skipped", "paused", "disabled", "archived"],
+        Field(alias="predictedOutcome", title="Predictedoutcome"),
+    ]
+    """
+    What would happen if it fired now under the routine's concurrency policy; `paused`/`disabled`/`archived` when it would not fire at all.
+    """
+
+
+class UpcomingOut(BaseModel):
+    """
+    The next fires of a routine, or a company's fires in a window, in time order.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    fires: Annotated[list[UpcomingFire], Field(title="Fires")]
+    truncated: Annotated[bool | None, Field(title="Truncated")] = False
+    """
+    More fires exist than were listed (a bound was hit).
+    """
+
+
+class VariableOut(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: Annotated[str, Field(title="Name")]
+    type: Annotated[Literal["text", "number", "boolean", "select", "date"], Field(title="Type")]
+    default: Annotated[Any | None, Field(title="Default")] = None
+    required: Annotated[bool | None, Field(title="Required")] = False
+    options: Annotated[list[str] | None, Field(title="Options")] = None
+
+
+class Option(RootModel[str]):
+    root: Annotated[str, Field(max_length=200)]
+
+
+class Options(RootModel[list[Option]]):
+    root: Annotated[list[Option], Field(max_length=100, title="Options")] = None
+    """
+    The allowed values of a `select` variable.
+    """
+
+
+class VariableSpec(BaseModel):
+    """
+    A routine variable; `{{name}}` in the title or description is replaced by its value.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    name: Annotated[str, Field(max_length=64, min_length=1, title="Name")]
+    """
+    Letters, digits and `_`, not starting with a digit.
+    """
+    type: Annotated[Literal["text", "number", "boolean", "select", "date"], Field(title="Type")]
+    default: Annotated[str | int | float | bool | None, Field(title="Default")] = None
+    """
+    Used when the run gives no value.
+    """
+    required: Annotated[bool | None, Field(title="Required")] = False
+    """
+    A run without a value (and no default) fails, naming it.
+    """
+    options: Annotated[Options | None, Field(title="Options")] = None
+    """
+    The allowed values of a `select` variable.
+    """
 
 
 class WebhookAccepted(BaseModel):
@@ -504,6 +887,149 @@ class AgentCreated(BaseModel):
     )
     agent: AgentOut
     api_key: Annotated[str, Field(alias="apiKey", title="Apikey")]
+
+
+class BackfillOut(BaseModel):
+    """
+    What a backfill found and (unless a dry run) recorded.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
+    dry_run: Annotated[bool, Field(alias="dryRun", title="Dryrun")]
+    slots: Annotated[list[BackfillSlot], Field(title="Slots")]
+    missing: Annotated[int, Field(title="Missing")]
+    """
+    Slots without a run before this call.
+    """
+    recorded: Annotated[int, Field(title="Recorded")]
+    """
+    Runs recorded by this call (0 in a dry run).
+    """
+    capped: Annotated[int, Field(title="Capped")]
+    """
+    Missing slots left unrecorded because of maxRuns.
+    """
+
+
+class CronFire(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    utc: Annotated[str, Field(title="Utc")]
+    local: Annotated[str, Field(title="Local")]
+    dst: DstShift | None
+    """
+    Set on transition days: how daylight saving moved this fire
+    """
+
+
+class CronPreviewOut(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    cron_expression: Annotated[str, Field(alias="cronExpression", title="Cronexpression")]
+    timezone: Annotated[str, Field(title="Timezone")]
+    description: Annotated[str, Field(title="Description")]
+    """
+    The schedule in words with its zone
+    """
+    fires: Annotated[list[CronFire], Field(title="Fires")]
+
+
+class HealthOut(BaseModel):
+    """
+    Schedule health of a routine over the last `days` days.
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
+    days: Annotated[int, Field(title="Days")]
+    from_: Annotated[str, Field(alias="from", title="From")]
+    to: Annotated[str, Field(title="To")]
+    on_time_within_sec: Annotated[int, Field(alias="onTimeWithinSec", title="Ontimewithinsec")]
+    triggers: Annotated[list[TriggerHealth], Field(title="Triggers")]
+    runs_by_status: Annotated[dict[str, int], Field(alias="runsByStatus", title="Runsbystatus")]
+    failure_streak: Annotated[int, Field(alias="failureStreak", title="Failurestreak")]
+    """
+    Consecutive failed runs among the latest settled ones.
+    """
+    failure_alert_after: Annotated[int | None, Field(alias="failureAlertAfter", title="Failurealertafter")]
+    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", title="Autopauseafter")]
+    alerting: Annotated[bool, Field(title="Alerting")]
+    """
+    The failure alert fired and no run has completed since.
+    """
+    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", title="Staleaftersec")]
+    stale_action: Annotated[str, Field(alias="staleAction", title="Staleaction")]
+    paused_reason: Annotated[str | None, Field(alias="pausedReason", title="Pausedreason")]
+    open_issue: Annotated[OpenIssueHealth | None, Field(alias="openIssue")]
+
+
+class Variables(RootModel[list[VariableSpec]]):
+    root: Annotated[list[VariableSpec], Field(max_length=50, title="Variables")] = None
+    """
+    Declared variables.
+    """
+
+
+class RoutineCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    variables: Annotated[Variables | None, Field(title="Variables")] = None
+    """
+    Declared variables.
+    """
+    failure_alert_after: Annotated[
+        FailureAlertAfter | None,
+        Field(alias="failureAlertAfter", title="Failurealertafter"),
+    ] = None
+    """
+    Alert after this many consecutive failed runs (off when null).
+    """
+    auto_pause_after: Annotated[
+        AutoPauseAfter | None, Field(alias="autoPauseAfter", title="Autopauseafter")
+    ] = None
+    """
+    Pause the routine after this many consecutive failed runs.
+    """
+    stale_after_sec: Annotated[StaleAfterSec | None, Field(alias="staleAfterSec", title="Staleaftersec")] = (
+        None
+    )
+    """
+    An execution issue open longer than this is stale.
+    """
+    stale_action: Annotated[
+        Literal["report", "cancel"] | None,
+        Field(alias="staleAction", title="Staleaction"),
+    ] = None
+    """
+    `report` (health only) or `cancel` (close it; its run fails with a reason).
+    """
+    title: Annotated[str, Field(max_length=200, title="Title")]
+    description: Annotated[Description | None, Field(title="Description")] = None
+    assignee_agent_id: Annotated[UUID, Field(alias="assigneeAgentId", title="Assigneeagentid")]
+    project_id: Annotated[UUID, Field(alias="projectId", title="Projectid")]
+    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")] = None
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")] = None
+    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(title="Priority")] = (
+        "medium"
+    )
+    status: Annotated[Literal["active", "paused", "archived"] | None, Field(title="Status")] = "active"
+    concurrency_policy: Annotated[
+        Literal["coalesce_if_active", "skip_if_active", "always_enqueue"] | None,
+        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
+    ] = "coalesce_if_active"
+    catch_up_policy: Annotated[
+        Literal["skip_missed", "enqueue_missed_with_cap"] | None,
+        Field(alias="catchUpPolicy", title="Catchuppolicy"),
+    ] = "skip_missed"
 
 
 class RoutineDetail(BaseModel):
@@ -534,4 +1060,129 @@ class RoutineDetail(BaseModel):
     last_enqueued_at: Annotated[AwareDatetime | None, Field(alias="lastEnqueuedAt", title="Lastenqueuedat")]
     created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
     updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
+    variables: Annotated[list[VariableOut] | None, Field(title="Variables")] = None
+    failure_alert_after: Annotated[
+        int | None, Field(alias="failureAlertAfter", title="Failurealertafter")
+    ] = None
+    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", title="Autopauseafter")] = None
+    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", title="Staleaftersec")] = None
+    stale_action: Annotated[
+        Literal["report", "cancel"] | None,
+        Field(alias="staleAction", title="Staleaction"),
+    ] = "report"
+    paused_reason: Annotated[str | None, Field(alias="pausedReason", title="Pausedreason")] = None
+    revision_id: Annotated[UUID | None, Field(alias="revisionId", title="Revisionid")] = None
+    """
+    The current revision (for baseRevisionId).
+    """
     triggers: Annotated[list[TriggerOut], Field(title="Triggers")]
+    active_issue: Annotated[ActiveIssueOut | None, Field(alias="activeIssue")] = None
+    """
+    The open execution issue, if any.
+    """
+    recent_runs: Annotated[list[RunOut] | None, Field(alias="recentRuns", title="Recentruns")] = None
+    """
+    The latest runs, newest first.
+    """
+
+
+class RoutineOut(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: Annotated[UUID, Field(title="Id")]
+    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
+    title: Annotated[str, Field(title="Title")]
+    description: Annotated[str | None, Field(title="Description")]
+    assignee_agent_id: Annotated[UUID, Field(alias="assigneeAgentId", title="Assigneeagentid")]
+    project_id: Annotated[UUID, Field(alias="projectId", title="Projectid")]
+    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")]
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")]
+    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(title="Priority")]
+    status: Annotated[Literal["active", "paused", "archived"], Field(title="Status")]
+    concurrency_policy: Annotated[
+        Literal["coalesce_if_active", "skip_if_active", "always_enqueue"],
+        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
+    ]
+    catch_up_policy: Annotated[
+        Literal["skip_missed", "enqueue_missed_with_cap"],
+        Field(alias="catchUpPolicy", title="Catchuppolicy"),
+    ]
+    last_triggered_at: Annotated[
+        AwareDatetime | None, Field(alias="lastTriggeredAt", title="Lasttriggeredat")
+    ]
+    last_enqueued_at: Annotated[AwareDatetime | None, Field(alias="lastEnqueuedAt", title="Lastenqueuedat")]
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
+    variables: Annotated[list[VariableOut] | None, Field(title="Variables")] = None
+    failure_alert_after: Annotated[
+        int | None, Field(alias="failureAlertAfter", title="Failurealertafter")
+    ] = None
+    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", title="Autopauseafter")] = None
+    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", title="Staleaftersec")] = None
+    stale_action: Annotated[
+        Literal["report", "cancel"] | None,
+        Field(alias="staleAction", title="Staleaction"),
+    ] = "report"
+    paused_reason: Annotated[str | None, Field(alias="pausedReason", title="Pausedreason")] = None
+    revision_id: Annotated[UUID | None, Field(alias="revisionId", title="Revisionid")] = None
+    """
+    The current revision (for baseRevisionId).
+    """
+
+
+class RoutineUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    variables: Annotated[Variables | None, Field(title="Variables")] = None
+    """
+    Declared variables.
+    """
+    failure_alert_after: Annotated[
+        FailureAlertAfter | None,
+        Field(alias="failureAlertAfter", title="Failurealertafter"),
+    ] = None
+    """
+    Alert after this many consecutive failed runs (off when null).
+    """
+    auto_pause_after: Annotated[
+        AutoPauseAfter | None, Field(alias="autoPauseAfter", title="Autopauseafter")
+    ] = None
+    """
+    Pause the routine after this many consecutive failed runs.
+    """
+    stale_after_sec: Annotated[StaleAfterSec | None, Field(alias="staleAfterSec", title="Staleaftersec")] = (
+        None
+    )
+    """
+    An execution issue open longer than this is stale.
+    """
+    stale_action: Annotated[
+        Literal["report", "cancel"] | None,
+        Field(alias="staleAction", title="Staleaction"),
+    ] = None
+    """
+    `report` (health only) or `cancel` (close it; its run fails with a reason).
+    """
+    title: Annotated[Title | None, Field(title="Title")] = None
+    description: Annotated[Description | None, Field(title="Description")] = None
+    assignee_agent_id: Annotated[UUID | None, Field(alias="assigneeAgentId", title="Assigneeagentid")] = None
+    project_id: Annotated[UUID | None, Field(alias="projectId", title="Projectid")] = None
+    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")] = None
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")] = None
+    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(title="Priority")] = None
+    status: Annotated[Literal["active", "paused", "archived"] | None, Field(title="Status")] = None
+    concurrency_policy: Annotated[
+        Literal["coalesce_if_active", "skip_if_active", "always_enqueue"] | None,
+        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
+    ] = None
+    catch_up_policy: Annotated[
+        Literal["skip_missed", "enqueue_missed_with_cap"] | None,
+        Field(alias="catchUpPolicy", title="Catchuppolicy"),
+    ] = None
+    base_revision_id: Annotated[UUID | None, Field(alias="baseRevisionId", title="Baserevisionid")] = None
+    """
+    The revision this edit is based on; 409 if the routine changed since.
+    """

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from routines_client import models
+from routines_client.pages import NEXT_CURSOR_HEADER, Page
 from routines_client.transport import Transport
 from routines_client.wakeups import follow_events
 
@@ -28,7 +30,7 @@ class AsyncOperations:
 
     async def create_company(self, body: models.CompanyCreate | Mapping[str, Any]) -> models.CompanyOut:
         """Create a company (instance admin)."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             "/api/companies",
             body=_dump(body),
@@ -38,7 +40,7 @@ class AsyncOperations:
 
     async def list_companies(self) -> list[models.CompanyOut]:
         """Companies the caller may see."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             "/api/companies",
             body=None,
@@ -50,7 +52,7 @@ class AsyncOperations:
         self, company_id: str | UUID, body: models.AgentCreate | Mapping[str, Any]
     ) -> models.AgentCreated:
         """Create an agent; its API key is shown once."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/companies/{company_id}/agents",
             body=_dump(body),
@@ -60,7 +62,7 @@ class AsyncOperations:
 
     async def list_agents(self, company_id: str | UUID) -> list[models.AgentOut]:
         """Agents of a company."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             f"/api/companies/{company_id}/agents",
             body=None,
@@ -72,7 +74,7 @@ class AsyncOperations:
         self, agent_id: str | UUID, body: models.AgentUpdate | Mapping[str, Any]
     ) -> models.AgentOut:
         """Change an agent's status."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "PATCH",
             f"/api/agents/{agent_id}",
             body=_dump(body),
@@ -80,9 +82,19 @@ class AsyncOperations:
         )
         return models.AgentOut.model_validate(data)
 
+    async def rotate_agent_key(self, agent_id: str | UUID) -> models.AgentCreated:
+        """Replace an agent's API key: the old key stops working at once, the new one is shown once."""
+        _status, data, _headers = await self._transport.request(
+            "POST",
+            f"/api/agents/{agent_id}/rotate-key",
+            body=None,
+            authenticate=True,
+        )
+        return models.AgentCreated.model_validate(data)
+
     async def agent_me(self) -> models.AgentOut:
         """The calling agent."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             "/api/agents/me",
             body=None,
@@ -94,7 +106,7 @@ class AsyncOperations:
         self, company_id: str | UUID, body: models.ProjectCreate | Mapping[str, Any]
     ) -> models.ProjectOut:
         """Create a project."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/companies/{company_id}/projects",
             body=_dump(body),
@@ -104,7 +116,7 @@ class AsyncOperations:
 
     async def list_projects(self, company_id: str | UUID) -> list[models.ProjectOut]:
         """Projects of a company."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             f"/api/companies/{company_id}/projects",
             body=None,
@@ -116,7 +128,7 @@ class AsyncOperations:
         self, company_id: str | UUID, body: models.GoalCreate | Mapping[str, Any]
     ) -> models.GoalOut:
         """Create a goal."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/companies/{company_id}/goals",
             body=_dump(body),
@@ -126,7 +138,7 @@ class AsyncOperations:
 
     async def list_goals(self, company_id: str | UUID) -> list[models.GoalOut]:
         """Goals of a company."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             f"/api/companies/{company_id}/goals",
             body=None,
@@ -138,7 +150,7 @@ class AsyncOperations:
         self, company_id: str | UUID, body: models.BoardTokenCreate | Mapping[str, Any]
     ) -> models.BoardTokenOut:
         """Mint a board operator token for a company (shown once)."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/companies/{company_id}/board-tokens",
             body=_dump(body),
@@ -146,11 +158,51 @@ class AsyncOperations:
         )
         return models.BoardTokenOut.model_validate(data)
 
+    async def list_board_tokens(self, company_id: str | UUID) -> list[models.TokenOut]:
+        """A company's board tokens (never the tokens themselves)."""
+        _status, data, _headers = await self._transport.request(
+            "GET",
+            f"/api/companies/{company_id}/board-tokens",
+            body=None,
+            authenticate=True,
+        )
+        return [models.TokenOut.model_validate(item) for item in data]
+
+    async def revoke_board_token(self, token_id: str | UUID) -> models.TokenOut:
+        """Revoke a board token: it stops working at once, for good."""
+        _status, data, _headers = await self._transport.request(
+            "POST",
+            f"/api/board-tokens/{token_id}/revoke",
+            body=None,
+            authenticate=True,
+        )
+        return models.TokenOut.model_validate(data)
+
+    async def list_instance_tokens(self) -> list[models.TokenOut]:
+        """Instance admin tokens (instance admin; never the tokens themselves)."""
+        _status, data, _headers = await self._transport.request(
+            "GET",
+            "/api/instance-tokens",
+            body=None,
+            authenticate=True,
+        )
+        return [models.TokenOut.model_validate(item) for item in data]
+
+    async def revoke_instance_token(self, token_id: str | UUID) -> models.TokenOut:
+        """Revoke an instance admin token (instance admin)."""
+        _status, data, _headers = await self._transport.request(
+            "POST",
+            f"/api/instance-tokens/{token_id}/revoke",
+            body=None,
+            authenticate=True,
+        )
+        return models.TokenOut.model_validate(data)
+
     async def create_issue(
         self, company_id: str | UUID, body: models.IssueCreate | Mapping[str, Any]
     ) -> models.IssueOut:
         """Create a plain issue (board)."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/companies/{company_id}/issues",
             body=_dump(body),
@@ -168,7 +220,7 @@ class AsyncOperations:
         limit: int | None = None,
     ) -> list[models.IssueOut]:
         """Issues of a company."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             f"/api/companies/{company_id}/issues",
             params={
@@ -184,7 +236,7 @@ class AsyncOperations:
 
     async def get_issue(self, issue_id: str | UUID) -> models.IssueOut:
         """One issue."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             f"/api/issues/{issue_id}",
             body=None,
@@ -196,7 +248,7 @@ class AsyncOperations:
         self, issue_id: str | UUID, body: models.IssueUpdate | Mapping[str, Any]
     ) -> models.IssueOut:
         """Change an issue's status."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "PATCH",
             f"/api/issues/{issue_id}",
             body=_dump(body),
@@ -204,11 +256,89 @@ class AsyncOperations:
         )
         return models.IssueOut.model_validate(data)
 
+    async def backfill(
+        self, routine_id: str | UUID, body: models.BackfillRequest | Mapping[str, Any]
+    ) -> models.BackfillOut:
+        """Slots of a schedule trigger in a past window; with dryRun false, runs for the missing ones."""
+        _status, data, _headers = await self._transport.request(
+            "POST",
+            f"/api/routines/{routine_id}/backfill",
+            body=_dump(body),
+            authenticate=True,
+        )
+        return models.BackfillOut.model_validate(data)
+
+    async def routine_health(self, routine_id: str | UUID, *, days: int | None = None) -> models.HealthOut:
+        """Schedule health: slots vs runs per schedule trigger, fire lag, outcomes, failure streak."""
+        _status, data, _headers = await self._transport.request(
+            "GET",
+            f"/api/routines/{routine_id}/health",
+            params={"days": days},
+            body=None,
+            authenticate=True,
+        )
+        return models.HealthOut.model_validate(data)
+
+    async def list_runs(
+        self,
+        routine_id: str | UUID,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        status: str | None = None,
+        source: str | None = None,
+        trigger_id: str | None = None,
+        from_: datetime | str | None = None,
+        to: datetime | str | None = None,
+    ) -> Page[models.RunOut]:
+        """Run history, newest first; `X-Next-Cursor` names the next page while there is one."""
+        _status, data, headers_in = await self._transport.request(
+            "GET",
+            f"/api/routines/{routine_id}/runs",
+            params={
+                "limit": limit,
+                "cursor": cursor,
+                "status": status,
+                "source": source,
+                "triggerId": trigger_id,
+                "from": from_,
+                "to": to,
+            },
+            body=None,
+            authenticate=True,
+        )
+        return Page(
+            [models.RunOut.model_validate(item) for item in data],
+            next_cursor=headers_in.get(NEXT_CURSOR_HEADER),
+        )
+
+    async def get_run(self, run_id: str | UUID) -> models.RunOut:
+        """One run."""
+        _status, data, _headers = await self._transport.request(
+            "GET",
+            f"/api/runs/{run_id}",
+            body=None,
+            authenticate=True,
+        )
+        return models.RunOut.model_validate(data)
+
+    async def replay_run(
+        self, run_id: str | UUID, body: models.ReplayRequest | Mapping[str, Any]
+    ) -> models.RunOut:
+        """Replay a run: a new run (source `replay`, `replayOf` the original) through the policy."""
+        _status, data, _headers = await self._transport.request(
+            "POST",
+            f"/api/runs/{run_id}/replay",
+            body=_dump(body),
+            authenticate=True,
+        )
+        return models.RunOut.model_validate(data)
+
     async def create_trigger(
         self, routine_id: str | UUID, body: models.TriggerCreate | Mapping[str, Any]
     ) -> models.TriggerWithSecret:
         """Add a trigger (webhook secret shown once)."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/routines/{routine_id}/triggers",
             body=_dump(body),
@@ -220,7 +350,7 @@ class AsyncOperations:
         self, trigger_id: str | UUID, body: models.TriggerUpdate | Mapping[str, Any]
     ) -> models.TriggerOut:
         """Update a trigger."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "PATCH",
             f"/api/routine-triggers/{trigger_id}",
             body=_dump(body),
@@ -230,7 +360,7 @@ class AsyncOperations:
 
     async def delete_trigger(self, trigger_id: str | UUID) -> None:
         """Delete a trigger (its runs are kept)."""
-        _status, _data = await self._transport.request(
+        _status, _data, _headers = await self._transport.request(
             "DELETE",
             f"/api/routine-triggers/{trigger_id}",
             body=None,
@@ -241,7 +371,7 @@ class AsyncOperations:
         self, trigger_id: str | UUID, body: models.RotateSecret | Mapping[str, Any]
     ) -> models.RotatedSecret:
         """Rotate a webhook secret (new secret shown once)."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/routine-triggers/{trigger_id}/rotate-secret",
             body=_dump(body),
@@ -253,7 +383,7 @@ class AsyncOperations:
         self, company_id: str | UUID, body: models.RoutineCreate | Mapping[str, Any]
     ) -> models.RoutineOut:
         """Create a routine."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/companies/{company_id}/routines",
             body=_dump(body),
@@ -265,7 +395,7 @@ class AsyncOperations:
         self, company_id: str | UUID, *, status: str | None = None, assignee_agent_id: str | None = None
     ) -> list[models.RoutineOut]:
         """List routines."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             f"/api/companies/{company_id}/routines",
             params={"status": status, "assigneeAgentId": assignee_agent_id},
@@ -276,7 +406,7 @@ class AsyncOperations:
 
     async def get_routine(self, routine_id: str | UUID) -> models.RoutineDetail:
         """A routine with its triggers (never their secrets)."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "GET",
             f"/api/routines/{routine_id}",
             body=None,
@@ -288,7 +418,7 @@ class AsyncOperations:
         self, routine_id: str | UUID, body: models.RoutineUpdate | Mapping[str, Any]
     ) -> models.RoutineOut:
         """Update a routine."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "PATCH",
             f"/api/routines/{routine_id}",
             body=_dump(body),
@@ -296,22 +426,11 @@ class AsyncOperations:
         )
         return models.RoutineOut.model_validate(data)
 
-    async def list_runs(self, routine_id: str | UUID, *, limit: int | None = None) -> list[models.RunOut]:
-        """Run history, newest first."""
-        _status, data = await self._transport.request(
-            "GET",
-            f"/api/routines/{routine_id}/runs",
-            params={"limit": limit},
-            body=None,
-            authenticate=True,
-        )
-        return [models.RunOut.model_validate(item) for item in data]
-
     async def manual_run(
         self, routine_id: str | UUID, body: models.ManualRun | Mapping[str, Any]
     ) -> models.RunOut:
         """Run now (202 new run; 200 repeated idempotency key)."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/routines/{routine_id}/run",
             body=_dump(body),
@@ -323,13 +442,102 @@ class AsyncOperations:
         self, body: models.CronPreviewRequest | Mapping[str, Any]
     ) -> models.CronPreviewOut:
         """The next fire instants of a cron expression."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             "/api/cron/preview",
             body=_dump(body),
             authenticate=True,
         )
         return models.CronPreviewOut.model_validate(data)
+
+    async def list_revisions(
+        self, routine_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[models.RevisionOut]:
+        """The routine's revisions, newest first (who, when, what changed)."""
+        _status, data, headers_in = await self._transport.request(
+            "GET",
+            f"/api/routines/{routine_id}/revisions",
+            params={"limit": limit, "cursor": cursor},
+            body=None,
+            authenticate=True,
+        )
+        return Page(
+            [models.RevisionOut.model_validate(item) for item in data],
+            next_cursor=headers_in.get(NEXT_CURSOR_HEADER),
+        )
+
+    async def restore_revision(self, routine_id: str | UUID, revision_id: str | UUID) -> models.RoutineOut:
+        """Restore a revision's fields (not the status); recorded as a new revision."""
+        _status, data, _headers = await self._transport.request(
+            "POST",
+            f"/api/routines/{routine_id}/revisions/{revision_id}/restore",
+            body=None,
+            authenticate=True,
+        )
+        return models.RoutineOut.model_validate(data)
+
+    async def routine_activity(
+        self, routine_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[models.ActivityOut]:
+        """The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs."""
+        _status, data, headers_in = await self._transport.request(
+            "GET",
+            f"/api/routines/{routine_id}/activity",
+            params={"limit": limit, "cursor": cursor},
+            body=None,
+            authenticate=True,
+        )
+        return Page(
+            [models.ActivityOut.model_validate(item) for item in data],
+            next_cursor=headers_in.get(NEXT_CURSOR_HEADER),
+        )
+
+    async def company_activity(
+        self, company_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[models.ActivityOut]:
+        """The company's routine activity log, newest first (changes, triggers, manual runs, alerts)."""
+        _status, data, headers_in = await self._transport.request(
+            "GET",
+            f"/api/companies/{company_id}/activity",
+            params={"limit": limit, "cursor": cursor},
+            body=None,
+            authenticate=True,
+        )
+        return Page(
+            [models.ActivityOut.model_validate(item) for item in data],
+            next_cursor=headers_in.get(NEXT_CURSOR_HEADER),
+        )
+
+    async def routine_upcoming(
+        self, routine_id: str | UUID, *, count: int | None = None, include_disabled: str | None = None
+    ) -> models.UpcomingOut:
+        """The routine's next fires across its schedule triggers, with the predicted outcome."""
+        _status, data, _headers = await self._transport.request(
+            "GET",
+            f"/api/routines/{routine_id}/upcoming",
+            params={"count": count, "includeDisabled": include_disabled},
+            body=None,
+            authenticate=True,
+        )
+        return models.UpcomingOut.model_validate(data)
+
+    async def company_upcoming(
+        self,
+        company_id: str | UUID,
+        *,
+        from_: datetime | str | None = None,
+        to: datetime | str | None = None,
+        assignee_agent_id: str | None = None,
+    ) -> models.UpcomingOut:
+        """The company's calendar: every fire of its active routines in a window (at most 31 days)."""
+        _status, data, _headers = await self._transport.request(
+            "GET",
+            f"/api/companies/{company_id}/upcoming",
+            params={"from": from_, "to": to, "assigneeAgentId": assignee_agent_id},
+            body=None,
+            authenticate=True,
+        )
+        return models.UpcomingOut.model_validate(data)
 
     def agent_wakeups(self, *, last_event_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Follow the calling agent's wake-ups as Server-Sent Events."""
@@ -343,7 +551,7 @@ class AsyncOperations:
         headers: Mapping[str, str] | None = None,
     ) -> models.WebhookAccepted:
         """Fire a webhook trigger (served by the webhook gateway)."""
-        _status, data = await self._transport.request(
+        _status, data, _headers = await self._transport.request(
             "POST",
             f"/api/routine-triggers/public/{public_id}/fire",
             body=None if isinstance(body, bytes) else body,
@@ -387,6 +595,10 @@ class SyncOperations:
         """Change an agent's status."""
         return self._run(self._client.update_agent(agent_id, body))
 
+    def rotate_agent_key(self, agent_id: str | UUID) -> models.AgentCreated:
+        """Replace an agent's API key: the old key stops working at once, the new one is shown once."""
+        return self._run(self._client.rotate_agent_key(agent_id))
+
     def agent_me(self) -> models.AgentOut:
         """The calling agent."""
         return self._run(self._client.agent_me())
@@ -416,6 +628,22 @@ class SyncOperations:
     ) -> models.BoardTokenOut:
         """Mint a board operator token for a company (shown once)."""
         return self._run(self._client.create_board_token(company_id, body))
+
+    def list_board_tokens(self, company_id: str | UUID) -> list[models.TokenOut]:
+        """A company's board tokens (never the tokens themselves)."""
+        return self._run(self._client.list_board_tokens(company_id))
+
+    def revoke_board_token(self, token_id: str | UUID) -> models.TokenOut:
+        """Revoke a board token: it stops working at once, for good."""
+        return self._run(self._client.revoke_board_token(token_id))
+
+    def list_instance_tokens(self) -> list[models.TokenOut]:
+        """Instance admin tokens (instance admin; never the tokens themselves)."""
+        return self._run(self._client.list_instance_tokens())
+
+    def revoke_instance_token(self, token_id: str | UUID) -> models.TokenOut:
+        """Revoke an instance admin token (instance admin)."""
+        return self._run(self._client.revoke_instance_token(token_id))
 
     def create_issue(
         self, company_id: str | UUID, body: models.IssueCreate | Mapping[str, Any]
@@ -452,6 +680,50 @@ class SyncOperations:
     ) -> models.IssueOut:
         """Change an issue's status."""
         return self._run(self._client.update_issue(issue_id, body))
+
+    def backfill(
+        self, routine_id: str | UUID, body: models.BackfillRequest | Mapping[str, Any]
+    ) -> models.BackfillOut:
+        """Slots of a schedule trigger in a past window; with dryRun false, runs for the missing ones."""
+        return self._run(self._client.backfill(routine_id, body))
+
+    def routine_health(self, routine_id: str | UUID, *, days: int | None = None) -> models.HealthOut:
+        """Schedule health: slots vs runs per schedule trigger, fire lag, outcomes, failure streak."""
+        return self._run(self._client.routine_health(routine_id, days=days))
+
+    def list_runs(
+        self,
+        routine_id: str | UUID,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        status: str | None = None,
+        source: str | None = None,
+        trigger_id: str | None = None,
+        from_: datetime | str | None = None,
+        to: datetime | str | None = None,
+    ) -> Page[models.RunOut]:
+        """Run history, newest first; `X-Next-Cursor` names the next page while there is one."""
+        return self._run(
+            self._client.list_runs(
+                routine_id,
+                limit=limit,
+                cursor=cursor,
+                status=status,
+                source=source,
+                trigger_id=trigger_id,
+                from_=from_,
+                to=to,
+            )
+        )
+
+    def get_run(self, run_id: str | UUID) -> models.RunOut:
+        """One run."""
+        return self._run(self._client.get_run(run_id))
+
+    def replay_run(self, run_id: str | UUID, body: models.ReplayRequest | Mapping[str, Any]) -> models.RunOut:
+        """Replay a run: a new run (source `replay`, `replayOf` the original) through the policy."""
+        return self._run(self._client.replay_run(run_id, body))
 
     def create_trigger(
         self, routine_id: str | UUID, body: models.TriggerCreate | Mapping[str, Any]
@@ -499,10 +771,6 @@ class SyncOperations:
         """Update a routine."""
         return self._run(self._client.update_routine(routine_id, body))
 
-    def list_runs(self, routine_id: str | UUID, *, limit: int | None = None) -> list[models.RunOut]:
-        """Run history, newest first."""
-        return self._run(self._client.list_runs(routine_id, limit=limit))
-
     def manual_run(self, routine_id: str | UUID, body: models.ManualRun | Mapping[str, Any]) -> models.RunOut:
         """Run now (202 new run; 200 repeated idempotency key)."""
         return self._run(self._client.manual_run(routine_id, body))
@@ -510,6 +778,49 @@ class SyncOperations:
     def cron_preview(self, body: models.CronPreviewRequest | Mapping[str, Any]) -> models.CronPreviewOut:
         """The next fire instants of a cron expression."""
         return self._run(self._client.cron_preview(body))
+
+    def list_revisions(
+        self, routine_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[models.RevisionOut]:
+        """The routine's revisions, newest first (who, when, what changed)."""
+        return self._run(self._client.list_revisions(routine_id, limit=limit, cursor=cursor))
+
+    def restore_revision(self, routine_id: str | UUID, revision_id: str | UUID) -> models.RoutineOut:
+        """Restore a revision's fields (not the status); recorded as a new revision."""
+        return self._run(self._client.restore_revision(routine_id, revision_id))
+
+    def routine_activity(
+        self, routine_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[models.ActivityOut]:
+        """The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs."""
+        return self._run(self._client.routine_activity(routine_id, limit=limit, cursor=cursor))
+
+    def company_activity(
+        self, company_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[models.ActivityOut]:
+        """The company's routine activity log, newest first (changes, triggers, manual runs, alerts)."""
+        return self._run(self._client.company_activity(company_id, limit=limit, cursor=cursor))
+
+    def routine_upcoming(
+        self, routine_id: str | UUID, *, count: int | None = None, include_disabled: str | None = None
+    ) -> models.UpcomingOut:
+        """The routine's next fires across its schedule triggers, with the predicted outcome."""
+        return self._run(
+            self._client.routine_upcoming(routine_id, count=count, include_disabled=include_disabled)
+        )
+
+    def company_upcoming(
+        self,
+        company_id: str | UUID,
+        *,
+        from_: datetime | str | None = None,
+        to: datetime | str | None = None,
+        assignee_agent_id: str | None = None,
+    ) -> models.UpcomingOut:
+        """The company's calendar: every fire of its active routines in a window (at most 31 days)."""
+        return self._run(
+            self._client.company_upcoming(company_id, from_=from_, to=to, assignee_agent_id=assignee_agent_id)
+        )
 
     def agent_wakeups(self, *, last_event_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Follow the calling agent's wake-ups as Server-Sent Events."""

@@ -84,8 +84,8 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         server: str = "api",
         authenticate: bool = True,
-    ) -> tuple[int, Any]:
-        """One call: the status and the decoded JSON answer, or a typed error."""
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        """One call: the status, the decoded JSON answer and the headers, or a typed error."""
         url = (self.gateway_url if server == "gateway" else self.base_url) + path
         send_headers = {"Accept": "application/json", **(headers or {})}
         if authenticate and self.token:
@@ -110,7 +110,7 @@ class Transport:
                 ) as response:
                     payload = await _decode(response)
                     if response.status < 400:
-                        return response.status, payload
+                        return response.status, payload, response.headers
                     retry_after = _retry_after(response.headers)
                     if response.status in RETRY_STATUSES and attempt < self.max_retries:
                         await asyncio.sleep(self._delay(attempt, retry_after))

@@ -20,8 +20,7 @@ from routines_api import (  # noqa: F401 - they register their routes
 )
 from routines_api.console.pages import setup_console
 from routines_api.openapi import DOCS_PAGE, GATEWAY_OPERATIONS, ROUTES, build_openapi
-from routines_api.routines import WAITER_KEY
-from routines_api.triggers import API_SETTINGS_KEY, SECRET_BOX_KEY
+from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY, WAITER_KEY
 from routines_api.waiter import DecisionWaiter
 from shared.crypto import SecretBox
 from shared.http import BUS_KEY, SUPERVISOR_KEY, create_base_app, finish_routes, json_response

@@ -30,7 +30,7 @@ from routines_api.models import (
 )
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.quotas import enforce_quota, lock_company
-from routines_api.triggers import API_SETTINGS_KEY
+from routines_api.state import API_SETTINGS_KEY
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.crypto import hash_token, new_token
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable

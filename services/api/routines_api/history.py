@@ -19,8 +19,7 @@ from routines_api.feature_models import ReplayRequest
 from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.models import RunOut
 from routines_api.openapi import ROUTES, QueryParam
-from routines_api.routines import WAITER_KEY
-from routines_api.triggers import API_SETTINGS_KEY
+from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import publish_run_requested

@@ -23,16 +23,14 @@ from routines_api.models import (
 from routines_api.openapi import ROUTES
 from routines_api.quotas import enforce_quota, lock_company
 from routines_api.routine_features import record_trigger_activity, require_schedule_fillable
+from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY
 from shared.bus import Bus, Subjects
 from shared.cron import describe, next_fire, parse_cron, zone
-from shared.crypto import SecretBox, new_public_id, new_webhook_secret
+from shared.crypto import new_public_id, new_webhook_secret
 from shared.errors import BadRequest, NotFound, RateLimited, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
-from shared.settings import ApiSettings
 
-SECRET_BOX_KEY = web.AppKey("secret_box", SecretBox)
 ROTATION_WINDOW_SEC = 60
-API_SETTINGS_KEY = web.AppKey("api_settings", ApiSettings)
 
 SCHEDULE_FIELDS = {"cron_expression", "timezone"}
 WEBHOOK_FIELDS = {"signing_mode", "replay_window_sec"}

@@ -18,7 +18,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from routines_api.auth import authenticate
 from routines_api.openapi import ROUTES, QueryParam
-from routines_api.triggers import API_SETTINGS_KEY
+from routines_api.state import API_SETTINGS_KEY
 from shared.bus import EVENTS_STREAM, Subjects
 from shared.errors import BadRequest, Forbidden, ServiceUnavailable
 from shared.http import BUS_KEY
