@@ -28,7 +28,7 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services tests deploy bench
+	$(BIN)/mypy shared services tests deploy bench clients/python
 
 DEPLOY_VENV := .venv-deploy
 $(DEPLOY_VENV)/.installed: deploy/requirements.txt
