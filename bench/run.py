@@ -7,12 +7,20 @@ import asyncio
 import shutil
 from typing import Any
 
-from bench import dispatch_throughput, fire_to_issue, scheduler_scale, top_of_hour, webhook_ingest
+from bench import (
+    cron_preview,
+    dispatch_throughput,
+    fire_lag,
+    fire_to_issue,
+    scheduler_scale,
+    top_of_hour,
+    webhook_ingest,
+)
 
 
 async def run_all() -> None:
     peaks: dict[str, float] = {}
-    benches: list[Any] = [fire_to_issue, top_of_hour, dispatch_throughput]
+    benches: list[Any] = [fire_to_issue, fire_lag, top_of_hour, dispatch_throughput]
     if shutil.which("wrk"):
         benches.insert(0, webhook_ingest)
     else:
@@ -24,6 +32,8 @@ async def run_all() -> None:
             peaks[name] = max(peaks.get(name, 0.0), mb)
     print("\n== scheduler_scale ==", flush=True)
     await scheduler_scale.main()
+    print("\n== cron_preview ==", flush=True)
+    cron_preview.main()
     print("\n== peak RSS per service over all runs (goal ≤ 100 MB) ==")
     for name, mb in sorted(peaks.items()):
         print(f"  {name:<16} {mb:6.1f} MB")
