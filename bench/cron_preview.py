@@ -48,6 +48,9 @@ def _time_preview(expr: str, zone: str) -> float:
 
 def main() -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
+    for expr, zone, _ in [BASELINE, *WORST]:  # warm up: imports, zone files, the describer's locale
+        preview(expr, zone, AFTER, 1)
+        describe(expr, zone)
     base = _time_preview(BASELINE[0], BASELINE[1])
     rows: list[dict[str, Any]] = []
     worst = 0.0
