@@ -22,6 +22,8 @@ from shared.settings import SchedulerSettings
 QUERIES = load_queries("routines_scheduler")
 # When a due slot is locked by another replica: how soon to look again.
 LOCKED_RETRY_SEC = 0.02
+# A slot overdue by less than this was missed only by timer granularity: claim again at once.
+JUST_DUE_SEC = 0.005
 log = get_logger(__name__)
 
 
@@ -56,9 +58,10 @@ class Scheduler:
         if until is None:
             return self.settings.tick_interval_sec
         if until <= 0:
-            # Due yet unclaimed after a drain: another replica holds it (SKIP LOCKED), or it became
-            # due just now. Look again soon rather than spin.
-            return 0.0 if self.last_claimed else LOCKED_RETRY_SEC
+            # Due yet unclaimed after a drain: it became due just now (we woke a hair early), or
+            # another replica holds it (SKIP LOCKED) — then look again soon rather than spin.
+            just_due = until > -JUST_DUE_SEC
+            return 0.0 if self.last_claimed or just_due else LOCKED_RETRY_SEC
         return min(until, self.settings.tick_interval_sec)
 
     async def _sleep(self, seconds: float) -> None:
