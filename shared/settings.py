@@ -164,6 +164,8 @@ class SchedulerSettings(CommonSettings):
     tick_interval_sec: float = Field(1.0, gt=0)
     misfire_grace_sec: int = Field(60, ge=0)
     claim_batch_size: int = Field(1000, ge=1, le=10_000)
+    # Claim transactions run at once when many triggers are due (each takes a pool connection).
+    claim_concurrency: int = Field(2, ge=1, le=8)
 
 
 class DispatcherSettings(CommonSettings):

@@ -293,7 +293,8 @@ async def test_a_due_slot_locked_by_another_replica_is_polled_not_spun_on(
 ) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world)
-    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", await _db_now(db))
+    overdue = await db.fetchval("SELECT now() - interval '10 seconds'")  # a one-slot yearly schedule
+    trigger = await make_schedule_trigger(db, world, routine, "0 0 1 1 *", "UTC", overdue)
     async with db.transaction():
         await db.execute("SELECT 1 FROM routine_triggers WHERE id = $1 FOR UPDATE", trigger)
         assert await scheduler.tick() == 0  # skipped: the other "replica" holds it

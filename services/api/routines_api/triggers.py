@@ -61,7 +61,10 @@ def trigger_json(request: web.Request, row: Row, secret: str | None = None) -> d
             f"{base.public_gateway_url.rstrip('/')}/api/routine-triggers/public/{row['public_id']}/fire"
         )
     if row["kind"] == "schedule" and row["cron_expression"] and row["timezone"]:
-        extra["description"] = describe(row["cron_expression"], row["timezone"])
+        try:
+            extra["description"] = describe(row["cron_expression"], row["timezone"])
+        except Unprocessable:  # stored before today's grammar (e.g. a reversed range): still listable
+            extra["description"] = None
     if secret is not None:
         return dump(TriggerWithSecret, row, secret=secret, **extra)
     return dump(TriggerOut, row, **extra)
