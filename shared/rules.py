@@ -1,5 +1,5 @@
-"""When a trigger may fire: one rule for the API, the gateway, the scheduler and the simulator
-(the scheduler's claim query applies the same rule in SQL; a test holds it to this one)."""
+"""When a trigger may fire: one rule for the API, the gateway and the scheduler (whose claim query
+selects only enabled triggers, then asks `can_fire` about the routine)."""
 
 from __future__ import annotations
 
