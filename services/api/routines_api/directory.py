@@ -35,8 +35,7 @@ from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.crypto import hash_token, new_token
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
-
-ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled")
+from shared.vocabulary import ISSUE_STATUSES
 
 
 async def _company_path(request: web.Request, principal: Principal) -> uuid.UUID:

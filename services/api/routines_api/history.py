@@ -23,9 +23,8 @@ from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import publish_run_requested
+from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 
-RUN_STATUSES = ("received", "issue_created", "coalesced", "skipped", "failed", "completed")
-RUN_SOURCES = ("schedule", "webhook", "api", "manual", "replay", "backfill")
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
 

@@ -20,7 +20,7 @@ from routines_dispatcher.metrics import (
     TERMINATED,
 )
 from shared.alerts import evaluate_failure_alerts, publish_alerts
-from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, bind_message_context, decode
+from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, decode, message_context
 from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import sleep_unless_stopped
 from shared.logging import get_logger
@@ -137,10 +137,9 @@ class Dispatcher:
             by_run.setdefault(run_id, []).append(msg)
         if not by_run:
             return
-        if messages:
-            bind_message_context(messages[0])
         try:
-            decisions = await self.decide_and_publish(list(by_run), skip_locked=False)
+            with message_context(messages[0]):
+                decisions = await self.decide_and_publish(list(by_run), skip_locked=False)
             undecided = set(by_run) - {d.run_id for d in decisions}
             missing: set[uuid.UUID] = set()
             if undecided:  # already decided (redelivery), or no such run at all

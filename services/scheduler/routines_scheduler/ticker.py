@@ -16,6 +16,7 @@ from shared.bus import Bus, Subjects
 from shared.db import RETRYABLE_ERRORS, Database, load_queries
 from shared.errors import Unprocessable
 from shared.logging import get_logger
+from shared.rules import can_fire
 from shared.runs import publish_run_requested
 from shared.settings import SchedulerSettings
 
@@ -134,7 +135,7 @@ class Scheduler:
             for row in rows:
                 key = (row["cron_expression"], row["timezone"], row["next_run_at"], row["catch_up_policy"])
                 plan = plans.get(key) or plans.setdefault(key, self._plan(row, now, grace))
-                if row["routine_status"] != "active":
+                if not can_fire(True, row["routine_status"]):  # claimed triggers are enabled
                     advances.append((row["id"], None, row["next_run_at"]))
                     continue
                 slots.extend((row["routine_id"], row["company_id"], row["id"], s) for s in plan.enqueue)
