@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from shared.http import SETTINGS_KEY
-from tests.integration.api_client import Client, api_app
+from tests.integration.api_client import Client, api_app, call
 from tests.integration.test_gateway import MODES, Hook, gateway_app, make_hook, run_count
 from tests.netproxy import segmenting_proxy
 from tests.support import Stack, start_service
@@ -432,3 +432,51 @@ async def test_slow_or_silent_connections_are_closed_not_kept_forever(
                 assert resp.status == 202
     finally:
         gateway.kill()
+
+
+async def manual_run(hook: Hook, payload: dict[str, Any], key: str) -> tuple[int, Any]:
+    resp = await hook.api.post(
+        f"/api/routines/{hook.routine['id']}/run",
+        json={"payload": payload, "idempotencyKey": key},
+        headers={"Authorization": f"Bearer {hook.tenant.board}"},
+    )
+    return resp.status, await resp.json()
+
+
+async def test_idempotency_keys_are_scoped_per_source_and_bound_to_the_payload(
+    api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection
+) -> None:
+    """A webhook's Idempotency-Key used to match a manual run of the same routine (200 with that
+    run), and a key reused with another payload silently returned the first run."""
+    hook = await make_hook(api, admin_token, "bearer")
+    second = await call(
+        api,
+        "POST",
+        f"/api/routines/{hook.routine['id']}/triggers",
+        hook.tenant.board,
+        {"kind": "webhook", "signingMode": "bearer"},
+        201,
+    )
+    hook2 = Hook(api, hook.tenant, hook.routine, second)
+    body = b'{"order": 7}'
+    async with aiohttp.ClientSession() as http:
+
+        async def fire(h: Hook, data: bytes) -> tuple[int, Any]:
+            headers = {**h.headers(data), "Idempotency-Key": "order-7"}
+            return await post(http, str(gateway_server.make_url(h.path)), data, headers, chunked=False)
+
+        manual = await manual_run(hook, {"order": 7}, "order-7")
+        first = await fire(hook, body)
+        other_trigger = await fire(hook2, body)
+        retried = await fire(hook, body)
+        changed = await fire(hook, b'{"order": 8}')
+        manual_again = await manual_run(hook, {"order": 7}, "order-7")
+        manual_changed = await manual_run(hook, {"order": 8}, "order-7")
+    assert manual[0] == 202
+    assert first[0] == 202 and first[1]["runId"] != manual[1]["id"]
+    assert other_trigger[0] == 202 and other_trigger[1]["runId"] != first[1]["runId"]
+    assert (retried[0], retried[1]["runId"]) == (200, first[1]["runId"])
+    assert changed[0] == 422 and "Idempotency-Key" in changed[1]["error"]
+    assert (manual_again[0], manual_again[1]["id"]) == (200, manual[1]["id"])
+    assert manual_changed[0] == 422 and "idempotencyKey" in manual_changed[1]["error"]
+    assert await run_count(db) == 3

@@ -23,6 +23,7 @@ from shared.errors import (
     RateLimited,
     RoutinesError,
     Unauthorized,
+    Unprocessable,
     UnsupportedMediaType,
 )
 from shared.http import BUS_KEY, DB_KEY, error_response, json_response, parse_json
@@ -193,9 +194,18 @@ class FireHandler:
                     raise Rejected("replayed", Conflict("signature already used for another delivery"))
             if pending.idempotency_key is not None:
                 row = await conn.fetchrow(
-                    QUERIES["existing_idempotent"], trigger.routine_id, pending.idempotency_key
+                    QUERIES["existing_idempotent"],
+                    trigger.routine_id,
+                    trigger.trigger_id,
+                    pending.idempotency_key,
+                    pending.payload,
                 )
                 if row is not None:
+                    if not row["same_payload"]:
+                        raise Unprocessable(
+                            "Idempotency-Key was already used with a different payload",
+                            {"runId": str(row["id"])},
+                        )
                     return _accepted(row["id"], row["status"], trigger, True, 200)
         raise Conflict("delivery conflicts with an earlier run")
 
@@ -277,5 +287,7 @@ def _outcome_of(exc: RoutinesError) -> str:
         413: "too_large",
         400: "bad_request",
         415: "bad_request",
+        409: "replayed",
+        422: "bad_request",
         503: "unavailable",
     }.get(exc.status, "error")
