@@ -45,7 +45,9 @@ def gateway_app(stack: Stack, **overrides: Any) -> web.Application:
 
 @pytest.fixture
 async def gateway(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(gateway_app(stack, webhook_max_body_bytes=2048))) as client:
+    # Failed attempts are not rate-limited here (this client fails on purpose, many times).
+    app = gateway_app(stack, webhook_max_body_bytes=2048, rate_limit_failed_burst=1_000_000)
+    async with TestClient(TestServer(app)) as client:
         yield client
 
 

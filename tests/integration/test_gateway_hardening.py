@@ -480,3 +480,30 @@ async def test_idempotency_keys_are_scoped_per_source_and_bound_to_the_payload(
     assert (manual_again[0], manual_again[1]["id"]) == (200, manual[1]["id"])
     assert manual_changed[0] == 422 and "idempotencyKey" in manual_changed[1]["error"]
     assert await run_count(db) == 3
+
+
+def cache_lookups(result: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("routines_gateway_trigger_cache_total", {"result": result}) or 0.0
+
+
+async def test_unknown_public_id_probes_are_not_a_database_query_each(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """Every probe of an unknown publicId was a database query. Now a miss is remembered for a
+    short time, and one client's stream of unknown ids runs into the failed-attempt limit."""
+    hook = await make_hook(api, admin_token, "bearer")
+    app = gateway_app(stack, rate_limit_failed_burst=30, rate_limit_failed_per_sec=0.01)
+    unknown = "/api/routine-triggers/public/" + "ab" * 12 + "/fire"
+    async with TestClient(TestServer(app)) as gateway:
+        misses = cache_lookups("miss")
+        repeated = [(await gateway.post(unknown, headers={"X-Forwarded-For": "x"})).status for _ in range(20)]
+        assert repeated == [404] * 20
+        assert cache_lookups("miss") - misses == 1  # one database query for twenty probes
+        random_ids = [
+            (await gateway.post(f"/api/routine-triggers/public/{uuid.uuid4().hex[:24]}/fire")).status
+            for _ in range(15)
+        ]
+        assert random_ids == [404] * 10 + [429] * 5
+        assert (await gateway.post(hook.path, headers=hook.headers(b""))).status == 429  # same client

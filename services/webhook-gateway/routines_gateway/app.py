@@ -21,7 +21,12 @@ COMMITTER_KEY = web.AppKey("group_committer", GroupCommitter)
 def create_app(settings: GatewaySettings) -> web.Application:
     """Wire the gateway: the fire endpoint, its trigger cache and the group-commit writer."""
     app = create_base_app("webhook-gateway", settings, client_max_size=settings.webhook_max_body_bytes)
-    cache = TriggerCache(app[DB_KEY], SecretBox(settings.secret_key), settings.trigger_cache_ttl_sec)
+    cache = TriggerCache(
+        app[DB_KEY],
+        SecretBox(settings.secret_key),
+        settings.trigger_cache_ttl_sec,
+        negative_ttl=settings.trigger_cache_negative_ttl_sec,
+    )
     committer = GroupCommitter(app[DB_KEY], settings.group_commit_max, settings.group_commit_writers)
     app[CACHE_KEY], app[COMMITTER_KEY] = cache, committer
     # aiohttp's keep-alive deadline runs from the moment a connection opens (and again after each

@@ -113,15 +113,14 @@ class FireHandler:
         wait = self.per_client.take(client)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
+        wait = self.failed.peek(client)
+        if wait:
+            raise Rejected("rate_limited", RateLimited(wait, "too many failed attempts from this address"))
         public_id = request.match_info["publicId"]
         trigger = await self.cache.get(public_id) if _PUBLIC_ID.match(public_id) else None
         if trigger is None:
+            self.failed.take(client)  # probing for webhook URLs is a failed attempt too
             raise Rejected("not_found", NotFound("webhook not found"))
-        wait = self.failed.peek(client)
-        if wait:
-            raise Rejected(
-                "rate_limited", RateLimited(wait, "too many failed authentications from this address")
-            )
         body = await self._read_body(request)
         started = time.perf_counter()
         try:
