@@ -76,8 +76,15 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    log.info("listening", service=supervisor.service, host=host, port=port)
+    try:
+        await site.start()
+    except OSError as exc:
+        # One clear line instead of a traceback (e.g. EADDRINUSE); `routines dev` reads it too.
+        log.error("cannot listen", service=supervisor.service, host=host, port=port, error=exc.strerror)
+        await runner.cleanup()
+        return 3
+    bound = [addr[1] for addr in runner.addresses if isinstance(addr, tuple)]
+    log.info("listening", service=supervisor.service, host=host, port=bound[0] if bound else port)
     await supervisor.stopping.wait()
     log.info("shutting down", service=supervisor.service)
     await runner.cleanup()
