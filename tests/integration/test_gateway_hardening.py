@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.http import SETTINGS_KEY
+from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, api_app, call
 from tests.integration.test_gateway import MODES, Hook, gateway_app, make_hook, run_count
 from tests.netproxy import segmenting_proxy
@@ -690,3 +691,31 @@ async def fuzz_gateway(stack: Stack) -> AsyncIterator[TestServer]:
     await server.start_server()
     yield server
     await server.close()
+
+
+@pytest.mark.parametrize("skew", [-600.0, 600.0])
+async def test_gateway_clock_skew_does_not_decide_timestamp_freshness(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection, skew: float
+) -> None:
+    """The gateway checked timestamps with its own time.time() while replay windows use the
+    database's clock: a gateway host 10 minutes off refused every correctly timed delivery and
+    accepted stale ones. It now judges by the database's clock (offset sampled)."""
+    from routines_gateway.app import create_app
+
+    hook = await make_hook(api, admin_token, "hmac_sha256")
+    settings = gateway_app(stack).get(SETTINGS_KEY)
+    assert isinstance(settings, GatewaySettings)
+    app = create_app(settings, local_clock=lambda: time.time() + skew)  # this host's clock is off
+    async with TestClient(TestServer(app)) as gateway:
+        db_now = int(await db.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
+        on_time = b'{"on": "time"}'
+        by_gateway_clock = b'{"by": "gateway"}'
+        good = await gateway.post(hook.path, data=on_time, headers=hook.headers(on_time, ts=db_now))
+        skewed = await gateway.post(
+            hook.path,
+            data=by_gateway_clock,
+            headers=hook.headers(by_gateway_clock, ts=db_now + int(skew)),
+        )
+        assert good.status == 202, await good.text()
+        assert skewed.status == 401
+    assert await run_count(db) == 1

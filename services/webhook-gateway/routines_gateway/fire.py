@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from routines_gateway.cache import QUERIES, TriggerCache, TriggerState
+from routines_gateway.clock import DbClock
 from routines_gateway.ingest import GroupCommitter, PendingRun
 from routines_gateway.metrics import OUTCOME, VERIFY_SECONDS
 from routines_gateway.ratelimit import TokenBuckets
@@ -51,8 +52,11 @@ class BodyTimeout(Exception):
 class FireHandler:
     """Checks in DESIGN order: 404, 401, 409; then the run is committed and 202 answered."""
 
-    def __init__(self, settings: GatewaySettings, cache: TriggerCache, committer: GroupCommitter) -> None:
+    def __init__(
+        self, settings: GatewaySettings, cache: TriggerCache, committer: GroupCommitter, clock: DbClock
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.cache = cache
         self.committer = committer
         self.per_trigger = TokenBuckets(
@@ -129,7 +133,7 @@ class FireHandler:
                 request.headers,
                 body,
                 trigger.secrets,
-                time.time(),
+                self.clock.now(),  # the database's clock, which also judges the replay window
                 trigger.replay_window_sec,
             )
         except AuthenticationFailed as exc:
