@@ -17,6 +17,8 @@ GROUP BY t.id, r.status;
 -- A key that already has a committed run is filtered out by the snapshot (NOT EXISTS), so a retry
 -- whose run is being decided right now does not wait on the unique index for the decision to
 -- commit (ingest never waits on a decision); ON CONFLICT settles races between new inserts.
+-- OFFSET 0 keeps each NOT EXISTS a per-row index probe: as anti-joins, the generic plan of this
+-- prepared statement hashed the whole of routine_runs (sequential scans) on every batch.
 INSERT INTO routine_runs (id, routine_id, company_id, trigger_id, source, payload, idempotency_key,
                           delivery_key, delivery_signature, idempotency_scope, payload_hash)
 SELECT u.id, u.routine_id, u.company_id, u.trigger_id, 'webhook', u.payload, u.idempotency_key,
@@ -27,14 +29,14 @@ FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::tex
      AS u(id, routine_id, company_id, trigger_id, payload, idempotency_key, delivery_key, delivery_signature)
 WHERE NOT EXISTS (SELECT 1 FROM routine_runs r
                   WHERE r.trigger_id = u.trigger_id AND r.delivery_key = u.delivery_key
-                    AND r.delivery_key IS NOT NULL)
+                    AND r.delivery_key IS NOT NULL OFFSET 0)
   AND NOT EXISTS (SELECT 1 FROM routine_runs r
                   WHERE r.routine_id = u.routine_id AND r.idempotency_key = u.idempotency_key
                     AND r.idempotency_scope = 'webhook:' || u.trigger_id
-                    AND r.idempotency_key IS NOT NULL)
+                    AND r.idempotency_key IS NOT NULL OFFSET 0)
   AND NOT EXISTS (SELECT 1 FROM routine_runs r
                   WHERE r.trigger_id = u.trigger_id AND r.delivery_signature = u.delivery_signature
-                    AND r.delivery_signature IS NOT NULL)
+                    AND r.delivery_signature IS NOT NULL OFFSET 0)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
