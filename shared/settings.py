@@ -145,6 +145,9 @@ class GatewaySettings(SecretKeySettings):
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )
     trigger_cache_ttl_sec: float = Field(5.0, ge=0)
+    trigger_cache_negative_ttl_sec: float = Field(
+        5.0, ge=0, description="How long an unknown publicId is remembered as unknown (dropped on changes)."
+    )
     header_timeout_sec: float = Field(
         10.0, gt=0, description="A connection must deliver a request's headers within this (else closed)."
     )

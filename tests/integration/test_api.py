@@ -360,8 +360,14 @@ async def test_manual_run_rules(client: Client, world: World) -> None:
         {"source": "api", "payload": {"x": 1}, "idempotencyKey": "k1"},
         202,
     )
+    # The same key with the same payload is the retry (a different payload is 422: DESIGN).
     again = await call(
-        client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"idempotencyKey": "k1"}, 200
+        client,
+        "POST",
+        f"/api/routines/{r['id']}/run",
+        world.a.board,
+        {"payload": {"x": 1}, "idempotencyKey": "k1"},
+        200,
     )
     assert again["id"] == first["id"]
     assert first["source"] == "api"
