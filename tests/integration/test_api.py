@@ -553,6 +553,12 @@ async def test_openapi_document_is_valid_and_complete(client: Client) -> None:
         ("POST", "/api/routine-triggers/public/{publicId}/fire"),
         ("GET", "/api/routines/{routineId}/runs"),
         ("POST", "/api/cron/preview"),
+        ("GET", "/api/runs/{runId}"),
+        ("GET", "/api/companies/{companyId}/board-tokens"),
+        ("POST", "/api/board-tokens/{tokenId}/revoke"),
+        ("GET", "/api/instance-tokens"),
+        ("POST", "/api/instance-tokens/{tokenId}/revoke"),
+        ("POST", "/api/agents/{agentId}/rotate-key"),
     ]:
         assert expected in ops
     page = await client.get("/api/docs")

@@ -138,7 +138,7 @@ async def list_companies(request: web.Request) -> web.Response:
     body=AgentCreate,
     response=AgentCreated,
     status=201,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def create_agent(request: web.Request) -> web.Response:
     principal = await authenticate(request)
@@ -251,7 +251,7 @@ async def agent_me(request: web.Request) -> web.Response:
     body=ProjectCreate,
     response=ProjectOut,
     status=201,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def create_project(request: web.Request) -> web.Response:
     return await _create_named_in_company(request, ProjectCreate, "name", "insert_project", ProjectOut)
@@ -278,7 +278,7 @@ async def list_projects(request: web.Request) -> web.Response:
     body=GoalCreate,
     response=GoalOut,
     status=201,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def create_goal(request: web.Request) -> web.Response:
     return await _create_named_in_company(request, GoalCreate, "title", "insert_goal", GoalOut)
@@ -305,7 +305,7 @@ async def list_goals(request: web.Request) -> web.Response:
     body=BoardTokenCreate,
     response=BoardTokenOut,
     status=201,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def create_board_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
