@@ -393,7 +393,9 @@ async def test_cron_preview(client: Client, world: World) -> None:
         },
         200,
     )
-    assert got["fires"][0] == {"utc": "2027-03-28T01:00:00Z", "local": "2027-03-28T03:00:00+02:00"}
+    assert got["fires"][0]["utc"] == "2027-03-28T01:00:00Z"
+    assert got["fires"][0]["local"] == "2027-03-28T03:00:00+02:00"
+    assert got["fires"][0]["dst"]["kind"] == "shifted_out_of_gap"
     assert len(got["fires"]) == 2
     default = await call(
         client, "POST", "/api/cron/preview", world.a.agent_key, {"cronExpression": "@hourly"}, 200

@@ -313,3 +313,82 @@ async def test_authorization_matrix(
     # No token at all is always 401.
     method, path, body = await setup(client, world)
     assert (await client.request(method, path, json=body)).status == 401
+
+
+# --- Routine features (issue 16): their own rows, kept apart from the matrix above. ---------------
+
+
+async def _run(client: Client, world: World) -> dict[str, Any]:
+    r = await _routine(client, world)
+    return await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+
+
+async def replay_run(client: Client, world: World) -> Request:
+    return "POST", f"/api/runs/{(await _run(client, world))['id']}/replay", {}
+
+
+async def routine_upcoming(client: Client, world: World) -> Request:
+    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/upcoming", None
+
+
+async def backfill_dry_run(client: Client, world: World) -> Request:
+    r = await _routine(client, world)
+    t = await call(
+        client,
+        "POST",
+        f"/api/routines/{r['id']}/triggers",
+        world.a.board,
+        {"kind": "schedule", "cronExpression": "0 * * * *"},
+        201,
+    )
+    body = {"triggerId": t["id"], "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    return "POST", f"/api/routines/{r['id']}/backfill", body
+
+
+async def routine_health(client: Client, world: World) -> Request:
+    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/health", None
+
+
+async def list_revisions(client: Client, world: World) -> Request:
+    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/revisions", None
+
+
+async def restore_revision(client: Client, world: World) -> Request:
+    r = await _routine(client, world)
+    return "POST", f"/api/routines/{r['id']}/revisions/{r['revisionId']}/restore", None
+
+
+async def routine_activity(client: Client, world: World) -> Request:
+    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/activity", None
+
+
+async def run_with_override(client: Client, world: World) -> Request:
+    body = {"assigneeAgentId": world.a.other_agent_id}
+    return "POST", f"/api/routines/{(await _routine(client, world))['id']}/run", body
+
+
+#             admin board_a board_b assignee other_a agent_b
+FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
+    ("replay run", replay_run, (202, 202, 404, 202, 403, 404)),
+    ("routine upcoming", routine_upcoming, (200, 200, 404, 200, 200, 404)),
+    ("company upcoming", static("GET", "/api/companies/{a}/upcoming"), (200, 200, 403, 200, 200, 403)),
+    ("backfill", backfill_dry_run, (200, 200, 404, 200, 403, 404)),
+    ("routine health", routine_health, (200, 200, 404, 200, 200, 404)),
+    ("list revisions", list_revisions, (200, 200, 404, 200, 200, 404)),
+    ("restore revision", restore_revision, (200, 200, 404, 200, 403, 404)),
+    ("routine activity", routine_activity, (200, 200, 404, 200, 200, 404)),
+    ("company activity", static("GET", "/api/companies/{a}/activity"), (200, 200, 403, 200, 200, 403)),
+    ("manual run with override", run_with_override, (202, 202, 404, 403, 403, 404)),
+]
+
+
+@pytest.mark.parametrize(("name", "setup", "expected"), FEATURE_MATRIX, ids=[m[0] for m in FEATURE_MATRIX])
+async def test_feature_authorization_matrix(
+    client: Client,
+    admin_token: str,
+    db: asyncpg.Connection,
+    name: str,
+    setup: Setup,
+    expected: tuple[int, ...],
+) -> None:
+    await test_authorization_matrix(client, admin_token, db, name, setup, expected)

@@ -30,10 +30,11 @@ from routines_api.models import (
 )
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.quotas import enforce_quota, lock_company
-from routines_api.triggers import API_SETTINGS_KEY
+from routines_api.state import API_SETTINGS_KEY
+from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.crypto import hash_token, new_token
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
-from shared.http import DB_KEY
+from shared.http import BUS_KEY, DB_KEY
 
 ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled")
 
@@ -516,5 +517,9 @@ async def update_issue(request: web.Request) -> web.Response:
                 await conn.execute(QUERIES["complete_origin_run"], run_id)
             elif body.status == "cancelled":
                 await conn.execute(QUERIES["fail_origin_run"], run_id, "execution issue cancelled")
+        alerts: list[AlertEvent] = []
+        if run_id is not None and body.status in ("done", "cancelled"):
+            alerts = await evaluate_failure_alerts(conn, [issue["origin_id"]])
     assert row is not None
+    await publish_alerts(request.app[BUS_KEY], alerts)
     return respond(dump(IssueOut, row))

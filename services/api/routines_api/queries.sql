@@ -209,13 +209,31 @@ DELETE FROM routine_triggers WHERE id = $1;
 INSERT INTO webhook_secrets (trigger_id, ciphertext) VALUES ($1, $2);
 
 -- expire_secrets --
--- Old secrets stop working at $2 (now, or after a grace period).
-UPDATE webhook_secrets SET expires_at = $2
-WHERE trigger_id = $1 AND (expires_at IS NULL OR expires_at > $2);
+-- On rotation: the current secret stops working at $2 (now, or the end of a grace period); every
+-- older one stops now, so at most two are ever live (the new one and the one it replaces).
+UPDATE webhook_secrets
+SET expires_at = CASE WHEN expires_at IS NULL THEN $2::timestamptz ELSE now() END
+WHERE trigger_id = $1 AND (expires_at IS NULL OR expires_at > now());
 
 -- delete_expired_secrets --
 -- Forget secrets that can no longer verify anything.
 DELETE FROM webhook_secrets WHERE trigger_id = $1 AND expires_at IS NOT NULL AND expires_at <= now();
+
+-- count_rotation --
+-- Rotations of this trigger within the last $2 seconds, counting this one unless $3 of them are
+-- there already; answers the count before and when the oldest leaves the window.
+WITH recent AS (
+    SELECT array(SELECT t FROM unnest(secret_rotated_at) AS t
+                 WHERE t > now() - make_interval(secs => $2) ORDER BY t) AS times
+    FROM routine_triggers WHERE id = $1
+), updated AS (
+    UPDATE routine_triggers t SET secret_rotated_at = recent.times || now()
+    FROM recent WHERE t.id = $1 AND cardinality(recent.times) < $3
+    RETURNING t.id
+)
+SELECT cardinality(times) AS n,
+       ceil(extract(epoch FROM times[1] + make_interval(secs => $2) - now()))::int AS retry_after
+FROM recent;
 
 -- runs_of_routine --
 -- Run history, newest first; payloads as text, left out over $3 bytes (as list_issues).

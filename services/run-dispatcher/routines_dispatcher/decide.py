@@ -12,13 +12,15 @@ from typing import Any
 
 import asyncpg
 
-from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency
+from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency, is_stale_to_cancel
+from routines_dispatcher.render import VariableError, issue_content
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
 from shared.db import load_queries
 
 QUERIES = load_queries("routines_dispatcher")
 FAILURE_REASON_MAX = 500
+STALE_REASON = "execution issue stale: open longer than staleAfterSec, cancelled"
 
 
 @dataclass(frozen=True)
@@ -49,23 +51,52 @@ async def decide_runs(
     if not runs:
         return []
     active: dict[uuid.UUID, ActiveIssue] = {
-        row["routine_id"]: ActiveIssue(row["id"], row["origin_run_id"])
+        row["routine_id"]: ActiveIssue(row["id"], row["origin_run_id"], row["created_at"])
         for row in await conn.fetch(QUERIES["active_issues"], routine_ids)
     }
     decisions: list[Decision] = []
-    new_issues: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = []
+    new_issues: list[tuple[Any, ...]] = []
+    resolved: list[tuple[uuid.UUID, str]] = []
+    stale: list[uuid.UUID] = []
     coalesced: dict[uuid.UUID, list[dict[str, Any]]] = {}
     updates: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None, str | None]] = []
     for run in runs:
         routine = routines[run["routine_id"]]
         current = active.get(routine["id"])
-        outcome = decide_concurrency(routine["concurrency_policy"], routine["status"], current)
+        if is_stale_to_cancel(
+            routine["stale_after_sec"], routine["stale_action"], current, run["triggered_at"]
+        ):
+            assert current is not None
+            stale.append(current.issue_id)
+            current = active.pop(routine["id"], None) and None
+        try:
+            content, problem = issue_content(routine, run), None
+        except VariableError as exc:  # a required variable without a value fails the run
+            content, problem = None, str(exc)
+        outcome = (
+            Outcome.FAILED
+            if problem is not None
+            else decide_concurrency(routine["concurrency_policy"], routine["status"], current)
+        )
         issue_id: uuid.UUID | None = None
         into_run: uuid.UUID | None = None
         reason: str | None = None
+        if content is not None and content.values is not None:
+            resolved.append((run["id"], json.dumps(content.values)))
         if outcome is Outcome.ISSUE_CREATED:
+            assert content is not None
             issue_id = uuid.uuid4()
-            new_issues.append((issue_id, routine["id"], run["id"]))
+            new_issues.append(
+                (
+                    issue_id,
+                    routine["id"],
+                    run["id"],
+                    content.title,
+                    content.description,
+                    run["assignee_override"],
+                    run["project_override"],
+                )
+            )
             active[routine["id"]] = ActiveIssue(issue_id, run["id"])
         elif outcome in (Outcome.COALESCED, Outcome.SKIPPED):
             assert current is not None
@@ -80,15 +111,21 @@ async def decide_runs(
                     }
                 )
         else:
-            reason = "routine archived"
+            reason = problem or "routine archived"
         updates.append((run["id"], outcome.value, issue_id, into_run, reason))
         decisions.append(
             Decision(
                 run["id"], routine["id"], routine["assignee_agent_id"], outcome, issue_id, run["triggered_at"]
             )
         )
+    if stale:
+        await conn.execute(
+            QUERIES["cancel_stale_issues"], stale, "execution issue stale: cancelled by staleAfterSec"
+        )
     if new_issues:
         await conn.execute(QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)))
+    if resolved:
+        await conn.execute(QUERIES["record_resolved_variables"], *map(list, zip(*resolved, strict=True)))
     if coalesced:
         await conn.execute(
             QUERIES["record_coalesced_fires"],

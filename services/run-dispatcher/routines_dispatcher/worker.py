@@ -19,6 +19,7 @@ from routines_dispatcher.metrics import (
     SWEEPER_PICKUPS,
     TERMINATED,
 )
+from shared.alerts import evaluate_failure_alerts, publish_alerts
 from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, bind_message_context, decode
 from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import sleep_unless_stopped
@@ -71,6 +72,7 @@ class Dispatcher:
         try:
             async with self.db.transaction() as conn:
                 decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
+                alerts = await evaluate_failure_alerts(conn, {d.routine_id for d in decisions})
         except RETRYABLE_ERRORS:
             raise
         except Exception as exc:  # any other failure is the data's, not ours
@@ -81,8 +83,10 @@ class Dispatcher:
                     decided += await self.decide_and_publish([run_id], skip_locked=skip_locked)
                 return decided
             decisions = await self._fail_poison(run_ids[0], exc)
+            alerts = []
         _observe(decisions)
         await publish_decisions(self.bus, decisions)
+        await publish_alerts(self.bus, alerts)
         return decisions
 
     async def _fail_poison(self, run_id: uuid.UUID, exc: BaseException) -> list[Decision]:
