@@ -1011,3 +1011,76 @@ async def test_quota_holds_under_concurrent_creates(stack: Stack, admin_token: s
             )
         )
         assert sorted(r.status for r in answers) == [201] * 5 + [422] * 15
+
+
+def _hostile_bodies() -> list[tuple[str, bytes]]:
+    """JSON (and not-quite-JSON) that has broken parsers and encoders elsewhere."""
+
+    def deep(n: int) -> bytes:
+        return b'{"payload": {"a": ' + b"[" * n + b"]" * n + b"}}"
+
+    return [
+        ("depth 63", deep(61)),
+        ("depth 65", deep(63)),
+        ("depth 5000", deep(5000)),
+        ("1e400", b'{"payload": {"x": 1e400}, "title": "t"}'),
+        ("-1e400", b'{"payload": {"x": -1e400}}'),
+        ("NaN", b'{"payload": {"x": NaN}}'),
+        ("Infinity", b'{"count": Infinity}'),
+        ("5000-digit int", b'{"count": ' + b"9" * 5000 + b"}"),
+        ("big int", b'{"count": 99999999999999999999999999}'),
+        ("duplicate keys", b'{"title": "a", "title": "b"}'),
+        ("lone surrogate", b'{"title": "\\ud800"}'),
+        ("NUL", b'{"title": "a\\u0000b"}'),
+        ("invalid utf-8", b'{"title": "\xff\xfe"}'),
+        ("utf-16", '{"title": "t"}'.encode("utf-16")),
+        ("BOM", b'\xef\xbb\xbf{"title": "t"}'),
+        ("null", b"null"),
+        ("array", b"[]"),
+        ("string", b'"x"'),
+        ("truncated", b'{"title": "t"'),
+        ("string for int", b'{"count": "5", "replayWindowSec": "300", "graceSec": "1"}'),
+        ("string for bool", b'{"enabled": "false", "kind": "api"}'),
+        ("overlong string", b'{"title": "' + b"x" * 100_000 + b'"}'),
+        ("unicode", '{"title": "\u202e\U0001f600\u0301", "name": "\u00e9"}'.encode()),
+    ]
+
+
+async def test_hostile_json_bodies_never_get_a_5xx(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """Every body-taking endpoint, every hostile body: a 4xx in the JSON error shape or a success,
+    never a 5xx; and nothing stored holds a non-finite number or nesting past the cap."""
+    r = await make_routine(client, world.a)
+    t = await call(
+        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
+    )
+    endpoints = [
+        ("POST", f"/api/companies/{world.a.company_id}/routines"),
+        ("PATCH", f"/api/routines/{r['id']}"),
+        ("POST", f"/api/routines/{r['id']}/triggers"),
+        ("PATCH", f"/api/routine-triggers/{t['id']}"),
+        ("POST", f"/api/routine-triggers/{t['id']}/rotate-secret"),
+        ("POST", f"/api/routines/{r['id']}/run"),
+        ("POST", f"/api/companies/{world.a.company_id}/issues"),
+        ("PATCH", f"/api/agents/{world.a.other_agent_id}"),
+        ("POST", f"/api/companies/{world.a.company_id}/goals"),
+        ("POST", "/api/cron/preview"),
+    ]
+    failures = []
+    for method, path in endpoints:
+        for name, raw in _hostile_bodies():
+            resp = await client.request(
+                method,
+                path,
+                data=raw,
+                headers={"Authorization": f"Bearer {world.a.board}", "Content-Type": "application/json"},
+            )
+            if resp.status >= 500:
+                failures.append((method, path, name, resp.status))
+            elif resp.status >= 400 and set(await resp.json()) != {"error", "details"}:
+                failures.append((method, path, name, "not the error shape"))
+    assert not failures, failures
+    assert not await db.fetchval(
+        "SELECT count(*) FROM routine_runs WHERE payload::text ~* 'infinity|nan' OR jsonb_typeof(payload) <> 'object'"
+    )
