@@ -1067,7 +1067,7 @@ async def test_hostile_json_bodies_never_get_a_5xx(
         ("POST", f"/api/companies/{world.a.company_id}/goals"),
         ("POST", "/api/cron/preview"),
     ]
-    failures = []
+    failures: list[tuple[str, str, str, int | str]] = []
     for method, path in endpoints:
         for name, raw in _hostile_bodies():
             resp = await client.request(
