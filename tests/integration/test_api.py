@@ -747,6 +747,10 @@ async def test_board_and_instance_tokens_are_listed_without_secrets_and_revoked_
     await call(client, "POST", f"/api/instance-tokens/{spare_id}/revoke", world.a.board, None, 403)
     await call(client, "POST", f"/api/instance-tokens/{spare_id}/revoke", world.admin, None, 200)
     await call(client, "GET", "/api/companies", spare, status=401)
+    # The last working instance token is kept: revoking it would lock everyone out.
+    (own_id,) = [t["id"] for t in tokens if t["revokedAt"] is None and t["name"] != "spare"]
+    await call(client, "POST", f"/api/instance-tokens/{own_id}/revoke", world.admin, None, 409)
+    await call(client, "GET", "/api/companies", world.admin, status=200)
     await call(client, "POST", f"/api/instance-tokens/{uuid.uuid4()}/revoke", world.admin, None, 404)
     # A board token id is not an instance token id, and vice versa.
     await call(client, "POST", f"/api/instance-tokens/{second['id']}/revoke", world.admin, None, 404)

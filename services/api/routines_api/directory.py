@@ -391,7 +391,7 @@ async def list_instance_tokens(request: web.Request) -> web.Response:
     summary="Revoke an instance admin token (instance admin)",
     tag="directory",
     response=TokenOut,
-    errors=(403, 404),
+    errors=(403, 404, 409),
 )
 async def revoke_instance_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
@@ -400,8 +400,12 @@ async def revoke_instance_token(request: web.Request) -> web.Response:
     token_id = path_uuid(request, "tokenId", "token")
     async with request.app[DB_KEY].transaction() as conn:
         row = await conn.fetchrow(QUERIES["revoke_token"], token_id, "instance_admin")
-    if row is None:
-        raise NotFound("token not found")
+        if row is None:
+            raise NotFound("token not found")
+        # Serialised by the advisory lock, so two admins cannot each revoke "the other last one".
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('routines.instance_tokens'))")
+        if not await conn.fetchval(QUERIES["live_instance_tokens"]):
+            raise Conflict("the last live instance token cannot be revoked; make another first")
     return respond(dump(TokenOut, row, company_id=None))
 
 
