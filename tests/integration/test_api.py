@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -1088,3 +1089,44 @@ async def test_hostile_json_bodies_never_get_a_5xx(
     assert not await db.fetchval(
         "SELECT count(*) FROM routine_runs WHERE payload::text ~* 'infinity|nan' OR jsonb_typeof(payload) <> 'object'"
     )
+
+
+@pytest.mark.parametrize("how", ["pause and resume the routine", "disable and enable the trigger"])
+async def test_resuming_recomputes_next_run_from_now_not_from_the_past(
+    client: Client, world: World, db: asyncpg.Connection, how: str
+) -> None:
+    """A trigger that last ran (and was due) a day ago is paused for real and resumed: its next
+    run is the next minute after *now*, not a slot from the past (which would burst catch-up)."""
+    r = await make_routine(client, world.a)
+    t = await call(
+        client,
+        "POST",
+        f"/api/routines/{r['id']}/triggers",
+        world.a.board,
+        {"kind": "schedule", "cronExpression": "* * * * *", "timezone": "UTC"},
+        201,
+    )
+    await db.execute(
+        "UPDATE routine_triggers SET next_run_at = now() - interval '1 day',"
+        " last_fired_at = now() - interval '1 day' - interval '1 minute' WHERE id = $1",
+        uuid.UUID(t["id"]),
+    )
+    if how.startswith("pause"):
+        off, on = (
+            (f"/api/routines/{r['id']}", {"status": "paused"}),
+            (f"/api/routines/{r['id']}", {"status": "active"}),
+        )
+    else:
+        path = f"/api/routine-triggers/{t['id']}"
+        off, on = (path, {"enabled": False}), (path, {"enabled": True})
+    await call(client, "PATCH", off[0], world.a.board, off[1], 200)
+    assert (
+        await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", uuid.UUID(t["id"]))
+        is None
+    )
+    before = await db.fetchval("SELECT now()")
+    await call(client, "PATCH", on[0], world.a.board, on[1], 200)
+    after = await db.fetchval("SELECT now()")
+    next_at = await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", uuid.UUID(t["id"]))
+    assert before < next_at <= after + timedelta(minutes=1)
+    assert next_at.second == 0 and next_at.microsecond == 0
