@@ -1111,6 +1111,8 @@ async def test_resuming_recomputes_next_run_from_now_not_from_the_past(
         " last_fired_at = now() - interval '1 day' - interval '1 minute' WHERE id = $1",
         uuid.UUID(t["id"]),
     )
+    off: tuple[str, dict[str, object]]
+    on: tuple[str, dict[str, object]]
     if how.startswith("pause"):
         off, on = (
             (f"/api/routines/{r['id']}", {"status": "paused"}),
