@@ -1132,3 +1132,47 @@ async def test_resuming_recomputes_next_run_from_now_not_from_the_past(
     next_at = await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", uuid.UUID(t["id"]))
     assert before < next_at <= after + timedelta(minutes=1)
     assert next_at.second == 0 and next_at.microsecond == 0
+
+
+async def test_execution_issue_carries_every_field_of_its_routine(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """Title, description, priority, project, goal, parent issue and assignee come from the routine;
+    status todo; origin routine_execution with the routine and run ids; the run's payload."""
+    from routines_dispatcher.decide import decide_runs
+
+    a = world.a
+    goal = await call(client, "POST", f"/api/companies/{a.company_id}/goals", a.board, {"title": "G"}, 201)
+    parent = await call(client, "POST", f"/api/companies/{a.company_id}/issues", a.board, {"title": "P"}, 201)
+    r = await make_routine(
+        client,
+        a,
+        title="Weekly review",
+        description="look at everything",
+        priority="high",
+        goalId=goal["id"],
+        parentIssueId=parent["id"],
+    )
+    run = await call(client, "POST", f"/api/routines/{r['id']}/run", a.board, {"payload": {"week": 48}}, 202)
+    async with db.transaction():
+        await decide_runs(db, [uuid.UUID(run["id"])])
+    run = await call(client, "GET", f"/api/runs/{run['id']}", a.board, status=200)
+    issue = await call(client, "GET", f"/api/issues/{run['linkedIssueId']}", a.agent_key, status=200)
+    expected = {
+        "title": "Weekly review",
+        "description": "look at everything",
+        "priority": "high",
+        "status": "todo",
+        "projectId": a.project_id,
+        "goalId": goal["id"],
+        "parentIssueId": parent["id"],
+        "assigneeAgentId": a.agent_id,
+        "companyId": a.company_id,
+        "originKind": "routine_execution",
+        "originId": r["id"],
+        "originRunId": run["id"],
+        "payload": {"week": 48},
+        "coalescedFireCount": 0,
+        "coalescedFires": [],
+    }
+    assert {k: issue[k] for k in expected} == expected
