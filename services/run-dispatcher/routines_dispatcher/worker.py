@@ -164,12 +164,16 @@ class Dispatcher:
                 delivered = msg.metadata.num_delivered
                 if delivered >= self.settings.max_deliver:
                     reason = f"dispatch failed after {delivered} deliveries: {type(exc).__name__}"
+                    failed = None
                     try:
                         async with self.db.connection() as conn:
-                            await fail_run(conn, run_id, reason)
+                            failed = await fail_run(conn, run_id, reason)
                     except RETRYABLE_ERRORS:
                         log.error("run left for the sweeper", run_id=str(run_id))
                     await msg.term()
+                    if failed is not None:  # announced like any decision (manual-run waiters)
+                        _observe([failed])
+                        await publish_decisions(self.bus, [failed])
                 else:
                     await msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 15.0))
 
