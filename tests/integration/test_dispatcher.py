@@ -129,7 +129,8 @@ async def test_same_message_twice_gives_one_decision(
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     run = await make_run(db, world, routine)
-    dispatcher, bus, stopping = await _dispatcher(stack, database)
+    # One message per fetch, so the second copy is a separate delivery (not merged in one batch).
+    dispatcher, bus, stopping = await _dispatcher(stack, database, fetch_batch_size=1)
     dispatched: list[bytes] = []
 
     async def collect(msg: Msg) -> None:
