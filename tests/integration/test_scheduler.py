@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from routines_scheduler.ticker import QUERIES, Scheduler
-from shared.bus import Bus
+from routines_scheduler.ticker import LOCKED_RETRY_SEC, QUERIES, Scheduler
+from shared.bus import Bus, Subjects
 from shared.db import Database
 from shared.settings import SchedulerSettings
 from tests.factories import make_routine, make_schedule_trigger, make_world
@@ -30,6 +30,28 @@ async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
     bus = Bus(stack.nats_url, "test")
     await bus.connect_forever()
     yield Scheduler(settings, database, bus, asyncio.Event())
+    await bus.close()
+    await database.close()
+
+
+@pytest.fixture
+async def sleepy_scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
+    """A scheduler whose longest sleep (two minutes) is far beyond any test's patience."""
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60, tick_interval_sec=120
+    )
+    database = Database(settings, "test")
+    await database.open()
+    bus = Bus(stack.nats_url, "test")
+    await bus.connect_forever()
+    scheduler = Scheduler(settings, database, bus, asyncio.Event())
+    follower = asyncio.create_task(scheduler.follow_trigger_changes())
+    await asyncio.wait_for(scheduler.following.wait(), 10)
+    loop = asyncio.create_task(scheduler.run())
+    yield scheduler
+    scheduler.stopping.set()
+    await asyncio.wait_for(loop, 10)
+    follower.cancel()
     await bus.close()
     await database.close()
 
@@ -248,3 +270,74 @@ async def test_scheduler_killed_mid_batch_loses_and_duplicates_nothing(
         await wait_until(all_fired, timeout=60)
     finally:
         second.kill()
+
+
+async def test_sleep_is_until_the_earliest_slot_bounded_by_the_max_sleep(
+    db: asyncpg.Connection, scheduler: Scheduler
+) -> None:
+    assert await scheduler.seconds_until_due() == scheduler.settings.tick_interval_sec  # nothing scheduled
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    far = await db.fetchval("SELECT now() + interval '10 minutes'")
+    trigger = await make_schedule_trigger(db, world, routine, "0 * * * *", "UTC", far)
+    assert await scheduler.seconds_until_due() == scheduler.settings.tick_interval_sec
+    await db.execute(
+        "UPDATE routine_triggers SET next_run_at = clock_timestamp() + interval '0.5 seconds' WHERE id = $1",
+        trigger,
+    )
+    assert 0 < await scheduler.seconds_until_due() <= 0.5
+
+
+async def test_a_due_slot_locked_by_another_replica_is_polled_not_spun_on(
+    db: asyncpg.Connection, scheduler: Scheduler
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", await _db_now(db))
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM routine_triggers WHERE id = $1 FOR UPDATE", trigger)
+        assert await scheduler.tick() == 0  # skipped: the other "replica" holds it
+        assert await scheduler.seconds_until_due() == LOCKED_RETRY_SEC
+    assert await scheduler.tick() == 1
+
+
+async def test_the_scheduler_wakes_at_the_slot_not_at_its_max_sleep(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '2 seconds'")
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120
+    )
+    database = Database(settings, "test")
+    await database.open()
+    bus = Bus(stack.nats_url, "test")
+    await bus.connect_forever()
+    scheduler = Scheduler(settings, database, bus, asyncio.Event())
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
+        assert [r["scheduled_for"] for r in runs] == [slot]
+        assert runs[0]["triggered_at"] >= slot  # never early
+    finally:
+        scheduler.stopping.set()
+        await asyncio.wait_for(loop, 10)
+        await bus.close()
+        await database.close()
+
+
+async def test_a_trigger_change_wakes_the_sleeping_scheduler(
+    db: asyncpg.Connection, stack: Stack, sleepy_scheduler: Scheduler
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    await asyncio.sleep(0.2)  # let the loop go to sleep: nothing is scheduled, so for two minutes
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '1 second'")
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    await sleepy_scheduler.bus.publish_quietly(
+        Subjects.TRIGGERS_CHANGED, {"triggerId": str(trigger)}, durable=False
+    )
+    runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
+    assert [r["scheduled_for"] for r in runs] == [slot]
