@@ -55,7 +55,7 @@ async def dispatcher(stack: Stack) -> AsyncIterator[None]:
 
 
 async def test_execution_issue_takes_every_field_from_its_routine_and_run(
-    client: Client, world: World, dispatcher: None
+    client: Client, world: World, dispatcher: None, db: asyncpg.Connection
 ) -> None:
     a = world.a
     goal = await call(client, "POST", f"/api/companies/{a.company_id}/goals", a.board, {"title": "Grow"}, 201)
@@ -98,6 +98,9 @@ async def test_execution_issue_takes_every_field_from_its_routine_and_run(
         "originId": routine["id"],
         "originRunId": run["id"],
         "payload": payload,
+        "payloadBytes": await db.fetchval(
+            "SELECT octet_length(payload::text) FROM issues WHERE id = $1::uuid", issue["id"]
+        ),
         "coalescedFireCount": 0,
         "coalescedFires": [],
     }
@@ -130,19 +133,33 @@ async def test_run_history_default_fifty_newest_first_and_bounded(
         uuid.UUID(world.a.company_id),
         base + timedelta(hours=2),
     )
-    newest_first = [
-        str(r["id"])
-        for r in sorted(rows, key=lambda r: (-(r["triggered_at"] - base).total_seconds(), str(r["id"])))
-    ]
+    instant = {str(r["id"]): r["triggered_at"] for r in rows}
+    newest = sorted(instant.values(), reverse=True)
     path = f"/api/routines/{routine['id']}/runs"
 
-    async def ids(query: str = "") -> list[str]:
-        return [r["id"] for r in await call(client, "GET", path + query, world.a.board, status=200)]
+    async def page(query: str = "") -> tuple[list[str], str | None]:
+        resp = await client.get(path + query, headers={"Authorization": f"Bearer {world.a.board}"})
+        assert resp.status == 200, await resp.text()
+        return [r["id"] for r in await resp.json()], resp.headers.get("X-Next-Cursor")
 
-    assert await ids() == newest_first[:50]
-    assert await ids("?limit=1") == newest_first[:1]
-    assert await ids("?limit=7") == newest_first[:7]
-    assert await ids("?limit=500") == newest_first
+    everything, cursor = await page("?limit=500")
+    assert cursor is None
+    assert sorted(everything) == sorted(instant)  # all 70, only this routine's
+    assert [instant[i] for i in everything] == newest  # newest first
+    default, _ = await page()
+    assert default == everything[:50]  # 50 by default (a group boundary: the set is exact)
+    assert (await page("?limit=1"))[0] == everything[:1]
+    # Pages of 7 (boundaries inside groups of equal instants) walk the same order, none twice.
+    walked: list[str] = []
+    query = "?limit=7"
+    while True:
+        ids, cursor = await page(query)
+        assert 0 < len(ids) <= 7
+        walked += ids
+        if cursor is None:
+            break
+        query = f"?limit=7&cursor={cursor}"
+    assert walked == everything
     for bad in ("0", "-1", "501", "ten", "1.5"):
         error = await call(client, "GET", f"{path}?limit={bad}", world.a.board, status=400)
         assert "limit" in error["error"]
