@@ -237,10 +237,13 @@ async def test_api_killed_under_load_and_restarted(
         tally = Tally()
         load = asyncio.create_task(mixed_load(fleet, world, 20, 30, tally))
         await asyncio.sleep(4)
-        caught = await _wait_in_flight(tally, "api")
-        fleet.kill(fleet.api)
-        await asyncio.sleep(2)
-        await fleet.restart(fleet.api)
+        for _ in range(3):  # until a kill cuts a request off (an answer may be on its way back)
+            caught = await _wait_in_flight(tally, "api")
+            fleet.kill(fleet.api)
+            await asyncio.sleep(2)
+            await fleet.restart(fleet.api)
+            if tally.excused["api"]:
+                break
         await load
         fleet.assert_all_alive("API SIGKILL and restart")
         print(f"\n[resilience] manual runs in flight at the kill: {caught}")
