@@ -131,7 +131,8 @@ async def test_same_message_twice_gives_one_decision(
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     run = await make_run(db, world, routine)
-    dispatcher, bus, stopping = await _dispatcher(stack, database)
+    # One message per fetch, so the second copy is a separate delivery (not merged in one batch).
+    dispatcher, bus, stopping = await _dispatcher(stack, database, fetch_batch_size=1)
     dispatched: list[bytes] = []
 
     async def collect(msg: Msg) -> None:
@@ -143,7 +144,18 @@ async def test_same_message_twice_gives_one_decision(
     await bus.publish(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="b")
     consumer = asyncio.create_task(dispatcher.consume())
     await wait_until(lambda: _status_is(db, run, "issue_created"))
-    await asyncio.sleep(1.5)
+
+    async def both_handled() -> bool:  # both copies delivered and acknowledged
+        info = await bus.js.consumer_info("ROUTINES_RUNS", "run-dispatcher")
+        return info.delivered.stream_seq >= 2 and info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until(both_handled)
+    await bus.nc.flush()  # what was published before the acks has reached our subscription
+
+    async def announced() -> bool:
+        return bool(dispatched)
+
+    await wait_until(announced)
     stopping.set()
     await consumer
     await sub.unsubscribe()
