@@ -97,7 +97,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         route = _route_name(request)
         HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
         HTTP_LATENCY.labels(route, request.method).observe(elapsed)
-        if route not in _QUIET_ROUTES:
+        if _wants_access_line(request.app[SETTINGS_KEY].access_log, route, status):
             log.info(
                 "request",
                 method=request.method,
@@ -106,6 +106,12 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 duration_ms=round(elapsed * 1000, 2),
             )
         structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _wants_access_line(mode: str, route: str, status: int) -> bool:
+    if mode == "off" or route in _QUIET_ROUTES:
+        return False
+    return mode == "all" or status >= 400
 
 
 def _error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
