@@ -12,6 +12,7 @@ from routines_api.routines import WAITER_KEY
 from routines_api.triggers import API_SETTINGS_KEY, SECRET_BOX_KEY
 from routines_api.waiter import DecisionWaiter
 from shared.crypto import SecretBox
+from shared.errors import NotFound
 from shared.http import BUS_KEY, SUPERVISOR_KEY, create_base_app, finish_routes, json_response
 from shared.settings import ApiSettings
 
@@ -28,9 +29,20 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/api/docs", _docs)
     ROUTES.install(app)
+    app.router.add_route("*", "/api/routine-triggers/public/{publicId}/fire", _fire_is_on_the_gateway)
     app.cleanup_ctx.append(_waiter_ctx)
     finish_routes(app)
     return app
+
+
+async def _fire_is_on_the_gateway(request: web.Request) -> web.Response:
+    """Webhook fires sent to the API's port: say where the webhook gateway is."""
+    gateway = request.app[API_SETTINGS_KEY].public_gateway_url.rstrip("/")
+    public_id = request.match_info["publicId"]
+    raise NotFound(
+        f"webhook fires are served by the webhook gateway, not the API: POST them to {gateway}",
+        {"fireUrl": f"{gateway}/api/routine-triggers/public/{public_id}/fire", "gatewayUrl": gateway},
+    )
 
 
 async def _openapi(request: web.Request) -> web.Response:
