@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
 from routines_api import directory, routines, triggers  # noqa: F401 - they register their routes
-from routines_api.openapi import DOCS_PAGE, GATEWAY_OPERATIONS, ROUTES, build_openapi
+from routines_api.openapi import GATEWAY_OPERATIONS, ROUTES, build_openapi
 from routines_api.routines import WAITER_KEY
 from routines_api.triggers import API_SETTINGS_KEY, SECRET_BOX_KEY
 from routines_api.waiter import DecisionWaiter
@@ -25,9 +26,15 @@ def create_app(settings: ApiSettings) -> web.Application:
     app[API_SETTINGS_KEY] = settings
     app[SECRET_BOX_KEY] = SecretBox(settings.secret_key)
     app[WAITER_KEY] = DecisionWaiter(app[BUS_KEY])
-    app[OPENAPI_KEY] = build_openapi([*ROUTES.operations, *GATEWAY_OPERATIONS], "Routines API", "1.0.0")
+    app[OPENAPI_KEY] = build_openapi(
+        [*ROUTES.operations, *GATEWAY_OPERATIONS],
+        "Routines API",
+        "1.0.0",
+        gateway_url=settings.public_gateway_url,
+    )
     app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/api/docs", _docs)
+    app.router.add_get("/api/docs/{asset}", _docs_asset)
     ROUTES.install(app)
     app.router.add_route("*", "/api/routine-triggers/public/{publicId}/fire", _fire_is_on_the_gateway)
     app.cleanup_ctx.append(_waiter_ctx)
@@ -49,8 +56,49 @@ async def _openapi(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI_KEY])
 
 
-async def _docs(_request: web.Request) -> web.Response:
-    return web.Response(text=DOCS_PAGE, content_type="text/html")
+# The interactive reference: Swagger UI vendored from the swagger-ui-dist npm package (see
+# swagger_ui/NOTICE), served from the package itself; the page loads nothing from elsewhere.
+DOCS_DIR = Path(__file__).parent / "swagger_ui"
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "application/javascript",
+    "routines-docs.js": "application/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
+
+
+def _docs_headers(gateway_url: str) -> dict[str, str]:
+    # 'unsafe-inline' styles: Swagger UI sets style attributes; scripts come only from this server.
+    # connect-src includes the gateway so "Try it out" can reach the fire operation.
+    csp = (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        f"img-src 'self' data:; font-src 'self' data:; connect-src 'self' {gateway_url.rstrip('/')}; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "public, max-age=3600",
+    }
+
+
+async def _docs(request: web.Request) -> web.Response:
+    headers = _docs_headers(request.app[API_SETTINGS_KEY].public_gateway_url)
+    return web.Response(
+        body=(DOCS_DIR / "index.html").read_bytes(),
+        content_type="text/html",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+async def _docs_asset(request: web.Request) -> web.Response:
+    name = request.match_info["asset"]
+    content_type = DOCS_ASSETS.get(name)
+    if content_type is None:
+        raise NotFound(f"no documentation asset {name[:100]!r}")
+    headers = _docs_headers(request.app[API_SETTINGS_KEY].public_gateway_url)
+    return web.Response(body=(DOCS_DIR / name).read_bytes(), content_type=content_type, headers=headers)
 
 
 async def _waiter_ctx(app: web.Application) -> AsyncIterator[None]:
