@@ -44,6 +44,15 @@ def _run_id(msg: Msg) -> uuid.UUID | None:
         return None
 
 
+async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -> None:
+    """A pull subscription never drains (nothing marks its queue done): unsubscribe it, so the
+    connection's drain at shutdown neither waits for it nor ends in a cancelled gather logged as
+    "exception was never retrieved"."""
+    if subscription is not None:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await subscription.unsubscribe()
+
+
 class Dispatcher:
     """Turns recorded runs into decisions; any number of replicas may run."""
 
@@ -76,18 +85,15 @@ class Dispatcher:
                 except nats.errors.TimeoutError:
                     continue
                 except (nats.errors.Error, OSError, TimeoutError) as exc:
-                    log.warning("fetch failed; retrying", error=repr(exc))
+                    if not self.stopping.is_set():
+                        log.warning("fetch failed; retrying", error=repr(exc))
+                    await _unsubscribe(subscription)
                     subscription = None
-                    await asyncio.sleep(1.0)
+                    await sleep_unless_stopped(self.stopping, 1.0)
                     continue
                 await self.handle_batch(messages)
         finally:
-            # A pull subscription never drains (nothing marks its queue done): unsubscribe it, so
-            # the connection's drain at shutdown neither waits for it nor ends in a cancelled
-            # gather logged as "exception was never retrieved".
-            if subscription is not None:
-                with contextlib.suppress(nats.errors.Error, OSError):
-                    await subscription.unsubscribe()
+            await _unsubscribe(subscription)
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Decide a batch in one transaction; ack after commit, nak on transient failure."""
