@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from shared import metrics as platform_metrics
 from shared.bus import REQUEST_ID_HEADER, Bus
 from shared.db import Database
 from shared.errors import (
@@ -27,6 +28,7 @@ from shared.errors import (
 )
 from shared.lifecycle import Supervisor
 from shared.logging import get_logger
+from shared.protocol import hide_server_banner, install_protocol_errors
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
@@ -300,13 +302,16 @@ def create_base_app(
     )
     app[SETTINGS_KEY] = settings
     app[DB_KEY] = Database(settings, application_name=service)
-    app[BUS_KEY] = Bus(settings.nats_url, name=service)
+    app[BUS_KEY] = Bus.from_settings(settings, name=service)
     app[SUPERVISOR_KEY] = Supervisor(service)
+    app.on_response_prepare.append(hide_server_banner)
+    install_protocol_errors()
     app.router.add_get("/livez", livez)
     app.router.add_get("/healthz", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_platform_ctx)
+    platform_metrics.install(app, service, settings)
     return app
 
 

@@ -55,6 +55,10 @@ class Supervisor:
             await asyncio.wait(pending, timeout=2)
 
 
+HANDLER_ARGS_KEY = web.AppKey("handler_args", dict[str, Any])
+"""Options of the HTTP connection handler (e.g. keepalive_timeout) a service asks `serve` for."""
+
+
 async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> int:
     """Run an app until SIGTERM/SIGINT or a critical task dies; return the exit code."""
     from shared.http import SUPERVISOR_KEY
@@ -63,7 +67,13 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stopping.set)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        **app.get(HANDLER_ARGS_KEY, {}),
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     try:

@@ -77,8 +77,11 @@ def test_every_operation_is_described_with_one_operation_id_convention(doc: dict
             doc["components"]["responses"][r["$ref"].rsplit("/", 1)[-1]] if "$ref" in r else r
             for r in op["responses"].values()
         ]
-        media = [r["content"]["application/json"] for r in responses if "content" in r]
-        media += [c["application/json"] for c in [op.get("requestBody", {}).get("content", {})] if c]
+        media = [
+            r["content"]["application/json"] for r in responses if "application/json" in r.get("content", {})
+        ]
+        body = op.get("requestBody", {}).get("content", {})
+        media += [body["application/json"]] if "application/json" in body else []
         assert media and all("example" in m for m in media), (method, path, "no example")
         for param in op["parameters"]:
             assert param.get("description"), (method, path, param["name"])

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from routines_api import directory, routines, triggers  # noqa: F401 - they register their routes
+from routines_api import (  # noqa: F401 - they register their routes
+    backfill,
+    directory,
+    health,
+    history,
+    revisions,
+    routines,
+    triggers,
+    upcoming,
+    wakeups,
+)
+from routines_api.console.pages import setup_console
 from routines_api.openapi import GATEWAY_OPERATIONS, ROUTES, build_openapi
-from routines_api.routines import WAITER_KEY
-from routines_api.triggers import API_SETTINGS_KEY, SECRET_BOX_KEY
+from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY, WAITER_KEY
 from routines_api.waiter import DecisionWaiter
 from shared.crypto import SecretBox
 from shared.errors import NotFound
@@ -26,17 +37,13 @@ def create_app(settings: ApiSettings) -> web.Application:
     app[API_SETTINGS_KEY] = settings
     app[SECRET_BOX_KEY] = SecretBox(settings.secret_key)
     app[WAITER_KEY] = DecisionWaiter(app[BUS_KEY])
-    app[OPENAPI_KEY] = build_openapi(
-        [*ROUTES.operations, *GATEWAY_OPERATIONS],
-        "Routines API",
-        "1.0.0",
-        gateway_url=settings.public_gateway_url,
-    )
+    app[OPENAPI_KEY] = openapi_document(settings.public_gateway_url)
     app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/api/docs", _docs)
     app.router.add_get("/api/docs/{asset}", _docs_asset)
     ROUTES.install(app)
     app.router.add_route("*", "/api/routine-triggers/public/{publicId}/fire", _fire_is_on_the_gateway)
+    setup_console(app)
     app.cleanup_ctx.append(_waiter_ctx)
     finish_routes(app)
     return app
@@ -49,6 +56,13 @@ async def _fire_is_on_the_gateway(request: web.Request) -> web.Response:
     raise NotFound(
         f"webhook fires are served by the webhook gateway, not the API: POST them to {gateway}",
         {"fireUrl": f"{gateway}/api/routine-triggers/public/{public_id}/fire", "gatewayUrl": gateway},
+    )
+
+
+def openapi_document(gateway_url: str = "http://127.0.0.1:8081") -> dict[str, Any]:
+    """The OpenAPI document of the whole system (API and gateway), from the route table."""
+    return build_openapi(
+        [*ROUTES.operations, *GATEWAY_OPERATIONS], "Routines API", "1.0.0", gateway_url=gateway_url
     )
 
 

@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+)
 from pydantic.alias_generators import to_camel
 
 Priority = Literal["critical", "high", "medium", "low"]
@@ -16,7 +26,7 @@ CatchUpPolicy = Literal["skip_missed", "enqueue_missed_with_cap"]
 SigningMode = Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"]
 IssueStatus = Literal["backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled"]
 AgentStatus = Literal["active", "paused", "terminated"]
-RunSource = Literal["schedule", "webhook", "api", "manual"]
+RunSource = Literal["schedule", "webhook", "api", "manual", "replay", "backfill"]
 RunStatus = Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"]
 
 
@@ -130,7 +140,10 @@ FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "token": ("The board token. Shown only in this answer: store it now.", "rtb_EXAMPLE"),
     "after": ("Compute fires after this instant (default: now).", _TS),
     "count": ("How many fire times to return (1-100).", 5),
-    "fires": ("The next fire times, in order.", [{"utc": _TS, "local": "2026-11-30T10:00:00+01:00"}]),
+    "fires": (
+        "The next fire times, in order.",
+        [{"utc": _TS, "local": "2026-11-30T10:00:00+01:00", "dst": None}],
+    ),
     "utc": ("The fire time in UTC (ISO 8601).", _TS),
     "local": (
         "The same instant in the expression's time zone, with its offset.",
@@ -143,6 +156,97 @@ FIELD_DOCS: dict[str, tuple[str, Any]] = {
         "Specifics, when there are any: for invalid bodies a list of {field, message}.",
         [{"field": "assignee", "message": "unknown field; did you mean assigneeAgentId?"}],
     ),
+    "TokenOut.kind": ("Token kind: instance_admin, board or agent.", "board"),
+    "TokenOut.name": ("Label given to the token when it was made.", "ops laptop"),
+    "revokedAt": ("When the token was revoked (null: still valid).", None),
+    "variables": ("The routine's declared variables (name, type, default, required, options).", []),
+    "ManualRun.variables": ("Values of the routine's variables for this run.", {"region": "eu"}),
+    "ReplayRequest.variables": ("Variable values for the replay (default: the original run's).", {}),
+    "failureAlertAfter": ("Alert after this many consecutive failed runs (null: off).", 3),
+    "autoPauseAfter": ("Pause the routine after this many consecutive failed runs (null: never).", 5),
+    "staleAfterSec": ("An execution issue open longer than this many seconds is stale (null: never).", 86400),
+    "staleAction": ("What happens to a stale execution issue: report (health only) or cancel.", "report"),
+    "pausedReason": ("Why the routine was paused automatically (null: not auto-paused).", None),
+    "revisionId": ("Id of the routine's current revision.", _ID),
+    "baseRevisionId": ("The revision this update was based on; a newer one answers 409.", _ID),
+    "activeIssue": ("The open execution issue of the routine, if any.", None),
+    "recentRuns": ("The latest runs, newest first.", []),
+    "replayOf": ("The run this run replays (null: not a replay).", None),
+    "inputVariables": ("Variable values given with the fire.", {"region": "eu"}),
+    "resolvedVariables": ("Variable values after defaults were applied (null: not resolved yet).", None),
+    "assigneeOverride": ("Agent this run was assigned to instead of the routine's (replays).", None),
+    "projectOverride": ("Project this run was filed under instead of the routine's (replays).", None),
+    "payloadBytes": ("Size of the payload as JSON text, in bytes.", 18),
+    "lastResult": ("Outcome of the trigger's last fire.", None),
+    "lastRotatedAt": ("When the webhook secret was last rotated (null: never).", None),
+    "dst": ("Set on daylight-saving transition days: how the shift moved this fire.", None),
+    "wallTime": ("The local time the expression names.", "2027-03-28T02:30"),
+    "note": (
+        "What daylight saving did to this fire, in words.",
+        "02:30 does not exist that day; fired at 03:00",
+    ),
+    "type": ("Variable type: text, number, boolean, select or date.", "select"),
+    "default": ("Value used when a run gives none.", "eu"),
+    "required": ("A run without a value (and no default) fails, naming the variable.", False),
+    "options": ("The allowed values of a select variable.", ["eu", "us"]),
+    "VariableSpec.name": ("Variable name, used as {{name}} in the title and description.", "region"),
+    "VariableOut.name": ("Variable name, used as {{name}} in the title and description.", "region"),
+    "actorKind": ("Who acted: instance_admin, board, agent or system.", "board"),
+    "actorId": ("Id of the acting token's agent or board member (null: the system).", None),
+    "action": ("What happened (created, updated, paused, manual_run, run_recorded, ...).", "updated"),
+    "at": ("When it happened (UTC).", _TS),
+    "number": ("Revision number, 1 for the routine as created, counting up.", 2),
+    "snapshot": ("The routine's settings in this revision.", {"title": "Daily report", "priority": "high"}),
+    "changes": (
+        "What changed from the previous revision: field → {from, to}.",
+        {"priority": {"from": "medium", "to": "high"}},
+    ),
+    "restoredFrom": ("The revision number this one restored (null: a regular change).", None),
+    "days": ("Length of the window in days.", 7),
+    "from": ("Start of the window (UTC).", _TS),
+    "to": ("End of the window (UTC).", _TS),
+    "onTimeWithinSec": ("A schedule run counts as on time when recorded within this many seconds.", 60),
+    "runsByStatus": ("Number of runs in the window per status.", {"issue_created": 3, "failed": 1}),
+    "failureStreak": ("Consecutive failed runs up to now.", 0),
+    "alerting": ("True while the failure streak is at or above failureAlertAfter.", False),
+    "openIssue": ("The open execution issue, with its age and whether it is stale.", None),
+    "lagSeconds": ("Fire lag percentiles of the window's schedule runs.", None),
+    "p50": ("Median, in seconds.", 0.4),
+    "p90": ("90th percentile, in seconds.", 0.9),
+    "p99": ("99th percentile, in seconds.", 1.8),
+    "max": ("Largest, in seconds.", 2.5),
+    "issueId": ("Id of the issue.", _ID),
+    "openedAt": ("When the issue was opened (UTC).", _TS),
+    "ageSec": ("How long the issue has been open, in seconds.", 3600.0),
+    "stale": ("Open longer than staleAfterSec.", False),
+    "HealthOut.triggers": ("Each schedule trigger's slots in the window and what became of them.", []),
+    "expectedSlots": ("Slots of the schedule in the window since the trigger existed.", 5),
+    "expectedSlotsAtLeast": ("Too many to count: expectedSlots is a lower bound.", False),
+    "onTime": ("Schedule runs recorded within the grace of their slot.", 5),
+    "late": ("Schedule runs recorded later than the grace (catch-up).", 0),
+    "backfilled": ("Slots recorded by a backfill.", 0),
+    "missedSkipped": ("Missed slots the catch-up policy dropped.", 0),
+    "unaccounted": ("Slots with no run and no explanation (the scheduler was down or behind).", 0),
+    "dryRun": ("Only report what would be recorded.", True),
+    "maxRuns": ("Record at most this many missing slots.", 100),
+    "slots": ("Each slot of the window and its run, if any.", []),
+    "missing": ("Slots without a run before this call.", 2),
+    "recorded": ("Runs recorded by this call (0 in a dry run).", 0),
+    "capped": ("Missing slots left unrecorded because of maxRuns.", 0),
+    "existingRunId": ("The run already recorded for this slot (null: none).", None),
+    "recordedRunId": ("The run this call recorded for the slot (null: none).", None),
+    "predictedOutcome": ("What the fire would do now, by the concurrency policy.", "issue_created"),
+    "truncated": ("More fires exist than were returned.", False),
+    "UpcomingFire.label": ("The trigger's label.", "weekday mornings"),
+    "UpcomingFire.timezone": ("The trigger's time zone.", "Europe/Amsterdam"),
+    "UpcomingFire.cronExpression": ("The trigger's cron expression.", "0 9 * * 1-5"),
+    "UpcomingFire.local": (
+        "The fire time in the trigger's time zone, with offset.",
+        "2026-11-30T10:00:00+01:00",
+    ),
+    "ActivityOut.details": ("Facts of the action (changed fields, run id and outcome, ...).", {"runId": _ID}),
+    "UpcomingFire.dst": ("True when a daylight-saving shift moves this fire.", False),
+    "UpcomingOut.fires": ("The predicted fires, in time order.", []),
     "status": ("Status of the object.", "active"),
     "AgentUpdate.status": ("New status of the agent: active, paused or terminated.", "paused"),
     "AgentOut.status": ("Agent status: active, paused or terminated.", "active"),
@@ -204,36 +308,58 @@ MODEL_DOCS = {
     "CronPreviewOut": "The next fire times of a cron expression.",
     "WebhookAccepted": "A fire accepted by the webhook gateway (recorded in Postgres before this answer).",
     "DeletedOut": "Confirmation of a deletion.",
+    "OpenIssueHealth": "The routine's open execution issue: its age and whether it is stale.",
+    "VariableOut": "A declared variable of a routine.",
 }
 
 
-def _document_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    """Fill in description and example of every property from the glossary; drop auto titles."""
-    schema.setdefault("description", MODEL_DOCS.get(model.__name__, ""))
+def document_schema(schema: dict[str, Any], model_name: str) -> None:
+    """Fill in description and example of a model's JSON schema and of every property from the
+    glossary (descriptions given in `Field(...)` win); drop auto titles like "Cronexpression"."""
+    if not schema.get("description"):
+        schema["description"] = MODEL_DOCS.get(model_name, "")
     for name, prop in schema.get("properties", {}).items():
         prop.pop("title", None)
-        doc = FIELD_DOCS.get(f"{model.__name__}.{name}") or FIELD_DOCS.get(name)
-        if doc is None:
-            continue
-        text, example = doc
-        prop.setdefault("description", text)
-        if example is not _NO_EXAMPLE:
-            prop.setdefault("examples", [example])
+        doc = FIELD_DOCS.get(f"{model_name}.{name}") or FIELD_DOCS.get(name)
+        if doc is not None:
+            text, example = doc
+            prop.setdefault("description", text)
+            if example is not _NO_EXAMPLE and "$ref" not in prop:
+                prop.setdefault("examples", [example])
+        if "$ref" not in prop and "examples" not in prop:
+            prop["examples"] = [_example_of_type(prop)]
+
+
+def _example_of_type(prop: dict[str, Any]) -> Any:
+    """A valid example for a property the glossary has none for, from its type."""
+    for branch in prop.get("anyOf", []):
+        if branch.get("type") != "null" and "$ref" not in branch:
+            return _example_of_type(branch)
+    if "anyOf" in prop:
+        return None
+    if "enum" in prop:
+        return prop["enum"][0]
+    kind, fmt = prop.get("type"), prop.get("format")
+    if fmt == "uuid":
+        return _ID
+    if fmt == "date-time":
+        return _TS
+    examples = {"boolean": False, "integer": prop.get("minimum", 1), "number": prop.get("minimum", 1.0)}
+    if kind in examples:
+        return examples[kind]
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    return "text" if kind == "string" else None
 
 
 class Input(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=False, extra="forbid", json_schema_extra=_document_schema
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=False, extra="forbid")
 
 
 class Output(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        serialize_by_alias=True,
-        json_schema_extra=_document_schema,
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True)
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -263,6 +389,17 @@ class BoardTokenCreate(Input):
     name: Name
 
 
+class TokenOut(Output):
+    """A bearer token's record; the token itself is shown only when it is made."""
+
+    id: uuid.UUID
+    kind: Literal["instance_admin", "board", "agent"]
+    name: str
+    company_id: uuid.UUID | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class IssueCreate(Input):
     title: Title
     description: str | None = Field(None, max_length=20_000)
@@ -278,7 +415,63 @@ class IssueUpdate(Input):
     status: IssueStatus
 
 
-class RoutineCreate(Input):
+# --- routine features (issue 16) -----------------------------------------------------------
+
+VariableType = Literal["text", "number", "boolean", "select", "date"]
+VariableValue = StrictStr | StrictInt | StrictFloat | StrictBool
+StaleAction = Literal["report", "cancel"]
+
+
+class VariableSpec(Input):
+    """A routine variable; `{{name}}` in the title or description is replaced by its value."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "region", "type": "select", "options": ["eu", "us"], "default": "eu"},
+                {"name": "ticket", "type": "text", "required": True},
+            ]
+        }
+    )
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="Letters, digits and `_`, not starting with a digit."
+    )
+    type: VariableType
+    default: VariableValue | None = Field(None, description="Used when the run gives no value.")
+    required: bool = Field(False, description="A run without a value (and no default) fails, naming it.")
+    options: list[Annotated[str, StringConstraints(max_length=200)]] | None = Field(
+        None, max_length=100, description="The allowed values of a `select` variable."
+    )
+
+
+class VariableOut(Output):
+    name: str
+    type: VariableType
+    default: Any = None
+    required: bool = False
+    options: list[str] | None = None
+
+
+class RoutineFeatureFields(Input):
+    """Settings of the routine features, accepted on create and update."""
+
+    variables: list[VariableSpec] | None = Field(None, max_length=50, description="Declared variables.")
+    failure_alert_after: int | None = Field(
+        None, ge=1, le=1000, description="Alert after this many consecutive failed runs (off when null)."
+    )
+    auto_pause_after: int | None = Field(
+        None, ge=1, le=1000, description="Pause the routine after this many consecutive failed runs."
+    )
+    stale_after_sec: int | None = Field(
+        None, ge=60, le=31_536_000, description="An execution issue open longer than this is stale."
+    )
+    stale_action: StaleAction | None = Field(
+        None, description="`report` (health only) or `cancel` (close it; its run fails with a reason)."
+    )
+
+
+class RoutineCreate(RoutineFeatureFields):
     title: Title
     description: str | None = Field(None, max_length=20_000)
     assignee_agent_id: uuid.UUID
@@ -291,7 +484,7 @@ class RoutineCreate(Input):
     catch_up_policy: CatchUpPolicy = "skip_missed"
 
 
-class RoutineUpdate(Input):
+class RoutineUpdate(RoutineFeatureFields):
     title: Title | None = None
     description: str | None = Field(None, max_length=20_000)
     assignee_agent_id: uuid.UUID | None = None
@@ -302,6 +495,9 @@ class RoutineUpdate(Input):
     status: RoutineStatus | None = None
     concurrency_policy: ConcurrencyPolicy | None = None
     catch_up_policy: CatchUpPolicy | None = None
+    base_revision_id: uuid.UUID | None = Field(
+        None, description="The revision this edit is based on; 409 if the routine changed since."
+    )
 
 
 class TriggerCreate(Input):
@@ -332,6 +528,15 @@ class ManualRun(Input):
     source: Literal["manual", "api"] = "manual"
     trigger_id: uuid.UUID | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
+    variables: dict[str, VariableValue | None] = Field(
+        default_factory=dict, max_length=50, description="Values of the routine's variables for this run."
+    )
+    assignee_agent_id: uuid.UUID | None = Field(
+        None, description="Board operators only: assign this run's execution issue to another agent."
+    )
+    project_id: uuid.UUID | None = Field(
+        None, description="Board operators only: file this run's execution issue in another project."
+    )
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
 
 
@@ -390,6 +595,15 @@ class BoardTokenOut(Output):
     token: str
 
 
+class CoalescedFireOut(Output):
+    """A reference to a fire coalesced into an issue; its payload is read from the run."""
+
+    run_id: uuid.UUID
+    source: RunSource
+    triggered_at: str
+    payload_bytes: int | None = None
+
+
 class IssueOut(Output):
     id: uuid.UUID
     company_id: uuid.UUID
@@ -404,9 +618,12 @@ class IssueOut(Output):
     origin_kind: Literal["manual", "routine_execution"]
     origin_id: uuid.UUID | None
     origin_run_id: uuid.UUID | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = Field(
+        description="The run payload; null in a list when larger than the list limit (see payloadBytes)"
+    )
+    payload_bytes: int | None = Field(None, description="Size of the payload as JSON text")
     coalesced_fire_count: int
-    coalesced_fires: list[dict[str, Any]]
+    coalesced_fires: list[CoalescedFireOut]
     created_at: datetime
     updated_at: datetime
 
@@ -419,6 +636,9 @@ class TriggerOut(Output):
     enabled: bool
     cron_expression: str | None = None
     timezone: str | None = None
+    description: str | None = Field(
+        None, description="A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'"
+    )
     next_run_at: datetime | None = None
     last_fired_at: datetime | None = None
     public_id: str | None = None
@@ -427,6 +647,8 @@ class TriggerOut(Output):
     webhook_url: str | None = None
     created_at: datetime
     updated_at: datetime
+    last_result: RunStatus | None = Field(None, description="Status of this trigger's latest run.")
+    last_rotated_at: datetime | None = Field(None, description="When the webhook secret was last rotated.")
 
 
 class TriggerWithSecret(TriggerOut):
@@ -456,10 +678,30 @@ class RoutineOut(Output):
     last_enqueued_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    variables: list[VariableOut] = Field(default_factory=list)
+    failure_alert_after: int | None = None
+    auto_pause_after: int | None = None
+    stale_after_sec: int | None = None
+    stale_action: StaleAction = "report"
+    paused_reason: str | None = None
+    revision_id: uuid.UUID | None = Field(None, description="The current revision (for baseRevisionId).")
+
+
+class ActiveIssueOut(Output):
+    """The routine's open execution issue."""
+
+    id: uuid.UUID
+    title: str
+    status: IssueStatus
+    created_at: datetime
+    origin_run_id: uuid.UUID | None
+    coalesced_fire_count: int
 
 
 class RoutineDetail(RoutineOut):
     triggers: list[TriggerOut]
+    active_issue: ActiveIssueOut | None = Field(None, description="The open execution issue, if any.")
+    recent_runs: list[RunOut] = Field(default_factory=list, description="The latest runs, newest first.")
 
 
 class RunOut(Output):
@@ -471,23 +713,42 @@ class RunOut(Output):
     status: RunStatus
     triggered_at: datetime
     scheduled_for: datetime | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = Field(
+        description="The run payload; null in a list when larger than the list limit (see payloadBytes)"
+    )
+    payload_bytes: int | None = Field(None, description="Size of the payload as JSON text")
     idempotency_key: str | None
     linked_issue_id: uuid.UUID | None
     coalesced_into_run_id: uuid.UUID | None
     failure_reason: str | None
     decided_at: datetime | None
     completed_at: datetime | None
+    # Routine features (issue 16); see feature_models.py.
+    replay_of: uuid.UUID | None = None
+    input_variables: dict[str, Any] = Field(default_factory=dict)
+    resolved_variables: dict[str, Any] | None = None
+    assignee_override: uuid.UUID | None = None
+    project_override: uuid.UUID | None = None
+
+
+class DstShift(Output):
+    """How daylight saving moved a fire: its cron wall time and what happened to it."""
+
+    kind: Literal["shifted_out_of_gap", "first_of_repeated", "second_of_repeated"]
+    wall_time: str = Field(description="The local time the expression names, e.g. 2027-03-28T02:30")
+    note: str
 
 
 class CronFire(Output):
     utc: str
     local: str
+    dst: DstShift | None = Field(description="Set on transition days: how daylight saving moved this fire")
 
 
 class CronPreviewOut(Output):
     cron_expression: str
     timezone: str
+    description: str = Field(description="The schedule in words with its zone")
     fires: list[CronFire]
 
 

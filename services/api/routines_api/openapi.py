@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import models_json_schema
 
-from routines_api.models import ErrorOut, WebhookAccepted
+from routines_api.models import ErrorOut, WebhookAccepted, document_schema
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,6 +55,7 @@ class Operation:
     query: Sequence[QueryParam] = ()
     headers: Sequence[QueryParam] = ()
     server: str | None = None
+    stream: str | None = None  # media type of a streamed answer (e.g. text/event-stream)
     description: str = ""
 
     @property
@@ -152,6 +153,29 @@ OPERATION_DOCS: dict[str, str] = {
     "manualRun": "Records a run now and waits up to `MANUAL_RUN_WAIT_SEC` for the dispatcher's decision: "
     "`status` is then `issue_created`, `coalesced` or `skipped` (else still `received`). A repeated "
     "`idempotencyKey` answers 200 with the first run.",
+    "rotateAgentKey": "Issues a new API key for the agent (board operators). The old key stops working "
+    "at once; the new key is in this answer only.",
+    "listBoardTokens": "The company's board tokens (never the tokens themselves), revoked ones included.",
+    "revokeBoardToken": "Revokes a board token for good; requests with it answer 401 from now on.",
+    "listInstanceTokens": "Every instance admin token (never the tokens themselves). Instance admin only.",
+    "revokeInstanceToken": "Revokes an instance admin token for good (the last unrevoked one cannot be).",
+    "backfill": "Lists the slots of a schedule trigger in a past window and which have runs; with "
+    "`dryRun` false it records runs for the missing slots (at most `maxRuns`), through the policy.",
+    "routineHealth": "Per schedule trigger: expected slots against recorded runs (on time, late, "
+    "backfilled, skipped, unaccounted), fire-lag percentiles, outcomes, the failure streak and "
+    "the open issue.",
+    "getRun": "One run with its payload, variables and decision.",
+    "replayRun": "Records a new run (source `replay`) with the original's payload and variables, "
+    "optionally overriding variables, assignee or project; it goes through the concurrency policy.",
+    "listRevisions": "Every recorded state of the routine: number, actor, snapshot and the changes.",
+    "restoreRevision": "Sets the routine's fields back to a revision's (its status stays); recorded as a "
+    "new revision.",
+    "routineActivity": "What happened to the routine, newest first: changes, triggers, manual runs, "
+    "alerts and recorded runs.",
+    "companyActivity": "The activity of every routine of the company, newest first.",
+    "routineUpcoming": "The next fires of the routine's schedule triggers, with what each would do now.",
+    "companyUpcoming": "Every fire of the company's active routines in a window of at most 31 days.",
+    "agentWakeups": "Server-Sent Events: one event per wake-up of the calling agent (agent keys only).",
     "cronPreview": "The next fire times of a cron expression in a time zone, with the DST rules the "
     "scheduler uses. Nothing is stored.",
 }
@@ -162,6 +186,9 @@ PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     "issueId": ({"type": "string", "format": "uuid"}, "Id of the issue."),
     "routineId": ({"type": "string", "format": "uuid"}, "Id of the routine."),
     "triggerId": ({"type": "string", "format": "uuid"}, "Id of the trigger."),
+    "runId": ({"type": "string", "format": "uuid"}, "Id of the run."),
+    "tokenId": ({"type": "string", "format": "uuid"}, "Id of the token."),
+    "revisionId": ({"type": "string", "format": "uuid"}, "Id of the revision."),
     "publicId": ({"type": "string"}, "The webhook trigger's public id (from its `webhookUrl`)."),
 }
 
@@ -220,6 +247,8 @@ def build_openapi(
     inputs = [(m, mode) for m in sorted(models, key=lambda m: m.__name__)]
     _, schema = models_json_schema(inputs, ref_template="#/components/schemas/{model}")
     components = schema.get("$defs", {})
+    for name, component in components.items():
+        document_schema(component, name)
 
     def ref(model: type[BaseModel]) -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
@@ -235,6 +264,11 @@ def build_openapi(
         if op.response is not None:
             body = {"type": "array", "items": ref(op.response)} if op.response_is_list else ref(op.response)
             responses[str(op.status)] = {"description": op.summary, "content": content(body)}
+        elif op.stream is not None:
+            responses[str(op.status)] = {
+                "description": op.summary,
+                "content": {op.stream: {"schema": {"type": "string"}}},
+            }
         else:
             responses[str(op.status)] = {"description": op.summary}
         for status, model in op.extra_statuses.items():
