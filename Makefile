@@ -7,12 +7,19 @@ PYTEST_ARGS ?=
 
 .PHONY: install run test test-unit test-integration lint deploy-check bench clean
 
+# First install: about two minutes; pip prints each package as it goes (progress, not silence).
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (install Python 3.11, or make PYTHON=/path/to/python3.11)"; exit 1; }
+	@echo "[make] installing into $(VENV) (first time: about 2 minutes; later only when pyproject.toml changes)"
+	@test -x $(BIN)/python || { echo "[make] creating the virtualenv $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "[make] upgrading pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "[make] installing routines and its dependencies"
+	@{ PYTHONUNBUFFERED=1 $(BIN)/python -m pip install --progress-bar off -e '.[dev]'; echo $$? > $(VENV)/.pip-status; } \
+		| grep -E --line-buffered '^(Collecting|Successfully installed)' | cut -c1-100; \
+		test "$$(cat $(VENV)/.pip-status)" = 0 || { echo "[make] pip install failed (see above); fix it and run make again"; exit 1; }
+	@touch $(STAMP)
+	@echo "[make] installed"
 
 install: $(STAMP)
 

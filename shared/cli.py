@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -49,7 +50,12 @@ def run_service(name: str) -> int:
         app = create_app(settings)
         return await serve(app, settings.http_host, settings.http_port, settings.shutdown_timeout_sec)
 
-    return int(_run(main()))
+    code = int(_run(main()))
+    # Stopped: a second signal (Ctrl-C reaches us and `routines dev` forwards SIGTERM too) must
+    # not kill the interpreter while it exits.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
 
 
 def run_migrate() -> int:

@@ -27,6 +27,9 @@ class CommonSettings(BaseSettings):
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: LogFormat = Field("auto", description="json off a TTY, console on one, unless set.")
+    access_log: Literal["all", "errors", "off"] = Field(
+        "all", description="Access log lines: every request, only answers >= 400, or none."
+    )
     http_host: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")

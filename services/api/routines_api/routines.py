@@ -99,7 +99,7 @@ async def create_routine(request: web.Request) -> web.Response:
     tag="routines",
     response=RoutineOut,
     response_is_list=True,
-    errors=(400, 403),
+    errors=(400, 403, 404),
     query=(
         QueryParam("status", {"type": "string", "enum": list(ROUTINE_STATUSES)}),
         QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}),
@@ -112,6 +112,8 @@ async def list_routines(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ROUTINE_STATUSES)
     assignee = query_uuid(request, "assigneeAgentId")
     async with request.app[DB_KEY].connection() as conn:
+        if not await conn.fetchval(QUERIES["company_exists"], company_id):
+            raise NotFound("company not found")  # the instance admin may name any company
         rows = await conn.fetch(QUERIES["list_routines"], company_id, status, assignee)
     return respond([dump(RoutineOut, r) for r in rows])
 

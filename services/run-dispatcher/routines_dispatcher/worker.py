@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from routines_dispatcher.decide import QUERIES, Decision, decide_runs, fail_run, publish_decisions
 from routines_dispatcher.metrics import (
@@ -56,6 +58,15 @@ def _reason(exc: BaseException) -> str:
     return f"cannot be decided: {type(exc).__name__}: {exc}"
 
 
+async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -> None:
+    """A pull subscription never drains (nothing marks its queue done): unsubscribe it, so the
+    connection's drain at shutdown neither waits for it nor ends in a cancelled gather logged as
+    "exception was never retrieved"."""
+    if subscription is not None:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await subscription.unsubscribe()
+
+
 class Dispatcher:
     """Turns recorded runs into decisions; any number of replicas may run."""
 
@@ -98,29 +109,34 @@ class Dispatcher:
 
     async def consume(self) -> None:
         """Fetch batches from the durable pull consumer until told to stop."""
-        subscription = None
-        while not self.stopping.is_set():
-            try:
-                if subscription is None:
-                    await self.bus.wait_connected()
-                    await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
-                    subscription = await self.bus.js.pull_subscribe_bind(
-                        durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
-                    )
-                messages = await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
-                log.warning("fetch failed; retrying", error=repr(exc))
-                subscription = None
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                await self.handle_batch(messages)
-            except Exception:  # one bad batch never ends the loop
-                # Unacked messages come back after the ack wait; their runs are also in Postgres.
-                log.exception("batch handling failed; its messages will be redelivered")
-                await sleep_unless_stopped(self.stopping, 1.0)
+        subscription: JetStreamContext.PullSubscription | None = None
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if subscription is None:
+                        await self.bus.wait_connected()
+                        await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
+                        subscription = await self.bus.js.pull_subscribe_bind(
+                            durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
+                        )
+                    messages = await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.Error, OSError, TimeoutError) as exc:
+                    if not self.stopping.is_set():
+                        log.warning("fetch failed; retrying", error=repr(exc))
+                    await _unsubscribe(subscription)
+                    subscription = None
+                    await sleep_unless_stopped(self.stopping, 1.0)
+                    continue
+                try:
+                    await self.handle_batch(messages)
+                except Exception:  # one bad batch never ends the loop
+                    # Unacked messages come back after the ack wait; their runs are also in Postgres.
+                    log.exception("batch handling failed; its messages will be redelivered")
+                    await sleep_unless_stopped(self.stopping, 1.0)
+        finally:
+            await _unsubscribe(subscription)
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Decide a batch in one transaction; ack after commit, nak on transient failure."""
