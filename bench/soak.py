@@ -293,6 +293,7 @@ async def main(minutes: float = 10, rate: float | None = None, fraction: float =
 def cli() -> None:
     parser = argparse.ArgumentParser(description="Soak the whole pipeline at half its maximum.")
     parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--fraction", type=float, default=0.5, help="share of the measured max (default 0.5)")
     parser.add_argument(
         "--rate", type=float, default=None, help="requests/s (default: half the measured max)"
     )
