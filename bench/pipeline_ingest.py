@@ -143,9 +143,10 @@ class Bench:
                 asyncio.to_thread(run_wrk, self.gateway.url, primer, CONNECTIONS, 2)
             )
             await asyncio.sleep(0.3)
-            mid_transaction = await stop_mid_transaction(self.conn, self.dispatcher.proc.pid)
-            await priming
         try:
+            if stopped:
+                mid_transaction = await stop_mid_transaction(self.conn, self.dispatcher.proc.pid)
+                await priming
             with LockSampler(self.dsn) as sampler:
                 before, started = self.cpu.read(), time.perf_counter()
                 wal_before = await self._wal()
