@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import resources
 
@@ -78,3 +79,26 @@ async def check_schema(conn: asyncpg.Connection) -> None:
             + ", ".join(missing)
             + "; run `routines migrate` (the migration Job) first"
         )
+
+
+async def wait_for_schema(dsn: str, timeout: float, interval: float = 2.0) -> list[str]:
+    """Poll until the schema has every migration this code ships (the migration Job of this
+    release has run); return what is still missing when `timeout` runs out (empty: ready)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    missing = [version for version, _ in migration_files()]
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, statement_cache_size=0, timeout=5)
+            try:
+                missing = await missing_migrations(conn)
+            finally:
+                await conn.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("waiting for the database", error=repr(exc))
+        if not missing:
+            return []
+        if loop.time() >= deadline:
+            return missing
+        log.info("waiting for migrations", missing=missing)
+        await asyncio.sleep(interval)

@@ -85,7 +85,26 @@ async def test_service_refuses_to_start_on_an_older_schema(
     assert result.returncode == 2, result.stderr[-2000:]
     assert "database schema is older than this release: missing migrations 0006_roles" in result.stderr
     assert "routines migrate" in result.stderr
+    # The init container of every Deployment waits for the migration Job the same way.
+    waited = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "wait-schema", "--timeout", "0.5"],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert waited.returncode == 1
+    assert "schema still lacks 0006_roles" in waited.stderr
     # After the migration (0006 is repeatable), it starts.
     await migrate(stack.database_url)
     assert await missing_migrations(db) == []
     start_service("run-dispatcher", stack.env(), tmp_path).stop()
+    waited = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "wait-schema", "--timeout", "0.5"],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert waited.returncode == 0
