@@ -104,7 +104,8 @@ async def test_service_refuses_to_start_on_an_older_schema(
         [sys.executable, "-m", "shared.cli", "wait-schema", "--timeout", "0.5"],
         env={**os.environ, **stack.env()},
         capture_output=True,
+        text=True,
         timeout=60,
         check=False,
     )
-    assert waited.returncode == 0
+    assert waited.returncode == 0, waited.stderr
