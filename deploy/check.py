@@ -130,7 +130,10 @@ def check_alerts(tmp: Path) -> None:
 
 
 def main() -> int:
-    run("yamllint", [tool("yamllint"), "--strict", "-d", YAMLLINT_CONFIG, str(DEPLOY / "k8s")])
+    run(
+        "yamllint (k8s, examples)",
+        [tool("yamllint"), "--strict", "-d", YAMLLINT_CONFIG, str(DEPLOY / "k8s"), str(DEPLOY / "examples")],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for overlay in OVERLAYS:
             text = render(overlay)

@@ -27,7 +27,8 @@ def migration_files() -> list[tuple[str, str]]:
 
 async def migrate(dsn: str) -> list[str]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
-    conn = await asyncpg.connect(dsn)
+    # No statement timeout for DDL (the database default of 0006 is meant for the services).
+    conn = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
         try:

@@ -89,13 +89,24 @@ BEGIN
 END
 $grants$;
 
--- Session timeouts as role defaults: they hold through a transaction-mode pooler, which cannot
--- pass startup parameters (ROUTINES_DB_POOLER_MODE=transaction). Values match the defaults of
--- ROUTINES_DB_*_TIMEOUT_MS; change them with ALTER ROLE (docs/operations.md).
+-- Session timeouts as database and role defaults: they hold through a transaction-mode pooler,
+-- which cannot pass startup parameters (ROUTINES_DB_POOLER_MODE=transaction). Values match the
+-- defaults of ROUTINES_DB_*_TIMEOUT_MS; change them with ALTER ROLE / ALTER DATABASE
+-- (docs/operations.md). The database default needs only ownership of the database (the
+-- migration role usually has it, e.g. CloudNativePG's `owner`); the role defaults need
+-- CREATEROLE, and are skipped with a notice without it. `routines migrate` itself runs
+-- without a statement timeout.
 DO $timeouts$
 DECLARE
     r text;
 BEGIN
+    BEGIN
+        EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', current_database(), '15s');
+        EXECUTE format('ALTER DATABASE %I SET lock_timeout = %L', current_database(), '5s');
+        EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = %L', current_database(), '30s');
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'cannot set database timeouts (not the database owner); set them as in docs/operations.md';
+    END;
     FOREACH r IN ARRAY ARRAY['routines_api', 'routines_gateway', 'routines_scheduler', 'routines_dispatcher']
     LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r);
