@@ -43,7 +43,7 @@ deploy-check: $(DEPLOY_VENV)/.installed
 
 # The container image (needs a Docker daemon with BuildKit). IMAGE is the repository to push to:
 # set it to yours, and the same name in the overlay's `images:` (docs/operations.md).
-IMAGE ?= ghcr.io/YOUR-ORG/routines
+IMAGE ?= ghcr.io/your-org/routines
 TAG   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image:
 	@command -v docker >/dev/null 2>&1 || { echo "make image needs docker (with a running daemon)"; exit 1; }
