@@ -47,6 +47,7 @@ IMAGE ?= ghcr.io/your-org/routines
 TAG   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image:
 	@command -v docker >/dev/null 2>&1 || { echo "make image needs docker (with a running daemon)"; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker daemon answers (start it, or build on a machine with one)"; exit 1; }
 	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile -t $(IMAGE):$(TAG) .
 	@echo "built $(IMAGE):$(TAG); push it with: docker push $(IMAGE):$(TAG)"
 
