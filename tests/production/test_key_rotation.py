@@ -75,15 +75,17 @@ async def test_rotate_key_and_reencrypt_while_webhooks_fire(
                         continue  # a gateway being replaced; the next request goes elsewhere
                     await asyncio.sleep(0.005)
 
+            stopping: list[asyncio.Task[int]] = []
+
             async def roll(ring: str) -> None:
-                """Replace the gateways one at a time (start the new one, then stop the old one)."""
+                """Replace the gateways one at a time: start the new one, then stop the old one
+                (gracefully, in the background: its in-flight requests finish)."""
                 for index in range(len(gateways)):
                     replacement = await asyncio.to_thread(
                         start_service, "webhook-gateway", env(ring), tmp_path
                     )
                     previous, gateways[index] = gateways[index], replacement
-                    await asyncio.to_thread(previous.stop)
-                    await asyncio.sleep(0.3)
+                    stopping.append(asyncio.create_task(asyncio.to_thread(previous.stop)))
 
             async def fired_since(count: int, more: int) -> None:
                 await wait_until(lambda: _true(len(statuses) >= count + more), timeout=60)
@@ -121,7 +123,7 @@ async def test_rotate_key_and_reencrypt_while_webhooks_fire(
             before = len(statuses)
             await fired_since(before, 50)
             stop.set()
-            await asyncio.gather(*firing)
+            await asyncio.gather(*firing, *stopping)
     finally:
         stop.set()
         api.kill()
