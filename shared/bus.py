@@ -31,6 +31,7 @@ class Subjects:
     RUNS_REQUESTED = "routines.runs.requested"
     RUNS_DISPATCHED = "routines.runs.dispatched"
     TRIGGERS_CHANGED = "routines.triggers.changed"
+    ROUTINE_ALERTS = "routines.alerts"
     AGENT_WAKEUP_ALL = "agents.*.wakeup"
 
     @staticmethod
@@ -59,7 +60,7 @@ def stream_configs(replicas: int = 1) -> tuple[StreamConfig, ...]:
         # Decisions and wake-ups, kept a day for agents that were offline.
         StreamConfig(
             name=EVENTS_STREAM,
-            subjects=[Subjects.RUNS_DISPATCHED, Subjects.AGENT_WAKEUP_ALL],
+            subjects=[Subjects.RUNS_DISPATCHED, Subjects.AGENT_WAKEUP_ALL, Subjects.ROUTINE_ALERTS],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=24 * 3600.0,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
-from shared.logging import configure_logging, get_logger
+from shared.logging import configure_logging, get_logger, redact_text
 from shared.settings import (
     ApiSettings,
     CommonSettings,
@@ -85,6 +87,34 @@ def run_wait_schema(timeout: float) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed package version."""
+    try:
+        return importlib.metadata.version("routines")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _database_target() -> str:
+    """host:port/db of the configured database, without credentials, for error messages."""
+    import os
+
+    dsn = os.environ.get("ROUTINES_DATABASE_URL", "")
+    try:
+        parts = urlsplit(dsn)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    except ValueError:
+        return "the configured database"
+
+
+def _connection_failure(command: str, exc: BaseException) -> str:
+    """One line saying what could not be reached and why."""
+    reason = redact_text(str(exc) or type(exc).__name__)
+    if command in ("migrate", "bootstrap"):
+        return f"cannot reach the database at {_database_target()}: {reason} (check ROUTINES_DATABASE_URL)"
+    return f"{command} failed: {type(exc).__name__}: {reason}"
+
+
 def run_reencrypt() -> int:
     from shared.crypto import SecretBox
     from shared.reencrypt import reencrypt_secrets
@@ -97,9 +127,33 @@ def run_reencrypt() -> int:
     return 0
 
 
+# Commands for agents and operators that talk to the API through the Python client.
+CLIENT_COMMANDS = {
+    "routine": "list, show, create, update, pause, resume or archive routines",
+    "trigger": "add, update, delete or rotate triggers",
+    "run": "run a routine now",
+    "runs": "list (or follow) a routine's runs",
+    "cron": "preview a cron expression",
+    "upcoming": "a routine's next fires",
+    "wakeups": "follow the calling agent's wake-ups",
+    "mcp": "serve the Model Context Protocol over stdio (for agents)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `routines` command; returns the process exit code."""
+    import asyncpg
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if next((a for a in arguments if not a.startswith("-")), None) in CLIENT_COMMANDS:
+        from routines_client.cli import main as client_main
+
+        return client_main(arguments)
     parser = argparse.ArgumentParser(prog="routines", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"routines {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in CLIENT_COMMANDS.items():
+        commands.add_parser(name, help=f"{text} (see routines {name} --help)")
     for name in SERVICES:
         commands.add_parser(name, help=f"run the {name} service")
     commands.add_parser("migrate", help="apply database migrations")
@@ -112,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "wait-schema", help="wait until the migrations of this release are applied"
     )
     wait_schema.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     try:
         if args.command in SERVICES:
             return run_service(args.command)
@@ -135,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"routines: {exc.message}", file=sys.stderr)
         return 2
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"routines: {_connection_failure(args.command, exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

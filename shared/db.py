@@ -164,17 +164,30 @@ class Database:
             raise RuntimeError("database not opened")
         return self._pool
 
+    @property
+    def saturated(self) -> bool:
+        """Every connection the pool may open is open and in use: load, not an outage."""
+        pool = self.pool
+        return pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """Acquire a connection; failing to get one within the timeout is a 503."""
         try:
             conn = await self.pool.acquire(timeout=self._settings.db_acquire_timeout_sec)
         except TRANSIENT_ERRORS as exc:
+            if isinstance(exc, TimeoutError) and self.saturated:
+                raise ServiceUnavailable("database busy, retry later") from exc
             raise ServiceUnavailable("database unavailable") from exc
         try:
             yield cast(asyncpg.Connection, conn)
         except (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError) as exc:
             raise ServiceUnavailable("database busy, retry later") from exc
+        except asyncpg.InternalClientError as exc:
+            # A connection Postgres terminated (pg_terminate_backend, failover) can surface as a
+            # protocol-state error instead of a connection error: discard it, like any lost one.
+            conn.terminate()
+            raise ServiceUnavailable("database unavailable") from exc
         except TRANSIENT_ERRORS as exc:
             raise ServiceUnavailable("database unavailable") from exc
         finally:

@@ -25,6 +25,11 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), folder.joinpath(name).read_text("utf-8")) for name in found]
 
 
+def grants_sql() -> str:
+    """The repeatable grants of the service roles (shared/migrations/grants.sql)."""
+    return resources.files("shared.migrations").joinpath("grants.sql").read_text("utf-8")
+
+
 async def migrate(dsn: str) -> list[str]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
     # No statement timeout for DDL (the database default of 0006 is meant for the services).
@@ -48,8 +53,8 @@ async def migrate(dsn: str) -> list[str]:
                 log.info("migration applied", version=version)
                 applied.append(version)
             # Grants follow every table, also those of migrations written after 0006.
-            if await conn.fetchval("SELECT to_regproc('routines_apply_grants') IS NOT NULL"):
-                await conn.execute("SELECT routines_apply_grants()")
+            async with conn.transaction():
+                await conn.execute(grants_sql())
             return applied
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)

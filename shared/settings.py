@@ -108,6 +108,29 @@ class ApiSettings(SecretKeySettings):
         "http://127.0.0.1:8081", description="Public base URL of the webhook gateway."
     )
     manual_run_wait_sec: float = Field(2.0, ge=0, le=30)
+    secret_rotations_per_min: int = Field(
+        10, ge=1, le=1000, description="Secret rotations per webhook per minute."
+    )
+    list_payload_max_bytes: int = Field(
+        16 * 1024, ge=0, description="Payloads larger than this are left out of list answers."
+    )
+    # Per-company quotas (docs/api.md "Quotas"): creating one more answers 422.
+    quota_routines_per_company: int = Field(1000, ge=1, description="Routines, archived ones excepted.")
+    quota_triggers_per_routine: int = Field(20, ge=1)
+    quota_webhook_triggers_per_company: int = Field(200, ge=1)
+    quota_agents_per_company: int = Field(500, ge=1, description="Agents, terminated ones excepted.")
+    quota_board_tokens_per_company: int = Field(50, ge=1, description="Live (unrevoked) board tokens.")
+    quota_projects_per_company: int = Field(1000, ge=1)
+    quota_goals_per_company: int = Field(1000, ge=1)
+    backfill_max_runs: int = Field(
+        100, ge=1, le=10_000, description="Hard limit on the runs one backfill call may record."
+    )
+    console_session_ttl_sec: float = Field(
+        8 * 3600, ge=60, le=30 * 86400, description="How long a board console sign-in lasts."
+    )
+    sse_heartbeat_sec: float = Field(
+        15.0, gt=0, le=300, description="Idle time after which a wake-up stream sends a ping comment."
+    )
 
 
 class GatewaySettings(SecretKeySettings):
@@ -119,10 +142,20 @@ class GatewaySettings(SecretKeySettings):
     rate_limit_trigger_burst: int = Field(400, ge=1)
     rate_limit_client_per_sec: float = Field(500.0, gt=0)
     rate_limit_client_burst: int = Field(1000, ge=1)
+    rate_limit_failed_per_sec: float = Field(
+        5.0, gt=0, description="Failed authentications per client address (its own bucket)."
+    )
+    rate_limit_failed_burst: int = Field(50, ge=1)
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )
     trigger_cache_ttl_sec: float = Field(5.0, ge=0)
+    header_timeout_sec: float = Field(
+        10.0, gt=0, description="A connection must deliver a request's headers within this (else closed)."
+    )
+    body_timeout_sec: float = Field(
+        30.0, gt=0, description="A request body must arrive within this (else 408)."
+    )
     group_commit_max: int = Field(256, ge=1)
     group_commit_writers: int = Field(4, ge=1, le=32, description="Concurrent group-commit transactions.")
 
@@ -131,6 +164,8 @@ class SchedulerSettings(CommonSettings):
     """Settings of the scheduler."""
 
     http_port: int = Field(8082, ge=0, le=65535)
+    # The longest sleep between looks at the due triggers. The scheduler wakes at the earliest
+    # slot (database clock) or on a trigger change; this bounds it when a change was not announced.
     tick_interval_sec: float = Field(1.0, gt=0)
     misfire_grace_sec: int = Field(60, ge=0)
     claim_batch_size: int = Field(1000, ge=1, le=10_000)

@@ -31,6 +31,10 @@ FORBIDDEN = [
     ("routines_api", "INSERT INTO schema_migrations (version) VALUES ('9999_x')"),
     ("routines_api", "CREATE TABLE sneaky (id int)"),
     ("routines_dispatcher", "ALTER TABLE routines ADD COLUMN x int"),
+    ("routines_gateway", "SELECT count(*) FROM console_sessions"),
+    ("routines_dispatcher", "SELECT count(*) FROM console_sessions"),
+    ("routines_scheduler", "SELECT count(*) FROM routine_revisions"),
+    ("routines_dispatcher", "DELETE FROM routine_activity"),
 ]
 # What each service needs (a sample of its real statements' privileges).
 ALLOWED = [
@@ -41,6 +45,10 @@ ALLOWED = [
     ("routines_dispatcher", "UPDATE issues SET updated_at = now() WHERE false"),
     ("routines_api", "DELETE FROM webhook_secrets WHERE false"),
     ("routines_api", "SELECT count(*) FROM schema_migrations"),
+    ("routines_api", "DELETE FROM console_sessions WHERE false"),
+    # failure alerts in the dispatcher: auto-pause parks schedule triggers, logs activity
+    ("routines_dispatcher", "UPDATE routine_triggers SET next_run_at = NULL WHERE false"),
+    ("routines_dispatcher", "INSERT INTO routine_activity SELECT * FROM routine_activity WHERE false"),
 ]
 
 

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import asyncpg
 from aiohttp import web
 
+from routines_api import routine_features
 from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
-from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
+from routines_api.common import dump, parse_body, query_choice, query_uuid, respond
 from routines_api.directory import check_reference
 from routines_api.models import (
     CronPreviewOut,
@@ -22,21 +23,19 @@ from routines_api.models import (
     RunOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
-from routines_api.triggers import API_SETTINGS_KEY, announce_trigger_change, next_run_at, trigger_json
-from routines_api.waiter import DecisionWaiter
-from shared.cron import parse_cron, preview, zone
+from routines_api.quotas import enforce_quota, lock_company
+from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
+from routines_api.triggers import announce_trigger_change, next_run_at, trigger_json
+from shared.cron import describe, parse_cron, preview, zone
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import QUERIES as RUN_QUERIES
 from shared.runs import publish_run_requested, record_run
 
-WAITER_KEY = web.AppKey("decision_waiter", DecisionWaiter)
 ROUTINE_STATUSES = ("active", "paused", "archived")
 
 
-async def _check_assignee(
-    conn: asyncpg.Connection, agent_id: uuid.UUID | None, company_id: uuid.UUID
-) -> None:
+async def check_assignee(conn: asyncpg.Connection, agent_id: uuid.UUID | None, company_id: uuid.UUID) -> None:
     await check_reference(conn, "agent", agent_id, company_id, "assigneeAgentId")
     status = await conn.fetchval("SELECT status FROM agents WHERE id = $1", agent_id)
     if status != "active":
@@ -62,10 +61,14 @@ async def create_routine(request: web.Request) -> web.Response:
     body = await parse_body(request, RoutineCreate)
     if principal.kind == "agent" and body.assignee_agent_id != principal.agent_id:
         raise Forbidden("agents can only create routines assigned to themselves")
+    variables = routine_features.validate_create(body)
     async with request.app[DB_KEY].transaction() as conn:
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
-        await _check_assignee(conn, body.assignee_agent_id, company_id)
+        await lock_company(conn, company_id)
+        if body.status != "archived":
+            await enforce_quota(request.app[API_SETTINGS_KEY], conn, "routines_per_company", company_id)
+        await check_assignee(conn, body.assignee_agent_id, company_id)
         await check_reference(conn, "project", body.project_id, company_id, "projectId")
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
         await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
@@ -83,8 +86,9 @@ async def create_routine(request: web.Request) -> web.Response:
             body.concurrency_policy,
             body.catch_up_policy,
         )
-    assert row is not None
-    return respond(dump(RoutineOut, row), 201)
+        assert row is not None
+        created = await routine_features.after_create(conn, principal, row, body, variables)
+    return respond(dump(RoutineOut, created), 201)
 
 
 @ROUTES.route(
@@ -125,7 +129,10 @@ async def get_routine(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].connection() as conn:
         routine = await load_routine(conn, principal, routine_id)
         triggers = await conn.fetch(QUERIES["triggers_of_routine"], routine_id)
-    return respond({**dump(RoutineOut, routine), "triggers": [trigger_json(request, t) for t in triggers]})
+        detail = await routine_features.with_revision(conn, routine)
+        extras, trigger_rows = await routine_features.detail_extras(conn, routine_id, triggers)
+    triggers_json = [trigger_json(request, t) for t in trigger_rows]
+    return respond(dump(RoutineDetail, {**detail, **extras}, triggers=triggers_json))
 
 
 @ROUTES.route(
@@ -144,20 +151,24 @@ async def update_routine(request: web.Request) -> web.Response:
     given = body.model_fields_set
     async with request.app[DB_KEY].transaction() as conn:
         r = await load_routine(conn, principal, routine_id, lock=True, manage=True)
-        for name in given - {"description", "goal_id", "parent_issue_id"}:
+        await routine_features.check_base_revision(conn, routine_id, body)
+        nullable = {"description", "goal_id", "parent_issue_id", *routine_features.NULLABLE_FEATURE_FIELDS}
+        for name in given - nullable:
             if getattr(body, name) is None:
                 raise Unprocessable(f"{name} cannot be null")
         if "assignee_agent_id" in given and body.assignee_agent_id != r["assignee_agent_id"]:
             if principal.kind == "agent":
                 raise Forbidden("agents cannot reassign routines")
-            await _check_assignee(conn, body.assignee_agent_id, r["company_id"])
+            await check_assignee(conn, body.assignee_agent_id, r["company_id"])
         status = body.status or r["status"]
         if r["status"] == "archived" and status != "archived":
             raise Conflict("archived routines cannot change status")
         if r["status"] == "archived" and "status" in given:
             raise Conflict("archived is terminal")
         merged = {
-            name: (getattr(body, name) if name in given else r[name]) for name in RoutineUpdate.model_fields
+            name: (getattr(body, name) if name in given else r[name])
+            for name in RoutineUpdate.model_fields
+            if name not in routine_features.NOT_CORE_FIELDS
         }
         await check_reference(conn, "project", merged["project_id"], r["company_id"], "projectId")
         await check_reference(conn, "goal", merged["goal_id"], r["company_id"], "goalId")
@@ -188,30 +199,11 @@ async def update_routine(request: web.Request) -> web.Response:
                             "schedule", t["enabled"], status, t["cron_expression"], t["timezone"], now
                         ),
                     )
-    assert row is not None
+        assert row is not None
+        updated = await routine_features.after_update(conn, principal, r, row, body)
     if status != r["status"]:
         await announce_trigger_change(request.app[BUS_KEY], routineId=str(routine_id))
-    return respond(dump(RoutineOut, row))
-
-
-@ROUTES.route(
-    "GET",
-    "/api/routines/{routineId}/runs",
-    summary="Run history, newest first",
-    tag="runs",
-    response=RunOut,
-    response_is_list=True,
-    errors=(400, 404),
-    query=(QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),),
-)
-async def list_runs(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    routine_id = path_uuid(request, "routineId", "routine")
-    limit = query_limit(request)
-    async with request.app[DB_KEY].connection() as conn:
-        await load_routine(conn, principal, routine_id)
-        rows = await conn.fetch(QUERIES["runs_of_routine"], routine_id, limit)
-    return respond([dump(RunOut, r) for r in rows])
+    return respond(dump(RoutineOut, updated))
 
 
 @ROUTES.route(
@@ -233,6 +225,10 @@ async def manual_run(request: web.Request) -> web.Response:
         routine = await load_routine(conn, principal, routine_id, manage=True)
         if routine["status"] == "archived":
             raise Conflict("routine is archived")
+        given_variables = routine_features.check_given_variables(routine, body.variables)
+        await routine_features.check_run_overrides(
+            conn, principal, routine, body.assignee_agent_id, body.project_id
+        )
         if body.trigger_id is not None:
             trigger = await conn.fetchrow(QUERIES["trigger_by_id"], body.trigger_id)
             if trigger is None or not principal.can_see(trigger["company_id"]):
@@ -250,7 +246,17 @@ async def manual_run(request: web.Request) -> web.Response:
             payload=body.payload,
             idempotency_key=body.idempotency_key,
         )
+        if recorded.created:
+            await routine_features.store_given_variables(conn, recorded.row["id"], given_variables)
+            await routine_features.store_run_overrides(
+                conn, recorded.row["id"], body.assignee_agent_id, body.project_id
+            )
+            details = {"runId": str(recorded.row["id"]), "source": body.source}
+            await routine_features.record_activity(conn, principal, routine, "manual_run", details)
     run = recorded.row
+    if recorded.created:
+        overrides = {"assignee_override": body.assignee_agent_id, "project_override": body.project_id}
+        run = {**run, "input_variables": given_variables, **overrides}
     if not recorded.created:
         return respond(dump(RunOut, run), 200)
     waiter = request.app[WAITER_KEY]
@@ -281,4 +287,11 @@ async def cron_preview(request: web.Request) -> web.Response:
     if after.tzinfo is None:
         after = after.replace(tzinfo=UTC)
     fires = preview(schedule.expression, body.timezone, after, body.count)
-    return respond({"cronExpression": schedule.expression, "timezone": body.timezone, "fires": fires})
+    return respond(
+        {
+            "cronExpression": schedule.expression,
+            "timezone": body.timezone,
+            "description": describe(schedule.expression, body.timezone),
+            "fires": fires,
+        }
+    )

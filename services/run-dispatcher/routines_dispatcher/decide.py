@@ -12,12 +12,15 @@ from typing import Any
 
 import asyncpg
 
-from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency
+from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency, is_stale_to_cancel
+from routines_dispatcher.render import VariableError, issue_content
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
 from shared.db import load_queries
 
 QUERIES = load_queries("routines_dispatcher")
+FAILURE_REASON_MAX = 500
+STALE_REASON = "execution issue stale: open longer than staleAfterSec, cancelled"
 
 
 @dataclass(frozen=True)
@@ -48,23 +51,52 @@ async def decide_runs(
     if not runs:
         return []
     active: dict[uuid.UUID, ActiveIssue] = {
-        row["routine_id"]: ActiveIssue(row["id"], row["origin_run_id"])
+        row["routine_id"]: ActiveIssue(row["id"], row["origin_run_id"], row["created_at"])
         for row in await conn.fetch(QUERIES["active_issues"], routine_ids)
     }
     decisions: list[Decision] = []
-    new_issues: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, Any]] = []
+    new_issues: list[tuple[Any, ...]] = []
+    resolved: list[tuple[uuid.UUID, str]] = []
+    stale: list[uuid.UUID] = []
     coalesced: dict[uuid.UUID, list[dict[str, Any]]] = {}
     updates: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None, str | None]] = []
     for run in runs:
         routine = routines[run["routine_id"]]
         current = active.get(routine["id"])
-        outcome = decide_concurrency(routine["concurrency_policy"], routine["status"], current)
+        if is_stale_to_cancel(
+            routine["stale_after_sec"], routine["stale_action"], current, run["triggered_at"]
+        ):
+            assert current is not None
+            stale.append(current.issue_id)
+            current = active.pop(routine["id"], None) and None
+        try:
+            content, problem = issue_content(routine, run), None
+        except VariableError as exc:  # a required variable without a value fails the run
+            content, problem = None, str(exc)
+        outcome = (
+            Outcome.FAILED
+            if problem is not None
+            else decide_concurrency(routine["concurrency_policy"], routine["status"], current)
+        )
         issue_id: uuid.UUID | None = None
         into_run: uuid.UUID | None = None
         reason: str | None = None
+        if content is not None and content.values is not None:
+            resolved.append((run["id"], json.dumps(content.values)))
         if outcome is Outcome.ISSUE_CREATED:
+            assert content is not None
             issue_id = uuid.uuid4()
-            new_issues.append((issue_id, routine["id"], run["id"], run["payload"]))
+            new_issues.append(
+                (
+                    issue_id,
+                    routine["id"],
+                    run["id"],
+                    content.title,
+                    content.description,
+                    run["assignee_override"],
+                    run["project_override"],
+                )
+            )
             active[routine["id"]] = ActiveIssue(issue_id, run["id"])
         elif outcome in (Outcome.COALESCED, Outcome.SKIPPED):
             assert current is not None
@@ -75,19 +107,25 @@ async def decide_runs(
                         "runId": str(run["id"]),
                         "source": run["source"],
                         "triggeredAt": iso_utc(run["triggered_at"]),
-                        "payload": run["payload"],
+                        "payloadBytes": run["payload_bytes"],
                     }
                 )
         else:
-            reason = "routine archived"
+            reason = problem or "routine archived"
         updates.append((run["id"], outcome.value, issue_id, into_run, reason))
         decisions.append(
             Decision(
                 run["id"], routine["id"], routine["assignee_agent_id"], outcome, issue_id, run["triggered_at"]
             )
         )
+    if stale:
+        await conn.execute(
+            QUERIES["cancel_stale_issues"], stale, "execution issue stale: cancelled by staleAfterSec"
+        )
     if new_issues:
         await conn.execute(QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)))
+    if resolved:
+        await conn.execute(QUERIES["record_resolved_variables"], *map(list, zip(*resolved, strict=True)))
     if coalesced:
         await conn.execute(
             QUERIES["record_coalesced_fires"],
@@ -110,9 +148,15 @@ async def decide_runs(
     return decisions
 
 
-async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> bool:
-    """Mark a run that can never be decided as failed (True if it was still undecided)."""
-    return str(await conn.execute(QUERIES["fail_run"], run_id, reason)).endswith(" 1")
+async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> Decision | None:
+    """Mark a run that can never be decided as failed; its decision, or None if it was already
+    decided (or is gone)."""
+    row = await conn.fetchrow(QUERIES["fail_run"], run_id, reason[:FAILURE_REASON_MAX])
+    if row is None:
+        return None
+    return Decision(
+        row["id"], row["routine_id"], row["assignee_agent_id"], Outcome.FAILED, None, row["triggered_at"]
+    )
 
 
 async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:

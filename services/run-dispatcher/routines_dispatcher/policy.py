@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 
 class Outcome(enum.StrEnum):
@@ -20,6 +21,7 @@ class ActiveIssue:
 
     issue_id: uuid.UUID
     run_id: uuid.UUID | None
+    opened_at: datetime | None = None
 
 
 def decide_concurrency(policy: str, routine_status: str, active: ActiveIssue | None) -> Outcome:
@@ -33,3 +35,13 @@ def decide_concurrency(policy: str, routine_status: str, active: ActiveIssue | N
     if policy == "skip_if_active":
         return Outcome.SKIPPED
     raise ValueError(f"unknown concurrency policy {policy!r}")
+
+
+def is_stale_to_cancel(
+    stale_after_sec: int | None, stale_action: str, active: ActiveIssue | None, at: datetime
+) -> bool:
+    """An open execution issue older than `staleAfterSec` when a new run arrives, on a routine
+    that asked for stale issues to be cancelled (so one forgotten issue cannot silence it)."""
+    if stale_after_sec is None or stale_action != "cancel" or active is None or active.opened_at is None:
+        return False
+    return at - active.opened_at > timedelta(seconds=stale_after_sec)

@@ -1,0 +1,151 @@
+"""Schedule health of a routine: expected slots against runs recorded, fire lag, run outcomes,
+the current failure streak and the open execution issue's age."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from routines_api.auth import authenticate, load_routine, path_uuid
+from routines_api.common import dump, respond
+from routines_api.feature_models import HealthOut
+from routines_api.feature_queries import FEATURE_QUERIES
+from routines_api.openapi import ROUTES, QueryParam
+from shared.alerts import failure_streak
+from shared.cron import fires_between, iso_utc
+from shared.errors import BadRequest, InvalidCron, InvalidTimezone
+from shared.http import DB_KEY
+
+MAX_DAYS = 90
+# The scheduler's default misfire grace (DESIGN "Catch-up"): runs recorded within it are on time.
+ON_TIME_WITHIN = timedelta(seconds=60)
+MAX_SLOTS_COUNTED = 10_000
+STREAK_LOOKBACK = 1000
+
+
+def _query_days(request: web.Request) -> int:
+    raw = request.query.get("days") or "7"
+    try:
+        days = int(raw)
+    except ValueError:
+        raise BadRequest("query parameter days must be an integer") from None
+    if not 1 <= days <= MAX_DAYS:
+        raise BadRequest(f"query parameter days must be between 1 and {MAX_DAYS}")
+    return days
+
+
+def expected_slots(cron: str, tz: str, start: datetime, end: datetime) -> tuple[int, bool]:
+    """How many slots fall in (start, end], and whether counting stopped at the bound."""
+    try:
+        count = sum(1 for _ in fires_between(cron, tz, start, end, limit=MAX_SLOTS_COUNTED + 1))
+    except (InvalidCron, InvalidTimezone):
+        return 0, False
+    return min(count, MAX_SLOTS_COUNTED), count > MAX_SLOTS_COUNTED
+
+
+def _round(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+@ROUTES.route(
+    "GET",
+    "/api/routines/{routineId}/health",
+    summary="Schedule health: slots vs runs per schedule trigger, fire lag, outcomes, failure streak",
+    tag="health",
+    response=HealthOut,
+    errors=(400, 404),
+    query=(
+        QueryParam(
+            "days", {"type": "integer", "minimum": 1, "maximum": MAX_DAYS, "default": 7}, "Window length."
+        ),
+    ),
+)
+async def routine_health(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    days = _query_days(request)
+    async with request.app[DB_KEY].connection() as conn:
+        routine = await load_routine(conn, principal, routine_id)
+        now: datetime = await conn.fetchval(FEATURE_QUERIES["db_now"])
+        start = now - timedelta(days=days)
+        triggers = await conn.fetch(FEATURE_QUERIES["health_schedule_triggers"], routine_id)
+        slot_runs = {
+            r["trigger_id"]: r
+            for r in await conn.fetch(
+                FEATURE_QUERIES["health_slot_runs"], routine_id, start, now, ON_TIME_WITHIN
+            )
+        }
+        missed = {
+            r["trigger_id"]: int(r["dropped"] or 0)
+            for r in await conn.fetch(FEATURE_QUERIES["health_missed_slots"], routine_id, start)
+        }
+        by_status = {
+            r["status"]: int(r["n"])
+            for r in await conn.fetch(FEATURE_QUERIES["health_status_counts"], routine_id, start)
+        }
+        settled = await conn.fetch(FEATURE_QUERIES["health_settled"], routine_id, STREAK_LOOKBACK)
+        issues = await conn.fetch(FEATURE_QUERIES["open_execution_issues"], [routine_id])
+    trigger_reports = []
+    for t in triggers:
+        counted_from = max(start, t["created_at"])
+        expected, at_least = expected_slots(t["cron_expression"], t["timezone"], counted_from, now)
+        runs = slot_runs.get(t["id"])
+        lag = list(runs["lag"]) if runs is not None and runs["lag"] is not None else [None, None, None]
+        on_time = int(runs["on_time"]) if runs else 0
+        late = int(runs["late"]) if runs else 0
+        backfilled = int(runs["backfilled"]) if runs else 0
+        dropped = missed.get(t["id"], 0)
+        trigger_reports.append(
+            {
+                "trigger_id": t["id"],
+                "label": t["label"],
+                "enabled": t["enabled"],
+                "cron_expression": t["cron_expression"],
+                "timezone": t["timezone"],
+                "expected_slots": expected,
+                "expected_slots_at_least": at_least,
+                "on_time": on_time,
+                "late": late,
+                "backfilled": backfilled,
+                "missed_skipped": dropped,
+                "unaccounted": max(0, expected - on_time - late - backfilled - dropped),
+                "lag_seconds": {
+                    "p50": _round(lag[0]),
+                    "p90": _round(lag[1]),
+                    "p99": _round(lag[2]),
+                    "max": _round(runs["lag_max"]) if runs else None,
+                },
+            }
+        )
+    open_issue = None
+    if issues:
+        issue = issues[0]
+        age = (now - issue["created_at"]).total_seconds()
+        stale_after = routine["stale_after_sec"]
+        open_issue = {
+            "issue_id": issue["id"],
+            "status": issue["status"],
+            "opened_at": issue["created_at"],
+            "age_sec": round(age, 3),
+            "stale": stale_after is not None and age > stale_after,
+        }
+    report = {
+        "routine_id": routine_id,
+        "days": days,
+        "from": iso_utc(start),
+        "to": iso_utc(now),
+        "on_time_within_sec": int(ON_TIME_WITHIN.total_seconds()),
+        "triggers": trigger_reports,
+        "runs_by_status": by_status,
+        "failure_streak": failure_streak([r["status"] for r in settled]),
+        "failure_alert_after": routine["failure_alert_after"],
+        "auto_pause_after": routine["auto_pause_after"],
+        "alerting": routine["failure_alerted_at"] is not None,
+        "stale_after_sec": routine["stale_after_sec"],
+        "stale_action": routine["stale_action"],
+        "paused_reason": routine["paused_reason"],
+        "open_issue": open_issue,
+    }
+    return respond(dump(HealthOut, report))

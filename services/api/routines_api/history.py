@@ -1,0 +1,205 @@
+"""Run history you can reach: one run, keyset-paginated and filtered lists, and replays."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from routines_api import routine_features
+from routines_api.auth import Principal, authenticate, load_routine, path_uuid
+from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
+from routines_api.feature_models import ReplayRequest
+from routines_api.feature_queries import FEATURE_QUERIES
+from routines_api.models import RunOut
+from routines_api.openapi import ROUTES, QueryParam
+from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
+from shared.errors import BadRequest, Conflict, NotFound
+from shared.http import BUS_KEY, DB_KEY
+from shared.runs import publish_run_requested
+
+RUN_STATUSES = ("received", "issue_created", "coalesced", "skipped", "failed", "completed")
+RUN_SOURCES = ("schedule", "webhook", "api", "manual", "replay", "backfill")
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+
+
+def encode_cursor(triggered_at: datetime, run_id: uuid.UUID) -> str:
+    """An opaque cursor naming the last run of a page (its sort key)."""
+    raw = json.dumps([triggered_at.astimezone(UTC).isoformat(), str(run_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The sort key a cursor names, or 400."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, run_id = json.loads(raw)
+        moment = datetime.fromisoformat(when)
+        if moment.tzinfo is None:
+            raise ValueError("naive")
+        return moment, uuid.UUID(run_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise BadRequest("query parameter cursor is not a cursor this API handed out") from None
+
+
+def query_instant(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 instant from the query (no offset means UTC), or 400."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    # A literal `+` in a query string arrives as a space.
+    text = raw.strip().replace(" ", "+")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if not 1970 <= moment.astimezone(UTC).year <= 9998:
+        raise BadRequest(f"query parameter {name} is out of range")
+    return moment
+
+
+async def load_run(conn: asyncpg.Connection, principal: Principal, run_id: uuid.UUID) -> asyncpg.Record:
+    """A run the caller may see (another company's run → 404)."""
+    run = await conn.fetchrow(FEATURE_QUERIES["run_by_id"], run_id)
+    if run is None:
+        raise NotFound("run not found")
+    principal.require_visible(run["company_id"], "run")
+    return run
+
+
+async def publish_and_wait(request: web.Request, run: dict[str, Any]) -> dict[str, Any]:
+    """Publish a newly recorded run and wait briefly for its decision (as manual runs do)."""
+    waiter = request.app[WAITER_KEY]
+    expected = waiter.expect(str(run["id"]))
+    await publish_run_requested(request.app[BUS_KEY], run["id"], run["routine_id"])
+    if await waiter.wait(str(run["id"]), expected, request.app[API_SETTINGS_KEY].manual_run_wait_sec):
+        async with request.app[DB_KEY].connection() as conn:
+            decided = await conn.fetchrow(FEATURE_QUERIES["run_by_id"], run["id"])
+        if decided is not None:
+            return dict(decided)
+    return run
+
+
+RUN_QUERY = (
+    QueryParam(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+        "Page size.",
+    ),
+    QueryParam(
+        "cursor",
+        {"type": "string", "maxLength": 200},
+        "Continue after the page that answered this value in its `X-Next-Cursor` header.",
+    ),
+    QueryParam("status", {"type": "string", "enum": list(RUN_STATUSES)}, "Only runs in this status."),
+    QueryParam("source", {"type": "string", "enum": list(RUN_SOURCES)}, "Only runs from this source."),
+    QueryParam("triggerId", {"type": "string", "format": "uuid"}, "Only runs of this trigger."),
+    QueryParam(
+        "from", {"type": "string", "format": "date-time"}, "Only runs triggered at or after this instant."
+    ),
+    QueryParam("to", {"type": "string", "format": "date-time"}, "Only runs triggered before this instant."),
+)
+
+
+@ROUTES.route(
+    "GET",
+    "/api/routines/{routineId}/runs",
+    summary="Run history, newest first; `X-Next-Cursor` names the next page while there is one",
+    tag="runs",
+    response=RunOut,
+    response_is_list=True,
+    errors=(400, 404),
+    query=RUN_QUERY,
+)
+async def list_runs(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    limit = query_limit(request)
+    status = query_choice(request, "status", RUN_STATUSES)
+    source = query_choice(request, "source", RUN_SOURCES)
+    trigger_id = query_uuid(request, "triggerId")
+    start, end = query_instant(request, "from"), query_instant(request, "to")
+    raw_cursor = request.query.get("cursor") or None
+    after = decode_cursor(raw_cursor) if raw_cursor else None
+    async with request.app[DB_KEY].connection() as conn:
+        await load_routine(conn, principal, routine_id)
+        rows = await conn.fetch(
+            FEATURE_QUERIES["runs_page"],
+            routine_id,
+            status,
+            source,
+            trigger_id,
+            start,
+            end,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit + 1,
+            request.app[API_SETTINGS_KEY].list_payload_max_bytes,
+        )
+    page = rows[:limit]
+    response = respond([dump(RunOut, r) for r in page])
+    if len(rows) > limit:
+        response.headers[NEXT_CURSOR_HEADER] = encode_cursor(page[-1]["triggered_at"], page[-1]["id"])
+    return response
+
+
+@ROUTES.route(
+    "GET",
+    "/api/runs/{runId}",
+    summary="One run",
+    tag="runs",
+    response=RunOut,
+    errors=(404,),
+)
+async def get_run(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    run_id = path_uuid(request, "runId", "run")
+    async with request.app[DB_KEY].connection() as conn:
+        run = await conn.fetchrow(FEATURE_QUERIES["run_answer"], run_id)
+    if run is None:
+        raise NotFound("run not found")
+    principal.require_visible(run["company_id"], "run")
+    return respond(dump(RunOut, run))
+
+
+@ROUTES.route(
+    "POST",
+    "/api/runs/{runId}/replay",
+    summary="Replay a run: a new run (source `replay`, `replayOf` the original) through the policy",
+    tag="runs",
+    body=ReplayRequest,
+    response=RunOut,
+    status=202,
+    errors=(403, 404, 409),
+)
+async def replay_run(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    run_id = path_uuid(request, "runId", "run")
+    body = await parse_body(request, ReplayRequest)
+    async with request.app[DB_KEY].transaction() as conn:
+        original = await load_run(conn, principal, run_id)
+        routine = await load_routine(conn, principal, original["routine_id"], manage=True)
+        if routine["status"] == "archived":
+            raise Conflict("routine is archived")
+        row = await conn.fetchrow(
+            FEATURE_QUERIES["insert_replay_run"],
+            routine["id"],
+            routine["company_id"],
+            original["trigger_id"],
+            body.payload if body.payload is not None else original["payload"],
+            original["id"],
+            body.variables if body.variables is not None else original["input_variables"],
+        )
+        assert row is not None
+        details = {"runId": str(row["id"]), "replayOf": str(original["id"])}
+        await routine_features.record_activity(conn, principal, routine, "replay", details)
+    run = await publish_and_wait(request, dict(row))
+    return respond(dump(RunOut, run), 202)

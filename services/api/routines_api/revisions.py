@@ -1,0 +1,191 @@
+"""Routine revisions (every change recorded; list; restore) and the activity logs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from routines_api import routine_features
+from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
+from routines_api.common import dump, query_limit, respond
+from routines_api.directory import check_reference
+from routines_api.feature_models import ActivityOut, RevisionOut
+from routines_api.feature_queries import FEATURE_QUERIES
+from routines_api.history import NEXT_CURSOR_HEADER, decode_cursor, encode_cursor
+from routines_api.models import RoutineOut
+from routines_api.openapi import ROUTES, QueryParam
+from routines_api.routines import check_assignee
+from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
+from shared.http import DB_KEY
+from shared.templates import check_placeholders, parse_variables, required_without_default
+
+PAGE_QUERY = (
+    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}, "Page size."),
+    QueryParam(
+        "cursor",
+        {"type": "string", "maxLength": 200},
+        "Continue after the page that answered this value in its `X-Next-Cursor` header.",
+    ),
+)
+
+
+def _cursor(request: web.Request) -> tuple[Any, Any]:
+    raw = request.query.get("cursor") or None
+    return decode_cursor(raw) if raw else (None, None)
+
+
+def _page(rows: list[Any], limit: int, model: type[RevisionOut] | type[ActivityOut], at: str) -> web.Response:
+    page = rows[:limit]
+    response = respond([dump(model, r) for r in page])
+    if len(rows) > limit:
+        response.headers[NEXT_CURSOR_HEADER] = encode_cursor(page[-1][at], page[-1]["id"])
+    return response
+
+
+@ROUTES.route(
+    "GET",
+    "/api/routines/{routineId}/revisions",
+    summary="The routine's revisions, newest first (who, when, what changed)",
+    tag="revisions",
+    response=RevisionOut,
+    response_is_list=True,
+    errors=(400, 404),
+    query=PAGE_QUERY,
+)
+async def list_revisions(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    limit = query_limit(request, maximum=100)
+    after_at, after_id = _cursor(request)
+    async with request.app[DB_KEY].connection() as conn:
+        await load_routine(conn, principal, routine_id)
+        rows = await conn.fetch(FEATURE_QUERIES["revisions_page"], routine_id, after_at, after_id, limit + 1)
+    return _page(list(rows), limit, RevisionOut, "created_at")
+
+
+@ROUTES.route(
+    "POST",
+    "/api/routines/{routineId}/revisions/{revisionId}/restore",
+    summary="Restore a revision's fields (not the status); recorded as a new revision",
+    tag="revisions",
+    response=RoutineOut,
+    errors=(403, 404, 409, 422),
+)
+async def restore_revision(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    revision_id = path_uuid(request, "revisionId", "revision")
+    async with request.app[DB_KEY].transaction() as conn:
+        before = await load_routine(conn, principal, routine_id, lock=True, manage=True)
+        revision = await conn.fetchrow(FEATURE_QUERIES["revision_by_id"], revision_id, routine_id)
+        if revision is None:
+            raise NotFound("revision not found")
+        if before["status"] == "archived":
+            raise Conflict("archived routines cannot change")
+        snap: dict[str, Any] = revision["snapshot"]
+        company = before["company_id"]
+
+        def ref(key: str) -> uuid.UUID | None:
+            return uuid.UUID(snap[key]) if snap.get(key) else None
+
+        assignee = ref("assigneeAgentId") or before["assignee_agent_id"]
+        if assignee != before["assignee_agent_id"]:
+            if principal.kind == "agent":
+                raise Forbidden("agents cannot reassign routines (this revision has another assignee)")
+            await check_assignee(conn, assignee, company)
+        project = ref("projectId") or before["project_id"]
+        await check_reference(conn, "project", project, company, "projectId")
+        await check_reference(conn, "goal", ref("goalId"), company, "goalId")
+        await check_reference(conn, "issue", ref("parentIssueId"), company, "parentIssueId")
+        variables = parse_variables(snap.get("variables") or [])
+        check_placeholders(snap["title"], snap.get("description"), variables)
+        missing = required_without_default(variables)
+        if missing and await conn.fetchval(FEATURE_QUERIES["has_schedule_triggers"], routine_id):
+            raise Unprocessable(
+                f"required variable {missing[0]!r} has no default; the routine has a schedule"
+            )
+        row = await conn.fetchrow(
+            QUERIES["update_routine"],
+            routine_id,
+            snap["title"],
+            snap.get("description"),
+            assignee,
+            project,
+            ref("goalId"),
+            ref("parentIssueId"),
+            snap.get("priority", before["priority"]),
+            before["status"],
+            snap.get("concurrencyPolicy", before["concurrency_policy"]),
+            snap.get("catchUpPolicy", before["catch_up_policy"]),
+        )
+        assert row is not None
+        stored = await conn.fetchrow(
+            FEATURE_QUERIES["set_routine_features"],
+            routine_id,
+            [v.to_json() for v in variables],
+            snap.get("failureAlertAfter"),
+            snap.get("autoPauseAfter"),
+            snap.get("staleAfterSec"),
+            snap.get("staleAction") or "report",
+        )
+        assert stored is not None
+        await routine_features.record_revision(
+            conn, principal, stored, routine_features.snapshot(before), restored_from=revision_id
+        )
+        await routine_features.record_activity(
+            conn,
+            principal,
+            stored,
+            "restored",
+            {"revisionId": str(revision_id), "number": revision["number"]},
+        )
+        answer = await routine_features.with_revision(conn, stored)
+    return respond(dump(RoutineOut, answer))
+
+
+@ROUTES.route(
+    "GET",
+    "/api/routines/{routineId}/activity",
+    summary="The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs",
+    tag="revisions",
+    response=ActivityOut,
+    response_is_list=True,
+    errors=(400, 404),
+    query=PAGE_QUERY,
+)
+async def routine_activity(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    limit = query_limit(request, maximum=100)
+    after_at, after_id = _cursor(request)
+    async with request.app[DB_KEY].connection() as conn:
+        await load_routine(conn, principal, routine_id)
+        rows = await conn.fetch(FEATURE_QUERIES["activity_page"], routine_id, after_at, after_id, limit + 1)
+    return _page([{**dict(r), "routine_id": routine_id} for r in rows], limit, ActivityOut, "at")
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/activity",
+    summary="The company's routine activity log, newest first (changes, triggers, manual runs, alerts)",
+    tag="revisions",
+    response=ActivityOut,
+    response_is_list=True,
+    errors=(400, 403, 404),
+    query=PAGE_QUERY,
+)
+async def company_activity(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = path_uuid(request, "companyId", "company")
+    principal.require_company(company_id)
+    limit = query_limit(request, maximum=100)
+    after_at, after_id = _cursor(request)
+    async with request.app[DB_KEY].connection() as conn:
+        if not await conn.fetchval(QUERIES["company_exists"], company_id):
+            raise NotFound("company not found")
+        rows = await conn.fetch(
+            FEATURE_QUERIES["company_activity_page"], company_id, after_at, after_id, limit + 1
+        )
+    return _page(list(rows), limit, ActivityOut, "at")

@@ -1,0 +1,241 @@
+"""The fire simulator: a routine's next fires, or a company's calendar of fires in a window.
+
+Predictions follow the scheduler exactly: a trigger's chain of fires starts at its stored
+`nextRunAt` (what the scheduler claims next) and continues with `shared.cron.next_fire`, the
+function the scheduler advances triggers with. The outcome is the dispatcher's own rule
+(`decide_concurrency`) applied to the routine as it is now.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
+from routines_api.common import Row, dump, query_uuid, respond
+from routines_api.feature_models import UpcomingOut
+from routines_api.feature_queries import FEATURE_QUERIES
+from routines_api.history import query_instant
+from routines_api.openapi import ROUTES, QueryParam
+from routines_dispatcher.policy import ActiveIssue, decide_concurrency
+from shared.cron import iso_utc, next_fire, zone
+from shared.errors import BadRequest, InvalidCron, InvalidTimezone, NotFound
+from shared.http import DB_KEY
+
+MAX_COUNT = 100
+MAX_WINDOW = timedelta(days=31)
+MAX_CALENDAR_FIRES = 1000
+MAX_CALENDAR_TRIGGERS = 5000
+_TINY = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """One schedule trigger as the simulator sees it."""
+
+    trigger_id: uuid.UUID
+    routine_id: uuid.UUID
+    label: str | None
+    cron_expression: str
+    timezone: str
+    next_run_at: datetime | None  # the scheduler's next claim; None while it cannot fire
+    outcome: str
+
+
+def predicted_outcome(
+    routine_status: str, policy: str, trigger_enabled: bool, active: ActiveIssue | None
+) -> str:
+    """What a fire would lead to now: the dispatcher's decision, or why it would not fire."""
+    if routine_status == "archived":
+        return "archived"
+    if not trigger_enabled:
+        return "disabled"
+    if routine_status == "paused":
+        return "paused"
+    return decide_concurrency(policy, routine_status, active).value
+
+
+def _first_fire(spec: ScheduleSpec, start: datetime, keep_overdue: bool) -> datetime:
+    """The first fire of the chain at or after `start` (or an overdue `nextRunAt`: the scheduler
+    is behind and records it next)."""
+    if spec.next_run_at is not None and (keep_overdue or spec.next_run_at >= start):
+        return spec.next_run_at
+    return next_fire(spec.cron_expression, spec.timezone, start - _TINY)
+
+
+def merge_fires(
+    specs: Iterable[ScheduleSpec],
+    start: datetime,
+    *,
+    count: int,
+    until: datetime | None = None,
+    keep_overdue: bool = False,
+) -> tuple[list[tuple[datetime, ScheduleSpec]], bool]:
+    """Fires of all `specs` from `start` (and up to `until`), merged in time order; at most
+    `count` of them, and whether more were left out."""
+    heap: list[tuple[datetime, int, ScheduleSpec]] = []
+    for index, spec in enumerate(specs):
+        try:
+            heap.append((_first_fire(spec, start, keep_overdue), index, spec))
+        except (InvalidCron, InvalidTimezone):
+            continue  # validated on write; a zone removed from tzdata later is left out
+    heapq.heapify(heap)
+    fires: list[tuple[datetime, ScheduleSpec]] = []
+    while heap:
+        instant, index, spec = heap[0]
+        if until is not None and instant > until:
+            break
+        if len(fires) == count:
+            return fires, True
+        fires.append((instant, spec))
+        heapq.heapreplace(heap, (next_fire(spec.cron_expression, spec.timezone, instant), index, spec))
+    return fires, False
+
+
+def fire_json(instant: datetime, spec: ScheduleSpec) -> dict[str, Any]:
+    local = instant.astimezone(zone(spec.timezone))
+    return {
+        "routine_id": spec.routine_id,
+        "trigger_id": spec.trigger_id,
+        "label": spec.label,
+        "cron_expression": spec.cron_expression,
+        "timezone": spec.timezone,
+        "utc": iso_utc(instant),
+        "local": local.isoformat(),
+        "dst": bool(local.dst()),
+        "predicted_outcome": spec.outcome,
+    }
+
+
+def _active_issues(rows: Sequence[Row]) -> dict[uuid.UUID, ActiveIssue]:
+    return {r["routine_id"]: ActiveIssue(r["id"], r["origin_run_id"]) for r in rows}
+
+
+def _query_count(request: web.Request) -> int:
+    raw = request.query.get("count") or "10"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest("query parameter count must be an integer") from None
+    if not 1 <= value <= MAX_COUNT:
+        raise BadRequest(f"query parameter count must be between 1 and {MAX_COUNT}")
+    return value
+
+
+def _query_include_disabled(request: web.Request) -> bool:
+    raw = request.query.get("includeDisabled", "false")
+    if raw not in ("true", "false"):
+        raise BadRequest("query parameter includeDisabled must be true or false")
+    return raw == "true"
+
+
+@ROUTES.route(
+    "GET",
+    "/api/routines/{routineId}/upcoming",
+    summary="The routine's next fires across its schedule triggers, with the predicted outcome",
+    tag="simulator",
+    response=UpcomingOut,
+    errors=(400, 404),
+    query=(
+        QueryParam(
+            "count", {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": 10}, "Fires to list."
+        ),
+        QueryParam(
+            "includeDisabled",
+            {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "Also list the fires of disabled triggers (outcome `disabled`).",
+        ),
+    ),
+)
+async def routine_upcoming(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    routine_id = path_uuid(request, "routineId", "routine")
+    count = _query_count(request)
+    include_disabled = _query_include_disabled(request)
+    async with request.app[DB_KEY].connection() as conn:
+        routine = await load_routine(conn, principal, routine_id)
+        triggers = await conn.fetch(FEATURE_QUERIES["schedule_triggers_of_routine"], routine_id)
+        active = _active_issues(await conn.fetch(FEATURE_QUERIES["open_execution_issues"], [routine_id]))
+        now: datetime = await conn.fetchval(FEATURE_QUERIES["db_now"])
+    specs = []
+    for t in triggers:
+        if not t["enabled"] and not include_disabled:
+            continue
+        outcome = predicted_outcome(
+            routine["status"], routine["concurrency_policy"], t["enabled"], active.get(routine_id)
+        )
+        specs.append(
+            ScheduleSpec(
+                t["id"],
+                routine_id,
+                t["label"],
+                t["cron_expression"],
+                t["timezone"],
+                t["next_run_at"],
+                outcome,
+            )
+        )
+    fires, truncated = merge_fires(specs, now, count=count, keep_overdue=True)
+    return respond(dump(UpcomingOut, {"fires": [fire_json(i, s) for i, s in fires], "truncated": truncated}))
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/upcoming",
+    summary="The company's calendar: every fire of its active routines in a window (at most 31 days)",
+    tag="simulator",
+    response=UpcomingOut,
+    errors=(400, 403, 404),
+    query=(
+        QueryParam("from", {"type": "string", "format": "date-time"}, "Window start (default now)."),
+        QueryParam("to", {"type": "string", "format": "date-time"}, "Window end (default from + 7 days)."),
+        QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}, "Only this agent's routines."),
+    ),
+)
+async def company_upcoming(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = path_uuid(request, "companyId", "company")
+    principal.require_company(company_id)
+    assignee = query_uuid(request, "assigneeAgentId")
+    start, end = query_instant(request, "from"), query_instant(request, "to")
+    async with request.app[DB_KEY].connection() as conn:
+        if not await conn.fetchval(QUERIES["company_exists"], company_id):
+            raise NotFound("company not found")
+        now: datetime = await conn.fetchval(FEATURE_QUERIES["db_now"])
+        start = start or now
+        end = end or start + timedelta(days=7)
+        if end <= start:
+            raise BadRequest("to must be after from")
+        if end - start > MAX_WINDOW:
+            raise BadRequest(f"the window may span at most {MAX_WINDOW.days} days")
+        triggers = await conn.fetch(
+            FEATURE_QUERIES["company_schedule_triggers"], company_id, assignee, MAX_CALENDAR_TRIGGERS + 1
+        )
+        if len(triggers) > MAX_CALENDAR_TRIGGERS:
+            raise BadRequest(
+                f"more than {MAX_CALENDAR_TRIGGERS} schedule triggers; narrow with assigneeAgentId"
+            )
+        routine_ids = list({t["routine_id"] for t in triggers})
+        active = _active_issues(await conn.fetch(FEATURE_QUERIES["open_execution_issues"], routine_ids))
+    specs = [
+        ScheduleSpec(
+            t["id"],
+            t["routine_id"],
+            t["label"],
+            t["cron_expression"],
+            t["timezone"],
+            t["next_run_at"],
+            predicted_outcome(
+                t["routine_status"], t["concurrency_policy"], True, active.get(t["routine_id"])
+            ),
+        )
+        for t in triggers
+    ]
+    fires, truncated = merge_fires(specs, start, count=MAX_CALENDAR_FIRES, until=end)
+    return respond(dump(UpcomingOut, {"fires": [fire_json(i, s) for i, s in fires], "truncated": truncated}))

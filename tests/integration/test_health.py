@@ -1,0 +1,243 @@
+"""Schedule health, failure alerts (N failures → one alert; recovery → one event), auto-pause with
+a reason, and stale execution issues — against real Postgres, NATS and a real dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+from routines_dispatcher.worker import Dispatcher
+from tests.integration.api_client import Client, World, call, make_routine
+from tests.integration.features_support import client, decided, dispatcher, get_json, world
+from tests.support import Stack, wait_until
+
+__all__ = ["client", "dispatcher", "world"]
+
+
+class Events:
+    """Everything published on routines.alerts and the agents' wake-ups."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, Any]] = []
+        self.wakeups: list[dict[str, Any]] = []
+
+    async def on_alert(self, msg: Msg) -> None:
+        self.alerts.append(json.loads(msg.data))
+
+    async def on_wakeup(self, msg: Msg) -> None:
+        self.wakeups.append(json.loads(msg.data))
+
+    def kinds(self) -> list[str]:
+        return [a["kind"] for a in self.alerts]
+
+
+@pytest.fixture
+async def events(stack: Stack) -> AsyncIterator[Events]:
+    nc = await nats.connect(stack.nats_url)
+    got = Events()
+    await nc.subscribe("routines.alerts", cb=got.on_alert)
+    await nc.subscribe("agents.*.wakeup", cb=got.on_wakeup)
+    await nc.flush()
+    yield got
+    await nc.drain()
+
+
+async def _run_and_settle(
+    client: Client, world: World, db: asyncpg.Connection, routine_id: str, status: str
+) -> str:
+    run = await call(client, "POST", f"/api/routines/{routine_id}/run", world.a.board, {}, 202)
+    row = await decided(db, run["id"])
+    assert row["status"] == "issue_created"
+    await call(
+        client, "PATCH", f"/api/issues/{row['linked_issue_id']}", world.a.agent_key, {"status": status}, 200
+    )
+    return str(run["id"])
+
+
+async def test_n_failures_give_one_alert_and_a_success_one_recovery(
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher, events: Events
+) -> None:
+    r = await make_routine(client, world.a, concurrencyPolicy="always_enqueue", failureAlertAfter=3)
+    for _ in range(2):
+        await _run_and_settle(client, world, db, r["id"], "cancelled")
+    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    assert (health["failureStreak"], health["alerting"]) == (2, False)
+    await _run_and_settle(client, world, db, r["id"], "cancelled")
+    await wait_until(lambda: asyncio.sleep(0, events.alerts))
+    await _run_and_settle(client, world, db, r["id"], "cancelled")  # a 4th failure: no second alert
+    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    assert (health["failureStreak"], health["alerting"]) == (4, True)
+    done = await _run_and_settle(client, world, db, r["id"], "done")
+    await wait_until(lambda: asyncio.sleep(0, len(events.alerts) == 2))
+    await asyncio.sleep(0.3)  # nothing more arrives
+    assert events.kinds() == ["routine_failing", "routine_recovered"]
+    failing, recovered = events.alerts
+    assert (failing["routineId"], failing["consecutiveFailures"]) == (r["id"], 3)
+    assert failing["lastFailureReason"] == "execution issue cancelled"
+    assert recovered["runId"] == done
+    assert [w for w in events.wakeups if w.get("reason") == "routine_failing"] == [
+        {"routineId": r["id"], "reason": "routine_failing", "alert": "routine_failing"}
+    ]
+    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    assert (health["failureStreak"], health["alerting"]) == (0, False)
+
+
+async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher, events: Events
+) -> None:
+    r = await make_routine(
+        client,
+        world.a,
+        title="Fix {{ticket}}",
+        variables=[{"name": "ticket", "type": "text", "required": True}],
+        failureAlertAfter=2,
+        autoPauseAfter=2,
+    )
+    for _ in range(2):
+        run = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+        assert (await decided(db, run["id"]))["status"] == "failed"
+    await wait_until(lambda: asyncio.sleep(0, len(events.alerts) == 2))
+    assert sorted(events.kinds()) == ["routine_auto_paused", "routine_failing"]
+    detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
+    assert detail["status"] == "paused"
+    assert detail["pausedReason"] == "auto-paused after 2 consecutive failed runs"
+    resumed = await call(
+        client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "active"}, 200
+    )
+    assert resumed["pausedReason"] is None
+
+
+async def test_stale_issue_is_cancelled_so_skip_if_active_fires_again(
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher
+) -> None:
+    r = await make_routine(
+        client, world.a, concurrencyPolicy="skip_if_active", staleAfterSec=60, staleAction="cancel"
+    )
+    first = await decided(
+        db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
+    )
+    await db.execute(
+        "UPDATE issues SET created_at = created_at - interval '2 minutes' WHERE id = $1",
+        first["linked_issue_id"],
+    )
+    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    assert health["openIssue"]["stale"] is True and health["openIssue"]["ageSec"] >= 120
+    second = await decided(
+        db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
+    )
+    assert second["status"] == "issue_created"
+    old = await db.fetchrow("SELECT status FROM issues WHERE id = $1", first["linked_issue_id"])
+    assert old["status"] == "cancelled"
+    row = await db.fetchrow("SELECT status, failure_reason FROM routine_runs WHERE id = $1", first["id"])
+    assert row["status"] == "failed" and "staleAfterSec" in row["failure_reason"]
+
+
+async def test_stale_issue_only_reported_by_default(
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher
+) -> None:
+    r = await make_routine(client, world.a, concurrencyPolicy="skip_if_active", staleAfterSec=60)
+    first = await decided(
+        db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
+    )
+    await db.execute(
+        "UPDATE issues SET created_at = created_at - interval '2 minutes' WHERE id = $1",
+        first["linked_issue_id"],
+    )
+    second = await decided(
+        db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
+    )
+    assert second["status"] == "skipped"
+    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    assert (health["openIssue"]["stale"], health["staleAction"]) == (True, "report")
+
+
+async def test_health_counts_slots_runs_lag_and_drops(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    r = await make_routine(client, world.a)
+    t = await call(
+        client,
+        "POST",
+        f"/api/routines/{r['id']}/triggers",
+        world.a.board,
+        {"kind": "schedule", "cronExpression": "*/10 * * * *", "timezone": "UTC", "label": "ten"},
+        201,
+    )
+    now = await db.fetchval("SELECT now()")
+    created = now - timedelta(hours=2)
+    await db.execute("UPDATE routine_triggers SET created_at = $2 WHERE id = $1::uuid", t["id"], created)
+    slots = []
+    at = created.replace(second=0, microsecond=0) - timedelta(minutes=created.minute % 10)
+    while at <= now:
+        if at > created:
+            slots.append(at)
+        at += timedelta(minutes=10)
+    assert len(slots) >= 11
+
+    async def add(source: str, slot: Any, lag_sec: float, **extra: Any) -> None:
+        await db.execute(
+            "INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, status, scheduled_for,"
+            " triggered_at, payload) VALUES ($1::uuid, $2::uuid, $3::uuid, $4, $5, $6, $7, $8)",
+            r["id"],
+            world.a.company_id,
+            t["id"],
+            source,
+            extra.get("status", "issue_created"),
+            slot,
+            (slot or now) + timedelta(seconds=lag_sec),
+            extra.get("payload", {}),
+        )
+
+    for slot in slots[:4]:
+        await add("schedule", slot, 2)
+    await add("schedule", slots[4], 300, status="failed")
+    await add("backfill", slots[5], 3600)
+    await add("schedule", None, -1, status="skipped", payload={"missedSlots": {"count": 3}})
+    health, _ = await get_json(client, f"/api/routines/{r['id']}/health?days=1", world.a.board)
+    (trig,) = health["triggers"]
+    assert (trig["triggerId"], trig["label"], trig["expectedSlots"], trig["expectedSlotsAtLeast"]) == (
+        t["id"],
+        "ten",
+        len(slots),
+        False,
+    )
+    assert (trig["onTime"], trig["late"], trig["backfilled"], trig["missedSkipped"]) == (4, 1, 1, 3)
+    assert trig["unaccounted"] == len(slots) - 9
+    assert trig["lagSeconds"]["p50"] == 2.0 and trig["lagSeconds"]["max"] == 300.0
+    assert health["runsByStatus"] == {"issue_created": 5, "failed": 1, "skipped": 1}
+    assert health["failureStreak"] == 1 and health["openIssue"] is None
+    for bad in ("0", "91", "x"):
+        await get_json(client, f"/api/routines/{r['id']}/health?days={bad}", world.a.board, 400)
+    await get_json(client, f"/api/routines/{r['id']}/health", world.b.board, 404)
+
+
+async def test_health_settings_are_validated(client: Client, world: World) -> None:
+    r = await make_routine(client, world.a)
+    for body in (
+        {"failureAlertAfter": 0},
+        {"autoPauseAfter": 1001},
+        {"staleAfterSec": 10},
+        {"staleAction": "close"},
+    ):
+        await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, body, 400)
+    got = await call(
+        client,
+        "PATCH",
+        f"/api/routines/{r['id']}",
+        world.a.board,
+        {"failureAlertAfter": 2, "staleAfterSec": 600},
+        200,
+    )
+    assert (got["failureAlertAfter"], got["staleAfterSec"], got["staleAction"]) == (2, 600, "report")
+    got = await call(
+        client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"failureAlertAfter": None}, 200
+    )
+    assert (got["failureAlertAfter"], got["staleAfterSec"]) == (None, 600)
