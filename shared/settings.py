@@ -60,6 +60,11 @@ class CommonSettings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Separate port for /metrics; 0 serves it on the HTTP port."
     )
+    metrics_refresh_sec: float = Field(
+        10.0,
+        gt=0,
+        description="How often the dispatcher refreshes runs-received and consumer-pending gauges.",
+    )
 
     @field_validator("database_url")
     @classmethod
