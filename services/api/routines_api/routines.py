@@ -212,7 +212,7 @@ async def update_routine(request: web.Request) -> web.Response:
     response=RunOut,
     status=202,
     extra_statuses={200: RunOut},
-    errors=(403, 404, 409),
+    errors=(403, 404, 409, 422),
 )
 async def manual_run(request: web.Request) -> web.Response:
     principal = await authenticate(request)
