@@ -52,6 +52,7 @@ class Operation:
     query: Sequence[QueryParam] = ()
     headers: Sequence[QueryParam] = ()
     server: str | None = None
+    description: str = ""
 
 
 class RouteTable:
@@ -189,6 +190,8 @@ def build_openapi(operations: Sequence[Operation], title: str, version: str) -> 
                 "content": {"application/json": {"schema": {"type": "object"}}},
             }
         entry["security"] = [{"bearer": []}] if op.auth else []
+        if op.description:
+            entry["description"] = op.description
         if op.server:
             entry["description"] = f"Served by the {op.server}, not the API service."
         paths.setdefault(op.path, {})[op.method.lower()] = entry
