@@ -28,7 +28,7 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services tests deploy bench
+	$(BIN)/mypy shared services tests deploy bench clients/python
 
 DEPLOY_VENV := .venv-deploy
 $(DEPLOY_VENV)/.installed: deploy/requirements.txt
@@ -41,9 +41,11 @@ $(DEPLOY_VENV)/.installed: deploy/requirements.txt
 deploy-check: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_VENV)/bin/python -m deploy.check
 
+# SOAK_MINUTES=0 skips the soak (default 10 minutes).
+SOAK_MINUTES ?= 10
 bench: $(STAMP)
-	@command -v wrk >/dev/null 2>&1 || (apt-get install -y wrk >/dev/null 2>&1 || echo "wrk unavailable: the ingest benchmark will be skipped")
-	$(BIN)/python -m bench.run
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1) || echo "wrk unavailable: the ingest benchmarks will be skipped"
+	$(BIN)/python -m bench.run --soak-minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) build *.egg-info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import statistics
 import tempfile
 import time
@@ -120,24 +121,83 @@ async def seed(conn: asyncpg.Connection, routines: int, policy: str = "always_en
 async def add_webhooks(
     conn: asyncpg.Connection, world: World, secret_key: str, mode: str = "hmac_sha256"
 ) -> None:
+    """One webhook trigger per routine (bulk: two statements, whatever the count)."""
     box = SecretBox(secret_key)
-    for routine in world.routines:
-        trigger_id, public_id, secret = uuid.uuid4(), new_public_id(), new_webhook_secret()
-        await conn.execute(
-            "INSERT INTO routine_triggers (id, routine_id, company_id, kind, public_id, signing_mode, replay_window_sec)"
-            " VALUES ($1, $2, $3, 'webhook', $4, $5, 3600)",
-            trigger_id,
-            routine,
-            world.company_id,
-            public_id,
-            mode,
+    ids = [uuid.uuid4() for _ in world.routines]
+    public_ids = [new_public_id() for _ in world.routines]
+    secrets = [new_webhook_secret() for _ in world.routines]
+    await conn.execute(
+        "INSERT INTO routine_triggers (id, routine_id, company_id, kind, public_id, signing_mode, replay_window_sec)"
+        " SELECT t, r, $3, 'webhook', p, $5, 3600 FROM unnest($1::uuid[], $2::uuid[], $4::text[]) AS u(t, r, p)",
+        ids,
+        world.routines,
+        world.company_id,
+        public_ids,
+        mode,
+    )
+    await conn.execute(
+        "INSERT INTO webhook_secrets (trigger_id, ciphertext) SELECT * FROM unnest($1::uuid[], $2::bytea[])",
+        ids,
+        [box.encrypt(secret, str(t)) for t, secret in zip(ids, secrets, strict=True)],
+    )
+    world.hooks.extend(zip(public_ids, secrets, strict=True))
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by named processes and their children between two reads."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def read(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            total = 0.0
+            try:
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    try:
+                        times = proc.cpu_times()
+                        total += times.user + times.system
+                    except psutil.Error:
+                        continue
+            except psutil.Error:
+                pass
+            out[name] = total
+        return out
+
+    @staticmethod
+    def used(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+        """Cores used on average by each process over `seconds`."""
+        return {name: round((after[name] - before[name]) / seconds, 3) for name in before}
+
+
+async def in_transaction(conn: asyncpg.Connection, pid: int) -> bool:
+    """Whether the process `pid` has a Postgres backend inside a transaction holding row locks."""
+    try:
+        ports = [c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.raddr]
+    except psutil.Error:
+        return False
+    return bool(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE client_port = ANY($1::int[]) AND backend_xid IS NOT NULL AND state <> 'idle'",
+            ports,
         )
-        await conn.execute(
-            "INSERT INTO webhook_secrets (trigger_id, ciphertext) VALUES ($1, $2)",
-            trigger_id,
-            box.encrypt(secret, str(trigger_id)),
-        )
-        world.hooks.append((public_id, secret))
+    )
+
+
+async def stop_mid_transaction(conn: asyncpg.Connection, pid: int, attempts: int = 1000) -> bool:
+    """SIGSTOP `pid`, at a moment it is inside a transaction if that happens within `attempts`
+    tries (True), else just stopped (False)."""
+    for _ in range(attempts):
+        os.kill(pid, signal.SIGSTOP)
+        if await in_transaction(conn, pid):
+            return True
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(0.002)
+    os.kill(pid, signal.SIGSTOP)
+    return False
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -38,7 +38,10 @@ def signed_fires(hooks: list[tuple[str, str]], count: int, start: int = 0) -> It
 def write_requests(path: Path, fires: Iterator[SignedFire]) -> None:
     with path.open("w") as out:
         for f in fires:
-            out.write(f"{f.path}\t{f.timestamp}\t{f.signature}\t{f.body.decode()}\n")
+            out.write(
+                f"{f.path}\tX-Paperclip-Timestamp={f.timestamp}\tX-Paperclip-Signature={f.signature}"
+                f"\t{f.body.decode()}\n"
+            )
 
 
 @dataclass
@@ -48,6 +51,15 @@ class WrkResult:
     non_2xx: int
     p50_ms: float
     p99_ms: float
+    statuses: dict[int, int]
+    total: int
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status >= 500)
+
+    def per_sec(self, status: int) -> float:
+        return self.requests_per_sec * self.statuses.get(status, 0) / max(self.total, 1)
 
 
 def _ms(text: str) -> float:
@@ -57,14 +69,14 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[match.group(2)]
 
 
-def run_wrk(url: str, requests_file: Path, connections: int, seconds: int) -> WrkResult:
+def run_wrk(url: str, requests_file: Path, connections: int, seconds: float) -> WrkResult:
     """wrk replaying pre-signed requests (one thread; the other core serves)."""
     out = subprocess.run(
         [
             "wrk",
             "-t1",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{int(seconds)}s",
             "--latency",
             "-s",
             str(WRK_SCRIPT),
@@ -83,7 +95,8 @@ def run_wrk(url: str, requests_file: Path, connections: int, seconds: int) -> Wr
     non2xx = int(non2xx_match.group(1)) if non2xx_match else 0
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    return WrkResult(rps, rps * (total - non2xx) / max(total, 1), non2xx, p50, p99)
+    statuses = {int(code): int(n) for code, n in re.findall(r"^status (\d+) (\d+)$", out, re.M)}
+    return WrkResult(rps, rps * (total - non2xx) / max(total, 1), non2xx, p50, p99, statuses, total)
 
 
 @dataclass

@@ -15,8 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, PeakRss, add_webhooks, describe, percentile, seed, servers, service_env
-from bench.loadgen import open_loop, run_wrk, signed_fires, write_requests
+from bench.common import (
+    RESULTS,
+    CpuMeter,
+    PeakRss,
+    add_webhooks,
+    describe,
+    percentile,
+    seed,
+    servers,
+    service_env,
+)
+from bench.loadgen import WrkResult, open_loop, run_wrk, signed_fires, write_requests
 from shared.devservers import free_port, wait_for_port
 from tests.support import ServiceProcess
 
@@ -52,6 +62,69 @@ def plot(points: list[dict[str, Any]], max_rate: float) -> None:
     fig.savefig(PLOT)
 
 
+def refusal_requests(path: Path, hooks: list[tuple[str, str]], outcome: str, count: int = 50_000) -> Path:
+    """Requests that the gateway refuses: unknown publicId (404), a wrong signature (401), or
+    valid fires sent to a gateway whose per-trigger limit is 1/s (429)."""
+    if outcome == "429":
+        write_requests(path, signed_fires(hooks, count, start=5_000_000))
+        return path
+    if outcome == "401":
+        fires = signed_fires(
+            [(public_id, "not-the-secret") for public_id, _ in hooks], count, start=6_000_000
+        )
+        write_requests(path, fires)
+        return path
+    unknown = [(f"{i:024x}", "s") for i in range(len(hooks))]  # well-formed ids that do not exist
+    write_requests(path, signed_fires(unknown, count, start=7_000_000))
+    return path
+
+
+def wrk_with_cpu(url: str, requests: Path, meter: CpuMeter) -> tuple[WrkResult, dict[str, float]]:
+    """wrk at saturation, and the CPU microseconds per request of each measured process."""
+    before = meter.read()
+    result = run_wrk(url, requests, CONNECTIONS, SECONDS)
+    after = meter.read()
+    per_request = {k: (after[k] - before[k]) * 1e6 / max(result.total, 1) for k in before}
+    return result, per_request
+
+
+def measure_refusals(
+    tmp: Path,
+    hooks: list[tuple[str, str]],
+    urls: dict[str, str],
+    meters: dict[str, CpuMeter],
+    accepted: WrkResult,
+    accepted_cpu_us: float,
+) -> dict[str, Any]:
+    """Requests/s at saturation for each refusal against accepted fires/s, and the CPU per answer
+    (gateway + Postgres + NATS microseconds per request) against an accepted fire's."""
+    out: dict[str, Any] = {}
+    for outcome in ("404", "401", "429"):
+        which = "limited" if outcome == "429" else "gateway"
+        requests = refusal_requests(tmp / f"refuse-{outcome}.tsv", hooks, outcome)
+        result, cpu = wrk_with_cpu(urls[which], requests, meters[which])
+        share = result.statuses.get(int(outcome), 0) / max(result.total, 1)
+        cost = accepted.ok_per_sec / result.requests_per_sec
+        cpu_us = sum(cpu.values())
+        out[outcome] = {
+            "requests_per_sec": result.requests_per_sec,
+            "share_with_that_status": share,
+            "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms,
+            "cost_vs_accepted": cost,
+            "cpu_us_per_request": cpu,
+            "cpu_vs_accepted": cpu_us / accepted_cpu_us,
+        }
+        print(
+            f"  {outcome}: {result.requests_per_sec:,.0f} req/s ({share:.1%} answered {outcome}; "
+            f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms) → by req/s {cost:.2f} of an accepted "
+            f"fire; CPU {cpu_us:.0f} µs/request = {cpu_us / accepted_cpu_us:.2f} of an accepted fire's "
+            f"(goal ≤ 0.33: {'met' if max(cost, cpu_us / accepted_cpu_us) <= 1 / 3 else 'MISSED'})",
+            flush=True,
+        )
+    return out
+
+
 async def main() -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     async with servers() as s:
@@ -67,6 +140,14 @@ async def main() -> dict[str, Any]:
                 "webhook-gateway", service_env(stack, **GATEWAY_SETTINGS), s.tmp / "gateway.log"
             ).start()
         )
+        limited = ServiceProcess(
+            "webhook-gateway",
+            service_env(
+                stack,
+                **{**GATEWAY_SETTINGS, "rate_limit_trigger_per_sec": 1, "rate_limit_trigger_burst": 1},
+            ),
+            s.tmp / "gateway-limited.log",
+        ).start()
         rss.start()
         bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-m", "bench.bare_server", str(bare_port)])
@@ -81,7 +162,14 @@ async def main() -> dict[str, Any]:
                 flush=True,
             )
             await conn.execute("DELETE FROM routine_runs")
-            measured = run_wrk(gateway.url, requests, CONNECTIONS, SECONDS)
+            assert gateway.proc is not None and limited.proc is not None
+            assert s.pg._proc is not None and s.nats._proc is not None
+            shared_pids = {"postgres": s.pg._proc.pid, "nats": s.nats._proc.pid}
+            meters = {
+                "gateway": CpuMeter({"gateway": gateway.proc.pid, **shared_pids}),
+                "limited": CpuMeter({"gateway": limited.proc.pid, **shared_pids}),
+            }
+            measured, accepted_cpu = wrk_with_cpu(gateway.url, requests, meters["gateway"])
             runs = await conn.fetchval("SELECT count(*) FROM routine_runs")
             print(
                 f"gateway accepted: {measured.ok_per_sec:,.0f} fires/s (non-2xx {measured.non_2xx}, "
@@ -90,6 +178,16 @@ async def main() -> dict[str, Any]:
             )
             ratio = measured.ok_per_sec / baseline.requests_per_sec
             print(f"ratio gateway / bare: {ratio:.2f} (goal ≥ 0.5)", flush=True)
+            accepted_cpu_us = sum(accepted_cpu.values())
+            print(
+                f"CPU per accepted fire: {accepted_cpu_us:.0f} µs ("
+                + ", ".join(f"{k} {v:.0f}" for k, v in accepted_cpu.items())
+                + ")",
+                flush=True,
+            )
+            print("refusals at saturation (same generator):", flush=True)
+            urls = {"gateway": gateway.url, "limited": limited.url}
+            refusals = measure_refusals(s.tmp, world.hooks, urls, meters, measured, accepted_cpu_us)
             points = []
             offset = 400_000
             for fraction in (0.1, 0.25, 0.5, 0.75, 0.9):
@@ -119,6 +217,7 @@ async def main() -> dict[str, Any]:
             bare.wait()
             await rss.stop()
             gateway.stop()
+            limited.stop()
             await conn.close()
     result = {
         "baseline_rps": baseline.requests_per_sec,
@@ -128,6 +227,8 @@ async def main() -> dict[str, Any]:
         "wrk_p99_ms": measured.p99_ms,
         "half_rate_p50_ms": half["p50_ms"],
         "half_rate_p99_ms": half["p99_ms"],
+        "refusals": refusals,
+        "accepted_cpu_us_per_request": accepted_cpu,
         "points": points,
         "peak_rss_mb": rss.peaks,
         "generator": f"wrk 4.1.0 -t1 -c{CONNECTIONS} -d{SECONDS}s; asyncio open loop",

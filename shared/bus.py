@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from shared.logging import get_logger, redact_text
+from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
@@ -41,26 +43,52 @@ RUNS_STREAM = "ROUTINES_RUNS"
 EVENTS_STREAM = "ROUTINES_EVENTS"
 DISPATCHER_CONSUMER = "run-dispatcher"
 
-STREAMS = (
-    # Work queue: each requested run is consumed by one dispatcher, then removed.
-    StreamConfig(
-        name=RUNS_STREAM,
-        subjects=[Subjects.RUNS_REQUESTED],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        duplicate_window=120.0,
-        max_age=7 * 24 * 3600.0,
-    ),
-    # Decisions and wake-ups, kept a day for agents that were offline.
-    StreamConfig(
-        name=EVENTS_STREAM,
-        subjects=[Subjects.RUNS_DISPATCHED, Subjects.AGENT_WAKEUP_ALL, Subjects.ROUTINE_ALERTS],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=24 * 3600.0,
-        duplicate_window=120.0,
-    ),
-)
+
+def stream_configs(replicas: int = 1) -> tuple[StreamConfig, ...]:
+    """The streams, at `replicas` copies each (R3 on a 3-node cluster: a server may die)."""
+    return (
+        # Work queue: each requested run is consumed by one dispatcher, then removed.
+        StreamConfig(
+            name=RUNS_STREAM,
+            subjects=[Subjects.RUNS_REQUESTED],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=120.0,
+            max_age=7 * 24 * 3600.0,
+            num_replicas=replicas,
+        ),
+        # Decisions and wake-ups, kept a day for agents that were offline.
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[Subjects.RUNS_DISPATCHED, Subjects.AGENT_WAKEUP_ALL, Subjects.ROUTINE_ALERTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=24 * 3600.0,
+            duplicate_window=120.0,
+            num_replicas=replicas,
+        ),
+    )
+
+
+STREAMS = stream_configs(1)
+
+
+def connect_options(settings: CommonSettings) -> dict[str, Any]:
+    """nats.connect() keyword arguments for credentials and TLS from the settings."""
+    options: dict[str, Any] = {}
+    if settings.nats_user is not None:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password or ""
+    if settings.nats_token is not None:
+        options["token"] = settings.nats_token
+    if settings.nats_creds_file is not None:
+        options["user_credentials"] = settings.nats_creds_file
+    if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.nats_tls_ca_file)
+        if settings.nats_tls_cert_file:
+            context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+        options["tls"] = context
+    return options
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:
@@ -90,13 +118,23 @@ def bind_message_context(msg: Msg) -> None:
 class Bus:
     """One NATS connection that reconnects forever; connect() never blocks service start."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(
+        self, url: str, name: str, *, replicas: int = 1, options: Mapping[str, Any] | None = None
+    ) -> None:
         self._servers = [u.strip() for u in url.split(",") if u.strip()]
         self._name = name
+        self._streams = stream_configs(replicas)
+        self._options = dict(options or {})
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._streams_ready = False
         self._connected = asyncio.Event()
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings, name: str) -> Bus:
+        return cls(
+            settings.nats_url, name, replicas=settings.nats_stream_replicas, options=connect_options(settings)
+        )
 
     @property
     def nc(self) -> NATS:
@@ -147,6 +185,7 @@ class Bus:
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     closed_cb=self._on_closed,
+                    **self._options,
                 )
             except (OSError, nats.errors.Error, TimeoutError) as exc:
                 log.warning("nats connect failed, retrying", error=redact_text(repr(exc)), delay=delay)
@@ -157,16 +196,29 @@ class Bus:
         self._js = self._nc.jetstream(timeout=5)
         log.info("nats connected")
         self._connected.set()
-        await self.ensure_streams()
+        # A cluster may still be electing its JetStream leader (or lack a quorum for R3):
+        # keep trying; until then publishes fail quietly and the sweeper dispatches.
+        delay = 0.5
+        while True:
+            try:
+                await self.ensure_streams()
+                return
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                log.warning("declaring streams failed, retrying", error=redact_text(repr(exc)), delay=delay)
+                if stop is not None and stop.is_set():
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def ensure_streams(self) -> None:
         """Declare the streams idempotently (add, or update when the config changed)."""
         if self._streams_ready:
             return
-        for config in STREAMS:
+        for config in self._streams:
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
+                # Exists with another configuration (e.g. replicas raised from 1 to 3): update it.
                 await self.js.update_stream(config)
         self._streams_ready = True
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigurationError
-from shared.logging import configure_logging, get_logger
+from shared.logging import configure_logging, get_logger, redact_text
 from shared.settings import (
     ApiSettings,
     CommonSettings,
@@ -71,9 +73,73 @@ def run_bootstrap(name: str) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed package version."""
+    try:
+        return importlib.metadata.version("routines")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _database_target() -> str:
+    """host:port/db of the configured database, without credentials, for error messages."""
+    import os
+
+    dsn = os.environ.get("ROUTINES_DATABASE_URL", "")
+    try:
+        parts = urlsplit(dsn)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+    except ValueError:
+        return "the configured database"
+
+
+def _connection_failure(command: str, exc: BaseException) -> str:
+    """One line saying what could not be reached and why."""
+    reason = redact_text(str(exc) or type(exc).__name__)
+    if command in ("migrate", "bootstrap"):
+        return f"cannot reach the database at {_database_target()}: {reason} (check ROUTINES_DATABASE_URL)"
+    return f"{command} failed: {type(exc).__name__}: {reason}"
+
+
+def run_reencrypt() -> int:
+    from shared.crypto import SecretBox
+    from shared.reencrypt import reencrypt_secrets
+    from shared.settings import SecretKeySettings
+
+    settings = load_settings(SecretKeySettings)
+    configure_logging("reencrypt", settings.log_level, settings.log_format)
+    result = _run(reencrypt_secrets(settings.database_url, SecretBox(settings.secret_key)))
+    get_logger("reencrypt").info("reencrypt done", examined=result.examined, reencrypted=result.reencrypted)
+    return 0
+
+
+# Commands for agents and operators that talk to the API through the Python client.
+CLIENT_COMMANDS = {
+    "routine": "list, show, create, update, pause, resume or archive routines",
+    "trigger": "add, update, delete or rotate triggers",
+    "run": "run a routine now",
+    "runs": "list (or follow) a routine's runs",
+    "cron": "preview a cron expression",
+    "upcoming": "a routine's next fires",
+    "wakeups": "follow the calling agent's wake-ups",
+    "mcp": "serve the Model Context Protocol over stdio (for agents)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `routines` command; returns the process exit code."""
+    import asyncpg
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if next((a for a in arguments if not a.startswith("-")), None) in CLIENT_COMMANDS:
+        from routines_client.cli import main as client_main
+
+        return client_main(arguments)
     parser = argparse.ArgumentParser(prog="routines", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"routines {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in CLIENT_COMMANDS.items():
+        commands.add_parser(name, help=f"{text} (see routines {name} --help)")
     for name in SERVICES:
         commands.add_parser(name, help=f"run the {name} service")
     commands.add_parser("migrate", help="apply database migrations")
@@ -81,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap.add_argument("--name", default="bootstrap", help="label stored with the token")
     commands.add_parser("dev", help="run the local stack (embedded Postgres and NATS, four services)")
     commands.add_parser("gen-secret-key", help="print a new ROUTINES_SECRET_KEY")
-    args = parser.parse_args(argv)
+    commands.add_parser("reencrypt", help="re-encrypt every webhook secret under the key ring's first key")
+    args = parser.parse_args(arguments)
     try:
         if args.command in SERVICES:
             return run_service(args.command)
@@ -89,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_migrate()
         if args.command == "bootstrap":
             return run_bootstrap(args.name)
+        if args.command == "reencrypt":
+            return run_reencrypt()
         if args.command == "gen-secret-key":
             from shared.crypto import new_secret_key
 
@@ -100,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"routines: {exc.message}", file=sys.stderr)
         return 2
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"routines: {_connection_failure(args.command, exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,27 +1,52 @@
 """Cron maths: parse 5-field expressions and find fire instants in an IANA zone.
 
-Pure functions; the time is always passed in. croniter parses and expands the fields; the
-search runs in local wall time and maps to UTC with Debian cron(8)'s daylight-saving rule:
+Pure functions; the time is always passed in. The field grammar is ours (see docs/api.md): numbers,
+ranges `a-b` (a single-value range `N-N` is N; a reversed one is an error), steps over `*`, over a
+range and from a start value (`*/s`, `a-b/s`, `a/s`), comma lists of any of these, three-letter
+month and day names in any case, Sunday as 0 or 7, and the seven `@` macros.
 
-* fixed-time jobs (no `*` in the minute or hour field): a wall time inside a spring-forward
-  gap fires once at the first instant after the gap; a repeated wall time fires once, at
-  its first occurrence;
-* wildcard jobs follow the clock: non-existent wall times never fire, repeated ones fire
-  at both occurrences.
+The search runs in local wall time, month by month and day by day (it never walks minutes), and
+maps to UTC with Debian cron(8)'s daylight-saving rule:
+
+* fixed-time jobs (no `*` in the minute or hour field): a wall time inside a spring-forward gap
+  fires once at the first instant after the gap; a repeated wall time fires once, at its first
+  occurrence;
+* wildcard jobs follow the clock: non-existent wall times never fire, repeated ones fire at both
+  occurrences.
 """
 
 from __future__ import annotations
 
+import bisect
+import calendar
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from typing import Literal
+from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadCronError, CroniterError, croniter
+from cron_descriptor import ExpressionDescriptor, FormatError, MissingFieldError, Options, WrongArgumentError
 
-from shared.errors import InvalidCron, InvalidTimezone
+from shared.errors import InvalidCron, Unprocessable
+from shared.timezones import known_timezones, zone
+
+__all__ = [
+    "MACROS",
+    "CronSchedule",
+    "DstNote",
+    "Fire",
+    "describe",
+    "fires_between",
+    "iso_utc",
+    "known_timezones",
+    "next_fire",
+    "next_fire_detail",
+    "parse_cron",
+    "preview",
+    "zone",
+]
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -32,14 +57,37 @@ MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_MONTHS = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}
-_DAYS = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
-_FIELD_CHARS = re.compile(r"^[0-9A-Za-z*/,\-]+$")
+MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_NUMBER = re.compile(r"[0-9]{1,4}")
+_NAME = re.compile(r"[A-Za-z]+")
 _MINUTE = timedelta(minutes=1)
 # Longer than any daylight-saving shift in the tz database (2 h, Antarctica/Troll).
 _DST_HORIZON = timedelta(hours=3)
-# No valid 5-field expression needs more than a leap cycle to match again.
-_MAX_SEARCH_DAYS = 366 * 8 + 2
+# The Gregorian calendar repeats every 400 years: what does not match within them never does. (Feb 29
+# on a given weekday can be 40 years apart; month skipping keeps even that to a few dozen steps.)
+_SEARCH_YEARS = 400
+# Previews and schedules are asked about this span of years; outside it the answer is a 422.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()
+    first_name_value: int = 0
+
+
+_FIELDS = (
+    _Field("minute", 0, 59),
+    _Field("hour", 0, 23),
+    _Field("day-of-month", 1, 31),
+    _Field("month", 1, 12, MONTH_NAMES, 1),
+    _Field("day-of-week", 0, 7, DAY_NAMES, 0),  # 7 is Sunday too, as in Vixie cron
+)
 
 
 @dataclass(frozen=True)
@@ -55,33 +103,99 @@ class CronSchedule:
     dom_restricted: bool
     dow_restricted: bool
     fixed_time: bool  # no `*` in minute or hour: the DST rule for fixed-time jobs applies
+    hour_list: tuple[int, ...] = field(default=(), repr=False, compare=False)  # sorted, for bisect
+    minute_list: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    dom_list: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    month_list: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    dow_ahead: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
-    def matches_day(self, day: datetime) -> bool:
-        if day.month not in self.months:
-            return False
-        dom = day.day in self.days_of_month
-        dow = (day.isoweekday() % 7) in self.days_of_week
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hour_list", tuple(sorted(self.hours)))
+        object.__setattr__(self, "minute_list", tuple(sorted(self.minutes)))
+        object.__setattr__(self, "dom_list", tuple(sorted(self.days_of_month)))
+        object.__setattr__(self, "month_list", tuple(sorted(self.months)))
+        # For each weekday: how many days until an allowed weekday (0 if it is one; 7: none is).
+        ahead = tuple(next((k for k in range(7) if (w + k) % 7 in self.days_of_week), 7) for w in range(7))
+        object.__setattr__(self, "dow_ahead", ahead)
+
+    def matches_date(self, day: int, weekday: int) -> bool:
+        """Whether a day of a matching month matches (`weekday`: 0 = Sunday)."""
+        dom = day in self.days_of_month
+        dow = weekday in self.days_of_week
         if self.dom_restricted and self.dow_restricted:
             return dom or dow  # Vixie cron: either field may match
         return dom and dow
+
+    def matches_day(self, day: date) -> bool:
+        return day.month in self.months and self.matches_date(day.day, day.isoweekday() % 7)
 
     def matches_wall(self, wall: datetime) -> bool:
         return wall.minute in self.minutes and wall.hour in self.hours and self.matches_day(wall)
 
 
-def _check_names(field: str, allowed: set[str], what: str) -> None:
-    for token in re.split(r"[,\-/]", field):
-        if token.isalpha() and token.lower() not in allowed:
-            raise InvalidCron(f"invalid {what} name {token!r}")
-        if token and not token.isalnum() and token != "*":
-            raise InvalidCron(f"invalid {what} value {token!r}")
-        if any(c.isalpha() for c in token) and not token.isalpha():
-            raise InvalidCron(f"invalid {what} value {token!r}")
+# --- grammar -------------------------------------------------------------------------------
+
+
+def _value(token: str, field: _Field) -> int:
+    """One number or name of a field, within its range."""
+    if _NUMBER.fullmatch(token):
+        value = int(token)
+        if not field.low <= value <= field.high:
+            raise InvalidCron(f"{field.name} field: {value} is out of range {field.low}-{field.high}")
+        return value
+    if _NAME.fullmatch(token):
+        if not field.names:
+            raise InvalidCron(f"{field.name} field: {token!r} is not a number")
+        if token.upper() not in field.names:
+            raise InvalidCron(
+                f"{field.name} field: unknown name {token!r} (use {field.names[0]}-{field.names[-1]})"
+            )
+        return field.names.index(token.upper()) + field.first_name_value
+    if token == "":
+        raise InvalidCron(f"{field.name} field: a value is missing")
+    hint = " (L, W, # and ? are not standard cron)" if set(token) & set("LW#?lw") else ""
+    raise InvalidCron(f"{field.name} field: {token!r} is not a value{hint}")
+
+
+def _step(token: str, field: _Field) -> int:
+    if not _NUMBER.fullmatch(token):
+        raise InvalidCron(f"{field.name} field: step {token!r} is not a number")
+    step = int(token)
+    if not 1 <= step <= field.high:
+        raise InvalidCron(f"{field.name} field: step {step} is out of range 1-{field.high}")
+    return step
+
+
+def _parse_item(item: str, field: _Field) -> range:
+    """One list item: `*`, `v`, `a-b`, each optionally `/step` (`v/s` means v to the end of the field)."""
+    base, slash, step_text = item.partition("/")
+    step = _step(step_text, field) if slash else 1
+    if base == "*":
+        return range(field.low, field.high + 1, step)
+    if "-" in base:
+        first, _, last = base.partition("-")
+        start, end = _value(first, field), _value(last, field)
+        if start > end:
+            raise InvalidCron(f"{field.name} field: range {base} is reversed")
+        return range(start, end + 1, step)
+    start = _value(base, field)
+    return range(start, (field.high if slash else start) + 1, step)
+
+
+def _parse_field(text: str, field: _Field) -> frozenset[int]:
+    values: set[int] = set()
+    for item in text.split(","):
+        if not item:
+            raise InvalidCron(f"{field.name} field: empty item in list {text!r}")
+        values.update(_parse_item(item, field))
+    if field.names is DAY_NAMES:
+        values = {v % 7 for v in values}
+    return frozenset(values)
 
 
 @lru_cache(maxsize=4096)
 def parse_cron(expression: str) -> CronSchedule:
-    """Parse and validate; errors say why (InvalidCron)."""
+    """Parse and validate; errors say which field, which value and what is allowed (InvalidCron)."""
     text = " ".join(expression.split())
     if not text:
         raise InvalidCron("cron expression is empty")
@@ -94,75 +208,105 @@ def parse_cron(expression: str) -> CronSchedule:
         raise InvalidCron(
             f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
         )
-    names = ("minute", "hour", "day-of-month", "month", "day-of-week")
-    for field, name in zip(fields, names, strict=True):
-        if not _FIELD_CHARS.match(field):
-            raise InvalidCron(f"invalid characters in {name} field {field!r}")
-    _check_names(fields[0], set(), "minute")
-    _check_names(fields[1], set(), "hour")
-    _check_names(fields[2], set(), "day-of-month")
-    _check_names(fields[3], _MONTHS, "month")
-    _check_names(fields[4], _DAYS, "day-of-week")
-    try:
-        expanded, nth = croniter.expand(text)
-    except (CroniterBadCronError, CroniterError, ValueError) as exc:
-        raise InvalidCron(f"invalid cron expression: {exc}") from None
-    if nth:
-        raise InvalidCron("nth-weekday (#) is not standard cron")
-
-    def values(index: int, low: int, high: int) -> frozenset[int]:
-        raw = expanded[index]
-        if raw == ["*"]:
-            return frozenset(range(low, high + 1))
-        return frozenset(int(v) % 7 if index == 4 else int(v) for v in raw)
-
+    minutes, hours, doms, months, dows = (
+        _parse_field(text, field) for text, field in zip(fields, _FIELDS, strict=True)
+    )
     schedule = CronSchedule(
         expression=text,
-        minutes=values(0, 0, 59),
-        hours=values(1, 0, 23),
-        days_of_month=values(2, 1, 31),
-        months=values(3, 1, 12),
-        days_of_week=values(4, 0, 6),
+        minutes=minutes,
+        hours=hours,
+        days_of_month=doms,
+        months=months,
+        days_of_week=dows,
         dom_restricted=not fields[2].startswith("*"),
         dow_restricted=not fields[4].startswith("*"),
         fixed_time="*" not in fields[0] and "*" not in fields[1],
     )
-    if _next_wall(schedule, datetime(2000, 1, 1)) is None:
-        raise InvalidCron("cron expression never matches a date")
+    if _next_day(schedule, date(2000, 1, 1)) is None:
+        raise InvalidCron(
+            f"cron expression never matches a date: day {fields[2]} never occurs in month {fields[3]}"
+        )
     return schedule
 
 
-@lru_cache(maxsize=1024)
-def zone(name: str) -> ZoneInfo:
-    """An IANA zone, or InvalidTimezone."""
-    if not name or name != name.strip() or name.startswith(("/", ".")) or ".." in name:
-        raise InvalidTimezone(f"unknown time zone {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidTimezone(f"unknown time zone {name!r}") from None
+# --- searching wall time -------------------------------------------------------------------
 
 
-def known_timezones() -> set[str]:
-    return available_timezones()
+def _first_day_in_month(schedule: CronSchedule, first: int, length: int, weekday_of_1st: int) -> int | None:
+    """The first matching day of a month from day `first` on (`weekday_of_1st`: 0 = Sunday)."""
+    doms = schedule.dom_list
+    at = bisect.bisect_left(doms, first)
+    if schedule.dom_restricted and schedule.dow_restricted:  # OR: the earlier of the two
+        by_dom = doms[at] if at < len(doms) and doms[at] <= length else None
+        candidate = first + schedule.dow_ahead[(weekday_of_1st + first - 1) % 7]
+        by_dow = candidate if candidate <= length else None
+        return min((d for d in (by_dom, by_dow) if d is not None), default=None)
+    for dom in doms[at:]:  # AND: the day of month, then its weekday
+        if dom > length:
+            return None
+        if (weekday_of_1st + dom - 1) % 7 in schedule.days_of_week:
+            return dom
+    return None
+
+
+def _next_day(schedule: CronSchedule, day: date) -> date | None:
+    """The first matching date on or after `day`: months that cannot match are never looked at."""
+    months = schedule.month_list
+    year, month, first = day.year, day.month, day.day
+    if month not in schedule.months:
+        at = bisect.bisect_right(months, month)
+        year, month, first = (year, months[at], 1) if at < len(months) else (year + 1, months[0], 1)
+    while year <= min(day.year + _SEARCH_YEARS, 9000):
+        weekday_of_1st, length = calendar.monthrange(year, month)  # Monday = 0
+        found = _first_day_in_month(schedule, first, length, (weekday_of_1st + 1) % 7)
+        if found is not None:
+            return date(year, month, found)
+        at = bisect.bisect_right(months, month)
+        year, month, first = (year, months[at], 1) if at < len(months) else (year + 1, months[0], 1)
+    return None
 
 
 def _next_wall(schedule: CronSchedule, after: datetime) -> datetime | None:
     """The first naive wall time strictly after `after` that matches, or None."""
-    candidate = after.replace(second=0, microsecond=0) + _MINUTE
-    minutes = sorted(schedule.minutes)
-    hours = sorted(schedule.hours)
-    for _ in range(_MAX_SEARCH_DAYS):
-        if schedule.matches_day(candidate):
-            for hour in hours:
-                if hour < candidate.hour:
-                    continue
-                start = candidate.minute if hour == candidate.hour else 0
-                for minute in minutes:
-                    if minute >= start:
-                        return candidate.replace(hour=hour, minute=minute)
-        candidate = (candidate + timedelta(days=1)).replace(hour=0, minute=0)
-    return None
+    start = after.replace(second=0, microsecond=0) + _MINUTE
+    day = start.date()
+    hours, minutes = schedule.hour_list, schedule.minute_list
+    if schedule.matches_day(day):
+        index = bisect.bisect_left(hours, start.hour)
+        if index < len(hours):
+            hour = hours[index]
+            if hour == start.hour:
+                at = bisect.bisect_left(minutes, start.minute)
+                if at < len(minutes):
+                    return datetime.combine(day, time(hour, minutes[at]))
+                index += 1
+            if index < len(hours):
+                return datetime.combine(day, time(hours[index], minutes[0]))
+    found = _next_day(schedule, day + timedelta(days=1))
+    if found is None:
+        return None
+    return datetime.combine(found, time(hours[0], minutes[0]))
+
+
+# --- mapping wall time to instants (the DST rule) -----------------------------------------
+
+DstKind = Literal["shifted_out_of_gap", "first_of_repeated", "second_of_repeated"]
+
+
+@dataclass(frozen=True)
+class DstNote:
+    """How daylight saving moved one fire: its cron wall time and what happened to it."""
+
+    kind: DstKind
+    wall_time: datetime  # the naive local time the expression names
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One fire instant (UTC) and, on a transition day, how daylight saving moved it."""
+
+    at: datetime
+    dst: DstNote | None = None
 
 
 def _offset(wall: datetime, tz: ZoneInfo, fold: int) -> timedelta:
@@ -185,23 +329,29 @@ def _gap_end(wall: datetime, tz: ZoneInfo) -> datetime:
     return high.replace(microsecond=0)
 
 
-def wall_instants(wall: datetime, tz: ZoneInfo, fixed_time: bool) -> list[datetime]:
-    """The UTC instants at which a matching wall time fires, by the DST rule."""
+def wall_fires(wall: datetime, tz: ZoneInfo, fixed_time: bool) -> list[Fire]:
+    """The fires of a matching wall time, by the DST rule, each saying how DST moved it."""
     first = wall.replace(tzinfo=tz, fold=0)
     second = wall.replace(tzinfo=tz, fold=1)
-    exists_first = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall
     if first.utcoffset() == second.utcoffset():
-        return [first.astimezone(UTC)]
+        return [Fire(first.astimezone(UTC))]
+    exists_first = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall
     if not exists_first:  # spring-forward gap
-        return [_gap_end(wall, tz)] if fixed_time else []
+        return [Fire(_gap_end(wall, tz), DstNote("shifted_out_of_gap", wall))] if fixed_time else []
     # Repeated at fall-back: fold=0 is the first occurrence.
-    if fixed_time:
-        return [first.astimezone(UTC)]
-    return [first.astimezone(UTC), second.astimezone(UTC)]
+    fires = [Fire(first.astimezone(UTC), DstNote("first_of_repeated", wall))]
+    if not fixed_time:
+        fires.append(Fire(second.astimezone(UTC), DstNote("second_of_repeated", wall)))
+    return fires
 
 
-def next_fire(schedule: CronSchedule | str, tz: ZoneInfo | str, after: datetime) -> datetime:
-    """The first fire instant (UTC) strictly after `after` (an aware datetime)."""
+def wall_instants(wall: datetime, tz: ZoneInfo, fixed_time: bool) -> list[datetime]:
+    """The UTC instants at which a matching wall time fires, by the DST rule."""
+    return [fire.at for fire in wall_fires(wall, tz, fixed_time)]
+
+
+def next_fire_detail(schedule: CronSchedule | str, tz: ZoneInfo | str, after: datetime) -> Fire:
+    """The first fire strictly after `after` (an aware datetime), with its DST note."""
     if isinstance(schedule, str):
         schedule = parse_cron(schedule)
     if isinstance(tz, str):
@@ -215,22 +365,33 @@ def next_fire(schedule: CronSchedule | str, tz: ZoneInfo | str, after: datetime)
     ahead = (after + _DST_HORIZON).astimezone(tz).utcoffset()
     now_offset = local.utcoffset()
     assert ahead is not None and now_offset is not None
-    if ahead < now_offset:
+    stepped_back = ahead < now_offset
+    if stepped_back:
         wall -= now_offset - ahead
     # Step back a minute so a wall time equal to `wall` (e.g. a second occurrence) is considered.
     cursor = wall - _MINUTE
-    best: datetime | None = None
+    best: Fire | None = None
     while True:
         found = _next_wall(schedule, cursor)
         if found is None:
             raise InvalidCron("cron expression never matches a date")
         lower_bound = (found - max(_offset(found, tz, 0), _offset(found, tz, 1))).replace(tzinfo=UTC)
-        if best is not None and lower_bound > best:
+        if best is not None and lower_bound > best.at:
             return best
-        for instant in wall_instants(found, tz, schedule.fixed_time):
-            if instant > after and (best is None or instant < best):
-                best = instant
+        fires = wall_fires(found, tz, schedule.fixed_time)
+        for fire in fires:
+            if fire.at > after and (best is None or fire.at < best.at):
+                best = fire
+        # Only a DST transition reorders wall times and instants: without one in sight, the first
+        # matching wall time's instant is the answer (a later wall time cannot come earlier).
+        if best is not None and not stepped_back and len(fires) == 1 and fires[0].dst is None:
+            return best
         cursor = found
+
+
+def next_fire(schedule: CronSchedule | str, tz: ZoneInfo | str, after: datetime) -> datetime:
+    """The first fire instant (UTC) strictly after `after` (an aware datetime)."""
+    return next_fire_detail(schedule, tz, after).at
 
 
 def fires_between(
@@ -249,15 +410,61 @@ def fires_between(
         yield current
 
 
-def preview(expression: str, tz_name: str, after: datetime, count: int) -> list[dict[str, str]]:
-    """The next `count` fires, each as UTC and local ISO 8601 strings."""
+def check_search_start(after: datetime) -> None:
+    """Searches start between 1970 and 2200 (Unprocessable otherwise)."""
+    if not EARLIEST <= after <= LATEST:
+        raise Unprocessable(
+            f"after must be between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z, got {after.isoformat()}",
+            {"field": "after"},
+        )
+
+
+def preview(expression: str, tz_name: str, after: datetime, count: int) -> list[dict[str, object]]:
+    """The next `count` fires: UTC and local ISO 8601, and how daylight saving moved each (or null)."""
     schedule, tz = parse_cron(expression), zone(tz_name)
-    result = []
+    check_search_start(after)
+    result: list[dict[str, object]] = []
     current = after
     for _ in range(count):
-        current = next_fire(schedule, tz, current)
-        result.append({"utc": iso_utc(current), "local": current.astimezone(tz).isoformat()})
+        fire = next_fire_detail(schedule, tz, current)
+        current = fire.at
+        result.append(
+            {
+                "utc": iso_utc(fire.at),
+                "local": fire.at.astimezone(tz).isoformat(),
+                "dst": _dst_json(fire, tz),
+            }
+        )
     return result
+
+
+def _dst_json(fire: Fire, tz: ZoneInfo) -> dict[str, str] | None:
+    if fire.dst is None:
+        return None
+    wall = fire.dst.wall_time
+    clock = wall.strftime("%H:%M")
+    day = wall.date().isoformat()
+    if fire.dst.kind == "shifted_out_of_gap":
+        moved_to = fire.at.astimezone(tz).strftime("%H:%M")
+        note = f"{clock} does not exist on {day} (clocks spring forward); fires at {moved_to} instead"
+    elif fire.dst.kind == "first_of_repeated":
+        note = f"{clock} occurs twice on {day} (clocks fall back); this is the first occurrence"
+    else:
+        note = f"{clock} occurs twice on {day} (clocks fall back); this is the second occurrence"
+    return {"kind": fire.dst.kind, "wallTime": wall.isoformat(timespec="minutes"), "note": note}
+
+
+@lru_cache(maxsize=4096)
+def describe(expression: str, tz_name: str) -> str:
+    """The schedule in words with its zone, e.g. `At 09:00, Monday through Friday (Europe/Amsterdam)`."""
+    schedule = parse_cron(expression)
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        words = ExpressionDescriptor(schedule.expression, options).get_description()
+    except (FormatError, MissingFieldError, WrongArgumentError):  # never for our grammar (tested)
+        words = f"Cron {schedule.expression}"
+    return f"{words} ({tz_name})"
 
 
 def iso_utc(moment: datetime) -> str:

@@ -6,6 +6,7 @@ Used by `routines dev` (`make run`), the test fixtures and the benchmarks. Not f
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -13,10 +14,20 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 PG_SYSTEM_USER = "routines-pg"
+START_ATTEMPTS = 5
+
+
+class PortInUse(RuntimeError):
+    """The server could not listen on its port: something else holds it."""
+
+
+class ServerStartError(RuntimeError):
+    """The server did not start; the message says why and where its log is."""
 
 
 def free_port() -> int:
@@ -82,10 +93,13 @@ def _make_traversable(path: Path) -> None:
 class PostgresServer:
     """A Postgres cluster in `data_dir`, listening on 127.0.0.1:`port`, trust auth."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, fast: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, fast: bool = False, strict_port: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.fast = fast
+        self.strict_port = strict_port
         self.user = _run_as()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -135,8 +149,23 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed: {result.stderr.decode(errors='replace')}")
 
     def start(self) -> None:
-        """Start (initialising on first use) and wait until it accepts connections."""
+        """Start (initialising on first use) and wait until it accepts connections.
+
+        Readiness is asked over the Unix socket in our own data directory, and the TCP port is
+        then checked to lead to our data directory: a foreign Postgres already listening on the
+        port is never mistaken for ours. When the port is taken, another free one is tried
+        unless `strict_port`."""
         self.init()
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start_once()
+                return
+            except PortInUse:
+                if self.strict_port or attempt == START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self) -> None:
         args = [
             _pg_bin("postgres"),
             "-D",
@@ -165,22 +194,57 @@ class PostgresServer:
                 "-c",
                 "full_page_writes=off",
             ]
-        log_file = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
-        self._proc = subprocess.Popen(
+        log_path = self.data_dir / "server.log"
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
+        log_file = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        proc = self._proc = subprocess.Popen(
             args, stdout=log_file, stderr=log_file, **self._as_user(), start_new_session=True
         )
         log_file.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"postgres exited; see {self.data_dir / 'server.log'}")
+            if proc.poll() is not None:
+                self._proc = None
+                self._raise_start_failure(log_path, log_offset)
             ready = subprocess.run(
-                [_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"], check=False
+                [_pg_bin("pg_isready"), "-h", str(self.data_dir), "-p", str(self.port), "-q"],
+                check=False,
             )
             if ready.returncode == 0:
+                self._verify_tcp_port_is_ours()
                 return
             time.sleep(0.1)
-        raise TimeoutError("postgres did not become ready")
+        self.stop()
+        raise ServerStartError(f"Postgres did not become ready within 60 s; see {log_path}")
+
+    def _raise_start_failure(self, log_path: Path, offset: int) -> None:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            output = log.read().decode(errors="replace")
+        if "could not bind" in output or "could not create any TCP/IP sockets" in output:
+            raise PortInUse(f"port {self.port} is in use by another process")
+        if "lock file" in output and "already exists" in output:
+            raise ServerStartError(
+                f"another Postgres is already running on the data directory {self.data_dir} "
+                "(is another `routines dev` / `make run` using it? stop it first)"
+            )
+        last = output.strip().splitlines()[-1:] or ["no output"]
+        raise ServerStartError(f"Postgres exited at start: {last[0]} (log: {log_path})")
+
+    def _verify_tcp_port_is_ours(self) -> None:
+        """The server answering on 127.0.0.1:port must be the one using our data directory."""
+        psql = _pg_bin("psql")
+        result = subprocess.run(
+            [psql, "-X", "-A", "-t", "-c", "SHOW data_directory", self.dsn],
+            check=False,
+            capture_output=True,
+            timeout=30,
+        )
+        answered = result.stdout.decode(errors="replace").strip()
+        if result.returncode != 0 or Path(answered).resolve() != self.data_dir.resolve():
+            self.stop()
+            owner = answered or "unknown"
+            raise PortInUse(f"127.0.0.1:{self.port} is answered by another Postgres ({owner})")
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT): disconnect clients, checkpoint, exit."""
@@ -210,11 +274,17 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    """A nats-server with JetStream, storing under `store_dir`."""
+    """A nats-server with JetStream, storing under `store_dir`.
 
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    Started under a unique server name; it counts as started only when the server answering
+    on the port introduces itself with that name, so a foreign NATS on the port is never used.
+    When the port is taken, another free one is tried unless `strict_port`."""
+
+    def __init__(self, store_dir: Path, port: int | None = None, strict_port: bool = False) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
+        self.strict_port = strict_port
+        self.server_name = f"routines-dev-{uuid.uuid4().hex[:12]}"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -223,14 +293,27 @@ class NatsServer:
 
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start_once()
+                return
+            except PortInUse:
+                if self.strict_port or attempt == START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self) -> None:
         log_path = self.store_dir / "server.log"
-        self._proc = subprocess.Popen(
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
+        proc = self._proc = subprocess.Popen(
             [
                 nats_server_binary(),
                 "-a",
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                "-n",
+                self.server_name,
                 "-js",
                 "-sd",
                 str(self.store_dir),
@@ -241,7 +324,21 @@ class NatsServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for_port(self.port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self._proc = None
+                output = _read_from(log_path, log_offset)
+                if "address already in use" in output.lower():
+                    raise PortInUse(f"port {self.port} is in use by another process")
+                last = output.strip().splitlines()[-1:] or ["no output"]
+                raise ServerStartError(f"nats-server exited at start: {last[0]} (log: {log_path})")
+            name = _nats_server_name(self.port)
+            if name == self.server_name:
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise PortInUse(f"127.0.0.1:{self.port} is answered by another NATS server, not ours")
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._proc is None:
@@ -258,3 +355,28 @@ class NatsServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+
+def _read_from(path: Path, offset: int) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as file:
+        file.seek(offset)
+        return file.read().decode(errors="replace")
+
+
+def _nats_server_name(port: int) -> str | None:
+    """The `server_name` a NATS server on 127.0.0.1:port announces in its INFO line, if any."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            line = sock.makefile("rb").readline(65536).decode(errors="replace")
+    except OSError:
+        return None
+    if not line.startswith("INFO "):
+        return None
+    try:
+        info = json.loads(line[5:])
+    except json.JSONDecodeError:
+        return None
+    name = info.get("server_name") if isinstance(info, dict) else None
+    return name if isinstance(name, str) else None

@@ -1,11 +1,18 @@
-"""`routines dev` (`make run`): the whole system on one machine, no Docker, no system services."""
+"""`routines dev` (`make run`): the whole system on one machine, no Docker, no system services.
+
+It never uses a server it did not start: Postgres and NATS are checked to be ours after they
+answer (data directory, server name), and each service reports the port it bound in its own log.
+A port someone else holds is replaced by a free one. `stack.env` exists only while a started
+stack is ready; every failure it detects ends with a line saying how to recover.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,21 +21,28 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.crypto import new_secret_key
-from shared.devservers import NatsServer, PostgresServer, free_port
+import asyncpg
+
+from shared.crypto import hash_token, new_secret_key
+from shared.devservers import NatsServer, PortInUse, PostgresServer, ServerStartError
 from shared.directory import create_instance_admin_token
 from shared.migrate import migrate
 
 DEFAULT_PORTS = {"api": 8080, "webhook-gateway": 8081, "scheduler": 8082, "run-dispatcher": 8083}
+POSTGRES_PORT = 55432
+NATS_PORT = 54222
+START_ATTEMPTS = 3
+_CONSOLE_EVENT = re.compile(r"\] (listening|cannot listen)\b")
+_CONSOLE_PORT = re.compile(r"\bport=(\d+)")
 
 
-def _port_or_free(port: int) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return free_port()
-    return port
+class DevStackError(Exception):
+    """A failure `routines dev` detected, with how to recover from it."""
+
+    def __init__(self, problem: str, recovery: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.recovery = recovery
 
 
 def _say(message: str) -> None:
@@ -44,23 +58,161 @@ def _read_or_create(path: Path, make: Callable[[], object]) -> str:
     return value
 
 
-def _wait_ready(url: str, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+async def _token_is_known(dsn: str, token: str) -> bool:
+    """True when `token` is an unrevoked instance-admin token of this database."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        found = await conn.fetchval(
+            "SELECT 1 FROM api_tokens WHERE token_hash = $1 AND kind = 'instance_admin'"
+            " AND revoked_at IS NULL",
+            hash_token(token),
+        )
+    finally:
+        await conn.close()
+    return found is not None
+
+
+def _admin_token(dev_dir: Path, database_url: str) -> str:
+    """The cached admin token when the database knows it, else a new one (cached again)."""
+    path = dev_dir / "admin_token"
+    if path.exists():
+        cached = path.read_text().strip()
+        if cached and asyncio.run(_token_is_known(database_url, cached)):
+            _say("admin token: the cached one is valid")
+            return cached
+        _say(f"admin token: {path} is unknown to this database; creating a new one")
+    else:
+        _say("admin token: creating one")
+    token = asyncio.run(create_instance_admin_token(database_url, "make run"))
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def _service_port(log_path: Path, offset: int) -> tuple[int | None, bool]:
+    """(port the child reported binding, whether it reported it cannot listen) from its log."""
+    if not log_path.exists():
+        return None, False
+    with open(log_path, "rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    for line in text.splitlines():
+        event, port = _log_event(line)
+        if event == "listening" and port is not None:
+            return port, False
+        if event == "cannot listen":
+            return None, True
+    return None, False
+
+
+def _log_event(line: str) -> tuple[str | None, int | None]:
+    """(event, port) of one service log line, JSON or console format."""
+    if line.startswith("{"):
         try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    return False
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            return None, None
+        port = entry.get("port") if isinstance(entry, dict) else None
+        event = entry.get("event") if isinstance(entry, dict) else None
+        return (event if isinstance(event, str) else None), (port if isinstance(port, int) else None)
+    found = _CONSOLE_EVENT.search(line)
+    if found is None:
+        return None, None
+    port_match = _CONSOLE_PORT.search(line)
+    return found.group(1), int(port_match.group(1)) if port_match else None
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class _Service:
+    """One service child process; `port` is known once the child itself said it bound it."""
+
+    def __init__(self, name: str, dev_dir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = dev_dir / f"{name}.log"
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, preferred_port: int) -> None:
+        """Start on `preferred_port`, or on a port of its own choosing when that one is taken."""
+        port = preferred_port
+        for _ in range(START_ATTEMPTS):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "shared.cli", self.name],
+                    env={**self.env, "ROUTINES_HTTP_PORT": str(port)},
+                    stdout=log,
+                    stderr=log,
+                )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                bound, refused = _service_port(self.log_path, offset)
+                if bound is not None:
+                    self.port = bound
+                    return
+                if refused or self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+            self.stop()
+            if not refused:
+                raise DevStackError(
+                    f"{self.name} did not start",
+                    f"read {self.log_path}; fix what it reports and run `make run` again",
+                )
+            _say(f"{self.name}: port {port} is taken by another process; letting it pick a free one")
+            port = 0
+        raise DevStackError(f"{self.name} could not listen on any port", f"read {self.log_path}")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                break
+            if _http_ok(self.url + "/readyz"):
+                return
+            time.sleep(0.2)
+        raise DevStackError(
+            f"{self.name} did not become ready", f"read {self.log_path} (its last lines say why)"
+        )
+
+    def signal_stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """SIGTERM, then wait for the graceful shutdown (killed after 15 s)."""
+        self.signal_stop()
+        if self.proc is not None:
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _write_stack_env(path: Path, values: dict[str, str]) -> None:
+    path.write_text("".join(f"export {key}={value}\n" for key, value in values.items()))
+    path.chmod(0o600)
 
 
 def run_dev_stack() -> int:
     """Start Postgres and NATS (unless URLs are given), migrate, bootstrap, run the four services."""
     dev_dir = Path(os.environ.get("ROUTINES_DEV_DIR", ".dev")).resolve()
     dev_dir.mkdir(parents=True, exist_ok=True)
+    env_file = dev_dir / "stack.env"
+    env_file.unlink(missing_ok=True)  # never leave a file pointing at a stack that is not up
     stopping = False
 
     def request_stop(_sig: int, _frame: object) -> None:
@@ -72,82 +224,104 @@ def run_dev_stack() -> int:
 
     postgres: PostgresServer | None = None
     nats: NatsServer | None = None
-    database_url = os.environ.get("ROUTINES_DATABASE_URL")
-    nats_url = os.environ.get("ROUTINES_NATS_URL")
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    services: list[_Service] = []
     try:
-        if not database_url:
-            _say(f"starting Postgres (data in {dev_dir / 'pg'})")
-            postgres = PostgresServer(dev_dir / "pg", port=_port_or_free(55432))
+        database_url = os.environ.get("ROUTINES_DATABASE_URL")
+        nats_url = os.environ.get("ROUTINES_NATS_URL")
+        if database_url:
+            _say("Postgres: using ROUTINES_DATABASE_URL")
+        else:
+            _say(f"Postgres: starting (data in {dev_dir / 'pg'}; the first start initialises it)")
+            postgres = PostgresServer(dev_dir / "pg", port=POSTGRES_PORT)
             postgres.start()
+            if postgres.port != POSTGRES_PORT:
+                _say(f"Postgres: port {POSTGRES_PORT} is taken by another process; using {postgres.port}")
             database_url = postgres.dsn
-        if not nats_url:
-            _say(f"starting NATS with JetStream (data in {dev_dir / 'nats'})")
-            nats = NatsServer(dev_dir / "nats", port=_port_or_free(54222))
+            _say(f"Postgres: ready on 127.0.0.1:{postgres.port}")
+        if nats_url:
+            _say("NATS: using ROUTINES_NATS_URL")
+        else:
+            _say(f"NATS: starting with JetStream (data in {dev_dir / 'nats'})")
+            nats = NatsServer(dev_dir / "nats", port=NATS_PORT)
             nats.start()
+            if nats.port != NATS_PORT:
+                _say(f"NATS: port {NATS_PORT} is taken by another process; using {nats.port}")
             nats_url = nats.url
-        _say("applying migrations")
-        asyncio.run(migrate(database_url))
+            _say(f"NATS: ready on 127.0.0.1:{nats.port}")
+        _say("database: applying migrations")
+        try:
+            asyncio.run(migrate(database_url))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise DevStackError(
+                f"migrations failed: {exc}", "check ROUTINES_DATABASE_URL, or `rm -rf .dev` to start afresh"
+            ) from None
         secret_key = _read_or_create(dev_dir / "secret_key", new_secret_key)
-        admin_token = _read_or_create(
-            dev_dir / "admin_token",
-            lambda: asyncio.run(create_instance_admin_token(database_url, "make run")),
-        )
-        ports = {name: _port_or_free(port) for name, port in DEFAULT_PORTS.items()}
-        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        admin_token = _admin_token(dev_dir, database_url)
         base_env = {
             **os.environ,
             "ROUTINES_DATABASE_URL": database_url,
             "ROUTINES_NATS_URL": nats_url,
             "ROUTINES_SECRET_KEY": os.environ.get("ROUTINES_SECRET_KEY", secret_key),
-            "ROUTINES_PUBLIC_GATEWAY_URL": urls["webhook-gateway"],
             "ROUTINES_HTTP_HOST": "127.0.0.1",
         }
-        for name, port in ports.items():
-            log = open(dev_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-            children[name] = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", name],
-                env={**base_env, "ROUTINES_HTTP_PORT": str(port)},
-                stdout=log,
-                stderr=log,
-            )
-            log.close()
-        for name, url in urls.items():
-            if not _wait_ready(url):
-                _say(f"{name} did not become ready; see {dev_dir / (name + '.log')}")
-                return 1
-        env_file = dev_dir / "stack.env"
-        env_file.write_text(
-            f"ROUTINES_API_URL={urls['api']}\n"
-            f"ROUTINES_GATEWAY_URL={urls['webhook-gateway']}\n"
-            f"ROUTINES_ADMIN_TOKEN={admin_token}\n"
-            f"ROUTINES_DATABASE_URL={database_url}\n"
-            f"ROUTINES_NATS_URL={nats_url}\n"
+        # The gateway first: the API needs its URL for the webhookUrl of webhook triggers.
+        for name in ("webhook-gateway", "api", "scheduler", "run-dispatcher"):
+            env = dict(base_env)
+            if name == "api":
+                env["ROUTINES_PUBLIC_GATEWAY_URL"] = services[0].url
+            service = _Service(name, dev_dir, env)
+            services.append(service)
+            _say(f"{name}: starting (log: {service.log_path})")
+            service.start(DEFAULT_PORTS[name])
+        for service in services:
+            service.wait_ready()
+            _say(f"{service.name}: ready on {service.url}")
+        urls = {s.name: s.url for s in services}
+        _write_stack_env(
+            env_file,
+            {
+                "ROUTINES_API_URL": urls["api"],
+                "ROUTINES_GATEWAY_URL": urls["webhook-gateway"],
+                "ROUTINES_ADMIN_TOKEN": admin_token,
+                "ROUTINES_DATABASE_URL": database_url,
+                "ROUTINES_NATS_URL": nats_url,
+            },
         )
-        env_file.chmod(0o600)
         _say("ready:")
-        for name, url in urls.items():
-            _say(f"  {name:<16} {url}")
+        for name in DEFAULT_PORTS:
+            _say(f"  {name:<16} {urls[name]}")
+        _say(f"  API reference    {urls['api']}/api/docs")
         _say(f"  admin token      {admin_token}")
-        _say(f"  environment      {env_file}")
+        _say(f"  environment      {env_file}  (in another shell: . {env_file})")
         _say("Ctrl-C stops everything.")
         while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    _say(f"{name} exited with {child.returncode}; stopping")
-                    return 1
+            for service in services:
+                if service.proc is not None and service.proc.poll() is not None:
+                    raise DevStackError(
+                        f"{service.name} exited with {service.proc.returncode}",
+                        f"read {service.log_path}, then run `make run` again",
+                    )
             time.sleep(0.2)
         return 0
+    except DevStackError as exc:
+        _say(f"error: {exc.problem}")
+        _say(f"to recover: {exc.recovery}")
+        return 1
+    except PortInUse as exc:
+        _say(f"error: {exc}")
+        _say("to recover: stop the process holding the port, then run `make run` again")
+        return 1
+    except ServerStartError as exc:
+        _say(f"error: {exc}")
+        _say("to recover: fix what it reports, or `rm -rf .dev` to start from empty data")
+        return 1
     finally:
+        env_file.unlink(missing_ok=True)
         _say("stopping")
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children.values():
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        for service in services:
+            service.signal_stop()
+        for service in services:
+            service.stop()
         if nats is not None:
             nats.stop()
         if postgres is not None:

@@ -10,10 +10,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from shared import metrics as platform_metrics
 from shared.bus import REQUEST_ID_HEADER, Bus
 from shared.db import Database
 from shared.errors import (
@@ -26,6 +28,7 @@ from shared.errors import (
 )
 from shared.lifecycle import Supervisor
 from shared.logging import get_logger
+from shared.protocol import hide_server_banner, install_protocol_errors
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
@@ -41,6 +44,11 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 HTTP_REQUESTS = Counter(
     "routines_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+DEPENDENCY_UP = Gauge(
+    "routines_dependency_up",
+    "1 when the dependency answered at the last readiness check, else 0 (nats 0 = degraded)",
+    ["dependency"],
 )
 HTTP_LATENCY = Histogram(
     "routines_http_request_seconds",
@@ -66,7 +74,7 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
-_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_QUIET_ROUTES = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
 
 
 @web.middleware
@@ -203,19 +211,43 @@ def parse_json(raw: bytes, max_depth: int = JSON_MAX_DEPTH) -> Any:
     return value
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    """Alive: the process answers."""
+async def livez(_request: web.Request) -> web.Response:
+    """Alive: the process answers (also served as /healthz)."""
     return json_response({"status": "ok"})
 
 
+async def _postgres_reachable(app: web.Application) -> bool:
+    """Postgres answers. A pool with every connection in use is busy, not down: then ask over a
+    side connection instead of queueing behind the work (a busy pool is not an outage)."""
+    db = app[DB_KEY]
+    pool = db.pool
+    if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+        try:
+            conn = await asyncpg.connect(app[SETTINGS_KEY].database_url, timeout=2)
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            return False
+        try:
+            await conn.fetchval("SELECT 1", timeout=2)
+            return True
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            return False
+        finally:
+            await conn.close(timeout=2)
+    return await db.ping()
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: Postgres and NATS reachable."""
-    db_ok = await request.app[DB_KEY].ping()
+    """Ready to do its job: Postgres reachable (it is the outbox). NATS down only degrades the
+    service (wake-ups and cache invalidation wait; the sweeper dispatches from Postgres), so it
+    is reported in the body and in `routines_dependency_up`, with 200."""
+    db_ok = await _postgres_reachable(request.app)
     nats_ok = request.app[BUS_KEY].is_connected
+    DEPENDENCY_UP.labels("postgres").set(1 if db_ok else 0)
+    DEPENDENCY_UP.labels("nats").set(1 if nats_ok else 0)
     body = {"postgres": "ok" if db_ok else "down", "nats": "ok" if nats_ok else "down"}
-    if db_ok and nats_ok:
-        return json_response({"status": "ready", **body})
-    return json_response({"status": "unavailable", **body}, status=503)
+    if not db_ok:
+        return json_response({"status": "unavailable", **body}, status=503)
+    return json_response({"status": "ready" if nats_ok else "degraded", **body})
 
 
 async def metrics(_request: web.Request) -> web.Response:
@@ -236,12 +268,16 @@ def create_base_app(
     )
     app[SETTINGS_KEY] = settings
     app[DB_KEY] = Database(settings, application_name=service)
-    app[BUS_KEY] = Bus(settings.nats_url, name=service)
+    app[BUS_KEY] = Bus.from_settings(settings, name=service)
     app[SUPERVISOR_KEY] = Supervisor(service)
-    app.router.add_get("/healthz", healthz)
+    app.on_response_prepare.append(hide_server_banner)
+    install_protocol_errors()
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/healthz", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_platform_ctx)
+    platform_metrics.install(app, service, settings)
     return app
 
 

@@ -55,6 +55,10 @@ class Supervisor:
             await asyncio.wait(pending, timeout=2)
 
 
+HANDLER_ARGS_KEY = web.AppKey("handler_args", dict[str, Any])
+"""Options of the HTTP connection handler (e.g. keepalive_timeout) a service asks `serve` for."""
+
+
 async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> int:
     """Run an app until SIGTERM/SIGINT or a critical task dies; return the exit code."""
     from shared.http import SUPERVISOR_KEY
@@ -63,11 +67,24 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stopping.set)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        **app.get(HANDLER_ARGS_KEY, {}),
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    log.info("listening", service=supervisor.service, host=host, port=port)
+    try:
+        await site.start()
+    except OSError as exc:
+        # One clear line instead of a traceback (e.g. EADDRINUSE); `routines dev` reads it too.
+        log.error("cannot listen", service=supervisor.service, host=host, port=port, error=exc.strerror)
+        await runner.cleanup()
+        return 3
+    bound = [addr[1] for addr in runner.addresses if isinstance(addr, tuple)]
+    log.info("listening", service=supervisor.service, host=host, port=bound[0] if bound else port)
     await supervisor.stopping.wait()
     log.info("shutting down", service=supervisor.service)
     await runner.cleanup()

@@ -7,6 +7,7 @@ from importlib import resources
 
 import asyncpg
 
+from shared.errors import ConfigurationError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -44,8 +45,36 @@ async def migrate(dsn: str) -> list[str]:
                     await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
                 log.info("migration applied", version=version)
                 applied.append(version)
+            # Grants follow every table, also those of migrations written after 0006.
+            if await conn.fetchval("SELECT to_regproc('routines_apply_grants') IS NOT NULL"):
+                await conn.execute("SELECT routines_apply_grants()")
             return applied
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     finally:
         await conn.close()
+
+
+class SchemaTooOld(ConfigurationError):
+    """The database lacks migrations this release needs."""
+
+
+async def missing_migrations(conn: asyncpg.Connection) -> list[str]:
+    """Migrations this code ships that the database has not applied (all of them on an empty one)."""
+    known = [version for version, _ in migration_files()]
+    if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        return known
+    done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [version for version in known if version not in done]
+
+
+async def check_schema(conn: asyncpg.Connection) -> None:
+    """Raise SchemaTooOld, naming what is missing, when the schema is older than this code.
+    A newer schema is fine: migrations are additive, so the previous release keeps working."""
+    missing = await missing_migrations(conn)
+    if missing:
+        raise SchemaTooOld(
+            "database schema is older than this release: missing migrations "
+            + ", ".join(missing)
+            + "; run `routines migrate` (the migration Job) first"
+        )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal, TypeVar
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.errors import ConfigurationError
 
 LogFormat = Literal["auto", "json", "console"]
+PoolerMode = Literal["none", "session", "transaction"]
+SECRETS_DIR_ENV = "ROUTINES_SECRETS_DIR"
 
 
 class CommonSettings(BaseSettings):
@@ -34,6 +38,25 @@ class CommonSettings(BaseSettings):
     db_lock_timeout_ms: int = Field(5_000, ge=10)
     db_idle_in_transaction_timeout_ms: int = Field(30_000, ge=100)
     shutdown_timeout_sec: float = Field(10.0, gt=0, description="Time allowed to finish work.")
+    # --- production: pooler, NATS cluster/auth/TLS, metrics port (docs/operations.md) ---
+    db_pooler_mode: PoolerMode = Field(
+        "none",
+        description="`transaction` behind PgBouncer in transaction pooling: no startup parameters "
+        "(timeouts come from ALTER ROLE, migration 0006) and no prepared-statement cache.",
+    )
+    nats_stream_replicas: int = Field(
+        1, ge=1, le=5, description="JetStream stream replicas (R3 in production)."
+    )
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    nats_creds_file: str | None = Field(None, description="NATS .creds file (JWT + nkey seed).")
+    nats_tls_ca_file: str | None = None
+    nats_tls_cert_file: str | None = None
+    nats_tls_key_file: str | None = None
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Separate port for /metrics; 0 serves it on the HTTP port."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -56,12 +79,20 @@ def _decode_key(value: str) -> str:
 class SecretKeySettings(CommonSettings):
     """Settings of services that decrypt webhook secrets."""
 
-    secret_key: str = Field(description="Base64 AES-256 key that encrypts webhook secrets at rest.")
+    secret_key: str = Field(
+        description="Key ring: base64 AES-256 keys, comma separated; the first encrypts webhook "
+        "secrets at rest, every one decrypts (one key is a ring of one)."
+    )
 
     @field_validator("secret_key")
     @classmethod
     def _valid_key(cls, value: str) -> str:
-        return _decode_key(value)
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        if not keys:
+            raise ValueError("must be base64 of 32 random bytes")
+        for key in keys:
+            _decode_key(key)
+        return ",".join(keys)
 
 
 class ApiSettings(SecretKeySettings):
@@ -72,8 +103,28 @@ class ApiSettings(SecretKeySettings):
         "http://127.0.0.1:8081", description="Public base URL of the webhook gateway."
     )
     manual_run_wait_sec: float = Field(2.0, ge=0, le=30)
+    secret_rotations_per_min: int = Field(
+        10, ge=1, le=1000, description="Secret rotations per webhook per minute."
+    )
+    list_payload_max_bytes: int = Field(
+        16 * 1024, ge=0, description="Payloads larger than this are left out of list answers."
+    )
+    # Per-company quotas (docs/api.md "Quotas"): creating one more answers 422.
+    quota_routines_per_company: int = Field(1000, ge=1, description="Routines, archived ones excepted.")
+    quota_triggers_per_routine: int = Field(20, ge=1)
+    quota_webhook_triggers_per_company: int = Field(200, ge=1)
+    quota_agents_per_company: int = Field(500, ge=1, description="Agents, terminated ones excepted.")
+    quota_board_tokens_per_company: int = Field(50, ge=1, description="Live (unrevoked) board tokens.")
+    quota_projects_per_company: int = Field(1000, ge=1)
+    quota_goals_per_company: int = Field(1000, ge=1)
     backfill_max_runs: int = Field(
         100, ge=1, le=10_000, description="Hard limit on the runs one backfill call may record."
+    )
+    console_session_ttl_sec: float = Field(
+        8 * 3600, ge=60, le=30 * 86400, description="How long a board console sign-in lasts."
+    )
+    sse_heartbeat_sec: float = Field(
+        15.0, gt=0, le=300, description="Idle time after which a wake-up stream sends a ping comment."
     )
 
 
@@ -86,10 +137,20 @@ class GatewaySettings(SecretKeySettings):
     rate_limit_trigger_burst: int = Field(400, ge=1)
     rate_limit_client_per_sec: float = Field(500.0, gt=0)
     rate_limit_client_burst: int = Field(1000, ge=1)
+    rate_limit_failed_per_sec: float = Field(
+        5.0, gt=0, description="Failed authentications per client address (its own bucket)."
+    )
+    rate_limit_failed_burst: int = Field(50, ge=1)
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed."
     )
     trigger_cache_ttl_sec: float = Field(5.0, ge=0)
+    header_timeout_sec: float = Field(
+        10.0, gt=0, description="A connection must deliver a request's headers within this (else closed)."
+    )
+    body_timeout_sec: float = Field(
+        30.0, gt=0, description="A request body must arrive within this (else 408)."
+    )
     group_commit_max: int = Field(256, ge=1)
     group_commit_writers: int = Field(4, ge=1, le=32, description="Concurrent group-commit transactions.")
 
@@ -98,6 +159,8 @@ class SchedulerSettings(CommonSettings):
     """Settings of the scheduler."""
 
     http_port: int = Field(8082, ge=0, le=65535)
+    # The longest sleep between looks at the due triggers. The scheduler wakes at the earliest
+    # slot (database clock) or on a trigger change; this bounds it when a change was not announced.
     tick_interval_sec: float = Field(1.0, gt=0)
     misfire_grace_sec: int = Field(60, ge=0)
     claim_batch_size: int = Field(1000, ge=1, le=10_000)
@@ -119,10 +182,21 @@ S = TypeVar("S", bound=CommonSettings)
 def load_settings(cls: type[S]) -> S:
     """Read settings from the environment, or raise one error naming every bad variable."""
     try:
-        return cls()
+        return cls(**_secrets_dir_argument())
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = "ROUTINES_" + "_".join(str(p) for p in error["loc"]).upper()
+            name = "ROUTINES_" + "_".join(str(p) for p in error["loc"]).upper() if error["loc"] else "config"
             problems.append(f"{name}: {error['msg']}")
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _secrets_dir_argument() -> dict[str, Any]:
+    """Settings may also come from files (a mounted Secret): `$ROUTINES_SECRETS_DIR/routines_<name>`
+    (case-insensitive, e.g. `ROUTINES_DATABASE_URL`). Environment variables win over files."""
+    folder = os.environ.get(SECRETS_DIR_ENV)
+    if not folder:
+        return {}
+    if not Path(folder).is_dir():
+        raise ConfigurationError(f"invalid configuration: {SECRETS_DIR_ENV}: {folder} is not a directory")
+    return {"_secrets_dir": folder}

@@ -14,9 +14,17 @@ import pytest
 from shared.db import init_connection
 from shared.devservers import NatsServer, PostgresServer
 from shared.migrate import migrate
-from tests.support import Stack
+from tests.support import Stack, stop_all_processes
 
 TEMPLATE_DB = "routines_template"
+
+
+@pytest.fixture(autouse=True)
+def _service_processes() -> Iterator[None]:
+    """Owns every service process a test starts (tests.support.RUNNING): all are killed when the
+    test ends, whether it passed, failed or was interrupted."""
+    yield
+    stop_all_processes()
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,19 @@ from typing import Any
 import aiohttp
 
 from shared.devservers import free_port, wait_for_port
+
+# Every service process a test starts, so a fixture (and, as a last resort, interpreter exit) can
+# end them all however the test ends: failure, error or KeyboardInterrupt.
+RUNNING: list[ServiceProcess] = []
+
+
+def stop_all_processes() -> None:
+    """Kill every service process started since the registry was last emptied."""
+    while RUNNING:
+        RUNNING.pop().kill()
+
+
+atexit.register(stop_all_processes)
 
 TEST_SECRET_KEY = base64.b64encode(b"k" * 32).decode()
 
@@ -41,7 +56,11 @@ class Stack:
         return values
 
 
-@dataclass
+class ServiceDied(RuntimeError):
+    """A service process exited while a test waited for it to listen or become ready."""
+
+
+@dataclass(eq=False)
 class ServiceProcess:
     """One service run as a real process (`routines <name>`), its logs kept in a file."""
 
@@ -56,6 +75,15 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_ready: bool = True) -> ServiceProcess:
+        """Start the process and wait until it listens (and, by default, is ready)."""
+        self.launch()
+        self.wait_listening()
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def launch(self) -> ServiceProcess:
+        """Start the process without waiting (to start several at once)."""
         env = {
             **os.environ,
             **self.env,
@@ -67,10 +95,29 @@ class ServiceProcess:
             [sys.executable, "-m", "shared.cli", self.name], env=env, stdout=log, stderr=log
         )
         log.close()
-        wait_for_port(self.port, timeout=30)
-        if wait_ready:
-            self.wait_ready()
+        if self not in RUNNING:
+            RUNNING.append(self)
         return self
+
+    def _check_alive(self) -> None:
+        """Raise at once (with the log tail) if the child has already exited."""
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            raise ServiceDied(f"{self.name} exited with code {code}; log:\n{self.logs()[-3000:]}")
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not listening on {self.port}; log:\n{self.logs()[-3000:]}")
+            time.sleep(0.05)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         import urllib.error
@@ -78,6 +125,7 @@ class ServiceProcess:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._check_alive()
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
                     if resp.status == 200:
@@ -86,6 +134,11 @@ class ServiceProcess:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready; log:\n{self.logs()[-3000:]}")
+
+    @property
+    def exit_code(self) -> int | None:
+        """None while running (or never started); the exit code once it has exited."""
+        return None if self.proc is None else self.proc.poll()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.proc is not None
@@ -137,11 +190,14 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
 
 
 __all__ = [
+    "RUNNING",
+    "ServiceDied",
     "ServiceProcess",
     "Stack",
     "aiohttp",
     "free_port",
     "start_service",
+    "stop_all_processes",
     "wait_for_port",
     "wait_until",
 ]

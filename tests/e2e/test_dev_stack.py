@@ -1,49 +1,238 @@
-"""`routines dev` (what `make run` starts): four ready services and a stack.env for scripts."""
+"""`routines dev` (what `make run` starts): four ready services and a stack.env for scripts, on
+servers it started itself even when every default port is held by someone else."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from shared.devstack import DEFAULT_PORTS, NATS_PORT, POSTGRES_PORT
+
 pytestmark = pytest.mark.e2e
 
+STACK_KEYS = {
+    "ROUTINES_API_URL",
+    "ROUTINES_GATEWAY_URL",
+    "ROUTINES_ADMIN_TOKEN",
+    "ROUTINES_DATABASE_URL",
+    "ROUTINES_NATS_URL",
+}
 
-def test_dev_stack_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
+
+@dataclass
+class DevStack:
+    proc: subprocess.Popen[bytes]
+    dev_dir: Path
+    output_path: Path
+
+    @property
+    def env_file(self) -> Path:
+        return self.dev_dir / "stack.env"
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def values(self) -> dict[str, str]:
+        """stack.env as the shell sees it after sourcing it."""
+        script = f". {self.env_file}; env -0"
+        out = subprocess.run(["sh", "-c", script], env={}, capture_output=True, check=True).stdout
+        pairs = (item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
+        return {k: v for k, v in pairs if k in STACK_KEYS}
+
+    def urls(self) -> dict[str, str]:
+        found = {}
+        for line in self.output().splitlines():
+            for name in DEFAULT_PORTS:
+                if f"  {name} " in line:
+                    found[name] = line.split()[-1]
+        return found
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def start_dev_stack(tmp_path: Path, dev_dirname: str = "dev", **extra_env: str) -> DevStack:
+    """`routines dev` in `tmp_path/dev_dirname`, returned once stack.env exists (ready then)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTINES_")}
-    env["ROUTINES_DEV_DIR"] = str(tmp_path / "dev")
-    log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "dev"], env=env, stdout=log, stderr=log)
-    stack_env = tmp_path / "dev" / "stack.env"
+    env["ROUTINES_DEV_DIR"] = str(tmp_path / dev_dirname)
+    env.update(extra_env)
+    output_path = tmp_path / "dev-output.log"
+    with open(output_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "dev"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    stack = DevStack(proc, tmp_path / dev_dirname, output_path)
+    deadline = time.monotonic() + 120
+    while not stack.env_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    if not stack.env_file.exists():
+        stack.proc.kill()
+        stack.proc.wait()
+        raise AssertionError("routines dev did not become ready:\n" + stack.output())
+    return stack
+
+
+@pytest.fixture
+def dev_stack(tmp_path: Path) -> Iterator[DevStack]:
+    stack = start_dev_stack(tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while not stack_env.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert stack_env.exists(), (tmp_path / "dev.log").read_text()
-        values = dict(line.split("=", 1) for line in stack_env.read_text().splitlines())
-        assert set(values) == {
-            "ROUTINES_API_URL",
-            "ROUTINES_GATEWAY_URL",
-            "ROUTINES_ADMIN_TOKEN",
-            "ROUTINES_DATABASE_URL",
-            "ROUTINES_NATS_URL",
-        }
-        assert values["ROUTINES_ADMIN_TOKEN"].startswith("rta_")
-        output = (tmp_path / "dev.log").read_text()
-        for name in ("api", "webhook-gateway", "scheduler", "run-dispatcher"):
-            url = next(line.split()[-1] for line in output.splitlines() if f"  {name} " in line)
-            with urllib.request.urlopen(url + "/readyz", timeout=5) as resp:
-                assert resp.status == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        yield stack
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+        if stack.proc.poll() is None:
+            stack.proc.kill()
+            stack.proc.wait()
+
+
+def _get_json(url: str, token: str | None = None) -> tuple[int, object]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+def test_dev_stack_starts_everything_and_stops_cleanly(dev_stack: DevStack) -> None:
+    values = dev_stack.values()
+    assert set(values) == STACK_KEYS, dev_stack.env_file.read_text()
+    assert all(line.startswith("export ") for line in dev_stack.env_file.read_text().splitlines())
+    assert values["ROUTINES_ADMIN_TOKEN"].startswith("rta_")
+    urls = dev_stack.urls()
+    assert set(urls) == set(DEFAULT_PORTS)
+    for url in urls.values():
+        status, _ = _get_json(url + "/readyz")
+        assert status == 200
+    assert dev_stack.stop() == 0
+    assert not dev_stack.env_file.exists(), "stack.env must not outlive the stack"
+
+
+def test_sourced_stack_env_is_enough_for_bootstrap(dev_stack: DevStack) -> None:
+    """`. .dev/stack.env; routines bootstrap` works: the file exports its variables."""
+    script = f". {dev_stack.env_file} && {sys.executable} -m shared.cli bootstrap --name sourced"
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTINES_")}
+    result = subprocess.run(["sh", "-c", script], env=clean_env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().strip().startswith("rta_")
+
+
+def test_stale_cached_admin_token_is_replaced(tmp_path: Path) -> None:
+    """A cached admin token the database does not know is re-bootstrapped, not handed out."""
+    dev_dir = tmp_path / "dev"
+    dev_dir.mkdir()
+    stale = "rta_" + "x" * 40
+    (dev_dir / "admin_token").write_text(stale + "\n")
+    stack = start_dev_stack(tmp_path)
+    try:
+        token = stack.values()["ROUTINES_ADMIN_TOKEN"]
+        assert token != stale
+        assert (dev_dir / "admin_token").read_text().strip() == token
+        status, _ = _get_json(stack.values()["ROUTINES_API_URL"] + "/api/companies", token)
+        assert status == 200
+        assert "unknown to this database" in stack.output()
+    finally:
+        stack.stop()
+
+
+class _ImpostorHTTP(BaseHTTPRequestHandler):
+    """Answers 200 to everything: a naive readiness check would take it for our service."""
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ready", "impostor": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def _impostor_tcp(port: int, greeting: bytes) -> socket.socket | None:
+    """A listener on `port` that greets each connection like a server would (None: port busy)."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None  # someone else holds it already: the port is busy either way
+    sock.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                conn.sendall(greeting)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock
+
+
+@pytest.fixture
+def default_ports_held() -> Iterator[None]:
+    """Every default port answered by an impostor: HTTP 200s, a foreign NATS, a Postgres port."""
+    servers: list[ThreadingHTTPServer] = []
+    sockets: list[socket.socket] = []
+    for port in DEFAULT_PORTS.values():
+        try:
+            server = ThreadingHTTPServer(("127.0.0.1", port), _ImpostorHTTP)
+        except OSError:
+            continue
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    info = b'INFO {"server_id":"IMPOSTOR","server_name":"someone-else","version":"2.10.0"}\r\n'
+    for port, greeting in ((NATS_PORT, info), (POSTGRES_PORT, b"")):
+        held = _impostor_tcp(port, greeting)
+        if held is not None:
+            sockets.append(held)
+    try:
+        yield
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for sock in sockets:
+            sock.close()
+
+
+def test_busy_default_ports_never_lead_to_foreign_servers(default_ports_held: None, tmp_path: Path) -> None:
+    """With every default port held by another process, `routines dev` starts its own servers on
+    other ports, and everything stack.env points at is ours."""
+    stack = start_dev_stack(tmp_path)
+    try:
+        values = stack.values()
+        urls = stack.urls()
+        for name, default in DEFAULT_PORTS.items():
+            assert not urls[name].endswith(f":{default}"), (name, stack.output())
+            status, body = _get_json(urls[name] + "/readyz")
+            assert status == 200
+            assert isinstance(body, dict) and "impostor" not in body and body["postgres"] == "ok"
+        assert f":{POSTGRES_PORT}/" not in values["ROUTINES_DATABASE_URL"]
+        assert not values["ROUTINES_NATS_URL"].endswith(f":{NATS_PORT}")
+        status, companies = _get_json(
+            values["ROUTINES_API_URL"] + "/api/companies", values["ROUTINES_ADMIN_TOKEN"]
+        )
+        assert status == 200 and companies == []
+        assert "taken by another process" in stack.output()
+        assert stack.stop() == 0
+    finally:
+        if stack.proc.poll() is None:
+            stack.proc.kill()
+            stack.proc.wait()

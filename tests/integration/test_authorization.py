@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from shared.http import SETTINGS_KEY
 from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
 from tests.support import Stack
 
@@ -112,6 +116,36 @@ async def patch_issue(client: Client, world: World) -> Request:
     return "PATCH", f"/api/issues/{(await _issue(client, world))['id']}", {"status": "in_progress"}
 
 
+async def get_run(client: Client, world: World) -> Request:
+    r = await _routine(client, world)
+    created = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    return "GET", f"/api/runs/{created['id']}", None
+
+
+async def revoke_board_token(client: Client, world: World) -> Request:
+    token = await call(
+        client, "POST", f"/api/companies/{world.a.company_id}/board-tokens", world.admin, {"name": "x"}, 201
+    )
+    return "POST", f"/api/board-tokens/{token['id']}/revoke", None
+
+
+async def revoke_instance_token(client: Client, world: World) -> Request:
+    from shared.directory import create_instance_admin_token
+
+    assert client.app is not None
+    await create_instance_admin_token(client.app[SETTINGS_KEY].database_url, "spare")
+    tokens = await call(client, "GET", "/api/instance-tokens", world.admin, status=200)
+    spare = next(t for t in tokens if t["name"] == "spare" and t["revokedAt"] is None)
+    return "POST", f"/api/instance-tokens/{spare['id']}/revoke", None
+
+
+async def rotate_agent_key(client: Client, world: World) -> Request:
+    agent = await call(
+        client, "POST", f"/api/companies/{world.a.company_id}/agents", world.a.board, {"name": "n"}, 201
+    )
+    return "POST", f"/api/agents/{agent['agent']['id']}/rotate-key", None
+
+
 #             admin board_a board_b assignee other_a agent_b
 MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("create company", static("POST", "/api/companies", {"name": "C"}), (201, 403, 403, 403, 403, 403)),
@@ -164,6 +198,12 @@ MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("rotate secret", rotate, (200, 200, 404, 200, 403, 404)),
     ("manual run", run, (202, 202, 404, 202, 403, 404)),
     ("list runs", runs, (200, 200, 404, 200, 200, 404)),
+    ("get run", get_run, (200, 200, 404, 200, 200, 404)),
+    ("list board tokens", static("GET", "/api/companies/{a}/board-tokens"), (200, 200, 403, 403, 403, 403)),
+    ("revoke board token", revoke_board_token, (200, 200, 404, 403, 403, 404)),
+    ("list instance tokens", static("GET", "/api/instance-tokens"), (200, 403, 403, 403, 403, 403)),
+    ("revoke instance token", revoke_instance_token, (200, 403, 403, 403, 403, 403)),
+    ("rotate agent key", rotate_agent_key, (200, 200, 404, 403, 403, 404)),
     (
         "cron preview",
         static("POST", "/api/cron/preview", {"cronExpression": "@daily"}),
@@ -178,22 +218,97 @@ async def client(stack: Stack) -> AsyncIterator[Client]:
         yield client
 
 
+async def _snapshot(db: asyncpg.Connection) -> dict[str, list[str]]:
+    """Every row of every domain table, as text: what a denied request must leave untouched."""
+    tables = [
+        r["table_name"]
+        for r in await db.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            " AND table_name <> 'schema_migrations' ORDER BY table_name"
+        )
+    ]
+    return {
+        t: [r["row"] for r in await db.fetch(f"SELECT t::text AS row FROM {t} t ORDER BY 1")] for t in tables
+    }
+
+
+async def _ids_outside(db: asyncpg.Connection, company_id: str) -> set[str]:
+    """Ids of every row that belongs to a company other than `company_id`."""
+    tables = [
+        r["table_name"]
+        for r in await db.fetch(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'public'"
+            " AND column_name = 'company_id'"
+        )
+    ]
+    ids = {
+        str(r["id"]) for r in await db.fetch("SELECT id FROM companies WHERE id <> $1", uuid.UUID(company_id))
+    }
+    for t in tables:
+        rows = await db.fetch(f"SELECT id FROM {t} WHERE company_id <> $1", uuid.UUID(company_id))
+        ids |= {str(r["id"]) for r in rows}
+    tokens = await db.fetch(
+        "SELECT t.id FROM api_tokens t LEFT JOIN agents a ON a.id = t.agent_id"
+        " LEFT JOIN board_memberships b ON b.id = t.board_membership_id"
+        " WHERE COALESCE(a.company_id, b.company_id) IS DISTINCT FROM $1",
+        uuid.UUID(company_id),
+    )
+    return ids | {str(r["id"]) for r in tokens}
+
+
+def _uuids_in(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(_uuids_in(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_uuids_in(v) for v in value)) if value else set()
+    if isinstance(value, str) and _UUID.match(value):
+        return {value}
+    return set()
+
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def company_of(world: World, role: str) -> str | None:
+    return {
+        "admin": None,
+        "board_a": world.a.company_id,
+        "board_b": world.b.company_id,
+        "assignee": world.a.company_id,
+        "other_agent_a": world.a.company_id,
+        "agent_b": world.b.company_id,
+    }[role]
+
+
 @pytest.mark.parametrize(("name", "setup", "expected"), MATRIX, ids=[m[0] for m in MATRIX])
 async def test_authorization_matrix(
-    client: Client, admin_token: str, name: str, setup: Setup, expected: tuple[int, ...]
+    client: Client,
+    admin_token: str,
+    db: asyncpg.Connection,
+    name: str,
+    setup: Setup,
+    expected: tuple[int, ...],
 ) -> None:
+    """Each cell's status; a denial changes no row anywhere; an allowed answer names no row of
+    another company."""
     world = World(
         admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
     )
     got = []
     for role in ROLES:
         method, path, body = await setup(client, world)
+        before = await _snapshot(db)
         resp = await client.request(
             method, path, json=body, headers={"Authorization": f"Bearer {token_of(world, role)}"}
         )
         got.append(resp.status)
+        answer = await resp.json() if resp.status != 204 else None
         if resp.status >= 400:
-            assert set(await resp.json()) == {"error", "details"}
+            assert answer is not None and set(answer) == {"error", "details"}
+            assert await _snapshot(db) == before, (role, "a denied request changed stored rows")
+        elif (company := company_of(world, role)) is not None:
+            leaked = _uuids_in(answer) & await _ids_outside(db, company)
+            assert not leaked, (role, "answer names another company's rows", leaked)
     assert tuple(got) == expected, dict(zip(ROLES, got, strict=True))
     # No token at all is always 401.
     method, path, body = await setup(client, world)
@@ -206,10 +321,6 @@ async def test_authorization_matrix(
 async def _run(client: Client, world: World) -> dict[str, Any]:
     r = await _routine(client, world)
     return await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
-
-
-async def get_run(client: Client, world: World) -> Request:
-    return "GET", f"/api/runs/{(await _run(client, world))['id']}", None
 
 
 async def replay_run(client: Client, world: World) -> Request:
@@ -258,7 +369,6 @@ async def run_with_override(client: Client, world: World) -> Request:
 
 #             admin board_a board_b assignee other_a agent_b
 FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
-    ("get run", get_run, (200, 200, 404, 200, 200, 404)),
     ("replay run", replay_run, (202, 202, 404, 202, 403, 404)),
     ("routine upcoming", routine_upcoming, (200, 200, 404, 200, 200, 404)),
     ("company upcoming", static("GET", "/api/companies/{a}/upcoming"), (200, 200, 403, 200, 200, 403)),
@@ -274,6 +384,11 @@ FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
 
 @pytest.mark.parametrize(("name", "setup", "expected"), FEATURE_MATRIX, ids=[m[0] for m in FEATURE_MATRIX])
 async def test_feature_authorization_matrix(
-    client: Client, admin_token: str, name: str, setup: Setup, expected: tuple[int, ...]
+    client: Client,
+    admin_token: str,
+    db: asyncpg.Connection,
+    name: str,
+    setup: Setup,
+    expected: tuple[int, ...],
 ) -> None:
-    await test_authorization_matrix(client, admin_token, name, setup, expected)
+    await test_authorization_matrix(client, admin_token, db, name, setup, expected)

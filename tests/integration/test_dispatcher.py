@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 
@@ -242,3 +243,130 @@ async def test_run_that_exhausts_max_deliver_is_failed_with_the_reason(
     reason = await db.fetchval("SELECT failure_reason FROM routine_runs WHERE id = $1", run)
     assert reason.startswith("dispatch failed after 2 deliveries")
     assert await db.fetchval("SELECT count(*) FROM issues") == 0
+
+
+async def _refuse_issues_for(db: asyncpg.Connection, poison: uuid.UUID) -> None:
+    """Fault injection: inserting the execution issue of `poison` fails with a non-retryable error."""
+    await db.execute(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF NEW.origin_run_id = '{poison}' THEN RAISE EXCEPTION 'poisoned run'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON issues FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+    )
+
+
+async def _final(db: asyncpg.Connection, runs: list[uuid.UUID]) -> bool:
+    return not await db.fetchval(
+        "SELECT count(*) FROM routine_runs WHERE id = ANY($1::uuid[]) AND status = 'received'", runs
+    )
+
+
+@pytest.mark.parametrize("loop", ["consumer", "sweeper"])
+async def test_poison_run_in_a_batch_fails_alone_and_the_dispatcher_lives(
+    db: asyncpg.Connection, database: Database, stack: Stack, loop: str
+) -> None:
+    """A run whose decision fails for a non-retryable reason is failed with the reason; the other
+    runs of its batch are decided and the loop keeps running (it used to die, batch and all)."""
+    world = await make_world(db)
+    routines = [await make_routine(db, world, "always_enqueue") for _ in range(5)]
+    runs = [await make_run(db, world, r) for r in routines]
+    poison = runs[2]
+    await _refuse_issues_for(db, poison)
+    dispatcher, bus, stopping = await _dispatcher(stack, database, sweep_after_sec=0, sweep_interval_sec=0.2)
+    if loop == "consumer":
+        for run, routine in zip(runs, routines, strict=True):
+            await publish_run_requested(bus, run, routine)
+        task = asyncio.create_task(dispatcher.consume())
+    else:
+        task = asyncio.create_task(dispatcher.sweep())
+
+    async def settled() -> bool:
+        return task.done() or await _final(db, runs)
+
+    await wait_until(settled, timeout=20)
+    assert not task.done(), task.exception()
+    rows = {r["id"]: r for r in await db.fetch("SELECT * FROM routine_runs WHERE id = ANY($1::uuid[])", runs)}
+    assert rows[poison]["status"] == "failed"
+    assert "poisoned run" in rows[poison]["failure_reason"]
+    assert {rows[r]["status"] for r in runs if r != poison} == {"issue_created"}
+    # Still alive: a run recorded afterwards is decided too.
+    later = await make_run(db, world, routines[0])
+    if loop == "consumer":
+        await publish_run_requested(bus, later, routines[0])
+    await wait_until(lambda: _status_is(db, later, "issue_created"), timeout=20)
+    stopping.set()
+    await task
+    await bus.close()
+
+
+async def test_poison_messages_never_stop_the_dispatcher(
+    db: asyncpg.Connection, database: Database, stack: Stack
+) -> None:
+    """Garbage bytes, deeply nested JSON as the message, a run of a deleted routine and a run whose
+    stored payload is nested far deeper than any decoder allows (written straight into Postgres,
+    bypassing the edge): the messages are terminated or the runs decided, the good runs decided,
+    and the consumer keeps running."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    doomed_routine = await make_routine(db, world)
+    good = [await make_run(db, world, routine) for _ in range(3)]
+    deep = await make_run(db, world, routine)
+    await db.execute(
+        "UPDATE routine_runs SET payload = ('{\"a\":' || repeat('[', 3000) || repeat(']', 3000) || '}')::jsonb"
+        " WHERE id = $1",
+        deep,
+    )
+    orphan = await make_run(db, world, doomed_routine)
+    await db.execute("DELETE FROM routines WHERE id = $1", doomed_routine)
+    dispatcher, bus, stopping = await _dispatcher(stack, database)
+    await bus.nc.publish(Subjects.RUNS_REQUESTED, b"\xff\xfe garbage \x00")
+    await bus.nc.publish(Subjects.RUNS_REQUESTED, b'{"runId":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    await publish_run_requested(bus, good[0], routine)
+    await publish_run_requested(bus, deep, routine)
+    await publish_run_requested(bus, orphan, doomed_routine)
+    for run in good[1:]:
+        await publish_run_requested(bus, run, routine)
+    consumer = asyncio.create_task(dispatcher.consume())
+
+    async def drained() -> bool:
+        if consumer.done():
+            return True
+        try:
+            info = await bus.js.consumer_info("ROUTINES_RUNS", "run-dispatcher")
+        except nats.js.errors.NotFoundError:
+            return False  # not created yet
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until(drained, timeout=20)
+    assert not consumer.done(), consumer.exception()
+    statuses = {
+        r["id"]: r["status"]
+        for r in await db.fetch(
+            "SELECT id, status FROM routine_runs WHERE id = ANY($1::uuid[])", [*good, deep]
+        )
+    }
+    assert statuses == {run: "issue_created" for run in [*good, deep]}
+    # The deep payload went onto its issue unchanged, without a round trip through a decoder.
+    assert await db.fetchval(
+        "SELECT i.payload = r.payload FROM issues i JOIN routine_runs r ON r.id = i.origin_run_id"
+        " WHERE r.id = $1",
+        deep,
+    )
+    stopping.set()
+    await consumer
+    await bus.close()
+
+
+async def test_dispatcher_http_names_no_software_versions(stack: Stack) -> None:
+    """The banner fix lives in the shared app skeleton, so every service has it (here: dispatcher)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from routines_dispatcher.app import create_app
+
+    app = create_app(DispatcherSettings(database_url=stack.database_url, nats_url=stack.nats_url))
+    async with TestClient(TestServer(app)) as client:
+        for path in ("/healthz", "/metrics", "/nope"):
+            resp = await client.get(path)
+            assert "aiohttp" not in resp.headers.get("Server", ""), path

@@ -375,8 +375,9 @@ async def test_two_gateway_processes_same_delivery_one_run(
                     return resp.status
 
             statuses = await asyncio.gather(*(send(g.url) for g in gateways for _ in range(5)))
+        # One run; every other copy is the same delivery id, so a redelivery: 200 with that run.
         assert sorted(statuses).count(202) == 1
-        assert set(statuses) <= {202, 409}
+        assert set(statuses) <= {202, 200}
         assert await run_count(db) == 1
     finally:
         for g in gateways:

@@ -12,9 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from routines_scheduler.ticker import QUERIES, Scheduler
-from shared.bus import Bus
-from shared.cron import fires_between
+from routines_scheduler.ticker import LOCKED_RETRY_SEC, QUERIES, Scheduler
+from shared.bus import Bus, Subjects
 from shared.db import Database
 from shared.settings import SchedulerSettings
 from tests.factories import make_routine, make_schedule_trigger, make_world
@@ -31,6 +30,28 @@ async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
     bus = Bus(stack.nats_url, "test")
     await bus.connect_forever()
     yield Scheduler(settings, database, bus, asyncio.Event())
+    await bus.close()
+    await database.close()
+
+
+@pytest.fixture
+async def sleepy_scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
+    """A scheduler whose longest sleep (two minutes) is far beyond any test's patience."""
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60, tick_interval_sec=120
+    )
+    database = Database(settings, "test")
+    await database.open()
+    bus = Bus(stack.nats_url, "test")
+    await bus.connect_forever()
+    scheduler = Scheduler(settings, database, bus, asyncio.Event())
+    follower = asyncio.create_task(scheduler.follow_trigger_changes())
+    await asyncio.wait_for(scheduler.following.wait(), 10)
+    loop = asyncio.create_task(scheduler.run())
+    yield scheduler
+    scheduler.stopping.set()
+    await asyncio.wait_for(loop, 10)
+    follower.cancel()
     await bus.close()
     await database.close()
 
@@ -95,18 +116,22 @@ async def test_enqueue_missed_with_cap(db: asyncpg.Connection, scheduler: Schedu
     runs = await _runs(db, trigger)
     received = [r["scheduled_for"] for r in runs if r["status"] == "received"]
     audit = [r for r in runs if r["status"] == "skipped"]
-    db_now = await db.fetchval("SELECT now()")
-    missed_slots = [s for s in received if db_now - s > timedelta(seconds=61)]
-    expected_slots = list(fires_between("* * * * *", "UTC", first - timedelta(minutes=1), db_now))
-    assert received == sorted(received)
-    assert received == expected_slots[-len(received) :]  # the most recent slots, none skipped in between
+    # The tick's time: its runs were recorded in one transaction. Slots enumerated independently
+    # (every minute from `first`), then split at the 60 s grace as of that time.
+    (tick_at,) = {r["triggered_at"] for r in runs if r["status"] == "received"}
+    slots = [first + timedelta(minutes=k) for k in range(int((tick_at - first).total_seconds() // 60) + 1)]
+    late = [s for s in slots if tick_at - s > timedelta(seconds=60)]
+    on_time = [s for s in slots if tick_at - s <= timedelta(seconds=60)]
+    assert len(late) >= missed + 1  # first … now-1min are all older than the grace
+    assert received == [*late[-25:], *on_time]  # exactly the 25 most recent missed, and the on-time ones
     if missed <= 25:
         assert audit == []
         assert received[0] == first
     else:
-        assert len(missed_slots) <= 25
+        assert len([s for s in received if s in late]) == 25
         assert len(audit) == 1
-        assert audit[0]["payload"]["missedSlots"]["count"] == len(expected_slots) - len(received)
+        assert audit[0]["payload"]["missedSlots"]["count"] == len(late) - 25
+        assert audit[0]["payload"]["missedSlots"]["to"] == late[-26].isoformat().replace("+00:00", "Z")
 
 
 async def test_paused_routine_and_disabled_trigger_never_fire(
@@ -204,7 +229,7 @@ async def test_scheduler_killed_mid_batch_loses_and_duplicates_nothing(
         world.company_id,
         now,
     )
-    env = stack.env(tick_interval_sec=0.05, misfire_grace_sec=3600, claim_batch_size=100)
+    env = stack.env(tick_interval_sec=0.05, misfire_grace_sec=3600, claim_batch_size=50)
     first = start_service("scheduler", env, tmp_path)
 
     async def some_fired() -> bool:
@@ -212,7 +237,25 @@ async def test_scheduler_killed_mid_batch_loses_and_duplicates_nothing(
 
     await wait_until(some_fired, timeout=30, interval=0.005)
     first.stop(signal.SIGKILL)
-    fired_before = await db.fetchval("SELECT count(*) FROM routine_runs")
+
+    async def backends_gone() -> bool:  # whatever the killed process had sent is now settled
+        return not await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'scheduler'"
+        )
+
+    await wait_until(backends_gone, timeout=30)
+    counts = await db.fetchrow(
+        "SELECT (SELECT count(*) FROM routine_runs),"
+        " (SELECT count(*) FROM routine_triggers WHERE next_run_at > $1)",
+        now,
+    )
+    assert counts is not None
+    fired_before, advanced = counts
+    # The kill landed while the scheduler was working through its batches …
+    assert 0 < fired_before < 2000
+    # … and a batch is all or nothing: whole batches recorded, exactly their triggers advanced.
+    assert fired_before % 50 == 0
+    assert advanced == fired_before
     second = start_service("scheduler", env, tmp_path)
     try:
 
@@ -225,10 +268,76 @@ async def test_scheduler_killed_mid_batch_loses_and_duplicates_nothing(
             )
 
         await wait_until(all_fired, timeout=60)
-        per_slot = await db.fetchval(
-            "SELECT max(n) FROM (SELECT count(*) AS n FROM routine_runs GROUP BY trigger_id, scheduled_for) x"
-        )
-        assert per_slot == 1
-        assert fired_before <= 2000
     finally:
         second.kill()
+
+
+async def test_sleep_is_until_the_earliest_slot_bounded_by_the_max_sleep(
+    db: asyncpg.Connection, scheduler: Scheduler
+) -> None:
+    assert await scheduler.seconds_until_due() == scheduler.settings.tick_interval_sec  # nothing scheduled
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    far = await db.fetchval("SELECT now() + interval '10 minutes'")
+    trigger = await make_schedule_trigger(db, world, routine, "0 * * * *", "UTC", far)
+    assert await scheduler.seconds_until_due() == scheduler.settings.tick_interval_sec
+    await db.execute(
+        "UPDATE routine_triggers SET next_run_at = clock_timestamp() + interval '0.5 seconds' WHERE id = $1",
+        trigger,
+    )
+    assert 0 < await scheduler.seconds_until_due() <= 0.5
+
+
+async def test_a_due_slot_locked_by_another_replica_is_polled_not_spun_on(
+    db: asyncpg.Connection, scheduler: Scheduler
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", await _db_now(db))
+    async with db.transaction():
+        await db.execute("SELECT 1 FROM routine_triggers WHERE id = $1 FOR UPDATE", trigger)
+        assert await scheduler.tick() == 0  # skipped: the other "replica" holds it
+        assert await scheduler.seconds_until_due() == LOCKED_RETRY_SEC
+    assert await scheduler.tick() == 1
+
+
+async def test_the_scheduler_wakes_at_the_slot_not_at_its_max_sleep(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '2 seconds'")
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120
+    )
+    database = Database(settings, "test")
+    await database.open()
+    bus = Bus(stack.nats_url, "test")
+    await bus.connect_forever()
+    scheduler = Scheduler(settings, database, bus, asyncio.Event())
+    loop = asyncio.create_task(scheduler.run())
+    try:
+        runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
+        assert [r["scheduled_for"] for r in runs] == [slot]
+        assert runs[0]["triggered_at"] >= slot  # never early
+    finally:
+        scheduler.stopping.set()
+        await asyncio.wait_for(loop, 10)
+        await bus.close()
+        await database.close()
+
+
+async def test_a_trigger_change_wakes_the_sleeping_scheduler(
+    db: asyncpg.Connection, stack: Stack, sleepy_scheduler: Scheduler
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    await asyncio.sleep(0.2)  # let the loop go to sleep: nothing is scheduled, so for two minutes
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '1 second'")
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    await sleepy_scheduler.bus.publish_quietly(
+        Subjects.TRIGGERS_CHANGED, {"triggerId": str(trigger)}, durable=False
+    )
+    runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
+    assert [r["scheduled_for"] for r in runs] == [slot]

@@ -6,11 +6,24 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from cronsim import CronSim, CronSimError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.cron import fires_between, iso_utc, next_fire, parse_cron, preview, zone
-from shared.errors import InvalidCron, InvalidTimezone
+from shared.cron import (
+    MACROS,
+    describe,
+    fires_between,
+    iso_utc,
+    known_timezones,
+    next_fire,
+    parse_cron,
+    preview,
+    zone,
+)
+from shared.errors import InvalidCron, InvalidTimezone, Unprocessable
+from tests.unit.cron_reference import FIELDS as FIELD_SPECS
+from tests.unit.cron_reference import brute_force_fires, expressions, field_text, reference, value_of
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -46,15 +59,31 @@ def test_valid_expressions_parse(expr: str) -> None:
         ("", "empty"),
         ("* * * *", "expected 5 fields"),
         ("0 0 * * * *", "expected 5 fields"),
-        ("61 * * * *", "invalid"),
-        ("* 24 * * *", "invalid"),
+        ("61 * * * *", "minute field: 61 is out of range 0-59"),
+        ("* 24 * * *", "hour field: 24 is out of range 0-23"),
+        ("0 25 * * *", "hour field: 25 is out of range 0-23"),
+        ("0 0 0 * *", "day-of-month field: 0 is out of range 1-31"),
+        ("0 0 * 13 *", "month field: 13 is out of range 1-12"),
+        ("0 0 * * 8", "day-of-week field: 8 is out of range 0-7"),
         ("0 0 30 2 *", "never matches"),
-        ("0 0 * * FOO", "invalid day-of-week name"),
-        ("0 0 * BAR *", "invalid month name"),
-        ("0 0 L * *", "invalid"),
-        ("0 0 * * 1#2", "invalid"),
+        ("0 0 31 4,6,9,11 *", "never matches"),
+        ("0 0 * * FOO", "day-of-week field: unknown name 'FOO' \\(use SUN-SAT\\)"),
+        ("0 0 * BAR *", "month field: unknown name 'BAR' \\(use JAN-DEC\\)"),
+        ("0 0 * * MONDAY", "day-of-week field: unknown name 'MONDAY'"),
+        ("0 MON * * *", "hour field: 'MON' is not a number"),
+        ("0 0 L * *", "day-of-month field: 'L' is not a number"),
+        (
+            "0 0 * * 1#2",
+            "day-of-week field: '1#2' is not a value \\(L, W, # and \\? are not standard cron\\)",
+        ),
         ("@reboot", "unsupported macro"),
-        ("0 0 ? * *", "invalid"),
+        ("0 0 ? * *", "day-of-month field: '\\?' is not a value"),
+        ("*/0 * * * *", "minute field: step 0 is out of range 1-59"),
+        ("*/x * * * *", "minute field: step 'x' is not a number"),
+        ("1,,2 * * * *", "minute field: empty item in list '1,,2'"),
+        ("1- * * * *", "minute field: a value is missing"),
+        ("1-2-3 * * * *", "minute field: '2-3' is not a value"),
+        ("٣ * * * *", "minute field: '٣' is not a value"),
     ],
 )
 def test_invalid_expressions_say_why(expr: str, reason: str) -> None:
@@ -62,9 +91,58 @@ def test_invalid_expressions_say_why(expr: str, reason: str) -> None:
         parse_cron(expr)
 
 
-@pytest.mark.parametrize("name", ["Mars/Base", "", "../etc/passwd", "Europe/"])
+@pytest.mark.parametrize("name", ["Mars/Base", "", "../etc/passwd", "Europe/", " UTC", "zoneinfo/UTC"])
 def test_unknown_zones_are_rejected(name: str) -> None:
-    with pytest.raises(InvalidTimezone):
+    with pytest.raises(InvalidTimezone, match=f"unknown time zone {name!r}"):
+        zone(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["localtime", "posixrules", "Factory", "posix/Europe/Amsterdam", "right/UTC", "/etc/localtime"]
+)
+def test_host_dependent_zones_are_rejected(name: str) -> None:
+    with pytest.raises(InvalidTimezone, match=f"time zone {name!r} depends on the host"):
+        zone(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("Europe/Amsterdam", "Europe/Amsterdam"),
+        ("UTC", "Etc/UTC"),
+        ("US/Eastern", "America/New_York"),
+        ("Asia/Calcutta", "Asia/Kolkata"),
+        ("Europe/Kiev", "Europe/Kyiv"),
+        ("Etc/GMT+5", "Etc/GMT+5"),
+    ],
+)
+def test_canonical_names_and_links_are_accepted_with_the_same_rules(name: str, canonical: str) -> None:
+    instant = utc(2026, 7, 1, 12)
+    assert instant.astimezone(zone(name)).utcoffset() == instant.astimezone(zone(canonical)).utcoffset()
+    assert str(zone(name)) == name
+
+
+def test_every_listed_zone_loads() -> None:
+    names = known_timezones()
+    assert {"Europe/Amsterdam", "UTC", "US/Eastern"} <= names
+    assert not {"localtime", "posixrules", "Factory"} & names
+    assert not [n for n in names if n.startswith(("posix/", "right/"))]
+    for name in names:
+        assert datetime(2026, 1, 1, tzinfo=zone(name)).utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "suggestions"),
+    [
+        ("Europe/Amsterdamm", "did you mean Europe/Amsterdam\\?"),
+        ("europe/amsterdam", "did you mean Europe/Amsterdam\\?"),
+        ("Amsterdam", "did you mean Europe/Amsterdam\\?"),
+        ("Amerika/New_York", "did you mean America/New_York\\?"),
+        ("Mars/Base", "use an IANA name such as Europe/Amsterdam"),
+    ],
+)
+def test_unknown_zone_gets_close_suggestions(name: str, suggestions: str) -> None:
+    with pytest.raises(InvalidTimezone, match=f"unknown time zone '{name}'; {suggestions}"):
         zone(name)
 
 
@@ -90,6 +168,45 @@ def test_seven_is_sunday_and_vixie_or_rule() -> None:
         "2026-11-06T00:00:00Z",
         "2026-11-13T00:00:00Z",
     ]
+
+
+# --- defects of the croniter-based expansion (issue 12) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "start", "expected"),
+    [
+        # `N-N` is the one value N, not the whole field.
+        ("0 9-9 * * *", utc(2026, 11, 30), ["2026-11-30T09:00:00Z", "2026-12-01T09:00:00Z"]),
+        ("57-57 * * * *", utc(2026, 11, 30), ["2026-11-30T00:57:00Z", "2026-11-30T01:57:00Z"]),
+        ("*/30 22-22 * * 1-5", utc(2026, 11, 30), ["2026-11-30T22:00:00Z", "2026-11-30T22:30:00Z"]),
+        ("*/30 22-22 * * 1-5", utc(2026, 11, 30, 22, 30), ["2026-12-01T22:00:00Z", "2026-12-01T22:30:00Z"]),
+    ],
+)
+def test_single_value_range_is_that_value_not_the_whole_field(
+    expr: str, start: datetime, expected: list[str]
+) -> None:
+    assert [p["utc"] for p in preview(expr, "UTC", start, 2)] == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("5-1 * * * *", "minute field: range 5-1 is reversed"),
+        ("0 17-9 * * *", "hour field: range 17-9 is reversed"),
+        ("0 0 * DEC-JAN *", "month field: range DEC-JAN is reversed"),
+        ("0 0 * * FRI-MON", "day-of-week field: range FRI-MON is reversed"),
+    ],
+)
+def test_reversed_range_is_rejected_naming_the_field(expr: str, message: str) -> None:
+    with pytest.raises(InvalidCron, match=message):
+        parse_cron(expr)
+
+
+@pytest.mark.parametrize("after", [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC)])
+def test_preview_after_out_of_bounds_is_unprocessable(after: datetime) -> None:
+    with pytest.raises(Unprocessable, match="after must be between 1970"):
+        preview("0 0 29 2 *", "UTC", after, 100)
 
 
 # --- DST vectors ---------------------------------------------------------------------------
@@ -242,9 +359,42 @@ def test_dst_vectors(expr: str, tz: str, start: datetime, end: datetime, expecte
 def test_preview_gives_utc_and_local() -> None:
     got = preview("0 9 * * 1", "Europe/Amsterdam", utc(2026, 11, 28), 2)
     assert got == [
-        {"utc": "2026-11-30T08:00:00Z", "local": "2026-11-30T09:00:00+01:00"},
-        {"utc": "2026-12-07T08:00:00Z", "local": "2026-12-07T09:00:00+01:00"},
+        {"utc": "2026-11-30T08:00:00Z", "local": "2026-11-30T09:00:00+01:00", "dst": None},
+        {"utc": "2026-12-07T08:00:00Z", "local": "2026-12-07T09:00:00+01:00", "dst": None},
     ]
+
+
+def test_preview_says_when_daylight_saving_moved_a_fire() -> None:
+    spring = preview("30 2 * * *", "Europe/Amsterdam", utc(2027, 3, 27, 12), 2)
+    assert spring[0] == {
+        "utc": "2027-03-28T01:00:00Z",
+        "local": "2027-03-28T03:00:00+02:00",
+        "dst": {
+            "kind": "shifted_out_of_gap",
+            "wallTime": "2027-03-28T02:30",
+            "note": "02:30 does not exist on 2027-03-28 (clocks spring forward); fires at 03:00 instead",
+        },
+    }
+    assert spring[1]["dst"] is None
+    fixed = preview("30 2 * * *", "Europe/Amsterdam", utc(2026, 10, 24, 12), 1)
+    assert fixed[0]["utc"] == "2026-10-25T00:30:00Z"
+    assert fixed[0]["dst"] == {
+        "kind": "first_of_repeated",
+        "wallTime": "2026-10-25T02:30",
+        "note": "02:30 occurs twice on 2026-10-25 (clocks fall back); this is the first occurrence",
+    }
+    wildcard = preview("*/30 2 * * *", "Europe/Amsterdam", utc(2026, 10, 24, 12), 5)
+    kinds = [(f["utc"], f["dst"] and f["dst"]["kind"]) for f in wildcard]
+    assert kinds == [
+        ("2026-10-25T00:00:00Z", "first_of_repeated"),
+        ("2026-10-25T00:30:00Z", "first_of_repeated"),
+        ("2026-10-25T01:00:00Z", "second_of_repeated"),
+        ("2026-10-25T01:30:00Z", "second_of_repeated"),
+        ("2026-10-26T01:00:00Z", None),
+    ]
+    # A wildcard job in the gap does not fire at all, so no fire carries a note there.
+    gap = preview("*/30 2 * * *", "Europe/Amsterdam", utc(2027, 3, 27, 12), 1)
+    assert gap[0] == {"utc": "2027-03-29T00:00:00Z", "local": "2027-03-29T02:00:00+02:00", "dst": None}
 
 
 # --- properties ----------------------------------------------------------------------------
@@ -275,48 +425,48 @@ ANCHORS = [
     utc(2026, 6, 15, 12),
 ]
 
-expressions = st.builds(
+# Schedules that fire often enough to meet DST transitions inside a 30 h window.
+dense_expressions = st.builds(
     lambda *fields: " ".join(fields),
-    st.sampled_from(["*", "*/15", "0", "30", "0,30", "5-10", "*/7", "45"]),
-    st.sampled_from(["*", "2", "1-3", "*/2", "0", "9", "1,2,3"]),
-    st.sampled_from(["*", "*", "1", "15", "*/10", "25-31"]),
-    st.sampled_from(["*", "*", "3", "10", "*/2", "SEP-DEC"]),
-    st.sampled_from(["*", "*", "0", "1-5", "SUN", "7", "MON,SAT"]),
+    field_text(0),
+    field_text(1),
+    st.sampled_from(["*", "*/2", "1-31", "*/10,25-31", "20-28", "1,15"]),
+    st.sampled_from(["*", "3-4,9-11", "*/2", "SEP-dec,mar-APR"]),
+    st.sampled_from(["*", "*/2", "0-6", "1-5", "SUN", "sat-sat", "5-7", "MON,SAT"]),
 )
 
 
-def brute_force(expr: str, tz_name: str, start: datetime, end: datetime) -> list[datetime]:
-    """Minute by minute in UTC, deciding each instant by the rule as written in DESIGN.md."""
-    schedule, tz = parse_cron(expr), ZoneInfo(tz_name)
-    result = []
-    moment = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    while moment <= end:
-        local = moment.astimezone(tz)
-        wall = local.replace(tzinfo=None)
-        fire = schedule.matches_wall(wall) and (not schedule.fixed_time or local.fold == 0)
-        previous = (moment - timedelta(minutes=1)).astimezone(tz)
-        jump = local.utcoffset() - previous.utcoffset()  # type: ignore[operator]
-        if schedule.fixed_time and jump > timedelta(0):
-            skipped = wall - jump
-            while skipped < wall:
-                fire = fire or schedule.matches_wall(skipped)
-                skipped += timedelta(minutes=1)
-        if fire and moment > start:
-            result.append(moment)
-        moment += timedelta(minutes=1)
-    return result
+def _cronsim_fires(expr: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
+    fires: list[datetime] = []
+    for moment in CronSim(_as_cronsim_reads_it(expr), start.astimezone(ZoneInfo(tz))):
+        instant = moment.astimezone(UTC)
+        if instant > end:
+            return fires
+        if instant > start:
+            fires.append(instant)
+    return fires
 
 
 @settings(max_examples=60, deadline=None)
-@given(expressions, st.sampled_from(ZONES), st.sampled_from(ANCHORS), st.integers(-36, 12))
-def test_agrees_with_brute_force(expr: str, tz: str, anchor: datetime, hours: int) -> None:
+@given(dense_expressions, st.sampled_from(ZONES), st.sampled_from(ANCHORS), st.integers(-36, 12))
+def test_agrees_with_brute_force_and_cronsim(expr: str, tz: str, anchor: datetime, hours: int) -> None:
+    """Three implementations that share no code agree on every fire instant around DST changes."""
     start = anchor + timedelta(hours=hours)
     end = start + timedelta(hours=30)
-    assert list(fires_between(expr, tz, start, end)) == brute_force(expr, tz, start, end)
+    ours = list(fires_between(expr, tz, start, end))
+    assert ours == brute_force_fires(expr, tz, start, end)
+    minute, hour = expr.split()[:2]
+    # DESIGN.md: any `*` in the minute or hour field makes a clock-following job; cronsim (like
+    # Debian's code) looks only at the first character. They differ only for lists like `0,*`.
+    same_rule = ("*" in minute) == minute.startswith("*") and ("*" in hour) == hour.startswith("*")
+    # cronsim 2.8 mis-steps over Lord Howe's 30-minute shift (`* */3 * * *` starts at 16:30Z on
+    # 2026-10-03, not at 03:00+11 = 16:00Z); the brute force above covers that zone.
+    if same_rule and tz != "Australia/Lord_Howe":
+        assert ours == _cronsim_fires(expr, tz, start, end)
 
 
 @settings(max_examples=80, deadline=None)
-@given(expressions, st.sampled_from(ZONES), st.sampled_from(ANCHORS), st.integers(-2000, 2000))
+@given(dense_expressions, st.sampled_from(ZONES), st.sampled_from(ANCHORS), st.integers(-2000, 2000))
 def test_next_fire_is_strictly_after_and_increasing(
     expr: str, tz: str, anchor: datetime, minutes: int
 ) -> None:
@@ -335,3 +485,99 @@ def test_next_fire_is_strictly_after_and_increasing(
         )
         assert schedule.matches_wall(local) or moved
         previous = current
+
+
+# --- the grammar, differentially --------------------------------------------------------------
+
+
+def _as_cronsim_reads_it(expr: str) -> str:
+    """cronsim 2.8 reads a stepped one-value range `N-N/s` as `N/s` (N to the end); cron means N."""
+    fields = MACROS.get(expr.lower(), expr).split()
+    for index, text in enumerate(fields):
+        items = []
+        for item in text.split(","):
+            base, _, step = item.partition("/")
+            first, dash, last = base.partition("-")
+            same = dash and step and value_of(first, index) == value_of(last, index)
+            items.append(first if same else item)
+        fields[index] = ",".join(items)
+    return " ".join(fields)
+
+
+def _cronsim_fields(expr: str) -> tuple[set[int], set[int], set[int], set[int], set[int], bool]:
+    parsed = CronSim(_as_cronsim_reads_it(expr), datetime(2026, 1, 1))
+    weekdays = {w % 7 for w in parsed.weekdays if isinstance(w, int)}
+    return parsed.minutes, parsed.hours, parsed.days, parsed.months, weekdays, parsed.day_and
+
+
+@settings(max_examples=400, deadline=None)
+@given(expressions)
+def test_parsed_fields_agree_with_cronsim_and_the_reference(expr: str) -> None:
+    """Every expression of the grammar means the same to us, to cronsim and to the reference."""
+    refused: str | None = None
+    try:
+        ours = parse_cron(expr)
+    except InvalidCron as exc:
+        refused = exc.message
+    if refused is not None:
+        assert "never matches" in refused  # e.g. `0 0 30 2 *`; cronsim refuses those too
+        with pytest.raises(CronSimError):
+            _cronsim_fields(expr)
+        return
+    got = tuple(
+        set(f) for f in (ours.minutes, ours.hours, ours.days_of_month, ours.months, ours.days_of_week)
+    )
+    minutes, hours, doms, months, dows, day_and = _cronsim_fields(expr)
+    assert got == (minutes, hours, doms, months, dows)
+    assert (not (ours.dom_restricted and ours.dow_restricted)) == day_and
+    ref = reference(expr)
+    assert got == (ref.minutes, ref.hours, ref.doms, ref.months, ref.dows)
+    assert (ours.dom_restricted and ours.dow_restricted) == ref.either_day
+    assert ours.fixed_time == ref.fixed_time
+    assert describe(expr, "UTC").endswith(" (UTC)")  # the words never fail on the grammar
+
+
+@st.composite
+def _broken_field(draw: st.DrawFn) -> tuple[int, str, str]:
+    """One field made invalid: a value out of range, a reversed range, or step 0."""
+    index = draw(st.integers(0, 4))
+    name, low, high, _, _ = FIELD_SPECS[index]
+    kind = draw(st.sampled_from(["above", "reversed", "step0"]))
+    if kind == "above":
+        value = draw(st.integers(high + 1, high + 100))
+        return index, str(value), f"{name} field: {value} is out of range {low}-{high}"
+    if kind == "reversed":
+        end = draw(st.integers(low, high - 1))
+        start = draw(st.integers(end + 1, high))
+        return index, f"{start}-{end}", f"{name} field: range {start}-{end} is reversed"
+    return index, "*/0", f"{name} field: step 0 is out of range 1-{high}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.tuples(*(field_text(i) for i in range(5))), _broken_field())
+def test_invalid_fields_are_refused_by_us_and_cronsim_naming_field_value_and_range(
+    fields: tuple[str, ...], broken: tuple[int, str, str]
+) -> None:
+    index, text, message = broken
+    expr = " ".join(text if i == index else f for i, f in enumerate(fields))
+    with pytest.raises(InvalidCron) as refused:
+        parse_cron(expr)
+    assert refused.value.message == message
+    with pytest.raises(CronSimError):
+        _cronsim_fields(expr)
+
+
+@pytest.mark.parametrize(
+    ("expr", "after", "expected"),
+    [
+        # Both day fields restricted: the OR rule, so every Monday of February as well.
+        ("0 0 29 2 MON", utc(2026, 1, 1), ["2026-02-02T00:00:00Z", "2026-02-09T00:00:00Z"]),
+        # AND rule (day-of-week starts with *): Feb 29 on Sun/Tue/Thu/Sat: 2032, then 2048, 16 years
+        # apart (a fixed eight-year search window said "never matches" here).
+        ("0 0 29 2 */2", utc(2029, 1, 1), ["2032-02-29T00:00:00Z", "2048-02-29T00:00:00Z"]),
+        # Across a century that is not a leap year.
+        ("0 0 29 2 *", utc(2096, 3, 1), ["2104-02-29T00:00:00Z", "2108-02-29T00:00:00Z"]),
+    ],
+)
+def test_rare_dates_far_apart_are_found(expr: str, after: datetime, expected: list[str]) -> None:
+    assert [f["utc"] for f in preview(expr, "UTC", after, 2)] == expected

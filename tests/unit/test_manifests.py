@@ -45,8 +45,9 @@ def test_every_service_has_a_deployment_with_probes_and_restricted_security(
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         (container,) = pod["containers"]
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["httpGet"]["path"] in ("/healthz", "/readyz")
+        # Liveness is the process alone; readiness is Postgres (NATS down is only degraded).
+        assert container["startupProbe"]["httpGet"]["path"] == "/livez"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         sc = container["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False

@@ -9,6 +9,7 @@ from typing import Literal
 import asyncpg
 from aiohttp import web
 
+from routines_api.console.sessions import SESSION_COOKIE, authenticate_session
 from shared.crypto import hash_token
 from shared.db import load_queries
 from shared.errors import Forbidden, NotFound, Unauthorized
@@ -59,8 +60,11 @@ class Principal:
 
 
 async def authenticate(request: web.Request) -> Principal:
-    """Resolve the `Authorization: Bearer` token, or 401."""
+    """Resolve the `Authorization: Bearer` token (or the board console's session cookie), or 401."""
     header = request.headers.get("Authorization", "")
+    if not header and SESSION_COOKIE in request.cookies:
+        session = await authenticate_session(request)
+        return Principal(session["kind"], session["token_id"], session["company_id"], session["agent_id"])
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > 200:

@@ -15,7 +15,7 @@ from routines_api.feature_models import BackfillOut, BackfillRequest
 from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.openapi import ROUTES
 from routines_api.routine_features import record_activity
-from routines_api.triggers import API_SETTINGS_KEY
+from routines_api.state import API_SETTINGS_KEY
 from shared.bus import Bus
 from shared.cron import fires_between, iso_utc, zone
 from shared.errors import Conflict, Unprocessable

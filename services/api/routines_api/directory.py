@@ -26,11 +26,14 @@ from routines_api.models import (
     IssueUpdate,
     ProjectCreate,
     ProjectOut,
+    TokenOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
+from routines_api.quotas import enforce_quota, lock_company
+from routines_api.state import API_SETTINGS_KEY
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.crypto import hash_token, new_token
-from shared.errors import Forbidden, NotFound, Unprocessable
+from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 
 ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled")
@@ -62,7 +65,11 @@ async def _create_named_in_company(
     company_id = await _company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, body_model)
-    async with request.app[DB_KEY].connection() as conn:
+    async with request.app[DB_KEY].transaction() as conn:
+        await lock_company(conn, company_id)
+        await enforce_quota(
+            request.app[API_SETTINGS_KEY], conn, f"{query.removeprefix('insert_')}s_per_company", company_id
+        )
         row = await conn.fetchrow(QUERIES[query], company_id, getattr(body, field))
     assert row is not None
     return respond(dump(model, row), 201)
@@ -71,14 +78,13 @@ async def _create_named_in_company(
 async def check_reference(
     conn: asyncpg.Connection, kind: str, ref_id: uuid.UUID | None, company_id: uuid.UUID, field: str
 ) -> None:
-    """A referenced agent/project/goal/issue must exist in the same company (else 422)."""
+    """A referenced agent/project/goal/issue must exist in the same company (else 422). One
+    message for "elsewhere" and "nowhere": whether another company's id exists is not revealed."""
     if ref_id is None:
         return
     owner = await conn.fetchval(QUERIES["owner_company"], ref_id, kind)
-    if owner is None:
-        raise Unprocessable(f"{field}: {kind} {ref_id} does not exist")
     if owner != company_id:
-        raise Unprocessable(f"{field}: {kind} {ref_id} belongs to another company")
+        raise Unprocessable(f"{field}: no {kind} {ref_id} in this company")
 
 
 # --- companies -----------------------------------------------------------------------------
@@ -142,6 +148,8 @@ async def create_agent(request: web.Request) -> web.Response:
     body = await parse_body(request, AgentCreate)
     api_key = new_token("agent")
     async with request.app[DB_KEY].transaction() as conn:
+        await lock_company(conn, company_id)
+        await enforce_quota(request.app[API_SETTINGS_KEY], conn, "agents_per_company", company_id)
         agent = await conn.fetchrow(QUERIES["insert_agent"], company_id, body.name)
         assert agent is not None
         await conn.execute(
@@ -173,18 +181,51 @@ async def list_agents(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def update_agent(request: web.Request) -> web.Response:
+    """Terminating an agent revokes its API keys for good: re-activating it does not restore them
+    (rotate-key gives it a new one)."""
     principal = await authenticate(request)
     agent_id = path_uuid(request, "agentId", "agent")
+    body = await parse_body(request, AgentUpdate)  # read before taking a pooled connection
     async with request.app[DB_KEY].transaction() as conn:
         agent = await conn.fetchrow(QUERIES["agent_by_id"], agent_id)
         if agent is None:
             raise NotFound("agent not found")
         principal.require_visible(agent["company_id"], "agent")
         principal.require_board(agent["company_id"])
-        body = await parse_body(request, AgentUpdate)
         row = await conn.fetchrow(QUERIES["update_agent_status"], agent_id, body.status)
+        if body.status == "terminated":
+            await conn.execute(QUERIES["revoke_agent_tokens"], agent_id)
     assert row is not None
     return respond(dump(AgentOut, row))
+
+
+@ROUTES.route(
+    "POST",
+    "/api/agents/{agentId}/rotate-key",
+    summary="Replace an agent's API key: the old key stops working at once, the new one is shown once",
+    tag="directory",
+    response=AgentCreated,
+    errors=(403, 404, 409),
+)
+async def rotate_agent_key(request: web.Request) -> web.Response:
+    """Board operators rotate any agent's key in their company; an agent may rotate its own."""
+    principal = await authenticate(request)
+    agent_id = path_uuid(request, "agentId", "agent")
+    api_key = new_token("agent")
+    async with request.app[DB_KEY].transaction() as conn:
+        agent = await conn.fetchrow(QUERIES["agent_by_id"], agent_id)
+        if agent is None:
+            raise NotFound("agent not found")
+        principal.require_visible(agent["company_id"], "agent")
+        if principal.agent_id != agent_id:
+            principal.require_board(agent["company_id"])
+        if agent["status"] == "terminated":
+            raise Conflict("agent is terminated; set it active before giving it a new key")
+        await conn.execute(QUERIES["revoke_agent_tokens"], agent_id)
+        await conn.execute(
+            QUERIES["insert_token"], hash_token(api_key), "agent", agent_id, None, agent["name"]
+        )
+    return respond({"agent": dump(AgentOut, agent), "apiKey": api_key})
 
 
 @ROUTES.route(
@@ -274,6 +315,8 @@ async def create_board_token(request: web.Request) -> web.Response:
     body = await parse_body(request, BoardTokenCreate)
     token = new_token("board")
     async with request.app[DB_KEY].transaction() as conn:
+        await lock_company(conn, company_id)
+        await enforce_quota(request.app[API_SETTINGS_KEY], conn, "board_tokens_per_company", company_id)
         member = await conn.fetchrow(QUERIES["insert_board_membership"], company_id, body.name)
         assert member is not None
         token_id = await conn.fetchval(
@@ -282,6 +325,84 @@ async def create_board_token(request: web.Request) -> web.Response:
     return respond(
         {"id": str(token_id), "companyId": str(company_id), "name": body.name, "token": token}, 201
     )
+
+
+@ROUTES.route(
+    "GET",
+    "/api/companies/{companyId}/board-tokens",
+    summary="A company's board tokens (never the tokens themselves)",
+    tag="directory",
+    response=TokenOut,
+    response_is_list=True,
+    errors=(403, 404),
+)
+async def list_board_tokens(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    company_id = await _company_path(request, principal)
+    principal.require_board(company_id)
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_board_tokens"], company_id)
+    return respond([dump(TokenOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "POST",
+    "/api/board-tokens/{tokenId}/revoke",
+    summary="Revoke a board token: it stops working at once, for good",
+    tag="directory",
+    response=TokenOut,
+    errors=(403, 404),
+)
+async def revoke_board_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    token_id = path_uuid(request, "tokenId", "token")
+    async with request.app[DB_KEY].transaction() as conn:
+        token = await conn.fetchrow(QUERIES["board_token_by_id"], token_id)
+        if token is None:
+            raise NotFound("token not found")
+        principal.require_visible(token["company_id"], "token")
+        principal.require_board(token["company_id"])
+        row = await conn.fetchrow(QUERIES["revoke_token"], token_id, "board")
+    assert row is not None
+    return respond(dump(TokenOut, row, company_id=token["company_id"]))
+
+
+@ROUTES.route(
+    "GET",
+    "/api/instance-tokens",
+    summary="Instance admin tokens (instance admin; never the tokens themselves)",
+    tag="directory",
+    response=TokenOut,
+    response_is_list=True,
+    errors=(403,),
+)
+async def list_instance_tokens(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise Forbidden("only the instance admin can see instance tokens")
+    async with request.app[DB_KEY].connection() as conn:
+        rows = await conn.fetch(QUERIES["list_instance_tokens"])
+    return respond([dump(TokenOut, r) for r in rows])
+
+
+@ROUTES.route(
+    "POST",
+    "/api/instance-tokens/{tokenId}/revoke",
+    summary="Revoke an instance admin token (instance admin)",
+    tag="directory",
+    response=TokenOut,
+    errors=(403, 404),
+)
+async def revoke_instance_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise Forbidden("only the instance admin can revoke instance tokens")
+    token_id = path_uuid(request, "tokenId", "token")
+    async with request.app[DB_KEY].transaction() as conn:
+        row = await conn.fetchrow(QUERIES["revoke_token"], token_id, "instance_admin")
+    if row is None:
+        raise NotFound("token not found")
+    return respond(dump(TokenOut, row, company_id=None))
 
 
 # --- issues --------------------------------------------------------------------------------
@@ -345,8 +466,11 @@ async def list_issues(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ISSUE_STATUSES)
     routine = query_uuid(request, "routineId")
     limit = query_limit(request)
+    payload_max = request.app[API_SETTINGS_KEY].list_payload_max_bytes
     async with request.app[DB_KEY].connection() as conn:
-        rows = await conn.fetch(QUERIES["list_issues"], company_id, assignee, status, routine, limit)
+        rows = await conn.fetch(
+            QUERIES["list_issues"], company_id, assignee, status, routine, limit, payload_max
+        )
     return respond([dump(IssueOut, r) for r in rows])
 
 
@@ -385,7 +509,8 @@ async def update_issue(request: web.Request) -> web.Response:
         principal.require_visible(issue["company_id"], "issue")
         if principal.kind == "agent" and issue["assignee_agent_id"] != principal.agent_id:
             raise Forbidden("agents can only update their own issues")
-        row = await conn.fetchrow(QUERIES["update_issue_status"], issue_id, body.status)
+        await conn.execute(QUERIES["update_issue_status"], issue_id, body.status)
+        row = await conn.fetchrow(QUERIES["issue_by_id"], issue_id)
         run_id = issue["origin_run_id"]
         if run_id is not None and body.status != issue["status"]:
             if body.status == "done":

@@ -2,9 +2,26 @@
 -- One run.
 SELECT * FROM routine_runs WHERE id = $1;
 
+-- run_answer --
+-- One run as answered: its whole payload as the text Postgres stores (never re-decoded).
+SELECT r.id, r.routine_id, r.company_id, r.trigger_id, r.source, r.status, r.triggered_at,
+       r.scheduled_for, r.idempotency_key, r.linked_issue_id, r.coalesced_into_run_id,
+       r.failure_reason, r.decided_at, r.completed_at, r.replay_of, r.input_variables,
+       r.resolved_variables, r.assignee_override, r.project_override,
+       j.payload, octet_length(j.payload) AS payload_bytes
+FROM routine_runs r CROSS JOIN LATERAL (SELECT r.payload::text AS payload) j
+WHERE r.id = $1;
+
 -- runs_page --
 -- One page of a routine's runs, newest first, after a keyset cursor, with optional filters.
-SELECT * FROM routine_runs
+-- Payloads as the text Postgres stores (never re-decoded), left out over $10 bytes.
+SELECT r.id, r.routine_id, r.company_id, r.trigger_id, r.source, r.status, r.triggered_at,
+       r.scheduled_for, r.idempotency_key, r.linked_issue_id, r.coalesced_into_run_id,
+       r.failure_reason, r.decided_at, r.completed_at, r.replay_of, r.input_variables,
+       r.resolved_variables, r.assignee_override, r.project_override,
+       CASE WHEN $10::int IS NULL OR octet_length(j.payload) <= $10 THEN j.payload END AS payload,
+       octet_length(j.payload) AS payload_bytes
+FROM routine_runs r CROSS JOIN LATERAL (SELECT r.payload::text AS payload) j
 WHERE routine_id = $1
   AND ($2::text IS NULL OR status = $2)
   AND ($3::text IS NULL OR source = $3)
@@ -182,8 +199,12 @@ WHERE trigger_id = ANY($1::uuid[])
 ORDER BY trigger_id, triggered_at DESC, id DESC;
 
 -- recent_runs --
--- A routine's latest runs.
-SELECT * FROM routine_runs WHERE routine_id = $1 ORDER BY triggered_at DESC, id DESC LIMIT $2;
+-- A routine's latest runs, without their payloads (GET /api/runs/{runId} has each whole).
+SELECT id, routine_id, company_id, trigger_id, source, status, triggered_at, scheduled_for,
+       idempotency_key, linked_issue_id, coalesced_into_run_id, failure_reason, decided_at,
+       completed_at, replay_of, input_variables, resolved_variables, assignee_override,
+       project_override, NULL::jsonb AS payload, octet_length(payload::text) AS payload_bytes
+FROM routine_runs WHERE routine_id = $1 ORDER BY triggered_at DESC, id DESC LIMIT $2;
 
 -- active_issue --
 -- The routine's open execution issue, newest first.

@@ -19,8 +19,7 @@ from routines_api.feature_models import ReplayRequest
 from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.models import RunOut
 from routines_api.openapi import ROUTES, QueryParam
-from routines_api.routines import WAITER_KEY
-from routines_api.triggers import API_SETTINGS_KEY
+from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import publish_run_requested
@@ -149,6 +148,7 @@ async def list_runs(request: web.Request) -> web.Response:
             after[0] if after else None,
             after[1] if after else None,
             limit + 1,
+            request.app[API_SETTINGS_KEY].list_payload_max_bytes,
         )
     page = rows[:limit]
     response = respond([dump(RunOut, r) for r in page])
@@ -174,7 +174,10 @@ async def get_run(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     run_id = path_uuid(request, "runId", "run")
     async with request.app[DB_KEY].connection() as conn:
-        run = await load_run(conn, principal, run_id)
+        run = await conn.fetchrow(FEATURE_QUERIES["run_answer"], run_id)
+    if run is None:
+        raise NotFound("run not found")
+    principal.require_visible(run["company_id"], "run")
     return respond(dump(RunOut, run))
 
 

@@ -76,6 +76,17 @@ class BoardTokenCreate(Input):
     name: Name
 
 
+class TokenOut(Output):
+    """A bearer token's record; the token itself is shown only when it is made."""
+
+    id: uuid.UUID
+    kind: Literal["instance_admin", "board", "agent"]
+    name: str
+    company_id: uuid.UUID | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class IssueCreate(Input):
     title: Title
     description: str | None = Field(None, max_length=20_000)
@@ -271,6 +282,15 @@ class BoardTokenOut(Output):
     token: str
 
 
+class CoalescedFireOut(Output):
+    """A reference to a fire coalesced into an issue; its payload is read from the run."""
+
+    run_id: uuid.UUID
+    source: RunSource
+    triggered_at: str
+    payload_bytes: int | None = None
+
+
 class IssueOut(Output):
     id: uuid.UUID
     company_id: uuid.UUID
@@ -285,9 +305,12 @@ class IssueOut(Output):
     origin_kind: Literal["manual", "routine_execution"]
     origin_id: uuid.UUID | None
     origin_run_id: uuid.UUID | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = Field(
+        description="The run payload; null in a list when larger than the list limit (see payloadBytes)"
+    )
+    payload_bytes: int | None = Field(None, description="Size of the payload as JSON text")
     coalesced_fire_count: int
-    coalesced_fires: list[dict[str, Any]]
+    coalesced_fires: list[CoalescedFireOut]
     created_at: datetime
     updated_at: datetime
 
@@ -300,6 +323,9 @@ class TriggerOut(Output):
     enabled: bool
     cron_expression: str | None = None
     timezone: str | None = None
+    description: str | None = Field(
+        None, description="A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'"
+    )
     next_run_at: datetime | None = None
     last_fired_at: datetime | None = None
     public_id: str | None = None
@@ -374,7 +400,10 @@ class RunOut(Output):
     status: RunStatus
     triggered_at: datetime
     scheduled_for: datetime | None
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = Field(
+        description="The run payload; null in a list when larger than the list limit (see payloadBytes)"
+    )
+    payload_bytes: int | None = Field(None, description="Size of the payload as JSON text")
     idempotency_key: str | None
     linked_issue_id: uuid.UUID | None
     coalesced_into_run_id: uuid.UUID | None
@@ -389,14 +418,24 @@ class RunOut(Output):
     project_override: uuid.UUID | None = None
 
 
+class DstShift(Output):
+    """How daylight saving moved a fire: its cron wall time and what happened to it."""
+
+    kind: Literal["shifted_out_of_gap", "first_of_repeated", "second_of_repeated"]
+    wall_time: str = Field(description="The local time the expression names, e.g. 2027-03-28T02:30")
+    note: str
+
+
 class CronFire(Output):
     utc: str
     local: str
+    dst: DstShift | None = Field(description="Set on transition days: how daylight saving moved this fire")
 
 
 class CronPreviewOut(Output):
     cron_expression: str
     timezone: str
+    description: str = Field(description="The schedule in words with its zone")
     fires: list[CronFire]
 
 

@@ -52,6 +52,7 @@ class Operation:
     query: Sequence[QueryParam] = ()
     headers: Sequence[QueryParam] = ()
     server: str | None = None
+    stream: str | None = None  # media type of a streamed answer (e.g. text/event-stream)
     description: str = ""
 
 
@@ -135,6 +136,11 @@ def build_openapi(operations: Sequence[Operation], title: str, version: str) -> 
             responses[str(op.status)] = {
                 "description": op.summary,
                 "content": {"application/json": {"schema": body}},
+            }
+        elif op.stream is not None:
+            responses[str(op.status)] = {
+                "description": op.summary,
+                "content": {op.stream: {"schema": {"type": "string"}}},
             }
         else:
             responses[str(op.status)] = {"description": op.summary}

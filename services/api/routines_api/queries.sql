@@ -40,6 +40,33 @@ SELECT * FROM agents WHERE id = $1;
 -- Change an agent's status.
 UPDATE agents SET status = $2, updated_at = now() WHERE id = $1 RETURNING *;
 
+-- revoke_agent_tokens --
+-- Revoke every live API key of an agent (rotation, termination). Revocation is permanent.
+UPDATE api_tokens SET revoked_at = now() WHERE agent_id = $1 AND revoked_at IS NULL;
+
+-- list_board_tokens --
+-- A company's board tokens (never the token itself: only its hash is stored).
+SELECT t.id, t.kind, t.name, b.company_id, t.created_at, t.revoked_at
+FROM api_tokens t JOIN board_memberships b ON b.id = t.board_membership_id
+WHERE b.company_id = $1 ORDER BY t.created_at, t.id;
+
+-- board_token_by_id --
+-- One board token with its company.
+SELECT t.id, t.kind, t.name, b.company_id, t.created_at, t.revoked_at
+FROM api_tokens t JOIN board_memberships b ON b.id = t.board_membership_id
+WHERE t.id = $1;
+
+-- list_instance_tokens --
+-- The instance admin tokens.
+SELECT id, kind, name, NULL::uuid AS company_id, created_at, revoked_at
+FROM api_tokens WHERE kind = 'instance_admin' ORDER BY created_at, id;
+
+-- revoke_token --
+-- Revoke one token of the given kind (idempotent: a revoked token keeps its first revocation time).
+UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
+WHERE id = $1 AND kind = $2
+RETURNING id, kind, name, created_at, revoked_at;
+
 -- insert_project --
 -- A new project.
 INSERT INTO projects (company_id, name) VALUES ($1, $2) RETURNING *;
@@ -74,26 +101,39 @@ INSERT INTO issues (company_id, title, description, status, priority, project_id
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *;
 
 -- list_issues --
--- Issues of a company with optional filters, newest first.
-SELECT * FROM issues
-WHERE company_id = $1
-  AND ($2::uuid IS NULL OR assignee_agent_id = $2)
-  AND ($3::text IS NULL OR status = $3)
-  AND ($4::uuid IS NULL OR (origin_kind = 'routine_execution' AND origin_id = $4))
-ORDER BY created_at DESC, id
+-- Issues of a company with optional filters, newest first. Stored JSON is answered as text,
+-- verbatim (never re-decoded, so no stored value can break a listing); a payload over $6 bytes
+-- is left out (payload_bytes still says its size).
+SELECT i.id, i.company_id, i.title, i.description, i.status, i.priority, i.project_id, i.goal_id,
+       i.parent_issue_id, i.assignee_agent_id, i.origin_kind, i.origin_id, i.origin_run_id,
+       i.coalesced_fire_count, i.coalesced_fires::text AS coalesced_fires, i.created_at, i.updated_at,
+       CASE WHEN $6::int IS NULL OR octet_length(j.payload) <= $6 THEN j.payload END AS payload,
+       octet_length(j.payload) AS payload_bytes
+FROM issues i CROSS JOIN LATERAL (SELECT i.payload::text AS payload) j
+WHERE i.company_id = $1
+  AND ($2::uuid IS NULL OR i.assignee_agent_id = $2)
+  AND ($3::text IS NULL OR i.status = $3)
+  AND ($4::uuid IS NULL OR (i.origin_kind = 'routine_execution' AND i.origin_id = $4))
+ORDER BY i.created_at DESC, i.id
 LIMIT $5;
 
 -- issue_by_id --
--- One issue.
-SELECT * FROM issues WHERE id = $1;
+-- One issue, its stored JSON as text, the whole payload.
+SELECT i.id, i.company_id, i.title, i.description, i.status, i.priority, i.project_id, i.goal_id,
+       i.parent_issue_id, i.assignee_agent_id, i.origin_kind, i.origin_id, i.origin_run_id,
+       i.coalesced_fire_count, i.coalesced_fires::text AS coalesced_fires, i.created_at, i.updated_at,
+       j.payload,
+       octet_length(j.payload) AS payload_bytes
+FROM issues i CROSS JOIN LATERAL (SELECT i.payload::text AS payload) j
+WHERE i.id = $1;
 
 -- issue_for_update --
--- One issue, locked.
-SELECT * FROM issues WHERE id = $1 FOR UPDATE;
+-- What an issue update checks, locked.
+SELECT id, company_id, assignee_agent_id, origin_run_id, status FROM issues WHERE id = $1 FOR UPDATE;
 
 -- update_issue_status --
 -- Change an issue's status.
-UPDATE issues SET status = $2, updated_at = now() WHERE id = $1 RETURNING *;
+UPDATE issues SET status = $2, updated_at = now() WHERE id = $1;
 
 -- complete_origin_run --
 -- The execution issue is done: its run is completed.
@@ -169,14 +209,81 @@ DELETE FROM routine_triggers WHERE id = $1;
 INSERT INTO webhook_secrets (trigger_id, ciphertext) VALUES ($1, $2);
 
 -- expire_secrets --
--- Old secrets stop working at $2 (now, or after a grace period).
-UPDATE webhook_secrets SET expires_at = $2
-WHERE trigger_id = $1 AND (expires_at IS NULL OR expires_at > $2);
+-- On rotation: the current secret stops working at $2 (now, or the end of a grace period); every
+-- older one stops now, so at most two are ever live (the new one and the one it replaces).
+UPDATE webhook_secrets
+SET expires_at = CASE WHEN expires_at IS NULL THEN $2::timestamptz ELSE now() END
+WHERE trigger_id = $1 AND (expires_at IS NULL OR expires_at > now());
 
 -- delete_expired_secrets --
 -- Forget secrets that can no longer verify anything.
 DELETE FROM webhook_secrets WHERE trigger_id = $1 AND expires_at IS NOT NULL AND expires_at <= now();
 
+-- count_rotation --
+-- Rotations of this trigger within the last $2 seconds, counting this one unless $3 of them are
+-- there already; answers the count before and when the oldest leaves the window.
+WITH recent AS (
+    SELECT array(SELECT t FROM unnest(secret_rotated_at) AS t
+                 WHERE t > now() - make_interval(secs => $2) ORDER BY t) AS times
+    FROM routine_triggers WHERE id = $1
+), updated AS (
+    UPDATE routine_triggers t SET secret_rotated_at = recent.times || now()
+    FROM recent WHERE t.id = $1 AND cardinality(recent.times) < $3
+    RETURNING t.id
+)
+SELECT cardinality(times) AS n,
+       ceil(extract(epoch FROM times[1] + make_interval(secs => $2) - now()))::int AS retry_after
+FROM recent;
+
 -- runs_of_routine --
--- Run history, newest first.
-SELECT * FROM routine_runs WHERE routine_id = $1 ORDER BY triggered_at DESC, id LIMIT $2;
+-- Run history, newest first; payloads as text, left out over $3 bytes (as list_issues).
+SELECT r.id, r.routine_id, r.company_id, r.trigger_id, r.source, r.status, r.triggered_at,
+       r.scheduled_for, r.idempotency_key, r.linked_issue_id, r.coalesced_into_run_id,
+       r.failure_reason, r.decided_at, r.completed_at,
+       CASE WHEN $3::int IS NULL OR octet_length(j.payload) <= $3 THEN j.payload END AS payload,
+       octet_length(j.payload) AS payload_bytes
+FROM routine_runs r CROSS JOIN LATERAL (SELECT r.payload::text AS payload) j
+WHERE r.routine_id = $1 ORDER BY r.triggered_at DESC, r.id LIMIT $2;
+
+-- run_with_payload --
+-- One run with its whole payload (as text).
+SELECT r.id, r.routine_id, r.company_id, r.trigger_id, r.source, r.status, r.triggered_at,
+       r.scheduled_for, r.idempotency_key, r.linked_issue_id, r.coalesced_into_run_id,
+       r.failure_reason, r.decided_at, r.completed_at,
+       j.payload,
+       octet_length(j.payload) AS payload_bytes
+FROM routine_runs r CROSS JOIN LATERAL (SELECT r.payload::text AS payload) j
+WHERE r.id = $1;
+
+-- lock_company --
+-- Serialise quota checks of one company (NO KEY UPDATE: rows referencing it can still be inserted).
+SELECT id FROM companies WHERE id = $1 FOR NO KEY UPDATE;
+
+-- count_routines --
+-- Routines a company holds against its quota (archived ones are done with and do not count).
+SELECT count(*) FROM routines WHERE company_id = $1 AND status <> 'archived';
+
+-- count_triggers --
+-- Triggers of one routine.
+SELECT count(*) FROM routine_triggers WHERE routine_id = $1;
+
+-- count_webhook_triggers --
+-- Webhook triggers of a company (each has its own rate limit, so they are bounded together).
+SELECT count(*) FROM routine_triggers WHERE company_id = $1 AND kind = 'webhook';
+
+-- count_agents --
+-- Agents of a company that are not terminated.
+SELECT count(*) FROM agents WHERE company_id = $1 AND status <> 'terminated';
+
+-- count_board_tokens --
+-- Live board tokens of a company.
+SELECT count(*) FROM api_tokens t JOIN board_memberships b ON b.id = t.board_membership_id
+WHERE b.company_id = $1 AND t.revoked_at IS NULL;
+
+-- count_projects --
+-- Projects of a company.
+SELECT count(*) FROM projects WHERE company_id = $1;
+
+-- count_goals --
+-- Goals of a company.
+SELECT count(*) FROM goals WHERE company_id = $1;

@@ -23,15 +23,15 @@ from routines_api.models import (
     RunOut,
 )
 from routines_api.openapi import ROUTES, QueryParam
-from routines_api.triggers import API_SETTINGS_KEY, announce_trigger_change, next_run_at, trigger_json
-from routines_api.waiter import DecisionWaiter
-from shared.cron import parse_cron, preview, zone
+from routines_api.quotas import enforce_quota, lock_company
+from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
+from routines_api.triggers import announce_trigger_change, next_run_at, trigger_json
+from shared.cron import describe, parse_cron, preview, zone
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import QUERIES as RUN_QUERIES
 from shared.runs import publish_run_requested, record_run
 
-WAITER_KEY = web.AppKey("decision_waiter", DecisionWaiter)
 ROUTINE_STATUSES = ("active", "paused", "archived")
 
 
@@ -65,6 +65,9 @@ async def create_routine(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].transaction() as conn:
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
+        await lock_company(conn, company_id)
+        if body.status != "archived":
+            await enforce_quota(request.app[API_SETTINGS_KEY], conn, "routines_per_company", company_id)
         await check_assignee(conn, body.assignee_agent_id, company_id)
         await check_reference(conn, "project", body.project_id, company_id, "projectId")
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
@@ -284,4 +287,11 @@ async def cron_preview(request: web.Request) -> web.Response:
     if after.tzinfo is None:
         after = after.replace(tzinfo=UTC)
     fires = preview(schedule.expression, body.timezone, after, body.count)
-    return respond({"cronExpression": schedule.expression, "timezone": body.timezone, "fires": fires})
+    return respond(
+        {
+            "cronExpression": schedule.expression,
+            "timezone": body.timezone,
+            "description": describe(schedule.expression, body.timezone),
+            "fires": fires,
+        }
+    )

@@ -21,16 +21,16 @@ from routines_api.models import (
     TriggerWithSecret,
 )
 from routines_api.openapi import ROUTES
+from routines_api.quotas import enforce_quota, lock_company
 from routines_api.routine_features import record_trigger_activity, require_schedule_fillable
+from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY
 from shared.bus import Bus, Subjects
-from shared.cron import next_fire, parse_cron, zone
-from shared.crypto import SecretBox, new_public_id, new_webhook_secret
-from shared.errors import BadRequest, NotFound, Unprocessable
+from shared.cron import describe, next_fire, parse_cron, zone
+from shared.crypto import new_public_id, new_webhook_secret
+from shared.errors import BadRequest, NotFound, RateLimited, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
-from shared.settings import ApiSettings
 
-SECRET_BOX_KEY = web.AppKey("secret_box", SecretBox)
-API_SETTINGS_KEY = web.AppKey("api_settings", ApiSettings)
+ROTATION_WINDOW_SEC = 60
 
 SCHEDULE_FIELDS = {"cron_expression", "timezone"}
 WEBHOOK_FIELDS = {"signing_mode", "replay_window_sec"}
@@ -60,6 +60,8 @@ def trigger_json(request: web.Request, row: Row, secret: str | None = None) -> d
         extra["webhook_url"] = (
             f"{base.public_gateway_url.rstrip('/')}/api/routine-triggers/public/{row['public_id']}/fire"
         )
+    if row["kind"] == "schedule" and row["cron_expression"] and row["timezone"]:
+        extra["description"] = describe(row["cron_expression"], row["timezone"])
     if secret is not None:
         return dump(TriggerWithSecret, row, secret=secret, **extra)
     return dump(TriggerOut, row, **extra)
@@ -106,6 +108,11 @@ async def create_trigger(request: web.Request) -> web.Response:
     secret: str | None = None
     async with request.app[DB_KEY].transaction() as conn:
         routine = await load_routine(conn, principal, routine_id, lock=True, manage=True)
+        settings = request.app[API_SETTINGS_KEY]
+        await enforce_quota(settings, conn, "triggers_per_routine", routine_id)
+        if body.kind == "webhook":
+            await lock_company(conn, routine["company_id"])
+            await enforce_quota(settings, conn, "webhook_triggers_per_company", routine["company_id"])
         cron = tz = public_id = signing_mode = None
         replay_window = None
         if body.kind == "schedule":
@@ -226,7 +233,7 @@ async def delete_trigger(request: web.Request) -> web.Response:
     tag="triggers",
     body=RotateSecret,
     response=RotatedSecret,
-    errors=(403, 404, 422),
+    errors=(403, 404, 422, 429),
 )
 async def rotate_secret(request: web.Request) -> web.Response:
     principal = await authenticate(request)
@@ -237,6 +244,15 @@ async def rotate_secret(request: web.Request) -> web.Response:
         t = await _load_trigger_for_manage(conn, principal, trigger_id)
         if t["kind"] != "webhook":
             raise Unprocessable("only webhook triggers have a secret to rotate")
+        # Rotations of one trigger are serialised by the routine lock taken above.
+        limit = request.app[API_SETTINGS_KEY].secret_rotations_per_min
+        recent = await conn.fetchrow(QUERIES["count_rotation"], trigger_id, ROTATION_WINDOW_SEC, limit)
+        assert recent is not None  # the trigger row is there: it was just loaded
+        if recent["n"] >= limit:
+            raise RateLimited(
+                max(1, recent["retry_after"] or 1),
+                f"too many secret rotations: at most {limit} per webhook per minute",
+            )
         now: datetime = await conn.fetchval("SELECT now()")
         until = now + timedelta(seconds=body.grace_sec)
         await conn.execute(QUERIES["expire_secrets"], trigger_id, until)

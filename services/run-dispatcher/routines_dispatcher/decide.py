@@ -19,6 +19,7 @@ from shared.cron import iso_utc
 from shared.db import load_queries
 
 QUERIES = load_queries("routines_dispatcher")
+FAILURE_REASON_MAX = 500
 STALE_REASON = "execution issue stale: open longer than staleAfterSec, cancelled"
 
 
@@ -90,7 +91,6 @@ async def decide_runs(
                     issue_id,
                     routine["id"],
                     run["id"],
-                    run["payload"],
                     content.title,
                     content.description,
                     run["assignee_override"],
@@ -107,7 +107,7 @@ async def decide_runs(
                         "runId": str(run["id"]),
                         "source": run["source"],
                         "triggeredAt": iso_utc(run["triggered_at"]),
-                        "payload": run["payload"],
+                        "payloadBytes": run["payload_bytes"],
                     }
                 )
         else:
@@ -148,9 +148,15 @@ async def decide_runs(
     return decisions
 
 
-async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> bool:
-    """Mark a run that can never be decided as failed (True if it was still undecided)."""
-    return str(await conn.execute(QUERIES["fail_run"], run_id, reason)).endswith(" 1")
+async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> Decision | None:
+    """Mark a run that can never be decided as failed; its decision, or None if it was already
+    decided (or is gone)."""
+    row = await conn.fetchrow(QUERIES["fail_run"], run_id, reason[:FAILURE_REASON_MAX])
+    if row is None:
+        return None
+    return Decision(
+        row["id"], row["routine_id"], row["assignee_agent_id"], Outcome.FAILED, None, row["triggered_at"]
+    )
 
 
 async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:

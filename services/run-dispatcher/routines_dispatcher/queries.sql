@@ -19,9 +19,15 @@ ORDER BY id
 FOR NO KEY UPDATE SKIP LOCKED;
 
 -- undecided_runs --
--- The runs of the locked routines that still wait for a decision, oldest first.
-SELECT id, routine_id, payload, source, triggered_at, input_variables, assignee_override,
-       project_override
+-- The runs of the locked routines that still wait for a decision, oldest first. The payload
+-- itself stays in Postgres (copied onto issues by SQL): stored JSON never has to survive a
+-- Python decoder here, however it got into the table — unless the routine declares variables,
+-- whose values may come from the payload's top-level keys.
+SELECT id, routine_id, source, triggered_at, octet_length(payload::text) AS payload_bytes,
+       CASE WHEN EXISTS (SELECT 1 FROM routines r
+                         WHERE r.id = routine_runs.routine_id AND r.variables <> '[]'::jsonb)
+            THEN payload END AS payload,
+       input_variables, assignee_override, project_override
 FROM routine_runs
 WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status = 'received'
 ORDER BY triggered_at, id
@@ -42,11 +48,11 @@ INSERT INTO issues (id, company_id, title, description, status, priority, projec
                     parent_issue_id, assignee_agent_id, origin_kind, origin_id, origin_run_id, payload)
 SELECT i.id, r.company_id, i.title, i.description, 'todo', r.priority,
        COALESCE(i.project_id, r.project_id), r.goal_id, r.parent_issue_id,
-       COALESCE(i.assignee_id, r.assignee_agent_id), 'routine_execution', r.id, i.run_id, i.payload
-FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::text[], $6::text[], $7::uuid[],
-            $8::uuid[])
-     AS i(id, routine_id, run_id, payload, title, description, assignee_id, project_id)
-JOIN routines r ON r.id = i.routine_id;
+       COALESCE(i.assignee_id, r.assignee_agent_id), 'routine_execution', r.id, i.run_id, run.payload
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::uuid[])
+     AS i(id, routine_id, run_id, title, description, assignee_id, project_id)
+JOIN routines r ON r.id = i.routine_id
+JOIN routine_runs run ON run.id = i.run_id;
 
 -- cancel_stale_issues --
 -- Close stale execution issues as cancelled; their runs fail with the reason.
@@ -70,7 +76,8 @@ FROM unnest($1::uuid[], $2::text[]) AS u(id, vals)
 WHERE r.id = u.id;
 
 -- record_coalesced_fires --
--- Tell the active issues that more work arrived (count, and the latest 100 fires).
+-- Tell the active issues that more work arrived: the count, and references to the latest 100
+-- fires (run id, source, time, payload size) — never copies of their payloads.
 UPDATE issues AS i
 SET coalesced_fire_count = i.coalesced_fire_count + u.n,
     coalesced_fires = (
@@ -101,9 +108,11 @@ FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[]) AS u(id, triggered_at, en
 WHERE r.id = u.id;
 
 -- fail_run --
--- Mark one undecided run failed (a message that can never succeed).
-UPDATE routine_runs SET status = 'failed', failure_reason = $2, decided_at = now()
-WHERE id = $1 AND status = 'received';
+-- Mark one undecided run failed (it can never be decided), with what a decision needs to announce.
+UPDATE routine_runs AS run SET status = 'failed', failure_reason = $2, decided_at = now()
+FROM routines r
+WHERE run.id = $1 AND run.status = 'received' AND r.id = run.routine_id
+RETURNING run.id, run.routine_id, run.triggered_at, r.assignee_agent_id;
 
 -- stale_received_runs --
 -- Runs still undecided some seconds after they were recorded: the sweeper's work.

@@ -36,11 +36,24 @@ def _observe(decisions: Sequence[Decision]) -> None:
         DECISION_LATENCY.observe(max(0.0, (now - d.triggered_at).total_seconds()))
 
 
+MAX_MESSAGE_BYTES = 4096
+"""A run-requested message is `{"runId": ..., "routineId": ...}`; anything far larger is junk."""
+
+
 def _run_id(msg: Msg) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(decode(msg.data)["runId"]))
-    except (ValueError, KeyError, TypeError):
+    """The run a message asks to decide, or None for anything that is not such a message (never
+    raises: garbage, deep nesting and wrong types are all just 'unparseable')."""
+    if len(msg.data) > MAX_MESSAGE_BYTES:
         return None
+    try:
+        data = decode(msg.data)
+        return uuid.UUID(str(data["runId"])) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    return f"cannot be decided: {type(exc).__name__}: {exc}"
 
 
 class Dispatcher:
@@ -53,13 +66,35 @@ class Dispatcher:
         self.stopping = stopping
 
     async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
-        async with self.db.transaction() as conn:
-            decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
-            alerts = await evaluate_failure_alerts(conn, {d.routine_id for d in decisions})
+        """Decide the runs in one transaction. If that fails for a reason that retrying cannot cure,
+        decide them one by one instead, so only the run that cannot be decided fails (with the
+        reason) and the rest of the batch goes through. Retryable errors propagate."""
+        try:
+            async with self.db.transaction() as conn:
+                decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
+                alerts = await evaluate_failure_alerts(conn, {d.routine_id for d in decisions})
+        except RETRYABLE_ERRORS:
+            raise
+        except Exception as exc:  # any other failure is the data's, not ours
+            if len(run_ids) > 1:
+                log.warning("batch decision failed; deciding its runs one by one", error=repr(exc))
+                decided: list[Decision] = []
+                for run_id in run_ids:
+                    decided += await self.decide_and_publish([run_id], skip_locked=skip_locked)
+                return decided
+            decisions = await self._fail_poison(run_ids[0], exc)
+            alerts = []
         _observe(decisions)
         await publish_decisions(self.bus, decisions)
         await publish_alerts(self.bus, alerts)
         return decisions
+
+    async def _fail_poison(self, run_id: uuid.UUID, exc: BaseException) -> list[Decision]:
+        log.error("run cannot be decided; marked failed", run_id=str(run_id), error=repr(exc)[:500])
+        TERMINATED.labels("undecidable_run").inc()
+        async with self.db.transaction() as conn:
+            failed = await fail_run(conn, run_id, _reason(exc))
+        return [failed] if failed is not None else []
 
     async def consume(self) -> None:
         """Fetch batches from the durable pull consumer until told to stop."""
@@ -80,7 +115,12 @@ class Dispatcher:
                 subscription = None
                 await asyncio.sleep(1.0)
                 continue
-            await self.handle_batch(messages)
+            try:
+                await self.handle_batch(messages)
+            except Exception:  # one bad batch never ends the loop
+                # Unacked messages come back after the ack wait; their runs are also in Postgres.
+                log.exception("batch handling failed; its messages will be redelivered")
+                await sleep_unless_stopped(self.stopping, 1.0)
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Decide a batch in one transaction; ack after commit, nak on transient failure."""
@@ -152,5 +192,7 @@ class Dispatcher:
                         continue
             except RETRYABLE_ERRORS as exc:
                 log.warning("sweep failed; will retry", error=repr(exc))
+            except Exception:  # the sweeper is the outbox's last resort: never stop it
+                log.exception("sweep failed unexpectedly; will retry")
             elapsed = time.monotonic() - started
             await sleep_unless_stopped(self.stopping, self.settings.sweep_interval_sec - elapsed)

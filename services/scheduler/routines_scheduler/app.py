@@ -14,7 +14,7 @@ SCHEDULER_KEY = web.AppKey("scheduler", Scheduler)
 
 
 def create_app(settings: SchedulerSettings) -> web.Application:
-    """Wire the scheduler: one supervised tick loop."""
+    """Wire the scheduler: one supervised fire loop, woken early by trigger changes."""
     app = create_base_app("scheduler", settings)
     app[SCHEDULER_KEY] = Scheduler(settings, app[DB_KEY], app[BUS_KEY], app[SUPERVISOR_KEY].stopping)
     app.cleanup_ctx.append(_ticker_ctx)
@@ -23,5 +23,7 @@ def create_app(settings: SchedulerSettings) -> web.Application:
 
 
 async def _ticker_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[SUPERVISOR_KEY].spawn("tick-loop", app[SCHEDULER_KEY].run())
+    scheduler = app[SCHEDULER_KEY]
+    app[SUPERVISOR_KEY].spawn("fire-loop", scheduler.run())
+    app[SUPERVISOR_KEY].spawn("trigger-changes", scheduler.follow_trigger_changes(), critical=False)
     yield

@@ -16,6 +16,10 @@ SELECT u.routine_id, u.company_id, u.trigger_id, 'schedule', u.scheduled_for,
        jsonb_build_object('scheduledFor', u.scheduled_for)
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[])
      AS u(routine_id, company_id, trigger_id, scheduled_for)
+-- A slot with a committed run is skipped by the snapshot, so the unique index never makes the
+-- tick wait for a dispatcher deciding that run (ingest never waits on a decision).
+WHERE NOT EXISTS (SELECT 1 FROM routine_runs r
+                  WHERE r.trigger_id = u.trigger_id AND r.scheduled_for = u.scheduled_for)
 ON CONFLICT (trigger_id, scheduled_for) DO NOTHING
 RETURNING id, routine_id, scheduled_for, triggered_at;
 
@@ -33,6 +37,11 @@ UPDATE routine_triggers AS t
 SET next_run_at = u.next_run_at, last_fired_at = u.fired_at
 FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS u(id, next_run_at, fired_at)
 WHERE t.id = u.id;
+
+-- seconds_until_due --
+-- Seconds from the database clock to the earliest slot (negative: overdue; NULL: nothing scheduled).
+SELECT EXTRACT(EPOCH FROM min(next_run_at) - clock_timestamp())::float8 FROM routine_triggers
+WHERE kind = 'schedule' AND enabled AND next_run_at IS NOT NULL;
 
 -- due_backlog --
 -- How many schedule triggers are due now (a gauge).

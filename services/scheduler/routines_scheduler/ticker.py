@@ -1,4 +1,4 @@
-"""The tick loop: claim due schedule triggers, record their runs, advance them, then publish."""
+"""The fire loop: sleep until the earliest due slot, then claim, record, advance and publish."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from nats.aio.msg import Msg
+
 from routines_scheduler.catchup import FirePlan, plan_fires
 from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, TICK_SECONDS
-from shared.bus import Bus
+from shared.bus import Bus, Subjects
 from shared.db import RETRYABLE_ERRORS, Database, load_queries
 from shared.errors import Unprocessable
-from shared.lifecycle import sleep_unless_stopped
 from shared.logging import get_logger
 from shared.runs import publish_run_requested
 from shared.settings import SchedulerSettings
 
 QUERIES = load_queries("routines_scheduler")
+# When a due slot is locked by another replica: how soon to look again.
+LOCKED_RETRY_SEC = 0.02
 log = get_logger(__name__)
 
 
@@ -30,26 +33,66 @@ class Scheduler:
         self.db = db
         self.bus = bus
         self.stopping = stopping
+        self.following = asyncio.Event()  # set once trigger changes wake the loop (tests, start-up)
+        self.last_claimed = 0
+        self._changed = asyncio.Event()
 
     async def run(self) -> None:
-        """Tick until told to stop; a failing tick is logged and retried on the next one."""
+        """Sleep until the earliest due slot (or a trigger change), fire it, repeat until told to stop."""
         while not self.stopping.is_set():
-            started = time.monotonic()
+            self._changed.clear()  # a change announced from here on wakes the next sleep
             try:
                 await self.tick()
+                delay = await self.seconds_until_due()
             except RETRYABLE_ERRORS as exc:
                 log.warning("tick failed; retrying", error=repr(exc))
-            await sleep_unless_stopped(
-                self.stopping, self.settings.tick_interval_sec - (time.monotonic() - started)
-            )
+                delay = self.settings.tick_interval_sec
+            await self._sleep(delay)
+
+    async def seconds_until_due(self) -> float:
+        """How long to sleep: until the earliest slot on the database clock, at most the max sleep."""
+        async with self.db.connection() as conn:
+            until: float | None = await conn.fetchval(QUERIES["seconds_until_due"])
+        if until is None:
+            return self.settings.tick_interval_sec
+        if until <= 0:
+            # Due yet unclaimed after a drain: another replica holds it (SKIP LOCKED), or it became
+            # due just now. Look again soon rather than spin.
+            return 0.0 if self.last_claimed else LOCKED_RETRY_SEC
+        return min(until, self.settings.tick_interval_sec)
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        stop, change = (
+            asyncio.create_task(self.stopping.wait()),
+            asyncio.create_task(self._changed.wait()),
+        )
+        try:
+            await asyncio.wait({stop, change}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            change.cancel()
+
+    async def follow_trigger_changes(self) -> None:
+        """Wake early on `routines.triggers.changed`: a new or moved slot may be due before we wake."""
+
+        async def on_change(_msg: Msg) -> None:
+            self._changed.set()
+
+        await self.bus.wait_connected()
+        await self.bus.nc.subscribe(Subjects.TRIGGERS_CHANGED, cb=on_change)
+        await self.bus.nc.flush()
+        self.following.set()
 
     async def tick(self) -> int:
         """Drain everything due now, batch after batch; return the number of runs recorded."""
         started = time.perf_counter()
-        recorded = 0
+        recorded = self.last_claimed = 0
         while not self.stopping.is_set():
             claimed, new_runs = await self.claim_batch()
             recorded += len(new_runs)
+            self.last_claimed += claimed
             await asyncio.gather(*(publish_run_requested(self.bus, run_id, rid) for run_id, rid in new_runs))
             if claimed < self.settings.claim_batch_size:
                 break

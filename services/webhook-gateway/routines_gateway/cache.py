@@ -15,6 +15,7 @@ from shared.crypto import SecretBox
 from shared.db import Database, load_queries
 
 QUERIES = load_queries("routines_gateway")
+MAX_LIVE_SECRETS = 2
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class TriggerCache:
             row["routine_status"],
             row["signing_mode"],
             row["replay_window_sec"],
-            tuple(self._box.decrypt(blob, str(row["id"])) for blob in row["secrets"]),
+            # At most the current and the previous secret: a verification costs one HMAC each.
+            tuple(self._box.decrypt(blob, str(row["id"])) for blob in row["secrets"][:MAX_LIVE_SECRETS]),
             valid_until,
         )
         if len(self._entries) >= self._max:

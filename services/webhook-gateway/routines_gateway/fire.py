@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import time
@@ -13,7 +14,7 @@ from routines_gateway.cache import QUERIES, TriggerCache, TriggerState
 from routines_gateway.ingest import GroupCommitter, PendingRun
 from routines_gateway.metrics import OUTCOME, VERIFY_SECONDS
 from routines_gateway.ratelimit import TokenBuckets
-from routines_gateway.signing import AuthenticationFailed, verify
+from routines_gateway.signing import AuthenticationFailed, printable_ascii, verify
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -24,7 +25,7 @@ from shared.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from shared.http import BUS_KEY, DB_KEY, json_response, parse_json
+from shared.http import BUS_KEY, DB_KEY, error_response, json_response, parse_json
 from shared.logging import get_logger
 from shared.runs import publish_run_requested
 from shared.settings import GatewaySettings
@@ -42,6 +43,10 @@ class Rejected(Exception):
         self.error = error
 
 
+class BodyTimeout(Exception):
+    """The client did not send its body within the body timeout (answered 408, connection closed)."""
+
+
 class FireHandler:
     """Checks in DESIGN order: 404, 401, 409; then the run is committed and 202 answered."""
 
@@ -53,43 +58,69 @@ class FireHandler:
             settings.rate_limit_trigger_per_sec, settings.rate_limit_trigger_burst
         )
         self.per_client = TokenBuckets(settings.rate_limit_client_per_sec, settings.rate_limit_client_burst)
+        # Failed authentications, per client address: charged on failure, checked before verifying.
+        self.failed = TokenBuckets(settings.rate_limit_failed_per_sec, settings.rate_limit_failed_burst)
         self.trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
 
     def client_address(self, request: web.Request) -> str:
-        peer = request.remote or "unknown"
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded and self.trusted:
-            try:
-                if any(ipaddress.ip_address(peer) in net for net in self.trusted):
-                    return forwarded.split(",")[0].strip()[:64]
-            except ValueError:
-                pass
-        return peer
+        """The rate-limit key of the client: behind trusted proxies, X-Forwarded-For walked from the
+        right (each trusted hop vouches for the entry before it) to the first untrusted valid IP;
+        never the client-written leftmost entry. IPv6 clients are grouped by /64."""
+        peer = _ip(request.remote or "")
+        if peer is None:
+            return request.remote or "unknown"
+        client = peer
+        if self.trusted and self._is_trusted(peer):
+            hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+            for hop in reversed(hops):
+                address = _ip(hop.strip())
+                if address is None:
+                    break  # not written by a trusted proxy: the hop that received it is the client
+                client = address
+                if not self._is_trusted(address):
+                    break
+        if client.version == 6:
+            return str(ipaddress.ip_network(f"{client}/64", strict=False))
+        return str(client)
+
+    def _is_trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in net for net in self.trusted)
 
     async def fire(self, request: web.Request) -> web.Response:
         """Serve one fire request, counting its outcome once."""
         try:
             outcome, response = await self.handle(request)
+        except BodyTimeout as exc:
+            OUTCOME["timeout"].inc()
+            response = error_response(408, str(exc), {"bodyTimeoutSec": self.settings.body_timeout_sec})
+            response.force_close()  # the rest of the body is not worth waiting for
+            return response
         except Rejected as rejected:
             OUTCOME[rejected.outcome].inc()
             raise rejected.error from None
         except RoutinesError as exc:
             OUTCOME[_outcome_of(exc)].inc()
             raise
+        except Exception:
+            OUTCOME["error"].inc()  # every 5xx is counted, the unexpected ones too
+            raise
         OUTCOME[outcome].inc()
         return response
 
     async def handle(self, request: web.Request) -> tuple[str, web.Response]:
-        wait = self.per_client.take(self.client_address(request))
+        client = self.client_address(request)
+        wait = self.per_client.take(client)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
         public_id = request.match_info["publicId"]
         trigger = await self.cache.get(public_id) if _PUBLIC_ID.match(public_id) else None
         if trigger is None:
             raise Rejected("not_found", NotFound("webhook not found"))
-        wait = self.per_trigger.take(str(trigger.trigger_id))
+        wait = self.failed.peek(client)
         if wait:
-            raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
+            raise Rejected(
+                "rate_limited", RateLimited(wait, "too many failed authentications from this address")
+            )
         body = await self._read_body(request)
         started = time.perf_counter()
         try:
@@ -103,17 +134,24 @@ class FireHandler:
             )
         except AuthenticationFailed as exc:
             log.info("webhook authentication failed", trigger_id=str(trigger.trigger_id), reason=exc.reason)
+            self.failed.take(client)
             outcome = "stale" if exc.stale else "bad_signature"
             raise Rejected(outcome, Unauthorized("webhook authentication failed")) from None
         finally:
             VERIFY_SECONDS.observe(time.perf_counter() - started)
+        # Only an authenticated sender spends the trigger's budget: strangers cannot starve it.
+        wait = self.per_trigger.take(str(trigger.trigger_id))
+        if wait:
+            raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
         if not trigger.enabled or trigger.routine_status != "active":
             reason = "trigger disabled" if not trigger.enabled else f"routine is {trigger.routine_status}"
             raise Rejected("not_active", Conflict(reason))
         payload = _payload(request, body, self.settings.json_max_depth)
         idempotency_key = request.headers.get("Idempotency-Key") or None
-        if idempotency_key is not None and len(idempotency_key) > 255:
-            raise BadRequest("Idempotency-Key is longer than 255 characters")
+        if idempotency_key is not None:
+            _check_key("Idempotency-Key", idempotency_key)
+        if verified.delivery_id is not None:
+            _check_key("delivery id", verified.delivery_id)
         delivery_key = verified.delivery_id or (f"sig:{verified.signature}" if verified.signature else None)
         pending = PendingRun(
             trigger.routine_id,
@@ -140,9 +178,19 @@ class FireHandler:
                     trigger.replay_window_sec,
                 )
                 if row is not None:
+                    if trigger.signing_mode == "github_hmac":
+                        # No timestamp to tell a replay from GitHub's Redeliver: the same delivery
+                        # id is the redelivery, and gets the original run.
+                        return _accepted(row["id"], row["status"], trigger, True, 200)
                     if row["in_window"] and row["delivery_signature"] == pending.delivery_signature:
                         raise Rejected("replayed", Conflict("replayed delivery"))
                     return _accepted(row["id"], row["status"], trigger, True, 200)
+            if pending.delivery_signature is not None:
+                seen = await conn.fetchval(
+                    QUERIES["existing_signature"], trigger.trigger_id, pending.delivery_signature
+                )
+                if seen is not None:
+                    raise Rejected("replayed", Conflict("signature already used for another delivery"))
             if pending.idempotency_key is not None:
                 row = await conn.fetchrow(
                     QUERIES["existing_idempotent"], trigger.routine_id, pending.idempotency_key
@@ -155,10 +203,46 @@ class FireHandler:
         limit = self.settings.webhook_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
+        # Read to the end (a body arrives in as many TCP segments as the network likes), never
+        # holding more than limit + 1 bytes: chunked bodies carry no length to check up front.
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_sec):
+                while size <= limit:
+                    chunk = await request.content.read(limit + 1 - size)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+        except TimeoutError:
+            raise BodyTimeout(
+                f"request body not received within {self.settings.body_timeout_sec:g} s"
+            ) from None
+        if size > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        return body
+        return b"".join(chunks)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A valid IP address (IPv4-mapped IPv6 as IPv4), or None."""
+    if len(text) > 45:
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _check_key(name: str, value: str) -> None:
+    """Keys and ids are stored and compared as text: printable ASCII, at most 255 characters."""
+    if len(value) > 255:
+        raise BadRequest(f"{name} is longer than 255 characters")
+    if not printable_ascii(value):
+        raise BadRequest(f"{name} must be printable ASCII")
 
 
 def _payload(request: web.Request, body: bytes, max_depth: int) -> dict[str, Any]:
@@ -188,6 +272,10 @@ def _accepted(run_id: Any, status: str, trigger: TriggerState, duplicate: bool, 
 
 def _outcome_of(exc: RoutinesError) -> str:
     """Outcomes of errors raised below the handler (body reading, parsing, the database)."""
-    return {413: "too_large", 400: "bad_request", 415: "bad_request", 503: "unavailable"}.get(
-        exc.status, "error"
-    )
+    return {
+        404: "not_found",
+        413: "too_large",
+        400: "bad_request",
+        415: "bad_request",
+        503: "unavailable",
+    }.get(exc.status, "error")

@@ -7,9 +7,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+
 from routines_gateway.cache import QUERIES
 from routines_gateway.metrics import BATCH_SIZE
 from shared.db import Database
+from shared.errors import BadRequest, NotFound, RoutinesError
+
+# What one row can cause: a value the database (or the driver) cannot store, a check it breaks, or
+# a routine deleted since the trigger was cached. Anything else (connection, timeout) is the batch's.
+ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError)
 
 
 @dataclass
@@ -60,29 +67,64 @@ class GroupCommitter:
     async def _commit(self, batch: list[PendingRun]) -> None:
         BATCH_SIZE.observe(len(batch))
         try:
-            # One INSERT statement is one transaction already: no BEGIN/COMMIT round trips.
-            async with self._db.connection() as conn:
-                inserted = {
-                    r["id"]
-                    for r in await conn.fetch(
-                        QUERIES["insert_webhook_runs"],
-                        [p.id for p in batch],
-                        [p.routine_id for p in batch],
-                        [p.company_id for p in batch],
-                        [p.trigger_id for p in batch],
-                        [p.payload for p in batch],
-                        [p.idempotency_key for p in batch],
-                        [p.delivery_key for p in batch],
-                        [p.delivery_signature for p in batch],
-                    )
-                }
-        except BaseException as exc:
+            inserted = await self._insert(batch)
+        except ROW_ERRORS as exc:
+            if len(batch) == 1:
+                _fail(batch, _row_error(exc))
+                return
+            # One bad row must not fail the others' fires: retry them one by one.
             for p in batch:
-                if not p.done.done():
-                    p.done.set_exception(exc)
+                await self._commit_one(p)
+            return
+        except BaseException as exc:
+            _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         for p in batch:
             if not p.done.done():
                 p.done.set_result(p.id in inserted)
+
+    async def _commit_one(self, p: PendingRun) -> None:
+        try:
+            inserted = await self._insert([p])
+        except ROW_ERRORS as exc:
+            _fail([p], _row_error(exc))
+        except BaseException as exc:
+            _fail([p], exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not p.done.done():
+                p.done.set_result(p.id in inserted)
+
+    async def _insert(self, batch: list[PendingRun]) -> set[uuid.UUID]:
+        # One INSERT statement is one transaction already: no BEGIN/COMMIT round trips.
+        async with self._db.connection() as conn:
+            return {
+                r["id"]
+                for r in await conn.fetch(
+                    QUERIES["insert_webhook_runs"],
+                    [p.id for p in batch],
+                    [p.routine_id for p in batch],
+                    [p.company_id for p in batch],
+                    [p.trigger_id for p in batch],
+                    [p.payload for p in batch],
+                    [p.idempotency_key for p in batch],
+                    [p.delivery_key for p in batch],
+                    [p.delivery_signature for p in batch],
+                )
+            }
+
+
+def _fail(batch: list[PendingRun], exc: BaseException) -> None:
+    for p in batch:
+        if not p.done.done():
+            p.done.set_exception(exc)
+
+
+def _row_error(exc: BaseException) -> RoutinesError:
+    """The answer for a fire whose own row cannot be stored."""
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return NotFound("webhook not found")
+    return BadRequest("the delivery cannot be stored", {"reason": type(exc).__name__})

@@ -18,6 +18,7 @@ OUTCOME = {
         "too_large",
         "bad_request",
         "unavailable",
+        "timeout",
         "error",
     )
 }

@@ -13,12 +13,21 @@ GROUP BY t.id, r.status;
 
 -- insert_webhook_runs --
 -- Record a batch of accepted fires in one statement (group commit); conflicts are resolved after.
+-- A key that already has a committed run is filtered out by the snapshot (NOT EXISTS), so a retry
+-- whose run is being decided right now does not wait on the unique index for the decision to
+-- commit (ingest never waits on a decision); ON CONFLICT settles races between new inserts.
 INSERT INTO routine_runs (id, routine_id, company_id, trigger_id, source, payload, idempotency_key,
                           delivery_key, delivery_signature)
 SELECT u.id, u.routine_id, u.company_id, u.trigger_id, 'webhook', u.payload, u.idempotency_key,
        u.delivery_key, u.delivery_signature
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::text[], $7::text[], $8::text[])
      AS u(id, routine_id, company_id, trigger_id, payload, idempotency_key, delivery_key, delivery_signature)
+WHERE NOT EXISTS (SELECT 1 FROM routine_runs r
+                  WHERE r.trigger_id = u.trigger_id AND r.delivery_key = u.delivery_key
+                    AND r.delivery_key IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM routine_runs r
+                  WHERE r.routine_id = u.routine_id AND r.idempotency_key = u.idempotency_key
+                    AND r.idempotency_key IS NOT NULL)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -31,3 +40,7 @@ FROM routine_runs WHERE trigger_id = $1 AND delivery_key = $2;
 -- existing_idempotent --
 -- The run an earlier request with this Idempotency-Key created.
 SELECT id, routine_id, trigger_id, status FROM routine_runs WHERE routine_id = $1 AND idempotency_key = $2;
+
+-- existing_signature --
+-- The run an earlier delivery carrying this signature created (a signature makes one run).
+SELECT id FROM routine_runs WHERE trigger_id = $1 AND delivery_signature = $2;

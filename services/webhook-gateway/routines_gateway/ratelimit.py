@@ -16,6 +16,13 @@ class TokenBuckets:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    def peek(self, key: str, now: float | None = None) -> int:
+        """Like take(), without taking: 0 while a token is there, else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / self.rate))
+
     def take(self, key: str, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.pop(key, (self.burst, now))

@@ -6,12 +6,19 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.crypto import constant_time_equals
 
 MAX_HEADER = 4096
+_TIMESTAMP = re.compile(r"[0-9]{1,16}")  # ASCII digits only: str.isdigit() also accepts "²"
+
+
+def printable_ascii(value: str) -> bool:
+    """Only visible ASCII and spaces: what every header a signing scheme defines consists of."""
+    return value.isascii() and value.isprintable()
 
 
 class AuthenticationFailed(Exception):
@@ -37,11 +44,13 @@ def _header(headers: Mapping[str, str], name: str) -> str:
         raise AuthenticationFailed(f"missing {name}")
     if len(value) > MAX_HEADER:
         raise AuthenticationFailed(f"oversized {name}")
+    if not printable_ascii(value):
+        raise AuthenticationFailed(f"non-ASCII {name}")
     return value.strip()
 
 
 def _check_timestamp(raw: str, now: float, window: int, allow_ms: bool) -> None:
-    if not raw.isdigit() or len(raw) > 16:
+    if not _TIMESTAMP.fullmatch(raw):
         raise AuthenticationFailed("malformed timestamp")
     value = int(raw)
     seconds = value / 1000 if allow_ms and value > 1_000_000_000_000 else float(value)
@@ -97,7 +106,7 @@ def verify_github_hmac(headers: Mapping[str, str], body: bytes, secrets: Sequenc
     if not matched:
         raise AuthenticationFailed("signature mismatch")
     delivery = headers.get("X-GitHub-Delivery")
-    return Verified(delivery.strip()[:255] if delivery and delivery.strip() else None, signature)
+    return Verified(delivery.strip() if delivery and delivery.strip() else None, signature)
 
 
 def standard_webhooks_key(secret: str) -> bytes:
@@ -130,7 +139,7 @@ def verify_standard_webhooks(
                 matched = candidate
     if matched is None:
         raise AuthenticationFailed("signature mismatch")
-    return Verified(msg_id[:255], matched)
+    return Verified(msg_id, matched)
 
 
 def verify(

@@ -1,0 +1,323 @@
+"""Ingest in the shapes of production, the whole pipeline running (gateway, dispatcher, scheduler,
+API): signed fires to one hot routine, to 100 routines and to 10,000 routines, under
+`always_enqueue` and `coalesce_if_active`. For each: accepted fires/s at saturation (wrk), p50/p99,
+5xx, the backlog drain time after the load stops (until no run is left `received`) — and the
+same load with the dispatcher stopped (SIGSTOP) as the ceiling, in the same run. During the load,
+pg_stat_activity/pg_locks are sampled: how often an ingest backend waits on a lock held by the
+dispatcher ("ingest never waits on a decision").
+
+Run: `.venv/bin/python -m bench.pipeline_ingest [--seconds 8] [--shapes 1,100,10000] [--rounds 2]`
+(needs `wrk`: `apt-get install wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from bench.common import (
+    RESULTS,
+    CpuMeter,
+    PeakRss,
+    World,
+    add_webhooks,
+    seed,
+    servers,
+    service_env,
+    stop_mid_transaction,
+)
+from bench.loadgen import run_wrk, signed_fires, write_requests
+from bench.webhook_ingest import GATEWAY_SETTINGS
+from tests.support import ServiceProcess
+
+CONNECTIONS = 32
+POLICIES = ("always_enqueue", "coalesce_if_active")
+INGEST_APPS = ("webhook-gateway", "api", "scheduler")
+WAL = """
+SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits,
+       (SELECT wal_bytes FROM pg_stat_wal) AS wal_bytes
+"""
+LOCK_SAMPLE = """
+SELECT a.pid, a.application_name, l.locktype, l.mode,
+       EXISTS (SELECT 1 FROM pg_stat_activity b
+               WHERE b.pid = ANY (pg_blocking_pids(a.pid)) AND b.application_name = 'run-dispatcher')
+         AS behind_dispatcher
+FROM pg_stat_activity a
+JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted
+WHERE a.datname = current_database() AND a.application_name = ANY ($1::text[])
+"""
+
+
+@dataclass
+class LockSampler:
+    """Samples which ingest backends wait on a lock, and whether the dispatcher holds it."""
+
+    dsn: str
+    samples: int = 0
+    samples_behind_dispatcher: int = 0
+    waiting_behind_dispatcher: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while True:
+                rows = await conn.fetch(LOCK_SAMPLE, list(INGEST_APPS))
+                self.samples += 1
+                behind = [r for r in rows if r["behind_dispatcher"]]
+                if behind:
+                    self.samples_behind_dispatcher += 1
+                    self.waiting_behind_dispatcher += len(behind)
+                for r in rows:
+                    self.kinds[f"{r['application_name']} waits {r['locktype']} {r['mode']}"] += 1
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> LockSampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "samples_with_ingest_behind_dispatcher": self.samples_behind_dispatcher,
+            "share_behind_dispatcher": self.samples_behind_dispatcher / max(self.samples, 1),
+            "mean_waiting_behind_dispatcher": self.waiting_behind_dispatcher / max(self.samples, 1),
+            "waits": dict(self.kinds.most_common(6)),
+        }
+
+
+@dataclass
+class Bench:
+    conn: asyncpg.Connection
+    dsn: str
+    gateway: ServiceProcess
+    dispatcher: ServiceProcess
+    tmp: Any
+    seconds: float
+    cpu: CpuMeter
+    offset: int = 0
+
+    async def undecided(self, world: World) -> int:
+        return int(
+            await self.conn.fetchval(
+                "SELECT count(*) FROM routine_runs WHERE status = 'received' AND routine_id = ANY($1::uuid[])",
+                world.routines,
+            )
+        )
+
+    async def _wal(self) -> tuple[int, int]:
+        row = await self.conn.fetchrow(WAL)
+        assert row is not None
+        return int(row["commits"]), int(row["wal_bytes"])
+
+    async def measure(self, world: World, *, stopped: bool, count: int) -> dict[str, Any]:
+        requests = self.tmp / "fires.tsv"
+        write_requests(requests, signed_fires(world.hooks, count, start=self.offset))
+        self.offset += count
+        assert self.dispatcher.proc is not None
+        mid_transaction = None
+        if stopped:
+            # Stop it at its worst moment: inside a decision, holding the routine's lock. A short
+            # load first, so that there are decisions to catch it in.
+            primer = self.tmp / "primer.tsv"
+            write_requests(primer, signed_fires(world.hooks, 20_000, start=self.offset))
+            self.offset += 20_000
+            priming = asyncio.create_task(
+                asyncio.to_thread(run_wrk, self.gateway.url, primer, CONNECTIONS, 2)
+            )
+            await asyncio.sleep(0.3)
+            mid_transaction = await stop_mid_transaction(self.conn, self.dispatcher.proc.pid)
+            await priming
+        try:
+            with LockSampler(self.dsn) as sampler:
+                before, started = self.cpu.read(), time.perf_counter()
+                wal_before = await self._wal()
+                wrk = await asyncio.to_thread(run_wrk, self.gateway.url, requests, CONNECTIONS, self.seconds)
+                elapsed = time.perf_counter() - started
+                cores = CpuMeter.used(before, self.cpu.read(), elapsed)
+                wal_after = await self._wal()
+        finally:
+            if stopped:
+                self.dispatcher.proc.send_signal(signal.SIGCONT)
+        load_ended = time.perf_counter()
+        backlog = await self.undecided(world)
+        while await self.undecided(world):
+            await asyncio.sleep(0.05)
+        drain = time.perf_counter() - load_ended
+        return {
+            "dispatcher": "stopped" if stopped else "running",
+            "stopped_mid_transaction": mid_transaction,
+            "accepted_per_sec": wrk.per_sec(202),
+            "p50_ms": wrk.p50_ms,
+            "p99_ms": wrk.p99_ms,
+            "statuses": wrk.statuses,
+            "server_errors": wrk.server_errors,
+            "backlog_at_end": backlog,
+            "drain_sec": drain,
+            "locks": sampler.summary(),
+            "cores_used": cores,
+            "commits_per_sec": (wal_after[0] - wal_before[0]) / elapsed,
+            "wal_mb_per_sec": (wal_after[1] - wal_before[1]) / elapsed / 2**20,
+        }
+
+
+def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
+    locks = r["locks"]
+    return (
+        f"  {shape:<16} {policy:<19} dispatcher {r['dispatcher']:<7}: {r['accepted_per_sec']:7,.0f} fires/s, "
+        f"p50 {r['p50_ms']:6.1f} ms, p99 {r['p99_ms']:6.1f} ms, 5xx {r['server_errors']}, "
+        f"backlog {r['backlog_at_end']:6,} drained in {r['drain_sec']:5.2f} s; "
+        + ("(stopped mid-transaction) " if r["stopped_mid_transaction"] else "")
+        + f"ingest behind dispatcher lock in {locks['share_behind_dispatcher']:.0%} of {locks['samples']} samples; "
+        + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s; cores: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items() if k not in ("api", "scheduler"))
+    )
+
+
+async def main(
+    seconds: float = 8,
+    shapes: tuple[int, ...] = (1, 100, 10_000),
+    rounds: int = 2,
+    policies: tuple[str, ...] = POLICIES,
+) -> dict[str, Any]:
+    RESULTS.mkdir(exist_ok=True)
+    results: list[dict[str, Any]] = []
+    async with servers() as s:
+        stack = await s.fresh_stack("pipeline")
+        conn = await asyncpg.connect(stack.database_url)
+        worlds: dict[tuple[int, str], World] = {}
+        for n in shapes:
+            for policy in policies:
+                world = await seed(conn, n, policy)
+                await add_webhooks(conn, world, stack.secret_key)
+                worlds[(n, policy)] = world
+        await conn.execute("ANALYZE")
+        rss = PeakRss()
+        env = service_env(stack, **GATEWAY_SETTINGS)
+        processes = [
+            rss.watch(ServiceProcess(name, env, s.tmp / f"{name}.log").start())
+            for name in ("webhook-gateway", "run-dispatcher", "scheduler", "api")
+        ]
+        rss.start()
+        pids = {p.name: p.proc.pid for p in processes if p.proc is not None}
+        assert s.pg._proc is not None and s.nats._proc is not None
+        cpu = CpuMeter({**pids, "postgres": s.pg._proc.pid, "nats": s.nats._proc.pid})
+        bench = Bench(conn, stack.database_url, processes[0], processes[1], s.tmp, seconds, cpu)
+        try:
+            for (n, policy), world in worlds.items():
+                shape = "one routine" if n == 1 else f"{n:,} routines"
+                # Warm-up (unmeasured): the trigger cache, Postgres' buffers, the dispatcher's plans.
+                await asyncio.to_thread(
+                    run_wrk, bench.gateway.url, _warm(s.tmp, world), CONNECTIONS, min(3.0, seconds)
+                )
+                while await bench.undecided(world):
+                    await asyncio.sleep(0.05)
+                count = int(seconds * 15_000)
+                for _ in range(rounds if n == 1 else 1):
+                    for stopped in (False, True):
+                        r = await bench.measure(world, stopped=stopped, count=count)
+                        r.update(shape=shape, routines=n, policy=policy)
+                        results.append(r)
+                        print(_line(shape, policy, r), flush=True)
+        finally:
+            await rss.stop()
+            for process in processes:
+                process.stop()
+            await conn.close()
+    summary = _summarise(results)
+    out = {
+        "seconds": seconds,
+        "connections": CONNECTIONS,
+        "runs": results,
+        "summary": summary,
+        "peak_rss_mb": rss.peaks,
+    }
+    (RESULTS / "pipeline_ingest.json").write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
+def _warm(tmp: Any, world: World) -> Any:
+    path = tmp / "warm.tsv"
+    write_requests(path, signed_fires(world.hooks, 20_000, start=10_000_000))
+    return path
+
+
+def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    print("\nsummary (mean over rounds; ratio = dispatcher running / dispatcher stopped):")
+    print(
+        "| shape | policy | running: fires/s | p50 | p99 | drain | stopped (ceiling): fires/s | p99 | 5xx stopped | ratio |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    keys = list(dict.fromkeys((r["shape"], r["policy"]) for r in results))
+    for shape, policy in keys:
+        running = [
+            r for r in results if (r["shape"], r["policy"], r["dispatcher"]) == (shape, policy, "running")
+        ]
+        stopped = [
+            r for r in results if (r["shape"], r["policy"], r["dispatcher"]) == (shape, policy, "stopped")
+        ]
+
+        def mean(rs: list[dict[str, Any]], key: str) -> float:
+            return statistics.fmean(r[key] for r in rs) if rs else float("nan")
+
+        row = {
+            "shape": shape,
+            "policy": policy,
+            "running_per_sec": mean(running, "accepted_per_sec"),
+            "running_p50_ms": mean(running, "p50_ms"),
+            "running_p99_ms": mean(running, "p99_ms"),
+            "running_drain_sec": mean(running, "drain_sec"),
+            "stopped_per_sec": mean(stopped, "accepted_per_sec"),
+            "stopped_p99_ms": mean(stopped, "p99_ms"),
+            "stopped_drain_sec": mean(stopped, "drain_sec"),
+            "server_errors_stopped": sum(r["server_errors"] for r in stopped),
+            "server_errors_running": sum(r["server_errors"] for r in running),
+        }
+        row["ratio"] = row["running_per_sec"] / row["stopped_per_sec"]
+        rows.append(row)
+        print(
+            f"| {shape} | {policy} | {row['running_per_sec']:,.0f} | {row['running_p50_ms']:.1f} ms "
+            f"| {row['running_p99_ms']:.1f} ms | {row['running_drain_sec']:.2f} s | {row['stopped_per_sec']:,.0f} "
+            f"| {row['stopped_p99_ms']:.1f} ms | {row['server_errors_stopped']} | {row['ratio']:.2f} |"
+        )
+    hot = [r for r in rows if r["shape"] == "one routine"]
+    if hot:
+        worst = min(r["ratio"] for r in hot)
+        errors = sum(r["server_errors_stopped"] + r["server_errors_running"] for r in rows)
+        print(
+            f"one routine: running / stopped ≥ {worst:.2f} (goal ≥ 0.90: {'met' if worst >= 0.9 else 'MISSED'}); "
+            f"5xx over all runs: {errors} (goal 0: {'met' if errors == 0 else 'MISSED'})"
+        )
+    return rows
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--shapes", default="1,100,10000", help="routine counts, comma-separated")
+    parser.add_argument("--rounds", type=int, default=2, help="running/stopped rounds for one routine")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    args = parser.parse_args()
+    shapes = tuple(int(x) for x in args.shapes.split(","))
+    asyncio.run(main(args.seconds, shapes, args.rounds, tuple(args.policies.split(","))))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,149 @@
+"""Cron through the API: preview and `nextRunAt` agree with cron, bad input is a 422 that says why."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
+from tests.support import Stack
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(api_app(stack))) as client:
+        yield client
+
+
+@pytest.fixture
+async def world(client: Client, admin_token: str) -> World:
+    return World(
+        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
+    )
+
+
+async def _preview(client: Client, world: World, status: int, **body: Any) -> Any:
+    return await call(client, "POST", "/api/cron/preview", world.a.agent_key, body, status)
+
+
+async def test_single_value_range_previews_and_schedules_that_value(client: Client, world: World) -> None:
+    got = await _preview(
+        client, world, 200, cronExpression="0 9-9 * * *", after="2026-11-30T00:00:00Z", count=2
+    )
+    assert [f["utc"] for f in got["fires"]] == ["2026-11-30T09:00:00Z", "2026-12-01T09:00:00Z"]
+    routine = await make_routine(client, world.a)
+    trigger = await call(
+        client,
+        "POST",
+        f"/api/routines/{routine['id']}/triggers",
+        world.a.board,
+        {"kind": "schedule", "cronExpression": "57-57 * * * *", "timezone": "UTC"},
+        201,
+    )
+    assert trigger["nextRunAt"].endswith(":57:00Z")
+
+
+async def test_reversed_range_is_a_422_naming_the_field(client: Client, world: World) -> None:
+    got = await _preview(client, world, 422, cronExpression="5-1 * * * *")
+    assert "minute field: range 5-1 is reversed" in got["error"]
+
+
+@pytest.mark.parametrize("after", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:00Z", "1969-12-31T23:59:59Z"])
+async def test_preview_after_out_of_bounds_is_a_422_not_a_500(
+    client: Client, world: World, after: str
+) -> None:
+    got = await _preview(client, world, 422, cronExpression="0 0 29 2 *", after=after, count=100)
+    assert "after must be between 1970" in got["error"]
+
+
+async def test_preview_and_schedule_triggers_say_the_schedule_in_words(client: Client, world: World) -> None:
+    got = await _preview(
+        client,
+        world,
+        200,
+        cronExpression="30 2 * * mon-fri",
+        timezone="Europe/Amsterdam",
+        after="2027-03-27T12:00:00Z",
+        count=2,
+    )
+    assert got["description"] == "At 02:30, Monday through Friday (Europe/Amsterdam)"
+    assert got["fires"][0]["dst"] is None  # 2027-03-28 is a Sunday: the gap day does not match
+    routine = await make_routine(client, world.a)
+    created = await call(
+        client,
+        "POST",
+        f"/api/routines/{routine['id']}/triggers",
+        world.a.board,
+        {"kind": "schedule", "cronExpression": "0 9 * * 1-5", "timezone": "Europe/Amsterdam"},
+        201,
+    )
+    assert created["description"] == "At 09:00, Monday through Friday (Europe/Amsterdam)"
+    updated = await call(
+        client,
+        "PATCH",
+        f"/api/routine-triggers/{created['id']}",
+        world.a.board,
+        {"cronExpression": "@hourly", "timezone": "UTC"},
+        200,
+    )
+    assert updated["description"] == "Every hour (UTC)"
+    detail = await call(client, "GET", f"/api/routines/{routine['id']}", world.a.board, status=200)
+    assert [t["description"] for t in detail["triggers"]] == ["Every hour (UTC)"]
+    api = await call(
+        client, "POST", f"/api/routines/{routine['id']}/triggers", world.a.board, {"kind": "api"}, 201
+    )
+    assert api["description"] is None
+
+
+async def test_preview_marks_fires_moved_by_daylight_saving(client: Client, world: World) -> None:
+    got = await _preview(
+        client,
+        world,
+        200,
+        cronExpression="30 2 * * *",
+        timezone="Europe/Amsterdam",
+        after="2027-03-27T12:00:00Z",
+        count=1,
+    )
+    assert got["fires"] == [
+        {
+            "utc": "2027-03-28T01:00:00Z",
+            "local": "2027-03-28T03:00:00+02:00",
+            "dst": {
+                "kind": "shifted_out_of_gap",
+                "wallTime": "2027-03-28T02:30",
+                "note": "02:30 does not exist on 2027-03-28 (clocks spring forward); fires at 03:00 instead",
+            },
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Europe/Amsterdamm", "unknown time zone 'Europe/Amsterdamm'; did you mean Europe/Amsterdam?"),
+        ("localtime", "time zone 'localtime' depends on the host"),
+        ("posixrules", "time zone 'posixrules' depends on the host"),
+        ("Factory", "time zone 'Factory' depends on the host"),
+        ("posix/Europe/Amsterdam", "depends on the host"),
+        ("right/UTC", "depends on the host"),
+    ],
+)
+async def test_host_dependent_and_unknown_zones_are_a_422(
+    client: Client, world: World, name: str, message: str
+) -> None:
+    got = await _preview(client, world, 422, cronExpression="0 9 * * *", timezone=name)
+    assert message in got["error"]
+    routine = await make_routine(client, world.a)
+    refused = await call(
+        client,
+        "POST",
+        f"/api/routines/{routine['id']}/triggers",
+        world.a.board,
+        {"kind": "schedule", "cronExpression": "0 9 * * *", "timezone": name},
+        422,
+    )
+    assert message in refused["error"]

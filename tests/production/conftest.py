@@ -1,0 +1,54 @@
+"""Fixtures of the production tier: PgBouncer (transaction pooling) with per-service roles,
+a 3-node NATS cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from shared.devservers import PostgresServer
+from tests.production.servers import SERVICE_ROLES, NatsCluster, PgBouncer
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode; the service roles (made by migration 0006 in the
+    template database) may log in. A small server pool, so client connections share servers."""
+
+    async def allow_login() -> None:
+        conn = await asyncpg.connect(postgres_server.dsn)
+        try:
+            for role in SERVICE_ROLES.values():
+                await conn.execute(f"ALTER ROLE {role} LOGIN")
+        finally:
+            await conn.close()
+
+    asyncio.run(allow_login())
+    bouncer = PgBouncer(
+        tmp_path_factory.mktemp("pgbouncer"),
+        postgres_server.port,
+        users=[*SERVICE_ROLES.values(), "postgres"],
+        pool_size=4,
+    )
+    bouncer.start()
+    yield bouncer
+    bouncer.stop()
+
+
+def database_name(database_url: str) -> str:
+    return urlsplit(database_url).path.lstrip("/")
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(tmp_path / "nats-cluster")
+    cluster.start()
+    yield cluster
+    cluster.stop()

@@ -1,0 +1,91 @@
+"""Least-privilege database roles (migration 0006) and the schema-version check at start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.migrate import migrate, missing_migrations
+from tests.production.servers import SERVICE_ROLES
+from tests.support import Stack, start_service
+
+pytestmark = pytest.mark.production
+
+# (role, statement) pairs a service must NOT be able to run: each is outside what its code needs.
+FORBIDDEN = [
+    ("routines_gateway", "UPDATE routines SET title = 'x'"),
+    ("routines_gateway", "DELETE FROM routine_runs"),
+    ("routines_gateway", "UPDATE webhook_secrets SET expires_at = now()"),
+    ("routines_gateway", "SELECT count(*) FROM api_tokens"),
+    ("routines_scheduler", "SELECT count(*) FROM webhook_secrets"),
+    ("routines_scheduler", "UPDATE routine_runs SET status = 'failed'"),
+    ("routines_scheduler", "SELECT count(*) FROM issues"),
+    ("routines_dispatcher", "SELECT count(*) FROM webhook_secrets"),
+    ("routines_dispatcher", "SELECT count(*) FROM api_tokens"),
+    ("routines_dispatcher", "DELETE FROM issues"),
+    ("routines_api", "INSERT INTO schema_migrations (version) VALUES ('9999_x')"),
+    ("routines_api", "CREATE TABLE sneaky (id int)"),
+    ("routines_dispatcher", "ALTER TABLE routines ADD COLUMN x int"),
+]
+# What each service needs (a sample of its real statements' privileges).
+ALLOWED = [
+    ("routines_gateway", "SELECT count(*) FROM webhook_secrets"),
+    ("routines_gateway", "SELECT count(*) FROM routine_runs"),
+    ("routines_scheduler", "SELECT count(*) FROM (SELECT id FROM routine_triggers FOR UPDATE) t"),
+    ("routines_dispatcher", "SELECT count(*) FROM (SELECT id FROM routines FOR NO KEY UPDATE) r"),
+    ("routines_dispatcher", "UPDATE issues SET updated_at = now() WHERE false"),
+    ("routines_api", "DELETE FROM webhook_secrets WHERE false"),
+    ("routines_api", "SELECT count(*) FROM schema_migrations"),
+]
+
+
+async def test_service_roles_are_refused_what_they_do_not_need(db: asyncpg.Connection) -> None:
+    for role, statement in FORBIDDEN:
+        async with db.transaction():
+            await db.execute(f"SET LOCAL ROLE {role}")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match=r"permission denied|must be owner"):
+                await db.execute(statement)
+
+
+async def test_service_roles_may_do_what_they_need(db: asyncpg.Connection) -> None:
+    for role, statement in ALLOWED:
+        async with db.transaction():
+            await db.execute(f"SET LOCAL ROLE {role}")
+            await db.execute(statement)
+
+
+async def test_tables_of_later_migrations_get_grants(db: asyncpg.Connection, database_url: str) -> None:
+    """0003-0005 (other features) and any later table: `routines migrate` re-applies the grants."""
+    await db.execute("CREATE TABLE feature_from_a_later_migration (id int)")
+    await migrate(database_url)  # nothing pending; the grants are applied again
+    for role in SERVICE_ROLES.values():
+        async with db.transaction():
+            await db.execute(f"SET LOCAL ROLE {role}")
+            await db.execute("INSERT INTO feature_from_a_later_migration VALUES (1)")
+
+
+async def test_service_refuses_to_start_on_an_older_schema(
+    stack: Stack, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await db.execute("DELETE FROM schema_migrations WHERE version = '0006_roles'")
+    assert await missing_migrations(db) == ["0006_roles"]
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "run-dispatcher"],
+        env={**os.environ, **stack.env(http_port=0)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "database schema is older than this release: missing migrations 0006_roles" in result.stderr
+    assert "routines migrate" in result.stderr
+    # After the migration (0006 is repeatable), it starts.
+    await migrate(stack.database_url)
+    assert await missing_migrations(db) == []
+    start_service("run-dispatcher", stack.env(), tmp_path).stop()
