@@ -129,7 +129,7 @@ WHERE i.id = $1;
 
 -- issue_for_update --
 -- What an issue update checks, locked.
-SELECT id, company_id, assignee_agent_id, origin_run_id, status FROM issues WHERE id = $1 FOR UPDATE;
+SELECT id, company_id, assignee_agent_id, origin_id, origin_run_id, status FROM issues WHERE id = $1 FOR UPDATE;
 
 -- update_issue_status --
 -- Change an issue's status.
