@@ -109,6 +109,12 @@ async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
     detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
     assert detail["status"] == "paused"
     assert detail["pausedReason"] == "auto-paused after 2 consecutive failed runs"
+    revisions = await call(client, "GET", f"/api/routines/{r['id']}/revisions", world.a.board, status=200)
+    assert (revisions[0]["actorKind"], revisions[0]["changes"]) == (
+        "system",
+        {"status": {"from": "active", "to": "paused"}},
+    )
+    assert revisions[0]["id"] == detail["revisionId"] and revisions[0]["snapshot"]["status"] == "paused"
     resumed = await call(
         client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "active"}, 200
     )
