@@ -122,10 +122,15 @@ async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
 
 
 async def test_stale_issue_is_cancelled_so_skip_if_active_fires_again(
-    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher, events: Events
 ) -> None:
     r = await make_routine(
-        client, world.a, concurrencyPolicy="skip_if_active", staleAfterSec=60, staleAction="cancel"
+        client,
+        world.a,
+        concurrencyPolicy="skip_if_active",
+        staleAfterSec=60,
+        staleAction="cancel",
+        failureAlertAfter=1,
     )
     first = await decided(
         db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
@@ -144,6 +149,11 @@ async def test_stale_issue_is_cancelled_so_skip_if_active_fires_again(
     assert old["status"] == "cancelled"
     row = await db.fetchrow("SELECT status, failure_reason FROM routine_runs WHERE id = $1", first["id"])
     assert row["status"] == "failed" and "staleAfterSec" in row["failure_reason"]
+    # The cancelled run is a failure like any other: it counts toward the failure alert.
+    await wait_until(lambda: asyncio.sleep(0, events.alerts))
+    assert [(a["kind"], a["lastFailureReason"]) for a in events.alerts] == [
+        ("routine_failing", row["failure_reason"])
+    ]
 
 
 async def test_stale_issue_only_reported_by_default(

@@ -19,6 +19,7 @@ from routines_dispatcher.metrics import (
     SWEEPER_PICKUPS,
     TERMINATED,
 )
+from routines_dispatcher.policy import Outcome
 from shared.alerts import evaluate_failure_alerts, publish_alerts
 from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, bind_message_context, decode
 from shared.db import RETRYABLE_ERRORS, Database
@@ -72,7 +73,9 @@ class Dispatcher:
         try:
             async with self.db.transaction() as conn:
                 decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
-                alerts = await evaluate_failure_alerts(conn, {d.routine_id for d in decisions})
+                # Only failures can start an alert or an auto-pause (recoveries come from the API).
+                failing = {d.routine_id for d in decisions if d.status is Outcome.FAILED or d.stale_cancelled}
+                alerts = await evaluate_failure_alerts(conn, failing)
         except RETRYABLE_ERRORS:
             raise
         except Exception as exc:  # any other failure is the data's, not ours
