@@ -257,3 +257,24 @@ async def test_health_settings_are_validated(client: Client, world: World) -> No
         client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"failureAlertAfter": None}, 200
     )
     assert (got["failureAlertAfter"], got["staleAfterSec"]) == (None, 600)
+
+
+async def test_an_undecidable_run_counts_toward_the_failure_alert(
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher, events: Events
+) -> None:
+    """A run the dispatcher cannot decide (here: its issue insert is refused) fails with the reason,
+    and that failure raises the routine's alert like any other."""
+    r = await make_routine(client, world.a, failureAlertAfter=1)
+    await db.execute(
+        "CREATE FUNCTION refuse_issues() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF NEW.origin_id = '{r['id']}' THEN RAISE EXCEPTION 'refused issue'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER refuse_issues BEFORE INSERT ON issues FOR EACH ROW EXECUTE FUNCTION refuse_issues()"
+    )
+    run = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    row = await decided(db, run["id"])
+    assert row["status"] == "failed" and "refused issue" in row["failure_reason"]
+    await wait_until(lambda: asyncio.sleep(0, events.alerts))
+    assert [(a["kind"], a["routineId"]) for a in events.alerts] == [("routine_failing", r["id"])]
