@@ -336,6 +336,8 @@ def build_openapi(
                 },
             }
         entry["security"] = [{"bearer": []}] if op.auth else []
+        if op.description:
+            entry["description"] = op.description
         if op.server:
             entry["servers"] = [gateway_server]
         paths.setdefault(op.path, {})[op.method.lower()] = entry
