@@ -7,7 +7,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from routines_api.openapi import RouteTable
-from shared.http import edge_middleware
+from shared.http import SETTINGS_KEY, edge_middleware
+from shared.settings import CommonSettings
 
 
 async def test_an_auth_route_refuses_a_request_without_credentials_before_its_handler() -> None:
@@ -25,6 +26,7 @@ async def test_an_auth_route_refuses_a_request_without_credentials_before_its_ha
         return web.json_response({"ok": True})
 
     app = web.Application(middlewares=[edge_middleware])
+    app[SETTINGS_KEY] = CommonSettings(database_url="postgresql://unused@127.0.0.1:1/none")
     table.install(app)
     async with TestClient(TestServer(app)) as client:
         refused = await client.get("/private")
