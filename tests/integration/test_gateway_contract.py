@@ -18,6 +18,8 @@ FIRE = "/api/routine-triggers/public/{publicId}/fire"
 def _validator(status: int) -> OAS31Validator:
     document = openapi_document()
     response = document["paths"][FIRE]["post"]["responses"][str(status)]
+    if "$ref" in response:  # shared error answers live under components/responses
+        response = document["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
     schema = response["content"]["application/json"]["schema"]
     return OAS31Validator({**schema, "components": document["components"]})
 
