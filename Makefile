@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-integration lint deploy-check bench clean
+.PHONY: install run test test-unit test-integration lint deploy-check image bench clean
 
 # First install: about two minutes; pip prints each package as it goes (progress, not silence).
 $(STAMP): pyproject.toml
@@ -47,6 +47,16 @@ $(DEPLOY_VENV)/.installed: deploy/requirements.txt
 # Offline: yamllint, kustomize render, schema validation, security scan (own venv: checkov pins a lot).
 deploy-check: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_VENV)/bin/python -m deploy.check
+
+# The container image (needs a Docker daemon with BuildKit). IMAGE is the repository to push to:
+# set it to yours, and the same name in the overlay's `images:` (docs/operations.md).
+IMAGE ?= ghcr.io/your-org/routines
+TAG   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "make image needs docker (with a running daemon)"; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker daemon answers (start it, or build on a machine with one)"; exit 1; }
+	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile -t $(IMAGE):$(TAG) .
+	@echo "built $(IMAGE):$(TAG); push it with: docker push $(IMAGE):$(TAG)"
 
 # SOAK_MINUTES=0 skips the soak (default 10 minutes).
 SOAK_MINUTES ?= 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -109,11 +110,13 @@ def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return headers
 
 
-def bind_message_context(msg: Msg) -> None:
-    """Bind the request id a message carries to this task's log context."""
+def message_context(msg: Msg) -> contextlib.AbstractContextManager[object]:
+    """The request id a message carries, bound to log lines for the duration of a `with` block
+    (and unbound after it, so a long-lived consumer never carries a stale id)."""
     request_id = (msg.headers or {}).get(REQUEST_ID_HEADER)
     if request_id:
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        return structlog.contextvars.bound_contextvars(request_id=request_id)
+    return contextlib.nullcontext()
 
 
 class Bus:

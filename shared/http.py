@@ -236,7 +236,8 @@ async def _postgres_reachable(app: web.Application) -> bool:
     pool = db.pool
     if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
         try:
-            conn = await asyncpg.connect(app[SETTINGS_KEY].database_url, timeout=2)
+            # No statement cache: this may go through a transaction-mode pooler (DB_POOLER_MODE).
+            conn = await asyncpg.connect(app[SETTINGS_KEY].database_url, timeout=2, statement_cache_size=0)
         except (OSError, TimeoutError, asyncpg.PostgresError):
             return False
         try:

@@ -19,15 +19,19 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-Priority = Literal["critical", "high", "medium", "low"]
-RoutineStatus = Literal["active", "paused", "archived"]
-ConcurrencyPolicy = Literal["coalesce_if_active", "skip_if_active", "always_enqueue"]
-CatchUpPolicy = Literal["skip_missed", "enqueue_missed_with_cap"]
-SigningMode = Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"]
-IssueStatus = Literal["backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled"]
-AgentStatus = Literal["active", "paused", "terminated"]
-RunSource = Literal["schedule", "webhook", "api", "manual", "replay", "backfill"]
-RunStatus = Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"]
+from shared.vocabulary import (
+    AgentStatus,
+    CatchUpPolicy,
+    ConcurrencyPolicy,
+    IssueStatus,
+    Priority,
+    RoutineStatus,
+    RunSource,
+    RunStatus,
+    SigningMode,
+    TokenKind,
+    TriggerKind,
+)
 
 
 def _not_blank(value: str) -> str:
@@ -393,7 +397,7 @@ class TokenOut(Output):
     """A bearer token's record; the token itself is shown only when it is made."""
 
     id: uuid.UUID
-    kind: Literal["instance_admin", "board", "agent"]
+    kind: TokenKind
     name: str
     company_id: uuid.UUID | None
     created_at: datetime
@@ -501,7 +505,7 @@ class RoutineUpdate(RoutineFeatureFields):
 
 
 class TriggerCreate(Input):
-    kind: Literal["schedule", "webhook", "api"]
+    kind: TriggerKind
     label: Label | None = None
     enabled: bool = True
     cron_expression: Annotated[str, StringConstraints(max_length=200)] | None = None
@@ -511,7 +515,7 @@ class TriggerCreate(Input):
 
 
 class TriggerUpdate(Input):
-    kind: Literal["schedule", "webhook", "api"] | None = None
+    kind: TriggerKind | None = None
     label: Label | None = None
     enabled: bool | None = None
     cron_expression: Annotated[str, StringConstraints(max_length=200)] | None = None
@@ -631,7 +635,7 @@ class IssueOut(Output):
 class TriggerOut(Output):
     id: uuid.UUID
     routine_id: uuid.UUID
-    kind: Literal["schedule", "webhook", "api"]
+    kind: TriggerKind
     label: str | None
     enabled: bool
     cron_expression: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +81,23 @@ class RouteTable:
         return register
 
     def install(self, app: web.Application) -> None:
+        """Add every route; those marked `auth=True` authenticate before their handler runs, so the
+        flag that documents authentication also enforces it."""
         for op in self.operations:
             if op.handler is not None:
-                app.router.add_route(op.method, op.path, op.handler)
+                handler = _authenticated(op.handler) if op.auth else op.handler
+                app.router.add_route(op.method, op.path, handler)
+
+
+def _authenticated(handler: Handler) -> Handler:
+    from routines_api.auth import authenticate  # auth's own imports stay free of the route table
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        await authenticate(request)  # 401 here; the principal is kept on the request
+        return await handler(request)
+
+    return checked
 
 
 # The gateway's public endpoint, described here so the API's document covers the whole system.
@@ -321,6 +336,8 @@ def build_openapi(
                 },
             }
         entry["security"] = [{"bearer": []}] if op.auth else []
+        if op.description:
+            entry["description"] = op.description
         if op.server:
             entry["servers"] = [gateway_server]
         paths.setdefault(op.path, {})[op.method.lower()] = entry

@@ -25,10 +25,11 @@ from routines_api.models import (
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.quotas import enforce_quota, lock_company
 from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
-from routines_api.triggers import announce_trigger_change, next_run_at, trigger_json
+from routines_api.triggers import announce_trigger_change, trigger_json
 from shared.cron import describe, parse_cron, preview, zone
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
+from shared.rules import next_run_at
 from shared.runs import QUERIES as RUN_QUERIES
 from shared.runs import publish_run_requested, record_run
 

@@ -21,8 +21,9 @@ from routines_dispatcher.metrics import (
     SWEEPER_PICKUPS,
     TERMINATED,
 )
-from shared.alerts import evaluate_failure_alerts, publish_alerts
-from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, bind_message_context, decode
+from routines_dispatcher.policy import Outcome
+from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
+from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, decode, message_context
 from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import sleep_unless_stopped
 from shared.logging import get_logger
@@ -83,7 +84,9 @@ class Dispatcher:
         try:
             async with self.db.transaction() as conn:
                 decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
-                alerts = await evaluate_failure_alerts(conn, {d.routine_id for d in decisions})
+                # Only failures can start an alert or an auto-pause (recoveries come from the API).
+                failing = {d.routine_id for d in decisions if d.status is Outcome.FAILED or d.stale_cancelled}
+                alerts = await evaluate_failure_alerts(conn, failing)
         except RETRYABLE_ERRORS:
             raise
         except Exception as exc:  # any other failure is the data's, not ours
@@ -93,19 +96,22 @@ class Dispatcher:
                 for run_id in run_ids:
                     decided += await self.decide_and_publish([run_id], skip_locked=skip_locked)
                 return decided
-            decisions = await self._fail_poison(run_ids[0], exc)
-            alerts = []
+            decisions, alerts = await self._fail_poison(run_ids[0], exc)
         _observe(decisions)
         await publish_decisions(self.bus, decisions)
         await publish_alerts(self.bus, alerts)
         return decisions
 
-    async def _fail_poison(self, run_id: uuid.UUID, exc: BaseException) -> list[Decision]:
+    async def _fail_poison(
+        self, run_id: uuid.UUID, exc: BaseException
+    ) -> tuple[list[Decision], list[AlertEvent]]:
         log.error("run cannot be decided; marked failed", run_id=str(run_id), error=repr(exc)[:500])
         TERMINATED.labels("undecidable_run").inc()
         async with self.db.transaction() as conn:
             failed = await fail_run(conn, run_id, _reason(exc))
-        return [failed] if failed is not None else []
+            # A failure like any other: it counts toward the routine's failure alert.
+            alerts = await evaluate_failure_alerts(conn, [failed.routine_id]) if failed else []
+        return ([failed] if failed is not None else []), alerts
 
     async def consume(self) -> None:
         """Fetch batches from the durable pull consumer until told to stop."""
@@ -153,10 +159,9 @@ class Dispatcher:
             by_run.setdefault(run_id, []).append(msg)
         if not by_run:
             return
-        if messages:
-            bind_message_context(messages[0])
         try:
-            decisions = await self.decide_and_publish(list(by_run), skip_locked=False)
+            with message_context(messages[0]):
+                decisions = await self.decide_and_publish(list(by_run), skip_locked=False)
             undecided = set(by_run) - {d.run_id for d in decisions}
             missing: set[uuid.UUID] = set()
             if undecided:  # already decided (redelivery), or no such run at all
@@ -181,12 +186,16 @@ class Dispatcher:
                 delivered = msg.metadata.num_delivered
                 if delivered >= self.settings.max_deliver:
                     reason = f"dispatch failed after {delivered} deliveries: {type(exc).__name__}"
+                    failed = None
                     try:
                         async with self.db.connection() as conn:
-                            await fail_run(conn, run_id, reason)
+                            failed = await fail_run(conn, run_id, reason)
                     except RETRYABLE_ERRORS:
                         log.error("run left for the sweeper", run_id=str(run_id))
                     await msg.term()
+                    if failed is not None:  # announced like any decision (manual-run waiters)
+                        _observe([failed])
+                        await publish_decisions(self.bus, [failed])
                 else:
                     await msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 15.0))
 
