@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "[make] installing routines and its dependencies"
 	@{ PYTHONUNBUFFERED=1 $(BIN)/python -m pip install --progress-bar off -e '.[dev]'; echo $$? > $(VENV)/.pip-status; } \
-		| grep -E --line-buffered '^(Collecting|Successfully installed)' | cut -c1-100; \
+		| grep -E --line-buffered '^(Collecting|Installing collected|Successfully installed)' | cut -c1-100; \
 		test "$$(cat $(VENV)/.pip-status)" = 0 || { echo "[make] pip install failed (see above); fix it and run make again"; exit 1; }
 	@touch $(STAMP)
 	@echo "[make] installed"

@@ -82,8 +82,7 @@ def start_dev_stack(tmp_path: Path, dev_dirname: str = "dev", **extra_env: str) 
     while not stack.env_file.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     if not stack.env_file.exists():
-        stack.proc.kill()
-        stack.proc.wait()
+        _stop(stack)
         raise AssertionError("routines dev did not become ready:\n" + stack.output())
     return stack
 
@@ -94,9 +93,16 @@ def dev_stack(tmp_path: Path) -> Iterator[DevStack]:
     try:
         yield stack
     finally:
-        if stack.proc.poll() is None:
-            stack.proc.kill()
-            stack.proc.wait()
+        _stop(stack)
+
+
+def _stop(stack: DevStack) -> None:
+    """SIGTERM so `routines dev` stops its Postgres and NATS too (SIGKILL would orphan them)."""
+    try:
+        stack.stop()
+    except subprocess.TimeoutExpired:
+        stack.proc.kill()
+        stack.proc.wait()
 
 
 def _get_json(url: str, token: str | None = None) -> tuple[int, object]:
@@ -233,9 +239,7 @@ def test_busy_default_ports_never_lead_to_foreign_servers(default_ports_held: No
         assert "taken by another process" in stack.output()
         assert stack.stop() == 0
     finally:
-        if stack.proc.poll() is None:
-            stack.proc.kill()
-            stack.proc.wait()
+        _stop(stack)
 
 
 def test_a_failed_start_removes_stale_stack_env_and_says_how_to_recover(tmp_path: Path) -> None:

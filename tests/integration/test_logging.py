@@ -77,3 +77,40 @@ async def test_access_log_mode(access_app: Any, mode: str, logged_statuses: list
             assert (await client.get("/ok")).status == 200
             assert (await client.get("/missing")).status == 404
     assert [e["status"] for e in logs if e["event"] == "request"] == logged_statuses
+
+
+LATE_LOGGER = """
+import asyncio, logging, sys
+from shared.logging import configure_logging
+
+configure_logging("test", "info", "json")
+
+
+class LogsWhenFinalized:
+    def __del__(self) -> None:
+        logging.getLogger("late").warning("finalized %s", "late")
+
+
+late = LogsWhenFinalized()  # a module global: finalized while the interpreter shuts down
+
+
+async def main() -> None:
+    asyncio.get_running_loop().create_task(asyncio.sleep(100))  # destroyed pending, at exit
+
+
+asyncio.new_event_loop().run_until_complete(main())
+"""
+
+
+def test_nothing_is_printed_at_interpreter_exit(tmp_path: Any) -> None:
+    """Records logged by finalizers at shutdown printed "--- Logging error --- ImportError:
+    sys.meta_path is None"; now they are dropped quietly."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "late.py"
+    script.write_text(LATE_LOGGER)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert result.stdout == ""
