@@ -13,11 +13,9 @@ import asyncpg
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
 from shared.db import load_queries
+from shared.errors import Unprocessable
 
 QUERIES = load_queries("shared")
-
-OPEN_ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked")
-FINAL_RUN_STATUSES = ("issue_created", "coalesced", "skipped", "failed", "completed")
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,10 @@ async def record_run(
     delivery_key: str | None = None,
     scheduled_for: datetime | None = None,
 ) -> RecordedRun:
-    """Insert a `received` run, or return the existing one its idempotency/delivery key names."""
+    """Insert a `received` run, or return the existing one its idempotency/delivery key names.
+
+    An idempotency key reused with a different payload → Unprocessable (422)."""
+    scope = idempotency_scope(source, trigger_id) if idempotency_key is not None else None
     row = await conn.fetchrow(
         QUERIES["insert_run"],
         routine_id,
@@ -51,17 +52,33 @@ async def record_run(
         idempotency_key,
         delivery_key,
         scheduled_for,
+        scope,
     )
     if row is not None:
         return RecordedRun(dict(row), True)
     existing = None
     if idempotency_key is not None:
-        existing = await conn.fetchrow(QUERIES["run_by_idempotency_key"], routine_id, idempotency_key)
+        found = await conn.fetchrow(
+            QUERIES["run_by_idempotency_key"], routine_id, scope, idempotency_key, dict(payload)
+        )
+        if found is not None and not found["same_payload"]:
+            raise Unprocessable(
+                "idempotencyKey was already used with a different payload", {"runId": str(found["id"])}
+            )
+        existing = found
     if existing is None and delivery_key is not None:
         existing = await conn.fetchrow(QUERIES["run_by_delivery_key"], trigger_id, delivery_key)
     if existing is None:
         raise RuntimeError("run insert conflicted but no existing run was found")
     return RecordedRun(dict(existing), False)
+
+
+def idempotency_scope(source: str, trigger_id: uuid.UUID | None) -> str:
+    """Where an idempotency key is unique (with the routine): manual and API runs share one scope;
+    each webhook trigger has its own."""
+    if source in ("manual", "api"):
+        return "manual"
+    return f"{source}:{trigger_id}"
 
 
 def _iso(value: datetime | None) -> str | None:

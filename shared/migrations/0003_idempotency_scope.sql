@@ -14,3 +14,22 @@ WHERE delivery_signature IS NOT NULL AND EXISTS (
 );
 CREATE UNIQUE INDEX routine_runs_signature ON routine_runs (trigger_id, delivery_signature)
     WHERE delivery_signature IS NOT NULL;
+
+-- Idempotency keys are scoped per routine and source: manual and API runs share the scope
+-- 'manual'; each webhook trigger has its own, 'webhook:<trigger id>'. A key is bound to a hash
+-- of its run's payload: the same key with another payload is refused (422), not answered with a
+-- run made of different input.
+ALTER TABLE routine_runs
+    ADD COLUMN idempotency_scope text CHECK (length(idempotency_scope) <= 100),
+    ADD COLUMN payload_hash bytea,
+    ADD CONSTRAINT routine_runs_idempotency_scoped
+        CHECK (idempotency_key IS NULL OR idempotency_scope IS NOT NULL) NOT VALID;
+UPDATE routine_runs
+SET idempotency_scope = CASE WHEN source = 'webhook'
+                             THEN 'webhook:' || coalesce(trigger_id, id)::text ELSE 'manual' END,
+    payload_hash = sha256(convert_to(payload::text, 'UTF8'))
+WHERE idempotency_key IS NOT NULL;
+ALTER TABLE routine_runs VALIDATE CONSTRAINT routine_runs_idempotency_scoped;
+DROP INDEX routine_runs_idempotency;
+CREATE UNIQUE INDEX routine_runs_idempotency ON routine_runs (routine_id, idempotency_scope, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,9 +17,12 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.http import SETTINGS_KEY
-from tests.integration.api_client import Client, api_app
+from shared.settings import GatewaySettings
+from tests.integration.api_client import Client, api_app, call
 from tests.integration.test_gateway import MODES, Hook, gateway_app, make_hook, run_count
 from tests.netproxy import segmenting_proxy
 from tests.support import Stack, start_service
@@ -432,3 +439,283 @@ async def test_slow_or_silent_connections_are_closed_not_kept_forever(
                 assert resp.status == 202
     finally:
         gateway.kill()
+
+
+async def manual_run(hook: Hook, payload: dict[str, Any], key: str) -> tuple[int, Any]:
+    resp = await hook.api.post(
+        f"/api/routines/{hook.routine['id']}/run",
+        json={"payload": payload, "idempotencyKey": key},
+        headers={"Authorization": f"Bearer {hook.tenant.board}"},
+    )
+    return resp.status, await resp.json()
+
+
+async def test_idempotency_keys_are_scoped_per_source_and_bound_to_the_payload(
+    api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection
+) -> None:
+    """A webhook's Idempotency-Key used to match a manual run of the same routine (200 with that
+    run), and a key reused with another payload silently returned the first run."""
+    hook = await make_hook(api, admin_token, "bearer")
+    second = await call(
+        api,
+        "POST",
+        f"/api/routines/{hook.routine['id']}/triggers",
+        hook.tenant.board,
+        {"kind": "webhook", "signingMode": "bearer"},
+        201,
+    )
+    hook2 = Hook(api, hook.tenant, hook.routine, second)
+    body = b'{"order": 7}'
+    async with aiohttp.ClientSession() as http:
+
+        async def fire(h: Hook, data: bytes) -> tuple[int, Any]:
+            headers = {**h.headers(data), "Idempotency-Key": "order-7"}
+            return await post(http, str(gateway_server.make_url(h.path)), data, headers, chunked=False)
+
+        manual = await manual_run(hook, {"order": 7}, "order-7")
+        first = await fire(hook, body)
+        other_trigger = await fire(hook2, body)
+        retried = await fire(hook, body)
+        changed = await fire(hook, b'{"order": 8}')
+        manual_again = await manual_run(hook, {"order": 7}, "order-7")
+        manual_changed = await manual_run(hook, {"order": 8}, "order-7")
+    assert manual[0] == 202
+    assert first[0] == 202 and first[1]["runId"] != manual[1]["id"]
+    assert other_trigger[0] == 202 and other_trigger[1]["runId"] != first[1]["runId"]
+    assert (retried[0], retried[1]["runId"]) == (200, first[1]["runId"])
+    assert changed[0] == 422 and "Idempotency-Key" in changed[1]["error"]
+    assert (manual_again[0], manual_again[1]["id"]) == (200, manual[1]["id"])
+    assert manual_changed[0] == 422 and "idempotencyKey" in manual_changed[1]["error"]
+    assert await run_count(db) == 3
+
+
+def cache_lookups(result: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("routines_gateway_trigger_cache_total", {"result": result}) or 0.0
+
+
+async def test_unknown_public_id_probes_are_not_a_database_query_each(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """Every probe of an unknown publicId was a database query. Now a miss is remembered for a
+    short time, and one client's stream of unknown ids runs into the failed-attempt limit."""
+    hook = await make_hook(api, admin_token, "bearer")
+    app = gateway_app(stack, rate_limit_failed_burst=30, rate_limit_failed_per_sec=0.01)
+    unknown = "/api/routine-triggers/public/" + "ab" * 12 + "/fire"
+    async with TestClient(TestServer(app)) as gateway:
+        misses = cache_lookups("miss")
+        repeated = [(await gateway.post(unknown, headers={"X-Forwarded-For": "x"})).status for _ in range(20)]
+        assert repeated == [404] * 20
+        assert cache_lookups("miss") - misses == 1  # one database query for twenty probes
+        random_ids = [
+            (await gateway.post(f"/api/routine-triggers/public/{uuid.uuid4().hex[:24]}/fire")).status
+            for _ in range(15)
+        ]
+        assert random_ids == [404] * 10 + [429] * 5
+        assert (await gateway.post(hook.path, headers=hook.headers(b""))).status == 429  # same client
+
+
+# --- Signed fuzzing: generated bodies and headers get past verification, into parsing, storage
+# and the group commit, while other tenants fire at the same time. ---
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+json_atoms = st.one_of(
+    st.integers(-(10**30), 10**30).map(lambda n: str(n).encode()),
+    st.sampled_from(
+        [
+            b"1e400",
+            b"-1e999",
+            b"NaN",
+            b"Infinity",
+            b"-Infinity",
+            b"1" * 5000,
+            b"0." + b"0" * 400 + b"1",
+            b"1e-400",
+        ]
+    ),
+    st.text(max_size=30).map(lambda t: json.dumps(t, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+    st.sampled_from(
+        [b'"\\u0000"', b'"\\ud800"', b'"\\udfff\\ud800"', b'"\xff\xfe"', b"true", b"null", b"[]"]
+    ),
+)
+fuzz_bodies = st.one_of(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "ü", "\u2028"]), json_atoms), max_size=4).map(
+        lambda pairs: b"{" + b",".join(json.dumps(k).encode() + b":" + v for k, v in pairs) + b"}"
+    ),  # duplicate keys happen: keys come from a small set
+    st.integers(55, 75).map(_nested),
+    st.integers(55, 75).map(lambda d: b'{"x":' + b"[" * d + b"]" * d + b"}"),
+    st.binary(max_size=200),
+)
+header_values = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40).map(
+        str.encode
+    ),
+    st.binary(min_size=1, max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b and b.strip() == b),
+    st.integers(256, 6000).map(lambda n: b"k" * n),
+)
+
+
+def _signed_raw(
+    hook: Hook, body: bytes, extra: dict[str, bytes], chunked: bool, ts: int, tamper: bool
+) -> bytes:
+    """A raw request signed for `hook` (headers as bytes, so non-ASCII values go on the wire);
+    with `tamper`, the signature (bearer: the token) has one byte changed."""
+    mode = hook.trigger["signingMode"]
+    headers = {k.encode(): v.encode() for k, v in hook.headers(b"{}", ts=ts).items()}
+    headers.update({k.encode(): v for k, v in extra.items()})
+    secret = hook.secret.encode()
+    if mode == "hmac_sha256":
+        signature = hmac.new(secret, str(ts).encode() + b"." + body, hashlib.sha256).hexdigest()
+        headers[b"X-Paperclip-Signature"] = signature.encode()
+    elif mode == "github_hmac":
+        signature = hmac.new(secret, body, hashlib.sha256).hexdigest()
+        headers[b"X-Hub-Signature-256"] = b"sha256=" + signature.encode()
+    elif mode == "standard_webhooks":
+        key = base64.b64decode(hook.secret.removeprefix("whsec_"))
+        message = headers[b"webhook-id"] + b"." + str(ts).encode() + b"." + body
+        headers[b"webhook-signature"] = b"v1," + base64.b64encode(
+            hmac.new(key, message, hashlib.sha256).digest()
+        )
+    if tamper:
+        name = SIGNATURE_HEADERS[mode]
+        value = headers[name]
+        headers[name] = value[:-2] + (b"0" if value[-2:-1] != b"0" else b"1") + value[-1:]
+    lines = [f"POST {hook.path} HTTP/1.1".encode(), b"Host: gateway", b"Connection: close"]
+    lines += [name + b": " + value for name, value in headers.items()]
+    if chunked:
+        lines.append(b"Transfer-Encoding: chunked")
+        pieces = [body[i : i + 97] for i in range(0, len(body), 97)]
+        framed = b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in pieces) + b"0\r\n\r\n"
+    else:
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+        framed = body
+    return b"\r\n".join(lines) + b"\r\n\r\n" + framed
+
+
+SIGNATURE_HEADERS = {
+    "bearer": b"Authorization",
+    "hmac_sha256": b"X-Paperclip-Signature",
+    "github_hmac": b"X-Hub-Signature-256",
+    "standard_webhooks": b"webhook-signature",
+}
+
+
+class FuzzWorld:
+    """Hooks made once per test (hypothesis runs every example inside one test call)."""
+
+    targets: list[Hook]
+    others: list[Hook]
+    sent = 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    target=st.integers(0, 3),
+    body=fuzz_bodies,
+    extra=st.dictionaries(
+        st.sampled_from(
+            ["Idempotency-Key", "X-GitHub-Delivery", "webhook-id", "Content-Type", "X-Forwarded-For"]
+        ),
+        header_values,
+        max_size=2,
+    ),
+    chunked=st.booleans(),
+    tamper=st.booleans(),
+)
+async def test_signed_fuzz_never_5xx_never_hurts_other_tenants_never_an_unsigned_run(
+    api: Client,
+    fuzz_gateway: TestServer,
+    admin_token: str,
+    db: asyncpg.Connection,
+    target: int,
+    body: bytes,
+    extra: dict[str, bytes],
+    chunked: bool,
+    tamper: bool,
+) -> None:
+    world: FuzzWorld = getattr(fuzz_gateway, "fuzz_world", None) or FuzzWorld()
+    if not hasattr(world, "targets"):
+        world.targets = [await make_hook(api, admin_token, mode) for mode in MODES]
+        world.others = [await make_hook(api, admin_token, mode) for mode in ("hmac_sha256", "bearer")]
+        fuzz_gateway.fuzz_world = world  # type: ignore[attr-defined]
+    hook = world.targets[target]
+    world.sent += 1
+    ts = int(time.time())
+    if hook.trigger["signingMode"] in ("github_hmac", "standard_webhooks"):
+        # A fresh delivery id per example unless the generator chose one.
+        name = "X-GitHub-Delivery" if hook.trigger["signingMode"] == "github_hmac" else "webhook-id"
+        extra.setdefault(name, f"fuzz-{world.sent}".encode())
+    request = _signed_raw(hook, body, extra, chunked, ts, tamper)
+    runs_before = await db.fetchval(
+        "SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", hook.routine["id"]
+    )
+    async with aiohttp.ClientSession() as http:
+
+        async def good_fire(h: Hook, i: int) -> int:
+            good_body = json.dumps({"good": world.sent, "i": i}).encode()
+            headers = {**h.headers(good_body), "Idempotency-Key": f"g-{world.sent}-{i}"}
+            async with http.post(fuzz_gateway.make_url(h.path), data=good_body, headers=headers) as resp:
+                return resp.status
+
+        fuzzed = asyncio.ensure_future(raw_request(fuzz_gateway.host, port(fuzz_gateway), request))
+        goods = await asyncio.gather(*(good_fire(h, i) for i in range(3) for h in world.others))
+        status, answer = await fuzzed
+    assert goods == [202] * len(goods), goods
+    assert status < 500, answer
+    assert answer == b"" or "error" in json.loads(answer) or "runId" in json.loads(answer)
+    runs_after = await db.fetchval(
+        "SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", hook.routine["id"]
+    )
+    if tamper:  # never a run without a valid signature
+        refused_by_http_layer = status == 400 and b"malformed HTTP request" in answer
+        assert status in (401, 413) or refused_by_http_layer, (status, answer)
+    if status == 202:
+        run = await db.fetchrow(
+            "SELECT payload FROM routine_runs WHERE id = $1::uuid", json.loads(answer)["runId"]
+        )
+        assert run is not None
+        assert run["payload"] == (json.loads(body) if body.strip() else {})
+        assert runs_after == runs_before + 1
+    else:
+        assert runs_after == runs_before, (status, answer)
+
+
+@pytest.fixture
+async def fuzz_gateway(stack: Stack) -> AsyncIterator[TestServer]:
+    server = TestServer(gateway_app(stack, webhook_max_body_bytes=LIMIT, rate_limit_failed_burst=1_000_000))
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.mark.parametrize("skew", [-600.0, 600.0])
+async def test_gateway_clock_skew_does_not_decide_timestamp_freshness(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection, skew: float
+) -> None:
+    """The gateway checked timestamps with its own time.time() while replay windows use the
+    database's clock: a gateway host 10 minutes off refused every correctly timed delivery and
+    accepted stale ones. It now judges by the database's clock (offset sampled)."""
+    from routines_gateway.app import create_app
+
+    hook = await make_hook(api, admin_token, "hmac_sha256")
+    settings = gateway_app(stack).get(SETTINGS_KEY)
+    assert isinstance(settings, GatewaySettings)
+    app = create_app(settings, local_clock=lambda: time.time() + skew)  # this host's clock is off
+    async with TestClient(TestServer(app)) as gateway:
+        db_now = int(await db.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
+        on_time = b'{"on": "time"}'
+        by_gateway_clock = b'{"by": "gateway"}'
+        good = await gateway.post(hook.path, data=on_time, headers=hook.headers(on_time, ts=db_now))
+        skewed = await gateway.post(
+            hook.path,
+            data=by_gateway_clock,
+            headers=hook.headers(by_gateway_clock, ts=db_now + int(skew)),
+        )
+        assert good.status == 202, await good.text()
+        assert skewed.status == 401
+    assert await run_count(db) == 1

@@ -80,7 +80,9 @@ async def test_schema_constraints_carry_the_guarantees(db: asyncpg.Connection) -
         for r in await db.fetch("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'routine_runs'")
     }
     assert "UNIQUE" in constraints["routine_runs_slot"]
-    assert "(routine_id, idempotency_key)" in constraints["routine_runs_idempotency"]
+    assert "(routine_id, idempotency_scope, idempotency_key)" in constraints["routine_runs_idempotency"]
     assert "(trigger_id, delivery_key)" in constraints["routine_runs_delivery"]
+    assert "UNIQUE" in constraints["routine_runs_signature"]
+    assert "(trigger_id, delivery_signature)" in constraints["routine_runs_signature"]
     due = await db.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'routine_triggers_due'")
     assert "WHERE" in due and "next_run_at" in due

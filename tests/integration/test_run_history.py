@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from routines_api.history import RUN_SOURCES, RUN_STATUSES
 from routines_dispatcher.worker import Dispatcher
+from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import client, decided, dispatcher, get_json, world
 

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
@@ -104,3 +104,100 @@ def test_token_buckets() -> None:
     assert [buckets.take("k", now=0.0) for _ in range(3)] == [0, 0, 1]
     assert buckets.take("k", now=1.5) == 0
     assert buckets.take("other", now=1.5) == 0
+
+
+# --- The property's other half: a signed request verifies, and any single-byte change fails. ---
+
+MODES = ["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"]
+# The header each mode carries its signature (or bearer token) in, and its timestamp header.
+SIGNATURE_HEADER = {
+    "bearer": "Authorization",
+    "hmac_sha256": "X-Paperclip-Signature",
+    "github_hmac": "X-Hub-Signature-256",
+    "standard_webhooks": "webhook-signature",
+}
+TIMESTAMP_HEADER = {"hmac_sha256": "X-Paperclip-Timestamp", "standard_webhooks": "webhook-timestamp"}
+# Hex digests and the `sha256=` prefix are compared case-insensitively (by design): a byte change
+# that only flips a letter's case there is the same signature.
+CASE_INSENSITIVE = {"X-Paperclip-Signature", "X-Hub-Signature-256"}
+
+
+def signed(mode: str, secret: str, body: bytes, ts: str, msg_id: str = "msg_1") -> dict[str, str]:
+    """Headers of a correctly signed request, built from each scheme's definition (not our code)."""
+    if mode == "bearer":
+        return {"Authorization": f"Bearer {secret}"}
+    if mode == "hmac_sha256":
+        return _hmac_headers(secret, body, ts)
+    if mode == "github_hmac":
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return {"X-Hub-Signature-256": f"sha256={digest}", "X-GitHub-Delivery": "d-1"}
+    moment = datetime.fromtimestamp(int(ts), UTC)
+    signature = Webhook(secret).sign(msg_id, moment, body.decode("utf-8", "surrogateescape"))
+    return {"webhook-id": msg_id, "webhook-timestamp": ts, "webhook-signature": signature}
+
+
+def _mutations(raw: bytes, byte: int) -> list[tuple[int, bytes]]:
+    """Every single-byte change of `raw`: position i gets a byte derived from `byte` (varied per
+    position so that each example tries many values), skipped where that is the same byte."""
+    out = []
+    for i in range(len(raw)):
+        new = (byte + i * 37) % 256
+        if new != raw[i]:
+            out.append((i, raw[:i] + bytes([new]) + raw[i + 1 :]))
+    return out
+
+
+def _must_fail(mode: str, headers: dict[str, str], body: bytes, secret: str, what: str) -> None:
+    try:
+        verify(mode, headers, body, [secret], NOW, 300)
+    except AuthenticationFailed:
+        return
+    raise AssertionError(f"{mode}: {what}, and it still verifies")
+
+
+def _same_but_case(original: str, changed: str) -> bool:
+    return original != changed and original.lower() == changed.lower()
+
+
+timestamps = st.one_of(
+    st.just(str(int(NOW))),
+    st.integers(int(NOW) - 299, int(NOW) + 299).map(str),
+    st.integers(int(NOW * 1000) - 299_000, int(NOW * 1000) + 299_000).map(str),
+)
+
+
+@settings(max_examples=300)
+@given(
+    mode=st.sampled_from(MODES),
+    body=st.one_of(
+        st.binary(max_size=200), st.text(max_size=60).map(lambda t: t.encode("utf-8", "surrogatepass"))
+    ),
+    ts=timestamps,
+    byte=st.integers(0, 255),
+)
+def test_signed_request_verifies_and_any_single_byte_change_fails(
+    mode: str, body: bytes, ts: str, byte: int
+) -> None:
+    """Every position of the body, the timestamp and the signature (bearer: its token) is changed
+    in turn; header bytes are decoded the way aiohttp decodes them (UTF-8, surrogateescape)."""
+    secret = new_webhook_secret()
+    if mode == "standard_webhooks":
+        ts = ts[:10]  # seconds only in this scheme
+        body = body.decode("utf-8", "replace").encode()  # its reference signer signs text
+    headers = signed(mode, secret, body, ts)
+    assert verify(mode, headers, body, [secret], NOW, 300) is not None
+    assert verify(mode, headers, body, [new_webhook_secret(), secret], NOW, 300) is not None
+
+    if mode != "bearer":  # bearer signs nothing: documented
+        for i, changed in _mutations(body, byte):
+            _must_fail(mode, headers, changed, secret, f"body changed at byte {i}")
+    names = [SIGNATURE_HEADER[mode]] + ([TIMESTAMP_HEADER[mode]] if mode in TIMESTAMP_HEADER else [])
+    for name in names:
+        raw = headers[name].encode()
+        for i, changed in _mutations(raw, byte):
+            if name == "Authorization" and i < len("Bearer "):
+                continue  # the scheme word and its space, not the token
+            value = changed.decode("utf-8", "surrogateescape")
+            if name in CASE_INSENSITIVE and _same_but_case(headers[name], value):
+                continue
+            _must_fail(mode, {**headers, name: value}, body, secret, f"{name} changed at byte {i}: {value!r}")

@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -17,15 +17,14 @@ from routines_api.auth import Principal, authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
 from routines_api.feature_models import ReplayRequest
 from routines_api.feature_queries import FEATURE_QUERIES
-from routines_api.models import RunOut, RunSource, RunStatus
+from routines_api.models import RunOut
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import publish_run_requested
+from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 
-RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
-RUN_SOURCES: tuple[str, ...] = get_args(RunSource)
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
 

@@ -2,35 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from routines_gateway.cache import TriggerCache
+from routines_gateway.clock import DbClock
 from routines_gateway.fire import FireHandler
 from routines_gateway.ingest import GroupCommitter
 from shared.crypto import SecretBox
 from shared.http import BUS_KEY, DB_KEY, SUPERVISOR_KEY, create_base_app, finish_routes
 from shared.lifecycle import HANDLER_ARGS_KEY
+from shared.logging import get_logger
 from shared.settings import GatewaySettings
 
+log = get_logger(__name__)
 CACHE_KEY = web.AppKey("trigger_cache", TriggerCache)
 COMMITTER_KEY = web.AppKey("group_committer", GroupCommitter)
+CLOCK_KEY = web.AppKey("db_clock", DbClock)
 
 
-def create_app(settings: GatewaySettings) -> web.Application:
-    """Wire the gateway: the fire endpoint, its trigger cache and the group-commit writer."""
+def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = time.time) -> web.Application:
+    """Wire the gateway: the fire endpoint, its trigger cache and the group-commit writer.
+    `local_clock` is this host's wall clock (tests give it a skew)."""
     app = create_base_app("webhook-gateway", settings, client_max_size=settings.webhook_max_body_bytes)
-    cache = TriggerCache(app[DB_KEY], SecretBox(settings.secret_key), settings.trigger_cache_ttl_sec)
+    cache = TriggerCache(
+        app[DB_KEY],
+        SecretBox(settings.secret_key),
+        settings.trigger_cache_ttl_sec,
+        negative_ttl=settings.trigger_cache_negative_ttl_sec,
+    )
     committer = GroupCommitter(app[DB_KEY], settings.group_commit_max, settings.group_commit_writers)
-    app[CACHE_KEY], app[COMMITTER_KEY] = cache, committer
+    clock = DbClock(app[DB_KEY], local_clock)
+    app[CACHE_KEY], app[COMMITTER_KEY], app[CLOCK_KEY] = cache, committer, clock
     # aiohttp's keep-alive deadline runs from the moment a connection opens (and again after each
     # answer) until a request's headers are complete: that is the header read timeout. The body
     # has its own, in the handler; after an early answer (408, 413) the unread rest of a body is
     # drained for at most a second (not aiohttp's 10 s), then the connection is closed.
     app[HANDLER_ARGS_KEY] = {"keepalive_timeout": settings.header_timeout_sec, "lingering_time": 1.0}
     app.router.add_post(
-        "/api/routine-triggers/public/{publicId}/fire", FireHandler(settings, cache, committer).fire
+        "/api/routine-triggers/public/{publicId}/fire", FireHandler(settings, cache, committer, clock).fire
     )
     app.cleanup_ctx.append(_gateway_ctx)
     finish_routes(app)
@@ -39,6 +52,12 @@ def create_app(settings: GatewaySettings) -> web.Application:
 
 async def _gateway_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor = app[SUPERVISOR_KEY]
+    clock = app[CLOCK_KEY]
+    try:  # timestamps are checked by the database's clock from the first request on
+        await asyncio.wait_for(clock.sample(), timeout=5)
+    except Exception as exc:  # the database is not there yet: the sampling loop keeps trying
+        log.warning("initial clock sample failed", error=type(exc).__name__)
+    supervisor.spawn("db-clock", clock.run(supervisor.stopping), critical=False)
     supervisor.spawn("group-commit", app[COMMITTER_KEY].run(supervisor.stopping))
     supervisor.spawn("cache-invalidation", app[CACHE_KEY].follow_changes(app[BUS_KEY]), critical=False)
     yield

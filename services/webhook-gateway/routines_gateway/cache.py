@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -32,12 +33,25 @@ class TriggerState:
 
 
 class TriggerCache:
-    def __init__(self, db: Database, box: SecretBox, ttl: float, max_entries: int = 50_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        ttl: float,
+        max_entries: int = 50_000,
+        negative_ttl: float = 5.0,
+        max_missing: int = 100_000,
+    ) -> None:
         self._db = db
         self._box = box
         self._ttl = ttl
         self._max = max_entries
+        self._negative_ttl = negative_ttl
+        self._max_missing = max_missing
         self._entries: dict[str, TriggerState] = {}
+        # publicIds that named no webhook trigger, until when (monotonic): probing random ids
+        # must not cost a database query each. Least recently added forgotten first.
+        self._missing: OrderedDict[str, float] = OrderedDict()
         self._following = asyncio.Event()
 
     async def get(self, public_id: str) -> TriggerState | None:
@@ -46,10 +60,20 @@ class TriggerCache:
         if cached is not None and cached.valid_until > now:
             CACHE.labels("hit").inc()
             return cached
+        missing_until = self._missing.get(public_id)
+        if missing_until is not None:
+            if missing_until > now:
+                CACHE.labels("negative_hit").inc()
+                return None
+            del self._missing[public_id]
         CACHE.labels("miss").inc()
         async with self._db.connection() as conn:
             row = await conn.fetchrow(QUERIES["trigger_by_public_id"], public_id)
         if row is None:
+            if self._negative_ttl > 0:
+                self._missing[public_id] = now + self._negative_ttl
+                if len(self._missing) > self._max_missing:
+                    self._missing.popitem(last=False)
             return None
         valid_until = now + self._ttl
         if row["secrets_expire_at"] is not None:
@@ -74,6 +98,7 @@ class TriggerCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._missing.clear()
 
     async def follow_changes(self, bus: Bus) -> None:
         """Drop everything on any trigger/routine change: rare, and correctness beats hit rate."""

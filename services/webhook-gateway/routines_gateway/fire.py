@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from routines_gateway.cache import QUERIES, TriggerCache, TriggerState
+from routines_gateway.clock import DbClock
 from routines_gateway.ingest import GroupCommitter, PendingRun
 from routines_gateway.metrics import OUTCOME, VERIFY_SECONDS
 from routines_gateway.ratelimit import TokenBuckets
@@ -23,10 +24,12 @@ from shared.errors import (
     RateLimited,
     RoutinesError,
     Unauthorized,
+    Unprocessable,
     UnsupportedMediaType,
 )
 from shared.http import BUS_KEY, DB_KEY, error_response, json_response, parse_json
 from shared.logging import get_logger
+from shared.rules import why_not_fire
 from shared.runs import publish_run_requested
 from shared.settings import GatewaySettings
 
@@ -50,8 +53,11 @@ class BodyTimeout(Exception):
 class FireHandler:
     """Checks in DESIGN order: 404, 401, 409; then the run is committed and 202 answered."""
 
-    def __init__(self, settings: GatewaySettings, cache: TriggerCache, committer: GroupCommitter) -> None:
+    def __init__(
+        self, settings: GatewaySettings, cache: TriggerCache, committer: GroupCommitter, clock: DbClock
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self.cache = cache
         self.committer = committer
         self.per_trigger = TokenBuckets(
@@ -112,15 +118,14 @@ class FireHandler:
         wait = self.per_client.take(client)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
+        wait = self.failed.peek(client)
+        if wait:
+            raise Rejected("rate_limited", RateLimited(wait, "too many failed attempts from this address"))
         public_id = request.match_info["publicId"]
         trigger = await self.cache.get(public_id) if _PUBLIC_ID.match(public_id) else None
         if trigger is None:
+            self.failed.take(client)  # probing for webhook URLs is a failed attempt too
             raise Rejected("not_found", NotFound("webhook not found"))
-        wait = self.failed.peek(client)
-        if wait:
-            raise Rejected(
-                "rate_limited", RateLimited(wait, "too many failed authentications from this address")
-            )
         body = await self._read_body(request)
         started = time.perf_counter()
         try:
@@ -129,7 +134,7 @@ class FireHandler:
                 request.headers,
                 body,
                 trigger.secrets,
-                time.time(),
+                self.clock.now(),  # the database's clock, which also judges the replay window
                 trigger.replay_window_sec,
             )
         except AuthenticationFailed as exc:
@@ -143,9 +148,9 @@ class FireHandler:
         wait = self.per_trigger.take(str(trigger.trigger_id))
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
-        if not trigger.enabled or trigger.routine_status != "active":
-            reason = "trigger disabled" if not trigger.enabled else f"routine is {trigger.routine_status}"
-            raise Rejected("not_active", Conflict(reason))
+        refusal = why_not_fire(trigger.enabled, trigger.routine_status)
+        if refusal is not None:
+            raise Rejected("not_active", Conflict(refusal))
         payload = _payload(request, body, self.settings.json_max_depth)
         idempotency_key = request.headers.get("Idempotency-Key") or None
         if idempotency_key is not None:
@@ -193,9 +198,18 @@ class FireHandler:
                     raise Rejected("replayed", Conflict("signature already used for another delivery"))
             if pending.idempotency_key is not None:
                 row = await conn.fetchrow(
-                    QUERIES["existing_idempotent"], trigger.routine_id, pending.idempotency_key
+                    QUERIES["existing_idempotent"],
+                    trigger.routine_id,
+                    trigger.trigger_id,
+                    pending.idempotency_key,
+                    pending.payload,
                 )
                 if row is not None:
+                    if not row["same_payload"]:
+                        raise Unprocessable(
+                            "Idempotency-Key was already used with a different payload",
+                            {"runId": str(row["id"])},
+                        )
                     return _accepted(row["id"], row["status"], trigger, True, 200)
         raise Conflict("delivery conflicts with an earlier run")
 
@@ -277,5 +291,7 @@ def _outcome_of(exc: RoutinesError) -> str:
         413: "too_large",
         400: "bad_request",
         415: "bad_request",
+        409: "replayed",
+        422: "bad_request",
         503: "unavailable",
     }.get(exc.status, "error")

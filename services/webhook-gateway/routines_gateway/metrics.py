@@ -1,6 +1,6 @@
 """Prometheus metrics of the webhook gateway."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 OUTCOMES = Counter("routines_gateway_requests_total", "Fire requests by outcome", ["outcome"])
 # Children bound once (a labels() lookup per request costs more than the increment).
@@ -31,3 +31,7 @@ BATCH_SIZE = Histogram(
     "routines_gateway_commit_batch_size", "Runs per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
 CACHE = Counter("routines_gateway_trigger_cache_total", "Trigger cache lookups", ["result"])
+CLOCK_OFFSET = Gauge(
+    "routines_gateway_clock_offset_seconds",
+    "Database clock minus this host's clock (timestamps are checked by the former)",
+)
