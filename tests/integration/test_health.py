@@ -278,3 +278,26 @@ async def test_an_undecidable_run_counts_toward_the_failure_alert(
     assert row["status"] == "failed" and "refused issue" in row["failure_reason"]
     await wait_until(lambda: asyncio.sleep(0, events.alerts))
     assert [(a["kind"], a["routineId"]) for a in events.alerts] == [("routine_failing", r["id"])]
+
+
+async def test_health_bounds_the_slots_it_counts(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """Minute schedules over 90 days: counting stops at 10,000 slots per call, across triggers."""
+    r = await make_routine(client, world.a)
+    for _ in range(2):
+        await call(
+            client,
+            "POST",
+            f"/api/routines/{r['id']}/triggers",
+            world.a.board,
+            {"kind": "schedule", "cronExpression": "* * * * *"},
+            201,
+        )
+    await db.execute(
+        "UPDATE routine_triggers SET created_at = now() - interval '100 days' WHERE routine_id = $1::uuid",
+        r["id"],
+    )
+    health, _ = await get_json(client, f"/api/routines/{r['id']}/health?days=90", world.a.board)
+    counted = [(t["expectedSlots"], t["expectedSlotsAtLeast"]) for t in health["triggers"]]
+    assert counted == [(10_000, True), (0, True)]

@@ -21,6 +21,7 @@ from shared.http import DB_KEY
 MAX_DAYS = 90
 # The scheduler's default misfire grace (DESIGN "Catch-up"): runs recorded within it are on time.
 ON_TIME_WITHIN = timedelta(seconds=60)
+# Slots counted per request, across all its triggers (bounds the CPU of one health call).
 MAX_SLOTS_COUNTED = 10_000
 STREAK_LOOKBACK = 1000
 
@@ -36,13 +37,15 @@ def _query_days(request: web.Request) -> int:
     return days
 
 
-def expected_slots(cron: str, tz: str, start: datetime, end: datetime) -> tuple[int, bool]:
-    """How many slots fall in (start, end], and whether counting stopped at the bound."""
+def expected_slots(
+    cron: str, tz: str, start: datetime, end: datetime, budget: int = MAX_SLOTS_COUNTED
+) -> tuple[int, bool]:
+    """How many slots fall in (start, end], and whether counting stopped at the budget."""
     try:
-        count = sum(1 for _ in fires_between(cron, tz, start, end, limit=MAX_SLOTS_COUNTED + 1))
+        count = sum(1 for _ in fires_between(cron, tz, start, end, limit=budget + 1))
     except (InvalidCron, InvalidTimezone):
         return 0, False
-    return min(count, MAX_SLOTS_COUNTED), count > MAX_SLOTS_COUNTED
+    return min(count, budget), count > budget
 
 
 def _round(value: Any) -> float | None:
@@ -95,9 +98,11 @@ async def routine_health(request: web.Request) -> web.Response:
         settled = await conn.fetch(FEATURE_QUERIES["health_settled"], routine_id, STREAK_LOOKBACK)
         issues = await conn.fetch(FEATURE_QUERIES["open_execution_issues"], [routine_id])
     trigger_reports = []
+    budget = MAX_SLOTS_COUNTED
     for t in triggers:
         counted_from = max(start, t["created_at"])
-        expected, at_least = expected_slots(t["cron_expression"], t["timezone"], counted_from, now)
+        expected, at_least = expected_slots(t["cron_expression"], t["timezone"], counted_from, now, budget)
+        budget = max(0, budget - expected)
         runs = slot_runs.get(t["id"])
         lag = list(runs["lag"]) if runs is not None and runs["lag"] is not None else [None, None, None]
         on_time = int(runs["on_time"]) if runs else 0
