@@ -5,14 +5,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit test-integration lint deploy-check bench clean
+.PHONY: install run test test-unit test-integration lint deploy-check image bench clean
 
+# First install: about two minutes; pip prints each package as it goes (progress, not silence).
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (install Python 3.11, or make PYTHON=/path/to/python3.11)"; exit 1; }
+	@echo "[make] installing into $(VENV) (first time: about 2 minutes; later only when pyproject.toml changes)"
+	@test -x $(BIN)/python || { echo "[make] creating the virtualenv $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "[make] upgrading pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "[make] installing routines and its dependencies"
+	@{ PYTHONUNBUFFERED=1 $(BIN)/python -m pip install --progress-bar off -e '.[dev]'; echo $$? > $(VENV)/.pip-status; } \
+		| grep -E --line-buffered '^(Collecting|Successfully installed)' | cut -c1-100; \
+		test "$$(cat $(VENV)/.pip-status)" = 0 || { echo "[make] pip install failed (see above); fix it and run make again"; exit 1; }
+	@touch $(STAMP)
+	@echo "[make] installed"
 
 install: $(STAMP)
 
@@ -40,6 +47,16 @@ $(DEPLOY_VENV)/.installed: deploy/requirements.txt
 # Offline: yamllint, kustomize render, schema validation, security scan (own venv: checkov pins a lot).
 deploy-check: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_VENV)/bin/python -m deploy.check
+
+# The container image (needs a Docker daemon with BuildKit). IMAGE is the repository to push to:
+# set it to yours, and the same name in the overlay's `images:` (docs/operations.md).
+IMAGE ?= ghcr.io/your-org/routines
+TAG   ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	@command -v docker >/dev/null 2>&1 || { echo "make image needs docker (with a running daemon)"; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker daemon answers (start it, or build on a machine with one)"; exit 1; }
+	DOCKER_BUILDKIT=1 docker build -f deploy/Dockerfile -t $(IMAGE):$(TAG) .
+	@echo "built $(IMAGE):$(TAG); push it with: docker push $(IMAGE):$(TAG)"
 
 # SOAK_MINUTES=0 skips the soak (default 10 minutes).
 SOAK_MINUTES ?= 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import re
 import subprocess
 import time
@@ -93,8 +94,13 @@ def run_wrk(url: str, requests_file: Path, connections: int, seconds: float) -> 
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     non2xx = int(non2xx_match.group(1)) if non2xx_match else 0
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50_match, p99_match = (
+        re.search(r"^\s+50%\s+(\S+)$", out, re.M),
+        re.search(r"^\s+99%\s+(\S+)$", out, re.M),
+    )
+    # No latency distribution at all when not one request completed.
+    p50 = _ms(p50_match.group(1)) if p50_match else math.nan
+    p99 = _ms(p99_match.group(1)) if p99_match else math.nan
     statuses = {int(code): int(n) for code, n in re.findall(r"^status (\d+) (\d+)$", out, re.M)}
     return WrkResult(rps, rps * (total - non2xx) / max(total, 1), non2xx, p50, p99, statuses, total)
 

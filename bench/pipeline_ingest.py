@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import statistics
 import time
@@ -142,9 +143,10 @@ class Bench:
                 asyncio.to_thread(run_wrk, self.gateway.url, primer, CONNECTIONS, 2)
             )
             await asyncio.sleep(0.3)
-            mid_transaction = await stop_mid_transaction(self.conn, self.dispatcher.proc.pid)
-            await priming
         try:
+            if stopped:
+                mid_transaction = await stop_mid_transaction(self.conn, self.dispatcher.proc.pid)
+                await priming
             with LockSampler(self.dsn) as sampler:
                 before, started = self.cpu.read(), time.perf_counter()
                 wal_before = await self._wal()
@@ -290,7 +292,7 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "server_errors_stopped": sum(r["server_errors"] for r in stopped),
             "server_errors_running": sum(r["server_errors"] for r in running),
         }
-        row["ratio"] = row["running_per_sec"] / row["stopped_per_sec"]
+        row["ratio"] = row["running_per_sec"] / row["stopped_per_sec"] if row["stopped_per_sec"] else math.nan
         rows.append(row)
         print(
             f"| {shape} | {policy} | {row['running_per_sec']:,.0f} | {row['running_p50_ms']:.1f} ms "
@@ -299,10 +301,12 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
     hot = [r for r in rows if r["shape"] == "one routine"]
     if hot:
-        worst = min(r["ratio"] for r in hot)
+        met = all(r["ratio"] >= 0.9 for r in hot)  # NaN (nothing accepted when stopped) fails
         errors = sum(r["server_errors_stopped"] + r["server_errors_running"] for r in rows)
         print(
-            f"one routine: running / stopped ≥ {worst:.2f} (goal ≥ 0.90: {'met' if worst >= 0.9 else 'MISSED'}); "
+            "one routine: running / stopped = "
+            + ", ".join(f"{r['ratio']:.2f} ({r['policy']})" for r in hot)
+            + f" (goal ≥ 0.90: {'met' if met else 'MISSED'}); "
             f"5xx over all runs: {errors} (goal 0: {'met' if errors == 0 else 'MISSED'})"
         )
     return rows

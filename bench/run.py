@@ -12,7 +12,9 @@ import shutil
 from typing import Any
 
 from bench import (
+    cron_preview,
     dispatch_throughput,
+    fire_lag,
     fire_to_issue,
     pipeline_ingest,
     profile_gateway,
@@ -25,7 +27,7 @@ from bench import (
 
 async def run_all(soak_minutes: float) -> None:
     peaks: dict[str, float] = {}
-    benches: list[Any] = [fire_to_issue, top_of_hour, dispatch_throughput]
+    benches: list[Any] = [fire_to_issue, fire_lag, top_of_hour, dispatch_throughput]
     if shutil.which("wrk"):
         benches[0:0] = [webhook_ingest, profile_gateway, pipeline_ingest]
     else:
@@ -37,6 +39,8 @@ async def run_all(soak_minutes: float) -> None:
             peaks[name] = max(peaks.get(name, 0.0), mb)
     print("\n== scheduler_scale ==", flush=True)
     await scheduler_scale.main()
+    print("\n== cron_preview ==", flush=True)
+    cron_preview.main()
     if soak_minutes > 0:
         print(f"\n== soak ({soak_minutes:g} minutes) ==", flush=True)
         result = await soak.main(soak_minutes, None if shutil.which("wrk") else 300.0)

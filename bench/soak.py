@@ -192,7 +192,7 @@ def plot(rss: RssLog, per_minute: list[dict[str, Any]], rate: float) -> None:
     fig.savefig(PLOT)
 
 
-async def main(minutes: float = 10, rate: float | None = None) -> dict[str, Any]:
+async def main(minutes: float = 10, rate: float | None = None, fraction: float = 0.5) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     async with servers() as s:
         stack = await s.fresh_stack("soak")
@@ -293,11 +293,12 @@ async def main(minutes: float = 10, rate: float | None = None) -> dict[str, Any]
 def cli() -> None:
     parser = argparse.ArgumentParser(description="Soak the whole pipeline at half its maximum.")
     parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--fraction", type=float, default=0.5, help="share of the measured max (default 0.5)")
     parser.add_argument(
         "--rate", type=float, default=None, help="requests/s (default: half the measured max)"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.minutes, args.rate))
+    asyncio.run(main(args.minutes, args.rate, args.fraction))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,37 @@
-"""`make deploy-check`: lint, render, schema-validate and security-scan the manifests, offline."""
+"""`make deploy-check`: lint, render, schema-validate and security-scan the manifests, check the
+database connection budget of each overlay, and unit-test the alerts with promtool; offline."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 DEPLOY = Path(__file__).resolve().parent
-OVERLAYS = ("dev", "production")
+OVERLAYS = ("dev", "production", "production-keda")
 KUBERNETES_VERSION = "1.34.0"
 YAMLLINT_CONFIG = (
     "{extends: default, rules: {line-length: {max: 120}, document-start: disable,"
     " braces: {max-spaces-inside: 1}, brackets: {max-spaces-inside: 1}}}"
 )
+BUDGET_ANNOTATION = "routines/db-connection-budget"
+MONITORING = DEPLOY / "k8s" / "components" / "monitoring"
 
 
 def tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def run(step: str, args: list[str]) -> str:
+def run(step: str, args: list[str], cwd: Path | None = None) -> str:
     print(f"[deploy-check] {step}", flush=True)
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    result = subprocess.run(args, capture_output=True, text=True, check=False, cwd=cwd)
     if result.returncode != 0:
         print(result.stdout[-6000:], result.stderr[-6000:], sep="\n")
         raise SystemExit(f"[deploy-check] FAILED: {step}")
@@ -41,16 +50,100 @@ def waivers() -> list[str]:
     return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
 
 
+class BudgetExceeded(Exception):
+    """The Deployments could open more database connections than the overlay's budget."""
+
+
+def connection_demand(docs: Iterable[dict[str, Any]]) -> tuple[int, int, list[str]]:
+    """(connections the rendered overlay may open at its maximum scale, the budget, the lines of
+    the computation). Maximum replicas come from an HPA or a KEDA ScaledObject targeting the
+    Deployment, else its `replicas` (default 1); the pool size from the container's
+    ROUTINES_DB_POOL_MAX env, else the ConfigMap's; each Job adds one connection."""
+    docs = list(docs)
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-config")
+    budget_text = (config["metadata"].get("annotations") or {}).get(BUDGET_ANNOTATION)
+    if budget_text is None:
+        raise BudgetExceeded(f"routines-config has no {BUDGET_ANNOTATION} annotation")
+    budget = int(budget_text)
+    default_pool = int(config["data"].get("ROUTINES_DB_POOL_MAX", "10"))
+    maxima: dict[str, int] = {}
+    for d in docs:
+        if d["kind"] == "HorizontalPodAutoscaler":
+            maxima[d["spec"]["scaleTargetRef"]["name"]] = int(d["spec"]["maxReplicas"])
+        elif d["kind"] == "ScaledObject":
+            maxima[d["spec"]["scaleTargetRef"]["name"]] = int(d["spec"].get("maxReplicaCount", 100))
+    total, lines = 0, []
+    for d in docs:
+        labels = d["metadata"].get("labels") or {}
+        if labels.get("app.kubernetes.io/part-of") != "routines":
+            continue
+        if d["kind"] == "Deployment":
+            name = d["metadata"]["name"]
+            replicas = maxima.get(name, int(d["spec"].get("replicas", 1)))
+            (container,) = d["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            pool = int(env.get("ROUTINES_DB_POOL_MAX") or default_pool)
+            total += replicas * pool
+            lines.append(f"{name}: {replicas} replicas x pool {pool} = {replicas * pool}")
+        elif d["kind"] == "Job":
+            total += 1
+            lines.append(f"{d['metadata']['name']}: 1")
+    return total, budget, lines
+
+
+def check_budget(overlay: str, rendered: str) -> None:
+    print(f"[deploy-check] connection budget ({overlay})", flush=True)
+    total, budget, lines = connection_demand(d for d in yaml.safe_load_all(rendered) if d)
+    if total > budget:
+        print("\n".join(lines))
+        raise SystemExit(
+            f"[deploy-check] FAILED: {overlay} may open {total} database connections, over its budget of "
+            f"{budget} ({BUDGET_ANNOTATION}); lower HPA maxima or ROUTINES_DB_POOL_MAX, or raise the budget"
+        )
+    print(f"[deploy-check]   {total} <= {budget}", flush=True)
+
+
+def ensure_promtool() -> str:
+    """promtool from Debian's `prometheus` package, installed when missing (CI is a fresh machine)."""
+    found = shutil.which("promtool")
+    if found:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"]
+    print("[deploy-check] installing promtool (apt-get install prometheus)", flush=True)
+    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+        run("apt-get install prometheus", install)
+    found = shutil.which("promtool")
+    if not found:
+        raise SystemExit("[deploy-check] FAILED: promtool not found after installing prometheus")
+    return found
+
+
+def check_alerts(tmp: Path) -> None:
+    promtool = ensure_promtool()
+    rule = yaml.safe_load((MONITORING / "prometheus-rule.yaml").read_text())
+    (tmp / "rules.yaml").write_text(yaml.safe_dump(rule["spec"], sort_keys=False))
+    shutil.copy(MONITORING / "alerts.test.yaml", tmp / "alerts.test.yaml")
+    run("promtool check rules (PrometheusRule routines)", [promtool, "check", "rules", "rules.yaml"], cwd=tmp)
+    run("promtool test rules (alerts.test.yaml)", [promtool, "test", "rules", "alerts.test.yaml"], cwd=tmp)
+
+
 def main() -> int:
-    run("yamllint", [tool("yamllint"), "--strict", "-d", YAMLLINT_CONFIG, str(DEPLOY / "k8s")])
+    run(
+        "yamllint (k8s, examples)",
+        [tool("yamllint"), "--strict", "-d", YAMLLINT_CONFIG, str(DEPLOY / "k8s"), str(DEPLOY / "examples")],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for overlay in OVERLAYS:
+            text = render(overlay)
             rendered = Path(tmp) / f"{overlay}.yaml"
-            rendered.write_text(render(overlay))
+            rendered.write_text(text)
             run(
                 f"kubernetes-validate --strict ({overlay}, Kubernetes {KUBERNETES_VERSION})",
                 [tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, str(rendered)],
             )
+            check_budget(overlay, text)
             run(
                 f"checkov ({overlay}; waived: {', '.join(waivers())})",
                 [
@@ -66,6 +159,7 @@ def main() -> int:
                     ",".join(waivers()),
                 ],
             )
+        check_alerts(Path(tmp))
     print("[deploy-check] all checks passed")
     return 0
 

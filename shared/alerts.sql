@@ -27,7 +27,7 @@ WHERE id = $1 AND failure_alerted_at IS NOT NULL
 RETURNING id;
 
 -- auto_pause --
--- Pause an active routine with a reason, and park its schedule triggers.
+-- Pause an active routine with a reason, park its schedule triggers, record the revision.
 WITH paused AS (
     UPDATE routines SET status = 'paused', paused_reason = $2, updated_at = now()
     WHERE id = $1 AND status = 'active'
@@ -35,6 +35,15 @@ WITH paused AS (
 ), parked AS (
     UPDATE routine_triggers SET next_run_at = NULL, updated_at = now()
     WHERE routine_id IN (SELECT id FROM paused) AND kind = 'schedule'
+), revised AS (
+    -- The status change is a revision like any other, made by the system.
+    INSERT INTO routine_revisions (routine_id, company_id, number, actor_kind, snapshot, changes)
+    SELECT p.id, p.company_id, last.number + 1, 'system',
+           last.snapshot || '{"status": "paused"}'::jsonb,
+           '{"status": {"from": "active", "to": "paused"}}'::jsonb
+    FROM paused p
+    CROSS JOIN LATERAL (SELECT number, snapshot FROM routine_revisions
+                        WHERE routine_id = p.id ORDER BY number DESC LIMIT 1) last
 )
 INSERT INTO routine_activity (company_id, routine_id, actor_kind, action, details)
 SELECT company_id, id, 'system', 'auto_paused', jsonb_build_object('reason', $2::text) FROM paused

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -108,18 +110,26 @@ def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return headers
 
 
-def bind_message_context(msg: Msg) -> None:
-    """Bind the request id a message carries to this task's log context."""
+def message_context(msg: Msg) -> contextlib.AbstractContextManager[object]:
+    """The request id a message carries, bound to log lines for the duration of a `with` block
+    (and unbound after it, so a long-lived consumer never carries a stale id)."""
     request_id = (msg.headers or {}).get(REQUEST_ID_HEADER)
     if request_id:
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        return structlog.contextvars.bound_contextvars(request_id=request_id)
+    return contextlib.nullcontext()
 
 
 class Bus:
     """One NATS connection that reconnects forever; connect() never blocks service start."""
 
     def __init__(
-        self, url: str, name: str, *, replicas: int = 1, options: Mapping[str, Any] | None = None
+        self,
+        url: str,
+        name: str,
+        *,
+        replicas: int = 1,
+        options: Mapping[str, Any] | None = None,
+        warn_interval: float = 30.0,
     ) -> None:
         self._servers = [u.strip() for u in url.split(",") if u.strip()]
         self._name = name
@@ -129,6 +139,8 @@ class Bus:
         self._js: JetStreamContext | None = None
         self._streams_ready = False
         self._connected = asyncio.Event()
+        self._closing = False
+        self._outage = _OutageLog(warn_interval)
 
     @classmethod
     def from_settings(cls, settings: CommonSettings, name: str) -> Bus:
@@ -156,13 +168,18 @@ class Bus:
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats error", error=redact_text(repr(exc)))
+        if self._closing:
+            return
+        self._outage.failed(redact_text(repr(exc)))
 
     async def _on_disconnected(self) -> None:
-        log.warning("nats disconnected")
+        if self._closing:
+            log.debug("nats disconnected (closing)")
+            return
+        self._outage.begin()
 
     async def _on_reconnected(self) -> None:
-        log.info("nats reconnected")
+        self._outage.end()
         self._streams_ready = False
 
     async def _on_closed(self) -> None:
@@ -188,13 +205,15 @@ class Bus:
                     **self._options,
                 )
             except (OSError, nats.errors.Error, TimeoutError) as exc:
-                log.warning("nats connect failed, retrying", error=redact_text(repr(exc)), delay=delay)
+                self._outage.failed(
+                    redact_text(repr(exc)), first_event="nats connect failed; retrying in the background"
+                )
                 if stop is not None and stop.is_set():
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self._js = self._nc.jetstream(timeout=5)
-        log.info("nats connected")
+        self._outage.end(event="nats connected")
         self._connected.set()
         # A cluster may still be electing its JetStream leader (or lack a quorum for R3):
         # keep trying; until then publishes fail quietly and the sweeper dispatches.
@@ -265,10 +284,63 @@ class Bus:
             return False
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Drain subscriptions and close."""
-        if self._nc is None or self._nc.is_closed:
+        """Drain subscriptions and close; quietly, also when NATS is away (nothing to drain then)."""
+        self._closing = True
+        nc = self._nc
+        if nc is None or nc.is_closed:
             return
+        if nc.is_connected:
+            try:
+                await asyncio.wait_for(nc.drain(), timeout)
+                return
+            except (TimeoutError, nats.errors.Error, OSError, RuntimeError) as exc:
+                log.info("nats drain incomplete; closing", error=redact_text(repr(exc)))
         try:
-            await asyncio.wait_for(self._nc.drain(), timeout)
-        except (TimeoutError, nats.errors.Error, OSError):
-            await self._nc.close()
+            await nc.close()
+        except (nats.errors.Error, OSError, RuntimeError) as exc:
+            # A connection caught mid-reconnect may already have lost its transport.
+            log.debug("nats close after failed reconnect", error=redact_text(repr(exc)))
+
+
+class _OutageLog:
+    """Logs a NATS outage without flooding: one warning when it starts, then at most one per
+    `interval` with the number of failed attempts since the last line, and one line at the end."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.down_since: float | None = None
+        self.last_warned = 0.0
+        self.failures = 0
+
+    def begin(self) -> None:
+        if self.down_since is None:
+            self.down_since = self.last_warned = time.monotonic()
+            self.failures = 0
+            log.warning("nats connection lost; reconnecting in the background")
+
+    def failed(
+        self, error: str, first_event: str = "nats connection lost; reconnecting in the background"
+    ) -> None:
+        now = time.monotonic()
+        self.failures += 1
+        if self.down_since is None:
+            self.down_since = self.last_warned = now
+            self.failures = 0
+            log.warning(first_event, error=error)
+        elif now - self.last_warned >= self.interval:
+            log.warning(
+                "nats still unreachable",
+                error=error,
+                failed_attempts=self.failures,
+                down_sec=round(now - self.down_since, 1),
+            )
+            self.last_warned = now
+            self.failures = 0
+
+    def end(self, event: str = "nats reconnected") -> None:
+        if self.down_since is None:
+            log.info(event)
+            return
+        log.info(event, down_sec=round(time.monotonic() - self.down_since, 1))
+        self.down_since = None
+        self.failures = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -49,7 +50,12 @@ def run_service(name: str) -> int:
         app = create_app(settings)
         return await serve(app, settings.http_host, settings.http_port, settings.shutdown_timeout_sec)
 
-    return int(_run(main()))
+    code = int(_run(main()))
+    # Stopped: a second signal (Ctrl-C reaches us and `routines dev` forwards SIGTERM too) must
+    # not kill the interpreter while it exits.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
 
 
 def run_migrate() -> int:
@@ -70,6 +76,20 @@ def run_bootstrap(name: str) -> int:
     token = _run(create_instance_admin_token(settings.database_url, name))
     # The one place a token is shown: stdout of the command that made it, never a log line.
     print(token)
+    return 0
+
+
+def run_wait_schema(timeout: float) -> int:
+    from shared.migrate import wait_for_schema
+
+    settings = load_settings(CommonSettings)
+    configure_logging("wait-schema", settings.log_level, settings.log_format)
+    missing = _run(wait_for_schema(settings.database_url, timeout))
+    if missing:
+        print(
+            f"routines: schema still lacks {', '.join(missing)}; did the migration Job run?", file=sys.stderr
+        )
+        return 1
     return 0
 
 
@@ -148,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("dev", help="run the local stack (embedded Postgres and NATS, four services)")
     commands.add_parser("gen-secret-key", help="print a new ROUTINES_SECRET_KEY")
     commands.add_parser("reencrypt", help="re-encrypt every webhook secret under the key ring's first key")
+    wait_schema = commands.add_parser(
+        "wait-schema", help="wait until the migrations of this release are applied"
+    )
+    wait_schema.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
     args = parser.parse_args(arguments)
     try:
         if args.command in SERVICES:
@@ -158,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_bootstrap(args.name)
         if args.command == "reencrypt":
             return run_reencrypt()
+        if args.command == "wait-schema":
+            return run_wait_schema(args.timeout)
         if args.command == "gen-secret-key":
             from shared.crypto import new_secret_key
 

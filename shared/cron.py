@@ -460,11 +460,34 @@ def describe(expression: str, tz_name: str) -> str:
     schedule = parse_cron(expression)
     options = Options()
     options.use_24hour_time_format = True
-    try:
-        words = ExpressionDescriptor(schedule.expression, options).get_description()
-    except (FormatError, MissingFieldError, WrongArgumentError):  # never for our grammar (tested)
-        words = f"Cron {schedule.expression}"
-    return f"{words} ({tz_name})"
+    # cron-descriptor reads most of the grammar as written (keeping "every 15 minutes"); what it
+    # cannot read (e.g. `*,5`) it gets as the plain value lists the parser produced.
+    for text in (schedule.expression, _plain_fields(schedule)):
+        try:
+            return f"{ExpressionDescriptor(text, options).get_description()} ({tz_name})"
+        except (FormatError, MissingFieldError, WrongArgumentError, ValueError, IndexError):
+            continue
+    return f"Cron {schedule.expression} ({tz_name})"  # not reached for the grammar (property-tested)
+
+
+def _plain_fields(schedule: CronSchedule) -> str:
+    """The schedule as comma lists of numbers and ranges, `*` only where the field is a `*`."""
+    fields = schedule.expression.split(" ")
+    sets = (schedule.minutes, schedule.hours, schedule.days_of_month, schedule.months, schedule.days_of_week)
+    plain = []
+    for text, values, spec in zip(fields, sets, _FIELDS, strict=True):
+        full = set(range(spec.low, min(spec.high, 6 if spec.names is DAY_NAMES else spec.high) + 1))
+        if text.startswith("*") and values == full:
+            plain.append("*")
+            continue
+        runs: list[list[int]] = []
+        for value in sorted(values):
+            if runs and value == runs[-1][1] + 1:
+                runs[-1][1] = value
+            else:
+                runs.append([value, value])
+        plain.append(",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs))
+    return " ".join(plain)
 
 
 def iso_utc(moment: datetime) -> str:

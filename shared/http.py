@@ -99,7 +99,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         route = _route_name(request)
         HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
         HTTP_LATENCY.labels(route, request.method).observe(elapsed)
-        if route not in _QUIET_ROUTES:
+        if _wants_access_line(request.app[SETTINGS_KEY].access_log, route, status):
             log.info(
                 "request",
                 method=request.method,
@@ -110,9 +110,17 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         structlog.contextvars.unbind_contextvars("request_id")
 
 
+def _wants_access_line(mode: str, route: str, status: int) -> bool:
+    if mode == "off" or route in _QUIET_ROUTES:
+        return False
+    return mode == "all" or status >= 400
+
+
 def _error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
     if isinstance(exc, RoutinesError):
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        if isinstance(exc, MethodNotAllowed):
+            headers = {"Allow": ",".join(exc.allowed)}
         if exc.status >= 500:
             log.warning("request failed", status=exc.status, error=exc.message)
         return error_response(exc.status, exc.message, exc.details, headers)
@@ -136,7 +144,12 @@ async def read_json(request: web.Request) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
     if request.body_exists and request.content_type not in ("application/json", ""):
-        raise UnsupportedMediaType("request body must be application/json")
+        received = request.headers.get("Content-Type", "")[:100]
+        raise UnsupportedMediaType(
+            f"request body must be application/json, got {received}; "
+            "send the header Content-Type: application/json",
+            {"received": received, "expected": "application/json"},
+        )
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
@@ -223,7 +236,8 @@ async def _postgres_reachable(app: web.Application) -> bool:
     pool = db.pool
     if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
         try:
-            conn = await asyncpg.connect(app[SETTINGS_KEY].database_url, timeout=2)
+            # No statement cache: this may go through a transaction-mode pooler (DB_POOLER_MODE).
+            conn = await asyncpg.connect(app[SETTINGS_KEY].database_url, timeout=2, statement_cache_size=0)
         except (OSError, TimeoutError, asyncpg.PostgresError):
             return False
         try:
@@ -255,7 +269,28 @@ async def metrics(_request: web.Request) -> web.Response:
 
 
 async def _not_found(request: web.Request) -> web.Response:
+    """The catch-all route: 405 with `Allow` when the path exists for other methods, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    allowed.discard("*")
+    if allowed:
+        raise MethodNotAllowed(request.method, request.path, sorted(allowed))
     raise NotFound(f"no route for {request.method} {request.path}")
+
+
+class MethodNotAllowed(RoutinesError):
+    """Method not allowed."""
+
+    status = 405
+
+    def __init__(self, method: str, path: str, allowed: list[str]) -> None:
+        super().__init__(f"method {method} not allowed on {path}", {"allowed": allowed})
+        self.allowed = allowed
 
 
 def create_base_app(

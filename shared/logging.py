@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 import sys
@@ -62,9 +63,9 @@ def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> N
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*shared_processors, renderer],
+        processors=[structlog.stdlib.add_logger_name, *shared_processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_NamedPrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
@@ -72,15 +73,40 @@ def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> N
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=shared_processors,
+            # Lines from libraries (asyncio, aiohttp, nats) carry their stdlib logger's name.
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared_processors],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO))
     logging.getLogger("aiohttp.access").disabled = True
+    atexit.register(_silence_logging_at_exit)
+
+
+def _silence_logging_at_exit() -> None:
+    """Once the interpreter is exiting, late records (e.g. from finalizers) cannot be formatted
+    any more (`sys.meta_path is None`): drop them instead of printing "--- Logging error ---"."""
+    logging.raiseExceptions = False
+    logging.getLogger().handlers[:] = [logging.NullHandler()]
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger carrying the module name."""
+    """A structlog logger whose every line carries `logger=<name>` (the module name)."""
     return structlog.get_logger(name)
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that knows the name it was asked for, for `add_logger_name`."""
+
+    def __init__(self, file: Any, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedPrintLogger:
+        return _NamedPrintLogger(self._file, str(args[0]) if args else "root")

@@ -2,7 +2,7 @@
 
 Read at scrape time: `routines_build_info`, `routines_db_pool_connections{state=in_use|open}`,
 `routines_db_pool_max`, `routines_nats_connected`. Refreshed by a background loop in the
-run-dispatcher (one query and one JetStream call every `METRICS_REFRESH_SEC`):
+run-dispatcher (one query and one JetStream call every `ROUTINES_METRICS_REFRESH_SEC`):
 `routines_runs_received` and `routines_runs_received_oldest_seconds` (runs not yet decided),
 `routines_nats_consumer_pending{consumer}` (JetStream messages not yet delivered or acked)."""
 
@@ -25,8 +25,6 @@ from shared.logging import get_logger
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
-
-METRICS_REFRESH_SEC = 10.0
 
 RUNS_RECEIVED = Gauge("routines_runs_received", "Runs recorded and not yet decided (status received)")
 RUNS_RECEIVED_OLDEST = Gauge(
@@ -96,7 +94,9 @@ def install(app: web.Application, service: str, settings: CommonSettings) -> Non
         if service == "run-dispatcher":
             supervisor: Supervisor = app[SUPERVISOR_KEY]
             supervisor.spawn(
-                "pipeline-metrics", _refresh(app[DB_KEY], app[BUS_KEY], supervisor), critical=False
+                "pipeline-metrics",
+                _refresh(app[DB_KEY], app[BUS_KEY], supervisor, settings.metrics_refresh_sec),
+                critical=False,
             )
         yield
         if runner is not None:
@@ -119,7 +119,7 @@ async def _serve_metrics(host: str, port: int) -> web.AppRunner:
     return runner
 
 
-async def _refresh(db: Database, bus: Bus, supervisor: Supervisor) -> None:
+async def _refresh(db: Database, bus: Bus, supervisor: Supervisor, every: float) -> None:
     while not supervisor.stopping.is_set():
         try:
             async with db.connection() as conn:
@@ -141,4 +141,4 @@ async def _refresh(db: Database, bus: Bus, supervisor: Supervisor) -> None:
                 )
             except (OSError, TimeoutError, nats.errors.Error) as exc:
                 log.debug("consumer metrics not refreshed", error=repr(exc))
-        await sleep_unless_stopped(supervisor.stopping, METRICS_REFRESH_SEC)
+        await sleep_unless_stopped(supervisor.stopping, every)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import resources
 
@@ -24,9 +25,15 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), folder.joinpath(name).read_text("utf-8")) for name in found]
 
 
+def grants_sql() -> str:
+    """The repeatable grants of the service roles (shared/migrations/grants.sql)."""
+    return resources.files("shared.migrations").joinpath("grants.sql").read_text("utf-8")
+
+
 async def migrate(dsn: str) -> list[str]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
-    conn = await asyncpg.connect(dsn)
+    # No statement timeout for DDL (the database default of 0006 is meant for the services).
+    conn = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
         try:
@@ -46,8 +53,8 @@ async def migrate(dsn: str) -> list[str]:
                 log.info("migration applied", version=version)
                 applied.append(version)
             # Grants follow every table, also those of migrations written after 0006.
-            if await conn.fetchval("SELECT to_regproc('routines_apply_grants') IS NOT NULL"):
-                await conn.execute("SELECT routines_apply_grants()")
+            async with conn.transaction():
+                await conn.execute(grants_sql())
             return applied
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
@@ -78,3 +85,26 @@ async def check_schema(conn: asyncpg.Connection) -> None:
             + ", ".join(missing)
             + "; run `routines migrate` (the migration Job) first"
         )
+
+
+async def wait_for_schema(dsn: str, timeout: float, interval: float = 2.0) -> list[str]:
+    """Poll until the schema has every migration this code ships (the migration Job of this
+    release has run); return what is still missing when `timeout` runs out (empty: ready)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    missing = [version for version, _ in migration_files()]
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, statement_cache_size=0, timeout=5)
+            try:
+                missing = await missing_migrations(conn)
+            finally:
+                await conn.close()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("waiting for the database", error=repr(exc))
+        if not missing:
+            return []
+        if loop.time() >= deadline:
+            return missing
+        log.info("waiting for migrations", missing=missing)
+        await asyncio.sleep(interval)

@@ -36,7 +36,7 @@ class ReencryptResult:
 
 async def reencrypt_secrets(dsn: str, box: SecretBox, batch_size: int = 500) -> ReencryptResult:
     """Re-seal every webhook secret not yet under the first key; return what was done."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, statement_cache_size=0)  # one transaction per batch: pooler-safe
     examined = reencrypted = 0
     last = uuid.UUID(int=0)
     try:

@@ -17,9 +17,6 @@ from shared.errors import Unprocessable
 
 QUERIES = load_queries("shared")
 
-OPEN_ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked")
-FINAL_RUN_STATUSES = ("issue_created", "coalesced", "skipped", "failed", "completed")
-
 
 @dataclass(frozen=True)
 class RecordedRun:

@@ -27,6 +27,9 @@ class CommonSettings(BaseSettings):
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma separated.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: LogFormat = Field("auto", description="json off a TTY, console on one, unless set.")
+    access_log: Literal["all", "errors", "off"] = Field(
+        "all", description="Access log lines: every request, only answers >= 400, or none."
+    )
     http_host: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
@@ -56,6 +59,11 @@ class CommonSettings(BaseSettings):
     nats_tls_key_file: str | None = None
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Separate port for /metrics; 0 serves it on the HTTP port."
+    )
+    metrics_refresh_sec: float = Field(
+        10.0,
+        gt=0,
+        description="How often the dispatcher refreshes runs-received and consumer-pending gauges.",
     )
 
     @field_validator("database_url")
@@ -167,6 +175,8 @@ class SchedulerSettings(CommonSettings):
     tick_interval_sec: float = Field(1.0, gt=0)
     misfire_grace_sec: int = Field(60, ge=0)
     claim_batch_size: int = Field(1000, ge=1, le=10_000)
+    # Claim transactions run at once when many triggers are due (each takes a pool connection).
+    claim_concurrency: int = Field(2, ge=1, le=8)
 
 
 class DispatcherSettings(CommonSettings):

@@ -44,7 +44,12 @@ def suggest_timezones(name: str, limit: int = 3) -> list[str]:
         found.append(names[folded])
     city = folded.rsplit("/", 1)[-1]
     found += sorted(v for k, v in names.items() if k.rsplit("/", 1)[-1] == city and v not in found)
-    scored = sorted(((difflib.SequenceMatcher(None, folded, k).ratio(), k) for k in names), reverse=True)
+    # get_close_matches prunes with cheap upper bounds first (a full ratio for all ~600 names
+    # would cost the event loop tens of milliseconds); score only the few it keeps.
+    region = folded.split("/", 1)[0] + "/"
+    in_region = [k for k in names if k.startswith(region)] if "/" in folded else []
+    close = difflib.get_close_matches(folded, in_region or list(names), n=limit * 2, cutoff=0.6)
+    scored = [(difflib.SequenceMatcher(None, folded, k).ratio(), k) for k in close]
     best = scored[0][0] if scored else 0.0
     # Only the near-best: one obvious typo fix is more useful than three loose look-alikes.
     found += [names[k] for ratio, k in scored[:limit] if ratio >= max(0.6, best - 0.1)]

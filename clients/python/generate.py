@@ -108,7 +108,9 @@ def render_operations(doc: dict[str, Any]) -> str:
             path_params = [p for p in params if p["in"] == "path"]
             query_params = [p for p in params if p["in"] == "query"]
             has_headers = any(p["in"] == "header" for p in params)
-            server = "gateway" if "gateway" in (op.get("description") or "") else "api"
+            # Operations served elsewhere than the API name their own `servers` (the webhook gateway).
+            served_by = " ".join(str(x.get("description", "")) for x in op.get("servers", []))
+            server = "gateway" if "gateway" in served_by else "api"
             args = [f"{snake(p['name'])}: str | UUID" for p in path_params]
             call_args = [snake(p["name"]) for p in path_params]
             body_line = "body=None"

@@ -82,7 +82,7 @@ async def test_typed_client_drives_routines_triggers_runs_and_webhooks(world: Wo
         assert routine.concurrency_policy == "always_enqueue"
         with pytest.raises(Unprocessable) as bad_cron:
             await client.create_trigger(routine.id, {"kind": "schedule", "cronExpression": "61 * * * *"})
-        assert bad_cron.value.status == 422 and "cron" in bad_cron.value.error
+        assert bad_cron.value.error == "minute field: 61 is out of range 0-59"
         with pytest.raises(NotFound):
             await client.get_routine(uuid.uuid4())
 

@@ -238,6 +238,16 @@ async def test_operator_creates_a_routine_with_a_previewed_schedule_and_a_webhoo
         ):
             assert resp.status == 202, await resp.text()
 
+    # Health and history of the routine, from the schedule-health and revisions features.
+    await page.get_by_role("tab", name="Health").click()
+    health = page.get_by_role("table", name="Schedule health")
+    await health.get_by_text("30 9 * * 1-5").wait_for()
+    await page.get_by_role("tab", name="History").click()
+    await page.locator("#revisions").get_by_text("current").wait_for()
+    await page.locator("#revisions").get_by_role("button", name=re.compile(r"Restore #\d+")).first.wait_for()
+    await page.locator("#activity").get_by_text("secret_rotated").wait_for()
+    await screenshot(page, "routine-history", tmp_path)
+
     # The list shows it with its next fire; the calendar shows its fires.
     await page.get_by_role("link", name="Routines", exact=True).click()
     await page.get_by_role("link", name="Morning briefing").wait_for()

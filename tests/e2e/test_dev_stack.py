@@ -236,3 +236,27 @@ def test_busy_default_ports_never_lead_to_foreign_servers(default_ports_held: No
         if stack.proc.poll() is None:
             stack.proc.kill()
             stack.proc.wait()
+
+
+def test_a_failed_start_removes_stale_stack_env_and_says_how_to_recover(tmp_path: Path) -> None:
+    """A stale stack.env from an earlier run must not survive a start that fails."""
+    dev_dir = tmp_path / "dev"
+    dev_dir.mkdir()
+    (dev_dir / "stack.env").write_text("export ROUTINES_API_URL=http://127.0.0.1:8080\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTINES_")}
+    env["ROUTINES_DEV_DIR"] = str(dev_dir)
+    env["ROUTINES_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing"
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "dev"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert not (dev_dir / "stack.env").exists()
+    assert "[routines dev] error: migrations failed" in result.stdout
+    assert "[routines dev] to recover: check ROUTINES_DATABASE_URL" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def _free_port() -> int:
+    from shared.devservers import free_port
+
+    return free_port()

@@ -38,24 +38,34 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
 
 
-@pytest.mark.parametrize("ending", ["failure", "keyboard-interrupt"])
-def test_processes_of_a_test_are_ended_however_it_ends(stack: Stack, tmp_path: Path, ending: str) -> None:
-    """An inner pytest session starts a service and then fails or is interrupted; afterwards the
-    service process is gone (the registry fixture, or at worst interpreter exit, ended it)."""
-    pid_file = tmp_path / "pid"
+def test_processes_of_a_test_are_ended_however_it_ends(stack: Stack, tmp_path: Path) -> None:
+    """An inner pytest session: its first test starts a service and fails, its second starts one
+    and is interrupted (Ctrl-C). The first's process is gone before the second begins (the
+    registry fixture ended it); the second's is gone once the session is over."""
     inner = tmp_path / "test_inner.py"
     inner.write_text(
         textwrap.dedent(
             f"""
+            import os
             from pathlib import Path
             from tests.support import Stack, start_service
 
-            def test_inner(tmp_path):
-                stack = Stack({stack.database_url!r}, {stack.nats_url!r})
-                process = start_service("scheduler", stack.env(), tmp_path)
-                assert process.proc is not None
-                Path({str(pid_file)!r}).write_text(str(process.proc.pid))
-                {"raise KeyboardInterrupt" if ending == "keyboard-interrupt" else "assert False, 'inner failure'"}
+            STACK = Stack({stack.database_url!r}, {stack.nats_url!r})
+            OUT = Path({str(tmp_path)!r})
+
+            def test_fails(tmp_path):
+                process = start_service("scheduler", STACK.env(), tmp_path)
+                (OUT / "first").write_text(str(process.proc.pid))
+                assert False, "inner failure"
+
+            def test_interrupted(tmp_path):
+                first = int((OUT / "first").read_text())
+                state = Path(f"/proc/{{first}}/stat")
+                gone = not state.exists() or state.read_text().split(")")[-1].split()[0] == "Z"
+                (OUT / "first-gone").write_text(str(gone))
+                process = start_service("scheduler", STACK.env(), tmp_path)
+                (OUT / "second").write_text(str(process.proc.pid))
+                raise KeyboardInterrupt
             """
         )
     )
@@ -72,13 +82,16 @@ def test_processes_of_a_test_are_ended_however_it_ends(stack: Stack, tmp_path: P
         check=False,
     )
     assert result.returncode != 0, result.stdout
-    pid = int(pid_file.read_text())
+    assert "KeyboardInterrupt" in result.stdout
+    pids = [int((tmp_path / name).read_text()) for name in ("first", "second")]
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    survivors = [pid for pid in pids if _alive(pid)]
+    for pid in survivors:
         os.kill(pid, 9)
-        pytest.fail(f"service process {pid} outlived its test ({ending}):\n{result.stdout[-2000:]}")
+    assert survivors == [], result.stdout[-2000:]
+    assert (tmp_path / "first-gone").read_text() == "True", "the failed test's process outlived it"
 
 
 def test_start_is_a_noop_for_the_registry_when_restarted(stack: Stack, tmp_path: Path) -> None:

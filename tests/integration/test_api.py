@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -561,6 +562,12 @@ async def test_openapi_document_is_valid_and_complete(client: Client) -> None:
         ("POST", "/api/routine-triggers/public/{publicId}/fire"),
         ("GET", "/api/routines/{routineId}/runs"),
         ("POST", "/api/cron/preview"),
+        ("GET", "/api/runs/{runId}"),
+        ("GET", "/api/companies/{companyId}/board-tokens"),
+        ("POST", "/api/board-tokens/{tokenId}/revoke"),
+        ("GET", "/api/instance-tokens"),
+        ("POST", "/api/instance-tokens/{tokenId}/revoke"),
+        ("POST", "/api/agents/{agentId}/rotate-key"),
     ]:
         assert expected in ops
     page = await client.get("/api/docs")
@@ -747,6 +754,10 @@ async def test_board_and_instance_tokens_are_listed_without_secrets_and_revoked_
     await call(client, "POST", f"/api/instance-tokens/{spare_id}/revoke", world.a.board, None, 403)
     await call(client, "POST", f"/api/instance-tokens/{spare_id}/revoke", world.admin, None, 200)
     await call(client, "GET", "/api/companies", spare, status=401)
+    # The last working instance token is kept: revoking it would lock everyone out.
+    (own_id,) = [t["id"] for t in tokens if t["revokedAt"] is None and t["name"] != "spare"]
+    await call(client, "POST", f"/api/instance-tokens/{own_id}/revoke", world.admin, None, 409)
+    await call(client, "GET", "/api/companies", world.admin, status=200)
     await call(client, "POST", f"/api/instance-tokens/{uuid.uuid4()}/revoke", world.admin, None, 404)
     # A board token id is not an instance token id, and vice versa.
     await call(client, "POST", f"/api/instance-tokens/{second['id']}/revoke", world.admin, None, 404)
@@ -1011,3 +1022,163 @@ async def test_quota_holds_under_concurrent_creates(stack: Stack, admin_token: s
             )
         )
         assert sorted(r.status for r in answers) == [201] * 5 + [422] * 15
+
+
+def _hostile_bodies() -> list[tuple[str, bytes]]:
+    """JSON (and not-quite-JSON) that has broken parsers and encoders elsewhere."""
+
+    def deep(n: int) -> bytes:
+        return b'{"payload": {"a": ' + b"[" * n + b"]" * n + b"}}"
+
+    return [
+        ("depth 63", deep(61)),
+        ("depth 65", deep(63)),
+        ("depth 5000", deep(5000)),
+        ("1e400", b'{"payload": {"x": 1e400}, "title": "t"}'),
+        ("-1e400", b'{"payload": {"x": -1e400}}'),
+        ("NaN", b'{"payload": {"x": NaN}}'),
+        ("Infinity", b'{"count": Infinity}'),
+        ("5000-digit int", b'{"count": ' + b"9" * 5000 + b"}"),
+        ("big int", b'{"count": 99999999999999999999999999}'),
+        ("duplicate keys", b'{"title": "a", "title": "b"}'),
+        ("lone surrogate", b'{"title": "\\ud800"}'),
+        ("NUL", b'{"title": "a\\u0000b"}'),
+        ("invalid utf-8", b'{"title": "\xff\xfe"}'),
+        ("utf-16", '{"title": "t"}'.encode("utf-16")),
+        ("BOM", b'\xef\xbb\xbf{"title": "t"}'),
+        ("null", b"null"),
+        ("array", b"[]"),
+        ("string", b'"x"'),
+        ("truncated", b'{"title": "t"'),
+        ("string for int", b'{"count": "5", "replayWindowSec": "300", "graceSec": "1"}'),
+        ("string for bool", b'{"enabled": "false", "kind": "api"}'),
+        ("overlong string", b'{"title": "' + b"x" * 100_000 + b'"}'),
+        ("unicode", '{"title": "\u202e\U0001f600\u0301", "name": "\u00e9"}'.encode()),
+    ]
+
+
+async def test_hostile_json_bodies_never_get_a_5xx(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """Every body-taking endpoint, every hostile body: a 4xx in the JSON error shape or a success,
+    never a 5xx; and nothing stored holds a non-finite number or nesting past the cap."""
+    r = await make_routine(client, world.a)
+    t = await call(
+        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
+    )
+    endpoints = [
+        ("POST", f"/api/companies/{world.a.company_id}/routines"),
+        ("PATCH", f"/api/routines/{r['id']}"),
+        ("POST", f"/api/routines/{r['id']}/triggers"),
+        ("PATCH", f"/api/routine-triggers/{t['id']}"),
+        ("POST", f"/api/routine-triggers/{t['id']}/rotate-secret"),
+        ("POST", f"/api/routines/{r['id']}/run"),
+        ("POST", f"/api/companies/{world.a.company_id}/issues"),
+        ("PATCH", f"/api/agents/{world.a.other_agent_id}"),
+        ("POST", f"/api/companies/{world.a.company_id}/goals"),
+        ("POST", "/api/cron/preview"),
+    ]
+    failures: list[tuple[str, str, str, int | str]] = []
+    for method, path in endpoints:
+        for name, raw in _hostile_bodies():
+            resp = await client.request(
+                method,
+                path,
+                data=raw,
+                headers={"Authorization": f"Bearer {world.a.board}", "Content-Type": "application/json"},
+            )
+            if resp.status >= 500:
+                failures.append((method, path, name, resp.status))
+            elif resp.status >= 400 and set(await resp.json()) != {"error", "details"}:
+                failures.append((method, path, name, "not the error shape"))
+    assert not failures, failures
+    assert not await db.fetchval(
+        "SELECT count(*) FROM routine_runs WHERE payload::text ~* 'infinity|nan' OR jsonb_typeof(payload) <> 'object'"
+    )
+
+
+@pytest.mark.parametrize("how", ["pause and resume the routine", "disable and enable the trigger"])
+async def test_resuming_recomputes_next_run_from_now_not_from_the_past(
+    client: Client, world: World, db: asyncpg.Connection, how: str
+) -> None:
+    """A trigger that last ran (and was due) a day ago is paused for real and resumed: its next
+    run is the next minute after *now*, not a slot from the past (which would burst catch-up)."""
+    r = await make_routine(client, world.a)
+    t = await call(
+        client,
+        "POST",
+        f"/api/routines/{r['id']}/triggers",
+        world.a.board,
+        {"kind": "schedule", "cronExpression": "* * * * *", "timezone": "UTC"},
+        201,
+    )
+    await db.execute(
+        "UPDATE routine_triggers SET next_run_at = now() - interval '1 day',"
+        " last_fired_at = now() - interval '1 day' - interval '1 minute' WHERE id = $1",
+        uuid.UUID(t["id"]),
+    )
+    off: tuple[str, dict[str, object]]
+    on: tuple[str, dict[str, object]]
+    if how.startswith("pause"):
+        off, on = (
+            (f"/api/routines/{r['id']}", {"status": "paused"}),
+            (f"/api/routines/{r['id']}", {"status": "active"}),
+        )
+    else:
+        path = f"/api/routine-triggers/{t['id']}"
+        off, on = (path, {"enabled": False}), (path, {"enabled": True})
+    await call(client, "PATCH", off[0], world.a.board, off[1], 200)
+    assert (
+        await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", uuid.UUID(t["id"]))
+        is None
+    )
+    before = await db.fetchval("SELECT now()")
+    await call(client, "PATCH", on[0], world.a.board, on[1], 200)
+    after = await db.fetchval("SELECT now()")
+    next_at = await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", uuid.UUID(t["id"]))
+    assert before < next_at <= after + timedelta(minutes=1)
+    assert next_at.second == 0 and next_at.microsecond == 0
+
+
+async def test_execution_issue_carries_every_field_of_its_routine(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """Title, description, priority, project, goal, parent issue and assignee come from the routine;
+    status todo; origin routine_execution with the routine and run ids; the run's payload."""
+    from routines_dispatcher.decide import decide_runs
+
+    a = world.a
+    goal = await call(client, "POST", f"/api/companies/{a.company_id}/goals", a.board, {"title": "G"}, 201)
+    parent = await call(client, "POST", f"/api/companies/{a.company_id}/issues", a.board, {"title": "P"}, 201)
+    r = await make_routine(
+        client,
+        a,
+        title="Weekly review",
+        description="look at everything",
+        priority="high",
+        goalId=goal["id"],
+        parentIssueId=parent["id"],
+    )
+    run = await call(client, "POST", f"/api/routines/{r['id']}/run", a.board, {"payload": {"week": 48}}, 202)
+    async with db.transaction():
+        await decide_runs(db, [uuid.UUID(run["id"])])
+    run = await call(client, "GET", f"/api/runs/{run['id']}", a.board, status=200)
+    issue = await call(client, "GET", f"/api/issues/{run['linkedIssueId']}", a.agent_key, status=200)
+    expected = {
+        "title": "Weekly review",
+        "description": "look at everything",
+        "priority": "high",
+        "status": "todo",
+        "projectId": a.project_id,
+        "goalId": goal["id"],
+        "parentIssueId": parent["id"],
+        "assigneeAgentId": a.agent_id,
+        "companyId": a.company_id,
+        "originKind": "routine_execution",
+        "originId": r["id"],
+        "originRunId": run["id"],
+        "payload": {"week": 48},
+        "coalescedFireCount": 0,
+        "coalescedFires": [],
+    }
+    assert {k: issue[k] for k in expected} == expected

@@ -392,3 +392,30 @@ async def test_feature_authorization_matrix(
     expected: tuple[int, ...],
 ) -> None:
     await test_authorization_matrix(client, admin_token, db, name, setup, expected)
+
+
+# Routes the matrix cannot call like the others, and where their authorization is tested instead.
+NOT_IN_MATRIX = {
+    ("GET", "/api/agents/me/wakeups"): "an endless event stream; tests/integration/test_wakeups*.py",
+}
+
+
+async def test_every_api_route_is_in_a_matrix(client: Client, admin_token: str) -> None:
+    """A new endpoint cannot be added without its row: every operation of the route table is
+    requested by some matrix row (or named in NOT_IN_MATRIX with where it is tested)."""
+    from routines_api.openapi import ROUTES
+
+    world = World(
+        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
+    )
+    requested = set()
+    for _name, setup, _expected in [*MATRIX, *FEATURE_MATRIX]:
+        method, path, _body = await setup(client, world)
+        requested.add((method, path.partition("?")[0]))
+    missing = []
+    for op in ROUTES.operations:
+        pattern = re.compile("^" + re.sub(r"\{[A-Za-z]+\}", "[^/]+", op.path) + "$")
+        covered = any(m == op.method and pattern.match(p) for m, p in requested)
+        if not covered and (op.method, op.path) not in NOT_IN_MATRIX:
+            missing.append(f"{op.method} {op.path}")
+    assert missing == []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -147,3 +149,18 @@ async def test_host_dependent_and_unknown_zones_are_a_422(
         422,
     )
     assert message in refused["error"]
+
+
+async def test_a_schedule_stored_before_the_strict_grammar_still_lists(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """A reversed range was accepted before issue 12; reading its routine must not become a 422."""
+    routine = await make_routine(client, world.a)
+    await db.execute(
+        "INSERT INTO routine_triggers (routine_id, company_id, kind, cron_expression, timezone)"
+        " VALUES ($1, $2, 'schedule', '5-1 * * * *', 'UTC')",
+        uuid.UUID(routine["id"]),
+        uuid.UUID(world.a.company_id),
+    )
+    detail = await call(client, "GET", f"/api/routines/{routine['id']}", world.a.board, status=200)
+    assert [(t["cronExpression"], t["description"]) for t in detail["triggers"]] == [("5-1 * * * *", None)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -130,7 +131,8 @@ async def test_same_message_twice_gives_one_decision(
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     run = await make_run(db, world, routine)
-    dispatcher, bus, stopping = await _dispatcher(stack, database)
+    # One message per fetch, so the second copy is a separate delivery (not merged in one batch).
+    dispatcher, bus, stopping = await _dispatcher(stack, database, fetch_batch_size=1)
     dispatched: list[bytes] = []
 
     async def collect(msg: Msg) -> None:
@@ -142,7 +144,18 @@ async def test_same_message_twice_gives_one_decision(
     await bus.publish(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="b")
     consumer = asyncio.create_task(dispatcher.consume())
     await wait_until(lambda: _status_is(db, run, "issue_created"))
-    await asyncio.sleep(1.5)
+
+    async def both_handled() -> bool:  # both copies delivered and acknowledged
+        info = await bus.js.consumer_info("ROUTINES_RUNS", "run-dispatcher")
+        return info.delivered.stream_seq >= 2 and info.num_pending == 0 and info.num_ack_pending == 0
+
+    await wait_until(both_handled)
+    await bus.nc.flush()  # what was published before the acks has reached our subscription
+
+    async def announced() -> bool:
+        return bool(dispatched)
+
+    await wait_until(announced)
     stopping.set()
     await consumer
     await sub.unsubscribe()
@@ -275,6 +288,13 @@ async def test_poison_run_in_a_batch_fails_alone_and_the_dispatcher_lives(
     poison = runs[2]
     await _refuse_issues_for(db, poison)
     dispatcher, bus, stopping = await _dispatcher(stack, database, sweep_after_sec=0, sweep_interval_sec=0.2)
+    announced: dict[str, str] = {}
+
+    async def collect(msg: Msg) -> None:
+        data = json.loads(msg.data)
+        announced[data["runId"]] = data["status"]
+
+    await bus.nc.subscribe(Subjects.RUNS_DISPATCHED, cb=collect)
     if loop == "consumer":
         for run, routine in zip(runs, routines, strict=True):
             await publish_run_requested(bus, run, routine)
@@ -291,6 +311,8 @@ async def test_poison_run_in_a_batch_fails_alone_and_the_dispatcher_lives(
     assert rows[poison]["status"] == "failed"
     assert "poisoned run" in rows[poison]["failure_reason"]
     assert {rows[r]["status"] for r in runs if r != poison} == {"issue_created"}
+    # The failure is announced like any decision (a manual run's waiter hears "failed").
+    await wait_until(lambda: asyncio.sleep(0, announced.get(str(poison)) == "failed"))
     # Still alive: a run recorded afterwards is decided too.
     later = await make_run(db, world, routines[0])
     if loop == "consumer":
@@ -333,6 +355,8 @@ async def test_poison_messages_never_stop_the_dispatcher(
     async def drained() -> bool:
         if consumer.done():
             return True
+        if not await _final(db, [*good, deep]):
+            return False  # a transient failure (busy machine) is retried: wait for it
         try:
             info = await bus.js.consumer_info("ROUTINES_RUNS", "run-dispatcher")
         except nats.js.errors.NotFoundError:

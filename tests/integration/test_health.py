@@ -109,6 +109,12 @@ async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
     detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
     assert detail["status"] == "paused"
     assert detail["pausedReason"] == "auto-paused after 2 consecutive failed runs"
+    revisions = await call(client, "GET", f"/api/routines/{r['id']}/revisions", world.a.board, status=200)
+    assert (revisions[0]["actorKind"], revisions[0]["changes"]) == (
+        "system",
+        {"status": {"from": "active", "to": "paused"}},
+    )
+    assert revisions[0]["id"] == detail["revisionId"] and revisions[0]["snapshot"]["status"] == "paused"
     resumed = await call(
         client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "active"}, 200
     )
@@ -116,10 +122,15 @@ async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
 
 
 async def test_stale_issue_is_cancelled_so_skip_if_active_fires_again(
-    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher, events: Events
 ) -> None:
     r = await make_routine(
-        client, world.a, concurrencyPolicy="skip_if_active", staleAfterSec=60, staleAction="cancel"
+        client,
+        world.a,
+        concurrencyPolicy="skip_if_active",
+        staleAfterSec=60,
+        staleAction="cancel",
+        failureAlertAfter=1,
     )
     first = await decided(
         db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
@@ -138,6 +149,11 @@ async def test_stale_issue_is_cancelled_so_skip_if_active_fires_again(
     assert old["status"] == "cancelled"
     row = await db.fetchrow("SELECT status, failure_reason FROM routine_runs WHERE id = $1", first["id"])
     assert row["status"] == "failed" and "staleAfterSec" in row["failure_reason"]
+    # The cancelled run is a failure like any other: it counts toward the failure alert.
+    await wait_until(lambda: asyncio.sleep(0, events.alerts))
+    assert [(a["kind"], a["lastFailureReason"]) for a in events.alerts] == [
+        ("routine_failing", row["failure_reason"])
+    ]
 
 
 async def test_stale_issue_only_reported_by_default(
@@ -241,3 +257,24 @@ async def test_health_settings_are_validated(client: Client, world: World) -> No
         client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"failureAlertAfter": None}, 200
     )
     assert (got["failureAlertAfter"], got["staleAfterSec"]) == (None, 600)
+
+
+async def test_an_undecidable_run_counts_toward_the_failure_alert(
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher, events: Events
+) -> None:
+    """A run the dispatcher cannot decide (here: its issue insert is refused) fails with the reason,
+    and that failure raises the routine's alert like any other."""
+    r = await make_routine(client, world.a, failureAlertAfter=1)
+    await db.execute(
+        "CREATE FUNCTION refuse_issues() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF NEW.origin_id = '{r['id']}' THEN RAISE EXCEPTION 'refused issue'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER refuse_issues BEFORE INSERT ON issues FOR EACH ROW EXECUTE FUNCTION refuse_issues()"
+    )
+    run = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    row = await decided(db, run["id"])
+    assert row["status"] == "failed" and "refused issue" in row["failure_reason"]
+    await wait_until(lambda: asyncio.sleep(0, events.alerts))
+    assert [(a["kind"], a["routineId"]) for a in events.alerts] == [("routine_failing", r["id"])]

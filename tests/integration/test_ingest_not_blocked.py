@@ -15,6 +15,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -23,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.decide import decide_runs
 from routines_gateway.app import create_app as gateway_create_app
+from routines_scheduler.ticker import QUERIES as SCHEDULER_QUERIES
 from routines_scheduler.ticker import Scheduler
 from shared.bus import Bus
 from shared.db import Database
@@ -86,7 +88,7 @@ async def not_blocked_by(db: asyncpg.Connection, paused: PausedDecision, work: A
         if waiting:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            pytest.fail(f"ingest waits on the decision's transaction: {[dict(w) for w in waiting]}")
+            pytest.fail(f"ingest waits on the paused transaction: {[dict(w) for w in waiting]}")
         await asyncio.sleep(0.01)
     return task.result()
 
@@ -219,3 +221,36 @@ async def test_schedule_slots_are_not_blocked_by_a_paused_decision(
     finally:
         await bus.close()
         await database.close()
+
+
+async def test_manual_run_naming_a_schedule_trigger_is_not_blocked_by_a_paused_tick(
+    api: Client, stack: Stack, admin_token: str, db: asyncpg.Connection, dispatcher_db: Database
+) -> None:
+    """The scheduler's claim on a trigger row (a tick frozen mid-transaction) must not block a
+    manual run that names that trigger: the run's foreign key takes FOR KEY SHARE on it."""
+    tenant = await make_tenant(api, admin_token, "A")
+    routine = await make_routine(api, tenant)
+    trigger = await call(
+        api,
+        "POST",
+        f"/api/routines/{routine['id']}/triggers",
+        tenant.board,
+        {"kind": "schedule", "cronExpression": "* * * * *"},
+        201,
+    )
+    await db.execute(
+        "UPDATE routine_triggers SET next_run_at = now() - interval '1 minute' WHERE id = $1::uuid",
+        trigger["id"],
+    )
+    async with dispatcher_db.transaction() as conn:
+        claimed = await conn.fetch(SCHEDULER_QUERIES["claim_due_triggers"], datetime.now(UTC), 10)
+        assert [str(r["id"]) for r in claimed] == [trigger["id"]]
+        paused = PausedDecision(int(await conn.fetchval("SELECT pg_backend_pid()")))
+        run = await not_blocked_by(
+            db,
+            paused,
+            call(
+                api, "POST", f"/api/routines/{routine['id']}/run", tenant.board, {"triggerId": trigger["id"]}
+            ),
+        )
+        assert run["status"] == "received" and run["triggerId"] == trigger["id"], run

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from routines_dispatcher.worker import Dispatcher
+from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import client, decided, dispatcher, get_json, world
 
@@ -161,3 +163,20 @@ async def test_replay_rules(client: Client, world: World) -> None:
     await call(client, "POST", f"/api/runs/{run['id']}/replay", world.a.board, {"bogus": 1}, 400)
     await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "archived"}, 200)
     await call(client, "POST", f"/api/runs/{run['id']}/replay", world.a.board, {}, 409)
+
+
+async def test_run_sources_and_statuses_match_the_schema(db: asyncpg.Connection) -> None:
+    """The API's vocabulary (replay and backfill included) is what the CHECK constraints allow."""
+    checks = {
+        r["conname"]: r["def"]
+        for r in await db.fetch(
+            "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
+            " WHERE conrelid = 'routine_runs'::regclass AND contype = 'c'"
+        )
+    }
+    for name, values in (
+        ("routine_runs_source_check", RUN_SOURCES),
+        ("routine_runs_status_check", RUN_STATUSES),
+    ):
+        allowed = set(re.findall(r"'([a-z_]+)'::text", checks[name]))
+        assert allowed == set(values), name

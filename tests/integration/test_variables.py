@@ -6,10 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.worker import Dispatcher
+from routines_gateway.app import create_app as create_gateway
+from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import client, decided, dispatcher, world
+from tests.support import Stack
 
 __all__ = ["client", "dispatcher", "world"]
 
@@ -148,3 +152,32 @@ async def test_schedule_trigger_needs_defaults_for_required_variables(client: Cl
         client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"variables": VARIABLES}, 422
     )
     assert got["details"] == {"variables": ["ticket"]}
+
+
+async def test_webhook_payload_fills_the_variables(
+    client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher, stack: Stack
+) -> None:
+    """A signed webhook's JSON body is the run payload: its top-level keys fill the variables."""
+    r = await _templated(client, world)
+    hook = await call(
+        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
+    )
+    settings = GatewaySettings(
+        database_url=stack.database_url,
+        nats_url=stack.nats_url,
+        secret_key=stack.secret_key,
+        trigger_cache_ttl_sec=0,
+    )
+    async with TestClient(TestServer(create_gateway(settings))) as gateway:
+        resp = await gateway.post(
+            f"/api/routine-triggers/public/{hook['publicId']}/fire",
+            json={"ticket": "GH-42", "region": "us", "extra": {"ignored": True}},
+            headers={"Authorization": f"Bearer {hook['secret']}"},
+        )
+        assert resp.status == 202, await resp.text()
+        run_id = (await resp.json())["runId"]
+    row = await decided(db, run_id)
+    assert (row["status"], row["source"]) == ("issue_created", "webhook")
+    assert row["resolved_variables"] == {"ticket": "GH-42", "region": "us", "count": 1}
+    issue = await call(client, "GET", f"/api/issues/{row['linked_issue_id']}", world.a.board, status=200)
+    assert issue["title"] == "Fix «GH-42» («us»)"

@@ -255,6 +255,8 @@ async def test_stream_leader_killed_under_load_loses_nothing(
             await wait_until(all_connected, timeout=30, interval=0.2)
             for service in services:
                 assert await _metric(http, service, "routines_nats_connected") == 1
+                # Each service's NATS user allows everything the service does (deploy/nats).
+                assert "permissions violation" not in service.logs().lower(), service.logs()[-2000:]
 
         # Permissions: the gateway's user may not wake agents or touch another consumer.
         gw_nc = await nats.connect(

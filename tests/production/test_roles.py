@@ -31,6 +31,10 @@ FORBIDDEN = [
     ("routines_api", "INSERT INTO schema_migrations (version) VALUES ('9999_x')"),
     ("routines_api", "CREATE TABLE sneaky (id int)"),
     ("routines_dispatcher", "ALTER TABLE routines ADD COLUMN x int"),
+    ("routines_gateway", "SELECT count(*) FROM console_sessions"),
+    ("routines_dispatcher", "SELECT count(*) FROM console_sessions"),
+    ("routines_scheduler", "SELECT count(*) FROM routine_revisions"),
+    ("routines_dispatcher", "DELETE FROM routine_activity"),
 ]
 # What each service needs (a sample of its real statements' privileges).
 ALLOWED = [
@@ -41,6 +45,10 @@ ALLOWED = [
     ("routines_dispatcher", "UPDATE issues SET updated_at = now() WHERE false"),
     ("routines_api", "DELETE FROM webhook_secrets WHERE false"),
     ("routines_api", "SELECT count(*) FROM schema_migrations"),
+    ("routines_api", "DELETE FROM console_sessions WHERE false"),
+    # failure alerts in the dispatcher: auto-pause parks schedule triggers, logs activity
+    ("routines_dispatcher", "UPDATE routine_triggers SET next_run_at = NULL WHERE false"),
+    ("routines_dispatcher", "INSERT INTO routine_activity SELECT * FROM routine_activity WHERE false"),
 ]
 
 
@@ -85,7 +93,27 @@ async def test_service_refuses_to_start_on_an_older_schema(
     assert result.returncode == 2, result.stderr[-2000:]
     assert "database schema is older than this release: missing migrations 0006_roles" in result.stderr
     assert "routines migrate" in result.stderr
+    # The init container of every Deployment waits for the migration Job the same way.
+    waited = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "wait-schema", "--timeout", "0.5"],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert waited.returncode == 1
+    assert "schema still lacks 0006_roles" in waited.stderr
     # After the migration (0006 is repeatable), it starts.
     await migrate(stack.database_url)
     assert await missing_migrations(db) == []
     start_service("run-dispatcher", stack.env(), tmp_path).stop()
+    waited = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "wait-schema", "--timeout", "0.5"],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert waited.returncode == 0, waited.stderr

@@ -102,7 +102,8 @@ async def test_nats_down_thirty_seconds_under_load(
         stop = asyncio.Event()
         feed = asyncio.create_task(schedules.feed(stack.database_url, stop))
         tally = Tally()
-        load = asyncio.create_task(mixed_load(fleet, world, 40, 30, tally))
+        # Load goes on 10 s after NATS is back: decisions then must wake their agents again.
+        load = asyncio.create_task(mixed_load(fleet, world, 45, 30, tally))
         await asyncio.sleep(5)
         down = time.time()
         nats_server.stop()
@@ -113,7 +114,7 @@ async def test_nats_down_thirty_seconds_under_load(
         stop.set()
         await feed
         fleet.assert_all_alive("NATS outage")
-        await verify(db, tally, world, wakeups, schedules, [(down - 2, up + 15)])
+        await verify(db, tally, world, wakeups, schedules, [(down - 2, up + 5)])
         fleet.assert_all_alive("the checks")
     finally:
         fleet.stop()
@@ -236,10 +237,13 @@ async def test_api_killed_under_load_and_restarted(
         tally = Tally()
         load = asyncio.create_task(mixed_load(fleet, world, 20, 30, tally))
         await asyncio.sleep(4)
-        caught = await _wait_in_flight(tally, "api")
-        fleet.kill(fleet.api)
-        await asyncio.sleep(2)
-        await fleet.restart(fleet.api)
+        for _ in range(3):  # until a kill cuts a request off (an answer may be on its way back)
+            caught = await _wait_in_flight(tally, "api")
+            fleet.kill(fleet.api)
+            await asyncio.sleep(2)
+            await fleet.restart(fleet.api)
+            if tally.excused["api"]:
+                break
         await load
         fleet.assert_all_alive("API SIGKILL and restart")
         print(f"\n[resilience] manual runs in flight at the kill: {caught}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shared.cron import (
     MACROS,
+    CronSchedule,
     describe,
     fires_between,
     iso_utc,
@@ -534,7 +535,8 @@ def test_parsed_fields_agree_with_cronsim_and_the_reference(expr: str) -> None:
     assert got == (ref.minutes, ref.hours, ref.doms, ref.months, ref.dows)
     assert (ours.dom_restricted and ours.dow_restricted) == ref.either_day
     assert ours.fixed_time == ref.fixed_time
-    assert describe(expr, "UTC").endswith(" (UTC)")  # the words never fail on the grammar
+    words = describe(expr, "UTC")  # cron-descriptor never fails on the grammar (no fallback used)
+    assert words.endswith(" (UTC)") and not words.startswith("Cron ")
 
 
 @st.composite
@@ -581,3 +583,25 @@ def test_invalid_fields_are_refused_by_us_and_cronsim_naming_field_value_and_ran
 )
 def test_rare_dates_far_apart_are_found(expr: str, after: datetime, expected: list[str]) -> None:
     assert [f["utc"] for f in preview(expr, "UTC", after, 2)] == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone_name"),
+    [("0 0 29 2 *", "UTC"), ("0 0 31 * *", "Europe/Amsterdam"), ("0 0 29 2 */2", "America/New_York")],
+)
+def test_rare_dates_cost_a_handful_of_day_checks_per_fire(
+    monkeypatch: pytest.MonkeyPatch, expr: str, zone_name: str
+) -> None:
+    """The search jumps to months and days that can match: it never walks the calendar day by day."""
+    schedule = parse_cron(expr)
+    calls = 0
+    original = CronSchedule.matches_day
+
+    def counted(self: CronSchedule, day: date) -> bool:
+        nonlocal calls
+        calls += 1
+        return original(self, day)
+
+    monkeypatch.setattr(CronSchedule, "matches_day", counted)
+    preview(schedule.expression, zone_name, utc(2026, 11, 28), 100)
+    assert calls <= 100 * 4  # a day-by-day walk needs ~1,461 per Feb 29

@@ -13,14 +13,25 @@ import yaml
 from shared.cli import SERVICES
 
 OVERLAYS = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "overlays"
-pytestmark = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl is needed to render kustomize"
-)
+
+
+def kubectl() -> str:
+    """kubectl renders the kustomizations. Missing, it is installed (CI starts on a fresh machine);
+    if that fails the tests fail — they never skip, or a broken manifest would pass unseen."""
+    found = shutil.which("kubectl")
+    if found is None and shutil.which("apt-get") is not None:
+        subprocess.run(["apt-get", "install", "-y", "kubectl"], capture_output=True, check=False)
+        found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail(
+            "kubectl is needed to render the kustomize overlays: install it (apt-get install kubectl)"
+        )
+    return found
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True
+        [kubectl(), "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True
     )
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
@@ -31,7 +42,24 @@ def manifests(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 
 
 def deployments(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"].removeprefix("routines-"): d for d in docs if d["kind"] == "Deployment"}
+    """The services' Deployments (the dev overlay also runs its own Postgres and NATS)."""
+    return {
+        d["metadata"]["name"].removeprefix("routines-"): d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"].get("app.kubernetes.io/part-of") == "routines"
+    }
+
+
+def mounted_settings(pod: dict[str, Any], container: dict[str, Any]) -> set[str]:
+    """ROUTINES_* settings a container reads from mounted Secret files (ROUTINES_SECRETS_DIR)."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    names = set()
+    for mount in container.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret and mount["mountPath"] == "/etc/routines/secrets":
+            names |= {item["path"].upper() for item in secret["items"]}
+    return names
 
 
 def test_every_service_has_a_deployment_with_probes_and_restricted_security(
@@ -57,11 +85,20 @@ def test_every_service_has_a_deployment_with_probes_and_restricted_security(
 
 
 def test_required_settings_are_supplied(manifests: list[dict[str, Any]]) -> None:
-    config = next(d for d in manifests if d["kind"] == "ConfigMap")["data"]
+    config = next(
+        d for d in manifests if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-config"
+    )["data"]
+    assert config["ROUTINES_SECRETS_DIR"] == "/etc/routines/secrets"
     for name, deployment in deployments(manifests).items():
         settings_model = SERVICES[name][0]
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        supplied = set(config) | {e["name"] for e in container.get("env", [])}
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        (init,) = pod["initContainers"]
+        assert init["args"][0] == "wait-schema"
+        assert mounted_settings(pod, init) == mounted_settings(pod, container)
+        supplied = (
+            set(config) | {e["name"] for e in container.get("env", [])} | mounted_settings(pod, container)
+        )
         required = {
             f"ROUTINES_{field.upper()}"
             for field, info in settings_model.model_fields.items()
@@ -73,7 +110,9 @@ def test_required_settings_are_supplied(manifests: list[dict[str, Any]]) -> None
 
 
 def test_commands_exist_and_shutdown_fits_the_grace_period(manifests: list[dict[str, Any]]) -> None:
-    config = next(d for d in manifests if d["kind"] == "ConfigMap")["data"]
+    config = next(
+        d for d in manifests if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-config"
+    )["data"]
     shutdown = float(config["ROUTINES_SHUTDOWN_TIMEOUT_SEC"])
     for deployment in deployments(manifests).values():
         pod = deployment["spec"]["template"]["spec"]
@@ -87,11 +126,107 @@ def test_commands_exist_and_shutdown_fits_the_grace_period(manifests: list[dict[
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
 
 
+def test_migration_job_is_named_after_the_release(manifests: list[dict[str, Any]]) -> None:
+    """A Job's template is immutable: a new image needs a new Job name, or `kubectl apply` fails."""
+    (job,) = [d for d in manifests if d["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    tag = container["image"].rsplit(":", 1)[1]
+    assert job["metadata"]["name"] == "routines-migrate-" + tag.replace(".", "-")
+    for deployment in deployments(manifests).values():
+        (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+        assert init["image"] == container["image"]  # waits for this very release's migrations
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    items = [i for v in volumes if "secret" in v for i in v["secret"]["items"]]
+    assert items == [{"key": "migrate-database-url", "path": "routines_database_url"}]
+
+
+def test_metrics_have_their_own_port_and_only_it_is_open_to_monitoring(
+    manifests: list[dict[str, Any]],
+) -> None:
+    config = next(
+        d for d in manifests if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-config"
+    )["data"]
+    port = int(config["ROUTINES_METRICS_PORT"])
+    assert port != int(config["ROUTINES_HTTP_PORT"])
+    for deployment in deployments(manifests).values():
+        template = deployment["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in container["ports"]
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    policy = next(
+        d
+        for d in manifests
+        if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "allow-metrics-scrape"
+    )
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port]
+
+
 def test_production_scales_out_with_autoscalers() -> None:
     docs = render("production")
-    for deployment in deployments(docs).values():
-        assert deployment["spec"]["replicas"] >= 2
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: d for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    for name, deployment in deployments(docs).items():
+        # The autoscaler owns the count: a fixed `replicas` would be reset by every apply.
+        assert "replicas" not in deployment["spec"], name
+        assert hpas[deployment["metadata"]["name"]]["spec"]["minReplicas"] >= 2
+        assert (
+            hpas[deployment["metadata"]["name"]]["metadata"]["namespace"]
+            == deployment["metadata"]["namespace"]
+        )
         assert deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
-    hpas = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
-    assert hpas == {"routines-api", "routines-webhook-gateway", "routines-run-dispatcher"}
+    assert set(hpas) == {f"routines-{name}" for name in SERVICES}
     assert sum(d["kind"] == "PodDisruptionBudget" for d in docs) == 4
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-config")
+    assert config["data"]["ROUTINES_NATS_STREAM_REPLICAS"] == "3"
+    assert config["data"]["ROUTINES_DB_POOLER_MODE"] == "transaction"
+
+
+def test_keda_overlay_scales_the_dispatcher_on_consumer_lag_instead_of_cpu() -> None:
+    docs = render("production-keda")
+    hpas = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    assert "routines-run-dispatcher" not in hpas
+    (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "routines-run-dispatcher"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "nats-jetstream"
+    assert trigger["metadata"]["consumer"] == "run-dispatcher"
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production", "production-keda"])
+def test_connection_budget_holds_and_the_check_catches_an_overshoot(overlay: str) -> None:
+    from deploy.check import BudgetExceeded, check_budget, connection_demand
+
+    docs = render(overlay)
+    total, budget, _ = connection_demand(docs)
+    assert 0 < total <= budget
+    # A budget one connection short of what the overlay may open → deploy-check fails.
+    grown = [dict(d) for d in docs]
+    config = next(d for d in grown if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-config")
+    config["metadata"] = {
+        **config["metadata"],
+        "annotations": {"routines/db-connection-budget": str(total - 1)},
+    }
+    with pytest.raises(SystemExit, match="over its budget"):
+        check_budget(overlay, yaml.safe_dump_all(grown))
+    del config["metadata"]["annotations"]
+    with pytest.raises(BudgetExceeded):
+        connection_demand(grown)
+
+
+def test_alerts_of_the_operations_guide_exist() -> None:
+    docs = render("production")
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert {
+        "RoutinesScheduleFireLag",
+        "RoutinesRunsStuckReceived",
+        "RoutinesDispatcherConsumerLag",
+        "RoutinesHttp5xxRatio",
+        "RoutinesWebhookAuthFailureSpike",
+        "RoutinesNatsDisconnected",
+    } <= alerts
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert [e["port"] for e in monitors[0]["spec"]["endpoints"]] == ["metrics"]
+    dashboard = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-grafana-dashboard"
+    )
+    assert "routines_runs_received" in dashboard["data"]["routines.json"]

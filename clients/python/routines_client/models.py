@@ -16,8 +16,14 @@ class ActiveIssueOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    title: Annotated[str, Field(title="Title")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    title: Annotated[str, Field(examples=["Daily report"])]
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
     status: Annotated[
         Literal[
             "backlog",
@@ -28,11 +34,26 @@ class ActiveIssueOut(BaseModel):
             "done",
             "cancelled",
         ],
-        Field(title="Status"),
+        Field(examples=["active"]),
     ]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
-    origin_run_id: Annotated[UUID | None, Field(alias="originRunId", title="Originrunid")]
-    coalesced_fire_count: Annotated[int, Field(alias="coalescedFireCount", title="Coalescedfirecount")]
+    """
+    Status of the object.
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
+    origin_run_id: Annotated[
+        UUID | None,
+        Field(alias="originRunId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    For routine executions: the run that created the issue.
+    """
+    coalesced_fire_count: Annotated[int, Field(alias="coalescedFireCount", examples=[0])]
+    """
+    How many further fires were coalesced into this issue.
+    """
 
 
 class ActivityOut(BaseModel):
@@ -43,43 +64,103 @@ class ActivityOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    routine_id: Annotated[UUID | None, Field(alias="routineId", title="Routineid")] = None
-    at: Annotated[AwareDatetime, Field(title="At")]
-    actor_kind: Annotated[str, Field(alias="actorKind", title="Actorkind")]
-    actor_id: Annotated[UUID | None, Field(alias="actorId", title="Actorid")]
-    action: Annotated[str, Field(title="Action")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    routine_id: Annotated[
+        UUID | None,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ] = None
+    """
+    Id of the routine.
+    """
+    at: Annotated[AwareDatetime, Field(examples=["2026-11-30T09:00:00Z"])]
+    """
+    When it happened (UTC).
+    """
+    actor_kind: Annotated[str, Field(alias="actorKind", examples=["board"])]
+    """
+    Who acted: instance_admin, board, agent or system.
+    """
+    actor_id: Annotated[UUID | None, Field(alias="actorId", examples=[None])]
+    """
+    Id of the acting token's agent or board member (null: the system).
+    """
+    action: Annotated[str, Field(examples=["updated"])]
     """
     created, updated, paused, resumed, archived, restored, trigger_added, trigger_updated, trigger_deleted, secret_rotated, manual_run, replay, backfill, failure_alert, recovered, auto_paused, stale_cancelled, or run_recorded (a run and its outcome).
     """
-    details: Annotated[dict[str, Any], Field(title="Details")]
+    details: Annotated[
+        dict[str, Any],
+        Field(examples=[{"runId": "3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"}]),
+    ]
+    """
+    Facts of the action (changed fields, run id and outcome, ...).
+    """
 
 
 class AgentCreate(BaseModel):
+    """
+    A new agent; its API key is returned once.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    name: Annotated[str, Field(max_length=200, title="Name")]
+    name: Annotated[str, Field(examples=["Acme"], max_length=200)]
+    """
+    Human-readable name, 1-200 characters.
+    """
 
 
 class AgentOut(BaseModel):
+    """
+    An agent.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    name: Annotated[str, Field(title="Name")]
-    status: Annotated[Literal["active", "paused", "terminated"], Field(title="Status")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    company_id: Annotated[
+        UUID,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    name: Annotated[str, Field(examples=["Acme"])]
+    """
+    Human-readable name, 1-200 characters.
+    """
+    status: Annotated[Literal["active", "paused", "terminated"], Field(examples=["active"])]
+    """
+    Agent status: active, paused or terminated.
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
 
 
 class AgentUpdate(BaseModel):
+    """
+    A change of an agent's status.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    status: Annotated[Literal["active", "paused", "terminated"], Field(title="Status")]
+    status: Annotated[Literal["active", "paused", "terminated"], Field(examples=["paused"])]
+    """
+    New status of the agent: active, paused or terminated.
+    """
 
 
 class BackfillRequest(BaseModel):
@@ -91,23 +172,26 @@ class BackfillRequest(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
+    trigger_id: Annotated[
+        UUID,
+        Field(alias="triggerId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
     """
     A schedule trigger of this routine.
     """
-    from_: Annotated[AwareDatetime, Field(alias="from", title="From")]
+    from_: Annotated[AwareDatetime, Field(alias="from", examples=["2026-11-30T09:00:00Z"])]
     """
     Window start (exclusive), ISO 8601 with offset.
     """
-    to: Annotated[AwareDatetime, Field(title="To")]
+    to: Annotated[AwareDatetime, Field(examples=["2026-11-30T09:00:00Z"])]
     """
     Window end (inclusive); not in the future.
     """
-    dry_run: Annotated[bool | None, Field(alias="dryRun", title="Dryrun")] = True
+    dry_run: Annotated[bool | None, Field(alias="dryRun", examples=[True])] = True
     """
     Only list the slots (the default); nothing is recorded.
     """
-    max_runs: Annotated[int | None, Field(alias="maxRuns", ge=1, title="Maxruns")] = 25
+    max_runs: Annotated[int | None, Field(alias="maxRuns", examples=[100], ge=1)] = 25
     """
     At most this many runs are recorded (hard limit configurable).
     """
@@ -121,40 +205,66 @@ class BackfillSlot(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    scheduled_for: Annotated[str, Field(alias="scheduledFor", title="Scheduledfor")]
+    scheduled_for: Annotated[str, Field(alias="scheduledFor", examples=["2026-11-30T09:00:00Z"])]
     """
     The slot's fire instant (UTC, ISO 8601).
     """
-    local: Annotated[str, Field(title="Local")]
+    local: Annotated[str, Field(examples=["2026-11-30T10:00:00+01:00"])]
     """
     The slot in the trigger's time zone.
     """
-    existing_run_id: Annotated[UUID | None, Field(alias="existingRunId", title="Existingrunid")]
+    existing_run_id: Annotated[UUID | None, Field(alias="existingRunId", examples=[None])]
     """
     The run already recorded for this slot, if any.
     """
-    recorded_run_id: Annotated[UUID | None, Field(alias="recordedRunId", title="Recordedrunid")] = None
+    recorded_run_id: Annotated[UUID | None, Field(alias="recordedRunId", examples=[None])] = None
     """
     The run this call recorded for the slot (not in a dry run).
     """
 
 
 class BoardTokenCreate(BaseModel):
+    """
+    A new board operator token.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    name: Annotated[str, Field(max_length=200, title="Name")]
+    name: Annotated[str, Field(examples=["Acme"], max_length=200)]
+    """
+    Human-readable name, 1-200 characters.
+    """
 
 
 class BoardTokenOut(BaseModel):
+    """
+    A created board token (shown once).
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    name: Annotated[str, Field(title="Name")]
-    token: Annotated[str, Field(title="Token")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    company_id: Annotated[
+        UUID,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    name: Annotated[str, Field(examples=["Acme"])]
+    """
+    Human-readable name, 1-200 characters.
+    """
+    token: Annotated[str, Field(examples=["rtb_EXAMPLE"])]
+    """
+    The board token. Shown only in this answer: store it now.
+    """
 
 
 class CoalescedFireOut(BaseModel):
@@ -165,41 +275,89 @@ class CoalescedFireOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    run_id: Annotated[UUID, Field(alias="runId", title="Runid")]
+    run_id: Annotated[UUID, Field(alias="runId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Id of the run recorded for this fire.
+    """
     source: Annotated[
         Literal["schedule", "webhook", "api", "manual", "replay", "backfill"],
-        Field(title="Source"),
+        Field(examples=["manual"]),
     ]
-    triggered_at: Annotated[str, Field(alias="triggeredAt", title="Triggeredat")]
-    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", title="Payloadbytes")] = None
+    """
+    What fired the run: schedule, webhook, api or manual.
+    """
+    triggered_at: Annotated[str, Field(alias="triggeredAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the fire was recorded (UTC).
+    """
+    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", examples=[18])] = None
+    """
+    Size of the payload as JSON text, in bytes.
+    """
 
 
 class CompanyCreate(BaseModel):
+    """
+    A new company.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    name: Annotated[str, Field(max_length=200, title="Name")]
+    name: Annotated[str, Field(examples=["Acme"], max_length=200)]
+    """
+    Human-readable name, 1-200 characters.
+    """
 
 
 class CompanyOut(BaseModel):
+    """
+    A company.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    name: Annotated[str, Field(title="Name")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    name: Annotated[str, Field(examples=["Acme"])]
+    """
+    Human-readable name, 1-200 characters.
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
 
 
 class CronPreviewRequest(BaseModel):
+    """
+    A cron expression and time zone to preview.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    cron_expression: Annotated[str, Field(alias="cronExpression", max_length=200, title="Cronexpression")]
-    timezone: Annotated[str | None, Field(max_length=64, title="Timezone")] = "UTC"
-    after: Annotated[AwareDatetime | None, Field(title="After")] = None
-    count: Annotated[int | None, Field(ge=1, le=100, title="Count")] = 5
+    cron_expression: Annotated[str, Field(alias="cronExpression", examples=["0 9 * * 1-5"], max_length=200)]
+    """
+    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
+    """
+    timezone: Annotated[str | None, Field(examples=["Europe/Amsterdam"], max_length=64)] = "UTC"
+    """
+    IANA time zone to evaluate the expression in (default UTC).
+    """
+    after: Annotated[AwareDatetime | None, Field(examples=["2026-11-30T09:00:00Z"])] = None
+    """
+    Compute fires after this instant (default: now).
+    """
+    count: Annotated[int | None, Field(examples=[5], ge=1, le=100)] = 5
+    """
+    How many fire times to return (1-100).
+    """
 
 
 class DstShift(BaseModel):
@@ -212,52 +370,128 @@ class DstShift(BaseModel):
     )
     kind: Annotated[
         Literal["shifted_out_of_gap", "first_of_repeated", "second_of_repeated"],
-        Field(title="Kind"),
+        Field(examples=["schedule"]),
     ]
-    wall_time: Annotated[str, Field(alias="wallTime", title="Walltime")]
+    """
+    Trigger kind: schedule (cron), webhook (signed public URL) or api (manual runs).
+    """
+    wall_time: Annotated[str, Field(alias="wallTime", examples=["2027-03-28T02:30"])]
     """
     The local time the expression names, e.g. 2027-03-28T02:30
     """
-    note: Annotated[str, Field(title="Note")]
+    note: Annotated[str, Field(examples=["02:30 does not exist that day; fired at 03:00"])]
+    """
+    What daylight saving did to this fire, in words.
+    """
 
 
 class ErrorOut(BaseModel):
+    """
+    Every error answer (4xx, 5xx) has this shape.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    error: Annotated[str, Field(title="Error")]
-    details: Annotated[Any | None, Field(title="Details")] = None
+    error: Annotated[str, Field(examples=["invalid request body"])]
+    """
+    What went wrong, in one sentence.
+    """
+    details: Annotated[
+        Any | None,
+        Field(
+            examples=[
+                [
+                    {
+                        "field": "assignee",
+                        "message": "unknown field; did you mean assigneeAgentId?",
+                    }
+                ]
+            ]
+        ),
+    ] = None
+    """
+    Specifics, when there are any: for invalid bodies a list of {field, message}.
+    """
 
 
 class GoalCreate(BaseModel):
+    """
+    A new goal.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    title: Annotated[str, Field(max_length=200, title="Title")]
+    title: Annotated[str, Field(examples=["Daily report"], max_length=200)]
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
 
 
 class GoalOut(BaseModel):
+    """
+    A goal.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    title: Annotated[str, Field(title="Title")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    company_id: Annotated[
+        UUID,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    title: Annotated[str, Field(examples=["Daily report"])]
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
 
 
 class Description(RootModel[str]):
-    root: Annotated[str, Field(max_length=20000, title="Description")] = None
+    root: Annotated[
+        str,
+        Field(
+            examples=["Compile the status report and post it to Slack"],
+            max_length=20000,
+        ),
+    ] = None
+    """
+    Free text, up to 20,000 characters.
+    """
 
 
 class IssueCreate(BaseModel):
+    """
+    A new plain issue.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    title: Annotated[str, Field(max_length=200, title="Title")]
-    description: Annotated[Description | None, Field(title="Description")] = None
+    title: Annotated[str, Field(examples=["Daily report"], max_length=200)]
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
+    description: Annotated[
+        Description | None,
+        Field(examples=["Compile the status report and post it to Slack"]),
+    ] = None
+    """
+    Free text, up to 20,000 characters.
+    """
     status: Annotated[
         Literal[
             "backlog",
@@ -269,25 +503,68 @@ class IssueCreate(BaseModel):
             "cancelled",
         ]
         | None,
-        Field(title="Status"),
+        Field(examples=["todo"]),
     ] = "todo"
-    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(title="Priority")] = (
+    """
+    Initial status of the issue.
+    """
+    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(examples=["medium"])] = (
         "medium"
     )
-    project_id: Annotated[UUID | None, Field(alias="projectId", title="Projectid")] = None
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")] = None
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")] = None
-    assignee_agent_id: Annotated[UUID | None, Field(alias="assigneeAgentId", title="Assigneeagentid")] = None
+    """
+    Priority of the work: critical, high, medium or low.
+    """
+    project_id: Annotated[
+        UUID | None,
+        Field(alias="projectId", examples=["7d2e4f6a-8b0c-4d1e-a2f3-b4c5d6e7f809"]),
+    ] = None
+    """
+    Id of the project (same company).
+    """
+    goal_id: Annotated[UUID | None, Field(alias="goalId", examples=[None])] = None
+    """
+    Optional id of a goal of the same company.
+    """
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", examples=[None])] = None
+    """
+    Optional id of an issue (same company) that execution issues are filed under.
+    """
+    assignee_agent_id: Annotated[
+        UUID | None,
+        Field(alias="assigneeAgentId", examples=["5a0c1e2d-3f4b-4c5d-9e6f-7a8b9c0d1e2f"]),
+    ] = None
+    """
+    Id of the agent the work is assigned to.
+    """
 
 
 class IssueOut(BaseModel):
+    """
+    An issue; routine executions carry their origin and payload.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    title: Annotated[str, Field(title="Title")]
-    description: Annotated[str | None, Field(title="Description")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    company_id: Annotated[
+        UUID,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    title: Annotated[str, Field(examples=["Daily report"])]
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
+    description: Annotated[str | None, Field(examples=["Compile the status report and post it to Slack"])]
+    """
+    Free text, up to 20,000 characters.
+    """
     status: Annotated[
         Literal[
             "backlog",
@@ -298,34 +575,89 @@ class IssueOut(BaseModel):
             "done",
             "cancelled",
         ],
-        Field(title="Status"),
+        Field(examples=["todo"]),
     ]
-    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(title="Priority")]
-    project_id: Annotated[UUID | None, Field(alias="projectId", title="Projectid")]
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")]
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")]
-    assignee_agent_id: Annotated[UUID | None, Field(alias="assigneeAgentId", title="Assigneeagentid")]
+    """
+    Issue status.
+    """
+    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(examples=["medium"])]
+    """
+    Priority of the work: critical, high, medium or low.
+    """
+    project_id: Annotated[
+        UUID | None,
+        Field(alias="projectId", examples=["7d2e4f6a-8b0c-4d1e-a2f3-b4c5d6e7f809"]),
+    ]
+    """
+    Id of the project (same company).
+    """
+    goal_id: Annotated[UUID | None, Field(alias="goalId", examples=[None])]
+    """
+    Optional id of a goal of the same company.
+    """
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", examples=[None])]
+    """
+    Optional id of an issue (same company) that execution issues are filed under.
+    """
+    assignee_agent_id: Annotated[
+        UUID | None,
+        Field(alias="assigneeAgentId", examples=["5a0c1e2d-3f4b-4c5d-9e6f-7a8b9c0d1e2f"]),
+    ]
+    """
+    Id of the agent the work is assigned to.
+    """
     origin_kind: Annotated[
         Literal["manual", "routine_execution"],
-        Field(alias="originKind", title="Originkind"),
+        Field(alias="originKind", examples=["routine_execution"]),
     ]
-    origin_id: Annotated[UUID | None, Field(alias="originId", title="Originid")]
-    origin_run_id: Annotated[UUID | None, Field(alias="originRunId", title="Originrunid")]
-    payload: Annotated[dict[str, Any] | None, Field(title="Payload")]
+    """
+    Where the issue comes from: manual, or routine_execution (created by a run).
+    """
+    origin_id: Annotated[
+        UUID | None,
+        Field(alias="originId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    For routine executions: the routine's id.
+    """
+    origin_run_id: Annotated[
+        UUID | None,
+        Field(alias="originRunId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    For routine executions: the run that created the issue.
+    """
+    payload: Annotated[dict[str, Any] | None, Field(examples=[{"why": "try it"}])]
     """
     The run payload; null in a list when larger than the list limit (see payloadBytes)
     """
-    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", title="Payloadbytes")] = None
+    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", examples=[18])] = None
     """
     Size of the payload as JSON text
     """
-    coalesced_fire_count: Annotated[int, Field(alias="coalescedFireCount", title="Coalescedfirecount")]
-    coalesced_fires: Annotated[list[CoalescedFireOut], Field(alias="coalescedFires", title="Coalescedfires")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
+    coalesced_fire_count: Annotated[int, Field(alias="coalescedFireCount", examples=[0])]
+    """
+    How many further fires were coalesced into this issue.
+    """
+    coalesced_fires: Annotated[list[CoalescedFireOut], Field(alias="coalescedFires", examples=[[]])]
+    """
+    The coalesced fires (run id, source, time), oldest first.
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
+    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was last changed (UTC, ISO 8601).
+    """
 
 
 class IssueUpdate(BaseModel):
+    """
+    A change of an issue's status.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -340,8 +672,11 @@ class IssueUpdate(BaseModel):
             "done",
             "cancelled",
         ],
-        Field(title="Status"),
+        Field(examples=["done"]),
     ]
+    """
+    New status of the issue; done or cancelled finishes its runs.
+    """
 
 
 class LagPercentiles(BaseModel):
@@ -352,74 +687,154 @@ class LagPercentiles(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    p50: Annotated[float | None, Field(title="P50")]
-    p90: Annotated[float | None, Field(title="P90")]
-    p99: Annotated[float | None, Field(title="P99")]
-    max: Annotated[float | None, Field(title="Max")]
+    p50: Annotated[float | None, Field(examples=[0.4])]
+    """
+    Median, in seconds.
+    """
+    p90: Annotated[float | None, Field(examples=[0.9])]
+    """
+    90th percentile, in seconds.
+    """
+    p99: Annotated[float | None, Field(examples=[1.8])]
+    """
+    99th percentile, in seconds.
+    """
+    max: Annotated[float | None, Field(examples=[2.5])]
+    """
+    Largest, in seconds.
+    """
 
 
 class IdempotencyKey(RootModel[str]):
-    root: Annotated[str, Field(max_length=255, min_length=1, title="Idempotencykey")] = None
+    root: Annotated[str, Field(examples=["deploy-2026-11-30-1"], max_length=255, min_length=1)] = None
+    """
+    Client-chosen key that makes retries safe: a repeated key returns the first run (200).
+    """
 
 
 class ManualRun(BaseModel):
+    """
+    A manual run of a routine.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    source: Annotated[Literal["manual", "api"] | None, Field(title="Source")] = "manual"
-    trigger_id: Annotated[UUID | None, Field(alias="triggerId", title="Triggerid")] = None
-    payload: Annotated[dict[str, Any] | None, Field(title="Payload")] = None
+    source: Annotated[Literal["manual", "api"] | None, Field(examples=["manual"])] = "manual"
+    """
+    Recorded source of the run: manual (default) or api.
+    """
+    trigger_id: Annotated[UUID | None, Field(alias="triggerId", examples=[None])] = None
+    """
+    Optional api trigger of this routine to record the run under.
+    """
+    payload: Annotated[dict[str, Any] | None, Field(examples=[{"why": "try it"}])] = None
+    """
+    JSON object passed along with the fire; copied to the execution issue.
+    """
     variables: Annotated[
         dict[str, str | int | float | bool | None] | None,
-        Field(max_length=50, title="Variables"),
+        Field(examples=[{"region": "eu"}], max_length=50),
     ] = None
     """
     Values of the routine's variables for this run.
     """
-    assignee_agent_id: Annotated[UUID | None, Field(alias="assigneeAgentId", title="Assigneeagentid")] = None
+    assignee_agent_id: Annotated[
+        UUID | None,
+        Field(alias="assigneeAgentId", examples=["5a0c1e2d-3f4b-4c5d-9e6f-7a8b9c0d1e2f"]),
+    ] = None
     """
     Board operators only: assign this run's execution issue to another agent.
     """
-    project_id: Annotated[UUID | None, Field(alias="projectId", title="Projectid")] = None
+    project_id: Annotated[
+        UUID | None,
+        Field(alias="projectId", examples=["7d2e4f6a-8b0c-4d1e-a2f3-b4c5d6e7f809"]),
+    ] = None
     """
     Board operators only: file this run's execution issue in another project.
     """
     idempotency_key: Annotated[
-        IdempotencyKey | None, Field(alias="idempotencyKey", title="Idempotencykey")
+        IdempotencyKey | None,
+        Field(alias="idempotencyKey", examples=["deploy-2026-11-30-1"]),
     ] = None
+    """
+    Client-chosen key that makes retries safe: a repeated key returns the first run (200).
+    """
 
 
 class OpenIssueHealth(BaseModel):
+    """
+    The routine's open execution issue: its age and whether it is stale.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    issue_id: Annotated[UUID, Field(alias="issueId", title="Issueid")]
-    status: Annotated[str, Field(title="Status")]
-    opened_at: Annotated[AwareDatetime, Field(alias="openedAt", title="Openedat")]
-    age_sec: Annotated[float, Field(alias="ageSec", title="Agesec")]
-    stale: Annotated[bool, Field(title="Stale")]
+    issue_id: Annotated[UUID, Field(alias="issueId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Id of the issue.
+    """
+    status: Annotated[str, Field(examples=["active"])]
+    """
+    Status of the object.
+    """
+    opened_at: Annotated[AwareDatetime, Field(alias="openedAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the issue was opened (UTC).
+    """
+    age_sec: Annotated[float, Field(alias="ageSec", examples=[3600.0])]
+    """
+    How long the issue has been open, in seconds.
+    """
+    stale: Annotated[bool, Field(examples=[False])]
     """
     Open longer than staleAfterSec.
     """
 
 
 class ProjectCreate(BaseModel):
+    """
+    A new project.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    name: Annotated[str, Field(max_length=200, title="Name")]
+    name: Annotated[str, Field(examples=["Acme"], max_length=200)]
+    """
+    Human-readable name, 1-200 characters.
+    """
 
 
 class ProjectOut(BaseModel):
+    """
+    A project.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    name: Annotated[str, Field(title="Name")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    company_id: Annotated[
+        UUID,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    name: Annotated[str, Field(examples=["Acme"])]
+    """
+    Human-readable name, 1-200 characters.
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
 
 
 class ReplayRequest(BaseModel):
@@ -431,11 +846,11 @@ class ReplayRequest(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    payload: Annotated[dict[str, Any] | None, Field(title="Payload")] = None
+    payload: Annotated[dict[str, Any] | None, Field(examples=[{"why": "try it"}])] = None
     """
     Payload of the new run; the original run's payload when omitted.
     """
-    variables: Annotated[dict[str, Any] | None, Field(title="Variables")] = None
+    variables: Annotated[dict[str, Any] | None, Field(examples=[{}])] = None
     """
     Variable values of the new run; the original run's values when omitted.
     """
@@ -449,120 +864,239 @@ class RevisionOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
-    number: Annotated[int, Field(title="Number")]
-    actor_kind: Annotated[str, Field(alias="actorKind", title="Actorkind")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    routine_id: Annotated[
+        UUID,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the routine.
+    """
+    number: Annotated[int, Field(examples=[2])]
+    """
+    Revision number, 1 for the routine as created, counting up.
+    """
+    actor_kind: Annotated[str, Field(alias="actorKind", examples=["board"])]
     """
     instance_admin, board, agent or system.
     """
-    actor_id: Annotated[UUID | None, Field(alias="actorId", title="Actorid")]
+    actor_id: Annotated[UUID | None, Field(alias="actorId", examples=[None])]
     """
     The agent, or the token of a board operator.
     """
-    snapshot: Annotated[dict[str, Any], Field(title="Snapshot")]
+    snapshot: Annotated[dict[str, Any], Field(examples=[{"title": "Daily report", "priority": "high"}])]
     """
     The routine's editable fields after this change.
     """
-    changes: Annotated[dict[str, Any], Field(title="Changes")]
+    changes: Annotated[dict[str, Any], Field(examples=[{"priority": {"from": "medium", "to": "high"}}])]
     """
     field → {from, to}; empty for the first revision.
     """
-    restored_from: Annotated[UUID | None, Field(alias="restoredFrom", title="Restoredfrom")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
+    restored_from: Annotated[UUID | None, Field(alias="restoredFrom", examples=[None])]
+    """
+    The revision number this one restored (null: a regular change).
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
 
 
 class RotateSecret(BaseModel):
+    """
+    Rotation of a webhook secret, with an optional grace period for the old one.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    grace_sec: Annotated[int | None, Field(alias="graceSec", ge=0, le=86400, title="Gracesec")] = 0
+    grace_sec: Annotated[int | None, Field(alias="graceSec", examples=[3600], ge=0, le=86400)] = 0
+    """
+    Seconds the previous secret stays valid after rotation (0-86400; 0 = revoke now).
+    """
 
 
 class RotatedSecret(BaseModel):
+    """
+    The new webhook secret (shown once).
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
-    secret: Annotated[str, Field(title="Secret")]
+    trigger_id: Annotated[
+        UUID,
+        Field(alias="triggerId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the trigger involved (null for manual runs without one).
+    """
+    secret: Annotated[str, Field(examples=["whsec_EXAMPLE"])]
+    """
+    The webhook signing secret. Shown only in this answer: store it now.
+    """
     previous_secret_valid_until: Annotated[
         AwareDatetime | None,
-        Field(alias="previousSecretValidUntil", title="Previoussecretvaliduntil"),
+        Field(alias="previousSecretValidUntil", examples=["2026-11-30T09:00:00Z"]),
     ]
+    """
+    Until when the previous secret is still accepted (null: not at all).
+    """
 
 
 class FailureAlertAfter(RootModel[int]):
-    root: Annotated[int, Field(ge=1, le=1000, title="Failurealertafter")] = None
+    root: Annotated[int, Field(examples=[3], ge=1, le=1000)] = None
     """
     Alert after this many consecutive failed runs (off when null).
     """
 
 
 class AutoPauseAfter(RootModel[int]):
-    root: Annotated[int, Field(ge=1, le=1000, title="Autopauseafter")] = None
+    root: Annotated[int, Field(examples=[5], ge=1, le=1000)] = None
     """
     Pause the routine after this many consecutive failed runs.
     """
 
 
 class StaleAfterSec(RootModel[int]):
-    root: Annotated[int, Field(ge=60, le=31536000, title="Staleaftersec")] = None
+    root: Annotated[int, Field(examples=[86400], ge=60, le=31536000)] = None
     """
     An execution issue open longer than this is stale.
     """
 
 
 class Title(RootModel[str]):
-    root: Annotated[str, Field(max_length=200, title="Title")] = None
+    root: Annotated[str, Field(examples=["Daily report"], max_length=200)] = None
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
 
 
 class RunOut(BaseModel):
+    """
+    A run: one fire of a routine and what was decided for it.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    trigger_id: Annotated[UUID | None, Field(alias="triggerId", title="Triggerid")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    routine_id: Annotated[
+        UUID,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the routine.
+    """
+    company_id: Annotated[
+        UUID,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    trigger_id: Annotated[
+        UUID | None,
+        Field(alias="triggerId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the trigger involved (null for manual runs without one).
+    """
     source: Annotated[
         Literal["schedule", "webhook", "api", "manual", "replay", "backfill"],
-        Field(title="Source"),
+        Field(examples=["manual"]),
     ]
+    """
+    What fired the run: schedule, webhook, api or manual.
+    """
     status: Annotated[
         Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"],
-        Field(title="Status"),
+        Field(examples=["issue_created"]),
     ]
-    triggered_at: Annotated[AwareDatetime, Field(alias="triggeredAt", title="Triggeredat")]
-    scheduled_for: Annotated[AwareDatetime | None, Field(alias="scheduledFor", title="Scheduledfor")]
-    payload: Annotated[dict[str, Any] | None, Field(title="Payload")]
+    """
+    Run status: received (not decided yet), issue_created, coalesced, skipped, failed or completed.
+    """
+    triggered_at: Annotated[AwareDatetime, Field(alias="triggeredAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the fire was recorded (UTC).
+    """
+    scheduled_for: Annotated[
+        AwareDatetime | None,
+        Field(alias="scheduledFor", examples=["2026-11-30T09:00:00Z"]),
+    ]
+    """
+    The schedule slot this run is for (schedule runs only).
+    """
+    payload: Annotated[dict[str, Any] | None, Field(examples=[{"why": "try it"}])]
     """
     The run payload; null in a list when larger than the list limit (see payloadBytes)
     """
-    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", title="Payloadbytes")] = None
+    payload_bytes: Annotated[int | None, Field(alias="payloadBytes", examples=[18])] = None
     """
     Size of the payload as JSON text
     """
-    idempotency_key: Annotated[str | None, Field(alias="idempotencyKey", title="Idempotencykey")]
-    linked_issue_id: Annotated[UUID | None, Field(alias="linkedIssueId", title="Linkedissueid")]
-    coalesced_into_run_id: Annotated[
-        UUID | None, Field(alias="coalescedIntoRunId", title="Coalescedintorunid")
+    idempotency_key: Annotated[str | None, Field(alias="idempotencyKey", examples=["deploy-2026-11-30-1"])]
+    """
+    Client-chosen key that makes retries safe: a repeated key returns the first run (200).
+    """
+    linked_issue_id: Annotated[
+        UUID | None,
+        Field(alias="linkedIssueId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
     ]
-    failure_reason: Annotated[str | None, Field(alias="failureReason", title="Failurereason")]
-    decided_at: Annotated[AwareDatetime | None, Field(alias="decidedAt", title="Decidedat")]
-    completed_at: Annotated[AwareDatetime | None, Field(alias="completedAt", title="Completedat")]
-    replay_of: Annotated[UUID | None, Field(alias="replayOf", title="Replayof")] = None
+    """
+    The execution issue this run created or was coalesced into.
+    """
+    coalesced_into_run_id: Annotated[UUID | None, Field(alias="coalescedIntoRunId", examples=[None])]
+    """
+    The run whose open issue this run was coalesced into.
+    """
+    failure_reason: Annotated[str | None, Field(alias="failureReason", examples=[None])]
+    """
+    Why the run failed (status failed only).
+    """
+    decided_at: Annotated[
+        AwareDatetime | None,
+        Field(alias="decidedAt", examples=["2026-11-30T09:00:00Z"]),
+    ]
+    """
+    When the dispatcher decided the run (null while received).
+    """
+    completed_at: Annotated[AwareDatetime | None, Field(alias="completedAt", examples=[None])]
+    """
+    When the run's execution issue was finished (status completed only).
+    """
+    replay_of: Annotated[UUID | None, Field(alias="replayOf", examples=[None])] = None
+    """
+    The run this run replays (null: not a replay).
+    """
     input_variables: Annotated[
-        dict[str, Any] | None, Field(alias="inputVariables", title="Inputvariables")
-    ] = None
-    resolved_variables: Annotated[
         dict[str, Any] | None,
-        Field(alias="resolvedVariables", title="Resolvedvariables"),
+        Field(alias="inputVariables", examples=[{"region": "eu"}]),
     ] = None
-    assignee_override: Annotated[UUID | None, Field(alias="assigneeOverride", title="Assigneeoverride")] = (
-        None
-    )
-    project_override: Annotated[UUID | None, Field(alias="projectOverride", title="Projectoverride")] = None
+    """
+    Variable values given with the fire.
+    """
+    resolved_variables: Annotated[
+        dict[str, Any] | None, Field(alias="resolvedVariables", examples=[None])
+    ] = None
+    """
+    Variable values after defaults were applied (null: not resolved yet).
+    """
+    assignee_override: Annotated[UUID | None, Field(alias="assigneeOverride", examples=[None])] = None
+    """
+    Agent this run was assigned to instead of the routine's (replays).
+    """
+    project_override: Annotated[UUID | None, Field(alias="projectOverride", examples=[None])] = None
+    """
+    Project this run was filed under instead of the routine's (replays).
+    """
 
 
 class TokenOut(BaseModel):
@@ -573,49 +1107,107 @@ class TokenOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    kind: Annotated[Literal["instance_admin", "board", "agent"], Field(title="Kind")]
-    name: Annotated[str, Field(title="Name")]
-    company_id: Annotated[UUID | None, Field(alias="companyId", title="Companyid")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
-    revoked_at: Annotated[AwareDatetime | None, Field(alias="revokedAt", title="Revokedat")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    kind: Annotated[Literal["instance_admin", "board", "agent"], Field(examples=["board"])]
+    """
+    Token kind: instance_admin, board or agent.
+    """
+    name: Annotated[str, Field(examples=["ops laptop"])]
+    """
+    Label given to the token when it was made.
+    """
+    company_id: Annotated[
+        UUID | None,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
+    revoked_at: Annotated[AwareDatetime | None, Field(alias="revokedAt", examples=[None])]
+    """
+    When the token was revoked (null: still valid).
+    """
 
 
 class Label(RootModel[str]):
-    root: Annotated[str, Field(max_length=120, title="Label")] = None
+    root: Annotated[str, Field(examples=["weekday mornings"], max_length=120)] = None
+    """
+    Optional free label for the trigger, up to 120 characters.
+    """
 
 
 class CronExpression(RootModel[str]):
-    root: Annotated[str, Field(max_length=200, title="Cronexpression")] = None
+    root: Annotated[str, Field(examples=["0 9 * * 1-5"], max_length=200)] = None
+    """
+    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
+    """
 
 
 class Timezone(RootModel[str]):
-    root: Annotated[str, Field(max_length=64, title="Timezone")] = None
+    root: Annotated[str, Field(examples=["Europe/Amsterdam"], max_length=64)] = None
+    """
+    IANA time zone the cron expression is evaluated in.
+    """
 
 
 class ReplayWindowSec(RootModel[int]):
-    root: Annotated[int, Field(ge=30, le=86400, title="Replaywindowsec")] = None
+    root: Annotated[int, Field(examples=[300], ge=30, le=86400)] = None
+    """
+    Signed timestamps older than this many seconds are refused as replays (30-86400).
+    """
 
 
 class TriggerCreate(BaseModel):
+    """
+    A new trigger. schedule needs cronExpression and timezone; webhook needs signingMode.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    kind: Annotated[Literal["schedule", "webhook", "api"], Field(title="Kind")]
-    label: Annotated[Label | None, Field(title="Label")] = None
-    enabled: Annotated[bool | None, Field(title="Enabled")] = True
+    kind: Annotated[Literal["schedule", "webhook", "api"], Field(examples=["schedule"])]
+    """
+    Trigger kind: schedule (cron), webhook (signed public URL) or api (manual runs).
+    """
+    label: Annotated[Label | None, Field(examples=["weekday mornings"])] = None
+    """
+    Optional free label for the trigger, up to 120 characters.
+    """
+    enabled: Annotated[bool | None, Field(examples=[True])] = True
+    """
+    Whether the trigger fires; a disabled trigger keeps its settings.
+    """
     cron_expression: Annotated[
-        CronExpression | None, Field(alias="cronExpression", title="Cronexpression")
+        CronExpression | None, Field(alias="cronExpression", examples=["0 9 * * 1-5"])
     ] = None
-    timezone: Annotated[Timezone | None, Field(title="Timezone")] = None
+    """
+    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
+    """
+    timezone: Annotated[Timezone | None, Field(examples=["Europe/Amsterdam"])] = None
+    """
+    IANA time zone the cron expression is evaluated in.
+    """
     signing_mode: Annotated[
         Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"] | None,
-        Field(alias="signingMode", title="Signingmode"),
+        Field(alias="signingMode", examples=["hmac_sha256"]),
     ] = None
-    replay_window_sec: Annotated[
-        ReplayWindowSec | None, Field(alias="replayWindowSec", title="Replaywindowsec")
-    ] = None
+    """
+    How webhook requests prove they come from the secret's holder: bearer, hmac_sha256, github_hmac or standard_webhooks.
+    """
+    replay_window_sec: Annotated[ReplayWindowSec | None, Field(alias="replayWindowSec", examples=[300])] = (
+        None
+    )
+    """
+    Signed timestamps older than this many seconds are refused as replays (30-86400).
+    """
 
 
 class TriggerHealth(BaseModel):
@@ -626,146 +1218,321 @@ class TriggerHealth(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
-    label: Annotated[str | None, Field(title="Label")]
-    enabled: Annotated[bool, Field(title="Enabled")]
-    cron_expression: Annotated[str, Field(alias="cronExpression", title="Cronexpression")]
-    timezone: Annotated[str, Field(title="Timezone")]
-    expected_slots: Annotated[int, Field(alias="expectedSlots", title="Expectedslots")]
+    trigger_id: Annotated[
+        UUID,
+        Field(alias="triggerId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the trigger involved (null for manual runs without one).
+    """
+    label: Annotated[str | None, Field(examples=["weekday mornings"])]
+    """
+    Optional free label for the trigger, up to 120 characters.
+    """
+    enabled: Annotated[bool, Field(examples=[True])]
+    """
+    Whether the trigger fires; a disabled trigger keeps its settings.
+    """
+    cron_expression: Annotated[str, Field(alias="cronExpression", examples=["0 9 * * 1-5"])]
+    """
+    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
+    """
+    timezone: Annotated[str, Field(examples=["Europe/Amsterdam"])]
+    """
+    IANA time zone the cron expression is evaluated in.
+    """
+    expected_slots: Annotated[int, Field(alias="expectedSlots", examples=[5])]
     """
     Slots of the schedule in the window since the trigger existed.
     """
-    expected_slots_at_least: Annotated[
-        bool, Field(alias="expectedSlotsAtLeast", title="Expectedslotsatleast")
-    ]
+    expected_slots_at_least: Annotated[bool, Field(alias="expectedSlotsAtLeast", examples=[False])]
     """
     Too many to count: expectedSlots is a lower bound.
     """
-    on_time: Annotated[int, Field(alias="onTime", title="Ontime")]
+    on_time: Annotated[int, Field(alias="onTime", examples=[5])]
     """
     Schedule runs recorded within the misfire grace of their slot.
     """
-    late: Annotated[int, Field(title="Late")]
+    late: Annotated[int, Field(examples=[0])]
     """
     Schedule runs recorded later than the grace (catch-up).
     """
-    backfilled: Annotated[int, Field(title="Backfilled")]
+    backfilled: Annotated[int, Field(examples=[0])]
     """
     Slots recorded by a backfill.
     """
-    missed_skipped: Annotated[int, Field(alias="missedSkipped", title="Missedskipped")]
+    missed_skipped: Annotated[int, Field(alias="missedSkipped", examples=[0])]
     """
     Missed slots the catch-up policy dropped.
     """
-    unaccounted: Annotated[int, Field(title="Unaccounted")]
+    unaccounted: Annotated[int, Field(examples=[0])]
     """
     Expected slots with no run and no drop record (e.g. while paused or disabled).
     """
     lag_seconds: Annotated[LagPercentiles, Field(alias="lagSeconds")]
+    """
+    Fire lag percentiles of the window's schedule runs.
+    """
 
 
 class TriggerOut(BaseModel):
+    """
+    A trigger (never its secret).
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
-    kind: Annotated[Literal["schedule", "webhook", "api"], Field(title="Kind")]
-    label: Annotated[str | None, Field(title="Label")]
-    enabled: Annotated[bool, Field(title="Enabled")]
-    cron_expression: Annotated[str | None, Field(alias="cronExpression", title="Cronexpression")] = None
-    timezone: Annotated[str | None, Field(title="Timezone")] = None
-    description: Annotated[str | None, Field(title="Description")] = None
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    routine_id: Annotated[
+        UUID,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the routine.
+    """
+    kind: Annotated[Literal["schedule", "webhook", "api"], Field(examples=["schedule"])]
+    """
+    Trigger kind: schedule (cron), webhook (signed public URL) or api (manual runs).
+    """
+    label: Annotated[str | None, Field(examples=["weekday mornings"])]
+    """
+    Optional free label for the trigger, up to 120 characters.
+    """
+    enabled: Annotated[bool, Field(examples=[True])]
+    """
+    Whether the trigger fires; a disabled trigger keeps its settings.
+    """
+    cron_expression: Annotated[str | None, Field(alias="cronExpression", examples=["0 9 * * 1-5"])] = None
+    """
+    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
+    """
+    timezone: Annotated[str | None, Field(examples=["Europe/Amsterdam"])] = None
+    """
+    IANA time zone the cron expression is evaluated in.
+    """
+    description: Annotated[str | None, Field(examples=["Compile the status report and post it to Slack"])] = (
+        None
+    )
     """
     A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'
     """
-    next_run_at: Annotated[AwareDatetime | None, Field(alias="nextRunAt", title="Nextrunat")] = None
-    last_fired_at: Annotated[AwareDatetime | None, Field(alias="lastFiredAt", title="Lastfiredat")] = None
-    public_id: Annotated[str | None, Field(alias="publicId", title="Publicid")] = None
+    next_run_at: Annotated[
+        AwareDatetime | None,
+        Field(alias="nextRunAt", examples=["2026-11-30T09:00:00Z"]),
+    ] = None
+    """
+    Next time the schedule fires (UTC; null when disabled or not a schedule).
+    """
+    last_fired_at: Annotated[
+        AwareDatetime | None,
+        Field(alias="lastFiredAt", examples=["2026-11-30T09:00:00Z"]),
+    ] = None
+    """
+    When the trigger last fired (null: never).
+    """
+    public_id: Annotated[str | None, Field(alias="publicId", examples=["wh_8fK2mQ9xLp3Rt7Vb"])] = None
+    """
+    Public identifier in the webhook URL (webhook triggers only).
+    """
     signing_mode: Annotated[
         Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"] | None,
-        Field(alias="signingMode", title="Signingmode"),
+        Field(alias="signingMode", examples=["hmac_sha256"]),
     ] = None
-    replay_window_sec: Annotated[int | None, Field(alias="replayWindowSec", title="Replaywindowsec")] = None
-    webhook_url: Annotated[str | None, Field(alias="webhookUrl", title="Webhookurl")] = None
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
+    """
+    How webhook requests prove they come from the secret's holder: bearer, hmac_sha256, github_hmac or standard_webhooks.
+    """
+    replay_window_sec: Annotated[int | None, Field(alias="replayWindowSec", examples=[300])] = None
+    """
+    Signed timestamps older than this many seconds are refused as replays (30-86400).
+    """
+    webhook_url: Annotated[
+        str | None,
+        Field(
+            alias="webhookUrl",
+            examples=["https://hooks.example.com/api/routine-triggers/public/wh_8fK2mQ9xLp3Rt7Vb/fire"],
+        ),
+    ] = None
+    """
+    Full URL to POST fires to (on the webhook gateway).
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
+    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was last changed (UTC, ISO 8601).
+    """
     last_result: Annotated[
         Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"] | None,
-        Field(alias="lastResult", title="Lastresult"),
+        Field(alias="lastResult", examples=[None]),
     ] = None
     """
     Status of this trigger's latest run.
     """
-    last_rotated_at: Annotated[AwareDatetime | None, Field(alias="lastRotatedAt", title="Lastrotatedat")] = (
-        None
-    )
+    last_rotated_at: Annotated[AwareDatetime | None, Field(alias="lastRotatedAt", examples=[None])] = None
     """
     When the webhook secret was last rotated.
     """
 
 
 class TriggerUpdate(BaseModel):
+    """
+    Trigger fields to change; absent fields stay as they are.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    kind: Annotated[Literal["schedule", "webhook", "api"] | None, Field(title="Kind")] = None
-    label: Annotated[Label | None, Field(title="Label")] = None
-    enabled: Annotated[bool | None, Field(title="Enabled")] = None
+    kind: Annotated[Literal["schedule", "webhook", "api"] | None, Field(examples=["schedule"])] = None
+    """
+    Must equal the trigger's kind if given (the kind cannot change).
+    """
+    label: Annotated[Label | None, Field(examples=["weekday mornings"])] = None
+    """
+    Optional free label for the trigger, up to 120 characters.
+    """
+    enabled: Annotated[bool | None, Field(examples=[True])] = None
+    """
+    Whether the trigger fires; a disabled trigger keeps its settings.
+    """
     cron_expression: Annotated[
-        CronExpression | None, Field(alias="cronExpression", title="Cronexpression")
+        CronExpression | None, Field(alias="cronExpression", examples=["0 9 * * 1-5"])
     ] = None
-    timezone: Annotated[Timezone | None, Field(title="Timezone")] = None
+    """
+    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
+    """
+    timezone: Annotated[Timezone | None, Field(examples=["Europe/Amsterdam"])] = None
+    """
+    IANA time zone the cron expression is evaluated in.
+    """
     signing_mode: Annotated[
         Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"] | None,
-        Field(alias="signingMode", title="Signingmode"),
+        Field(alias="signingMode", examples=["hmac_sha256"]),
     ] = None
-    replay_window_sec: Annotated[
-        ReplayWindowSec | None, Field(alias="replayWindowSec", title="Replaywindowsec")
-    ] = None
+    """
+    How webhook requests prove they come from the secret's holder: bearer, hmac_sha256, github_hmac or standard_webhooks.
+    """
+    replay_window_sec: Annotated[ReplayWindowSec | None, Field(alias="replayWindowSec", examples=[300])] = (
+        None
+    )
+    """
+    Signed timestamps older than this many seconds are refused as replays (30-86400).
+    """
 
 
 class TriggerWithSecret(BaseModel):
+    """
+    A created webhook trigger with its secret (shown once).
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
-    kind: Annotated[Literal["schedule", "webhook", "api"], Field(title="Kind")]
-    label: Annotated[str | None, Field(title="Label")]
-    enabled: Annotated[bool, Field(title="Enabled")]
-    cron_expression: Annotated[str | None, Field(alias="cronExpression", title="Cronexpression")] = None
-    timezone: Annotated[str | None, Field(title="Timezone")] = None
-    description: Annotated[str | None, Field(title="Description")] = None
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    routine_id: Annotated[
+        UUID,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the routine.
+    """
+    kind: Annotated[Literal["schedule", "webhook", "api"], Field(examples=["schedule"])]
+    """
+    Trigger kind: schedule (cron), webhook (signed public URL) or api (manual runs).
+    """
+    label: Annotated[str | None, Field(examples=["weekday mornings"])]
+    """
+    Optional free label for the trigger, up to 120 characters.
+    """
+    enabled: Annotated[bool, Field(examples=[True])]
+    """
+    Whether the trigger fires; a disabled trigger keeps its settings.
+    """
+    cron_expression: Annotated[str | None, Field(alias="cronExpression", examples=["0 9 * * 1-5"])] = None
+    """
+    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
+    """
+    timezone: Annotated[str | None, Field(examples=["Europe/Amsterdam"])] = None
+    """
+    IANA time zone the cron expression is evaluated in.
+    """
+    description: Annotated[str | None, Field(examples=["Compile the status report and post it to Slack"])] = (
+        None
+    )
     """
     A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'
     """
-    next_run_at: Annotated[AwareDatetime | None, Field(alias="nextRunAt", title="Nextrunat")] = None
-    last_fired_at: Annotated[AwareDatetime | None, Field(alias="lastFiredAt", title="Lastfiredat")] = None
-    public_id: Annotated[str | None, Field(alias="publicId", title="Publicid")] = None
+    next_run_at: Annotated[
+        AwareDatetime | None,
+        Field(alias="nextRunAt", examples=["2026-11-30T09:00:00Z"]),
+    ] = None
+    """
+    Next time the schedule fires (UTC; null when disabled or not a schedule).
+    """
+    last_fired_at: Annotated[
+        AwareDatetime | None,
+        Field(alias="lastFiredAt", examples=["2026-11-30T09:00:00Z"]),
+    ] = None
+    """
+    When the trigger last fired (null: never).
+    """
+    public_id: Annotated[str | None, Field(alias="publicId", examples=["wh_8fK2mQ9xLp3Rt7Vb"])] = None
+    """
+    Public identifier in the webhook URL (webhook triggers only).
+    """
     signing_mode: Annotated[
         Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"] | None,
-        Field(alias="signingMode", title="Signingmode"),
+        Field(alias="signingMode", examples=["hmac_sha256"]),
     ] = None
-    replay_window_sec: Annotated[int | None, Field(alias="replayWindowSec", title="Replaywindowsec")] = None
-    webhook_url: Annotated[str | None, Field(alias="webhookUrl", title="Webhookurl")] = None
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
+    """
+    How webhook requests prove they come from the secret's holder: bearer, hmac_sha256, github_hmac or standard_webhooks.
+    """
+    replay_window_sec: Annotated[int | None, Field(alias="replayWindowSec", examples=[300])] = None
+    """
+    Signed timestamps older than this many seconds are refused as replays (30-86400).
+    """
+    webhook_url: Annotated[
+        str | None,
+        Field(
+            alias="webhookUrl",
+            examples=["https://hooks.example.com/api/routine-triggers/public/wh_8fK2mQ9xLp3Rt7Vb/fire"],
+        ),
+    ] = None
+    """
+    Full URL to POST fires to (on the webhook gateway).
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
+    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was last changed (UTC, ISO 8601).
+    """
     last_result: Annotated[
         Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"] | None,
-        Field(alias="lastResult", title="Lastresult"),
+        Field(alias="lastResult", examples=[None]),
     ] = None
     """
     Status of this trigger's latest run.
     """
-    last_rotated_at: Annotated[AwareDatetime | None, Field(alias="lastRotatedAt", title="Lastrotatedat")] = (
-        None
-    )
+    last_rotated_at: Annotated[AwareDatetime | None, Field(alias="lastRotatedAt", examples=[None])] = None
     """
     When the webhook secret was last rotated.
     """
-    secret: Annotated[str | None, Field(title="Secret")] = None
+    secret: Annotated[str | None, Field(examples=["whsec_EXAMPLE"])] = None
+    """
+    The webhook signing secret. Shown only in this answer: store it now.
+    """
 
 
 class UpcomingFire(BaseModel):
@@ -776,26 +1543,47 @@ class UpcomingFire(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
-    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
-    label: Annotated[str | None, Field(title="Label")]
-    cron_expression: Annotated[str, Field(alias="cronExpression", title="Cronexpression")]
-    timezone: Annotated[str, Field(title="Timezone")]
-    utc: Annotated[str, Field(title="Utc")]
+    routine_id: Annotated[
+        UUID,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the routine.
+    """
+    trigger_id: Annotated[
+        UUID,
+        Field(alias="triggerId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the trigger involved (null for manual runs without one).
+    """
+    label: Annotated[str | None, Field(examples=["weekday mornings"])]
+    """
+    The trigger's label.
+    """
+    cron_expression: Annotated[str, Field(alias="cronExpression", examples=["0 9 * * 1-5"])]
+    """
+    The trigger's cron expression.
+    """
+    timezone: Annotated[str, Field(examples=["Europe/Amsterdam"])]
+    """
+    The trigger's time zone.
+    """
+    utc: Annotated[str, Field(examples=["2026-11-30T09:00:00Z"])]
     """
     The fire instant in UTC (ISO 8601).
     """
-    local: Annotated[str, Field(title="Local")]
+    local: Annotated[str, Field(examples=["2026-11-30T10:00:00+01:00"])]
     """
     The same instant in the trigger's time zone, with its offset.
     """
-    dst: Annotated[bool, Field(title="Dst")]
+    dst: Annotated[bool, Field(examples=[False])]
     """
     Whether daylight saving time is in effect locally at that instant.
     """
     predicted_outcome: Annotated[
         Literal["issue_created", "coalesced", "skipped", "paused", "disabled", "archived"],
-        Field(alias="predictedOutcome", title="Predictedoutcome"),
+        Field(alias="predictedOutcome", examples=["issue_created"]),
     ]
     """
     What would happen if it fired now under the routine's concurrency policy; `paused`/`disabled`/`archived` when it would not fire at all.
@@ -810,22 +1598,47 @@ class UpcomingOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    fires: Annotated[list[UpcomingFire], Field(title="Fires")]
-    truncated: Annotated[bool | None, Field(title="Truncated")] = False
+    fires: Annotated[list[UpcomingFire], Field(examples=[[]])]
+    """
+    The predicted fires, in time order.
+    """
+    truncated: Annotated[bool | None, Field(examples=[False])] = False
     """
     More fires exist than were listed (a bound was hit).
     """
 
 
 class VariableOut(BaseModel):
+    """
+    A declared variable of a routine.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    name: Annotated[str, Field(title="Name")]
-    type: Annotated[Literal["text", "number", "boolean", "select", "date"], Field(title="Type")]
-    default: Annotated[Any | None, Field(title="Default")] = None
-    required: Annotated[bool | None, Field(title="Required")] = False
-    options: Annotated[list[str] | None, Field(title="Options")] = None
+    name: Annotated[str, Field(examples=["region"])]
+    """
+    Variable name, used as {{name}} in the title and description.
+    """
+    type: Annotated[
+        Literal["text", "number", "boolean", "select", "date"],
+        Field(examples=["select"]),
+    ]
+    """
+    Variable type: text, number, boolean, select or date.
+    """
+    default: Annotated[Any | None, Field(examples=["eu"])] = None
+    """
+    Value used when a run gives none.
+    """
+    required: Annotated[bool | None, Field(examples=[False])] = False
+    """
+    A run without a value (and no default) fails, naming the variable.
+    """
+    options: Annotated[list[str] | None, Field(examples=[["eu", "us"]])] = None
+    """
+    The allowed values of a select variable.
+    """
 
 
 class Option(RootModel[str]):
@@ -833,7 +1646,7 @@ class Option(RootModel[str]):
 
 
 class Options(RootModel[list[Option]]):
-    root: Annotated[list[Option], Field(max_length=100, title="Options")] = None
+    root: Annotated[list[Option], Field(examples=[["eu", "us"]], max_length=100)] = None
     """
     The allowed values of a `select` variable.
     """
@@ -848,45 +1661,86 @@ class VariableSpec(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    name: Annotated[str, Field(max_length=64, min_length=1, title="Name")]
+    name: Annotated[str, Field(examples=["region"], max_length=64, min_length=1)]
     """
     Letters, digits and `_`, not starting with a digit.
     """
-    type: Annotated[Literal["text", "number", "boolean", "select", "date"], Field(title="Type")]
-    default: Annotated[str | int | float | bool | None, Field(title="Default")] = None
+    type: Annotated[
+        Literal["text", "number", "boolean", "select", "date"],
+        Field(examples=["select"]),
+    ]
+    """
+    Variable type: text, number, boolean, select or date.
+    """
+    default: Annotated[str | int | float | bool | None, Field(examples=["eu"])] = None
     """
     Used when the run gives no value.
     """
-    required: Annotated[bool | None, Field(title="Required")] = False
+    required: Annotated[bool | None, Field(examples=[False])] = False
     """
     A run without a value (and no default) fails, naming it.
     """
-    options: Annotated[Options | None, Field(title="Options")] = None
+    options: Annotated[Options | None, Field(examples=[["eu", "us"]])] = None
     """
     The allowed values of a `select` variable.
     """
 
 
 class WebhookAccepted(BaseModel):
+    """
+    A fire accepted by the webhook gateway (recorded in Postgres before this answer).
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    run_id: Annotated[UUID, Field(alias="runId", title="Runid")]
+    run_id: Annotated[UUID, Field(alias="runId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Id of the run recorded for this fire.
+    """
     status: Annotated[
         Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"],
-        Field(title="Status"),
+        Field(examples=["received"]),
     ]
-    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
-    trigger_id: Annotated[UUID | None, Field(alias="triggerId", title="Triggerid")]
-    duplicate: Annotated[bool | None, Field(title="Duplicate")] = False
+    """
+    Status of the recorded run (received until the dispatcher decides).
+    """
+    routine_id: Annotated[
+        UUID,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the routine.
+    """
+    trigger_id: Annotated[
+        UUID | None,
+        Field(alias="triggerId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the trigger involved (null for manual runs without one).
+    """
+    duplicate: Annotated[bool | None, Field(examples=[False])] = False
+    """
+    True when an earlier fire with the same delivery id or idempotency key answered.
+    """
 
 
 class AgentCreated(BaseModel):
+    """
+    A created agent with its API key (shown once).
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
     agent: AgentOut
-    api_key: Annotated[str, Field(alias="apiKey", title="Apikey")]
+    """
+    The created agent.
+    """
+    api_key: Annotated[str, Field(alias="apiKey", examples=["rtk_EXAMPLE"])]
+    """
+    The agent's API key. Shown only in this answer: store it now.
+    """
 
 
 class BackfillOut(BaseModel):
@@ -897,46 +1751,94 @@ class BackfillOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    trigger_id: Annotated[UUID, Field(alias="triggerId", title="Triggerid")]
-    dry_run: Annotated[bool, Field(alias="dryRun", title="Dryrun")]
-    slots: Annotated[list[BackfillSlot], Field(title="Slots")]
-    missing: Annotated[int, Field(title="Missing")]
+    trigger_id: Annotated[
+        UUID,
+        Field(alias="triggerId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the trigger involved (null for manual runs without one).
+    """
+    dry_run: Annotated[bool, Field(alias="dryRun", examples=[True])]
+    """
+    Only report what would be recorded.
+    """
+    slots: Annotated[list[BackfillSlot], Field(examples=[[]])]
+    """
+    Each slot of the window and its run, if any.
+    """
+    missing: Annotated[int, Field(examples=[2])]
     """
     Slots without a run before this call.
     """
-    recorded: Annotated[int, Field(title="Recorded")]
+    recorded: Annotated[int, Field(examples=[0])]
     """
     Runs recorded by this call (0 in a dry run).
     """
-    capped: Annotated[int, Field(title="Capped")]
+    capped: Annotated[int, Field(examples=[0])]
     """
     Missing slots left unrecorded because of maxRuns.
     """
 
 
 class CronFire(BaseModel):
+    """
+    One fire time.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    utc: Annotated[str, Field(title="Utc")]
-    local: Annotated[str, Field(title="Local")]
-    dst: DstShift | None
+    utc: Annotated[str, Field(examples=["2026-11-30T09:00:00Z"])]
+    """
+    The fire time in UTC (ISO 8601).
+    """
+    local: Annotated[str, Field(examples=["2026-11-30T10:00:00+01:00"])]
+    """
+    The same instant in the expression's time zone, with its offset.
+    """
+    dst: Annotated[DstShift | None, Field(examples=[None])]
     """
     Set on transition days: how daylight saving moved this fire
     """
 
 
 class CronPreviewOut(BaseModel):
+    """
+    The next fire times of a cron expression.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    cron_expression: Annotated[str, Field(alias="cronExpression", title="Cronexpression")]
-    timezone: Annotated[str, Field(title="Timezone")]
-    description: Annotated[str, Field(title="Description")]
+    cron_expression: Annotated[str, Field(alias="cronExpression", examples=["0 9 * * 1-5"])]
+    """
+    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
+    """
+    timezone: Annotated[str, Field(examples=["Europe/Amsterdam"])]
+    """
+    IANA time zone the cron expression is evaluated in.
+    """
+    description: Annotated[str, Field(examples=["Compile the status report and post it to Slack"])]
     """
     The schedule in words with its zone
     """
-    fires: Annotated[list[CronFire], Field(title="Fires")]
+    fires: Annotated[
+        list[CronFire],
+        Field(
+            examples=[
+                [
+                    {
+                        "utc": "2026-11-30T09:00:00Z",
+                        "local": "2026-11-30T10:00:00+01:00",
+                        "dst": None,
+                    }
+                ]
+            ]
+        ),
+    ]
+    """
+    The next fire times, in order.
+    """
 
 
 class HealthOut(BaseModel):
@@ -947,242 +1849,539 @@ class HealthOut(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    routine_id: Annotated[UUID, Field(alias="routineId", title="Routineid")]
-    days: Annotated[int, Field(title="Days")]
-    from_: Annotated[str, Field(alias="from", title="From")]
-    to: Annotated[str, Field(title="To")]
-    on_time_within_sec: Annotated[int, Field(alias="onTimeWithinSec", title="Ontimewithinsec")]
-    triggers: Annotated[list[TriggerHealth], Field(title="Triggers")]
-    runs_by_status: Annotated[dict[str, int], Field(alias="runsByStatus", title="Runsbystatus")]
-    failure_streak: Annotated[int, Field(alias="failureStreak", title="Failurestreak")]
+    routine_id: Annotated[
+        UUID,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the routine.
+    """
+    days: Annotated[int, Field(examples=[7])]
+    """
+    Length of the window in days.
+    """
+    from_: Annotated[str, Field(alias="from", examples=["2026-11-30T09:00:00Z"])]
+    """
+    Start of the window (UTC).
+    """
+    to: Annotated[str, Field(examples=["2026-11-30T09:00:00Z"])]
+    """
+    End of the window (UTC).
+    """
+    on_time_within_sec: Annotated[int, Field(alias="onTimeWithinSec", examples=[60])]
+    """
+    A schedule run counts as on time when recorded within this many seconds.
+    """
+    triggers: Annotated[list[TriggerHealth], Field(examples=[[]])]
+    """
+    Each schedule trigger's slots in the window and what became of them.
+    """
+    runs_by_status: Annotated[
+        dict[str, int],
+        Field(alias="runsByStatus", examples=[{"issue_created": 3, "failed": 1}]),
+    ]
+    """
+    Number of runs in the window per status.
+    """
+    failure_streak: Annotated[int, Field(alias="failureStreak", examples=[0])]
     """
     Consecutive failed runs among the latest settled ones.
     """
-    failure_alert_after: Annotated[int | None, Field(alias="failureAlertAfter", title="Failurealertafter")]
-    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", title="Autopauseafter")]
-    alerting: Annotated[bool, Field(title="Alerting")]
+    failure_alert_after: Annotated[int | None, Field(alias="failureAlertAfter", examples=[3])]
+    """
+    Alert after this many consecutive failed runs (null: off).
+    """
+    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", examples=[5])]
+    """
+    Pause the routine after this many consecutive failed runs (null: never).
+    """
+    alerting: Annotated[bool, Field(examples=[False])]
     """
     The failure alert fired and no run has completed since.
     """
-    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", title="Staleaftersec")]
-    stale_action: Annotated[str, Field(alias="staleAction", title="Staleaction")]
-    paused_reason: Annotated[str | None, Field(alias="pausedReason", title="Pausedreason")]
-    open_issue: Annotated[OpenIssueHealth | None, Field(alias="openIssue")]
+    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", examples=[86400])]
+    """
+    An execution issue open longer than this many seconds is stale (null: never).
+    """
+    stale_action: Annotated[str, Field(alias="staleAction", examples=["report"])]
+    """
+    What happens to a stale execution issue: report (health only) or cancel.
+    """
+    paused_reason: Annotated[str | None, Field(alias="pausedReason", examples=[None])]
+    """
+    Why the routine was paused automatically (null: not auto-paused).
+    """
+    open_issue: Annotated[OpenIssueHealth | None, Field(alias="openIssue", examples=[None])]
+    """
+    The open execution issue, with its age and whether it is stale.
+    """
 
 
 class Variables(RootModel[list[VariableSpec]]):
-    root: Annotated[list[VariableSpec], Field(max_length=50, title="Variables")] = None
+    root: Annotated[list[VariableSpec], Field(examples=[[]], max_length=50)] = None
     """
     Declared variables.
     """
 
 
 class RoutineCreate(BaseModel):
+    """
+    A new routine: one agent, one project, policies.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    variables: Annotated[Variables | None, Field(title="Variables")] = None
+    variables: Annotated[Variables | None, Field(examples=[[]])] = None
     """
     Declared variables.
     """
     failure_alert_after: Annotated[
-        FailureAlertAfter | None,
-        Field(alias="failureAlertAfter", title="Failurealertafter"),
+        FailureAlertAfter | None, Field(alias="failureAlertAfter", examples=[3])
     ] = None
     """
     Alert after this many consecutive failed runs (off when null).
     """
-    auto_pause_after: Annotated[
-        AutoPauseAfter | None, Field(alias="autoPauseAfter", title="Autopauseafter")
-    ] = None
+    auto_pause_after: Annotated[AutoPauseAfter | None, Field(alias="autoPauseAfter", examples=[5])] = None
     """
     Pause the routine after this many consecutive failed runs.
     """
-    stale_after_sec: Annotated[StaleAfterSec | None, Field(alias="staleAfterSec", title="Staleaftersec")] = (
-        None
-    )
+    stale_after_sec: Annotated[StaleAfterSec | None, Field(alias="staleAfterSec", examples=[86400])] = None
     """
     An execution issue open longer than this is stale.
     """
     stale_action: Annotated[
         Literal["report", "cancel"] | None,
-        Field(alias="staleAction", title="Staleaction"),
+        Field(alias="staleAction", examples=["report"]),
     ] = None
     """
     `report` (health only) or `cancel` (close it; its run fails with a reason).
     """
-    title: Annotated[str, Field(max_length=200, title="Title")]
-    description: Annotated[Description | None, Field(title="Description")] = None
-    assignee_agent_id: Annotated[UUID, Field(alias="assigneeAgentId", title="Assigneeagentid")]
-    project_id: Annotated[UUID, Field(alias="projectId", title="Projectid")]
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")] = None
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")] = None
-    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(title="Priority")] = (
+    title: Annotated[str, Field(examples=["Daily report"], max_length=200)]
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
+    description: Annotated[
+        Description | None,
+        Field(examples=["Compile the status report and post it to Slack"]),
+    ] = None
+    """
+    Free text, up to 20,000 characters.
+    """
+    assignee_agent_id: Annotated[
+        UUID,
+        Field(alias="assigneeAgentId", examples=["5a0c1e2d-3f4b-4c5d-9e6f-7a8b9c0d1e2f"]),
+    ]
+    """
+    Id of the agent the work is assigned to.
+    """
+    project_id: Annotated[
+        UUID,
+        Field(alias="projectId", examples=["7d2e4f6a-8b0c-4d1e-a2f3-b4c5d6e7f809"]),
+    ]
+    """
+    Id of the project (same company).
+    """
+    goal_id: Annotated[UUID | None, Field(alias="goalId", examples=[None])] = None
+    """
+    Optional id of a goal of the same company.
+    """
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", examples=[None])] = None
+    """
+    Optional id of an issue (same company) that execution issues are filed under.
+    """
+    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(examples=["medium"])] = (
         "medium"
     )
-    status: Annotated[Literal["active", "paused", "archived"] | None, Field(title="Status")] = "active"
+    """
+    Priority of the work: critical, high, medium or low.
+    """
+    status: Annotated[Literal["active", "paused", "archived"] | None, Field(examples=["active"])] = "active"
+    """
+    Initial status: active (fires) or paused.
+    """
     concurrency_policy: Annotated[
         Literal["coalesce_if_active", "skip_if_active", "always_enqueue"] | None,
-        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
+        Field(alias="concurrencyPolicy", examples=["coalesce_if_active"]),
     ] = "coalesce_if_active"
+    """
+    What a fire does while an execution issue of this routine is still open: coalesce_if_active (link the run to the open issue), skip_if_active (record the run as skipped) or always_enqueue (always create a new issue).
+    """
     catch_up_policy: Annotated[
         Literal["skip_missed", "enqueue_missed_with_cap"] | None,
-        Field(alias="catchUpPolicy", title="Catchuppolicy"),
+        Field(alias="catchUpPolicy", examples=["skip_missed"]),
     ] = "skip_missed"
+    """
+    What happens to schedule slots missed while the system was down: skip_missed or enqueue_missed_with_cap (enqueue them, up to a cap).
+    """
 
 
 class RoutineDetail(BaseModel):
+    """
+    A routine with its triggers.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    title: Annotated[str, Field(title="Title")]
-    description: Annotated[str | None, Field(title="Description")]
-    assignee_agent_id: Annotated[UUID, Field(alias="assigneeAgentId", title="Assigneeagentid")]
-    project_id: Annotated[UUID, Field(alias="projectId", title="Projectid")]
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")]
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")]
-    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(title="Priority")]
-    status: Annotated[Literal["active", "paused", "archived"], Field(title="Status")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    company_id: Annotated[
+        UUID,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    title: Annotated[str, Field(examples=["Daily report"])]
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
+    description: Annotated[str | None, Field(examples=["Compile the status report and post it to Slack"])]
+    """
+    Free text, up to 20,000 characters.
+    """
+    assignee_agent_id: Annotated[
+        UUID,
+        Field(alias="assigneeAgentId", examples=["5a0c1e2d-3f4b-4c5d-9e6f-7a8b9c0d1e2f"]),
+    ]
+    """
+    Id of the agent the work is assigned to.
+    """
+    project_id: Annotated[
+        UUID,
+        Field(alias="projectId", examples=["7d2e4f6a-8b0c-4d1e-a2f3-b4c5d6e7f809"]),
+    ]
+    """
+    Id of the project (same company).
+    """
+    goal_id: Annotated[UUID | None, Field(alias="goalId", examples=[None])]
+    """
+    Optional id of a goal of the same company.
+    """
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", examples=[None])]
+    """
+    Optional id of an issue (same company) that execution issues are filed under.
+    """
+    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(examples=["medium"])]
+    """
+    Priority of the work: critical, high, medium or low.
+    """
+    status: Annotated[Literal["active", "paused", "archived"], Field(examples=["active"])]
+    """
+    Status of the object.
+    """
     concurrency_policy: Annotated[
         Literal["coalesce_if_active", "skip_if_active", "always_enqueue"],
-        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
+        Field(alias="concurrencyPolicy", examples=["coalesce_if_active"]),
     ]
+    """
+    What a fire does while an execution issue of this routine is still open: coalesce_if_active (link the run to the open issue), skip_if_active (record the run as skipped) or always_enqueue (always create a new issue).
+    """
     catch_up_policy: Annotated[
         Literal["skip_missed", "enqueue_missed_with_cap"],
-        Field(alias="catchUpPolicy", title="Catchuppolicy"),
+        Field(alias="catchUpPolicy", examples=["skip_missed"]),
     ]
+    """
+    What happens to schedule slots missed while the system was down: skip_missed or enqueue_missed_with_cap (enqueue them, up to a cap).
+    """
     last_triggered_at: Annotated[
-        AwareDatetime | None, Field(alias="lastTriggeredAt", title="Lasttriggeredat")
+        AwareDatetime | None,
+        Field(alias="lastTriggeredAt", examples=["2026-11-30T09:00:00Z"]),
     ]
-    last_enqueued_at: Annotated[AwareDatetime | None, Field(alias="lastEnqueuedAt", title="Lastenqueuedat")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
-    variables: Annotated[list[VariableOut] | None, Field(title="Variables")] = None
-    failure_alert_after: Annotated[
-        int | None, Field(alias="failureAlertAfter", title="Failurealertafter")
-    ] = None
-    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", title="Autopauseafter")] = None
-    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", title="Staleaftersec")] = None
+    """
+    When any trigger of the routine last fired (null: never).
+    """
+    last_enqueued_at: Annotated[
+        AwareDatetime | None,
+        Field(alias="lastEnqueuedAt", examples=["2026-11-30T09:00:00Z"]),
+    ]
+    """
+    When a fire of the routine last created an execution issue (null: never).
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
+    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was last changed (UTC, ISO 8601).
+    """
+    variables: Annotated[list[VariableOut] | None, Field(examples=[[]])] = None
+    """
+    The routine's declared variables (name, type, default, required, options).
+    """
+    failure_alert_after: Annotated[int | None, Field(alias="failureAlertAfter", examples=[3])] = None
+    """
+    Alert after this many consecutive failed runs (null: off).
+    """
+    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", examples=[5])] = None
+    """
+    Pause the routine after this many consecutive failed runs (null: never).
+    """
+    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", examples=[86400])] = None
+    """
+    An execution issue open longer than this many seconds is stale (null: never).
+    """
     stale_action: Annotated[
         Literal["report", "cancel"] | None,
-        Field(alias="staleAction", title="Staleaction"),
+        Field(alias="staleAction", examples=["report"]),
     ] = "report"
-    paused_reason: Annotated[str | None, Field(alias="pausedReason", title="Pausedreason")] = None
-    revision_id: Annotated[UUID | None, Field(alias="revisionId", title="Revisionid")] = None
+    """
+    What happens to a stale execution issue: report (health only) or cancel.
+    """
+    paused_reason: Annotated[str | None, Field(alias="pausedReason", examples=[None])] = None
+    """
+    Why the routine was paused automatically (null: not auto-paused).
+    """
+    revision_id: Annotated[
+        UUID | None,
+        Field(alias="revisionId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ] = None
     """
     The current revision (for baseRevisionId).
     """
-    triggers: Annotated[list[TriggerOut], Field(title="Triggers")]
-    active_issue: Annotated[ActiveIssueOut | None, Field(alias="activeIssue")] = None
+    triggers: Annotated[list[TriggerOut], Field(examples=[[]])]
+    """
+    The routine's triggers (webhook secrets are never included).
+    """
+    active_issue: Annotated[ActiveIssueOut | None, Field(alias="activeIssue", examples=[None])] = None
     """
     The open execution issue, if any.
     """
-    recent_runs: Annotated[list[RunOut] | None, Field(alias="recentRuns", title="Recentruns")] = None
+    recent_runs: Annotated[list[RunOut] | None, Field(alias="recentRuns", examples=[[]])] = None
     """
     The latest runs, newest first.
     """
 
 
 class RoutineOut(BaseModel):
+    """
+    A routine.
+    """
+
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: Annotated[UUID, Field(title="Id")]
-    company_id: Annotated[UUID, Field(alias="companyId", title="Companyid")]
-    title: Annotated[str, Field(title="Title")]
-    description: Annotated[str | None, Field(title="Description")]
-    assignee_agent_id: Annotated[UUID, Field(alias="assigneeAgentId", title="Assigneeagentid")]
-    project_id: Annotated[UUID, Field(alias="projectId", title="Projectid")]
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")]
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")]
-    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(title="Priority")]
-    status: Annotated[Literal["active", "paused", "archived"], Field(title="Status")]
+    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
+    """
+    Unique id (UUID) of this object.
+    """
+    company_id: Annotated[
+        UUID,
+        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
+    ]
+    """
+    Id of the company the object belongs to.
+    """
+    title: Annotated[str, Field(examples=["Daily report"])]
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
+    description: Annotated[str | None, Field(examples=["Compile the status report and post it to Slack"])]
+    """
+    Free text, up to 20,000 characters.
+    """
+    assignee_agent_id: Annotated[
+        UUID,
+        Field(alias="assigneeAgentId", examples=["5a0c1e2d-3f4b-4c5d-9e6f-7a8b9c0d1e2f"]),
+    ]
+    """
+    Id of the agent the work is assigned to.
+    """
+    project_id: Annotated[
+        UUID,
+        Field(alias="projectId", examples=["7d2e4f6a-8b0c-4d1e-a2f3-b4c5d6e7f809"]),
+    ]
+    """
+    Id of the project (same company).
+    """
+    goal_id: Annotated[UUID | None, Field(alias="goalId", examples=[None])]
+    """
+    Optional id of a goal of the same company.
+    """
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", examples=[None])]
+    """
+    Optional id of an issue (same company) that execution issues are filed under.
+    """
+    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(examples=["medium"])]
+    """
+    Priority of the work: critical, high, medium or low.
+    """
+    status: Annotated[Literal["active", "paused", "archived"], Field(examples=["active"])]
+    """
+    Routine status: active, paused or archived.
+    """
     concurrency_policy: Annotated[
         Literal["coalesce_if_active", "skip_if_active", "always_enqueue"],
-        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
+        Field(alias="concurrencyPolicy", examples=["coalesce_if_active"]),
     ]
+    """
+    What a fire does while an execution issue of this routine is still open: coalesce_if_active (link the run to the open issue), skip_if_active (record the run as skipped) or always_enqueue (always create a new issue).
+    """
     catch_up_policy: Annotated[
         Literal["skip_missed", "enqueue_missed_with_cap"],
-        Field(alias="catchUpPolicy", title="Catchuppolicy"),
+        Field(alias="catchUpPolicy", examples=["skip_missed"]),
     ]
+    """
+    What happens to schedule slots missed while the system was down: skip_missed or enqueue_missed_with_cap (enqueue them, up to a cap).
+    """
     last_triggered_at: Annotated[
-        AwareDatetime | None, Field(alias="lastTriggeredAt", title="Lasttriggeredat")
+        AwareDatetime | None,
+        Field(alias="lastTriggeredAt", examples=["2026-11-30T09:00:00Z"]),
     ]
-    last_enqueued_at: Annotated[AwareDatetime | None, Field(alias="lastEnqueuedAt", title="Lastenqueuedat")]
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", title="Createdat")]
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", title="Updatedat")]
-    variables: Annotated[list[VariableOut] | None, Field(title="Variables")] = None
-    failure_alert_after: Annotated[
-        int | None, Field(alias="failureAlertAfter", title="Failurealertafter")
-    ] = None
-    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", title="Autopauseafter")] = None
-    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", title="Staleaftersec")] = None
+    """
+    When any trigger of the routine last fired (null: never).
+    """
+    last_enqueued_at: Annotated[
+        AwareDatetime | None,
+        Field(alias="lastEnqueuedAt", examples=["2026-11-30T09:00:00Z"]),
+    ]
+    """
+    When a fire of the routine last created an execution issue (null: never).
+    """
+    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was created (UTC, ISO 8601).
+    """
+    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", examples=["2026-11-30T09:00:00Z"])]
+    """
+    When the object was last changed (UTC, ISO 8601).
+    """
+    variables: Annotated[list[VariableOut] | None, Field(examples=[[]])] = None
+    """
+    The routine's declared variables (name, type, default, required, options).
+    """
+    failure_alert_after: Annotated[int | None, Field(alias="failureAlertAfter", examples=[3])] = None
+    """
+    Alert after this many consecutive failed runs (null: off).
+    """
+    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", examples=[5])] = None
+    """
+    Pause the routine after this many consecutive failed runs (null: never).
+    """
+    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", examples=[86400])] = None
+    """
+    An execution issue open longer than this many seconds is stale (null: never).
+    """
     stale_action: Annotated[
         Literal["report", "cancel"] | None,
-        Field(alias="staleAction", title="Staleaction"),
+        Field(alias="staleAction", examples=["report"]),
     ] = "report"
-    paused_reason: Annotated[str | None, Field(alias="pausedReason", title="Pausedreason")] = None
-    revision_id: Annotated[UUID | None, Field(alias="revisionId", title="Revisionid")] = None
+    """
+    What happens to a stale execution issue: report (health only) or cancel.
+    """
+    paused_reason: Annotated[str | None, Field(alias="pausedReason", examples=[None])] = None
+    """
+    Why the routine was paused automatically (null: not auto-paused).
+    """
+    revision_id: Annotated[
+        UUID | None,
+        Field(alias="revisionId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ] = None
     """
     The current revision (for baseRevisionId).
     """
 
 
 class RoutineUpdate(BaseModel):
+    """
+    Fields to change; absent fields stay as they are.
+    """
+
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
-    variables: Annotated[Variables | None, Field(title="Variables")] = None
+    variables: Annotated[Variables | None, Field(examples=[[]])] = None
     """
     Declared variables.
     """
     failure_alert_after: Annotated[
-        FailureAlertAfter | None,
-        Field(alias="failureAlertAfter", title="Failurealertafter"),
+        FailureAlertAfter | None, Field(alias="failureAlertAfter", examples=[3])
     ] = None
     """
     Alert after this many consecutive failed runs (off when null).
     """
-    auto_pause_after: Annotated[
-        AutoPauseAfter | None, Field(alias="autoPauseAfter", title="Autopauseafter")
-    ] = None
+    auto_pause_after: Annotated[AutoPauseAfter | None, Field(alias="autoPauseAfter", examples=[5])] = None
     """
     Pause the routine after this many consecutive failed runs.
     """
-    stale_after_sec: Annotated[StaleAfterSec | None, Field(alias="staleAfterSec", title="Staleaftersec")] = (
-        None
-    )
+    stale_after_sec: Annotated[StaleAfterSec | None, Field(alias="staleAfterSec", examples=[86400])] = None
     """
     An execution issue open longer than this is stale.
     """
     stale_action: Annotated[
         Literal["report", "cancel"] | None,
-        Field(alias="staleAction", title="Staleaction"),
+        Field(alias="staleAction", examples=["report"]),
     ] = None
     """
     `report` (health only) or `cancel` (close it; its run fails with a reason).
     """
-    title: Annotated[Title | None, Field(title="Title")] = None
-    description: Annotated[Description | None, Field(title="Description")] = None
-    assignee_agent_id: Annotated[UUID | None, Field(alias="assigneeAgentId", title="Assigneeagentid")] = None
-    project_id: Annotated[UUID | None, Field(alias="projectId", title="Projectid")] = None
-    goal_id: Annotated[UUID | None, Field(alias="goalId", title="Goalid")] = None
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", title="Parentissueid")] = None
-    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(title="Priority")] = None
-    status: Annotated[Literal["active", "paused", "archived"] | None, Field(title="Status")] = None
+    title: Annotated[Title | None, Field(examples=["Daily report"])] = None
+    """
+    Short title, 1-200 characters (leading and trailing spaces are removed).
+    """
+    description: Annotated[
+        Description | None,
+        Field(examples=["Compile the status report and post it to Slack"]),
+    ] = None
+    """
+    Free text, up to 20,000 characters.
+    """
+    assignee_agent_id: Annotated[
+        UUID | None,
+        Field(alias="assigneeAgentId", examples=["5a0c1e2d-3f4b-4c5d-9e6f-7a8b9c0d1e2f"]),
+    ] = None
+    """
+    Id of the agent the work is assigned to.
+    """
+    project_id: Annotated[
+        UUID | None,
+        Field(alias="projectId", examples=["7d2e4f6a-8b0c-4d1e-a2f3-b4c5d6e7f809"]),
+    ] = None
+    """
+    Id of the project (same company).
+    """
+    goal_id: Annotated[UUID | None, Field(alias="goalId", examples=[None])] = None
+    """
+    Optional id of a goal of the same company.
+    """
+    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", examples=[None])] = None
+    """
+    Optional id of an issue (same company) that execution issues are filed under.
+    """
+    priority: Annotated[Literal["critical", "high", "medium", "low"] | None, Field(examples=["medium"])] = (
+        None
+    )
+    """
+    Priority of the work: critical, high, medium or low.
+    """
+    status: Annotated[Literal["active", "paused", "archived"] | None, Field(examples=["paused"])] = None
+    """
+    active <-> paused; archived is terminal.
+    """
     concurrency_policy: Annotated[
         Literal["coalesce_if_active", "skip_if_active", "always_enqueue"] | None,
-        Field(alias="concurrencyPolicy", title="Concurrencypolicy"),
+        Field(alias="concurrencyPolicy", examples=["coalesce_if_active"]),
     ] = None
+    """
+    What a fire does while an execution issue of this routine is still open: coalesce_if_active (link the run to the open issue), skip_if_active (record the run as skipped) or always_enqueue (always create a new issue).
+    """
     catch_up_policy: Annotated[
         Literal["skip_missed", "enqueue_missed_with_cap"] | None,
-        Field(alias="catchUpPolicy", title="Catchuppolicy"),
+        Field(alias="catchUpPolicy", examples=["skip_missed"]),
     ] = None
-    base_revision_id: Annotated[UUID | None, Field(alias="baseRevisionId", title="Baserevisionid")] = None
+    """
+    What happens to schedule slots missed while the system was down: skip_missed or enqueue_missed_with_cap (enqueue them, up to a cap).
+    """
+    base_revision_id: Annotated[
+        UUID | None,
+        Field(alias="baseRevisionId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ] = None
     """
     The revision this edit is based on; 409 if the routine changed since.
     """

@@ -59,8 +59,20 @@ class Principal:
             raise Forbidden("agents can only manage routines assigned to themselves")
 
 
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+
+
 async def authenticate(request: web.Request) -> Principal:
-    """Resolve the `Authorization: Bearer` token (or the board console's session cookie), or 401."""
+    """Who is calling (once per request; the route table resolves it before the handler runs), or
+    401. From the `Authorization: Bearer` token, or the board console's session cookie."""
+    if PRINCIPAL_KEY in request:
+        return request[PRINCIPAL_KEY]
+    principal = await _resolve(request)
+    request[PRINCIPAL_KEY] = principal
+    return principal
+
+
+async def _resolve(request: web.Request) -> Principal:
     header = request.headers.get("Authorization", "")
     if not header and SESSION_COOKIE in request.cookies:
         session = await authenticate_session(request)

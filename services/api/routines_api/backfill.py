@@ -44,6 +44,15 @@ async def _publish_all(bus: Bus, runs: list[tuple[uuid.UUID, uuid.UUID]]) -> Non
     "/api/routines/{routineId}/backfill",
     summary="Slots of a schedule trigger in a past window; with dryRun false, runs for the missing ones",
     tag="runs",
+    description=(
+        "Lists every slot of one schedule trigger with from ≤ slot ≤ to (DST rule applied; `to` not"
+        " in the future; ≤ 1,000 slots) and the run already recorded for each. `dryRun` (default "
+        "true) records nothing; with `dryRun: false` the missing slots, oldest first and at most "
+        '`maxRuns` (default 25, hard limit configurable), get runs with `source: "backfill"` that '
+        "go through the normal pipeline. A slot never gets two runs, even under concurrent "
+        'backfills. Example: `POST /api/routines/{routineId}/backfill {"triggerId": "…", "from": '
+        '"2026-03-27T00:00:00Z", "to": "2026-03-30T12:00:00Z", "dryRun": false}`.'
+    ),
     body=BackfillRequest,
     response=BackfillOut,
     errors=(403, 404, 409, 422),

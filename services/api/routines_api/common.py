@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import uuid
@@ -33,10 +34,35 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         return model.model_validate_json(raw if raw.strip() else b"{}", strict=True)
     except ValidationError as exc:
         details = [
-            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            {"field": ".".join(str(p) for p in err["loc"]), "message": _message(model, err)}
             for err in exc.errors(include_url=False, include_input=False)
         ]
         raise BadRequest("invalid request body", details) from None
+
+
+def _message(model: type[BaseModel], err: Any) -> str:
+    """pydantic's message; for an unknown top-level field, the known field it most resembles."""
+    if err["type"] != "extra_forbidden" or len(err["loc"]) != 1:
+        return str(err["msg"])
+    known = [info.alias or name for name, info in model.model_fields.items()]
+    suggestion = suggest_field(str(err["loc"][0]), known)
+    if suggestion is None:
+        return f"unknown field; known fields: {', '.join(known)}"
+    return f"unknown field; did you mean {suggestion}?"
+
+
+def suggest_field(unknown: str, known: list[str]) -> str | None:
+    """The known field an unknown one was most likely meant to be (snake_case, prefix, typo)."""
+    if to_camel(unknown) in known:
+        return to_camel(unknown)
+    lowered = {k.lower(): k for k in known}
+    prefixed = [k for k in known if k.lower().startswith(unknown.lower())]
+    if unknown.lower() in lowered:
+        return lowered[unknown.lower()]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    close = difflib.get_close_matches(unknown.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
 
 
 def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:

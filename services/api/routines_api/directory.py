@@ -35,8 +35,7 @@ from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.crypto import hash_token, new_token
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
-
-ISSUE_STATUSES = ("backlog", "todo", "in_progress", "in_review", "blocked", "done", "cancelled")
+from shared.vocabulary import ISSUE_STATUSES
 
 
 async def _company_path(request: web.Request, principal: Principal) -> uuid.UUID:
@@ -139,7 +138,7 @@ async def list_companies(request: web.Request) -> web.Response:
     body=AgentCreate,
     response=AgentCreated,
     status=201,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def create_agent(request: web.Request) -> web.Response:
     principal = await authenticate(request)
@@ -252,7 +251,7 @@ async def agent_me(request: web.Request) -> web.Response:
     body=ProjectCreate,
     response=ProjectOut,
     status=201,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def create_project(request: web.Request) -> web.Response:
     return await _create_named_in_company(request, ProjectCreate, "name", "insert_project", ProjectOut)
@@ -279,7 +278,7 @@ async def list_projects(request: web.Request) -> web.Response:
     body=GoalCreate,
     response=GoalOut,
     status=201,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def create_goal(request: web.Request) -> web.Response:
     return await _create_named_in_company(request, GoalCreate, "title", "insert_goal", GoalOut)
@@ -306,7 +305,7 @@ async def list_goals(request: web.Request) -> web.Response:
     body=BoardTokenCreate,
     response=BoardTokenOut,
     status=201,
-    errors=(403, 404),
+    errors=(403, 404, 422),
 )
 async def create_board_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
@@ -391,7 +390,7 @@ async def list_instance_tokens(request: web.Request) -> web.Response:
     summary="Revoke an instance admin token (instance admin)",
     tag="directory",
     response=TokenOut,
-    errors=(403, 404),
+    errors=(403, 404, 409),
 )
 async def revoke_instance_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
@@ -400,8 +399,12 @@ async def revoke_instance_token(request: web.Request) -> web.Response:
     token_id = path_uuid(request, "tokenId", "token")
     async with request.app[DB_KEY].transaction() as conn:
         row = await conn.fetchrow(QUERIES["revoke_token"], token_id, "instance_admin")
-    if row is None:
-        raise NotFound("token not found")
+        if row is None:
+            raise NotFound("token not found")
+        # Serialised by the advisory lock, so two admins cannot each revoke "the other last one".
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('routines.instance_tokens'))")
+        if not await conn.fetchval(QUERIES["live_instance_tokens"]):
+            raise Conflict("the last live instance token cannot be revoked; make another first")
     return respond(dump(TokenOut, row, company_id=None))
 
 

@@ -73,6 +73,29 @@ class UpcomingFire(Output):
 class UpcomingOut(Output):
     """The next fires of a routine, or a company's fires in a window, in time order."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "fires": [
+                        {
+                            "routineId": "6f1c1d2e-8a0b-4c55-9d0e-0c4a4b0f1a11",
+                            "triggerId": "0b8f5a52-1f0c-4f7e-a0f7-7d2f3d1e9c20",
+                            "label": None,
+                            "cronExpression": "0 9 * * 1-5",
+                            "timezone": "Europe/Amsterdam",
+                            "utc": "2026-03-27T08:00:00Z",
+                            "local": "2026-03-27T09:00:00+01:00",
+                            "dst": False,
+                            "predictedOutcome": "coalesced",
+                        }
+                    ],
+                    "truncated": True,
+                }
+            ]
+        }
+    )
+
     fires: list[UpcomingFire]
     truncated: bool = Field(False, description="More fires exist than were listed (a bound was hit).")
 
@@ -118,6 +141,28 @@ class BackfillSlot(Output):
 
 class BackfillOut(Output):
     """What a backfill found and (unless a dry run) recorded."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "triggerId": "0b8f5a52-1f0c-4f7e-a0f7-7d2f3d1e9c20",
+                    "dryRun": False,
+                    "slots": [
+                        {
+                            "scheduledFor": "2026-03-29T01:00:00Z",
+                            "local": "2026-03-29T03:00:00+02:00",
+                            "existingRunId": None,
+                            "recordedRunId": "5d0e4c3b-2a19-4f8e-b7c6-d5e4f3a2b1c0",
+                        }
+                    ],
+                    "missing": 1,
+                    "recorded": 1,
+                    "capped": 0,
+                }
+            ]
+        }
+    )
 
     trigger_id: uuid.UUID
     dry_run: bool
@@ -248,6 +293,22 @@ class RevisionOut(Output):
 
 class ActivityOut(Output):
     """One entry of an activity log."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6",
+                    "routineId": "6f1c1d2e-8a0b-4c55-9d0e-0c4a4b0f1a11",
+                    "at": "2026-03-30T10:00:00Z",
+                    "actorKind": "agent",
+                    "actorId": "c1b2a3d4-0000-4000-8000-000000000001",
+                    "action": "manual_run",
+                    "details": {"runId": "9b2c0d1e-2f3a-4b5c-8d6e-7f8091a2b3c4", "source": "manual"},
+                }
+            ]
+        }
+    )
 
     id: uuid.UUID
     routine_id: uuid.UUID | None = None

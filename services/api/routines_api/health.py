@@ -54,6 +54,13 @@ def _round(value: Any) -> float | None:
     "/api/routines/{routineId}/health",
     summary="Schedule health: slots vs runs per schedule trigger, fire lag, outcomes, failure streak",
     tag="health",
+    description=(
+        "For each schedule trigger: slots expected in the window vs runs recorded (on time within "
+        "60 s, late/catch-up, backfilled, missed-and-skipped, unaccounted) and fire-lag "
+        "percentiles; for the routine: runs by status, the current streak of consecutive failed "
+        "runs, alerting state, and the open execution issue's age and staleness. Example: `GET "
+        "/api/routines/{routineId}/health?days=7`."
+    ),
     response=HealthOut,
     errors=(400, 404),
     query=(

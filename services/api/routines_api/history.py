@@ -23,9 +23,8 @@ from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import publish_run_requested
+from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 
-RUN_STATUSES = ("received", "issue_created", "coalesced", "skipped", "failed", "completed")
-RUN_SOURCES = ("schedule", "webhook", "api", "manual", "replay", "backfill")
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
 
@@ -114,6 +113,12 @@ RUN_QUERY = (
     "/api/routines/{routineId}/runs",
     summary="Run history, newest first; `X-Next-Cursor` names the next page while there is one",
     tag="runs",
+    description=(
+        "Newest first by triggeredAt, then id. While older runs exist the answer carries an opaque "
+        "`X-Next-Cursor` header; pass it back as `cursor` for the next page. Filters combine. "
+        "Example: `GET "
+        "/api/routines/{routineId}/runs?limit=2&status=failed&from=2026-03-01T00:00:00Z`."
+    ),
     response=RunOut,
     response_is_list=True,
     errors=(400, 404),
@@ -156,6 +161,11 @@ async def list_runs(request: web.Request) -> web.Response:
     "/api/runs/{runId}",
     summary="One run",
     tag="runs",
+    description=(
+        "One run of a routine the caller can see (another company's run → 404). Example: `GET "
+        '/api/runs/9b2c…` → `{"id": "9b2c…", "status": "failed", "source": "webhook", '
+        '"failureReason": "execution issue cancelled", …}`.'
+    ),
     response=RunOut,
     errors=(404,),
 )
@@ -175,6 +185,14 @@ async def get_run(request: web.Request) -> web.Response:
     "/api/runs/{runId}/replay",
     summary="Replay a run: a new run (source `replay`, `replayOf` the original) through the policy",
     tag="runs",
+    description=(
+        'Records a new run with `source: "replay"` and `replayOf` = the original, attributed to the'
+        " same trigger, with the original payload and variable values unless the body gives new "
+        "ones, and dispatches it through the concurrency policy like any fire. The answer waits "
+        "briefly for the decision. Archived routine → 409. Example: `POST /api/runs/9b2c…/replay "
+        '{"payload": {"context": "retry"}}` → 202 `{"source": "replay", "replayOf": "9b2c…", '
+        '"status": "issue_created", …}`.'
+    ),
     body=ReplayRequest,
     response=RunOut,
     status=202,

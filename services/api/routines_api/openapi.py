@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 from pydantic.json_schema import models_json_schema
 
-from routines_api.models import ErrorOut, WebhookAccepted
+from routines_api.models import ErrorOut, WebhookAccepted, document_schema
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ERROR_TEXT = {
     400: "Malformed or schema-invalid input",
+    405: "Method not allowed on this path (the Allow header lists the allowed ones)",
     401: "Missing or invalid credentials",
     403: "Forbidden",
     404: "Not found",
@@ -53,6 +57,12 @@ class Operation:
     headers: Sequence[QueryParam] = ()
     server: str | None = None
     stream: str | None = None  # media type of a streamed answer (e.g. text/event-stream)
+    description: str = ""
+
+    @property
+    def operation_id(self) -> str:
+        """camelCase of the handler's name: one convention for every operation."""
+        return to_camel(self.handler.__name__) if self.handler is not None else "fireWebhookTrigger"
 
 
 class RouteTable:
@@ -71,9 +81,23 @@ class RouteTable:
         return register
 
     def install(self, app: web.Application) -> None:
+        """Add every route; those marked `auth=True` authenticate before their handler runs, so the
+        flag that documents authentication also enforces it."""
         for op in self.operations:
             if op.handler is not None:
-                app.router.add_route(op.method, op.path, op.handler)
+                handler = _authenticated(op.handler) if op.auth else op.handler
+                app.router.add_route(op.method, op.path, handler)
+
+
+def _authenticated(handler: Handler) -> Handler:
+    from routines_api.auth import authenticate  # auth's own imports stay free of the route table
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        await authenticate(request)  # 401 here; the principal is kept on the request
+        return await handler(request)
+
+    return checked
 
 
 # The gateway's public endpoint, described here so the API's document covers the whole system.
@@ -101,20 +125,135 @@ GATEWAY_OPERATIONS = [
             QueryParam("Idempotency-Key", {"type": "string", "maxLength": 255}, "makes retries safe"),
         ),
         server="webhook gateway",
+        description=(
+            "Served by the **webhook gateway**, not the API service: send fires to the gateway's "
+            "URL (the trigger's `webhookUrl`). The request must prove it holds the trigger's secret "
+            "as its `signingMode` requires. The run is committed to Postgres before the answer: "
+            "202 for a new run, 200 for a repeated delivery id or `Idempotency-Key`. Any JSON body "
+            "becomes the run's payload."
+        ),
     )
 ]
 
+OPERATION_DOCS: dict[str, str] = {
+    "createCompany": "Creates a company. Only the instance admin (`routines bootstrap` prints its token).",
+    "listCompanies": "The instance admin sees every company; board operators and agents see their own.",
+    "createAgent": "Creates an agent in the company (board operators). Its API key is in this answer only.",
+    "listAgents": "Every agent of the company, oldest first. Any member of the company may read.",
+    "updateAgent": "Pauses, re-activates or terminates an agent (board operators).",
+    "agentMe": "The agent the calling API key belongs to (agent keys only).",
+    "createProject": "Creates a project in the company (board operators).",
+    "listProjects": "Every project of the company. Any member of the company may read.",
+    "createGoal": "Creates a goal in the company (board operators).",
+    "listGoals": "Every goal of the company. Any member of the company may read.",
+    "createBoardToken": "Mints a board operator token for the company. The token is in this answer only.",
+    "createIssue": "Creates a plain (non-routine) issue (board operators).",
+    "listIssues": "Issues of the company, newest first, filtered by assignee, status or routine.",
+    "getIssue": "One issue; routine executions carry the routine, run and payload they came from.",
+    "updateIssue": "Changes an issue's status. Closing an execution issue settles its origin run in the "
+    "same transaction.",
+    "createTrigger": "Adds a schedule, webhook or api trigger to a routine. A webhook trigger's secret "
+    "is in this answer only; its `webhookUrl` points at the webhook gateway.",
+    "updateTrigger": "Changes a trigger; a new cron expression or time zone recomputes `nextRunAt`.",
+    "deleteTrigger": "Deletes a trigger. Its runs stay in the routine's history.",
+    "rotateSecret": "Issues a new webhook secret; the old one stays valid for `graceSec` seconds.",
+    "createRoutine": "Creates a routine assigned to an active agent of the company. Agents may only "
+    "create routines assigned to themselves.",
+    "listRoutines": "Routines of the company, filtered by status or assignee. 404 if the company does "
+    "not exist.",
+    "getRoutine": "A routine with its triggers (never their secrets).",
+    "updateRoutine": "Changes a routine. active <-> paused; archived is terminal. Agents manage only "
+    "routines assigned to themselves.",
+    "listRuns": "The routine's runs, newest first: what fired, when, and what was decided.",
+    "manualRun": "Records a run now and waits up to `MANUAL_RUN_WAIT_SEC` for the dispatcher's decision: "
+    "`status` is then `issue_created`, `coalesced` or `skipped` (else still `received`). A repeated "
+    "`idempotencyKey` answers 200 with the first run.",
+    "rotateAgentKey": "Issues a new API key for the agent (board operators). The old key stops working "
+    "at once; the new key is in this answer only.",
+    "listBoardTokens": "The company's board tokens (never the tokens themselves), revoked ones included.",
+    "revokeBoardToken": "Revokes a board token for good; requests with it answer 401 from now on.",
+    "listInstanceTokens": "Every instance admin token (never the tokens themselves). Instance admin only.",
+    "revokeInstanceToken": "Revokes an instance admin token for good (the last unrevoked one cannot be).",
+    "backfill": "Lists the slots of a schedule trigger in a past window and which have runs; with "
+    "`dryRun` false it records runs for the missing slots (at most `maxRuns`), through the policy.",
+    "routineHealth": "Per schedule trigger: expected slots against recorded runs (on time, late, "
+    "backfilled, skipped, unaccounted), fire-lag percentiles, outcomes, the failure streak and "
+    "the open issue.",
+    "getRun": "One run with its payload, variables and decision.",
+    "replayRun": "Records a new run (source `replay`) with the original's payload and variables, "
+    "optionally overriding variables, assignee or project; it goes through the concurrency policy.",
+    "listRevisions": "Every recorded state of the routine: number, actor, snapshot and the changes.",
+    "restoreRevision": "Sets the routine's fields back to a revision's (its status stays); recorded as a "
+    "new revision.",
+    "routineActivity": "What happened to the routine, newest first: changes, triggers, manual runs, "
+    "alerts and recorded runs.",
+    "companyActivity": "The activity of every routine of the company, newest first.",
+    "routineUpcoming": "The next fires of the routine's schedule triggers, with what each would do now.",
+    "companyUpcoming": "Every fire of the company's active routines in a window of at most 31 days.",
+    "agentWakeups": "Server-Sent Events: one event per wake-up of the calling agent (agent keys only).",
+    "cronPreview": "The next fire times of a cron expression in a time zone, with the DST rules the "
+    "scheduler uses. Nothing is stored.",
+}
+
+PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
+    "companyId": ({"type": "string", "format": "uuid"}, "Id of the company."),
+    "agentId": ({"type": "string", "format": "uuid"}, "Id of the agent."),
+    "issueId": ({"type": "string", "format": "uuid"}, "Id of the issue."),
+    "routineId": ({"type": "string", "format": "uuid"}, "Id of the routine."),
+    "triggerId": ({"type": "string", "format": "uuid"}, "Id of the trigger."),
+    "runId": ({"type": "string", "format": "uuid"}, "Id of the run."),
+    "tokenId": ({"type": "string", "format": "uuid"}, "Id of the token."),
+    "revisionId": ({"type": "string", "format": "uuid"}, "Id of the revision."),
+    "publicId": ({"type": "string"}, "The webhook trigger's public id (from its `webhookUrl`)."),
+}
+
+API_DESCRIPTION = """Recurring tasks for AI agents: routines with schedule, webhook and api triggers.
+Each fire records a run; the run dispatcher applies the routine's concurrency policy and creates an
+execution issue for the routine's agent.
+
+**Authentication**: `Authorization: Bearer <token>` — the instance admin token
+(`routines bootstrap`), a board operator token, or an agent API key.
+
+**Bodies** are JSON (`Content-Type: application/json`), camelCase; unknown fields are rejected.
+
+**Errors** always have the `ErrorOut` shape: `{"error": "<one sentence>", "details": ...}`; for an
+invalid body `details` lists `{field, message}` per problem. 401 means a missing or unknown token,
+403 a token without access, 404 also hides other companies' objects, 503 a dependency that is down
+(retry).
+
+**Webhook fires** go to the webhook gateway (second server below), not to the API service."""
+
 
 def _path_params(path: str) -> list[dict[str, Any]]:
-    import re
+    params = []
+    for name in re.findall(r"{([A-Za-z]+)}", path):
+        schema, description = PATH_PARAMS.get(name, ({"type": "string"}, name))
+        params.append(
+            {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+        )
+    return params
 
-    return [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in re.findall(r"{([A-Za-z]+)}", path)
-    ]
+
+def _example(schema: dict[str, Any], components: dict[str, Any], depth: int = 0) -> Any:
+    """An example value built from the properties' examples (following $refs)."""
+    if "$ref" in schema:
+        if depth > 4:
+            return None
+        return _example(components[schema["$ref"].rsplit("/", 1)[-1]], components, depth + 1)
+    if "examples" in schema:
+        return schema["examples"][0]
+    if schema.get("type") == "array":
+        return [_example(schema.get("items", {}), components, depth + 1)]
+    if "properties" in schema:
+        return {name: _example(prop, components, depth + 1) for name, prop in schema["properties"].items()}
+    if "anyOf" in schema:
+        return _example(schema["anyOf"][0], components, depth + 1)
+    return None
 
 
-def build_openapi(operations: Sequence[Operation], title: str, version: str) -> dict[str, Any]:
+def build_openapi(
+    operations: Sequence[Operation], title: str, version: str, gateway_url: str = "http://127.0.0.1:8081"
+) -> dict[str, Any]:
     """OpenAPI 3.1 from the route table; schemas come from the pydantic models themselves."""
     models: set[type[BaseModel]] = {ErrorOut}
     for op in operations:
@@ -123,19 +262,23 @@ def build_openapi(operations: Sequence[Operation], title: str, version: str) -> 
     inputs = [(m, mode) for m in sorted(models, key=lambda m: m.__name__)]
     _, schema = models_json_schema(inputs, ref_template="#/components/schemas/{model}")
     components = schema.get("$defs", {})
+    for name, component in components.items():
+        document_schema(component, name)
 
     def ref(model: type[BaseModel]) -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
+    def content(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"application/json": {"schema": schema, "example": _example(schema, components)}}
+
+    api_server = {"url": "/", "description": "API service (this server)"}
+    gateway_server = {"url": gateway_url.rstrip("/"), "description": "webhook gateway (webhook fires only)"}
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         responses: dict[str, Any] = {}
         if op.response is not None:
             body = {"type": "array", "items": ref(op.response)} if op.response_is_list else ref(op.response)
-            responses[str(op.status)] = {
-                "description": op.summary,
-                "content": {"application/json": {"schema": body}},
-            }
+            responses[str(op.status)] = {"description": op.summary, "content": content(body)}
         elif op.stream is not None:
             responses[str(op.status)] = {
                 "description": op.summary,
@@ -145,17 +288,14 @@ def build_openapi(operations: Sequence[Operation], title: str, version: str) -> 
             responses[str(op.status)] = {"description": op.summary}
         for status, model in op.extra_statuses.items():
             responses[str(status)] = {
-                "description": "see summary",
-                "content": {"application/json": {"schema": ref(model)}},
+                "description": "Repeated delivery or idempotency key: the first run, unchanged",
+                "content": content(ref(model)),
             }
         errors = set(op.errors) | ({401} if op.auth else set()) | {503}
         if op.body is not None:
             errors |= {400, 413, 415}
         for status in sorted(errors):
-            responses[str(status)] = {
-                "description": ERROR_TEXT[status],
-                "content": {"application/json": {"schema": ref(ErrorOut)}},
-            }
+            responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
         parameters = _path_params(op.path)
         parameters += [
             {
@@ -163,7 +303,7 @@ def build_openapi(operations: Sequence[Operation], title: str, version: str) -> 
                 "in": "query",
                 "required": False,
                 "schema": q.schema,
-                "description": q.description,
+                "description": q.description or QUERY_DOCS.get(q.name, q.name),
             }
             for q in op.query
         ]
@@ -179,65 +319,85 @@ def build_openapi(operations: Sequence[Operation], title: str, version: str) -> 
         ]
         entry: dict[str, Any] = {
             "summary": op.summary,
-            "operationId": (op.handler.__name__ if op.handler else "fireWebhookTrigger"),
+            "description": op.description or OPERATION_DOCS.get(op.operation_id, ""),
+            "operationId": op.operation_id,
             "tags": [op.tag],
             "parameters": parameters,
             "responses": responses,
         }
         if op.body is not None:
-            entry["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": ref(op.body)}},
-            }
+            entry["requestBody"] = {"required": True, "content": content(ref(op.body))}
         elif op.server is not None:
             entry["requestBody"] = {
                 "required": False,
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": "Any JSON value; it becomes the run's payload.",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}, "example": {"event": "deploy"}}
+                },
             }
         entry["security"] = [{"bearer": []}] if op.auth else []
+        if op.description:
+            entry["description"] = op.description
         if op.server:
-            entry["description"] = f"Served by the {op.server}, not the API service."
+            entry["servers"] = [gateway_server]
         paths.setdefault(op.path, {})[op.method.lower()] = entry
+    error_example = {
+        "error": "invalid request body",
+        "details": [{"field": "name", "message": "Field required"}],
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "info": {"title": title, "version": version, "description": API_DESCRIPTION},
+        "servers": [api_server, gateway_server],
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                f"Error{status}": {
+                    "description": text,
+                    "content": {
+                        "application/json": {
+                            "schema": ref(ErrorOut),
+                            "example": {
+                                "error": ERROR_EXAMPLES.get(status, text),
+                                "details": error_example["details"] if status == 400 else None,
+                            },
+                        }
+                    },
+                }
+                for status, text in ERROR_TEXT.items()
+            },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Instance admin token, board operator token or agent API key.",
+                }
+            },
         },
     }
 
 
-DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Routines API</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
-code{background:#f3f3f3;padding:0 .2em}h2{margin-top:2rem;border-bottom:1px solid #ddd}
-.op{margin:.6rem 0}.m{display:inline-block;width:4.5rem;font-weight:bold}</style></head>
-<body><h1>Routines API</h1><p>Machine-readable: <a href="/api/openapi.json">/api/openapi.json</a>
-(OpenAPI 3.1). Authenticate with <code>Authorization: Bearer &lt;token&gt;</code>.</p>
-<div id="ops">Loading…</div>
-<script>
-fetch('/api/openapi.json').then(r => r.json()).then(doc => {
-  const byTag = {};
-  for (const [path, ops] of Object.entries(doc.paths))
-    for (const [method, op] of Object.entries(ops))
-      (byTag[op.tags[0]] = byTag[op.tags[0]] || []).push([method, path, op]);
-  const out = document.getElementById('ops'); out.textContent = '';
-  for (const [tag, ops] of Object.entries(byTag)) {
-    const h = document.createElement('h2'); h.textContent = tag; out.appendChild(h);
-    for (const [method, path, op] of ops) {
-      const d = document.createElement('div'); d.className = 'op';
-      const codes = Object.keys(op.responses).join(' ');
-      d.innerHTML = '<span class="m"></span><code></code> — <span></span> <small></small>';
-      d.children[0].textContent = method.toUpperCase(); d.children[1].textContent = path;
-      d.children[2].textContent = op.summary; d.children[3].textContent = '(' + codes + ')';
-      out.appendChild(d);
-    }
-  }
-});
-</script></body></html>
-"""
+QUERY_DOCS = {
+    "status": "Only objects with this status.",
+    "assigneeAgentId": "Only objects assigned to this agent.",
+    "routineId": "Only execution issues of this routine.",
+    "limit": "At most this many items (1-500, default 50).",
+}
+
+ERROR_EXAMPLES = {
+    400: "invalid request body",
+    401: "missing or invalid bearer token",
+    403: "no access to this company",
+    404: "routine not found",
+    405: "method DELETE not allowed on /api/companies",
+    409: "routine is archived",
+    413: "request body exceeds 1048576 bytes",
+    415: "request body must be application/json, got text/plain",
+    422: "assigneeAgentId: agent is paused; routines can only be assigned to active agents",
+    429: "rate limited",
+    503: "database unavailable",
+}
 
 
 ROUTES = RouteTable()

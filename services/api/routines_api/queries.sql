@@ -61,6 +61,10 @@ WHERE t.id = $1;
 SELECT id, kind, name, NULL::uuid AS company_id, created_at, revoked_at
 FROM api_tokens WHERE kind = 'instance_admin' ORDER BY created_at, id;
 
+-- live_instance_tokens --
+-- How many instance admin tokens still work.
+SELECT count(*) FROM api_tokens WHERE kind = 'instance_admin' AND revoked_at IS NULL;
+
 -- revoke_token --
 -- Revoke one token of the given kind (idempotent: a revoked token keeps its first revocation time).
 UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
@@ -129,7 +133,8 @@ WHERE i.id = $1;
 
 -- issue_for_update --
 -- What an issue update checks, locked.
-SELECT id, company_id, assignee_agent_id, origin_run_id, status FROM issues WHERE id = $1 FOR UPDATE;
+SELECT id, company_id, assignee_agent_id, origin_kind, origin_id, origin_run_id, status
+FROM issues WHERE id = $1 FOR UPDATE;
 
 -- update_issue_status --
 -- Change an issue's status.

@@ -49,6 +49,11 @@ def _page(rows: list[Any], limit: int, model: type[RevisionOut] | type[ActivityO
     "/api/routines/{routineId}/revisions",
     summary="The routine's revisions, newest first (who, when, what changed)",
     tag="revisions",
+    description=(
+        "Every change of the routine: who (actorKind, actorId), when, the snapshot after it and the"
+        " changes (field → {from, to}). Newest first, `X-Next-Cursor` pages. Example: `GET "
+        "/api/routines/{routineId}/revisions?limit=10`."
+    ),
     response=RevisionOut,
     response_is_list=True,
     errors=(400, 404),
@@ -70,6 +75,13 @@ async def list_revisions(request: web.Request) -> web.Response:
     "/api/routines/{routineId}/revisions/{revisionId}/restore",
     summary="Restore a revision's fields (not the status); recorded as a new revision",
     tag="revisions",
+    description=(
+        "Applies the revision's fields again (title, description, assignee, project, goal, parent, "
+        "priority, policies, variables, health settings — not the status) and records a new "
+        "revision with `restoredFrom`. Same rules as PATCH: agents cannot restore another assignee "
+        "(403), references must still exist (422), archived → 409. Example: `POST "
+        "/api/routines/{routineId}/revisions/{revisionId}/restore`."
+    ),
     response=RoutineOut,
     errors=(403, 404, 409, 422),
 )
@@ -150,6 +162,13 @@ async def restore_revision(request: web.Request) -> web.Response:
     "/api/routines/{routineId}/activity",
     summary="The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs",
     tag="revisions",
+    description=(
+        "Who did what (created, updated, paused, resumed, archived, restored, "
+        "trigger_added/updated/deleted, secret_rotated, manual_run, replay, backfill) and what the "
+        "system did (failure_alert, recovered, auto_paused, stale_cancelled), merged with every run"
+        " recorded (`run_recorded`). Newest first, `X-Next-Cursor` pages. Example: `GET "
+        "/api/routines/{routineId}/activity?limit=20`."
+    ),
     response=ActivityOut,
     response_is_list=True,
     errors=(400, 404),
@@ -171,6 +190,11 @@ async def routine_activity(request: web.Request) -> web.Response:
     "/api/companies/{companyId}/activity",
     summary="The company's routine activity log, newest first (changes, triggers, manual runs, alerts)",
     tag="revisions",
+    description=(
+        "The routine activity of the whole company (changes, triggers, manual runs, alerts; runs "
+        "are in each routine's log). Newest first, `X-Next-Cursor` pages. Example: `GET "
+        "/api/companies/{companyId}/activity?limit=50`."
+    ),
     response=ActivityOut,
     response_is_list=True,
     errors=(400, 403, 404),

@@ -25,10 +25,11 @@ from routines_api.models import (
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.quotas import enforce_quota, lock_company
 from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
-from routines_api.triggers import announce_trigger_change, next_run_at, trigger_json
+from routines_api.triggers import announce_trigger_change, trigger_json
 from shared.cron import describe, parse_cron, preview, zone
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
+from shared.rules import next_run_at
 from shared.runs import QUERIES as RUN_QUERIES
 from shared.runs import publish_run_requested, record_run
 
@@ -98,7 +99,7 @@ async def create_routine(request: web.Request) -> web.Response:
     tag="routines",
     response=RoutineOut,
     response_is_list=True,
-    errors=(400, 403),
+    errors=(400, 403, 404),
     query=(
         QueryParam("status", {"type": "string", "enum": list(ROUTINE_STATUSES)}),
         QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}),
@@ -111,6 +112,8 @@ async def list_routines(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ROUTINE_STATUSES)
     assignee = query_uuid(request, "assigneeAgentId")
     async with request.app[DB_KEY].connection() as conn:
+        if not await conn.fetchval(QUERIES["company_exists"], company_id):
+            raise NotFound("company not found")  # the instance admin may name any company
         rows = await conn.fetch(QUERIES["list_routines"], company_id, status, assignee)
     return respond([dump(RoutineOut, r) for r in rows])
 

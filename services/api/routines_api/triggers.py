@@ -25,24 +25,16 @@ from routines_api.quotas import enforce_quota, lock_company
 from routines_api.routine_features import record_trigger_activity, require_schedule_fillable
 from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY
 from shared.bus import Bus, Subjects
-from shared.cron import describe, next_fire, parse_cron, zone
+from shared.cron import describe, parse_cron, zone
 from shared.crypto import new_public_id, new_webhook_secret
 from shared.errors import BadRequest, NotFound, RateLimited, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
+from shared.rules import next_run_at
 
 ROTATION_WINDOW_SEC = 60
 
 SCHEDULE_FIELDS = {"cron_expression", "timezone"}
 WEBHOOK_FIELDS = {"signing_mode", "replay_window_sec"}
-
-
-def next_run_at(
-    kind: str, enabled: bool, routine_status: str, cron: str | None, tz: str | None, now: datetime
-) -> datetime | None:
-    """When a schedule trigger fires next, or None while it cannot fire."""
-    if kind != "schedule" or not enabled or routine_status != "active" or cron is None or tz is None:
-        return None
-    return next_fire(cron, tz, now)
 
 
 def validate_schedule(cron: str | None, tz: str | None) -> None:
@@ -61,7 +53,10 @@ def trigger_json(request: web.Request, row: Row, secret: str | None = None) -> d
             f"{base.public_gateway_url.rstrip('/')}/api/routine-triggers/public/{row['public_id']}/fire"
         )
     if row["kind"] == "schedule" and row["cron_expression"] and row["timezone"]:
-        extra["description"] = describe(row["cron_expression"], row["timezone"])
+        try:
+            extra["description"] = describe(row["cron_expression"], row["timezone"])
+        except Unprocessable:  # stored before today's grammar (e.g. a reversed range): still listable
+            extra["description"] = None
     if secret is not None:
         return dump(TriggerWithSecret, row, secret=secret, **extra)
     return dump(TriggerOut, row, **extra)

@@ -140,6 +140,14 @@ def _query_include_disabled(request: web.Request) -> bool:
     "/api/routines/{routineId}/upcoming",
     summary="The routine's next fires across its schedule triggers, with the predicted outcome",
     tag="simulator",
+    description=(
+        "The next `count` fires across the routine's enabled schedule triggers, merged in time "
+        "order, each with its trigger, the instant in UTC and in the trigger's zone, the DST flag, "
+        "and the predicted outcome if it fired now (`issue_created`, `coalesced`, `skipped`, or "
+        "`paused`/`disabled`/`archived` when it would not fire). Predictions follow the scheduler: "
+        "each chain starts at the trigger's `nextRunAt`. Example: `GET "
+        "/api/routines/{routineId}/upcoming?count=3`."
+    ),
     response=UpcomingOut,
     errors=(400, 404),
     query=(
@@ -190,6 +198,12 @@ async def routine_upcoming(request: web.Request) -> web.Response:
     "/api/companies/{companyId}/upcoming",
     summary="The company's calendar: every fire of its active routines in a window (at most 31 days)",
     tag="simulator",
+    description=(
+        "Every fire of the company's active routines' enabled schedule triggers with from ≤ utc ≤ "
+        "to (default now … now + 7 days, at most 31 days, at most 1,000 fires then `truncated`). "
+        "Example: `GET "
+        "/api/companies/{companyId}/upcoming?from=2026-03-30T00:00:00Z&to=2026-04-06T00:00:00Z&assigneeAgentId=…`."
+    ),
     response=UpcomingOut,
     errors=(400, 403, 404),
     query=(

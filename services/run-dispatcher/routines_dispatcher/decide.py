@@ -33,6 +33,7 @@ class Decision:
     status: Outcome
     issue_id: uuid.UUID | None
     triggered_at: datetime
+    stale_cancelled: bool = False  # deciding it closed the routine's stale issue (its run failed)
 
 
 async def decide_runs(
@@ -63,12 +64,13 @@ async def decide_runs(
     for run in runs:
         routine = routines[run["routine_id"]]
         current = active.get(routine["id"])
-        if is_stale_to_cancel(
+        was_stale = current is not None and is_stale_to_cancel(
             routine["stale_after_sec"], routine["stale_action"], current, run["triggered_at"]
-        ):
-            assert current is not None
+        )
+        if current is not None and was_stale:
             stale.append(current.issue_id)
-            current = active.pop(routine["id"], None) and None
+            del active[routine["id"]]
+            current = None
         try:
             content, problem = issue_content(routine, run), None
         except VariableError as exc:  # a required variable without a value fails the run
@@ -115,13 +117,17 @@ async def decide_runs(
         updates.append((run["id"], outcome.value, issue_id, into_run, reason))
         decisions.append(
             Decision(
-                run["id"], routine["id"], routine["assignee_agent_id"], outcome, issue_id, run["triggered_at"]
+                run["id"],
+                routine["id"],
+                routine["assignee_agent_id"],
+                outcome,
+                issue_id,
+                run["triggered_at"],
+                stale_cancelled=was_stale,
             )
         )
     if stale:
-        await conn.execute(
-            QUERIES["cancel_stale_issues"], stale, "execution issue stale: cancelled by staleAfterSec"
-        )
+        await conn.execute(QUERIES["cancel_stale_issues"], stale, STALE_REASON)
     if new_issues:
         await conn.execute(QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)))
     if resolved:

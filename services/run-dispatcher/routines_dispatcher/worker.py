@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 
 import nats.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from routines_dispatcher.decide import QUERIES, Decision, decide_runs, fail_run, publish_decisions
 from routines_dispatcher.metrics import (
@@ -19,8 +21,9 @@ from routines_dispatcher.metrics import (
     SWEEPER_PICKUPS,
     TERMINATED,
 )
-from shared.alerts import evaluate_failure_alerts, publish_alerts
-from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, bind_message_context, decode
+from routines_dispatcher.policy import Outcome
+from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
+from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, decode, message_context
 from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import sleep_unless_stopped
 from shared.logging import get_logger
@@ -56,6 +59,15 @@ def _reason(exc: BaseException) -> str:
     return f"cannot be decided: {type(exc).__name__}: {exc}"
 
 
+async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -> None:
+    """A pull subscription never drains (nothing marks its queue done): unsubscribe it, so the
+    connection's drain at shutdown neither waits for it nor ends in a cancelled gather logged as
+    "exception was never retrieved"."""
+    if subscription is not None:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await subscription.unsubscribe()
+
+
 class Dispatcher:
     """Turns recorded runs into decisions; any number of replicas may run."""
 
@@ -72,7 +84,9 @@ class Dispatcher:
         try:
             async with self.db.transaction() as conn:
                 decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
-                alerts = await evaluate_failure_alerts(conn, {d.routine_id for d in decisions})
+                # Only failures can start an alert or an auto-pause (recoveries come from the API).
+                failing = {d.routine_id for d in decisions if d.status is Outcome.FAILED or d.stale_cancelled}
+                alerts = await evaluate_failure_alerts(conn, failing)
         except RETRYABLE_ERRORS:
             raise
         except Exception as exc:  # any other failure is the data's, not ours
@@ -82,45 +96,53 @@ class Dispatcher:
                 for run_id in run_ids:
                     decided += await self.decide_and_publish([run_id], skip_locked=skip_locked)
                 return decided
-            decisions = await self._fail_poison(run_ids[0], exc)
-            alerts = []
+            decisions, alerts = await self._fail_poison(run_ids[0], exc)
         _observe(decisions)
         await publish_decisions(self.bus, decisions)
         await publish_alerts(self.bus, alerts)
         return decisions
 
-    async def _fail_poison(self, run_id: uuid.UUID, exc: BaseException) -> list[Decision]:
+    async def _fail_poison(
+        self, run_id: uuid.UUID, exc: BaseException
+    ) -> tuple[list[Decision], list[AlertEvent]]:
         log.error("run cannot be decided; marked failed", run_id=str(run_id), error=repr(exc)[:500])
         TERMINATED.labels("undecidable_run").inc()
         async with self.db.transaction() as conn:
             failed = await fail_run(conn, run_id, _reason(exc))
-        return [failed] if failed is not None else []
+            # A failure like any other: it counts toward the routine's failure alert.
+            alerts = await evaluate_failure_alerts(conn, [failed.routine_id]) if failed else []
+        return ([failed] if failed is not None else []), alerts
 
     async def consume(self) -> None:
         """Fetch batches from the durable pull consumer until told to stop."""
-        subscription = None
-        while not self.stopping.is_set():
-            try:
-                if subscription is None:
-                    await self.bus.wait_connected()
-                    await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
-                    subscription = await self.bus.js.pull_subscribe_bind(
-                        durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
-                    )
-                messages = await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
-                log.warning("fetch failed; retrying", error=repr(exc))
-                subscription = None
-                await asyncio.sleep(1.0)
-                continue
-            try:
-                await self.handle_batch(messages)
-            except Exception:  # one bad batch never ends the loop
-                # Unacked messages come back after the ack wait; their runs are also in Postgres.
-                log.exception("batch handling failed; its messages will be redelivered")
-                await sleep_unless_stopped(self.stopping, 1.0)
+        subscription: JetStreamContext.PullSubscription | None = None
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if subscription is None:
+                        await self.bus.wait_connected()
+                        await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
+                        subscription = await self.bus.js.pull_subscribe_bind(
+                            durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
+                        )
+                    messages = await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.Error, OSError, TimeoutError) as exc:
+                    if not self.stopping.is_set():
+                        log.warning("fetch failed; retrying", error=repr(exc))
+                    await _unsubscribe(subscription)
+                    subscription = None
+                    await sleep_unless_stopped(self.stopping, 1.0)
+                    continue
+                try:
+                    await self.handle_batch(messages)
+                except Exception:  # one bad batch never ends the loop
+                    # Unacked messages come back after the ack wait; their runs are also in Postgres.
+                    log.exception("batch handling failed; its messages will be redelivered")
+                    await sleep_unless_stopped(self.stopping, 1.0)
+        finally:
+            await _unsubscribe(subscription)
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Decide a batch in one transaction; ack after commit, nak on transient failure."""
@@ -137,10 +159,9 @@ class Dispatcher:
             by_run.setdefault(run_id, []).append(msg)
         if not by_run:
             return
-        if messages:
-            bind_message_context(messages[0])
         try:
-            decisions = await self.decide_and_publish(list(by_run), skip_locked=False)
+            with message_context(messages[0]):
+                decisions = await self.decide_and_publish(list(by_run), skip_locked=False)
             undecided = set(by_run) - {d.run_id for d in decisions}
             missing: set[uuid.UUID] = set()
             if undecided:  # already decided (redelivery), or no such run at all
@@ -165,12 +186,16 @@ class Dispatcher:
                 delivered = msg.metadata.num_delivered
                 if delivered >= self.settings.max_deliver:
                     reason = f"dispatch failed after {delivered} deliveries: {type(exc).__name__}"
+                    failed = None
                     try:
                         async with self.db.connection() as conn:
-                            await fail_run(conn, run_id, reason)
+                            failed = await fail_run(conn, run_id, reason)
                     except RETRYABLE_ERRORS:
                         log.error("run left for the sweeper", run_id=str(run_id))
                     await msg.term()
+                    if failed is not None:  # announced like any decision (manual-run waiters)
+                        _observe([failed])
+                        await publish_decisions(self.bus, [failed])
                 else:
                     await msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 15.0))
 

@@ -1,5 +1,7 @@
 -- claim_due_triggers --
 -- Claim due schedule triggers; the partial index routine_triggers_due makes this O(due).
+-- NO KEY UPDATE: replicas still skip each other's claims, but a run recorded meanwhile for one
+-- of these triggers (a manual run naming it; its foreign key takes FOR KEY SHARE) never waits.
 SELECT t.id, t.routine_id, t.company_id, t.cron_expression, t.timezone, t.next_run_at,
        r.catch_up_policy, r.status AS routine_status
 FROM routine_triggers t
@@ -7,7 +9,7 @@ JOIN routines r ON r.id = t.routine_id
 WHERE t.kind = 'schedule' AND t.enabled AND t.next_run_at IS NOT NULL AND t.next_run_at <= $1
 ORDER BY t.next_run_at
 LIMIT $2
-FOR UPDATE OF t SKIP LOCKED;
+FOR NO KEY UPDATE OF t SKIP LOCKED;
 
 -- insert_schedule_runs --
 -- One received run per slot; a slot that already has a run is left alone.

@@ -29,6 +29,7 @@ from shared.errors import (
 )
 from shared.http import BUS_KEY, DB_KEY, error_response, json_response, parse_json
 from shared.logging import get_logger
+from shared.rules import why_not_fire
 from shared.runs import publish_run_requested
 from shared.settings import GatewaySettings
 
@@ -147,9 +148,9 @@ class FireHandler:
         wait = self.per_trigger.take(str(trigger.trigger_id))
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
-        if not trigger.enabled or trigger.routine_status != "active":
-            reason = "trigger disabled" if not trigger.enabled else f"routine is {trigger.routine_status}"
-            raise Rejected("not_active", Conflict(reason))
+        refusal = why_not_fire(trigger.enabled, trigger.routine_status)
+        if refusal is not None:
+            raise Rejected("not_active", Conflict(refusal))
         payload = _payload(request, body, self.settings.json_max_depth)
         idempotency_key = request.headers.get("Idempotency-Key") or None
         if idempotency_key is not None:

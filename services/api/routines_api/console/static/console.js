@@ -509,6 +509,48 @@ async function pageRoutine() {
     } catch (error) { $("#payload-error").textContent = errorText(error); }
   });
 
+  // Health: expected slots vs runs per schedule trigger, lag, outcomes, streaks, open issue age.
+  async function renderHealth() {
+    const h = await api("GET", `/api/routines/${id}/health?days=${$("#health-days").value}`);
+    const rows = h.triggers.map((t) => el("tr", {},
+      el("td", {}, el("code", { text: t.cronExpression }), ` ${t.timezone}`),
+      el("td", { text: `${t.expectedSlots}${t.expectedSlotsAtLeast ? "+" : ""}` }),
+      el("td", { text: t.onTime }), el("td", { text: t.late }), el("td", { text: t.missedSkipped }),
+      el("td", { text: t.unaccounted }),
+      el("td", { text: t.lagSeconds && t.lagSeconds.p50 !== null && t.lagSeconds.p50 !== undefined ? `${t.lagSeconds.p50} / ${t.lagSeconds.p99} s` : "—" })));
+    const outcomes = Object.entries(h.runsByStatus || {}).map(([k, n]) => el("li", {}, badge(k), ` ${n}`));
+    $("#health").replaceChildren(
+      el("table", { class: "list", "aria-label": "Schedule health" },
+        el("thead", {}, el("tr", {}, ...["Schedule", "Expected", "On time", "Late", "Missed", "Unaccounted", "Lag p50 / p99"].map((x) => el("th", { scope: "col", text: x })))),
+        el("tbody", {}, rows.length ? rows : [el("tr", {}, el("td", { colspan: 7, text: "No schedule triggers." }))])),
+      el("h3", { text: "Runs by status" }), el("ul", { class: "inline" }, outcomes.length ? outcomes : [el("li", { text: "none" })]),
+      el("p", { text: `Consecutive failures: ${h.failureStreak}${h.failureAlertAfter ? ` (alert after ${h.failureAlertAfter})` : ""}` }),
+      h.openIssue ? el("p", { text: `Open execution issue: ${h.openIssue.status}, open ${Math.round((h.openIssue.ageSec || 0) / 60)} min` }) : el("p", { text: "No open execution issue." }));
+  }
+  $("#health-days").addEventListener("change", () => renderHealth().catch((e) => flash(errorText(e), "error")));
+  $("#tab-health").addEventListener("click", () => renderHealth().catch((e) => flash(errorText(e), "error")));
+
+  // History: revisions (restore one) and the activity log.
+  async function renderHistory() {
+    const [revisions, activity] = await Promise.all([
+      api("GET", `/api/routines/${id}/revisions?limit=20`),
+      api("GET", `/api/routines/${id}/activity?limit=50`),
+    ]);
+    $("#revisions").replaceChildren(el("table", { class: "list" },
+      el("thead", {}, el("tr", {}, ...["#", "When", "Who", "Changed", ""].map((x) => el("th", { scope: "col", text: x })))),
+      el("tbody", {}, revisions.map((r, i) => el("tr", {},
+        el("td", { text: r.number }), el("td", { text: fmt(r.createdAt) + " UTC" }), el("td", { text: r.actorKind }),
+        el("td", { text: Object.keys(r.changes || {}).join(", ") || (r.restoredFrom ? "restored" : "created") }),
+        el("td", {}, i === 0 ? "current" : el("button", { type: "button", class: "small", text: `Restore #${r.number}`, onclick: async () => {
+          if (!window.confirm(`Restore revision #${r.number}?`)) return;
+          try { await api("POST", `/api/routines/${id}/revisions/${r.id}/restore`); await reload(); await renderHistory(); flash(`Restored revision #${r.number}.`); }
+          catch (error) { flash(errorText(error), "error"); }
+        } })))))));
+    $("#activity").replaceChildren(el("ul", { class: "activity" }, activity.map((a) =>
+      el("li", {}, el("time", { datetime: a.at, text: fmt(a.at) + " UTC" }), " ", el("strong", { text: a.action }), ` by ${a.actorKind}`))));
+  }
+  $("#tab-history").addEventListener("click", () => renderHistory().catch((e) => flash(errorText(e), "error")));
+
   header();
   await Promise.all([renderTriggers(), renderRuns()]);
 }
@@ -522,22 +564,15 @@ async function pageCalendar() {
   zoneInput.value = localStorage.getItem("console.calendarZone") || "UTC";
   let start = new Date();
   start.setUTCHours(0, 0, 0, 0);
-  const routines = (await api("GET", `/api/companies/${cid}/routines?status=active`));
-  const details = await Promise.all(routines.map((r) => api("GET", `/api/routines/${r.id}`)));
+  const routines = await api("GET", `/api/companies/${cid}/routines?status=active`);
 
   async function render() {
     const end = new Date(start.getTime() + 7 * 86400000);
     $("#week-label").textContent = `${fmt(start.toISOString(), "UTC")} – ${fmt(end.toISOString(), "UTC")} (UTC days)`;
-    const fires = [];
-    await Promise.all(details.flatMap((r) => r.triggers.filter((t) => t.kind === "schedule" && t.enabled).map(async (t) => {
-      const preview = await api("POST", "/api/cron/preview", {
-        cronExpression: t.cronExpression, timezone: t.timezone, count: 100, after: new Date(start.getTime() - 1000).toISOString(),
-      });
-      for (const f of preview.fires) {
-        const at = new Date(f.utc);
-        if (at >= start && at < end) fires.push({ at, routine: r, trigger: t });
-      }
-    })));
+    const params = new URLSearchParams({ from: start.toISOString(), to: end.toISOString() });
+    const upcoming = await api("GET", `/api/companies/${cid}/upcoming?${params}`);
+    const titles = Object.fromEntries(routines.map((r) => [r.id, r]));
+    const fires = upcoming.fires.map((f) => ({ at: new Date(f.utc), routine: titles[f.routineId] || { id: f.routineId, title: f.routineId }, fire: f }));
     fires.sort((a, b) => a.at - b.at);
     const zone = zoneInput.value || "UTC";
     const days = [...Array(7).keys()].map((i) => new Date(start.getTime() + i * 86400000));
@@ -547,7 +582,8 @@ async function pageCalendar() {
       return el("section", { class: "day" }, el("h2", { text: new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric", timeZone: "UTC" }).format(day) }),
         items.length ? el("ul", {}, items.slice(0, 50).map((f) => el("li", {},
           el("time", { datetime: f.at.toISOString(), text: new Intl.DateTimeFormat(undefined, { timeStyle: "short", timeZone: zone }).format(f.at) }), " ",
-          el("a", { href: `/console/routines/${f.routine.id}`, text: f.routine.title }))),
+          el("a", { href: `/console/routines/${f.routine.id}`, text: f.routine.title }),
+          f.fire.dst ? el("small", { text: " (DST)" }) : null)),
           items.length > 50 ? el("li", { text: `…and ${items.length - 50} more` }) : null) : el("p", { class: "hint", text: "Nothing scheduled" }));
     }));
     $("#calendar").setAttribute("aria-busy", "false");

@@ -1,0 +1,91 @@
+"""Answers that help at the HTTP edge: 405 with Allow, a pointer to the gateway for fires sent to
+the API, 415 naming what was sent, "did you mean" for unknown fields, 404 for unknown companies."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.integration.api_client import Client, api_app, auth, call
+from tests.support import Stack
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(api_app(stack))) as client:
+        yield client
+
+
+async def test_known_path_with_the_wrong_method_is_405_with_allow(client: Client, admin_token: str) -> None:
+    resp = await client.delete("/api/companies", headers=auth(admin_token))
+    assert resp.status == 405
+    assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
+    body = await resp.json()
+    assert body["error"] == "method DELETE not allowed on /api/companies"
+    assert set(body["details"]["allowed"]) >= {"GET", "POST"}
+
+
+async def test_405_for_a_templated_path(client: Client, admin_token: str) -> None:
+    resp = await client.put(f"/api/routines/{uuid.uuid4()}/run", headers=auth(admin_token))
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "POST"
+
+
+async def test_unknown_path_is_still_a_json_404(client: Client) -> None:
+    resp = await client.get("/api/nothing-here")
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "no route for GET /api/nothing-here"
+
+
+async def test_a_webhook_fire_sent_to_the_api_says_where_the_gateway_is(client: Client) -> None:
+    resp = await client.post("/api/routine-triggers/public/abc123/fire", json={})
+    assert resp.status == 404
+    body = await resp.json()
+    assert "webhook gateway" in body["error"]
+    assert body["details"]["fireUrl"] == "https://hooks.example.test/api/routine-triggers/public/abc123/fire"
+
+
+async def test_415_names_the_content_type_received(client: Client, admin_token: str) -> None:
+    resp = await client.post(
+        "/api/companies",
+        data="name=Acme",
+        headers={**auth(admin_token), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status == 415
+    body = await resp.json()
+    assert "application/x-www-form-urlencoded" in body["error"]
+    assert "application/json" in body["error"]
+
+
+async def test_unknown_field_suggests_the_right_one(client: Client, admin_token: str) -> None:
+    company = await call(client, "POST", "/api/companies", admin_token, {"name": "Acme"}, 201)
+    body = {"title": "Daily", "assignee": str(uuid.uuid4()), "projectId": str(uuid.uuid4())}
+    resp = await client.post(f"/api/companies/{company['id']}/routines", json=body, headers=auth(admin_token))
+    assert resp.status == 400
+    details = (await resp.json())["details"]
+    unknown = next(d for d in details if d["field"] == "assignee")
+    assert "did you mean assigneeAgentId?" in unknown["message"]
+
+
+async def test_snake_case_field_suggests_camel_case(client: Client, admin_token: str) -> None:
+    resp = await client.post(
+        "/api/cron/preview",
+        json={"cron_expression": "0 9 * * *"},
+        headers=auth(admin_token),
+    )
+    assert resp.status == 400
+    details = (await resp.json())["details"]
+    unknown = next(d for d in details if d["field"] == "cron_expression")
+    assert "did you mean cronExpression?" in unknown["message"]
+
+
+@pytest.mark.parametrize("collection", ["routines", "agents", "projects", "goals", "issues"])
+async def test_instance_admin_listing_in_a_missing_company_is_404(
+    client: Client, admin_token: str, collection: str
+) -> None:
+    resp = await client.get(f"/api/companies/{uuid.uuid4()}/{collection}", headers=auth(admin_token))
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "company not found"

@@ -1,0 +1,79 @@
+"""Log output: NATS outages do not flood, access lines follow ROUTINES_ACCESS_LOG, every line names
+its logger, and clean stops (also during a NATS outage) log no error and print nothing at exit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from shared.bus import Bus
+from shared.devservers import NatsServer
+from shared.http import create_base_app, finish_routes, json_response
+from shared.settings import CommonSettings
+from tests.support import Stack, wait_until
+
+
+async def test_nats_outage_warnings_come_at_most_once_per_interval_with_a_count(
+    nats_server: NatsServer,
+) -> None:
+    bus = Bus(nats_server.url, "test", warn_interval=1.0)
+    await bus.connect_forever()
+    with structlog.testing.capture_logs() as logs:
+        nats_server.stop()
+
+        async def repeated_warning() -> list[Any]:
+            return [e for e in logs if e["event"] == "nats still unreachable"][1:]
+
+        # nats-py retries every 0.5 s: two summaries mean several intervals of failed attempts.
+        await wait_until(repeated_warning, timeout=20)
+        warnings = [e for e in logs if e["log_level"] == "warning"]
+    await bus.close()
+    summaries = [e for e in warnings if e["event"] == "nats still unreachable"]
+    assert warnings[0]["event"] == "nats connection lost; reconnecting in the background"
+    assert len(warnings) == 1 + len(summaries)
+    assert all(e["failed_attempts"] >= 1 for e in summaries)
+    assert sum(e["failed_attempts"] for e in summaries) > len(summaries), "attempts were not summed up"
+    assert all(e["down_sec"] > 0 for e in summaries)
+
+
+async def test_close_during_a_nats_outage_is_quiet(nats_server: NatsServer) -> None:
+    bus = Bus(nats_server.url, "test", warn_interval=60)
+    await bus.connect_forever()
+    nats_server.stop()
+    await wait_until(lambda: _false_when(bus.is_connected), timeout=10)
+    with structlog.testing.capture_logs() as logs:
+        await bus.close()
+    assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+
+
+async def _false_when(value: bool) -> bool:
+    return not value
+
+
+async def _ok(_request: web.Request) -> web.Response:
+    return json_response({"ok": True})
+
+
+@pytest.fixture
+def access_app(stack: Stack) -> Any:
+    def make(mode: str) -> web.Application:
+        settings = CommonSettings(database_url=stack.database_url, nats_url=stack.nats_url, access_log=mode)
+        app = create_base_app("test", settings)
+        app.router.add_get("/ok", _ok)
+        finish_routes(app)
+        return app
+
+    return make
+
+
+@pytest.mark.parametrize(("mode", "logged_statuses"), [("all", [200, 404]), ("errors", [404]), ("off", [])])
+async def test_access_log_mode(access_app: Any, mode: str, logged_statuses: list[int]) -> None:
+    async with TestClient(TestServer(access_app(mode))) as client:
+        with structlog.testing.capture_logs() as logs:
+            assert (await client.get("/ok")).status == 200
+            assert (await client.get("/missing")).status == 404
+    assert [e["status"] for e in logs if e["event"] == "request"] == logged_statuses
