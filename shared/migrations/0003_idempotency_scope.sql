@@ -7,13 +7,18 @@ ALTER TABLE routine_triggers ADD COLUMN secret_rotated_at timestamptz[] NOT NULL
 -- their signatures never repeat legitimately either.) Runs that replays made before keep their
 -- data but lose the duplicate signature.
 UPDATE routine_runs r SET delivery_signature = NULL
-WHERE delivery_signature IS NOT NULL AND EXISTS (
+WHERE delivery_signature IS NOT NULL AND delivery_key IS DISTINCT FROM 'sig:' || delivery_signature
+  AND EXISTS (
     SELECT 1 FROM routine_runs o
     WHERE o.trigger_id = r.trigger_id AND o.delivery_signature = r.delivery_signature
+      AND o.delivery_key IS DISTINCT FROM 'sig:' || o.delivery_signature
       AND (o.triggered_at, o.id) < (r.triggered_at, r.id)
 );
+-- Where the delivery key is the signature itself ('sig:<signature>': every hmac_sha256 delivery,
+-- and github_hmac without a delivery id) routine_runs_delivery enforces this already: those rows
+-- are left out, so the hot path pays for no second index.
 CREATE UNIQUE INDEX routine_runs_signature ON routine_runs (trigger_id, delivery_signature)
-    WHERE delivery_signature IS NOT NULL;
+    WHERE delivery_signature IS NOT NULL AND delivery_key IS DISTINCT FROM 'sig:' || delivery_signature;
 
 -- Idempotency keys are scoped per routine and source: manual and API runs share the scope
 -- 'manual'; each webhook trigger has its own, 'webhook:<trigger id>'. A key is bound to a hash

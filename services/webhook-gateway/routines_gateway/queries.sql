@@ -34,9 +34,6 @@ WHERE NOT EXISTS (SELECT 1 FROM routine_runs r
                   WHERE r.routine_id = u.routine_id AND r.idempotency_key = u.idempotency_key
                     AND r.idempotency_scope = 'webhook:' || u.trigger_id
                     AND r.idempotency_key IS NOT NULL OFFSET 0)
-  AND NOT EXISTS (SELECT 1 FROM routine_runs r
-                  WHERE r.trigger_id = u.trigger_id AND r.delivery_signature = u.delivery_signature
-                    AND r.delivery_signature IS NOT NULL OFFSET 0)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -55,5 +52,7 @@ FROM routine_runs
 WHERE routine_id = $1 AND idempotency_scope = 'webhook:' || $2::uuid AND idempotency_key = $3;
 
 -- existing_signature --
--- The run an earlier delivery carrying this signature created (a signature makes one run).
-SELECT id FROM routine_runs WHERE trigger_id = $1 AND delivery_signature = $2;
+-- The run an earlier delivery carrying this signature under another delivery id created (a
+-- signature makes one run); the key condition lets routine_runs_signature (partial) answer.
+SELECT id FROM routine_runs
+WHERE trigger_id = $1 AND delivery_signature = $2 AND delivery_key IS DISTINCT FROM 'sig:' || delivery_signature;
