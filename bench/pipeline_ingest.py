@@ -47,6 +47,11 @@ WAL = """
 SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits,
        (SELECT wal_bytes FROM pg_stat_wal) AS wal_bytes
 """
+ACTIVITY_SAMPLE = """
+SELECT application_name, coalesce(wait_event_type || ':' || wait_event, 'on CPU') AS doing
+FROM pg_stat_activity
+WHERE datname = current_database() AND state = 'active' AND application_name = ANY ($1::text[])
+"""
 LOCK_SAMPLE = """
 SELECT a.pid, a.application_name, l.locktype, l.mode,
        EXISTS (SELECT 1 FROM pg_stat_activity b
@@ -67,6 +72,7 @@ class LockSampler:
     samples_behind_dispatcher: int = 0
     waiting_behind_dispatcher: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
+    activity: Counter[str] = field(default_factory=Counter)
     _task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -81,6 +87,8 @@ class LockSampler:
                     self.waiting_behind_dispatcher += len(behind)
                 for r in rows:
                     self.kinds[f"{r['application_name']} waits {r['locktype']} {r['mode']}"] += 1
+                for r in await conn.fetch(ACTIVITY_SAMPLE, [*INGEST_APPS, "run-dispatcher"]):
+                    self.activity[f"{r['application_name']} {r['doing']}"] += 1
                 await asyncio.sleep(0.02)
         finally:
             await conn.close()
@@ -100,6 +108,8 @@ class LockSampler:
             "share_behind_dispatcher": self.samples_behind_dispatcher / max(self.samples, 1),
             "mean_waiting_behind_dispatcher": self.waiting_behind_dispatcher / max(self.samples, 1),
             "waits": dict(self.kinds.most_common(6)),
+            # What active backends were doing, summed over samples (÷ samples = mean backends).
+            "activity": {k: round(v / max(self.samples, 1), 2) for k, v in self.activity.most_common(8)},
         }
 
 

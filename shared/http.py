@@ -58,6 +58,29 @@ HTTP_LATENCY = Histogram(
 )
 
 
+# Bound metric children by label values: labels() costs more than the increment it leads to.
+# Routes are the app's own and the method is checked by the router, so the set stays small;
+# the bound is there anyway.
+_COUNTED: dict[tuple[str, str, int], Any] = {}
+_TIMED: dict[tuple[str, str], Any] = {}
+_MAX_BOUND = 2000
+
+
+def _observe(route: str, method: str, status: int, elapsed: float) -> None:
+    counter = _COUNTED.get((route, method, status))
+    if counter is None:
+        counter = HTTP_REQUESTS.labels(route, method, str(status))
+        if len(_COUNTED) < _MAX_BOUND:
+            _COUNTED[(route, method, status)] = counter
+    counter.inc()
+    histogram = _TIMED.get((route, method))
+    if histogram is None:
+        histogram = HTTP_LATENCY.labels(route, method)
+        if len(_TIMED) < _MAX_BOUND:
+            _TIMED[(route, method)] = histogram
+    histogram.observe(elapsed)
+
+
 def error_response(
     status: int, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> web.Response:
@@ -97,8 +120,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         elapsed = time.perf_counter() - started
         route = _route_name(request)
-        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+        _observe(route, request.method, status, elapsed)
         if _wants_access_line(request.app[SETTINGS_KEY].access_log, route, status):
             log.info(
                 "request",
