@@ -24,6 +24,7 @@ DECLARE
         -- failure alerts: auto-pause parks the routine's schedule triggers and logs activity
         ['routines_dispatcher', 'routine_triggers',  'SELECT, UPDATE'],
         ['routines_dispatcher', 'routine_activity',  'SELECT, INSERT'],
+        ['routines_dispatcher', 'routine_revisions', 'SELECT, INSERT'],
         ['routines_dispatcher', 'routine_runs',      'SELECT, UPDATE'],
         ['routines_dispatcher', 'issues',            'SELECT, INSERT, UPDATE'],
         ['routines_dispatcher', 'schema_migrations', 'SELECT'],
