@@ -10,6 +10,7 @@ Models come from datamodel-code-generator; each operation becomes one async meth
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import keyword
 import re
@@ -237,6 +238,72 @@ def render_models(doc: dict[str, Any]) -> str:
         return target.read_text()
 
 
+def api_parents() -> dict[str, str]:
+    """Each API model that extends another answer model, with the one it extends."""
+    openapi_document()  # puts the API package on the path
+    from pydantic import BaseModel
+
+    from routines_api import models as api
+
+    return {
+        name: cls.__bases__[0].__name__
+        for name, cls in vars(api).items()
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == api.__name__
+        if getattr(api, cls.__bases__[0].__name__, None) is cls.__bases__[0]
+        and cls.__bases__[0].__module__ == api.__name__
+    }
+
+
+def inherit_shared_fields(text: str, parents: dict[str, str]) -> str:
+    """The OpenAPI document flattens the API's `TriggerWithSecret(TriggerOut)`: where the API model
+    extends another (`parents`) and the generated fields begin with all of the other's, write it
+    as a subclass holding only its own fields."""
+    lines = text.splitlines()
+    module = ast.parse(text)
+    first = next(i for i, node in enumerate(module.body) if isinstance(node, ast.ClassDef))
+    header = "\n".join(lines[: module.body[first].lineno - 1])
+
+    def source(node: ast.stmt) -> str:
+        return "\n".join(lines[node.lineno - 1 : node.end_lineno])
+
+    def fields(node: ast.ClassDef) -> list[str]:
+        body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+        return [source(statement) for statement in body]
+
+    classes = {n.name: n for n in module.body[first:] if isinstance(n, ast.ClassDef)}
+    plain = {
+        name: node for name, node in classes.items() if [ast.unparse(b) for b in node.bases] == ["BaseModel"]
+    }
+    parent: dict[str, str] = {}
+    for name, node in plain.items():
+        own = fields(node)
+        base = parents.get(name, "")
+        inherited = fields(plain[base]) if base in plain else []
+        if inherited and own[: len(inherited)] == inherited:
+            parent[name] = base
+
+    def render(node: ast.stmt) -> str:
+        if not isinstance(node, ast.ClassDef) or node.name not in parent:
+            return source(node)
+        base = parent[node.name]
+        doc = [source(node.body[0])] if ast.get_docstring(node) is not None else []
+        rest = fields(node)[len(fields(plain[base])) :]
+        return "\n".join([f"class {node.name}({base}):", *doc, *rest])
+
+    done: set[str] = set()
+    waiting = list(module.body[first:])
+    out: list[str] = []
+    while waiting:
+        ready = next(
+            n for n in waiting if not isinstance(n, ast.ClassDef) or parent.get(n.name, "") in done | {""}
+        )
+        waiting.remove(ready)
+        out.append(render(ready))
+        if isinstance(ready, ast.ClassDef):
+            done.add(ready.name)
+    return header + "\n\n\n" + "\n\n\n".join(out) + "\n"
+
+
 def _format(text: str, name: str) -> str:
     """The house format: ruff's fixes (imports) and ruff format, with the repo's configuration."""
     filename = str(PACKAGE / name)
@@ -255,7 +322,7 @@ def _format(text: str, name: str) -> str:
 def generated_files() -> dict[str, str]:
     doc = openapi_document()
     return {
-        "models.py": _format(render_models(doc), "models.py"),
+        "models.py": _format(inherit_shared_fields(render_models(doc), api_parents()), "models.py"),
         "operations.py": _format(render_operations(doc), "operations.py"),
     }
 

@@ -1426,109 +1426,11 @@ class TriggerUpdate(BaseModel):
     """
 
 
-class TriggerWithSecret(BaseModel):
+class TriggerWithSecret(TriggerOut):
     """
     A created webhook trigger with its secret (shown once).
     """
 
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
-    """
-    Unique id (UUID) of this object.
-    """
-    routine_id: Annotated[
-        UUID,
-        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
-    ]
-    """
-    Id of the routine.
-    """
-    kind: Annotated[Literal["schedule", "webhook", "api"], Field(examples=["schedule"])]
-    """
-    Trigger kind: schedule (cron), webhook (signed public URL) or api (manual runs).
-    """
-    label: Annotated[str | None, Field(examples=["weekday mornings"])]
-    """
-    Optional free label for the trigger, up to 120 characters.
-    """
-    enabled: Annotated[bool, Field(examples=[True])]
-    """
-    Whether the trigger fires; a disabled trigger keeps its settings.
-    """
-    cron_expression: Annotated[str | None, Field(alias="cronExpression", examples=["0 9 * * 1-5"])] = None
-    """
-    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
-    """
-    timezone: Annotated[str | None, Field(examples=["Europe/Amsterdam"])] = None
-    """
-    IANA time zone the cron expression is evaluated in.
-    """
-    description: Annotated[str | None, Field(examples=["Compile the status report and post it to Slack"])] = (
-        None
-    )
-    """
-    A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'
-    """
-    next_run_at: Annotated[
-        AwareDatetime | None,
-        Field(alias="nextRunAt", examples=["2026-11-30T09:00:00Z"]),
-    ] = None
-    """
-    Next time the schedule fires (UTC; null when disabled or not a schedule).
-    """
-    last_fired_at: Annotated[
-        AwareDatetime | None,
-        Field(alias="lastFiredAt", examples=["2026-11-30T09:00:00Z"]),
-    ] = None
-    """
-    When the trigger last fired (null: never).
-    """
-    public_id: Annotated[str | None, Field(alias="publicId", examples=["wh_8fK2mQ9xLp3Rt7Vb"])] = None
-    """
-    Public identifier in the webhook URL (webhook triggers only).
-    """
-    signing_mode: Annotated[
-        Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"] | None,
-        Field(alias="signingMode", examples=["hmac_sha256"]),
-    ] = None
-    """
-    How webhook requests prove they come from the secret's holder: bearer, hmac_sha256, github_hmac or standard_webhooks.
-    """
-    replay_window_sec: Annotated[int | None, Field(alias="replayWindowSec", examples=[300])] = None
-    """
-    Signed timestamps older than this many seconds are refused as replays (30-86400).
-    """
-    webhook_url: Annotated[
-        str | None,
-        Field(
-            alias="webhookUrl",
-            examples=["https://hooks.example.com/api/routine-triggers/public/wh_8fK2mQ9xLp3Rt7Vb/fire"],
-        ),
-    ] = None
-    """
-    Full URL to POST fires to (on the webhook gateway).
-    """
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
-    """
-    When the object was created (UTC, ISO 8601).
-    """
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", examples=["2026-11-30T09:00:00Z"])]
-    """
-    When the object was last changed (UTC, ISO 8601).
-    """
-    last_result: Annotated[
-        Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"] | None,
-        Field(alias="lastResult", examples=[None]),
-    ] = None
-    """
-    Status of this trigger's latest run.
-    """
-    last_rotated_at: Annotated[AwareDatetime | None, Field(alias="lastRotatedAt", examples=[None])] = None
-    """
-    When the webhook secret was last rotated.
-    """
     secret: Annotated[str | None, Field(examples=["whsec_EXAMPLE"])] = None
     """
     The webhook signing secret. Shown only in this answer: store it now.
