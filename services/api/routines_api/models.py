@@ -260,6 +260,7 @@ FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "RoutineCreate.status": ("Initial status: active (fires) or paused.", "active"),
     "RoutineUpdate.status": ("active <-> paused; archived is terminal.", "paused"),
     "RoutineOut.status": ("Routine status: active, paused or archived.", "active"),
+    "RoutineDetail.status": ("Routine status: active, paused or archived.", "active"),
     "RunOut.status": (
         "Run status: received (not decided yet), issue_created, coalesced, skipped, failed or completed.",
         "issue_created",
