@@ -21,20 +21,6 @@ from tests.support import Stack, start_service, wait_until
 
 
 @pytest.fixture
-async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
-    settings = SchedulerSettings(
-        database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60
-    )
-    database = Database(settings, "test")
-    await database.open()
-    bus = Bus(stack.nats_url, "test")
-    await bus.connect_forever()
-    yield Scheduler(settings, database, bus, asyncio.Event())
-    await bus.close()
-    await database.close()
-
-
-@pytest.fixture
 async def sleepy_scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
     """A scheduler whose longest sleep (two minutes) is far beyond any test's patience."""
     settings = SchedulerSettings(

@@ -1,0 +1,29 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from routines_scheduler.ticker import Scheduler
+from shared.bus import Bus
+from shared.db import Database
+from shared.settings import SchedulerSettings
+from tests.support import Stack
+
+
+@pytest.fixture
+async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
+    """A scheduler in this process (60 s misfire grace), not running: tests call its steps."""
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60
+    )
+    database = Database(settings, "test")
+    await database.open()
+    bus = Bus(stack.nats_url, "test")
+    await bus.connect_forever()
+    yield Scheduler(settings, database, bus, asyncio.Event())
+    await bus.close()
+    await database.close()
