@@ -8,10 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from routines_scheduler.ticker import Scheduler
-from shared.bus import Bus
-from shared.db import Database
 from shared.settings import SchedulerSettings
-from tests.support import Stack
+from tests.support import Stack, service_connections
 
 
 @pytest.fixture
@@ -20,10 +18,5 @@ async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
     settings = SchedulerSettings(
         database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60
     )
-    database = Database(settings, "test")
-    await database.open()
-    bus = Bus(stack.nats_url, "test")
-    await bus.connect_forever()
-    yield Scheduler(settings, database, bus, asyncio.Event())
-    await bus.close()
-    await database.close()
+    async with service_connections(settings, "test") as (database, bus):
+        yield Scheduler(settings, database, bus, asyncio.Event())
