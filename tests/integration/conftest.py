@@ -9,7 +9,16 @@ import pytest
 
 from routines_scheduler.ticker import Scheduler
 from shared.settings import SchedulerSettings
+from tests.integration.api_client import Client, World, make_tenant
 from tests.support import Stack, service_connections
+
+
+@pytest.fixture
+async def world(client: Client, admin_token: str) -> World:
+    """Two tenants, A and B, made through the API (each module provides its `client`)."""
+    return World(
+        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.worker import Dispatcher
 from shared.settings import DispatcherSettings
-from tests.integration.api_client import Client, World, api_app, call, make_tenant
+from tests.integration.api_client import Client, api_app, call
 from tests.support import Stack, service_connections, wait_until
 
 
@@ -21,13 +21,6 @@ from tests.support import Stack, service_connections, wait_until
 async def client(stack: Stack) -> AsyncIterator[Client]:
     async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=2))) as client:
         yield client
-
-
-@pytest.fixture
-async def world(client: Client, admin_token: str) -> World:
-    return World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
 
 
 @pytest.fixture
@@ -70,4 +63,4 @@ async def get_json(client: Client, path: str, token: str, status: int = 200) -> 
     return body, dict(resp.headers)
 
 
-__all__ = ["call", "client", "decided", "dispatcher", "get_json", "run_status", "world"]
+__all__ = ["call", "client", "decided", "dispatcher", "get_json", "run_status"]

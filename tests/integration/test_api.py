@@ -23,13 +23,6 @@ async def client(stack: Stack) -> AsyncIterator[Client]:
         yield client
 
 
-@pytest.fixture
-async def world(client: Client, admin_token: str) -> World:
-    return World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
-
-
 async def test_routine_defaults_and_detail(client: Client, world: World) -> None:
     r = await make_routine(client, world.a, title="  Weekly CEO briefing  ", description="status")
     assert r["title"] == "Weekly CEO briefing"

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
+from tests.integration.api_client import Client, World, api_app, call, make_routine
 from tests.support import Stack
 
 
@@ -18,13 +18,6 @@ from tests.support import Stack
 async def client(stack: Stack) -> AsyncIterator[Client]:
     async with TestClient(TestServer(api_app(stack))) as client:
         yield client
-
-
-@pytest.fixture
-async def world(client: Client, admin_token: str) -> World:
-    return World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
 
 
 async def _preview(client: Client, world: World, status: int, **body: Any) -> Any:
