@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from routines_scheduler.ticker import Scheduler
 from shared.settings import SchedulerSettings
-from tests.integration.api_client import Client, World, make_tenant
+from tests.integration.api_client import Client, World, api_app, make_tenant
 from tests.support import Stack, service_connections
+
+
+@pytest.fixture
+def api_settings() -> dict[str, Any]:
+    """Settings of the in-process API behind `client`; a module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+async def client(stack: Stack, api_settings: dict[str, Any]) -> AsyncIterator[Client]:
+    """The API in this process, with a test client."""
+    async with TestClient(TestServer(api_app(stack, **api_settings))) as client:
+        yield client
 
 
 @pytest.fixture

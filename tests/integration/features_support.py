@@ -9,18 +9,17 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.worker import Dispatcher
 from shared.settings import DispatcherSettings
-from tests.integration.api_client import Client, api_app, call
+from tests.integration.api_client import Client, call
 from tests.support import Stack, service_connections, wait_until
 
 
 @pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=2))) as client:
-        yield client
+def api_settings() -> dict[str, Any]:
+    """Manual runs wait up to 2 s for the dispatcher to decide them."""
+    return {"manual_run_wait_sec": 2}
 
 
 @pytest.fixture
@@ -63,4 +62,4 @@ async def get_json(client: Client, path: str, token: str, status: int = 200) -> 
     return body, dict(resp.headers)
 
 
-__all__ = ["call", "client", "decided", "dispatcher", "get_json", "run_status"]
+__all__ = ["api_settings", "call", "decided", "dispatcher", "get_json", "run_status"]

@@ -11,10 +11,10 @@ import asyncpg
 
 from routines_dispatcher.worker import Dispatcher
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, dispatcher
+from tests.integration.features_support import api_settings, dispatcher
 from tests.support import wait_until
 
-__all__ = ["client", "dispatcher"]
+__all__ = ["api_settings", "dispatcher"]
 
 
 async def test_execution_issue_takes_every_field_from_its_routine_and_run(

@@ -12,9 +12,9 @@ import pytest
 from routines_scheduler.ticker import Scheduler
 from shared.cron import next_fire
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, get_json
+from tests.integration.features_support import api_settings, get_json
 
-__all__ = ["client"]
+__all__ = ["api_settings"]
 
 
 async def _schedule(

@@ -18,21 +18,13 @@ import asyncpg
 import psutil
 import pytest
 
-from tests.resilience.chaos import (
-    CHAOS_SETTINGS,
-    Fleet,
-    ScheduleOracle,
-    Tally,
-    Wakeups,
-    mixed_load,
-    setup_world,
-    verify,
-)
+from tests.resilience import chaos
+from tests.resilience.chaos import Fleet, ScheduleOracle, Tally, Wakeups, mixed_load, setup_world, verify
 from tests.support import ServiceProcess, Stack
 
 pytestmark = pytest.mark.resilience
 
-SETTINGS: dict[str, Any] = {**CHAOS_SETTINGS, "fetch_batch_size": 50}
+SETTINGS: dict[str, Any] = {**chaos.CHAOS_SETTINGS, "fetch_batch_size": 50}
 STALL_SECONDS = 8.0  # well inside Postgres' idle_in_transaction timeout (30 s): the lock stays held
 
 
