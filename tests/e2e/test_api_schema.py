@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
@@ -83,5 +87,184 @@ def test_no_5xx_and_every_response_matches_the_document(stack: Stack, tmp_path: 
         check()
         assert len(seen) >= EXAMPLES // 2
         assert len(set(seen)) == len(schema)  # every operation was exercised
+    finally:
+        api.kill()
+
+
+# --- The same generated requests, made hostile: what has broken parsers, encoders and HTTP
+# layers elsewhere, sent chunked or with a length, through a proxy that delivers them in small
+# delayed TCP segments (issue 11). Never a 5xx; a hostile body is never accepted. ---
+
+HOSTILE_EXAMPLES = 120
+MARK = "__hostile_value__"
+
+hostile_json = st.one_of(
+    st.integers(65, 3000).map(lambda d: b"[" * d + b"]" * d),  # nesting beyond the cap (64)
+    st.integers(65, 300).map(lambda d: b'{"a":' * d + b"1" + b"}" * d),
+    st.sampled_from([b"1e400", b"-1e999", b"NaN", b"Infinity", b"-Infinity", b"[1, 1e400]"]),
+)
+hostile_header = st.tuples(
+    st.sampled_from(["X-Request-ID", "Content-Type", "X-Forwarded-For", "Accept", "X-Note"]),
+    st.one_of(
+        st.binary(min_size=1, max_size=40).filter(
+            lambda b: b"\r" not in b and b"\n" not in b and b.strip() == b
+        ),
+        st.text(alphabet="éü²١€\u2028", min_size=1, max_size=20).map(str.encode),
+        st.integers(256, 9000).map(lambda n: b"k" * n),  # overlong, past aiohttp's 8190 too
+    ),
+)
+
+
+def _hostile_body(body: Any, raw_value: bytes, duplicate: bool, free_form: bool) -> bytes:
+    """The generated JSON object with one value replaced by `raw_value` (bytes no encoder writes);
+    with `duplicate`, that key also appears twice."""
+    obj = dict(body) if isinstance(body, dict) else {}
+    # A free-form field if the operation has one (there only the JSON layer can refuse it).
+    key = "payload" if free_form else next(iter(obj), "x")
+    obj[key] = {"v": MARK} if key == "payload" else MARK
+    text = json.dumps(obj).encode()
+    text = text.replace(json.dumps(MARK).encode(), raw_value, 1)
+    if duplicate:
+        text = text[:-1] + b", " + json.dumps(key).encode() + b": 1}"
+    return text
+
+
+def _raw_request(
+    case: Any, token: str, body: bytes | None, header: tuple[str, bytes] | None, chunked: bool
+) -> bytes:
+    path = case.formatted_path
+    if case.query:
+        path += "?" + urllib.parse.urlencode(case.query, doseq=True)
+    lines = [f"{case.method.upper()} {path} HTTP/1.1".encode(), b"Host: api", b"Connection: close"]
+    lines.append(f"Authorization: Bearer {token}".encode())
+    if body is not None:
+        lines.append(b"Content-Type: application/json")
+    if header is not None:
+        lines.append(header[0].encode() + b": " + header[1])
+    framed = b""
+    if body is not None and chunked:
+        lines.append(b"Transfer-Encoding: chunked")
+        framed = b"".join(
+            b"%x\r\n" % len(body[i : i + 700]) + body[i : i + 700] + b"\r\n" for i in range(0, len(body), 700)
+        )
+        framed += b"0\r\n\r\n"
+    elif body is not None:
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+        framed = body
+    return b"\r\n".join(lines) + b"\r\n\r\n" + framed
+
+
+def _send(port: int, request: bytes, segment: int = 512, delay: float = 0.001) -> tuple[int, bytes]:
+    """Send `request` in TCP segments of `segment` bytes, `delay` seconds apart (as a real network
+    delivers a body), and read the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(request), segment):
+            try:
+                sock.sendall(request[i : i + segment])
+            except OSError:
+                break  # the server answered early (e.g. 400 on the headers) and closed
+            time.sleep(delay)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head, "connection closed without an answer"
+    if b"transfer-encoding: chunked" in head.lower():
+        rest = _unchunk(rest)
+    return int(head.split(b" ", 2)[1]), rest
+
+
+def _unchunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out, data = out + data[:size], data[size + 2 :]
+    return out
+
+
+def _body_properties(case: Any, document: dict[str, Any]) -> set[str]:
+    """The property names of the operation's JSON request body (its schema as published)."""
+    raw = case.operation.definition.raw.get("requestBody", {})
+    schema = raw.get("content", {}).get("application/json", {}).get("schema", {})
+    ref = schema.get("$ref")
+    if ref is not None:
+        schema = document["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return set(schema.get("properties", {}))
+
+
+def test_hostile_variants_of_generated_requests_never_get_a_5xx(stack: Stack, tmp_path: Path) -> None:
+    """A third of the examples make the free-form payload of a generated manual run hostile
+    (nesting beyond the cap, non-finite numbers, duplicate keys), a third the body of any generated
+    POST/PATCH, a third add a non-ASCII or overlong header to any generated request; each is sent
+    chunked or with a length, in small delayed TCP segments. Never a 5xx; a hostile body is never
+    accepted. Failures are collected and reported at the end (schemathesis' strategies do not
+    replay deterministically, so hypothesis could not shrink them)."""
+    admin = asyncio.run(create_instance_admin_token(stack.database_url, "schemathesis-hostile"))
+    api = start_service("api", stack.env(manual_run_wait_sec=0), tmp_path)
+    try:
+        with urllib.request.urlopen(api.url + "/api/openapi.json", timeout=10) as resp:
+            document = json.loads(resp.read())
+        del document["paths"]["/api/routine-triggers/public/{publicId}/fire"]
+        schema = schemathesis.openapi.from_dict(document)
+        ids = _seed(api.url, admin)
+        port = int(api.url.rsplit(":", 1)[1])
+        strategies = {
+            "header": schema.as_strategy(path_parameters=ids),
+            "body": schema.include(method=["POST", "PATCH"]).as_strategy(path_parameters=ids),
+            # Operations with a free-form JSON field, where only the JSON layer can refuse.
+            "payload": schema.include(path_regex=r"/run$").as_strategy(path_parameters=ids),
+        }
+        failures: list[tuple[Any, ...]] = []
+        counts = {"payload": 0, "body": 0, "header": 0}
+
+        @settings(
+            max_examples=HOSTILE_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            data=st.data(),
+            target=st.sampled_from(sorted(strategies)),
+            raw_value=hostile_json,
+            duplicate=st.booleans(),
+            header=st.none() | hostile_header,
+            chunked=st.booleans(),
+        )
+        def check(
+            data: st.DataObject,
+            target: str,
+            raw_value: bytes,
+            duplicate: bool,
+            header: tuple[str, bytes] | None,
+            chunked: bool,
+        ) -> None:
+            case = data.draw(strategies[target])
+            hostile_body = target != "header" and isinstance(case.body, dict)
+            if hostile_body:
+                free_form = "payload" in _body_properties(case, document)
+                body: bytes | None = _hostile_body(case.body, raw_value, duplicate, free_form)
+                header = None  # the body alone must be refused
+                counts["payload" if free_form else "body"] += 1
+            else:
+                body = json.dumps(case.body).encode() if isinstance(case.body, dict) else None
+                header = header or ("X-Note", "é".encode() * 3)
+                counts["header"] += 1
+            status, answer = _send(port, _raw_request(case, admin, body, header, chunked))
+            where = (case.method.upper(), case.formatted_path, raw_value[:20], header, status, answer[:200])
+            if status >= 500:
+                failures.append(("5xx", *where))
+            elif status >= 400 and set(json.loads(answer)) != {"error", "details"}:
+                failures.append(("not the JSON error shape", *where))
+            elif hostile_body and not 400 <= status < 500:
+                failures.append(("hostile body accepted", *where))
+
+        check()
+        assert failures == []
+        assert min(counts.values()) >= HOSTILE_EXAMPLES // 6, counts  # each kind was exercised
     finally:
         api.kill()
