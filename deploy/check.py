@@ -103,6 +103,66 @@ def check_budget(overlay: str, rendered: str) -> None:
     print(f"[deploy-check]   {total} <= {budget}", flush=True)
 
 
+class PoolerOvershoot(Exception):
+    """The Pooler's PgBouncer pods could open more server connections than Postgres allows."""
+
+
+# PostgreSQL and PgBouncer defaults, used when the example leaves a parameter unset.
+PG_MAX_CONNECTIONS = 100
+PG_SUPERUSER_RESERVED = 3
+PGBOUNCER_DEFAULT_POOL_SIZE = 20
+
+
+def pooler_server_demand(docs: Iterable[dict[str, Any]]) -> tuple[int, int, list[str]]:
+    """(server connections the CloudNativePG Poolers may open, what the Cluster allows them, the
+    lines of the computation); raises PoolerOvershoot when the first exceeds the second. Each
+    PgBouncer pod keeps its own pools: per pod, the service roles x (default_pool_size +
+    reserve_pool_size), capped by max_db_connections when set. The Cluster allows max_connections
+    less superuser_reserved_connections and the migration Job's one direct connection."""
+    docs = list(docs)
+    demand, limit, lines = 0, 0, []
+    for cluster in (d for d in docs if d["kind"] == "Cluster"):
+        name = cluster["metadata"]["name"]
+        params = (cluster["spec"].get("postgresql") or {}).get("parameters") or {}
+        max_connections = int(params.get("max_connections", PG_MAX_CONNECTIONS))
+        reserved = int(params.get("superuser_reserved_connections", PG_SUPERUSER_RESERVED))
+        allowed = max_connections - reserved - 1
+        roles = len((cluster["spec"].get("managed") or {}).get("roles") or []) or 1
+        used = 0
+        for pooler in (d for d in docs if d["kind"] == "Pooler" and d["spec"]["cluster"]["name"] == name):
+            bouncer = pooler["spec"]["pgbouncer"].get("parameters") or {}
+            pools = int(bouncer.get("default_pool_size", PGBOUNCER_DEFAULT_POOL_SIZE)) + int(
+                bouncer.get("reserve_pool_size", 0)
+            )
+            per_pod = roles * pools
+            cap = int(bouncer.get("max_db_connections", 0))
+            if cap:
+                per_pod = min(per_pod, cap)
+            pods = int(pooler["spec"].get("instances", 1))
+            used += pods * per_pod
+            lines.append(f"{pooler['metadata']['name']}: {pods} pods x {per_pod} server connections")
+        lines.append(
+            f"{name}: max_connections {max_connections} - reserved {reserved} - migration Job 1 = {allowed}"
+        )
+        if used > allowed:
+            raise PoolerOvershoot(
+                f"Poolers of {name} may open {used} server connections, over max_connections allows"
+                f" ({allowed}): " + "; ".join(lines)
+            )
+        demand, limit = demand + used, limit + allowed
+    return demand, limit, lines
+
+
+def check_pooler_example() -> None:
+    print("[deploy-check] pooler server connections (examples/cloudnative-pg.yaml)", flush=True)
+    path = DEPLOY / "examples" / "cloudnative-pg.yaml"
+    try:
+        demand, limit, _ = pooler_server_demand(d for d in yaml.safe_load_all(path.read_text()) if d)
+    except PoolerOvershoot as exc:
+        raise SystemExit(f"[deploy-check] FAILED: {exc}") from None
+    print(f"[deploy-check]   {demand} <= {limit}", flush=True)
+
+
 def ensure_promtool() -> str:
     """promtool from Debian's `prometheus` package, installed when missing (CI is a fresh machine)."""
     found = shutil.which("promtool")
@@ -159,6 +219,7 @@ def main() -> int:
                     ",".join(waivers()),
                 ],
             )
+        check_pooler_example()
         check_alerts(Path(tmp))
     print("[deploy-check] all checks passed")
     return 0

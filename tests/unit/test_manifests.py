@@ -230,3 +230,24 @@ def test_alerts_of_the_operations_guide_exist() -> None:
         d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-grafana-dashboard"
     )
     assert "routines_runs_received" in dashboard["data"]["routines.json"]
+
+
+def test_pooler_server_connections_fit_postgres_in_the_cloudnative_pg_example() -> None:
+    """Each PgBouncer pod of the Pooler keeps its own server pools: instances × (per-database cap,
+    else roles × default_pool_size) must fit the Cluster's max_connections, less reserved."""
+    from deploy.check import DEPLOY, PoolerOvershoot, pooler_server_demand
+
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "examples" / "cloudnative-pg.yaml").read_text()) if d]
+    demand, limit, _ = pooler_server_demand(docs)
+    assert 0 < demand <= limit
+    # Enough Pooler pods more than the example has → over max_connections, the check says so.
+    pooler = next(d for d in docs if d["kind"] == "Pooler")
+    per_pod = demand // pooler["spec"]["instances"]
+    grown = [
+        {**d, "spec": {**d["spec"], "instances": d["spec"]["instances"] + limit // per_pod}}
+        if d["kind"] == "Pooler"
+        else d
+        for d in docs
+    ]
+    with pytest.raises(PoolerOvershoot, match="max_connections"):
+        pooler_server_demand(grown)
