@@ -1,8 +1,11 @@
-"""`make deploy-check`: lint, render, schema-validate and security-scan the manifests, check the
-database connection budget of each overlay, and unit-test the alerts with promtool; offline."""
+"""`make deploy-check`: lint, render, schema-validate (custom resources against the CRD schemas in
+deploy/schemas) and security-scan the manifests, check the database connection budget of each
+overlay and the example Pooler's server connections, and unit-test the alerts with promtool;
+offline."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -48,6 +51,64 @@ def render(overlay: str) -> str:
 def waivers() -> list[str]:
     lines = (DEPLOY / "checkov-waivers.txt").read_text().splitlines()
     return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
+
+
+def strict(schema: Any) -> Any:
+    """An OpenAPI schema of a CRD that, like the API server's strict field validation, refuses
+    fields it does not declare (unless the schema preserves unknown fields)."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_schemas() -> dict[tuple[str, str], Any]:
+    """(apiVersion, kind) -> strict schema, from the CRDs vendored in deploy/schemas."""
+    schemas = {}
+    for path in sorted((DEPLOY / "schemas").glob("*.json")):
+        crd = json.loads(path.read_text())
+        schemas[(crd["apiVersion"], crd["kind"])] = strict(crd["schema"])
+    return schemas
+
+
+def crd_violations(docs: Iterable[dict[str, Any]]) -> list[str]:
+    """Problems of the custom resources among `docs` (API groups outside Kubernetes' own),
+    validated against their CRD schema; a custom kind without a vendored schema is a problem."""
+    # Only deploy-check needs it (kubernetes-validate brings it); no stubs installed.
+    import jsonschema  # type: ignore[import-untyped]
+
+    schemas = crd_schemas()
+    problems = []
+    for doc in docs:
+        api_version, kind = doc["apiVersion"], doc["kind"]
+        group = api_version.split("/")[0] if "/" in api_version else ""
+        if "." not in group or group.endswith("k8s.io"):
+            continue  # built in: kubernetes-validate's business
+        name = f"{kind} {doc['metadata']['name']}"
+        schema = schemas.get((api_version, kind))
+        if schema is None:
+            problems.append(f"{name}: no schema for {api_version} {kind} in deploy/schemas")
+            continue
+        for error in jsonschema.Draft7Validator(schema).iter_errors(doc):
+            where = "/".join(str(p) for p in error.absolute_path)
+            problems.append(f"{name}: {where}: {error.message}")
+    return problems
+
+
+def check_crds(overlay: str, rendered: str) -> None:
+    print(f"[deploy-check] custom resources against their CRD schemas ({overlay})", flush=True)
+    problems = crd_violations(d for d in yaml.safe_load_all(rendered) if d)
+    if problems:
+        print("\n".join(problems))
+        raise SystemExit(f"[deploy-check] FAILED: custom resources of {overlay} do not match their CRDs")
 
 
 class BudgetExceeded(Exception):
@@ -203,6 +264,7 @@ def main() -> int:
                 f"kubernetes-validate --strict ({overlay}, Kubernetes {KUBERNETES_VERSION})",
                 [tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, str(rendered)],
             )
+            check_crds(overlay, text)
             check_budget(overlay, text)
             run(
                 f"checkov ({overlay}; waived: {', '.join(waivers())})",

@@ -251,3 +251,23 @@ def test_pooler_server_connections_fit_postgres_in_the_cloudnative_pg_example() 
     ]
     with pytest.raises(PoolerOvershoot, match="max_connections"):
         pooler_server_demand(grown)
+
+
+def test_custom_resources_are_validated_against_their_crd_schemas() -> None:
+    """kubernetes-validate knows only built-in kinds (it merely warns on PrometheusRule,
+    ServiceMonitor, ScaledObject): deploy-check validates those against the CRDs' schemas."""
+    from deploy.check import crd_violations
+
+    docs = render("production") + [d for d in render("production-keda") if d["kind"] == "ScaledObject"]
+    assert {d["kind"] for d in docs} >= {"PrometheusRule", "ServiceMonitor", "ScaledObject"}
+    assert crd_violations(docs) == []
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    misspelt = {**monitor, "spec": {**monitor["spec"], "endpoint": monitor["spec"]["endpoints"]}}
+    (problem,) = crd_violations([misspelt])
+    assert "ServiceMonitor" in problem and "'endpoint'" in problem
+    scaled = next(d for d in docs if d["kind"] == "ScaledObject")
+    wrong_type = {**scaled, "spec": {**scaled["spec"], "maxReplicaCount": "ten"}}
+    (problem,) = crd_violations([wrong_type])
+    assert "'ten' is not of type 'integer'" in problem
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    assert crd_violations([unknown]) == ["Widget w: no schema for example.com/v1 Widget in deploy/schemas"]
