@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,7 +30,7 @@ def kubectl() -> str:
     return found
 
 
-def render(overlay: str) -> list[dict[str, Any]]:
+def render(overlay: str | Path) -> list[dict[str, Any]]:
     out = subprocess.run(
         [kubectl(), "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True
     )
@@ -131,13 +132,47 @@ def test_migration_job_is_named_after_the_release(manifests: list[dict[str, Any]
     (job,) = [d for d in manifests if d["kind"] == "Job"]
     (container,) = job["spec"]["template"]["spec"]["containers"]
     tag = container["image"].rsplit(":", 1)[1]
-    assert job["metadata"]["name"] == "routines-migrate-" + tag.replace(".", "-")
+    assert job["metadata"]["name"] == "routines-migrate-" + tag
     for deployment in deployments(manifests).values():
         (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
         assert init["image"] == container["image"]  # waits for this very release's migrations
     volumes = job["spec"]["template"]["spec"]["volumes"]
     items = [i for v in volumes if "secret" in v for i in v["secret"]["items"]]
     assert items == [{"key": "migrate-database-url", "path": "routines_database_url"}]
+
+
+def test_an_overlay_that_sets_the_image_gets_a_migration_job_of_that_release(tmp_path: Path) -> None:
+    """The documented way to pick the image: `images:` in your own overlay, with the release-name
+    replacement copied beside it (docs/operations.md). Re-applying with a new image then creates
+    a new Job instead of failing on the old one's immutable template."""
+    overlay = tmp_path / "mine"
+    overlay.mkdir()
+    shutil.copy(OVERLAYS.parent / "base" / "release-name.yaml", overlay / "release-name.yaml")
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(OVERLAYS / "production", overlay)],
+                "images": [
+                    {
+                        "name": "ghcr.io/your-org/routines",
+                        "newName": "registry.example.com/routines",
+                        "newTag": "0.2.0-rc.1",
+                    }
+                ],
+                "replacements": [{"path": "release-name.yaml"}],
+            }
+        )
+    )
+    docs = render(overlay)
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "routines-migrate-0.2.0-rc.1"
+    assert (
+        job["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.example.com/routines:0.2.0-rc.1"
+    )
+    for deployment in deployments(docs).values():
+        (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+        assert init["image"] == "registry.example.com/routines:0.2.0-rc.1"
 
 
 def test_metrics_have_their_own_port_and_only_it_is_open_to_monitoring(
