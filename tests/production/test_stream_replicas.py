@@ -17,7 +17,7 @@ pytestmark = pytest.mark.production
 
 def bus(cluster: NatsCluster, replicas: int) -> Bus:
     settings = CommonSettings(
-        database_url="postgresql://unused@127.0.0.1/x",  # type: ignore[arg-type]
+        database_url="postgresql://unused@127.0.0.1/x",
         nats_url=cluster.url,
         nats_stream_replicas=replicas,
         nats_user="routines-api",
