@@ -306,3 +306,10 @@ def test_custom_resources_are_validated_against_their_crd_schemas() -> None:
     assert "'ten' is not of type 'integer'" in problem
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     assert crd_violations([unknown]) == ["Widget w: no schema for example.com/v1 Widget in deploy/schemas"]
+
+
+def test_dockerfile_syntax_directive_is_honoured() -> None:
+    """BuildKit reads parser directives only before any comment, blank line or instruction."""
+    dockerfile = OVERLAYS.parents[1] / "Dockerfile"
+    first = dockerfile.read_text().splitlines()[0]
+    assert first.startswith("# syntax=docker/dockerfile:"), first
