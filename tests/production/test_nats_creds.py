@@ -11,6 +11,7 @@ from pathlib import Path
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client as NATS
 
 from shared.bus import RUNS_STREAM, Bus
 from shared.devservers import free_port, nats_server_binary, wait_for_port
@@ -48,8 +49,12 @@ def operator_nats(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 async def test_service_connects_with_a_creds_file(operator_nats: tuple[str, Path]) -> None:
     url, creds = operator_nats
     # Without credentials the operator-mode server refuses the connection.
-    with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
-        await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    refused = NATS()
+    try:
+        with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+            await refused.connect(url, allow_reconnect=False, connect_timeout=5)
+    finally:
+        await refused.close()  # nats-py leaves the refused socket open otherwise
     settings = CommonSettings(
         database_url="postgresql://unused@127.0.0.1/x", nats_url=url, nats_creds_file=str(creds)
     )
