@@ -9,11 +9,11 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import psutil
@@ -116,6 +116,38 @@ async def seed(conn: asyncpg.Connection, routines: int, policy: str = "always_en
         routines,
     )
     return World(company, agent, project, [r["id"] for r in ids])
+
+
+class Seeded(NamedTuple):
+    servers: Servers
+    stack: Stack
+    conn: asyncpg.Connection
+    world: World
+
+
+@asynccontextmanager
+async def seeded(name: str, routines: int, policy: str = "always_enqueue") -> AsyncIterator[Seeded]:
+    """What every benchmark starts from: fresh servers, the migrated database `name` seeded with
+    `routines` routines, and a connection to it (closed at the end)."""
+    RESULTS.mkdir(exist_ok=True)
+    async with servers() as s:
+        stack = await s.fresh_stack(name)
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            yield Seeded(s, stack, conn, await seed(conn, routines, policy=policy))
+        finally:
+            await conn.close()
+
+
+async def timed_then_cleared(
+    conn: asyncpg.Connection, table: str, work: Callable[[], Awaitable[Any]]
+) -> float:
+    """Seconds `work` takes (a baseline to compare a service with); then `table` is emptied again."""
+    started = time.perf_counter()
+    await work()
+    elapsed = time.perf_counter() - started
+    await conn.execute(f"DELETE FROM {table}")
+    return elapsed
 
 
 async def add_webhooks(

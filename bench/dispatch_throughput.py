@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import RESULTS, PeakRss, seed, servers, service_env
+from bench.common import RESULTS, PeakRss, seeded, service_env, timed_then_cleared
 from shared.bus import Bus
 from shared.runs import publish_run_requested
 from tests.support import ServiceProcess
@@ -24,25 +24,21 @@ ROUTINES = 2_000
 
 
 async def insert_baseline(conn: asyncpg.Connection, company: uuid.UUID, agent: uuid.UUID) -> float:
-    started = time.perf_counter()
-    await conn.execute(
-        "INSERT INTO issues (company_id, title, status, assignee_agent_id)"
-        " SELECT $1, 'baseline ' || g, 'todo', $2 FROM generate_series(1, $3) g",
-        company,
-        agent,
-        RUNS,
+    return await timed_then_cleared(
+        conn,
+        "issues",
+        lambda: conn.execute(
+            "INSERT INTO issues (company_id, title, status, assignee_agent_id)"
+            " SELECT $1, 'baseline ' || g, 'todo', $2 FROM generate_series(1, $3) g",
+            company,
+            agent,
+            RUNS,
+        ),
     )
-    elapsed = time.perf_counter() - started
-    await conn.execute("DELETE FROM issues")
-    return elapsed
 
 
 async def main() -> dict[str, Any]:
-    RESULTS.mkdir(exist_ok=True)
-    async with servers() as s:
-        stack = await s.fresh_stack("dispatch")
-        conn = await asyncpg.connect(stack.database_url)
-        world = await seed(conn, ROUTINES, policy="always_enqueue")
+    async with seeded("dispatch", ROUTINES, policy="always_enqueue") as (s, stack, conn, world):
         baseline = await insert_baseline(conn, world.company_id, world.agent_id)
         rows = await conn.fetch(
             "INSERT INTO routine_runs (routine_id, company_id, source)"
@@ -74,7 +70,6 @@ async def main() -> dict[str, Any]:
             await rss.stop()
             dispatcher.stop()
             await bus.close()
-            await conn.close()
     rate = RUNS / elapsed
     print(
         f"{RUNS:,} runs decided in {elapsed:.2f} s incl. process start: {rate:,.0f} runs/s; issues {issues:,}"

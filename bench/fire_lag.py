@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import RESULTS, describe, percentile, seed, servers, service_env
+from bench.common import RESULTS, describe, percentile, seeded, service_env, timed_then_cleared
 from tests.support import ServiceProcess
 
 TRIGGERS = 1_000
@@ -27,26 +27,22 @@ ROUNDS = 3
 
 async def insert_baseline(conn: asyncpg.Connection, routine: Any, company: Any) -> float:
     """One statement inserting 1,000 received runs: what recording a slot costs at least."""
-    started = time.perf_counter()
-    async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO routine_runs (routine_id, company_id, source, payload)"
-            " SELECT $1, $2, 'api', '{}' FROM generate_series(1, $3)",
-            routine,
-            company,
-            TRIGGERS,
-        )
-    elapsed = time.perf_counter() - started
-    await conn.execute("DELETE FROM routine_runs")
-    return elapsed
+
+    async def insert() -> None:
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO routine_runs (routine_id, company_id, source, payload)"
+                " SELECT $1, $2, 'api', '{}' FROM generate_series(1, $3)",
+                routine,
+                company,
+                TRIGGERS,
+            )
+
+    return await timed_then_cleared(conn, "routine_runs", insert)
 
 
 async def main() -> dict[str, Any]:
-    RESULTS.mkdir(exist_ok=True)
-    async with servers() as s:
-        stack = await s.fresh_stack("fire_lag")
-        conn = await asyncpg.connect(stack.database_url)
-        world = await seed(conn, TRIGGERS, policy="always_enqueue")
+    async with seeded("fire_lag", TRIGGERS, policy="always_enqueue") as (s, stack, conn, world):
         baseline = await insert_baseline(conn, world.routines[0], world.company_id)
         await conn.execute(
             "INSERT INTO routine_triggers (routine_id, company_id, kind, cron_expression, timezone, next_run_at)"
@@ -81,7 +77,6 @@ async def main() -> dict[str, Any]:
                 await conn.execute("UPDATE routine_triggers SET next_run_at = NULL")
         finally:
             scheduler.stop()
-            await conn.close()
     p50, p99 = percentile(lags, 50), percentile(lags, 99)
     print(
         f"fire lag over {ROUNDS} × {TRIGGERS} triggers: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "

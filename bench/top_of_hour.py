@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import RESULTS, PeakRss, seed, servers, service_env
+from bench.common import RESULTS, PeakRss, seeded, service_env, timed_then_cleared
 from tests.support import ServiceProcess
 
 ROUTINES = 10_000
@@ -23,21 +23,14 @@ ROUTINES = 10_000
 
 async def copy_baseline(conn: asyncpg.Connection, company: uuid.UUID, agent: uuid.UUID) -> float:
     rows = [(uuid.uuid4(), company, f"copy {i}", "todo", agent) for i in range(ROUTINES)]
-    started = time.perf_counter()
-    await conn.copy_records_to_table(
-        "issues", records=rows, columns=["id", "company_id", "title", "status", "assignee_agent_id"]
+    columns = ["id", "company_id", "title", "status", "assignee_agent_id"]
+    return await timed_then_cleared(
+        conn, "issues", lambda: conn.copy_records_to_table("issues", records=rows, columns=columns)
     )
-    elapsed = time.perf_counter() - started
-    await conn.execute("DELETE FROM issues")
-    return elapsed
 
 
 async def main() -> dict[str, Any]:
-    RESULTS.mkdir(exist_ok=True)
-    async with servers() as s:
-        stack = await s.fresh_stack("top_of_hour")
-        conn = await asyncpg.connect(stack.database_url)
-        world = await seed(conn, ROUTINES, policy="coalesce_if_active")
+    async with seeded("top_of_hour", ROUTINES, policy="coalesce_if_active") as (s, stack, conn, world):
         baseline = await copy_baseline(conn, world.company_id, world.agent_id)
         now: datetime = await conn.fetchval("SELECT now()")
         slot = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -70,7 +63,6 @@ async def main() -> dict[str, Any]:
             await rss.stop()
             for process in processes:
                 process.stop()
-            await conn.close()
     elapsed = done - slot.timestamp()
     print(
         f"slot → 10,000th issue seen committed: {elapsed:.2f} s (goal ≤ 1.0 s); "

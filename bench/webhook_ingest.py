@@ -22,8 +22,7 @@ from bench.common import (
     add_webhooks,
     describe,
     percentile,
-    seed,
-    servers,
+    seeded,
     service_env,
 )
 from bench.loadgen import WrkResult, open_loop, run_wrk, signed_fires, write_requests
@@ -126,13 +125,7 @@ def measure_refusals(
 
 
 async def main() -> dict[str, Any]:
-    RESULTS.mkdir(exist_ok=True)
-    async with servers() as s:
-        stack = await s.fresh_stack("ingest")
-        import asyncpg
-
-        conn = await asyncpg.connect(stack.database_url)
-        world = await seed(conn, 100)
+    async with seeded("ingest", 100) as (s, stack, conn, world):
         await add_webhooks(conn, world, stack.secret_key)
         rss = PeakRss()
         gateway = rss.watch(
@@ -218,7 +211,6 @@ async def main() -> dict[str, Any]:
             await rss.stop()
             gateway.stop()
             limited.stop()
-            await conn.close()
     result = {
         "baseline_rps": baseline.requests_per_sec,
         "gateway_ok_rps": measured.ok_per_sec,

@@ -212,8 +212,3 @@ class Database:
             return True
         except _PING_ERRORS:
             return False
-
-
-def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
-    """asyncpg record → plain dict (or None)."""
-    return dict(record) if record is not None else None

@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 
 from shared.bus import Bus, Subjects
-from shared.cron import iso_utc
 from shared.db import load_queries
 from shared.errors import Unprocessable
 
@@ -79,35 +78,6 @@ def idempotency_scope(source: str, trigger_id: uuid.UUID | None) -> str:
     if source in ("manual", "api"):
         return "manual"
     return f"{source}:{trigger_id}"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return iso_utc(value) if value is not None else None
-
-
-def _str(value: uuid.UUID | None) -> str | None:
-    return str(value) if value is not None else None
-
-
-def run_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A run as the API answers it (camelCase, ISO 8601 UTC)."""
-    return {
-        "id": str(row["id"]),
-        "routineId": str(row["routine_id"]),
-        "companyId": str(row["company_id"]),
-        "triggerId": _str(row["trigger_id"]),
-        "source": row["source"],
-        "status": row["status"],
-        "triggeredAt": _iso(row["triggered_at"]),
-        "scheduledFor": _iso(row["scheduled_for"]),
-        "payload": row["payload"],
-        "idempotencyKey": row["idempotency_key"],
-        "linkedIssueId": _str(row["linked_issue_id"]),
-        "coalescedIntoRunId": _str(row["coalesced_into_run_id"]),
-        "failureReason": row["failure_reason"],
-        "decidedAt": _iso(row["decided_at"]),
-        "completedAt": _iso(row["completed_at"]),
-    }
 
 
 async def publish_run_requested(bus: Bus, run_id: uuid.UUID | str, routine_id: uuid.UUID | str) -> bool:

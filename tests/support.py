@@ -11,14 +11,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from shared.bus import Bus
+from shared.db import Database
 from shared.devservers import free_port, wait_for_port
+from shared.settings import CommonSettings
 
 # Every service process a test starts, so a fixture (and, as a last resort, interpreter exit) can
 # end them all however the test ends: failure, error or KeyboardInterrupt.
@@ -201,3 +205,18 @@ __all__ = [
     "wait_for_port",
     "wait_until",
 ]
+
+
+@asynccontextmanager
+async def service_connections(settings: CommonSettings, name: str) -> AsyncIterator[tuple[Database, Bus]]:
+    """A service's database pool (open) and bus (connected) for a service built inside a test,
+    closed after it."""
+    database = Database(settings, name)
+    await database.open()
+    bus = Bus(settings.nats_url, name)
+    try:
+        await bus.connect_forever()
+        yield database, bus
+    finally:
+        await bus.close()
+        await database.close()

@@ -10,6 +10,7 @@ Models come from datamodel-code-generator; each operation becomes one async meth
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import keyword
 import re
@@ -47,20 +48,20 @@ def _ref_name(schema: dict[str, Any]) -> str | None:
     return ref.rsplit("/", 1)[1] if isinstance(ref, str) else None
 
 
-def _return_type(op: dict[str, Any]) -> tuple[str, str]:
-    """(annotation, parse expression over `data`) of the operation's success answer."""
+def _return_type(op: dict[str, Any]) -> tuple[str, str | None, bool]:
+    """(annotation, model name, whether a list) of the operation's success answer."""
     for status, response in sorted(op["responses"].items()):
         if not status.startswith("2"):
             continue
         schema = response.get("content", {}).get("application/json", {}).get("schema")
         if schema is None:
-            return "None", "None"
+            return "None", None, False
         if schema.get("type") == "array" and (name := _ref_name(schema.get("items", {}))):
-            return f"list[models.{name}]", f"[models.{name}.model_validate(item) for item in data]"
+            return f"list[models.{name}]", name, True
         if name := _ref_name(schema):
-            return f"models.{name}", f"models.{name}.model_validate(data)"
-        return "Any", "data"
-    return "None", "None"
+            return f"models.{name}", name, False
+        return "Any", None, False
+    return "None", None, False
 
 
 def _query_type(schema: dict[str, Any]) -> str:
@@ -88,148 +89,110 @@ def _is_event_stream(op: dict[str, Any]) -> bool:
     )
 
 
-def _render_stream(name: str, op: dict[str, Any], path: str) -> str:
-    return "\n".join(
-        [
-            f"    def {name}(self, *, last_event_id: str | None = None) -> AsyncIterator[dict[str, Any]]:",
-            f'        """{_docstring(op)}"""',
-            f'        return follow_events(self._transport, "{path}", last_event_id=last_event_id)',
-        ]
-    )
+def _signature(op: dict[str, Any]) -> str:
+    """The method's parameters."""
+    params = op.get("parameters", [])
+    args = [f"{snake(p['name'])}: str | UUID" for p in params if p["in"] == "path"]
+    kw: list[str] = []
+    request_body = op.get("requestBody")
+    if request_body is not None:
+        model = _ref_name(request_body["content"]["application/json"]["schema"])
+        if model:
+            args.append(f"body: models.{model} | Mapping[str, Any]")
+        else:
+            kw.append("body: bytes | Mapping[str, Any] | None = None")
+    for q in (p for p in params if p["in"] == "query"):
+        kw.append(f"{snake(q['name'])}: {_query_type(q['schema'])} = None")
+    if any(p["in"] == "header" for p in params):
+        kw.append("headers: Mapping[str, str] | None = None")
+    return ", ".join(["self", *args, *(["*", *kw] if kw else [])])
+
+
+def _call_row(path: str, method: str, op: dict[str, Any]) -> str:
+    """The operation's row in the `OPERATIONS` table."""
+    # Operations served elsewhere than the API name their own `servers` (the webhook gateway).
+    served_by = " ".join(str(x.get("description", "")) for x in op.get("servers", []))
+    extra = ', server="gateway"' if "gateway" in served_by else ""
+    extra += "" if op.get("security") else ", authenticate=False"
+    return f'    "{snake(op["operationId"])}": Call("{method.upper()}", "{path}"{extra}),'
+
+
+def _async_body(name: str, op: dict[str, Any], path: str) -> tuple[str, str]:
+    """(return annotation, body line) of the coroutine: one `_call` (or `_page`) over the table row."""
+    params = op.get("parameters", [])
+    if _is_event_stream(op):
+        return (
+            "AsyncIterator[dict[str, Any]]",
+            f'return follow_events(self._transport, "{path}", last_event_id=last_event_id)',
+        )
+    arguments = [f'OPERATIONS["{name}"]', *(snake(p["name"]) for p in params if p["in"] == "path")]
+    query = ", ".join(f'"{q["name"]}": {snake(q["name"])}' for q in params if q["in"] == "query")
+    if query:
+        arguments.append(f"params={{{query}}}")
+    if op.get("requestBody") is not None:
+        arguments.append("body=body")
+    if any(p["in"] == "header" for p in params):
+        arguments.append("headers=headers")
+    call = f"await self._call({', '.join(arguments)})"
+    listed = ", ".join(arguments)
+    annotation, model, many = _return_type(op)
+    if model and many and any(p["name"] == "cursor" for p in params if p["in"] == "query"):
+        return f"Page[models.{model}]", f"return await self._page(models.{model}, {listed})"
+    if model and many:
+        return annotation, f"return many(models.{model}, {call})"
+    if model:
+        return annotation, f"return models.{model}.model_validate({call})"
+    return annotation, call if annotation == "None" else f"return {call}"
 
 
 def render_operations(doc: dict[str, Any]) -> str:
+    rows: list[str] = []
     async_methods: list[str] = []
     sync_methods: list[str] = []
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             name = snake(op["operationId"])
-            params = op.get("parameters", [])
-            path_params = [p for p in params if p["in"] == "path"]
-            query_params = [p for p in params if p["in"] == "query"]
-            has_headers = any(p["in"] == "header" for p in params)
-            # Operations served elsewhere than the API name their own `servers` (the webhook gateway).
-            served_by = " ".join(str(x.get("description", "")) for x in op.get("servers", []))
-            server = "gateway" if "gateway" in served_by else "api"
-            args = [f"{snake(p['name'])}: str | UUID" for p in path_params]
-            call_args = [snake(p["name"]) for p in path_params]
-            body_line = "body=None"
-            request_body = op.get("requestBody")
-            kw: list[str] = []
-            if request_body is not None:
-                schema = request_body["content"]["application/json"]["schema"]
-                model = _ref_name(schema)
-                if model:
-                    args.append(f"body: models.{model} | Mapping[str, Any]")
-                    body_line = "body=_dump(body)"
-                else:
-                    kw.append("body: bytes | Mapping[str, Any] | None = None")
-                    body_line = (
-                        "body=None if isinstance(body, bytes) else body, "
-                        "raw_body=body if isinstance(body, bytes) else None"
-                    )
-                call_args.append("body" if model else "body=body")
-            for q in query_params:
-                kw.append(f"{snake(q['name'])}: {_query_type(q['schema'])} = None")
-                call_args.append(f"{snake(q['name'])}={snake(q['name'])}")
-            if has_headers:
-                kw.append("headers: Mapping[str, str] | None = None")
-                call_args.append("headers=headers")
-            signature = ", ".join(["self", *args, *(["*", *kw] if kw else [])])
-            if _is_event_stream(op):
-                async_methods.append(_render_stream(name, op, path))
-                sync_methods.append(
-                    "\n".join(
-                        [
-                            f"    def {name}(self, *, last_event_id: str | None = None)"
-                            " -> Iterator[dict[str, Any]]:",
-                            f'        """{_docstring(op)}"""',
-                            f"        events = self._client.{name}(last_event_id=last_event_id)",
-                            "        while True:",
-                            "            try:",
-                            "                yield self._run(events.__anext__())",
-                            "            except StopAsyncIteration:",
-                            "                return",
-                        ]
-                    )
-                )
-                continue
-            annotation, parse = _return_type(op)
-            if any(q["name"] == "cursor" for q in query_params) and annotation.startswith("list["):
-                annotation = "Page[" + annotation.removeprefix("list[")
-                parse = f"Page({parse}, next_cursor=headers_in.get(NEXT_CURSOR_HEADER))"
-            url = re.sub(r"{([A-Za-z]+)}", lambda m: "{" + snake(m.group(1)) + "}", path)
-            url_expr = f'f"{url}"' if "{" in url else f'"{url}"'
-            query = ", ".join(f'"{q["name"]}": {snake(q["name"])}' for q in query_params)
-            lines = [
-                f"    async def {name}({signature}) -> {annotation}:",
-                f'        """{_docstring(op)}"""',
-                f"        {'_status, data' if annotation != 'None' else '_status, _data'}"
-                f"{', headers_in' if 'headers_in' in parse else ', _headers'} = "
-                "await self._transport.request(",
-                f'            "{method.upper()}",',
-                f"            {url_expr},",
-                f"            params={{{query}}}," if query else "",
-                f"            {body_line},",
-                "            headers=headers," if has_headers else "",
-                f'            server="{server}",' if server != "api" else "",
-                f"            authenticate={bool(op.get('security'))},",
-                "        )",
-                f"        return {parse}" if annotation != "None" else "",
-            ]
-            async_methods.append("\n".join(line for line in lines if line))
+            stream = _is_event_stream(op)
+            if stream:
+                signature = "self, *, last_event_id: str | None = None"
+            else:
+                rows.append(_call_row(path, method, op))
+                signature = _signature(op)
+            annotation, line = _async_body(name, op, path)
+            head = f"def {name}({signature})"
+            docstring = f'        """{_docstring(op)}"""'
+            async_methods.append(f"    {'' if stream else 'async '}{head} -> {annotation}:\n{docstring}")
+            async_methods[-1] += f"\n        {line}"
             sync_methods.append(
-                "\n".join(
-                    [
-                        f"    def {name}({signature}) -> {annotation}:",
-                        f'        """{_docstring(op)}"""',
-                        f"        return self._run(self._client.{name}({', '.join(call_args)}))",
-                    ]
-                )
+                f"    {head} -> Iterator[dict[str, Any]]:\n{docstring}\n"
+                f"        return self._iterate(self._client.{name}(last_event_id=last_event_id))"
+                if stream
+                else f"    {name} = blocking(AsyncOperations.{name})"
             )
-    header = '''"""Generated by clients/python/generate.py from the OpenAPI document: do not edit."""
-
-from __future__ import annotations
-
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
-from datetime import datetime
-from typing import Any, TypeVar
-from uuid import UUID
-
-from pydantic import BaseModel
-
-from routines_client import models
-from routines_client.pages import NEXT_CURSOR_HEADER, Page
-from routines_client.transport import Transport
-from routines_client.wakeups import follow_events
-
-T = TypeVar("T")
-
-
-def _dump(body: BaseModel | Mapping[str, Any]) -> Any:
-    if isinstance(body, BaseModel):
-        return body.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    return dict(body)
-
-
-class AsyncOperations:
-    """One coroutine per API operation."""
-
-    _transport: Transport
-
-'''
-    sync_header = '''
-
-class SyncOperations:
-    """One blocking method per API operation (wraps the async client)."""
-
-    _client: AsyncOperations
-
-    def _run(self, awaitable: Awaitable[T]) -> T:
-        raise NotImplementedError
-
-'''
-    return header + "\n\n".join(async_methods) + sync_header + "\n\n".join(sync_methods) + "\n"
+    return "\n".join(
+        [
+            '"""Generated by clients/python/generate.py from the OpenAPI document: do not edit."""',
+            "from __future__ import annotations",
+            "from collections.abc import AsyncIterator, Iterator, Mapping",
+            "from datetime import datetime",
+            "from typing import Any",
+            "from uuid import UUID",
+            "from routines_client import models",
+            "from routines_client.calls import BlockingCaller, Call, Caller, blocking, many",
+            "from routines_client.pages import Page",
+            "from routines_client.wakeups import follow_events",
+            "OPERATIONS: dict[str, Call] = {",
+            *rows,
+            "}",
+            "class AsyncOperations(Caller):",
+            '    """One coroutine per API operation."""',
+            "\n\n".join(async_methods),
+            "class SyncOperations(BlockingCaller):",
+            '    """One blocking method per API operation (wraps the async client)."""',
+            "    _client: AsyncOperations",
+            "\n".join(sync_methods),
+        ]
+    )
 
 
 def render_models(doc: dict[str, Any]) -> str:
@@ -275,6 +238,72 @@ def render_models(doc: dict[str, Any]) -> str:
         return target.read_text()
 
 
+def api_parents() -> dict[str, str]:
+    """Each API model that extends another answer model, with the one it extends."""
+    openapi_document()  # puts the API package on the path
+    from pydantic import BaseModel
+
+    from routines_api import models as api
+
+    return {
+        name: cls.__bases__[0].__name__
+        for name, cls in vars(api).items()
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == api.__name__
+        if getattr(api, cls.__bases__[0].__name__, None) is cls.__bases__[0]
+        and cls.__bases__[0].__module__ == api.__name__
+    }
+
+
+def inherit_shared_fields(text: str, parents: dict[str, str]) -> str:
+    """The OpenAPI document flattens the API's `TriggerWithSecret(TriggerOut)`: where the API model
+    extends another (`parents`) and the generated fields begin with all of the other's, write it
+    as a subclass holding only its own fields."""
+    lines = text.splitlines()
+    module = ast.parse(text)
+    first = next(i for i, node in enumerate(module.body) if isinstance(node, ast.ClassDef))
+    header = "\n".join(lines[: module.body[first].lineno - 1])
+
+    def source(node: ast.stmt) -> str:
+        return "\n".join(lines[node.lineno - 1 : node.end_lineno])
+
+    def fields(node: ast.ClassDef) -> list[str]:
+        body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+        return [source(statement) for statement in body]
+
+    classes = {n.name: n for n in module.body[first:] if isinstance(n, ast.ClassDef)}
+    plain = {
+        name: node for name, node in classes.items() if [ast.unparse(b) for b in node.bases] == ["BaseModel"]
+    }
+    parent: dict[str, str] = {}
+    for name, node in plain.items():
+        own = fields(node)
+        base = parents.get(name, "")
+        inherited = fields(plain[base]) if base in plain else []
+        if inherited and own[: len(inherited)] == inherited:
+            parent[name] = base
+
+    def render(node: ast.stmt) -> str:
+        if not isinstance(node, ast.ClassDef) or node.name not in parent:
+            return source(node)
+        base = parent[node.name]
+        doc = [source(node.body[0])] if ast.get_docstring(node) is not None else []
+        rest = fields(node)[len(fields(plain[base])) :]
+        return "\n".join([f"class {node.name}({base}):", *doc, *rest])
+
+    done: set[str] = set()
+    waiting = list(module.body[first:])
+    out: list[str] = []
+    while waiting:
+        ready = next(
+            n for n in waiting if not isinstance(n, ast.ClassDef) or parent.get(n.name, "") in done | {""}
+        )
+        waiting.remove(ready)
+        out.append(render(ready))
+        if isinstance(ready, ast.ClassDef):
+            done.add(ready.name)
+    return header + "\n\n\n" + "\n\n\n".join(out) + "\n"
+
+
 def _format(text: str, name: str) -> str:
     """The house format: ruff's fixes (imports) and ruff format, with the repo's configuration."""
     filename = str(PACKAGE / name)
@@ -293,7 +322,7 @@ def _format(text: str, name: str) -> str:
 def generated_files() -> dict[str, str]:
     doc = openapi_document()
     return {
-        "models.py": _format(render_models(doc), "models.py"),
+        "models.py": _format(inherit_shared_fields(render_models(doc), api_parents()), "models.py"),
         "operations.py": _format(render_operations(doc), "operations.py"),
     }
 

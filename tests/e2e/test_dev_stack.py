@@ -4,6 +4,7 @@ servers it started itself even when every default port is held by someone else."
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -13,10 +14,11 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -174,7 +176,7 @@ def _impostor_tcp(port: int, greeting: bytes) -> socket.socket | None:
         sock.bind(("127.0.0.1", port))
     except OSError:
         sock.close()
-        return None  # someone else holds it already: the port is busy either way
+        return None
     sock.listen(16)
 
     def serve() -> None:
@@ -191,23 +193,36 @@ def _impostor_tcp(port: int, greeting: bytes) -> socket.socket | None:
     return sock
 
 
+T = TypeVar("T")
+
+
+def _hold(port: int, bind: Callable[[int], T | None], seconds: float = 60) -> T:
+    """Bind `port` for the test, waiting while a server of an earlier test still shuts down. A port
+    that is busy now but freed later in the test would let `routines dev` take it, so the test
+    must own every default port for its whole length, not only find it busy once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError):
+            held = bind(port)
+            if held is not None:
+                return held
+        if time.monotonic() > deadline:
+            pytest.fail(f"port {port} stayed busy for {seconds:.0f} s; the test needs to hold it itself")
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def default_ports_held() -> Iterator[None]:
     """Every default port answered by an impostor: HTTP 200s, a foreign NATS, a Postgres port."""
     servers: list[ThreadingHTTPServer] = []
     sockets: list[socket.socket] = []
     for port in DEFAULT_PORTS.values():
-        try:
-            server = ThreadingHTTPServer(("127.0.0.1", port), _ImpostorHTTP)
-        except OSError:
-            continue
+        server = _hold(port, lambda p: ThreadingHTTPServer(("127.0.0.1", p), _ImpostorHTTP))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
     info = b'INFO {"server_id":"IMPOSTOR","server_name":"someone-else","version":"2.10.0"}\r\n'
     for port, greeting in ((NATS_PORT, info), (POSTGRES_PORT, b"")):
-        held = _impostor_tcp(port, greeting)
-        if held is not None:
-            sockets.append(held)
+        sockets.append(_hold(port, functools.partial(_impostor_tcp, greeting=greeting)))
     try:
         yield
     finally:

@@ -9,27 +9,17 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.worker import Dispatcher
-from shared.bus import Bus
-from shared.db import Database
 from shared.settings import DispatcherSettings
-from tests.integration.api_client import Client, World, api_app, call, make_tenant
-from tests.support import Stack, wait_until
+from tests.integration.api_client import Client, call
+from tests.support import Stack, service_connections, wait_until
 
 
 @pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=2))) as client:
-        yield client
-
-
-@pytest.fixture
-async def world(client: Client, admin_token: str) -> World:
-    return World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
+def api_settings() -> dict[str, Any]:
+    """Manual runs wait up to 2 s for the dispatcher to decide them."""
+    return {"manual_run_wait_sec": 2}
 
 
 @pytest.fixture
@@ -38,20 +28,15 @@ async def dispatcher(stack: Stack) -> AsyncIterator[Dispatcher]:
     settings = DispatcherSettings(
         database_url=stack.database_url, nats_url=stack.nats_url, sweep_after_sec=0.5, sweep_interval_sec=0.2
     )
-    database = Database(settings, "test-dispatcher")
-    await database.open()
-    bus = Bus(stack.nats_url, "test-dispatcher")
-    await bus.connect_forever()
-    stopping = asyncio.Event()
-    dispatcher = Dispatcher(settings, database, bus, stopping)
-    tasks = [asyncio.create_task(dispatcher.consume()), asyncio.create_task(dispatcher.sweep())]
-    yield dispatcher
-    stopping.set()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
-    await bus.close()
-    await database.close()
+    async with service_connections(settings, "test-dispatcher") as (database, bus):
+        stopping = asyncio.Event()
+        dispatcher = Dispatcher(settings, database, bus, stopping)
+        tasks = [asyncio.create_task(dispatcher.consume()), asyncio.create_task(dispatcher.sweep())]
+        yield dispatcher
+        stopping.set()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
 
 
 async def run_status(db: asyncpg.Connection, run_id: str) -> str:
@@ -77,4 +62,4 @@ async def get_json(client: Client, path: str, token: str, status: int = 200) -> 
     return body, dict(resp.headers)
 
 
-__all__ = ["call", "client", "decided", "dispatcher", "get_json", "run_status", "world"]
+__all__ = ["api_settings", "call", "decided", "dispatcher", "get_json", "run_status"]

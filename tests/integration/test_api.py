@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,16 +18,9 @@ from tests.support import Stack, wait_until
 
 
 @pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=0.2))) as client:
-        yield client
-
-
-@pytest.fixture
-async def world(client: Client, admin_token: str) -> World:
-    return World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
+def api_settings() -> dict[str, Any]:
+    """Manual runs wait briefly for their decision here."""
+    return {"manual_run_wait_sec": 0.2}
 
 
 async def test_routine_defaults_and_detail(client: Client, world: World) -> None:

@@ -11,9 +11,9 @@ import asyncpg
 
 from routines_dispatcher.worker import Dispatcher
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, decided, dispatcher, world
+from tests.integration.features_support import api_settings, decided, dispatcher
 
-__all__ = ["client", "dispatcher", "world"]
+__all__ = ["api_settings", "dispatcher"]
 
 # Amsterdam springs forward on 2026-03-29: 02:00 local does not exist that night.
 WINDOW: dict[str, Any] = {"from": "2026-03-27T00:00:00Z", "to": "2026-03-30T12:00:00Z"}

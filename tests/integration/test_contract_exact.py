@@ -4,58 +4,21 @@ and `nextRunAt` recomputed from *now* on resume and on re-enabling a trigger."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import asyncpg
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.worker import Dispatcher
-from shared.bus import Bus
-from shared.db import Database
-from shared.settings import DispatcherSettings
-from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
-from tests.support import Stack, wait_until
+from tests.integration.api_client import Client, World, call, make_routine
+from tests.integration.features_support import api_settings, dispatcher
+from tests.support import wait_until
 
-
-@pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=2))) as client:
-        yield client
-
-
-@pytest.fixture
-async def world(client: Client, admin_token: str) -> World:
-    return World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
-
-
-@pytest.fixture
-async def dispatcher(stack: Stack) -> AsyncIterator[None]:
-    """A real run-dispatcher (consumer and sweeper), in process."""
-    settings = DispatcherSettings(
-        database_url=stack.database_url, nats_url=stack.nats_url, sweep_after_sec=1, sweep_interval_sec=0.2
-    )
-    database = Database(settings, "run-dispatcher")
-    await database.open()
-    bus = Bus(stack.nats_url, "run-dispatcher")
-    await bus.connect_forever()
-    stopping = asyncio.Event()
-    worker = Dispatcher(settings, database, bus, stopping)
-    loops = [asyncio.create_task(worker.consume()), asyncio.create_task(worker.sweep())]
-    yield
-    stopping.set()
-    await asyncio.gather(*loops)
-    await bus.close()
-    await database.close()
+__all__ = ["api_settings", "dispatcher"]
 
 
 async def test_execution_issue_takes_every_field_from_its_routine_and_run(
-    client: Client, world: World, dispatcher: None, db: asyncpg.Connection
+    client: Client, world: World, dispatcher: Dispatcher, db: asyncpg.Connection
 ) -> None:
     a = world.a
     goal = await call(client, "POST", f"/api/companies/{a.company_id}/goals", a.board, {"title": "Grow"}, 201)

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
-from tests.support import Stack
-
-
-@pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack))) as client:
-        yield client
-
-
-@pytest.fixture
-async def world(client: Client, admin_token: str) -> World:
-    return World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
+from tests.integration.api_client import Client, World, call, make_routine
 
 
 async def _preview(client: Client, world: World, status: int, **body: Any) -> Any:

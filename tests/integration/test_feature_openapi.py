@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration.api_client import Client
-from tests.integration.features_support import client
+from tests.integration.features_support import api_settings
 
-__all__ = ["client"]
+__all__ = ["api_settings"]
 
 OPERATIONS = [
     ("get", "/api/routines/{routineId}/runs", None, "RunOut"),

@@ -16,10 +16,10 @@ from nats.aio.msg import Msg
 
 from routines_dispatcher.worker import Dispatcher
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, decided, dispatcher, get_json, world
+from tests.integration.features_support import api_settings, decided, dispatcher, get_json
 from tests.support import Stack, wait_until
 
-__all__ = ["client", "dispatcher", "world"]
+__all__ = ["api_settings", "dispatcher"]
 
 
 class Events:

@@ -4,19 +4,10 @@ the API, 415 naming what was sent, "did you mean" for unknown fields, 404 for un
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.api_client import Client, api_app, auth, call
-from tests.support import Stack
-
-
-@pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack))) as client:
-        yield client
+from tests.integration.api_client import Client, auth, call
 
 
 async def test_known_path_with_the_wrong_method_is_405_with_allow(client: Client, admin_token: str) -> None:

@@ -4,21 +4,12 @@ served from files vendored into the package (no CDN), under a CSP that lets it r
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.api_client import Client, api_app
-from tests.support import Stack
-
-
-@pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack))) as client:
-        yield client
+from tests.integration.api_client import Client
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, get_json, world
+from tests.integration.features_support import api_settings, get_json
 
-__all__ = ["client", "world"]
+__all__ = ["api_settings"]
 
 
 async def _revisions(client: Client, world: World, routine_id: str) -> list[dict[str, Any]]:

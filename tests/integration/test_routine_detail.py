@@ -7,9 +7,9 @@ import asyncpg
 
 from routines_dispatcher.worker import Dispatcher
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, decided, dispatcher, world
+from tests.integration.features_support import api_settings, decided, dispatcher
 
-__all__ = ["client", "dispatcher", "world"]
+__all__ = ["api_settings", "dispatcher"]
 
 
 async def test_detail_carries_active_issue_recent_runs_and_trigger_results(

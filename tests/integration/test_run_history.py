@@ -11,9 +11,9 @@ import asyncpg
 from routines_dispatcher.worker import Dispatcher
 from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, decided, dispatcher, get_json, world
+from tests.integration.features_support import api_settings, decided, dispatcher, get_json
 
-__all__ = ["client", "dispatcher", "world"]
+__all__ = ["api_settings", "dispatcher"]
 
 
 async def _insert_runs(db: asyncpg.Connection, routine_id: str, company_id: str, n: int) -> list[uuid.UUID]:

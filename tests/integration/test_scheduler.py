@@ -17,21 +17,7 @@ from shared.bus import Bus, Subjects
 from shared.db import Database
 from shared.settings import SchedulerSettings
 from tests.factories import make_routine, make_schedule_trigger, make_world
-from tests.support import Stack, start_service, wait_until
-
-
-@pytest.fixture
-async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
-    settings = SchedulerSettings(
-        database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60
-    )
-    database = Database(settings, "test")
-    await database.open()
-    bus = Bus(stack.nats_url, "test")
-    await bus.connect_forever()
-    yield Scheduler(settings, database, bus, asyncio.Event())
-    await bus.close()
-    await database.close()
+from tests.support import Stack, service_connections, start_service, wait_until
 
 
 @pytest.fixture
@@ -40,20 +26,15 @@ async def sleepy_scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
     settings = SchedulerSettings(
         database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60, tick_interval_sec=120
     )
-    database = Database(settings, "test")
-    await database.open()
-    bus = Bus(stack.nats_url, "test")
-    await bus.connect_forever()
-    scheduler = Scheduler(settings, database, bus, asyncio.Event())
-    follower = asyncio.create_task(scheduler.follow_trigger_changes())
-    await asyncio.wait_for(scheduler.following.wait(), 10)
-    loop = asyncio.create_task(scheduler.run())
-    yield scheduler
-    scheduler.stopping.set()
-    await asyncio.wait_for(loop, 10)
-    follower.cancel()
-    await bus.close()
-    await database.close()
+    async with service_connections(settings, "test") as (database, bus):
+        scheduler = Scheduler(settings, database, bus, asyncio.Event())
+        follower = asyncio.create_task(scheduler.follow_trigger_changes())
+        await asyncio.wait_for(scheduler.following.wait(), 10)
+        loop = asyncio.create_task(scheduler.run())
+        yield scheduler
+        scheduler.stopping.set()
+        await asyncio.wait_for(loop, 10)
+        follower.cancel()
 
 
 async def _db_now(db: asyncpg.Connection) -> datetime:

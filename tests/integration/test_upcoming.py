@@ -3,8 +3,6 @@ calendar, and the real scheduler firing exactly the predicted slots."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,15 +10,11 @@ import asyncpg
 import pytest
 
 from routines_scheduler.ticker import Scheduler
-from shared.bus import Bus
 from shared.cron import next_fire
-from shared.db import Database
-from shared.settings import SchedulerSettings
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, get_json, world
-from tests.support import Stack
+from tests.integration.features_support import api_settings, get_json
 
-__all__ = ["client", "world"]
+__all__ = ["api_settings"]
 
 
 async def _schedule(
@@ -139,20 +133,6 @@ async def test_company_calendar_window(client: Client, world: World) -> None:
     daily_fires = sum(f["triggerId"] == daily["id"] for f in default["fires"])
     assert (hourly_fires in (168, 169), daily_fires) == (True, 7)
     assert len(default["fires"]) == hourly_fires + daily_fires  # the paused routine's trigger is not listed
-
-
-@pytest.fixture
-async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
-    settings = SchedulerSettings(
-        database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60
-    )
-    database = Database(settings, "test")
-    await database.open()
-    bus = Bus(stack.nats_url, "test")
-    await bus.connect_forever()
-    yield Scheduler(settings, database, bus, asyncio.Event())
-    await bus.close()
-    await database.close()
 
 
 async def test_the_real_scheduler_fires_the_predicted_slots(

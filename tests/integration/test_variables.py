@@ -12,10 +12,10 @@ from routines_dispatcher.worker import Dispatcher
 from routines_gateway.app import create_app as create_gateway
 from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, World, call, make_routine
-from tests.integration.features_support import client, decided, dispatcher, world
+from tests.integration.features_support import api_settings, decided, dispatcher
 from tests.support import Stack
 
-__all__ = ["client", "dispatcher", "world"]
+__all__ = ["api_settings", "dispatcher"]
 
 VARIABLES: list[dict[str, Any]] = [
     {"name": "ticket", "type": "text", "required": True},

@@ -36,6 +36,17 @@ from tests.support import ServiceProcess, Stack
 # A request that takes this long is a failure (a hang), never a slow success retried silently.
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=15)
 SERVICES = ("webhook-gateway", "scheduler", "run-dispatcher")
+# The services' settings under chaos: fast ticks and sweeps, short waits, limits out of the way.
+CHAOS_SETTINGS: dict[str, Any] = {
+    "tick_interval_sec": 0.2,
+    "misfire_grace_sec": 3600,
+    "sweep_after_sec": 3,
+    "sweep_interval_sec": 1,
+    "manual_run_wait_sec": 0.5,
+    "db_acquire_timeout_sec": 2,
+    "rate_limit_trigger_per_sec": 1000,
+    "rate_limit_client_per_sec": 5000,
+}
 
 
 @dataclass

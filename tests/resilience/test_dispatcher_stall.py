@@ -18,22 +18,13 @@ import asyncpg
 import psutil
 import pytest
 
+from tests.resilience import chaos
 from tests.resilience.chaos import Fleet, ScheduleOracle, Tally, Wakeups, mixed_load, setup_world, verify
 from tests.support import ServiceProcess, Stack
 
 pytestmark = pytest.mark.resilience
 
-SETTINGS: dict[str, Any] = {
-    "tick_interval_sec": 0.2,
-    "misfire_grace_sec": 3600,
-    "sweep_after_sec": 3,
-    "sweep_interval_sec": 1,
-    "manual_run_wait_sec": 0.5,
-    "db_acquire_timeout_sec": 2,
-    "rate_limit_trigger_per_sec": 1000,
-    "rate_limit_client_per_sec": 5000,
-    "fetch_batch_size": 50,
-}
+SETTINGS: dict[str, Any] = {**chaos.CHAOS_SETTINGS, "fetch_batch_size": 50}
 STALL_SECONDS = 8.0  # well inside Postgres' idle_in_transaction timeout (30 s): the lock stays held
 
 

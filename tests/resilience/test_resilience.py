@@ -23,6 +23,7 @@ import pytest
 from shared.db import init_connection
 from shared.devservers import NatsServer, PostgresServer
 from tests.resilience.chaos import (
+    CHAOS_SETTINGS,
     Fleet,
     ScheduleOracle,
     Tally,
@@ -36,16 +37,7 @@ from tests.support import Stack
 
 pytestmark = pytest.mark.resilience
 
-SETTINGS: dict[str, Any] = {
-    "tick_interval_sec": 0.2,
-    "misfire_grace_sec": 3600,
-    "sweep_after_sec": 3,
-    "sweep_interval_sec": 1,
-    "manual_run_wait_sec": 0.5,
-    "db_acquire_timeout_sec": 2,
-    "rate_limit_trigger_per_sec": 1000,
-    "rate_limit_client_per_sec": 5000,
-}
+SETTINGS: dict[str, Any] = CHAOS_SETTINGS
 # One of each, two gateways: each fault below must be survived without a sibling to cover for it.
 LEAN = {"webhook-gateway": 2, "scheduler": 1, "run-dispatcher": 1}
 

@@ -1426,109 +1426,11 @@ class TriggerUpdate(BaseModel):
     """
 
 
-class TriggerWithSecret(BaseModel):
+class TriggerWithSecret(TriggerOut):
     """
     A created webhook trigger with its secret (shown once).
     """
 
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
-    """
-    Unique id (UUID) of this object.
-    """
-    routine_id: Annotated[
-        UUID,
-        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
-    ]
-    """
-    Id of the routine.
-    """
-    kind: Annotated[Literal["schedule", "webhook", "api"], Field(examples=["schedule"])]
-    """
-    Trigger kind: schedule (cron), webhook (signed public URL) or api (manual runs).
-    """
-    label: Annotated[str | None, Field(examples=["weekday mornings"])]
-    """
-    Optional free label for the trigger, up to 120 characters.
-    """
-    enabled: Annotated[bool, Field(examples=[True])]
-    """
-    Whether the trigger fires; a disabled trigger keeps its settings.
-    """
-    cron_expression: Annotated[str | None, Field(alias="cronExpression", examples=["0 9 * * 1-5"])] = None
-    """
-    Five-field cron expression (minute hour day-of-month month day-of-week), evaluated in `timezone`.
-    """
-    timezone: Annotated[str | None, Field(examples=["Europe/Amsterdam"])] = None
-    """
-    IANA time zone the cron expression is evaluated in.
-    """
-    description: Annotated[str | None, Field(examples=["Compile the status report and post it to Slack"])] = (
-        None
-    )
-    """
-    A schedule in words with its zone, e.g. 'At 09:00, Monday through Friday (UTC)'
-    """
-    next_run_at: Annotated[
-        AwareDatetime | None,
-        Field(alias="nextRunAt", examples=["2026-11-30T09:00:00Z"]),
-    ] = None
-    """
-    Next time the schedule fires (UTC; null when disabled or not a schedule).
-    """
-    last_fired_at: Annotated[
-        AwareDatetime | None,
-        Field(alias="lastFiredAt", examples=["2026-11-30T09:00:00Z"]),
-    ] = None
-    """
-    When the trigger last fired (null: never).
-    """
-    public_id: Annotated[str | None, Field(alias="publicId", examples=["wh_8fK2mQ9xLp3Rt7Vb"])] = None
-    """
-    Public identifier in the webhook URL (webhook triggers only).
-    """
-    signing_mode: Annotated[
-        Literal["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"] | None,
-        Field(alias="signingMode", examples=["hmac_sha256"]),
-    ] = None
-    """
-    How webhook requests prove they come from the secret's holder: bearer, hmac_sha256, github_hmac or standard_webhooks.
-    """
-    replay_window_sec: Annotated[int | None, Field(alias="replayWindowSec", examples=[300])] = None
-    """
-    Signed timestamps older than this many seconds are refused as replays (30-86400).
-    """
-    webhook_url: Annotated[
-        str | None,
-        Field(
-            alias="webhookUrl",
-            examples=["https://hooks.example.com/api/routine-triggers/public/wh_8fK2mQ9xLp3Rt7Vb/fire"],
-        ),
-    ] = None
-    """
-    Full URL to POST fires to (on the webhook gateway).
-    """
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
-    """
-    When the object was created (UTC, ISO 8601).
-    """
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", examples=["2026-11-30T09:00:00Z"])]
-    """
-    When the object was last changed (UTC, ISO 8601).
-    """
-    last_result: Annotated[
-        Literal["received", "issue_created", "coalesced", "skipped", "failed", "completed"] | None,
-        Field(alias="lastResult", examples=[None]),
-    ] = None
-    """
-    Status of this trigger's latest run.
-    """
-    last_rotated_at: Annotated[AwareDatetime | None, Field(alias="lastRotatedAt", examples=[None])] = None
-    """
-    When the webhook secret was last rotated.
-    """
     secret: Annotated[str | None, Field(examples=["whsec_EXAMPLE"])] = None
     """
     The webhook signing secret. Shown only in this answer: store it now.
@@ -2017,147 +1919,6 @@ class RoutineCreate(BaseModel):
     """
 
 
-class RoutineDetail(BaseModel):
-    """
-    A routine with its triggers.
-    """
-
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    id: Annotated[UUID, Field(examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"])]
-    """
-    Unique id (UUID) of this object.
-    """
-    company_id: Annotated[
-        UUID,
-        Field(alias="companyId", examples=["0b6e2f3a-1c4d-4e5f-8a9b-7c6d5e4f3a2b"]),
-    ]
-    """
-    Id of the company the object belongs to.
-    """
-    title: Annotated[str, Field(examples=["Daily report"])]
-    """
-    Short title, 1-200 characters (leading and trailing spaces are removed).
-    """
-    description: Annotated[str | None, Field(examples=["Compile the status report and post it to Slack"])]
-    """
-    Free text, up to 20,000 characters.
-    """
-    assignee_agent_id: Annotated[
-        UUID,
-        Field(alias="assigneeAgentId", examples=["5a0c1e2d-3f4b-4c5d-9e6f-7a8b9c0d1e2f"]),
-    ]
-    """
-    Id of the agent the work is assigned to.
-    """
-    project_id: Annotated[
-        UUID,
-        Field(alias="projectId", examples=["7d2e4f6a-8b0c-4d1e-a2f3-b4c5d6e7f809"]),
-    ]
-    """
-    Id of the project (same company).
-    """
-    goal_id: Annotated[UUID | None, Field(alias="goalId", examples=[None])]
-    """
-    Optional id of a goal of the same company.
-    """
-    parent_issue_id: Annotated[UUID | None, Field(alias="parentIssueId", examples=[None])]
-    """
-    Optional id of an issue (same company) that execution issues are filed under.
-    """
-    priority: Annotated[Literal["critical", "high", "medium", "low"], Field(examples=["medium"])]
-    """
-    Priority of the work: critical, high, medium or low.
-    """
-    status: Annotated[Literal["active", "paused", "archived"], Field(examples=["active"])]
-    """
-    Status of the object.
-    """
-    concurrency_policy: Annotated[
-        Literal["coalesce_if_active", "skip_if_active", "always_enqueue"],
-        Field(alias="concurrencyPolicy", examples=["coalesce_if_active"]),
-    ]
-    """
-    What a fire does while an execution issue of this routine is still open: coalesce_if_active (link the run to the open issue), skip_if_active (record the run as skipped) or always_enqueue (always create a new issue).
-    """
-    catch_up_policy: Annotated[
-        Literal["skip_missed", "enqueue_missed_with_cap"],
-        Field(alias="catchUpPolicy", examples=["skip_missed"]),
-    ]
-    """
-    What happens to schedule slots missed while the system was down: skip_missed or enqueue_missed_with_cap (enqueue them, up to a cap).
-    """
-    last_triggered_at: Annotated[
-        AwareDatetime | None,
-        Field(alias="lastTriggeredAt", examples=["2026-11-30T09:00:00Z"]),
-    ]
-    """
-    When any trigger of the routine last fired (null: never).
-    """
-    last_enqueued_at: Annotated[
-        AwareDatetime | None,
-        Field(alias="lastEnqueuedAt", examples=["2026-11-30T09:00:00Z"]),
-    ]
-    """
-    When a fire of the routine last created an execution issue (null: never).
-    """
-    created_at: Annotated[AwareDatetime, Field(alias="createdAt", examples=["2026-11-30T09:00:00Z"])]
-    """
-    When the object was created (UTC, ISO 8601).
-    """
-    updated_at: Annotated[AwareDatetime, Field(alias="updatedAt", examples=["2026-11-30T09:00:00Z"])]
-    """
-    When the object was last changed (UTC, ISO 8601).
-    """
-    variables: Annotated[list[VariableOut] | None, Field(examples=[[]])] = None
-    """
-    The routine's declared variables (name, type, default, required, options).
-    """
-    failure_alert_after: Annotated[int | None, Field(alias="failureAlertAfter", examples=[3])] = None
-    """
-    Alert after this many consecutive failed runs (null: off).
-    """
-    auto_pause_after: Annotated[int | None, Field(alias="autoPauseAfter", examples=[5])] = None
-    """
-    Pause the routine after this many consecutive failed runs (null: never).
-    """
-    stale_after_sec: Annotated[int | None, Field(alias="staleAfterSec", examples=[86400])] = None
-    """
-    An execution issue open longer than this many seconds is stale (null: never).
-    """
-    stale_action: Annotated[
-        Literal["report", "cancel"] | None,
-        Field(alias="staleAction", examples=["report"]),
-    ] = "report"
-    """
-    What happens to a stale execution issue: report (health only) or cancel.
-    """
-    paused_reason: Annotated[str | None, Field(alias="pausedReason", examples=[None])] = None
-    """
-    Why the routine was paused automatically (null: not auto-paused).
-    """
-    revision_id: Annotated[
-        UUID | None,
-        Field(alias="revisionId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
-    ] = None
-    """
-    The current revision (for baseRevisionId).
-    """
-    triggers: Annotated[list[TriggerOut], Field(examples=[[]])]
-    """
-    The routine's triggers (webhook secrets are never included).
-    """
-    active_issue: Annotated[ActiveIssueOut | None, Field(alias="activeIssue", examples=[None])] = None
-    """
-    The open execution issue, if any.
-    """
-    recent_runs: Annotated[list[RunOut] | None, Field(alias="recentRuns", examples=[[]])] = None
-    """
-    The latest runs, newest first.
-    """
-
-
 class RoutineOut(BaseModel):
     """
     A routine.
@@ -2284,6 +2045,25 @@ class RoutineOut(BaseModel):
     ] = None
     """
     The current revision (for baseRevisionId).
+    """
+
+
+class RoutineDetail(RoutineOut):
+    """
+    A routine with its triggers.
+    """
+
+    triggers: Annotated[list[TriggerOut], Field(examples=[[]])]
+    """
+    The routine's triggers (webhook secrets are never included).
+    """
+    active_issue: Annotated[ActiveIssueOut | None, Field(alias="activeIssue", examples=[None])] = None
+    """
+    The open execution issue, if any.
+    """
+    recent_runs: Annotated[list[RunOut] | None, Field(alias="recentRuns", examples=[[]])] = None
+    """
+    The latest runs, newest first.
     """
 
 

@@ -2,213 +2,158 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel
-
 from routines_client import models
-from routines_client.pages import NEXT_CURSOR_HEADER, Page
-from routines_client.transport import Transport
+from routines_client.calls import BlockingCaller, Call, Caller, blocking, many
+from routines_client.pages import Page
 from routines_client.wakeups import follow_events
 
-T = TypeVar("T")
+OPERATIONS: dict[str, Call] = {
+    "create_company": Call("POST", "/api/companies"),
+    "list_companies": Call("GET", "/api/companies"),
+    "create_agent": Call("POST", "/api/companies/{companyId}/agents"),
+    "list_agents": Call("GET", "/api/companies/{companyId}/agents"),
+    "update_agent": Call("PATCH", "/api/agents/{agentId}"),
+    "rotate_agent_key": Call("POST", "/api/agents/{agentId}/rotate-key"),
+    "agent_me": Call("GET", "/api/agents/me"),
+    "create_project": Call("POST", "/api/companies/{companyId}/projects"),
+    "list_projects": Call("GET", "/api/companies/{companyId}/projects"),
+    "create_goal": Call("POST", "/api/companies/{companyId}/goals"),
+    "list_goals": Call("GET", "/api/companies/{companyId}/goals"),
+    "create_board_token": Call("POST", "/api/companies/{companyId}/board-tokens"),
+    "list_board_tokens": Call("GET", "/api/companies/{companyId}/board-tokens"),
+    "revoke_board_token": Call("POST", "/api/board-tokens/{tokenId}/revoke"),
+    "list_instance_tokens": Call("GET", "/api/instance-tokens"),
+    "revoke_instance_token": Call("POST", "/api/instance-tokens/{tokenId}/revoke"),
+    "create_issue": Call("POST", "/api/companies/{companyId}/issues"),
+    "list_issues": Call("GET", "/api/companies/{companyId}/issues"),
+    "get_issue": Call("GET", "/api/issues/{issueId}"),
+    "update_issue": Call("PATCH", "/api/issues/{issueId}"),
+    "backfill": Call("POST", "/api/routines/{routineId}/backfill"),
+    "routine_health": Call("GET", "/api/routines/{routineId}/health"),
+    "list_runs": Call("GET", "/api/routines/{routineId}/runs"),
+    "get_run": Call("GET", "/api/runs/{runId}"),
+    "replay_run": Call("POST", "/api/runs/{runId}/replay"),
+    "create_trigger": Call("POST", "/api/routines/{routineId}/triggers"),
+    "update_trigger": Call("PATCH", "/api/routine-triggers/{triggerId}"),
+    "delete_trigger": Call("DELETE", "/api/routine-triggers/{triggerId}"),
+    "rotate_secret": Call("POST", "/api/routine-triggers/{triggerId}/rotate-secret"),
+    "create_routine": Call("POST", "/api/companies/{companyId}/routines"),
+    "list_routines": Call("GET", "/api/companies/{companyId}/routines"),
+    "get_routine": Call("GET", "/api/routines/{routineId}"),
+    "update_routine": Call("PATCH", "/api/routines/{routineId}"),
+    "manual_run": Call("POST", "/api/routines/{routineId}/run"),
+    "cron_preview": Call("POST", "/api/cron/preview"),
+    "list_revisions": Call("GET", "/api/routines/{routineId}/revisions"),
+    "restore_revision": Call("POST", "/api/routines/{routineId}/revisions/{revisionId}/restore"),
+    "routine_activity": Call("GET", "/api/routines/{routineId}/activity"),
+    "company_activity": Call("GET", "/api/companies/{companyId}/activity"),
+    "routine_upcoming": Call("GET", "/api/routines/{routineId}/upcoming"),
+    "company_upcoming": Call("GET", "/api/companies/{companyId}/upcoming"),
+    "fire_webhook_trigger": Call(
+        "POST", "/api/routine-triggers/public/{publicId}/fire", server="gateway", authenticate=False
+    ),
+}
 
 
-def _dump(body: BaseModel | Mapping[str, Any]) -> Any:
-    if isinstance(body, BaseModel):
-        return body.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    return dict(body)
-
-
-class AsyncOperations:
+class AsyncOperations(Caller):
     """One coroutine per API operation."""
-
-    _transport: Transport
 
     async def create_company(self, body: models.CompanyCreate | Mapping[str, Any]) -> models.CompanyOut:
         """Create a company (instance admin)."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            "/api/companies",
-            body=_dump(body),
-            authenticate=True,
-        )
-        return models.CompanyOut.model_validate(data)
+        return models.CompanyOut.model_validate(await self._call(OPERATIONS["create_company"], body=body))
 
     async def list_companies(self) -> list[models.CompanyOut]:
         """Companies the caller may see."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            "/api/companies",
-            body=None,
-            authenticate=True,
-        )
-        return [models.CompanyOut.model_validate(item) for item in data]
+        return many(models.CompanyOut, await self._call(OPERATIONS["list_companies"]))
 
     async def create_agent(
         self, company_id: str | UUID, body: models.AgentCreate | Mapping[str, Any]
     ) -> models.AgentCreated:
         """Create an agent; its API key is shown once."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/companies/{company_id}/agents",
-            body=_dump(body),
-            authenticate=True,
+        return models.AgentCreated.model_validate(
+            await self._call(OPERATIONS["create_agent"], company_id, body=body)
         )
-        return models.AgentCreated.model_validate(data)
 
     async def list_agents(self, company_id: str | UUID) -> list[models.AgentOut]:
         """Agents of a company."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/companies/{company_id}/agents",
-            body=None,
-            authenticate=True,
-        )
-        return [models.AgentOut.model_validate(item) for item in data]
+        return many(models.AgentOut, await self._call(OPERATIONS["list_agents"], company_id))
 
     async def update_agent(
         self, agent_id: str | UUID, body: models.AgentUpdate | Mapping[str, Any]
     ) -> models.AgentOut:
         """Change an agent's status."""
-        _status, data, _headers = await self._transport.request(
-            "PATCH",
-            f"/api/agents/{agent_id}",
-            body=_dump(body),
-            authenticate=True,
+        return models.AgentOut.model_validate(
+            await self._call(OPERATIONS["update_agent"], agent_id, body=body)
         )
-        return models.AgentOut.model_validate(data)
 
     async def rotate_agent_key(self, agent_id: str | UUID) -> models.AgentCreated:
         """Replace an agent's API key: the old key stops working at once, the new one is shown once."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/agents/{agent_id}/rotate-key",
-            body=None,
-            authenticate=True,
-        )
-        return models.AgentCreated.model_validate(data)
+        return models.AgentCreated.model_validate(await self._call(OPERATIONS["rotate_agent_key"], agent_id))
 
     async def agent_me(self) -> models.AgentOut:
         """The calling agent."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            "/api/agents/me",
-            body=None,
-            authenticate=True,
-        )
-        return models.AgentOut.model_validate(data)
+        return models.AgentOut.model_validate(await self._call(OPERATIONS["agent_me"]))
 
     async def create_project(
         self, company_id: str | UUID, body: models.ProjectCreate | Mapping[str, Any]
     ) -> models.ProjectOut:
         """Create a project."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/companies/{company_id}/projects",
-            body=_dump(body),
-            authenticate=True,
+        return models.ProjectOut.model_validate(
+            await self._call(OPERATIONS["create_project"], company_id, body=body)
         )
-        return models.ProjectOut.model_validate(data)
 
     async def list_projects(self, company_id: str | UUID) -> list[models.ProjectOut]:
         """Projects of a company."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/companies/{company_id}/projects",
-            body=None,
-            authenticate=True,
-        )
-        return [models.ProjectOut.model_validate(item) for item in data]
+        return many(models.ProjectOut, await self._call(OPERATIONS["list_projects"], company_id))
 
     async def create_goal(
         self, company_id: str | UUID, body: models.GoalCreate | Mapping[str, Any]
     ) -> models.GoalOut:
         """Create a goal."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/companies/{company_id}/goals",
-            body=_dump(body),
-            authenticate=True,
+        return models.GoalOut.model_validate(
+            await self._call(OPERATIONS["create_goal"], company_id, body=body)
         )
-        return models.GoalOut.model_validate(data)
 
     async def list_goals(self, company_id: str | UUID) -> list[models.GoalOut]:
         """Goals of a company."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/companies/{company_id}/goals",
-            body=None,
-            authenticate=True,
-        )
-        return [models.GoalOut.model_validate(item) for item in data]
+        return many(models.GoalOut, await self._call(OPERATIONS["list_goals"], company_id))
 
     async def create_board_token(
         self, company_id: str | UUID, body: models.BoardTokenCreate | Mapping[str, Any]
     ) -> models.BoardTokenOut:
         """Mint a board operator token for a company (shown once)."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/companies/{company_id}/board-tokens",
-            body=_dump(body),
-            authenticate=True,
+        return models.BoardTokenOut.model_validate(
+            await self._call(OPERATIONS["create_board_token"], company_id, body=body)
         )
-        return models.BoardTokenOut.model_validate(data)
 
     async def list_board_tokens(self, company_id: str | UUID) -> list[models.TokenOut]:
         """A company's board tokens (never the tokens themselves)."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/companies/{company_id}/board-tokens",
-            body=None,
-            authenticate=True,
-        )
-        return [models.TokenOut.model_validate(item) for item in data]
+        return many(models.TokenOut, await self._call(OPERATIONS["list_board_tokens"], company_id))
 
     async def revoke_board_token(self, token_id: str | UUID) -> models.TokenOut:
         """Revoke a board token: it stops working at once, for good."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/board-tokens/{token_id}/revoke",
-            body=None,
-            authenticate=True,
-        )
-        return models.TokenOut.model_validate(data)
+        return models.TokenOut.model_validate(await self._call(OPERATIONS["revoke_board_token"], token_id))
 
     async def list_instance_tokens(self) -> list[models.TokenOut]:
         """Instance admin tokens (instance admin; never the tokens themselves)."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            "/api/instance-tokens",
-            body=None,
-            authenticate=True,
-        )
-        return [models.TokenOut.model_validate(item) for item in data]
+        return many(models.TokenOut, await self._call(OPERATIONS["list_instance_tokens"]))
 
     async def revoke_instance_token(self, token_id: str | UUID) -> models.TokenOut:
         """Revoke an instance admin token (instance admin)."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/instance-tokens/{token_id}/revoke",
-            body=None,
-            authenticate=True,
-        )
-        return models.TokenOut.model_validate(data)
+        return models.TokenOut.model_validate(await self._call(OPERATIONS["revoke_instance_token"], token_id))
 
     async def create_issue(
         self, company_id: str | UUID, body: models.IssueCreate | Mapping[str, Any]
     ) -> models.IssueOut:
         """Create a plain issue (board)."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/companies/{company_id}/issues",
-            body=_dump(body),
-            authenticate=True,
+        return models.IssueOut.model_validate(
+            await self._call(OPERATIONS["create_issue"], company_id, body=body)
         )
-        return models.IssueOut.model_validate(data)
 
     async def list_issues(
         self,
@@ -220,64 +165,45 @@ class AsyncOperations:
         limit: int | None = None,
     ) -> list[models.IssueOut]:
         """Issues of a company."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/companies/{company_id}/issues",
-            params={
-                "assigneeAgentId": assignee_agent_id,
-                "status": status,
-                "routineId": routine_id,
-                "limit": limit,
-            },
-            body=None,
-            authenticate=True,
+        return many(
+            models.IssueOut,
+            await self._call(
+                OPERATIONS["list_issues"],
+                company_id,
+                params={
+                    "assigneeAgentId": assignee_agent_id,
+                    "status": status,
+                    "routineId": routine_id,
+                    "limit": limit,
+                },
+            ),
         )
-        return [models.IssueOut.model_validate(item) for item in data]
 
     async def get_issue(self, issue_id: str | UUID) -> models.IssueOut:
         """One issue."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/issues/{issue_id}",
-            body=None,
-            authenticate=True,
-        )
-        return models.IssueOut.model_validate(data)
+        return models.IssueOut.model_validate(await self._call(OPERATIONS["get_issue"], issue_id))
 
     async def update_issue(
         self, issue_id: str | UUID, body: models.IssueUpdate | Mapping[str, Any]
     ) -> models.IssueOut:
         """Change an issue's status."""
-        _status, data, _headers = await self._transport.request(
-            "PATCH",
-            f"/api/issues/{issue_id}",
-            body=_dump(body),
-            authenticate=True,
+        return models.IssueOut.model_validate(
+            await self._call(OPERATIONS["update_issue"], issue_id, body=body)
         )
-        return models.IssueOut.model_validate(data)
 
     async def backfill(
         self, routine_id: str | UUID, body: models.BackfillRequest | Mapping[str, Any]
     ) -> models.BackfillOut:
         """Slots of a schedule trigger in a past window; with dryRun false, runs for the missing ones."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/routines/{routine_id}/backfill",
-            body=_dump(body),
-            authenticate=True,
+        return models.BackfillOut.model_validate(
+            await self._call(OPERATIONS["backfill"], routine_id, body=body)
         )
-        return models.BackfillOut.model_validate(data)
 
     async def routine_health(self, routine_id: str | UUID, *, days: int | None = None) -> models.HealthOut:
         """Schedule health: slots vs runs per schedule trigger, fire lag, outcomes, failure streak."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/routines/{routine_id}/health",
-            params={"days": days},
-            body=None,
-            authenticate=True,
+        return models.HealthOut.model_validate(
+            await self._call(OPERATIONS["routine_health"], routine_id, params={"days": days})
         )
-        return models.HealthOut.model_validate(data)
 
     async def list_runs(
         self,
@@ -292,9 +218,10 @@ class AsyncOperations:
         to: datetime | str | None = None,
     ) -> Page[models.RunOut]:
         """Run history, newest first; `X-Next-Cursor` names the next page while there is one."""
-        _status, data, headers_in = await self._transport.request(
-            "GET",
-            f"/api/routines/{routine_id}/runs",
+        return await self._page(
+            models.RunOut,
+            OPERATIONS["list_runs"],
+            routine_id,
             params={
                 "limit": limit,
                 "cursor": cursor,
@@ -304,222 +231,141 @@ class AsyncOperations:
                 "from": from_,
                 "to": to,
             },
-            body=None,
-            authenticate=True,
-        )
-        return Page(
-            [models.RunOut.model_validate(item) for item in data],
-            next_cursor=headers_in.get(NEXT_CURSOR_HEADER),
         )
 
     async def get_run(self, run_id: str | UUID) -> models.RunOut:
         """One run."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/runs/{run_id}",
-            body=None,
-            authenticate=True,
-        )
-        return models.RunOut.model_validate(data)
+        return models.RunOut.model_validate(await self._call(OPERATIONS["get_run"], run_id))
 
     async def replay_run(
         self, run_id: str | UUID, body: models.ReplayRequest | Mapping[str, Any]
     ) -> models.RunOut:
         """Replay a run: a new run (source `replay`, `replayOf` the original) through the policy."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/runs/{run_id}/replay",
-            body=_dump(body),
-            authenticate=True,
-        )
-        return models.RunOut.model_validate(data)
+        return models.RunOut.model_validate(await self._call(OPERATIONS["replay_run"], run_id, body=body))
 
     async def create_trigger(
         self, routine_id: str | UUID, body: models.TriggerCreate | Mapping[str, Any]
     ) -> models.TriggerWithSecret:
         """Add a trigger (webhook secret shown once)."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/routines/{routine_id}/triggers",
-            body=_dump(body),
-            authenticate=True,
+        return models.TriggerWithSecret.model_validate(
+            await self._call(OPERATIONS["create_trigger"], routine_id, body=body)
         )
-        return models.TriggerWithSecret.model_validate(data)
 
     async def update_trigger(
         self, trigger_id: str | UUID, body: models.TriggerUpdate | Mapping[str, Any]
     ) -> models.TriggerOut:
         """Update a trigger."""
-        _status, data, _headers = await self._transport.request(
-            "PATCH",
-            f"/api/routine-triggers/{trigger_id}",
-            body=_dump(body),
-            authenticate=True,
+        return models.TriggerOut.model_validate(
+            await self._call(OPERATIONS["update_trigger"], trigger_id, body=body)
         )
-        return models.TriggerOut.model_validate(data)
 
     async def delete_trigger(self, trigger_id: str | UUID) -> None:
         """Delete a trigger (its runs are kept)."""
-        _status, _data, _headers = await self._transport.request(
-            "DELETE",
-            f"/api/routine-triggers/{trigger_id}",
-            body=None,
-            authenticate=True,
-        )
+        await self._call(OPERATIONS["delete_trigger"], trigger_id)
 
     async def rotate_secret(
         self, trigger_id: str | UUID, body: models.RotateSecret | Mapping[str, Any]
     ) -> models.RotatedSecret:
         """Rotate a webhook secret (new secret shown once)."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/routine-triggers/{trigger_id}/rotate-secret",
-            body=_dump(body),
-            authenticate=True,
+        return models.RotatedSecret.model_validate(
+            await self._call(OPERATIONS["rotate_secret"], trigger_id, body=body)
         )
-        return models.RotatedSecret.model_validate(data)
 
     async def create_routine(
         self, company_id: str | UUID, body: models.RoutineCreate | Mapping[str, Any]
     ) -> models.RoutineOut:
         """Create a routine."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/companies/{company_id}/routines",
-            body=_dump(body),
-            authenticate=True,
+        return models.RoutineOut.model_validate(
+            await self._call(OPERATIONS["create_routine"], company_id, body=body)
         )
-        return models.RoutineOut.model_validate(data)
 
     async def list_routines(
         self, company_id: str | UUID, *, status: str | None = None, assignee_agent_id: str | None = None
     ) -> list[models.RoutineOut]:
         """List routines."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/companies/{company_id}/routines",
-            params={"status": status, "assigneeAgentId": assignee_agent_id},
-            body=None,
-            authenticate=True,
+        return many(
+            models.RoutineOut,
+            await self._call(
+                OPERATIONS["list_routines"],
+                company_id,
+                params={"status": status, "assigneeAgentId": assignee_agent_id},
+            ),
         )
-        return [models.RoutineOut.model_validate(item) for item in data]
 
     async def get_routine(self, routine_id: str | UUID) -> models.RoutineDetail:
         """A routine with its triggers (never their secrets)."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/routines/{routine_id}",
-            body=None,
-            authenticate=True,
-        )
-        return models.RoutineDetail.model_validate(data)
+        return models.RoutineDetail.model_validate(await self._call(OPERATIONS["get_routine"], routine_id))
 
     async def update_routine(
         self, routine_id: str | UUID, body: models.RoutineUpdate | Mapping[str, Any]
     ) -> models.RoutineOut:
         """Update a routine."""
-        _status, data, _headers = await self._transport.request(
-            "PATCH",
-            f"/api/routines/{routine_id}",
-            body=_dump(body),
-            authenticate=True,
+        return models.RoutineOut.model_validate(
+            await self._call(OPERATIONS["update_routine"], routine_id, body=body)
         )
-        return models.RoutineOut.model_validate(data)
 
     async def manual_run(
         self, routine_id: str | UUID, body: models.ManualRun | Mapping[str, Any]
     ) -> models.RunOut:
         """Run now (202 new run; 200 repeated idempotency key)."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/routines/{routine_id}/run",
-            body=_dump(body),
-            authenticate=True,
-        )
-        return models.RunOut.model_validate(data)
+        return models.RunOut.model_validate(await self._call(OPERATIONS["manual_run"], routine_id, body=body))
 
     async def cron_preview(
         self, body: models.CronPreviewRequest | Mapping[str, Any]
     ) -> models.CronPreviewOut:
         """The next fire instants of a cron expression."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            "/api/cron/preview",
-            body=_dump(body),
-            authenticate=True,
-        )
-        return models.CronPreviewOut.model_validate(data)
+        return models.CronPreviewOut.model_validate(await self._call(OPERATIONS["cron_preview"], body=body))
 
     async def list_revisions(
         self, routine_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
     ) -> Page[models.RevisionOut]:
         """The routine's revisions, newest first (who, when, what changed)."""
-        _status, data, headers_in = await self._transport.request(
-            "GET",
-            f"/api/routines/{routine_id}/revisions",
+        return await self._page(
+            models.RevisionOut,
+            OPERATIONS["list_revisions"],
+            routine_id,
             params={"limit": limit, "cursor": cursor},
-            body=None,
-            authenticate=True,
-        )
-        return Page(
-            [models.RevisionOut.model_validate(item) for item in data],
-            next_cursor=headers_in.get(NEXT_CURSOR_HEADER),
         )
 
     async def restore_revision(self, routine_id: str | UUID, revision_id: str | UUID) -> models.RoutineOut:
         """Restore a revision's fields (not the status); recorded as a new revision."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/routines/{routine_id}/revisions/{revision_id}/restore",
-            body=None,
-            authenticate=True,
+        return models.RoutineOut.model_validate(
+            await self._call(OPERATIONS["restore_revision"], routine_id, revision_id)
         )
-        return models.RoutineOut.model_validate(data)
 
     async def routine_activity(
         self, routine_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
     ) -> Page[models.ActivityOut]:
         """The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs."""
-        _status, data, headers_in = await self._transport.request(
-            "GET",
-            f"/api/routines/{routine_id}/activity",
+        return await self._page(
+            models.ActivityOut,
+            OPERATIONS["routine_activity"],
+            routine_id,
             params={"limit": limit, "cursor": cursor},
-            body=None,
-            authenticate=True,
-        )
-        return Page(
-            [models.ActivityOut.model_validate(item) for item in data],
-            next_cursor=headers_in.get(NEXT_CURSOR_HEADER),
         )
 
     async def company_activity(
         self, company_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
     ) -> Page[models.ActivityOut]:
         """The company's routine activity log, newest first (changes, triggers, manual runs, alerts)."""
-        _status, data, headers_in = await self._transport.request(
-            "GET",
-            f"/api/companies/{company_id}/activity",
+        return await self._page(
+            models.ActivityOut,
+            OPERATIONS["company_activity"],
+            company_id,
             params={"limit": limit, "cursor": cursor},
-            body=None,
-            authenticate=True,
-        )
-        return Page(
-            [models.ActivityOut.model_validate(item) for item in data],
-            next_cursor=headers_in.get(NEXT_CURSOR_HEADER),
         )
 
     async def routine_upcoming(
         self, routine_id: str | UUID, *, count: int | None = None, include_disabled: str | None = None
     ) -> models.UpcomingOut:
         """The routine's next fires across its schedule triggers, with the predicted outcome."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/routines/{routine_id}/upcoming",
-            params={"count": count, "includeDisabled": include_disabled},
-            body=None,
-            authenticate=True,
+        return models.UpcomingOut.model_validate(
+            await self._call(
+                OPERATIONS["routine_upcoming"],
+                routine_id,
+                params={"count": count, "includeDisabled": include_disabled},
+            )
         )
-        return models.UpcomingOut.model_validate(data)
 
     async def company_upcoming(
         self,
@@ -530,14 +376,13 @@ class AsyncOperations:
         assignee_agent_id: str | None = None,
     ) -> models.UpcomingOut:
         """The company's calendar: every fire of its active routines in a window (at most 31 days)."""
-        _status, data, _headers = await self._transport.request(
-            "GET",
-            f"/api/companies/{company_id}/upcoming",
-            params={"from": from_, "to": to, "assigneeAgentId": assignee_agent_id},
-            body=None,
-            authenticate=True,
+        return models.UpcomingOut.model_validate(
+            await self._call(
+                OPERATIONS["company_upcoming"],
+                company_id,
+                params={"from": from_, "to": to, "assigneeAgentId": assignee_agent_id},
+            )
         )
-        return models.UpcomingOut.model_validate(data)
 
     def agent_wakeups(self, *, last_event_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Follow the calling agent's wake-ups as Server-Sent Events."""
@@ -551,292 +396,59 @@ class AsyncOperations:
         headers: Mapping[str, str] | None = None,
     ) -> models.WebhookAccepted:
         """Fire a webhook trigger (served by the webhook gateway)."""
-        _status, data, _headers = await self._transport.request(
-            "POST",
-            f"/api/routine-triggers/public/{public_id}/fire",
-            body=None if isinstance(body, bytes) else body,
-            raw_body=body if isinstance(body, bytes) else None,
-            headers=headers,
-            server="gateway",
-            authenticate=False,
+        return models.WebhookAccepted.model_validate(
+            await self._call(OPERATIONS["fire_webhook_trigger"], public_id, body=body, headers=headers)
         )
-        return models.WebhookAccepted.model_validate(data)
 
 
-class SyncOperations:
+class SyncOperations(BlockingCaller):
     """One blocking method per API operation (wraps the async client)."""
 
     _client: AsyncOperations
-
-    def _run(self, awaitable: Awaitable[T]) -> T:
-        raise NotImplementedError
-
-    def create_company(self, body: models.CompanyCreate | Mapping[str, Any]) -> models.CompanyOut:
-        """Create a company (instance admin)."""
-        return self._run(self._client.create_company(body))
-
-    def list_companies(self) -> list[models.CompanyOut]:
-        """Companies the caller may see."""
-        return self._run(self._client.list_companies())
-
-    def create_agent(
-        self, company_id: str | UUID, body: models.AgentCreate | Mapping[str, Any]
-    ) -> models.AgentCreated:
-        """Create an agent; its API key is shown once."""
-        return self._run(self._client.create_agent(company_id, body))
-
-    def list_agents(self, company_id: str | UUID) -> list[models.AgentOut]:
-        """Agents of a company."""
-        return self._run(self._client.list_agents(company_id))
-
-    def update_agent(
-        self, agent_id: str | UUID, body: models.AgentUpdate | Mapping[str, Any]
-    ) -> models.AgentOut:
-        """Change an agent's status."""
-        return self._run(self._client.update_agent(agent_id, body))
-
-    def rotate_agent_key(self, agent_id: str | UUID) -> models.AgentCreated:
-        """Replace an agent's API key: the old key stops working at once, the new one is shown once."""
-        return self._run(self._client.rotate_agent_key(agent_id))
-
-    def agent_me(self) -> models.AgentOut:
-        """The calling agent."""
-        return self._run(self._client.agent_me())
-
-    def create_project(
-        self, company_id: str | UUID, body: models.ProjectCreate | Mapping[str, Any]
-    ) -> models.ProjectOut:
-        """Create a project."""
-        return self._run(self._client.create_project(company_id, body))
-
-    def list_projects(self, company_id: str | UUID) -> list[models.ProjectOut]:
-        """Projects of a company."""
-        return self._run(self._client.list_projects(company_id))
-
-    def create_goal(
-        self, company_id: str | UUID, body: models.GoalCreate | Mapping[str, Any]
-    ) -> models.GoalOut:
-        """Create a goal."""
-        return self._run(self._client.create_goal(company_id, body))
-
-    def list_goals(self, company_id: str | UUID) -> list[models.GoalOut]:
-        """Goals of a company."""
-        return self._run(self._client.list_goals(company_id))
-
-    def create_board_token(
-        self, company_id: str | UUID, body: models.BoardTokenCreate | Mapping[str, Any]
-    ) -> models.BoardTokenOut:
-        """Mint a board operator token for a company (shown once)."""
-        return self._run(self._client.create_board_token(company_id, body))
-
-    def list_board_tokens(self, company_id: str | UUID) -> list[models.TokenOut]:
-        """A company's board tokens (never the tokens themselves)."""
-        return self._run(self._client.list_board_tokens(company_id))
-
-    def revoke_board_token(self, token_id: str | UUID) -> models.TokenOut:
-        """Revoke a board token: it stops working at once, for good."""
-        return self._run(self._client.revoke_board_token(token_id))
-
-    def list_instance_tokens(self) -> list[models.TokenOut]:
-        """Instance admin tokens (instance admin; never the tokens themselves)."""
-        return self._run(self._client.list_instance_tokens())
-
-    def revoke_instance_token(self, token_id: str | UUID) -> models.TokenOut:
-        """Revoke an instance admin token (instance admin)."""
-        return self._run(self._client.revoke_instance_token(token_id))
-
-    def create_issue(
-        self, company_id: str | UUID, body: models.IssueCreate | Mapping[str, Any]
-    ) -> models.IssueOut:
-        """Create a plain issue (board)."""
-        return self._run(self._client.create_issue(company_id, body))
-
-    def list_issues(
-        self,
-        company_id: str | UUID,
-        *,
-        assignee_agent_id: str | None = None,
-        status: str | None = None,
-        routine_id: str | None = None,
-        limit: int | None = None,
-    ) -> list[models.IssueOut]:
-        """Issues of a company."""
-        return self._run(
-            self._client.list_issues(
-                company_id,
-                assignee_agent_id=assignee_agent_id,
-                status=status,
-                routine_id=routine_id,
-                limit=limit,
-            )
-        )
-
-    def get_issue(self, issue_id: str | UUID) -> models.IssueOut:
-        """One issue."""
-        return self._run(self._client.get_issue(issue_id))
-
-    def update_issue(
-        self, issue_id: str | UUID, body: models.IssueUpdate | Mapping[str, Any]
-    ) -> models.IssueOut:
-        """Change an issue's status."""
-        return self._run(self._client.update_issue(issue_id, body))
-
-    def backfill(
-        self, routine_id: str | UUID, body: models.BackfillRequest | Mapping[str, Any]
-    ) -> models.BackfillOut:
-        """Slots of a schedule trigger in a past window; with dryRun false, runs for the missing ones."""
-        return self._run(self._client.backfill(routine_id, body))
-
-    def routine_health(self, routine_id: str | UUID, *, days: int | None = None) -> models.HealthOut:
-        """Schedule health: slots vs runs per schedule trigger, fire lag, outcomes, failure streak."""
-        return self._run(self._client.routine_health(routine_id, days=days))
-
-    def list_runs(
-        self,
-        routine_id: str | UUID,
-        *,
-        limit: int | None = None,
-        cursor: str | None = None,
-        status: str | None = None,
-        source: str | None = None,
-        trigger_id: str | None = None,
-        from_: datetime | str | None = None,
-        to: datetime | str | None = None,
-    ) -> Page[models.RunOut]:
-        """Run history, newest first; `X-Next-Cursor` names the next page while there is one."""
-        return self._run(
-            self._client.list_runs(
-                routine_id,
-                limit=limit,
-                cursor=cursor,
-                status=status,
-                source=source,
-                trigger_id=trigger_id,
-                from_=from_,
-                to=to,
-            )
-        )
-
-    def get_run(self, run_id: str | UUID) -> models.RunOut:
-        """One run."""
-        return self._run(self._client.get_run(run_id))
-
-    def replay_run(self, run_id: str | UUID, body: models.ReplayRequest | Mapping[str, Any]) -> models.RunOut:
-        """Replay a run: a new run (source `replay`, `replayOf` the original) through the policy."""
-        return self._run(self._client.replay_run(run_id, body))
-
-    def create_trigger(
-        self, routine_id: str | UUID, body: models.TriggerCreate | Mapping[str, Any]
-    ) -> models.TriggerWithSecret:
-        """Add a trigger (webhook secret shown once)."""
-        return self._run(self._client.create_trigger(routine_id, body))
-
-    def update_trigger(
-        self, trigger_id: str | UUID, body: models.TriggerUpdate | Mapping[str, Any]
-    ) -> models.TriggerOut:
-        """Update a trigger."""
-        return self._run(self._client.update_trigger(trigger_id, body))
-
-    def delete_trigger(self, trigger_id: str | UUID) -> None:
-        """Delete a trigger (its runs are kept)."""
-        return self._run(self._client.delete_trigger(trigger_id))
-
-    def rotate_secret(
-        self, trigger_id: str | UUID, body: models.RotateSecret | Mapping[str, Any]
-    ) -> models.RotatedSecret:
-        """Rotate a webhook secret (new secret shown once)."""
-        return self._run(self._client.rotate_secret(trigger_id, body))
-
-    def create_routine(
-        self, company_id: str | UUID, body: models.RoutineCreate | Mapping[str, Any]
-    ) -> models.RoutineOut:
-        """Create a routine."""
-        return self._run(self._client.create_routine(company_id, body))
-
-    def list_routines(
-        self, company_id: str | UUID, *, status: str | None = None, assignee_agent_id: str | None = None
-    ) -> list[models.RoutineOut]:
-        """List routines."""
-        return self._run(
-            self._client.list_routines(company_id, status=status, assignee_agent_id=assignee_agent_id)
-        )
-
-    def get_routine(self, routine_id: str | UUID) -> models.RoutineDetail:
-        """A routine with its triggers (never their secrets)."""
-        return self._run(self._client.get_routine(routine_id))
-
-    def update_routine(
-        self, routine_id: str | UUID, body: models.RoutineUpdate | Mapping[str, Any]
-    ) -> models.RoutineOut:
-        """Update a routine."""
-        return self._run(self._client.update_routine(routine_id, body))
-
-    def manual_run(self, routine_id: str | UUID, body: models.ManualRun | Mapping[str, Any]) -> models.RunOut:
-        """Run now (202 new run; 200 repeated idempotency key)."""
-        return self._run(self._client.manual_run(routine_id, body))
-
-    def cron_preview(self, body: models.CronPreviewRequest | Mapping[str, Any]) -> models.CronPreviewOut:
-        """The next fire instants of a cron expression."""
-        return self._run(self._client.cron_preview(body))
-
-    def list_revisions(
-        self, routine_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
-    ) -> Page[models.RevisionOut]:
-        """The routine's revisions, newest first (who, when, what changed)."""
-        return self._run(self._client.list_revisions(routine_id, limit=limit, cursor=cursor))
-
-    def restore_revision(self, routine_id: str | UUID, revision_id: str | UUID) -> models.RoutineOut:
-        """Restore a revision's fields (not the status); recorded as a new revision."""
-        return self._run(self._client.restore_revision(routine_id, revision_id))
-
-    def routine_activity(
-        self, routine_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
-    ) -> Page[models.ActivityOut]:
-        """The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs."""
-        return self._run(self._client.routine_activity(routine_id, limit=limit, cursor=cursor))
-
-    def company_activity(
-        self, company_id: str | UUID, *, limit: int | None = None, cursor: str | None = None
-    ) -> Page[models.ActivityOut]:
-        """The company's routine activity log, newest first (changes, triggers, manual runs, alerts)."""
-        return self._run(self._client.company_activity(company_id, limit=limit, cursor=cursor))
-
-    def routine_upcoming(
-        self, routine_id: str | UUID, *, count: int | None = None, include_disabled: str | None = None
-    ) -> models.UpcomingOut:
-        """The routine's next fires across its schedule triggers, with the predicted outcome."""
-        return self._run(
-            self._client.routine_upcoming(routine_id, count=count, include_disabled=include_disabled)
-        )
-
-    def company_upcoming(
-        self,
-        company_id: str | UUID,
-        *,
-        from_: datetime | str | None = None,
-        to: datetime | str | None = None,
-        assignee_agent_id: str | None = None,
-    ) -> models.UpcomingOut:
-        """The company's calendar: every fire of its active routines in a window (at most 31 days)."""
-        return self._run(
-            self._client.company_upcoming(company_id, from_=from_, to=to, assignee_agent_id=assignee_agent_id)
-        )
+    create_company = blocking(AsyncOperations.create_company)
+    list_companies = blocking(AsyncOperations.list_companies)
+    create_agent = blocking(AsyncOperations.create_agent)
+    list_agents = blocking(AsyncOperations.list_agents)
+    update_agent = blocking(AsyncOperations.update_agent)
+    rotate_agent_key = blocking(AsyncOperations.rotate_agent_key)
+    agent_me = blocking(AsyncOperations.agent_me)
+    create_project = blocking(AsyncOperations.create_project)
+    list_projects = blocking(AsyncOperations.list_projects)
+    create_goal = blocking(AsyncOperations.create_goal)
+    list_goals = blocking(AsyncOperations.list_goals)
+    create_board_token = blocking(AsyncOperations.create_board_token)
+    list_board_tokens = blocking(AsyncOperations.list_board_tokens)
+    revoke_board_token = blocking(AsyncOperations.revoke_board_token)
+    list_instance_tokens = blocking(AsyncOperations.list_instance_tokens)
+    revoke_instance_token = blocking(AsyncOperations.revoke_instance_token)
+    create_issue = blocking(AsyncOperations.create_issue)
+    list_issues = blocking(AsyncOperations.list_issues)
+    get_issue = blocking(AsyncOperations.get_issue)
+    update_issue = blocking(AsyncOperations.update_issue)
+    backfill = blocking(AsyncOperations.backfill)
+    routine_health = blocking(AsyncOperations.routine_health)
+    list_runs = blocking(AsyncOperations.list_runs)
+    get_run = blocking(AsyncOperations.get_run)
+    replay_run = blocking(AsyncOperations.replay_run)
+    create_trigger = blocking(AsyncOperations.create_trigger)
+    update_trigger = blocking(AsyncOperations.update_trigger)
+    delete_trigger = blocking(AsyncOperations.delete_trigger)
+    rotate_secret = blocking(AsyncOperations.rotate_secret)
+    create_routine = blocking(AsyncOperations.create_routine)
+    list_routines = blocking(AsyncOperations.list_routines)
+    get_routine = blocking(AsyncOperations.get_routine)
+    update_routine = blocking(AsyncOperations.update_routine)
+    manual_run = blocking(AsyncOperations.manual_run)
+    cron_preview = blocking(AsyncOperations.cron_preview)
+    list_revisions = blocking(AsyncOperations.list_revisions)
+    restore_revision = blocking(AsyncOperations.restore_revision)
+    routine_activity = blocking(AsyncOperations.routine_activity)
+    company_activity = blocking(AsyncOperations.company_activity)
+    routine_upcoming = blocking(AsyncOperations.routine_upcoming)
+    company_upcoming = blocking(AsyncOperations.company_upcoming)
 
     def agent_wakeups(self, *, last_event_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Follow the calling agent's wake-ups as Server-Sent Events."""
-        events = self._client.agent_wakeups(last_event_id=last_event_id)
-        while True:
-            try:
-                yield self._run(events.__anext__())
-            except StopAsyncIteration:
-                return
+        return self._iterate(self._client.agent_wakeups(last_event_id=last_event_id))
 
-    def fire_webhook_trigger(
-        self,
-        public_id: str | UUID,
-        *,
-        body: bytes | Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> models.WebhookAccepted:
-        """Fire a webhook trigger (served by the webhook gateway)."""
-        return self._run(self._client.fire_webhook_trigger(public_id, body=body, headers=headers))
+    fire_webhook_trigger = blocking(AsyncOperations.fire_webhook_trigger)

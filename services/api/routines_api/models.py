@@ -260,6 +260,7 @@ FIELD_DOCS: dict[str, tuple[str, Any]] = {
     "RoutineCreate.status": ("Initial status: active (fires) or paused.", "active"),
     "RoutineUpdate.status": ("active <-> paused; archived is terminal.", "paused"),
     "RoutineOut.status": ("Routine status: active, paused or archived.", "active"),
+    "RoutineDetail.status": ("Routine status: active, paused or archived.", "active"),
     "RunOut.status": (
         "Run status: received (not decided yet), issue_created, coalesced, skipped, failed or completed.",
         "issue_created",
@@ -311,7 +312,6 @@ MODEL_DOCS = {
     "CronFire": "One fire time.",
     "CronPreviewOut": "The next fire times of a cron expression.",
     "WebhookAccepted": "A fire accepted by the webhook gateway (recorded in Postgres before this answer).",
-    "DeletedOut": "Confirmation of a deletion.",
     "OpenIssueHealth": "The routine's open execution issue: its age and whether it is stale.",
     "VariableOut": "A declared variable of a routine.",
 }
@@ -762,7 +762,3 @@ class WebhookAccepted(Output):
     routine_id: uuid.UUID
     trigger_id: uuid.UUID | None
     duplicate: bool = False
-
-
-class DeletedOut(Output):
-    deleted: bool

@@ -292,3 +292,7 @@ SELECT count(*) FROM projects WHERE company_id = $1;
 -- count_goals --
 -- Goals of a company.
 SELECT count(*) FROM goals WHERE company_id = $1;
+
+-- transaction_now --
+-- The database's clock: now(), the start of the current transaction.
+SELECT now();

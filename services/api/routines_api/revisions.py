@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from routines_api import routine_features
@@ -60,14 +61,21 @@ def _page(rows: list[Any], limit: int, model: type[RevisionOut] | type[ActivityO
     query=PAGE_QUERY,
 )
 async def list_revisions(request: web.Request) -> web.Response:
+    _routine_id, limit, rows = await _routine_page(request, "revisions_page")
+    return _page(rows, limit, RevisionOut, "created_at")
+
+
+async def _routine_page(request: web.Request, query: str) -> tuple[uuid.UUID, int, list[asyncpg.Record]]:
+    """The routine of the path (the caller must see it), the page size, and one more row than a
+    page of `query` after the request's cursor (newest first)."""
     principal = await authenticate(request)
     routine_id = path_uuid(request, "routineId", "routine")
     limit = query_limit(request, maximum=100)
     after_at, after_id = _cursor(request)
     async with request.app[DB_KEY].connection() as conn:
         await load_routine(conn, principal, routine_id)
-        rows = await conn.fetch(FEATURE_QUERIES["revisions_page"], routine_id, after_at, after_id, limit + 1)
-    return _page(list(rows), limit, RevisionOut, "created_at")
+        rows = await conn.fetch(FEATURE_QUERIES[query], routine_id, after_at, after_id, limit + 1)
+    return routine_id, limit, list(rows)
 
 
 @ROUTES.route(
@@ -175,13 +183,7 @@ async def restore_revision(request: web.Request) -> web.Response:
     query=PAGE_QUERY,
 )
 async def routine_activity(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    routine_id = path_uuid(request, "routineId", "routine")
-    limit = query_limit(request, maximum=100)
-    after_at, after_id = _cursor(request)
-    async with request.app[DB_KEY].connection() as conn:
-        await load_routine(conn, principal, routine_id)
-        rows = await conn.fetch(FEATURE_QUERIES["activity_page"], routine_id, after_at, after_id, limit + 1)
+    routine_id, limit, rows = await _routine_page(request, "activity_page")
     return _page([{**dict(r), "routine_id": routine_id} for r in rows], limit, ActivityOut, "at")
 
 

@@ -192,7 +192,7 @@ async def update_routine(request: web.Request) -> web.Response:
         )
         if status != r["status"]:
             # Paused/archived triggers are parked; on resume they restart from now (no burst).
-            now = await conn.fetchval("SELECT now()")
+            now = await conn.fetchval(QUERIES["transaction_now"])
             for t in await conn.fetch(QUERIES["triggers_of_routine"], routine_id):
                 if t["kind"] == "schedule":
                     await conn.execute(

@@ -119,7 +119,7 @@ async def create_trigger(request: web.Request) -> web.Response:
             public_id, signing_mode = new_public_id(), body.signing_mode or "bearer"
             replay_window = body.replay_window_sec or 300
             secret = new_webhook_secret()
-        now = await conn.fetchval("SELECT now()")
+        now = await conn.fetchval(QUERIES["transaction_now"])
         row = await conn.fetchrow(
             QUERIES["insert_trigger"],
             trigger_id,
@@ -183,7 +183,7 @@ async def update_trigger(request: web.Request) -> web.Response:
             schedule_changed = (cron, tz) != (t["cron_expression"], t["timezone"])
             if schedule_changed or enabled != t["enabled"]:
                 # Recomputed from now: a resumed trigger does not burst with the slots it missed.
-                now = await conn.fetchval("SELECT now()")
+                now = await conn.fetchval(QUERIES["transaction_now"])
                 next_at = next_run_at("schedule", enabled, t["routine_status"], cron, tz, now)
         row = await conn.fetchrow(
             QUERIES["update_trigger"],
@@ -248,7 +248,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
                 max(1, recent["retry_after"] or 1),
                 f"too many secret rotations: at most {limit} per webhook per minute",
             )
-        now: datetime = await conn.fetchval("SELECT now()")
+        now: datetime = await conn.fetchval(QUERIES["transaction_now"])
         until = now + timedelta(seconds=body.grace_sec)
         await conn.execute(QUERIES["expire_secrets"], trigger_id, until)
         await conn.execute(QUERIES["delete_expired_secrets"], trigger_id)

@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from shared.crypto import constant_time_equals
@@ -62,16 +62,21 @@ def _hmac_hex(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def _matches_any(offered: str, expected: Iterable[str]) -> bool:
+    """Whether `offered` equals one of `expected`. Every one is compared, each in constant time,
+    so timing does not reveal which live secret (or none) matched."""
+    matched = False
+    for candidate in expected:
+        matched |= constant_time_equals(offered, candidate)
+    return matched
+
+
 def verify_bearer(headers: Mapping[str, str], secrets: Sequence[str]) -> Verified:
     scheme, _, token = _header(headers, "Authorization").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationFailed("malformed Authorization header")
-    # Compare against every live secret so timing does not reveal which one (or none) matched.
-    matched = False
-    for secret in secrets:
-        matched |= constant_time_equals(token, secret)
-    if not matched:
+    if not _matches_any(token, secrets):
         raise AuthenticationFailed("wrong bearer secret")
     return Verified(None, None)
 
@@ -86,10 +91,7 @@ def verify_hmac_sha256(
         raise AuthenticationFailed("malformed signature")
     _check_timestamp(timestamp, now, window, allow_ms=True)
     message = timestamp.encode() + b"." + body
-    matched = False
-    for secret in secrets:
-        matched |= constant_time_equals(_hmac_hex(secret.encode(), message), signature)
-    if not matched:
+    if not _matches_any(signature, (_hmac_hex(secret.encode(), message) for secret in secrets)):
         raise AuthenticationFailed("signature mismatch")
     return Verified(None, signature)
 
@@ -100,10 +102,7 @@ def verify_github_hmac(headers: Mapping[str, str], body: bytes, secrets: Sequenc
     if not raw.lower().startswith("sha256="):
         raise AuthenticationFailed("malformed signature")
     signature = raw[7:].lower()
-    matched = False
-    for secret in secrets:
-        matched |= constant_time_equals(_hmac_hex(secret.encode(), body), signature)
-    if not matched:
+    if not _matches_any(signature, (_hmac_hex(secret.encode(), body) for secret in secrets)):
         raise AuthenticationFailed("signature mismatch")
     delivery = headers.get("X-GitHub-Delivery")
     return Verified(delivery.strip() if delivery and delivery.strip() else None, signature)

@@ -1,0 +1,46 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from routines_scheduler.ticker import Scheduler
+from shared.settings import SchedulerSettings
+from tests.integration.api_client import Client, World, api_app, make_tenant
+from tests.support import Stack, service_connections
+
+
+@pytest.fixture
+def api_settings() -> dict[str, Any]:
+    """Settings of the in-process API behind `client`; a module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+async def client(stack: Stack, api_settings: dict[str, Any]) -> AsyncIterator[Client]:
+    """The API in this process, with a test client."""
+    async with TestClient(TestServer(api_app(stack, **api_settings))) as client:
+        yield client
+
+
+@pytest.fixture
+async def world(client: Client, admin_token: str) -> World:
+    """Two tenants, A and B, made through the API (each module provides its `client`)."""
+    return World(
+        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
+    )
+
+
+@pytest.fixture
+async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
+    """A scheduler in this process (60 s misfire grace), not running: tests call its steps."""
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=60
+    )
+    async with service_connections(settings, "test") as (database, bus):
+        yield Scheduler(settings, database, bus, asyncio.Event())
