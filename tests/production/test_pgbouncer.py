@@ -37,6 +37,7 @@ async def test_pipeline_through_pgbouncer_transaction_pooling_with_service_roles
     stack: Stack, pgbouncer: PgBouncer, tmp_path: Path, db: asyncpg.Connection
 ) -> None:
     admin = await create_instance_admin_token(stack.database_url, "prod")
+    log_before = len(pgbouncer.log())
     env = {name: service_env(stack, pgbouncer, name, sweep_after_sec=600) for name in SERVICE_ROLES}
     services: list[ServiceProcess] = []
     try:
@@ -126,7 +127,11 @@ async def test_pipeline_through_pgbouncer_transaction_pooling_with_service_roles
         # Every service's sessions really went through PgBouncer as its own role.
         for service in services:
             assert '"level": "error"' not in service.logs(), service.logs()[-3000:]
-        assert "unsupported startup parameter" not in pgbouncer.log()
+        logins = pgbouncer.log()[log_before:]
+        database = database_name(stack.database_url)
+        for role in SERVICE_ROLES.values():
+            assert f"login attempt: db={database} user={role} " in logins, logins[-3000:]
+        assert "unsupported startup parameter" not in logins
     finally:
         for service in services:
             service.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,7 +30,7 @@ def kubectl() -> str:
     return found
 
 
-def render(overlay: str) -> list[dict[str, Any]]:
+def render(overlay: str | Path) -> list[dict[str, Any]]:
     out = subprocess.run(
         [kubectl(), "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True
     )
@@ -131,13 +132,47 @@ def test_migration_job_is_named_after_the_release(manifests: list[dict[str, Any]
     (job,) = [d for d in manifests if d["kind"] == "Job"]
     (container,) = job["spec"]["template"]["spec"]["containers"]
     tag = container["image"].rsplit(":", 1)[1]
-    assert job["metadata"]["name"] == "routines-migrate-" + tag.replace(".", "-")
+    assert job["metadata"]["name"] == "routines-migrate-" + tag
     for deployment in deployments(manifests).values():
         (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
         assert init["image"] == container["image"]  # waits for this very release's migrations
     volumes = job["spec"]["template"]["spec"]["volumes"]
     items = [i for v in volumes if "secret" in v for i in v["secret"]["items"]]
     assert items == [{"key": "migrate-database-url", "path": "routines_database_url"}]
+
+
+def test_an_overlay_that_sets_the_image_gets_a_migration_job_of_that_release(tmp_path: Path) -> None:
+    """The documented way to pick the image: `images:` in your own overlay, with the release-name
+    replacement copied beside it (docs/operations.md). Re-applying with a new image then creates
+    a new Job instead of failing on the old one's immutable template."""
+    overlay = tmp_path / "mine"
+    overlay.mkdir()
+    shutil.copy(OVERLAYS.parent / "base" / "release-name.yaml", overlay / "release-name.yaml")
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(OVERLAYS / "production", overlay)],
+                "images": [
+                    {
+                        "name": "ghcr.io/your-org/routines",
+                        "newName": "registry.example.com/routines",
+                        "newTag": "0.2.0-rc.1",
+                    }
+                ],
+                "replacements": [{"path": "release-name.yaml"}],
+            }
+        )
+    )
+    docs = render(overlay)
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["metadata"]["name"] == "routines-migrate-0.2.0-rc.1"
+    assert (
+        job["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "registry.example.com/routines:0.2.0-rc.1"
+    )
+    for deployment in deployments(docs).values():
+        (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+        assert init["image"] == "registry.example.com/routines:0.2.0-rc.1"
 
 
 def test_metrics_have_their_own_port_and_only_it_is_open_to_monitoring(
@@ -230,3 +265,51 @@ def test_alerts_of_the_operations_guide_exist() -> None:
         d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "routines-grafana-dashboard"
     )
     assert "routines_runs_received" in dashboard["data"]["routines.json"]
+
+
+def test_pooler_server_connections_fit_postgres_in_the_cloudnative_pg_example() -> None:
+    """Each PgBouncer pod of the Pooler keeps its own server pools: instances × (per-database cap,
+    else roles × default_pool_size) must fit the Cluster's max_connections, less reserved."""
+    from deploy.check import DEPLOY, PoolerOvershoot, pooler_server_demand
+
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "examples" / "cloudnative-pg.yaml").read_text()) if d]
+    demand, limit, _ = pooler_server_demand(docs)
+    assert 0 < demand <= limit
+    # Enough Pooler pods more than the example has → over max_connections, the check says so.
+    pooler = next(d for d in docs if d["kind"] == "Pooler")
+    per_pod = demand // pooler["spec"]["instances"]
+    grown = [
+        {**d, "spec": {**d["spec"], "instances": d["spec"]["instances"] + limit // per_pod}}
+        if d["kind"] == "Pooler"
+        else d
+        for d in docs
+    ]
+    with pytest.raises(PoolerOvershoot, match="max_connections"):
+        pooler_server_demand(grown)
+
+
+def test_custom_resources_are_validated_against_their_crd_schemas() -> None:
+    """kubernetes-validate knows only built-in kinds (it merely warns on PrometheusRule,
+    ServiceMonitor, ScaledObject): deploy-check validates those against the CRDs' schemas."""
+    from deploy.check import crd_violations
+
+    docs = render("production") + [d for d in render("production-keda") if d["kind"] == "ScaledObject"]
+    assert {d["kind"] for d in docs} >= {"PrometheusRule", "ServiceMonitor", "ScaledObject"}
+    assert crd_violations(docs) == []
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    misspelt = {**monitor, "spec": {**monitor["spec"], "endpoint": monitor["spec"]["endpoints"]}}
+    (problem,) = crd_violations([misspelt])
+    assert "ServiceMonitor" in problem and "'endpoint'" in problem
+    scaled = next(d for d in docs if d["kind"] == "ScaledObject")
+    wrong_type = {**scaled, "spec": {**scaled["spec"], "maxReplicaCount": "ten"}}
+    (problem,) = crd_violations([wrong_type])
+    assert "'ten' is not of type 'integer'" in problem
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    assert crd_violations([unknown]) == ["Widget w: no schema for example.com/v1 Widget in deploy/schemas"]
+
+
+def test_dockerfile_syntax_directive_is_honoured() -> None:
+    """BuildKit reads parser directives only before any comment, blank line or instruction."""
+    dockerfile = OVERLAYS.parents[1] / "Dockerfile"
+    first = dockerfile.read_text().splitlines()[0]
+    assert first.startswith("# syntax=docker/dockerfile:"), first

@@ -1,0 +1,56 @@
+"""Moving to a cluster: streams a single-replica release declared (R1) are raised to R3 by the
+first service of a release configured with ROUTINES_NATS_STREAM_REPLICAS=3, messages kept."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.bus import RUNS_STREAM, Bus, Subjects, stream_configs
+from shared.settings import CommonSettings
+from tests.production.servers import NATS_PASSWORDS, NatsCluster
+from tests.support import wait_until
+
+pytestmark = pytest.mark.production
+
+
+def bus(cluster: NatsCluster, replicas: int) -> Bus:
+    settings = CommonSettings(
+        database_url="postgresql://unused@127.0.0.1/x",
+        nats_url=cluster.url,
+        nats_stream_replicas=replicas,
+        nats_user="routines-api",
+        nats_password=NATS_PASSWORDS["api"],
+    )
+    return Bus.from_settings(settings, f"r{replicas}")
+
+
+async def test_streams_declared_at_r1_are_raised_to_r3(nats_cluster: NatsCluster) -> None:
+    old = bus(nats_cluster, 1)
+    try:
+        await asyncio.wait_for(old.connect_forever(), timeout=30)
+        for config in stream_configs(1):
+            assert (await old.js.stream_info(str(config.name))).config.num_replicas == 1
+        await old.js.publish(Subjects.RUNS_REQUESTED, b"{}")
+    finally:
+        await old.close()
+    new = bus(nats_cluster, 3)
+    try:
+        await asyncio.wait_for(new.connect_forever(), timeout=30)
+        for config in stream_configs(3):
+            assert (await new.js.stream_info(str(config.name))).config.num_replicas == 3, config.name
+
+            async def replicated(name: str = str(config.name)) -> bool:
+                # The raise is asynchronous: a leader, and two replicas caught up.
+                cluster = (await new.js.stream_info(name)).cluster
+                return (
+                    cluster is not None
+                    and cluster.leader is not None
+                    and len([p for p in cluster.replicas or [] if p.current]) == 2
+                )
+
+            await wait_until(replicated, timeout=30, interval=0.2)
+        assert (await new.js.stream_info(RUNS_STREAM)).state.messages == 1
+    finally:
+        await new.close()
