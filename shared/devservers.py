@@ -156,6 +156,10 @@ class PostgresServer:
         port is never mistaken for ours. When the port is taken, another free one is tried
         unless `strict_port`."""
         self.init()
+        if self.user:
+            # Again at every start: something may have closed a parent since (pytest sets its
+            # temporary root back to 0700 whenever another session starts under it).
+            _make_traversable(self.data_dir.parent)
         for attempt in range(START_ATTEMPTS):
             try:
                 self._start_once()

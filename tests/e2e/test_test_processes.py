@@ -72,6 +72,9 @@ def test_processes_of_a_test_are_ended_however_it_ends(stack: Stack, tmp_path: P
     result = subprocess.run(
         [
             *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"),
+            # Its own temporary root: under the shared one it would reset its mode to 0700 and
+            # lock the Postgres user out of the outer session's data directories.
+            f"--basetemp={tmp_path / 'inner-tmp'}",
             *("-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT)),
             *("-p", "tests.conftest", str(inner)),
         ],
