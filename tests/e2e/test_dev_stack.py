@@ -172,6 +172,9 @@ class _ImpostorHTTP(BaseHTTPRequestHandler):
 def _impostor_tcp(port: int, greeting: bytes) -> socket.socket | None:
     """A listener on `port` that greets each connection like a server would (None: port busy)."""
     sock = socket.socket()
+    # As servers do: a port whose last server has just stopped (connections in TIME_WAIT) can be
+    # bound again, while one another process listens on still cannot.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port))
     except OSError:
@@ -216,14 +219,14 @@ def default_ports_held() -> Iterator[None]:
     """Every default port answered by an impostor: HTTP 200s, a foreign NATS, a Postgres port."""
     servers: list[ThreadingHTTPServer] = []
     sockets: list[socket.socket] = []
-    for port in DEFAULT_PORTS.values():
-        server = _hold(port, lambda p: ThreadingHTTPServer(("127.0.0.1", p), _ImpostorHTTP))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
     info = b'INFO {"server_id":"IMPOSTOR","server_name":"someone-else","version":"2.10.0"}\r\n'
-    for port, greeting in ((NATS_PORT, info), (POSTGRES_PORT, b"")):
-        sockets.append(_hold(port, functools.partial(_impostor_tcp, greeting=greeting)))
     try:
+        for port in DEFAULT_PORTS.values():
+            server = _hold(port, lambda p: ThreadingHTTPServer(("127.0.0.1", p), _ImpostorHTTP))
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+        for port, greeting in ((NATS_PORT, info), (POSTGRES_PORT, b"")):
+            sockets.append(_hold(port, functools.partial(_impostor_tcp, greeting=greeting)))
         yield
     finally:
         for server in servers:
