@@ -214,7 +214,9 @@ class PostgresServer:
                 [_pg_bin("pg_isready"), "-h", str(self.data_dir), "-p", str(self.port), "-q"],
                 check=False,
             )
-            if ready.returncode == 0:
+            if ready.returncode == 0 and proc.poll() is None:
+                # Only while our process lives: a postmaster refused by the data directory's lock
+                # exits, but another one's socket in that directory still answers pg_isready.
                 self._verify_tcp_port_is_ours()
                 return
             time.sleep(0.1)

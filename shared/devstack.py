@@ -9,6 +9,8 @@ stack is ready; every failure it detects ends with a line saying how to recover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -202,6 +204,29 @@ class _Service:
                 self.proc.wait()
 
 
+def _lock_dev_dir(dev_dir: Path) -> int:
+    """Hold `dev_dir/lock` for as long as this process lives (the kernel frees it on any exit, even
+    SIGKILL), so a second `routines dev` on the same directory stops before starting anything: its
+    servers would share the first one's data (two NATS on one JetStream store) and stopping it
+    would delete the first stack's stack.env."""
+    fd = os.open(dev_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = "unknown"
+        with contextlib.suppress(OSError):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DevStackError(
+            f"another `routines dev` (pid {holder}) is using {dev_dir}",
+            "stop it (Ctrl-C in its terminal), or give this one its own directory with "
+            "ROUTINES_DEV_DIR=.dev2 make run",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def _write_stack_env(path: Path, values: dict[str, str]) -> None:
     path.write_text("".join(f"export {key}={value}\n" for key, value in values.items()))
     path.chmod(0o600)
@@ -211,6 +236,12 @@ def run_dev_stack() -> int:
     """Start Postgres and NATS (unless URLs are given), migrate, bootstrap, run the four services."""
     dev_dir = Path(os.environ.get("ROUTINES_DEV_DIR", ".dev")).resolve()
     dev_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _lock_dev_dir(dev_dir)  # released when the process exits
+    except DevStackError as exc:
+        _say(f"error: {exc.problem}")
+        _say(f"to recover: {exc.recovery}")
+        return 1
     env_file = dev_dir / "stack.env"
     env_file.unlink(missing_ok=True)  # never leave a file pointing at a stack that is not up
     stopping = False

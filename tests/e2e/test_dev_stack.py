@@ -282,3 +282,26 @@ def _free_port() -> int:
     from shared.devservers import free_port
 
     return free_port()
+
+
+def test_a_second_make_run_in_the_same_directory_is_refused_and_leaves_the_first_alone(
+    dev_stack: DevStack,
+) -> None:
+    """Two terminals, `make run` in both: the second must not start servers on the first one's data
+    (a second NATS on the same JetStream store; its Postgres quietly 'ready' through the first's
+    socket), and stopping it must not delete the first stack's stack.env."""
+    before = dev_stack.env_file.read_text()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTINES_")}
+    env["ROUTINES_DEV_DIR"] = str(dev_stack.dev_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "dev"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stdout
+    assert "[routines dev] error: another `routines dev` (pid " in result.stdout, result.stdout
+    assert "[routines dev] to recover:" in result.stdout
+    assert "starting" not in result.stdout, "nothing may be started on a directory in use"
+    assert "Traceback" not in result.stdout + result.stderr
+    assert dev_stack.env_file.read_text() == before, "the first stack's stack.env must survive"
+    for url in dev_stack.urls().values():
+        status, _ = _get_json(url + "/readyz")
+        assert status == 200
