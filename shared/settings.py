@@ -184,6 +184,8 @@ class DispatcherSettings(CommonSettings):
 
     http_port: int = Field(8083, ge=0, le=65535)
     fetch_batch_size: int = Field(500, ge=1, le=5000)
+    # Batches decided at once by one process (each holds a pool connection while it decides).
+    decide_concurrency: int = Field(3, ge=1, le=16)
     sweep_interval_sec: float = Field(2.0, gt=0)
     sweep_after_sec: float = Field(5.0, ge=0)
     max_deliver: int = Field(10, ge=1)

@@ -258,6 +258,44 @@ async def test_run_that_exhausts_max_deliver_is_failed_with_the_reason(
     assert await db.fetchval("SELECT count(*) FROM issues") == 0
 
 
+async def test_a_batch_waiting_on_a_locked_routine_does_not_hold_up_the_next_batch(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """Batches are decided concurrently: while one waits for Postgres (here a routine row locked by
+    someone else; in production a slow commit), the next batch is fetched and decided. One batch at
+    a time, run B would wait behind the blocked run A."""
+    world = await make_world(db)
+    blocked, free = await make_routine(db, world), await make_routine(db, world)
+    run_a, run_b = await make_run(db, world, blocked), await make_run(db, world, free)
+    # Lock and statement timeouts far beyond the wait: B must not get through because A gave up.
+    patient = Database(
+        DispatcherSettings(
+            database_url=stack.database_url, db_lock_timeout_ms=120_000, db_statement_timeout_ms=120_000
+        ),
+        "test",
+    )
+    await patient.open()
+    dispatcher, bus, stopping = await _dispatcher(stack, patient, fetch_batch_size=1, decide_concurrency=2)
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM routines WHERE id = $1 FOR UPDATE", blocked)
+        await publish_run_requested(bus, run_a, blocked)
+        await publish_run_requested(bus, run_b, free)
+        consumer = asyncio.create_task(dispatcher.consume())
+        await wait_until(lambda: _status_is(db, run_b, "issue_created"), timeout=20)
+        assert await _status_is(db, run_a, "received"), "A is still waiting for the lock"
+        await tx.rollback()
+        await wait_until(lambda: _status_is(db, run_a, "issue_created"), timeout=20)
+        stopping.set()
+        await consumer
+    finally:
+        await holder.close()
+        await bus.close()
+        await patient.close()
+
+
 async def _refuse_issues_for(db: asyncpg.Connection, poison: uuid.UUID) -> None:
     """Fault injection: inserting the execution issue of `poison` fails with a non-retryable error."""
     await db.execute(

@@ -114,8 +114,13 @@ class Dispatcher:
         return ([failed] if failed is not None else []), alerts
 
     async def consume(self) -> None:
-        """Fetch batches from the durable pull consumer until told to stop."""
+        """Fetch batches from the durable pull consumer until told to stop, deciding up to
+        `decide_concurrency` of them at once: while one batch waits for Postgres (locks, commit),
+        the next is fetched and decided. Batches are as independent as those of two replicas:
+        each locks its routines in id order, so they serialise on shared routines, never deadlock."""
         subscription: JetStreamContext.PullSubscription | None = None
+        slots = asyncio.Semaphore(self.settings.decide_concurrency)
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while not self.stopping.is_set():
                 try:
@@ -135,14 +140,24 @@ class Dispatcher:
                     subscription = None
                     await sleep_unless_stopped(self.stopping, 1.0)
                     continue
-                try:
-                    await self.handle_batch(messages)
-                except Exception:  # one bad batch never ends the loop
-                    # Unacked messages come back after the ack wait; their runs are also in Postgres.
-                    log.exception("batch handling failed; its messages will be redelivered")
-                    await sleep_unless_stopped(self.stopping, 1.0)
+                await slots.acquire()
+                task = asyncio.create_task(self._handle_batch_in_slot(messages, slots))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
         finally:
+            if in_flight:  # batches being decided finish (and ack) before the subscription goes
+                await asyncio.gather(*in_flight, return_exceptions=True)
             await _unsubscribe(subscription)
+
+    async def _handle_batch_in_slot(self, messages: Sequence[Msg], slots: asyncio.Semaphore) -> None:
+        try:
+            await self.handle_batch(messages)
+        except Exception:  # one bad batch never ends the loop
+            # Unacked messages come back after the ack wait; their runs are also in Postgres.
+            log.exception("batch handling failed; its messages will be redelivered")
+            await sleep_unless_stopped(self.stopping, 1.0)
+        finally:
+            slots.release()
 
     async def handle_batch(self, messages: Sequence[Msg]) -> None:
         """Decide a batch in one transaction; ack after commit, nak on transient failure."""
