@@ -353,9 +353,20 @@ async def test_every_page_passes_an_accessibility_scan(
     await mobile.get_by_role("heading", name="Routines").wait_for()
     await mobile.get_by_role("link", name="Scanned").wait_for()
     await screenshot(mobile, "routines-phone", tmp_path)
+    # Responsive down to a phone: no page is wider than the screen (nothing to scroll sideways).
+    too_wide: dict[str, int] = {}
+    for name, path in pages.items():
+        if name == "login":
+            continue
+        await mobile.goto(console.api.url + path)
+        await mobile.wait_for_load_state("networkidle")
+        width = await mobile.evaluate("document.documentElement.scrollWidth")
+        if width > 390:
+            too_wide[name] = width
     await context.close()
     await phone.close()
     assert not failures, json.dumps(failures, indent=1)
+    assert not too_wide, f"pages wider than a 390 px phone screen: {too_wide}"
 
 
 async def test_console_pages_are_served_with_a_strict_policy(console: Console) -> None:
