@@ -308,6 +308,44 @@ async def test_sign_out_kills_the_session(console: Console, browser: Any) -> Non
     await context.close()
 
 
+async def _tab_to(page: Any, selector: str, presses: int = 30) -> None:
+    """Press Tab until `selector` has the keyboard focus (as a keyboard-only operator would)."""
+    for _ in range(presses):
+        await page.keyboard.press("Tab")
+        if await page.evaluate(f"document.activeElement?.matches({json.dumps(selector)}) ?? false"):
+            return
+    raise AssertionError(f"{selector} cannot be reached with the Tab key in {presses} presses")
+
+
+async def test_keyboard_only_sign_in_and_routine_tabs(console: Console, browser: Any) -> None:
+    _, routine = await api_json(
+        console,
+        "POST",
+        f"/api/companies/{console.company_id}/routines",
+        {"title": "Keyboard", "assigneeAgentId": console.agent_id, "projectId": console.project_id},
+    )
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(console.api.url + "/console/login")
+    await _tab_to(page, "input")
+    await page.keyboard.type(console.board_token)
+    await page.keyboard.press("Enter")
+    await page.get_by_role("heading", name="Routines").wait_for()
+    await page.goto(f"{console.api.url}/console/routines/{routine['id']}")
+    await page.get_by_role("heading", name="Keyboard").wait_for()
+    await _tab_to(page, "#tab-details")
+    # Arrow keys move between tabs (roving focus), wrapping at both ends; the panel follows.
+    expected = [("ArrowRight", "triggers"), ("ArrowRight", "runs"), ("ArrowLeft", "triggers")]
+    expected += [("ArrowLeft", "details"), ("ArrowLeft", "history")]
+    for key, name in expected:
+        await page.keyboard.press(key)
+        assert await page.evaluate("document.activeElement.id") == f"tab-{name}", key
+        assert await page.get_attribute(f"#tab-{name}", "aria-selected") == "true"
+        assert await page.is_visible(f"#panel-{name}")
+        assert await page.locator('[role="tabpanel"]:visible').count() == 1
+    await context.close()
+
+
 async def test_every_page_passes_an_accessibility_scan(
     console: Console, browser: Any, tmp_path: Path
 ) -> None:
