@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Sequence
@@ -169,9 +168,12 @@ async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
     """After commit: announce each decision and wake the agent where there is work.
 
     Plain publishes: the events stream still captures them, and nothing would be done with a
-    PubAck — the decision is already committed, and agents also poll their issues.
+    PubAck — the decision is already committed, and agents also poll their issues. One after the
+    other: a plain publish only appends to the connection's buffer, so a task per message (as
+    `gather` would make) costs more than the publish itself.
     """
-    await asyncio.gather(*(_publish_decision(bus, d) for d in decisions))
+    for d in decisions:
+        await _publish_decision(bus, d)
 
 
 async def _publish_decision(bus: Bus, d: Decision) -> None:
