@@ -214,14 +214,24 @@ class PostgresServer:
                 [_pg_bin("pg_isready"), "-h", str(self.data_dir), "-p", str(self.port), "-q"],
                 check=False,
             )
-            if ready.returncode == 0 and proc.poll() is None:
-                # Only while our process lives: a postmaster refused by the data directory's lock
-                # exits, but another one's socket in that directory still answers pg_isready.
+            if ready.returncode == 0 and self._owns_data_dir(proc):
+                # Only our own postmaster: one refused by the data directory's lock exits, but
+                # another one's socket in that directory still answers pg_isready.
                 self._verify_tcp_port_is_ours()
                 return
             time.sleep(0.1)
         self.stop()
         raise ServerStartError(f"Postgres did not become ready within 60 s; see {log_path}")
+
+    def _owns_data_dir(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Our process is alive and is the postmaster recorded in the data directory's lock file."""
+        if proc.poll() is not None:
+            return False
+        try:
+            recorded = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        except OSError:
+            return False
+        return recorded == str(proc.pid)
 
     def _raise_start_failure(self, log_path: Path, offset: int) -> None:
         with open(log_path, "rb") as log:

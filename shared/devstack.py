@@ -209,7 +209,13 @@ def _lock_dev_dir(dev_dir: Path) -> int:
     SIGKILL), so a second `routines dev` on the same directory stops before starting anything: its
     servers would share the first one's data (two NATS on one JetStream store) and stopping it
     would delete the first stack's stack.env."""
-    fd = os.open(dev_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    path = dev_dir / "lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise DevStackError(
+            f"cannot open {path}: {exc.strerror}", "make the directory writable, or set ROUTINES_DEV_DIR"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -221,6 +227,12 @@ def _lock_dev_dir(dev_dir: Path) -> int:
             f"another `routines dev` (pid {holder}) is using {dev_dir}",
             "stop it (Ctrl-C in its terminal), or give this one its own directory with "
             "ROUTINES_DEV_DIR=.dev2 make run",
+        ) from None
+    except OSError as exc:  # a filesystem without locks (some NFS or FUSE mounts)
+        os.close(fd)
+        raise DevStackError(
+            f"cannot lock {path}: {exc.strerror}",
+            "put the dev directory on a local filesystem with ROUTINES_DEV_DIR",
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -252,6 +264,7 @@ def run_dev_stack() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_stop)  # the terminal closed: stop the servers too
 
     postgres: PostgresServer | None = None
     nats: NatsServer | None = None

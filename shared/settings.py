@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -189,6 +189,16 @@ class DispatcherSettings(CommonSettings):
     sweep_interval_sec: float = Field(2.0, gt=0)
     sweep_after_sec: float = Field(5.0, ge=0)
     max_deliver: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _pool_fits_the_batches(self) -> DispatcherSettings:
+        if self.decide_concurrency >= self.db_pool_max:
+            raise ValueError(
+                f"ROUTINES_DECIDE_CONCURRENCY ({self.decide_concurrency}) must be below "
+                f"ROUTINES_DB_POOL_MAX ({self.db_pool_max}): each batch decided at once holds a "
+                "connection, and the sweeper needs one too"
+            )
+        return self
 
 
 S = TypeVar("S", bound=CommonSettings)

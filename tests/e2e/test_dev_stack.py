@@ -305,3 +305,21 @@ def test_a_second_make_run_in_the_same_directory_is_refused_and_leaves_the_first
     for url in dev_stack.urls().values():
         status, _ = _get_json(url + "/readyz")
         assert status == 200
+
+
+def test_closing_the_terminal_stops_the_servers_too(dev_stack: DevStack) -> None:
+    """SIGHUP (the terminal closed) stops everything like Ctrl-C; before, it killed `routines dev`
+    alone and left its Postgres and NATS running in their own sessions."""
+    postmaster = int((dev_stack.dev_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    dev_stack.proc.send_signal(signal.SIGHUP)
+    assert dev_stack.proc.wait(60) == 0
+    assert not dev_stack.env_file.exists()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(postmaster, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"Postgres (pid {postmaster}) outlived routines dev")

@@ -117,12 +117,20 @@ class Dispatcher:
         """Fetch batches from the durable pull consumer until told to stop, deciding up to
         `decide_concurrency` of them at once: while one batch waits for Postgres (locks, commit),
         the next is fetched and decided. Batches are as independent as those of two replicas:
-        each locks its routines in id order, so they serialise on shared routines, never deadlock."""
+        each locks its routines in id order, so they serialise on shared routines, never deadlock.
+        As with two replicas, runs of one routine in two batches may be decided out of stream order
+        (the later run may create the issue the earlier one coalesces into)."""
         subscription: JetStreamContext.PullSubscription | None = None
         slots = asyncio.Semaphore(self.settings.decide_concurrency)
         in_flight: set[asyncio.Task[None]] = set()
         try:
             while not self.stopping.is_set():
+                # A slot first, then the fetch: fetched messages are never left waiting unacked
+                # (their ack wait running) behind batches still being decided.
+                await slots.acquire()
+                if self.stopping.is_set():
+                    slots.release()
+                    break
                 try:
                     if subscription is None:
                         await self.bus.wait_connected()
@@ -132,22 +140,28 @@ class Dispatcher:
                         )
                     messages = await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
                 except nats.errors.TimeoutError:
+                    slots.release()
                     continue
                 except (nats.errors.Error, OSError, TimeoutError) as exc:
+                    slots.release()
                     if not self.stopping.is_set():
                         log.warning("fetch failed; retrying", error=repr(exc))
                     await _unsubscribe(subscription)
                     subscription = None
                     await sleep_unless_stopped(self.stopping, 1.0)
                     continue
-                await slots.acquire()
+                except BaseException:
+                    slots.release()
+                    raise
                 task = asyncio.create_task(self._handle_batch_in_slot(messages, slots))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
         finally:
-            if in_flight:  # batches being decided finish (and ack) before the subscription goes
-                await asyncio.gather(*in_flight, return_exceptions=True)
-            await _unsubscribe(subscription)
+            try:
+                if in_flight:  # batches being decided finish (and ack) before the subscription goes
+                    await asyncio.gather(*in_flight, return_exceptions=True)
+            finally:  # also when cancelled while waiting for them
+                await _unsubscribe(subscription)
 
     async def _handle_batch_in_slot(self, messages: Sequence[Msg], slots: asyncio.Semaphore) -> None:
         try:
