@@ -239,6 +239,12 @@ def _lock_dev_dir(dev_dir: Path) -> int:
     return fd
 
 
+def _report(exc: DevStackError) -> int:
+    _say(f"error: {exc.problem}")
+    _say(f"to recover: {exc.recovery}")
+    return 1
+
+
 def _write_stack_env(path: Path, values: dict[str, str]) -> None:
     path.write_text("".join(f"export {key}={value}\n" for key, value in values.items()))
     path.chmod(0o600)
@@ -251,9 +257,7 @@ def run_dev_stack() -> int:
     try:
         _lock_dev_dir(dev_dir)  # released when the process exits
     except DevStackError as exc:
-        _say(f"error: {exc.problem}")
-        _say(f"to recover: {exc.recovery}")
-        return 1
+        return _report(exc)
     env_file = dev_dir / "stack.env"
     env_file.unlink(missing_ok=True)  # never leave a file pointing at a stack that is not up
     stopping = False
@@ -348,9 +352,7 @@ def run_dev_stack() -> int:
             time.sleep(0.2)
         return 0
     except DevStackError as exc:
-        _say(f"error: {exc.problem}")
-        _say(f"to recover: {exc.recovery}")
-        return 1
+        return _report(exc)
     except PortInUse as exc:
         _say(f"error: {exc}")
         _say("to recover: stop the process holding the port, then run `make run` again")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import nats.js.errors
@@ -222,6 +223,21 @@ async def test_one_batch_deciding_many_runs_of_many_routines(
     assert await db.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'") == 0
 
 
+@contextlib.asynccontextmanager
+async def _routine_held_locked(
+    stack: Stack, routine: uuid.UUID
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Someone else holds the routine's row lock until the yielded release() is awaited (or the end)."""
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM routines WHERE id = $1 FOR UPDATE", routine)
+        yield tx.rollback
+    finally:
+        await holder.close()
+
+
 async def test_run_that_exhausts_max_deliver_is_failed_with_the_reason(
     db: asyncpg.Connection, stack: Stack
 ) -> None:
@@ -238,19 +254,15 @@ async def test_run_that_exhausts_max_deliver_is_failed_with_the_reason(
     await bus.connect_forever()
     stopping = asyncio.Event()
     dispatcher = Dispatcher(settings, database, bus, stopping)
-    holder = await asyncpg.connect(stack.database_url)
     try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("SELECT 1 FROM routines WHERE id = $1 FOR UPDATE", routine)
-        await publish_run_requested(bus, run, routine)
-        consumer = asyncio.create_task(dispatcher.consume())
-        await wait_until(lambda: _status_is(db, run, "failed"), timeout=20)
-        await tx.rollback()
+        async with _routine_held_locked(stack, routine) as release:
+            await publish_run_requested(bus, run, routine)
+            consumer = asyncio.create_task(dispatcher.consume())
+            await wait_until(lambda: _status_is(db, run, "failed"), timeout=20)
+            await release()
         stopping.set()
         await consumer
     finally:
-        await holder.close()
         await bus.close()
         await database.close()
     reason = await db.fetchval("SELECT failure_reason FROM routine_runs WHERE id = $1", run)
@@ -276,22 +288,18 @@ async def test_a_batch_waiting_on_a_locked_routine_does_not_hold_up_the_next_bat
     )
     await patient.open()
     dispatcher, bus, stopping = await _dispatcher(stack, patient, fetch_batch_size=1, decide_concurrency=2)
-    holder = await asyncpg.connect(stack.database_url)
     try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("SELECT 1 FROM routines WHERE id = $1 FOR UPDATE", blocked)
-        await publish_run_requested(bus, run_a, blocked)
-        await publish_run_requested(bus, run_b, free)
-        consumer = asyncio.create_task(dispatcher.consume())
-        await wait_until(lambda: _status_is(db, run_b, "issue_created"), timeout=20)
-        assert await _status_is(db, run_a, "received"), "A is still waiting for the lock"
-        await tx.rollback()
+        async with _routine_held_locked(stack, blocked) as release:
+            await publish_run_requested(bus, run_a, blocked)
+            await publish_run_requested(bus, run_b, free)
+            consumer = asyncio.create_task(dispatcher.consume())
+            await wait_until(lambda: _status_is(db, run_b, "issue_created"), timeout=20)
+            assert await _status_is(db, run_a, "received"), "A is still waiting for the lock"
+            await release()
         await wait_until(lambda: _status_is(db, run_a, "issue_created"), timeout=20)
         stopping.set()
         await consumer
     finally:
-        await holder.close()
         await bus.close()
         await patient.close()
 

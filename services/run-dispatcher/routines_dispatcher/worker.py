@@ -128,31 +128,14 @@ class Dispatcher:
                 # A slot first, then the fetch: fetched messages are never left waiting unacked
                 # (their ack wait running) behind batches still being decided.
                 await slots.acquire()
-                if self.stopping.is_set():
-                    slots.release()
-                    break
                 try:
-                    if subscription is None:
-                        await self.bus.wait_connected()
-                        await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
-                        subscription = await self.bus.js.pull_subscribe_bind(
-                            durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
-                        )
-                    messages = await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    slots.release()
-                    continue
-                except (nats.errors.Error, OSError, TimeoutError) as exc:
-                    slots.release()
-                    if not self.stopping.is_set():
-                        log.warning("fetch failed; retrying", error=repr(exc))
-                    await _unsubscribe(subscription)
-                    subscription = None
-                    await sleep_unless_stopped(self.stopping, 1.0)
-                    continue
+                    subscription, messages = await self._fetch(subscription)
                 except BaseException:
                     slots.release()
                     raise
+                if not messages:
+                    slots.release()
+                    continue
                 task = asyncio.create_task(self._handle_batch_in_slot(messages, slots))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
@@ -162,6 +145,30 @@ class Dispatcher:
                     await asyncio.gather(*in_flight, return_exceptions=True)
             finally:  # also when cancelled while waiting for them
                 await _unsubscribe(subscription)
+
+    async def _fetch(
+        self, subscription: JetStreamContext.PullSubscription | None
+    ) -> tuple[JetStreamContext.PullSubscription | None, list[Msg]]:
+        """The next batch (none when stopping or nothing came within a second), binding the
+        subscription first when there is none; a failed one is dropped to be bound again."""
+        if self.stopping.is_set():
+            return subscription, []
+        try:
+            if subscription is None:
+                await self.bus.wait_connected()
+                await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
+                subscription = await self.bus.js.pull_subscribe_bind(
+                    durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
+                )
+            return subscription, await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
+        except nats.errors.TimeoutError:
+            return subscription, []
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            if not self.stopping.is_set():
+                log.warning("fetch failed; retrying", error=repr(exc))
+            await _unsubscribe(subscription)
+            await sleep_unless_stopped(self.stopping, 1.0)
+            return None, []
 
     async def _handle_batch_in_slot(self, messages: Sequence[Msg], slots: asyncio.Semaphore) -> None:
         try:
