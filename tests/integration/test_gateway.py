@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
 
-from routines_gateway.app import create_app
+from routines_gateway.app import CACHE_KEY, create_app
 from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, api_app, call, make_routine, make_tenant
 from tests.support import Stack, start_service, wait_until
@@ -473,3 +475,104 @@ async def test_each_request_is_counted_once_by_outcome(
         "not_found": 1,
         "error": 0,
     }
+
+
+# --- The trigger cache under concurrency --------------------------------------------------------
+
+CACHE_RESULTS = ("hit", "negative_hit", "miss", "joined")
+
+
+def cache_lookups() -> float:
+    return sum(
+        REGISTRY.get_sample_value("routines_gateway_trigger_cache_total", {"result": result}) or 0.0
+        for result in CACHE_RESULTS
+    )
+
+
+async def loads_waiting(db: asyncpg.Connection, at_least: int) -> bool:
+    """Whether that many gateway queries for a trigger by public id wait on a lock (the test's)."""
+    waiting = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name LIKE '%gateway%' AND wait_event_type = 'Lock'"
+        " AND query LIKE '%public_id%'"
+    )
+    return int(waiting) >= at_least
+
+
+@contextlib.asynccontextmanager
+async def triggers_locked(database_url: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A transaction holding routine_triggers exclusively, so every trigger load waits, until the
+    yielded `release()` (or the end of the block)."""
+    conn = await asyncpg.connect(database_url)
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("LOCK TABLE routine_triggers IN ACCESS EXCLUSIVE MODE")
+
+    async def release() -> None:
+        if not conn.is_closed():
+            await tx.rollback()
+            await conn.close()
+
+    try:
+        yield release
+    finally:
+        await release()
+
+
+@pytest.fixture
+async def cached_gateway(stack: Stack) -> AsyncIterator[tuple[Client, web.Application]]:
+    app = gateway_app(stack, trigger_cache_ttl_sec=60)
+    async with TestClient(TestServer(app)) as client:
+        yield client, app
+
+
+async def test_concurrent_fires_to_a_cold_trigger_load_it_from_the_database_once(
+    api: Client,
+    admin_token: str,
+    db: asyncpg.Connection,
+    database_url: str,
+    cached_gateway: tuple[Client, web.Application],
+) -> None:
+    """A cold (or just invalidated) hot trigger must not send every waiting request to the
+    database: one load, the others wait for it, instead of a stampede that drains the pool."""
+    gateway, _app = cached_gateway
+    hook = await make_hook(api, admin_token, "bearer")
+    async with triggers_locked(database_url) as release:
+        before = cache_lookups()
+        fires = [
+            asyncio.ensure_future(gateway.post(hook.path, data=b"{}", headers=hook.headers(b"{}")))
+            for _ in range(20)
+        ]
+
+        async def all_looked_up_and_a_load_waits() -> bool:
+            return cache_lookups() - before >= 20 and await loads_waiting(db, 1)
+
+        await wait_until(all_looked_up_and_a_load_waits)
+        with contextlib.suppress(AssertionError):  # a second load would show within this second
+            await wait_until(lambda: loads_waiting(db, 2), timeout=1.0)
+        assert not await loads_waiting(db, 2)
+        await release()
+    answers = await asyncio.gather(*fires)
+    assert [resp.status for resp in answers] == [202] * 20
+    assert await run_count(db) == 20
+
+
+async def test_a_load_begun_before_an_invalidation_is_not_joined_after_it(
+    api: Client,
+    admin_token: str,
+    db: asyncpg.Connection,
+    database_url: str,
+    cached_gateway: tuple[Client, web.Application],
+) -> None:
+    """A request arriving after `routines.triggers.changed` must not take the answer of a load
+    that began before the change (it could carry the old secret, or a trigger since disabled):
+    it loads afresh."""
+    gateway, app = cached_gateway
+    hook = await make_hook(api, admin_token, "bearer")
+    async with triggers_locked(database_url):
+        first = asyncio.ensure_future(gateway.post(hook.path, data=b"{}", headers=hook.headers(b"{}")))
+        await wait_until(lambda: loads_waiting(db, 1))
+        app[CACHE_KEY].clear()  # what a routines.triggers.changed message does
+        second = asyncio.ensure_future(gateway.post(hook.path, data=b"{}", headers=hook.headers(b"{}")))
+        await wait_until(lambda: loads_waiting(db, 2), timeout=5.0)
+    assert [(await first).status, (await second).status] == [202, 202]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections import OrderedDict
@@ -52,6 +53,10 @@ class TriggerCache:
         # publicIds that named no webhook trigger, until when (monotonic): probing random ids
         # must not cost a database query each. Least recently added forgotten first.
         self._missing: OrderedDict[str, float] = OrderedDict()
+        # Loads in flight (with the invalidation generation they began in): concurrent misses
+        # for one publicId share a single query instead of each taking a pool connection.
+        self._loading: dict[str, tuple[int, asyncio.Future[TriggerState | None]]] = {}
+        self._generation = 0
         self._following = asyncio.Event()
 
     async def get(self, public_id: str) -> TriggerState | None:
@@ -66,11 +71,33 @@ class TriggerCache:
                 CACHE.labels("negative_hit").inc()
                 return None
             del self._missing[public_id]
-        CACHE.labels("miss").inc()
+        loading = self._loading.get(public_id)
+        if loading is not None and loading[0] == self._generation:
+            CACHE.labels("joined").inc()
+        else:
+            CACHE.labels("miss").inc()
+            loading = (self._generation, asyncio.ensure_future(self._load(public_id, self._generation)))
+            self._loading[public_id] = loading
+            loading[1].add_done_callback(functools.partial(self._loaded, public_id))
+        # Shielded: a request that goes away must not cancel the load the others wait for.
+        return await asyncio.shield(loading[1])
+
+    def _loaded(self, public_id: str, task: asyncio.Future[TriggerState | None]) -> None:
+        loading = self._loading.get(public_id)
+        if loading is not None and loading[1] is task:
+            del self._loading[public_id]
+        if not task.cancelled():
+            task.exception()  # delivered to the waiters; not "never retrieved" when they left
+
+    async def _load(self, public_id: str, generation: int) -> TriggerState | None:
+        """One database load for every request waiting on this publicId. Its answer is cached
+        only if no invalidation came while it ran (it may predate the change)."""
+        now = time.monotonic()
         async with self._db.connection() as conn:
             row = await conn.fetchrow(QUERIES["trigger_by_public_id"], public_id)
+        current = generation == self._generation
         if row is None:
-            if self._negative_ttl > 0:
+            if current and self._negative_ttl > 0:
                 self._missing[public_id] = now + self._negative_ttl
                 if len(self._missing) > self._max_missing:
                     self._missing.popitem(last=False)
@@ -91,12 +118,15 @@ class TriggerCache:
             tuple(self._box.decrypt(blob, str(row["id"])) for blob in row["secrets"][:MAX_LIVE_SECRETS]),
             valid_until,
         )
-        if len(self._entries) >= self._max:
-            self._entries.clear()
-        self._entries[public_id] = state
+        if current:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[public_id] = state
         return state
 
     def clear(self) -> None:
+        """Forget everything, and let no load begun before now fill the cache or be joined."""
+        self._generation += 1
         self._entries.clear()
         self._missing.clear()
 
