@@ -16,6 +16,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from shared import metrics as platform_metrics
+from shared.appkeys import BUS_KEY as BUS_KEY
+from shared.appkeys import DB_KEY as DB_KEY
+from shared.appkeys import SETTINGS_KEY as SETTINGS_KEY
 from shared.bus import REQUEST_ID_HEADER, Bus
 from shared.db import Database
 from shared.errors import (
@@ -26,17 +29,13 @@ from shared.errors import (
     RoutinesError,
     UnsupportedMediaType,
 )
+from shared.lifecycle import SUPERVISOR_KEY as SUPERVISOR_KEY
 from shared.lifecycle import Supervisor
 from shared.logging import get_logger
 from shared.protocol import hide_server_banner, install_protocol_errors
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
-
-SETTINGS_KEY = web.AppKey("settings", CommonSettings)
-DB_KEY = web.AppKey("db", Database)
-BUS_KEY = web.AppKey("bus", Bus)
-SUPERVISOR_KEY = web.AppKey("supervisor", Supervisor)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -55,14 +55,13 @@ class Supervisor:
             await asyncio.wait(pending, timeout=2)
 
 
+SUPERVISOR_KEY = web.AppKey("supervisor", Supervisor)
 HANDLER_ARGS_KEY = web.AppKey("handler_args", dict[str, Any])
 """Options of the HTTP connection handler (e.g. keepalive_timeout) a service asks `serve` for."""
 
 
 async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> int:
     """Run an app until SIGTERM/SIGINT or a critical task dies; return the exit code."""
-    from shared.http import SUPERVISOR_KEY
-
     supervisor = app[SUPERVISOR_KEY]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,9 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared.appkeys import BUS_KEY, DB_KEY
 from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus
 from shared.db import RETRYABLE_ERRORS, Database
-from shared.lifecycle import Supervisor, sleep_unless_stopped
+from shared.lifecycle import SUPERVISOR_KEY, Supervisor, sleep_unless_stopped
 from shared.logging import get_logger
 from shared.settings import CommonSettings
 
@@ -79,8 +80,6 @@ _collector: PlatformCollector | None = None
 
 def install(app: web.Application, service: str, settings: CommonSettings) -> None:
     """Register the platform metrics for this app, and the metrics port when one is configured."""
-    from shared.http import BUS_KEY, DB_KEY, SUPERVISOR_KEY
-
     global _collector
     if _collector is not None:  # one app per process in production; tests build several
         REGISTRY.unregister(_collector)
