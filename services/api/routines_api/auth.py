@@ -10,12 +10,10 @@ import asyncpg
 from aiohttp import web
 
 from routines_api.console.sessions import SESSION_COOKIE, authenticate_session
+from routines_api.sql import QUERIES
 from shared.crypto import hash_token
-from shared.db import load_queries
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.http import DB_KEY
-
-QUERIES = load_queries("routines_api")
 
 PrincipalKind = Literal["instance_admin", "board", "agent"]
 

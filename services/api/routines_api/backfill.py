@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
+from routines_api.auth import authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, respond
 from routines_api.feature_models import BackfillOut, BackfillRequest
-from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.openapi import ROUTES
 from routines_api.routine_features import record_activity
+from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
 from shared.bus import Bus
 from shared.cron import fires_between, iso_utc, zone
@@ -77,14 +77,14 @@ async def backfill(request: web.Request) -> web.Response:
         trigger = await conn.fetchrow(QUERIES["trigger_by_id"], body.trigger_id)
         if trigger is None or trigger["routine_id"] != routine_id or trigger["kind"] != "schedule":
             raise Unprocessable("triggerId: not a schedule trigger of this routine")
-        now: datetime = await conn.fetchval(FEATURE_QUERIES["db_now"])
+        now: datetime = await conn.fetchval(QUERIES["transaction_now"])
         if end > now:
             raise Unprocessable("to is in the future; future slots are the scheduler's")
         zone(trigger["timezone"])
         slots = window_slots(trigger["cron_expression"], trigger["timezone"], start, end)
         existing = {
             r["scheduled_for"]: r["id"]
-            for r in await conn.fetch(FEATURE_QUERIES["runs_for_slots"], trigger["id"], slots)
+            for r in await conn.fetch(QUERIES["runs_for_slots"], trigger["id"], slots)
         }
         missing = [s for s in slots if s not in existing]
         # Oldest first: a capped backfill called again continues where it stopped.
@@ -93,7 +93,7 @@ async def backfill(request: web.Request) -> web.Response:
             if routine["status"] == "archived":
                 raise Conflict("routine is archived")
             rows = await conn.fetch(
-                FEATURE_QUERIES["insert_backfill_runs"],
+                QUERIES["insert_backfill_runs"],
                 routine_id,
                 routine["company_id"],
                 trigger["id"],

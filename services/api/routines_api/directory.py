@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
-from routines_api.auth import QUERIES, Principal, authenticate, path_uuid
+from routines_api.auth import Principal, authenticate, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
 from routines_api.models import (
     AgentCreate,
@@ -30,6 +30,7 @@ from routines_api.models import (
 )
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.quotas import enforce_quota, lock_company
+from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.crypto import hash_token, new_token
@@ -402,7 +403,7 @@ async def revoke_instance_token(request: web.Request) -> web.Response:
         if row is None:
             raise NotFound("token not found")
         # Serialised by the advisory lock, so two admins cannot each revoke "the other last one".
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('routines.instance_tokens'))")
+        await conn.execute(QUERIES["lock_instance_tokens"])
         if not await conn.fetchval(QUERIES["live_instance_tokens"]):
             raise Conflict("the last live instance token cannot be revoked; make another first")
     return respond(dump(TokenOut, row, company_id=None))

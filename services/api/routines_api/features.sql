@@ -62,10 +62,6 @@ WHERE origin_kind = 'routine_execution' AND origin_id = ANY($1::uuid[])
   AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
 ORDER BY origin_id, created_at DESC;
 
--- db_now --
--- The database's clock (the fleet shares it).
-SELECT now();
-
 -- runs_for_slots --
 -- The runs already recorded for these slots of a trigger.
 SELECT id, scheduled_for FROM routine_runs WHERE trigger_id = $1 AND scheduled_for = ANY($2::timestamptz[]);

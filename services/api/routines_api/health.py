@@ -11,8 +11,8 @@ from aiohttp import web
 from routines_api.auth import authenticate, load_routine, path_uuid
 from routines_api.common import dump, respond
 from routines_api.feature_models import HealthOut
-from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.openapi import ROUTES, QueryParam
+from routines_api.sql import QUERIES
 from shared.alerts import failure_streak
 from shared.cron import fires_between, iso_utc
 from shared.errors import BadRequest, InvalidCron, InvalidTimezone
@@ -78,25 +78,23 @@ async def routine_health(request: web.Request) -> web.Response:
     days = _query_days(request)
     async with request.app[DB_KEY].connection() as conn:
         routine = await load_routine(conn, principal, routine_id)
-        now: datetime = await conn.fetchval(FEATURE_QUERIES["db_now"])
+        now: datetime = await conn.fetchval(QUERIES["transaction_now"])
         start = now - timedelta(days=days)
-        triggers = await conn.fetch(FEATURE_QUERIES["health_schedule_triggers"], routine_id)
+        triggers = await conn.fetch(QUERIES["health_schedule_triggers"], routine_id)
         slot_runs = {
             r["trigger_id"]: r
-            for r in await conn.fetch(
-                FEATURE_QUERIES["health_slot_runs"], routine_id, start, now, ON_TIME_WITHIN
-            )
+            for r in await conn.fetch(QUERIES["health_slot_runs"], routine_id, start, now, ON_TIME_WITHIN)
         }
         missed = {
             r["trigger_id"]: int(r["dropped"] or 0)
-            for r in await conn.fetch(FEATURE_QUERIES["health_missed_slots"], routine_id, start)
+            for r in await conn.fetch(QUERIES["health_missed_slots"], routine_id, start)
         }
         by_status = {
             r["status"]: int(r["n"])
-            for r in await conn.fetch(FEATURE_QUERIES["health_status_counts"], routine_id, start)
+            for r in await conn.fetch(QUERIES["health_status_counts"], routine_id, start)
         }
-        settled = await conn.fetch(FEATURE_QUERIES["health_settled"], routine_id, STREAK_LOOKBACK)
-        issues = await conn.fetch(FEATURE_QUERIES["open_execution_issues"], [routine_id])
+        settled = await conn.fetch(QUERIES["health_settled"], routine_id, STREAK_LOOKBACK)
+        issues = await conn.fetch(QUERIES["open_execution_issues"], [routine_id])
     trigger_reports = []
     budget = MAX_SLOTS_COUNTED
     for t in triggers:

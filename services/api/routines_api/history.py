@@ -16,9 +16,9 @@ from routines_api import routine_features
 from routines_api.auth import Principal, authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
 from routines_api.feature_models import ReplayRequest
-from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.models import RunOut
 from routines_api.openapi import ROUTES, QueryParam
+from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.http import BUS_KEY, DB_KEY
@@ -67,7 +67,7 @@ def query_instant(request: web.Request, name: str) -> datetime | None:
 
 async def load_run(conn: asyncpg.Connection, principal: Principal, run_id: uuid.UUID) -> asyncpg.Record:
     """A run the caller may see (another company's run → 404)."""
-    run = await conn.fetchrow(FEATURE_QUERIES["run_by_id"], run_id)
+    run = await conn.fetchrow(QUERIES["run_by_id"], run_id)
     if run is None:
         raise NotFound("run not found")
     principal.require_visible(run["company_id"], "run")
@@ -81,7 +81,7 @@ async def publish_and_wait(request: web.Request, run: dict[str, Any]) -> dict[st
     await publish_run_requested(request.app[BUS_KEY], run["id"], run["routine_id"])
     if await waiter.wait(str(run["id"]), expected, request.app[API_SETTINGS_KEY].manual_run_wait_sec):
         async with request.app[DB_KEY].connection() as conn:
-            decided = await conn.fetchrow(FEATURE_QUERIES["run_by_id"], run["id"])
+            decided = await conn.fetchrow(QUERIES["run_by_id"], run["id"])
         if decided is not None:
             return dict(decided)
     return run
@@ -137,7 +137,7 @@ async def list_runs(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].connection() as conn:
         await load_routine(conn, principal, routine_id)
         rows = await conn.fetch(
-            FEATURE_QUERIES["runs_page"],
+            QUERIES["runs_page"],
             routine_id,
             status,
             source,
@@ -173,7 +173,7 @@ async def get_run(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     run_id = path_uuid(request, "runId", "run")
     async with request.app[DB_KEY].connection() as conn:
-        run = await conn.fetchrow(FEATURE_QUERIES["run_answer"], run_id)
+        run = await conn.fetchrow(QUERIES["run_answer"], run_id)
     if run is None:
         raise NotFound("run not found")
     principal.require_visible(run["company_id"], "run")
@@ -208,7 +208,7 @@ async def replay_run(request: web.Request) -> web.Response:
         if routine["status"] == "archived":
             raise Conflict("routine is archived")
         row = await conn.fetchrow(
-            FEATURE_QUERIES["insert_replay_run"],
+            QUERIES["insert_replay_run"],
             routine["id"],
             routine["company_id"],
             original["trigger_id"],

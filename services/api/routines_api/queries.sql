@@ -36,6 +36,10 @@ SELECT * FROM agents WHERE company_id = $1 ORDER BY created_at, id;
 -- One agent.
 SELECT * FROM agents WHERE id = $1;
 
+-- agent_status --
+-- An agent's status (NULL when there is no such agent).
+SELECT status FROM agents WHERE id = $1;
+
 -- update_agent_status --
 -- Change an agent's status.
 UPDATE agents SET status = $2, updated_at = now() WHERE id = $1 RETURNING *;
@@ -296,3 +300,7 @@ SELECT count(*) FROM goals WHERE company_id = $1;
 -- transaction_now --
 -- The database's clock: now(), the start of the current transaction.
 SELECT now();
+
+-- lock_instance_tokens --
+-- Serialise revocations of instance admin tokens, so two admins cannot each revoke "the other last one".
+SELECT pg_advisory_xact_lock(hashtext('routines.instance_tokens'));

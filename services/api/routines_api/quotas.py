@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 from pydantic.alias_generators import to_camel
 
-from routines_api.auth import QUERIES
+from routines_api.sql import QUERIES
 from shared.errors import Unprocessable
 from shared.settings import ApiSettings
 

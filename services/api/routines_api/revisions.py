@@ -9,15 +9,15 @@ import asyncpg
 from aiohttp import web
 
 from routines_api import routine_features
-from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
+from routines_api.auth import authenticate, load_routine, path_uuid
 from routines_api.common import dump, query_limit, respond
 from routines_api.directory import check_reference
 from routines_api.feature_models import ActivityOut, RevisionOut
-from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.history import NEXT_CURSOR_HEADER, decode_cursor, encode_cursor
 from routines_api.models import RoutineOut
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.routines import check_assignee
+from routines_api.sql import QUERIES
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import DB_KEY
 from shared.templates import check_placeholders, parse_variables, required_without_default
@@ -74,7 +74,7 @@ async def _routine_page(request: web.Request, query: str) -> tuple[uuid.UUID, in
     after_at, after_id = _cursor(request)
     async with request.app[DB_KEY].connection() as conn:
         await load_routine(conn, principal, routine_id)
-        rows = await conn.fetch(FEATURE_QUERIES[query], routine_id, after_at, after_id, limit + 1)
+        rows = await conn.fetch(QUERIES[query], routine_id, after_at, after_id, limit + 1)
     return routine_id, limit, list(rows)
 
 
@@ -99,7 +99,7 @@ async def restore_revision(request: web.Request) -> web.Response:
     revision_id = path_uuid(request, "revisionId", "revision")
     async with request.app[DB_KEY].transaction() as conn:
         before = await load_routine(conn, principal, routine_id, lock=True, manage=True)
-        revision = await conn.fetchrow(FEATURE_QUERIES["revision_by_id"], revision_id, routine_id)
+        revision = await conn.fetchrow(QUERIES["revision_by_id"], revision_id, routine_id)
         if revision is None:
             raise NotFound("revision not found")
         if before["status"] == "archived":
@@ -122,7 +122,7 @@ async def restore_revision(request: web.Request) -> web.Response:
         variables = parse_variables(snap.get("variables") or [])
         check_placeholders(snap["title"], snap.get("description"), variables)
         missing = required_without_default(variables)
-        if missing and await conn.fetchval(FEATURE_QUERIES["has_schedule_triggers"], routine_id):
+        if missing and await conn.fetchval(QUERIES["has_schedule_triggers"], routine_id):
             raise Unprocessable(
                 f"required variable {missing[0]!r} has no default; the routine has a schedule"
             )
@@ -142,7 +142,7 @@ async def restore_revision(request: web.Request) -> web.Response:
         )
         assert row is not None
         stored = await conn.fetchrow(
-            FEATURE_QUERIES["set_routine_features"],
+            QUERIES["set_routine_features"],
             routine_id,
             [v.to_json() for v in variables],
             snap.get("failureAlertAfter"),
@@ -211,7 +211,5 @@ async def company_activity(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].connection() as conn:
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
-        rows = await conn.fetch(
-            FEATURE_QUERIES["company_activity_page"], company_id, after_at, after_id, limit + 1
-        )
+        rows = await conn.fetch(QUERIES["company_activity_page"], company_id, after_at, after_id, limit + 1)
     return _page(list(rows), limit, ActivityOut, "at")

@@ -9,11 +9,11 @@ from typing import Any
 
 import asyncpg
 
-from routines_api.auth import QUERIES, Principal
+from routines_api.auth import Principal
 from routines_api.common import Row
 from routines_api.directory import check_reference
-from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.models import RoutineCreate, RoutineFeatureFields, RoutineUpdate, VariableSpec
+from routines_api.sql import QUERIES
 from shared.errors import Conflict, Forbidden, Unprocessable
 from shared.templates import (
     Variable,
@@ -88,7 +88,7 @@ async def record_activity(
 ) -> None:
     kind, actor_id = actor(principal) if principal is not None else ("system", None)
     await conn.execute(
-        FEATURE_QUERIES["insert_activity"],
+        QUERIES["insert_activity"],
         routine["company_id"],
         routine["id"],
         kind,
@@ -112,7 +112,7 @@ async def record_revision(
         return None
     kind, actor_id = actor(principal)
     return await conn.fetchrow(
-        FEATURE_QUERIES["insert_revision"],
+        QUERIES["insert_revision"],
         row["id"],
         row["company_id"],
         kind,
@@ -125,7 +125,7 @@ async def record_revision(
 
 async def with_revision(conn: asyncpg.Connection, row: Row) -> dict[str, Any]:
     """The routine row plus its current revision id."""
-    latest = await conn.fetchrow(FEATURE_QUERIES["latest_revision"], row["id"])
+    latest = await conn.fetchrow(QUERIES["latest_revision"], row["id"])
     return {**dict(row), "revision_id": latest["id"] if latest else None}
 
 
@@ -133,7 +133,7 @@ async def _store(
     conn: asyncpg.Connection, routine_id: uuid.UUID, variables: list[Variable], values: Mapping[str, Any]
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
-        FEATURE_QUERIES["set_routine_features"],
+        QUERIES["set_routine_features"],
         routine_id,
         [v.to_json() for v in variables],
         values["failure_alert_after"],
@@ -166,7 +166,7 @@ async def check_base_revision(conn: asyncpg.Connection, routine_id: uuid.UUID, b
     """Optimistic concurrency: 409 when the routine changed since `baseRevisionId`."""
     if body.base_revision_id is None:
         return
-    latest = await conn.fetchrow(FEATURE_QUERIES["latest_revision"], routine_id)
+    latest = await conn.fetchrow(QUERIES["latest_revision"], routine_id)
     if latest is None or latest["id"] != body.base_revision_id:
         raise Conflict(
             "the routine changed since baseRevisionId; reload it and apply your change again",
@@ -183,7 +183,7 @@ async def after_update(
     variables = _variables(body.variables) if "variables" in given else routine_variables(before)
     check_placeholders(row["title"], row["description"], variables)
     missing = required_without_default(variables)
-    if missing and await conn.fetchval(FEATURE_QUERIES["has_schedule_triggers"], row["id"]):
+    if missing and await conn.fetchval(QUERIES["has_schedule_triggers"], row["id"]):
         raise Unprocessable(
             f"required variable {missing[0]!r} has no default, and schedule fires give no values",
             {"variables": missing},
@@ -228,7 +228,7 @@ async def store_given_variables(
     conn: asyncpg.Connection, run_id: uuid.UUID, values: Mapping[str, Any]
 ) -> None:
     if values:
-        await conn.execute(FEATURE_QUERIES["set_run_input_variables"], run_id, dict(values))
+        await conn.execute(QUERIES["set_run_input_variables"], run_id, dict(values))
 
 
 async def record_trigger_activity(
@@ -248,11 +248,11 @@ async def detail_extras(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """What the routine detail adds: the open issue, the latest runs, and per trigger its latest
     run's status (`lastResult`) and time (`lastFiredAt` when the scheduler did not stamp one)."""
-    issue = await conn.fetchrow(FEATURE_QUERIES["active_issue"], routine_id)
-    runs = await conn.fetch(FEATURE_QUERIES["recent_runs"], routine_id, RECENT_RUNS)
+    issue = await conn.fetchrow(QUERIES["active_issue"], routine_id)
+    runs = await conn.fetch(QUERIES["recent_runs"], routine_id, RECENT_RUNS)
     latest = {
         r["trigger_id"]: r
-        for r in await conn.fetch(FEATURE_QUERIES["latest_run_per_trigger"], [t["id"] for t in triggers])
+        for r in await conn.fetch(QUERIES["latest_run_per_trigger"], [t["id"] for t in triggers])
     }
     rows = []
     for t in triggers:
@@ -295,4 +295,4 @@ async def store_run_overrides(
     project_id: uuid.UUID | None,
 ) -> None:
     if assignee_agent_id is not None or project_id is not None:
-        await conn.execute(FEATURE_QUERIES["set_run_overrides"], run_id, assignee_agent_id, project_id)
+        await conn.execute(QUERIES["set_run_overrides"], run_id, assignee_agent_id, project_id)

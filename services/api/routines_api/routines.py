@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from routines_api import routine_features
-from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
+from routines_api.auth import authenticate, load_routine, path_uuid
 from routines_api.common import dump, parse_body, query_choice, query_uuid, respond
 from routines_api.directory import check_reference
 from routines_api.models import (
@@ -24,13 +24,13 @@ from routines_api.models import (
 )
 from routines_api.openapi import ROUTES, QueryParam
 from routines_api.quotas import enforce_quota, lock_company
+from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from routines_api.triggers import announce_trigger_change, trigger_json
 from shared.cron import describe, parse_cron, preview, zone
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.rules import next_run_at
-from shared.runs import QUERIES as RUN_QUERIES
 from shared.runs import publish_run_requested, record_run
 
 ROUTINE_STATUSES = ("active", "paused", "archived")
@@ -38,7 +38,7 @@ ROUTINE_STATUSES = ("active", "paused", "archived")
 
 async def check_assignee(conn: asyncpg.Connection, agent_id: uuid.UUID | None, company_id: uuid.UUID) -> None:
     await check_reference(conn, "agent", agent_id, company_id, "assigneeAgentId")
-    status = await conn.fetchval("SELECT status FROM agents WHERE id = $1", agent_id)
+    status = await conn.fetchval(QUERIES["agent_status"], agent_id)
     if status != "active":
         raise Unprocessable(
             f"assigneeAgentId: agent is {status}; routines can only be assigned to active agents"
@@ -268,7 +268,7 @@ async def manual_run(request: web.Request) -> web.Response:
     await publish_run_requested(request.app[BUS_KEY], run["id"], routine_id)
     if await waiter.wait(str(run["id"]), expected, settings.manual_run_wait_sec):
         async with request.app[DB_KEY].connection() as conn:
-            run = dict(await conn.fetchrow(RUN_QUERIES["run_by_id"], run["id"]) or run)
+            run = dict(await conn.fetchrow(QUERIES["run_by_id"], run["id"]) or run)
     return respond(dump(RunOut, run), 202)
 
 

@@ -9,9 +9,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from routines_api.auth import QUERIES, Principal, authenticate, load_routine, path_uuid
+from routines_api.auth import Principal, authenticate, load_routine, path_uuid
 from routines_api.common import Row, dump, parse_body, respond
-from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.models import (
     RotatedSecret,
     RotateSecret,
@@ -23,6 +22,7 @@ from routines_api.models import (
 from routines_api.openapi import ROUTES
 from routines_api.quotas import enforce_quota, lock_company
 from routines_api.routine_features import record_trigger_activity, require_schedule_fillable
+from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY
 from shared.bus import Bus, Subjects
 from shared.cron import describe, parse_cron, zone
@@ -255,7 +255,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
         await conn.execute(
             QUERIES["insert_secret"], trigger_id, request.app[SECRET_BOX_KEY].encrypt(secret, str(trigger_id))
         )
-        await conn.execute(FEATURE_QUERIES["set_last_rotated_at"], trigger_id)
+        await conn.execute(QUERIES["set_last_rotated_at"], trigger_id)
         await record_trigger_activity(conn, principal, t, "secret_rotated")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=t["public_id"])
     return respond(

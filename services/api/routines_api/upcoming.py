@@ -17,12 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-from routines_api.auth import QUERIES, authenticate, load_routine, path_uuid
+from routines_api.auth import authenticate, load_routine, path_uuid
 from routines_api.common import Row, dump, query_uuid, respond
 from routines_api.feature_models import UpcomingOut
-from routines_api.feature_queries import FEATURE_QUERIES
 from routines_api.history import query_instant
 from routines_api.openapi import ROUTES, QueryParam
+from routines_api.sql import QUERIES
 from routines_dispatcher.policy import ActiveIssue, decide_concurrency
 from shared.cron import iso_utc, next_fire, zone
 from shared.errors import BadRequest, InvalidCron, InvalidTimezone, NotFound
@@ -168,9 +168,9 @@ async def routine_upcoming(request: web.Request) -> web.Response:
     include_disabled = _query_include_disabled(request)
     async with request.app[DB_KEY].connection() as conn:
         routine = await load_routine(conn, principal, routine_id)
-        triggers = await conn.fetch(FEATURE_QUERIES["schedule_triggers_of_routine"], routine_id)
-        active = _active_issues(await conn.fetch(FEATURE_QUERIES["open_execution_issues"], [routine_id]))
-        now: datetime = await conn.fetchval(FEATURE_QUERIES["db_now"])
+        triggers = await conn.fetch(QUERIES["schedule_triggers_of_routine"], routine_id)
+        active = _active_issues(await conn.fetch(QUERIES["open_execution_issues"], [routine_id]))
+        now: datetime = await conn.fetchval(QUERIES["transaction_now"])
     specs = []
     for t in triggers:
         if not t["enabled"] and not include_disabled:
@@ -221,7 +221,7 @@ async def company_upcoming(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].connection() as conn:
         if not await conn.fetchval(QUERIES["company_exists"], company_id):
             raise NotFound("company not found")
-        now: datetime = await conn.fetchval(FEATURE_QUERIES["db_now"])
+        now: datetime = await conn.fetchval(QUERIES["transaction_now"])
         start = start or now
         end = end or start + timedelta(days=7)
         if end <= start:
@@ -229,14 +229,14 @@ async def company_upcoming(request: web.Request) -> web.Response:
         if end - start > MAX_WINDOW:
             raise BadRequest(f"the window may span at most {MAX_WINDOW.days} days")
         triggers = await conn.fetch(
-            FEATURE_QUERIES["company_schedule_triggers"], company_id, assignee, MAX_CALENDAR_TRIGGERS + 1
+            QUERIES["company_schedule_triggers"], company_id, assignee, MAX_CALENDAR_TRIGGERS + 1
         )
         if len(triggers) > MAX_CALENDAR_TRIGGERS:
             raise BadRequest(
                 f"more than {MAX_CALENDAR_TRIGGERS} schedule triggers; narrow with assigneeAgentId"
             )
         routine_ids = list({t["routine_id"] for t in triggers})
-        active = _active_issues(await conn.fetch(FEATURE_QUERIES["open_execution_issues"], routine_ids))
+        active = _active_issues(await conn.fetch(QUERIES["open_execution_issues"], routine_ids))
     specs = [
         ScheduleSpec(
             t["id"],
