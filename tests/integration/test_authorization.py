@@ -403,7 +403,7 @@ NOT_IN_MATRIX = {
 async def test_every_api_route_is_in_a_matrix(client: Client, admin_token: str) -> None:
     """A new endpoint cannot be added without its row: every operation of the route table is
     requested by some matrix row (or named in NOT_IN_MATRIX with where it is tested)."""
-    from routines_api.openapi import ROUTES
+    from routines_api.routes import ROUTES
 
     world = World(
         admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from routines_api.openapi import RouteTable
+from routines_api.routes import RouteTable
 from shared.http import SETTINGS_KEY, edge_middleware
 from shared.settings import CommonSettings
 

@@ -20,7 +20,8 @@ from routines_api import (  # noqa: F401 - they register their routes
     wakeups,
 )
 from routines_api.console.pages import setup_console
-from routines_api.openapi import GATEWAY_OPERATIONS, ROUTES, build_openapi
+from routines_api.openapi import GATEWAY_OPERATIONS, build_openapi
+from routines_api.routes import ROUTES
 from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY, WAITER_KEY
 from routines_api.waiter import DecisionWaiter
 from shared.crypto import SecretBox

@@ -70,6 +70,17 @@ async def authenticate(request: web.Request) -> Principal:
     return principal
 
 
+def principal_of(request: web.Request) -> Principal:
+    """The caller, as the route table authenticated them before the handler ran. Only routes
+    marked `auth=True` have one; asking on any other route is a programming error, not a 401."""
+    try:
+        return request[PRINCIPAL_KEY]
+    except KeyError:
+        raise RuntimeError(
+            f"{request.method} {request.path}: no principal; the route is not marked auth=True"
+        ) from None
+
+
 async def _resolve(request: web.Request) -> Principal:
     header = request.headers.get("Authorization", "")
     if not header and SESSION_COOKIE in request.cookies:

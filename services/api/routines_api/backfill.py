@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from routines_api.auth import authenticate, load_routine, path_uuid
+from routines_api import store
+from routines_api.auth import load_routine, path_uuid, principal_of
 from routines_api.common import dump, parse_body, respond
 from routines_api.feature_models import BackfillOut, BackfillRequest
-from routines_api.openapi import ROUTES
-from routines_api.routine_features import record_activity
+from routines_api.routes import ROUTES
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
 from shared.bus import Bus
@@ -58,7 +58,7 @@ async def _publish_all(bus: Bus, runs: list[tuple[uuid.UUID, uuid.UUID]]) -> Non
     errors=(403, 404, 409, 422),
 )
 async def backfill(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, BackfillRequest)
     hard_limit = request.app[API_SETTINGS_KEY].backfill_max_runs
@@ -102,7 +102,7 @@ async def backfill(request: web.Request) -> web.Response:
             recorded = {r["scheduled_for"]: r["id"] for r in rows}
             details = {"triggerId": str(trigger["id"]), "recorded": len(recorded), "from": iso_utc(start)}
             details["to"] = iso_utc(end)
-            await record_activity(conn, principal, routine, "backfill", details)
+            await store.record_activity(conn, principal, routine, "backfill", details)
     if recorded:
         await _publish_all(request.app[BUS_KEY], [(run_id, routine_id) for run_id in recorded.values()])
     tz = zone(trigger["timezone"])

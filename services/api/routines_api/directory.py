@@ -8,7 +8,8 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
-from routines_api.auth import Principal, authenticate, path_uuid
+from routines_api import store
+from routines_api.auth import Principal, path_uuid, principal_of
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
 from routines_api.models import (
     AgentCreate,
@@ -28,12 +29,12 @@ from routines_api.models import (
     ProjectOut,
     TokenOut,
 )
-from routines_api.openapi import ROUTES, QueryParam
 from routines_api.quotas import enforce_quota, lock_company
+from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
-from shared.crypto import hash_token, new_token
+from shared.crypto import new_token
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.vocabulary import ISSUE_STATUSES
@@ -50,7 +51,7 @@ async def _company_path(request: web.Request, principal: Principal) -> uuid.UUID
 
 async def _list_in_company(request: web.Request, query: str, model: type[BaseModel]) -> web.Response:
     """GET of a company's agents/projects/goals: any member of the company may read."""
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = await _company_path(request, principal)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(QUERIES[query], company_id)
@@ -61,7 +62,7 @@ async def _create_named_in_company(
     request: web.Request, body_model: type[BaseModel], field: str, query: str, model: type[BaseModel]
 ) -> web.Response:
     """POST of a project/goal: board operators only; `field` of the body names it."""
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = await _company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, body_model)
@@ -101,7 +102,7 @@ async def check_reference(
     errors=(403,),
 )
 async def create_company(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     if not principal.is_admin:
         raise Forbidden("only the instance admin can create companies")
     body = await parse_body(request, CompanyCreate)
@@ -120,7 +121,7 @@ async def create_company(request: web.Request) -> web.Response:
     response_is_list=True,
 )
 async def list_companies(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(
             QUERIES["list_companies"], None if principal.is_admin else principal.company_id
@@ -142,7 +143,7 @@ async def list_companies(request: web.Request) -> web.Response:
     errors=(403, 404, 422),
 )
 async def create_agent(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = await _company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, AgentCreate)
@@ -152,9 +153,7 @@ async def create_agent(request: web.Request) -> web.Response:
         await enforce_quota(request.app[API_SETTINGS_KEY], conn, "agents_per_company", company_id)
         agent = await conn.fetchrow(QUERIES["insert_agent"], company_id, body.name)
         assert agent is not None
-        await conn.execute(
-            QUERIES["insert_token"], hash_token(api_key), "agent", agent["id"], None, body.name
-        )
+        await store.insert_agent_key(conn, agent["id"], body.name, api_key)
     return respond({"agent": dump(AgentOut, agent), "apiKey": api_key}, 201)
 
 
@@ -183,7 +182,7 @@ async def list_agents(request: web.Request) -> web.Response:
 async def update_agent(request: web.Request) -> web.Response:
     """Terminating an agent revokes its API keys for good: re-activating it does not restore them
     (rotate-key gives it a new one)."""
-    principal = await authenticate(request)
+    principal = principal_of(request)
     agent_id = path_uuid(request, "agentId", "agent")
     body = await parse_body(request, AgentUpdate)  # read before taking a pooled connection
     async with request.app[DB_KEY].transaction() as conn:
@@ -209,7 +208,7 @@ async def update_agent(request: web.Request) -> web.Response:
 )
 async def rotate_agent_key(request: web.Request) -> web.Response:
     """Board operators rotate any agent's key in their company; an agent may rotate its own."""
-    principal = await authenticate(request)
+    principal = principal_of(request)
     agent_id = path_uuid(request, "agentId", "agent")
     api_key = new_token("agent")
     async with request.app[DB_KEY].transaction() as conn:
@@ -222,9 +221,7 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
         if agent["status"] == "terminated":
             raise Conflict("agent is terminated; set it active before giving it a new key")
         await conn.execute(QUERIES["revoke_agent_tokens"], agent_id)
-        await conn.execute(
-            QUERIES["insert_token"], hash_token(api_key), "agent", agent_id, None, agent["name"]
-        )
+        await store.insert_agent_key(conn, agent_id, agent["name"], api_key)
     return respond({"agent": dump(AgentOut, agent), "apiKey": api_key})
 
 
@@ -232,7 +229,7 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
     "GET", "/api/agents/me", summary="The calling agent", tag="directory", response=AgentOut, errors=(403,)
 )
 async def agent_me(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     if principal.agent_id is None:
         raise Forbidden("not an agent token")
     async with request.app[DB_KEY].connection() as conn:
@@ -309,7 +306,7 @@ async def list_goals(request: web.Request) -> web.Response:
     errors=(403, 404, 422),
 )
 async def create_board_token(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = await _company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, BoardTokenCreate)
@@ -317,11 +314,7 @@ async def create_board_token(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].transaction() as conn:
         await lock_company(conn, company_id)
         await enforce_quota(request.app[API_SETTINGS_KEY], conn, "board_tokens_per_company", company_id)
-        member = await conn.fetchrow(QUERIES["insert_board_membership"], company_id, body.name)
-        assert member is not None
-        token_id = await conn.fetchval(
-            QUERIES["insert_token"], hash_token(token), "board", None, member["id"], body.name
-        )
+        token_id = await store.insert_board_token(conn, company_id, body.name, token)
     return respond(
         {"id": str(token_id), "companyId": str(company_id), "name": body.name, "token": token}, 201
     )
@@ -337,7 +330,7 @@ async def create_board_token(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def list_board_tokens(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = await _company_path(request, principal)
     principal.require_board(company_id)
     async with request.app[DB_KEY].connection() as conn:
@@ -354,7 +347,7 @@ async def list_board_tokens(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def revoke_board_token(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     token_id = path_uuid(request, "tokenId", "token")
     async with request.app[DB_KEY].transaction() as conn:
         token = await conn.fetchrow(QUERIES["board_token_by_id"], token_id)
@@ -377,7 +370,7 @@ async def revoke_board_token(request: web.Request) -> web.Response:
     errors=(403,),
 )
 async def list_instance_tokens(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     if not principal.is_admin:
         raise Forbidden("only the instance admin can see instance tokens")
     async with request.app[DB_KEY].connection() as conn:
@@ -394,7 +387,7 @@ async def list_instance_tokens(request: web.Request) -> web.Response:
     errors=(403, 404, 409),
 )
 async def revoke_instance_token(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     if not principal.is_admin:
         raise Forbidden("only the instance admin can revoke instance tokens")
     token_id = path_uuid(request, "tokenId", "token")
@@ -423,7 +416,7 @@ async def revoke_instance_token(request: web.Request) -> web.Response:
     errors=(403, 404, 422),
 )
 async def create_issue(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = await _company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, IssueCreate)
@@ -432,19 +425,7 @@ async def create_issue(request: web.Request) -> web.Response:
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
         await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
         await check_reference(conn, "agent", body.assignee_agent_id, company_id, "assigneeAgentId")
-        row = await conn.fetchrow(
-            QUERIES["insert_issue"],
-            company_id,
-            body.title,
-            body.description,
-            body.status,
-            body.priority,
-            body.project_id,
-            body.goal_id,
-            body.parent_issue_id,
-            body.assignee_agent_id,
-        )
-    assert row is not None
+        row = await store.insert_issue(conn, company_id, body.model_dump())
     return respond(dump(IssueOut, row), 201)
 
 
@@ -464,7 +445,7 @@ async def create_issue(request: web.Request) -> web.Response:
     ),
 )
 async def list_issues(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = await _company_path(request, principal)
     assignee = query_uuid(request, "assigneeAgentId")
     status = query_choice(request, "status", ISSUE_STATUSES)
@@ -482,7 +463,7 @@ async def list_issues(request: web.Request) -> web.Response:
     "GET", "/api/issues/{issueId}", summary="One issue", tag="issues", response=IssueOut, errors=(404,)
 )
 async def get_issue(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     issue_id = path_uuid(request, "issueId", "issue")
     async with request.app[DB_KEY].connection() as conn:
         row = await conn.fetchrow(QUERIES["issue_by_id"], issue_id)
@@ -503,7 +484,7 @@ async def get_issue(request: web.Request) -> web.Response:
 )
 async def update_issue(request: web.Request) -> web.Response:
     """Closing an execution issue settles its origin run in the same transaction."""
-    principal = await authenticate(request)
+    principal = principal_of(request)
     issue_id = path_uuid(request, "issueId", "issue")
     body = await parse_body(request, IssueUpdate)
     async with request.app[DB_KEY].transaction() as conn:

@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from routines_api.auth import authenticate, load_routine, path_uuid
+from routines_api.auth import load_routine, path_uuid, principal_of
 from routines_api.common import dump, respond
 from routines_api.feature_models import HealthOut
-from routines_api.openapi import ROUTES, QueryParam
+from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from shared.alerts import failure_streak
 from shared.cron import fires_between, iso_utc
@@ -73,7 +73,7 @@ def _round(value: Any) -> float | None:
     ),
 )
 async def routine_health(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     days = _query_days(request)
     async with request.app[DB_KEY].connection() as conn:

@@ -12,12 +12,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from routines_api import routine_features
-from routines_api.auth import Principal, authenticate, load_routine, path_uuid
+from routines_api import store
+from routines_api.auth import Principal, load_routine, path_uuid, principal_of
 from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
 from routines_api.feature_models import ReplayRequest
 from routines_api.models import RunOut
-from routines_api.openapi import ROUTES, QueryParam
+from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from shared.errors import BadRequest, Conflict, NotFound
@@ -125,7 +125,7 @@ RUN_QUERY = (
     query=RUN_QUERY,
 )
 async def list_runs(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     limit = query_limit(request)
     status = query_choice(request, "status", RUN_STATUSES)
@@ -170,7 +170,7 @@ async def list_runs(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_run(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     run_id = path_uuid(request, "runId", "run")
     async with request.app[DB_KEY].connection() as conn:
         run = await conn.fetchrow(QUERIES["run_answer"], run_id)
@@ -199,7 +199,7 @@ async def get_run(request: web.Request) -> web.Response:
     errors=(403, 404, 409),
 )
 async def replay_run(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     run_id = path_uuid(request, "runId", "run")
     body = await parse_body(request, ReplayRequest)
     async with request.app[DB_KEY].transaction() as conn:
@@ -207,17 +207,10 @@ async def replay_run(request: web.Request) -> web.Response:
         routine = await load_routine(conn, principal, original["routine_id"], manage=True)
         if routine["status"] == "archived":
             raise Conflict("routine is archived")
-        row = await conn.fetchrow(
-            QUERIES["insert_replay_run"],
-            routine["id"],
-            routine["company_id"],
-            original["trigger_id"],
-            body.payload if body.payload is not None else original["payload"],
-            original["id"],
-            body.variables if body.variables is not None else original["input_variables"],
-        )
-        assert row is not None
+        payload = body.payload if body.payload is not None else original["payload"]
+        variables = body.variables if body.variables is not None else original["input_variables"]
+        row = await store.insert_replay_run(conn, routine, original, payload, variables)
         details = {"runId": str(row["id"]), "replayOf": str(original["id"])}
-        await routine_features.record_activity(conn, principal, routine, "replay", details)
+        await store.record_activity(conn, principal, routine, "replay", details)
     run = await publish_and_wait(request, dict(row))
     return respond(dump(RunOut, run), 202)

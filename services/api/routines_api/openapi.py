@@ -1,21 +1,16 @@
-"""One route table per service, and the OpenAPI 3.1 document generated from it and the models."""
+"""The OpenAPI 3.1 document, generated from the route table (`routes.py`) and the models."""
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from aiohttp import web
 from pydantic import BaseModel
-from pydantic.alias_generators import to_camel
 from pydantic.json_schema import models_json_schema
 
 from routines_api.models import ErrorOut, WebhookAccepted, document_schema
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from routines_api.routes import Operation, QueryParam
 
 ERROR_TEXT = {
     400: "Malformed or schema-invalid input",
@@ -30,74 +25,6 @@ ERROR_TEXT = {
     429: "Rate limited",
     503: "A dependency is unavailable",
 }
-
-
-@dataclass(frozen=True)
-class QueryParam:
-    name: str
-    schema: dict[str, Any]
-    description: str = ""
-
-
-@dataclass
-class Operation:
-    method: str
-    path: str
-    handler: Handler | None
-    summary: str
-    tag: str
-    body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    response_is_list: bool = False
-    status: int = 200
-    extra_statuses: dict[int, type[BaseModel]] = field(default_factory=dict)
-    errors: Sequence[int] = ()
-    auth: bool = True
-    query: Sequence[QueryParam] = ()
-    headers: Sequence[QueryParam] = ()
-    server: str | None = None
-    stream: str | None = None  # media type of a streamed answer (e.g. text/event-stream)
-    description: str = ""
-
-    @property
-    def operation_id(self) -> str:
-        """camelCase of the handler's name: one convention for every operation."""
-        return to_camel(self.handler.__name__) if self.handler is not None else "fireWebhookTrigger"
-
-
-class RouteTable:
-    """Routes with enough metadata to describe themselves."""
-
-    def __init__(self) -> None:
-        self.operations: list[Operation] = []
-
-    def route(
-        self, method: str, path: str, *, summary: str, tag: str, **meta: Any
-    ) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            self.operations.append(Operation(method, path, handler, summary, tag, **meta))
-            return handler
-
-        return register
-
-    def install(self, app: web.Application) -> None:
-        """Add every route; those marked `auth=True` authenticate before their handler runs, so the
-        flag that documents authentication also enforces it."""
-        for op in self.operations:
-            if op.handler is not None:
-                handler = _authenticated(op.handler) if op.auth else op.handler
-                app.router.add_route(op.method, op.path, handler)
-
-
-def _authenticated(handler: Handler) -> Handler:
-    from routines_api.auth import authenticate  # auth's own imports stay free of the route table
-
-    @functools.wraps(handler)
-    async def checked(request: web.Request) -> web.StreamResponse:
-        await authenticate(request)  # 401 here; the principal is kept on the request
-        return await handler(request)
-
-    return checked
 
 
 # The gateway's public endpoint, described here so the API's document covers the whole system.
@@ -398,6 +325,3 @@ ERROR_EXAMPLES = {
     429: "rate limited",
     503: "database unavailable",
 }
-
-
-ROUTES = RouteTable()

@@ -8,14 +8,14 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from routines_api import routine_features
-from routines_api.auth import authenticate, load_routine, path_uuid
+from routines_api import routine_features, store
+from routines_api.auth import load_routine, path_uuid, principal_of
 from routines_api.common import dump, query_limit, respond
 from routines_api.directory import check_reference
 from routines_api.feature_models import ActivityOut, RevisionOut
 from routines_api.history import NEXT_CURSOR_HEADER, decode_cursor, encode_cursor
 from routines_api.models import RoutineOut
-from routines_api.openapi import ROUTES, QueryParam
+from routines_api.routes import ROUTES, QueryParam
 from routines_api.routines import check_assignee
 from routines_api.sql import QUERIES
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -68,7 +68,7 @@ async def list_revisions(request: web.Request) -> web.Response:
 async def _routine_page(request: web.Request, query: str) -> tuple[uuid.UUID, int, list[asyncpg.Record]]:
     """The routine of the path (the caller must see it), the page size, and one more row than a
     page of `query` after the request's cursor (newest first)."""
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     limit = query_limit(request, maximum=100)
     after_at, after_id = _cursor(request)
@@ -94,7 +94,7 @@ async def _routine_page(request: web.Request, query: str) -> tuple[uuid.UUID, in
     errors=(403, 404, 409, 422),
 )
 async def restore_revision(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     revision_id = path_uuid(request, "revisionId", "revision")
     async with request.app[DB_KEY].transaction() as conn:
@@ -126,35 +126,33 @@ async def restore_revision(request: web.Request) -> web.Response:
             raise Unprocessable(
                 f"required variable {missing[0]!r} has no default; the routine has a schedule"
             )
-        row = await conn.fetchrow(
-            QUERIES["update_routine"],
+        await store.update_routine(
+            conn,
             routine_id,
-            snap["title"],
-            snap.get("description"),
-            assignee,
-            project,
-            ref("goalId"),
-            ref("parentIssueId"),
-            snap.get("priority", before["priority"]),
-            before["status"],
-            snap.get("concurrencyPolicy", before["concurrency_policy"]),
-            snap.get("catchUpPolicy", before["catch_up_policy"]),
+            {
+                "title": snap["title"],
+                "description": snap.get("description"),
+                "assignee_agent_id": assignee,
+                "project_id": project,
+                "goal_id": ref("goalId"),
+                "parent_issue_id": ref("parentIssueId"),
+                "priority": snap.get("priority", before["priority"]),
+                "status": before["status"],
+                "concurrency_policy": snap.get("concurrencyPolicy", before["concurrency_policy"]),
+                "catch_up_policy": snap.get("catchUpPolicy", before["catch_up_policy"]),
+            },
         )
-        assert row is not None
-        stored = await conn.fetchrow(
-            QUERIES["set_routine_features"],
-            routine_id,
-            [v.to_json() for v in variables],
-            snap.get("failureAlertAfter"),
-            snap.get("autoPauseAfter"),
-            snap.get("staleAfterSec"),
-            snap.get("staleAction") or "report",
-        )
-        assert stored is not None
+        features = {
+            "failure_alert_after": snap.get("failureAlertAfter"),
+            "auto_pause_after": snap.get("autoPauseAfter"),
+            "stale_after_sec": snap.get("staleAfterSec"),
+            "stale_action": snap.get("staleAction"),
+        }
+        stored = await store.set_routine_features(conn, routine_id, variables, features)
         await routine_features.record_revision(
             conn, principal, stored, routine_features.snapshot(before), restored_from=revision_id
         )
-        await routine_features.record_activity(
+        await store.record_activity(
             conn,
             principal,
             stored,
@@ -203,7 +201,7 @@ async def routine_activity(request: web.Request) -> web.Response:
     query=PAGE_QUERY,
 )
 async def company_activity(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)
     limit = query_limit(request, maximum=100)

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from routines_api import store
 from routines_api.auth import Principal
 from routines_api.common import Row
 from routines_api.directory import check_reference
@@ -51,11 +52,6 @@ SNAPSHOT_FIELDS = {
 }
 
 
-def actor(principal: Principal) -> tuple[str, uuid.UUID | None]:
-    """Who acted, as recorded in revisions and the activity log."""
-    return principal.kind, principal.agent_id if principal.kind == "agent" else principal.token_id
-
-
 def _variables(specs: list[VariableSpec] | None) -> list[Variable]:
     return parse_variables([s.model_dump() for s in specs or []])
 
@@ -79,25 +75,6 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, An
     return {k: {"from": before.get(k), "to": after[k]} for k in after if before.get(k) != after[k]}
 
 
-async def record_activity(
-    conn: asyncpg.Connection,
-    principal: Principal | None,
-    routine: Row,
-    action: str,
-    details: Mapping[str, Any] | None = None,
-) -> None:
-    kind, actor_id = actor(principal) if principal is not None else ("system", None)
-    await conn.execute(
-        QUERIES["insert_activity"],
-        routine["company_id"],
-        routine["id"],
-        kind,
-        actor_id,
-        action,
-        dict(details or {}),
-    )
-
-
 async def record_revision(
     conn: asyncpg.Connection,
     principal: Principal,
@@ -110,39 +87,13 @@ async def record_revision(
     diff = changes(before or {}, after) if before is not None else {}
     if before is not None and not diff:
         return None
-    kind, actor_id = actor(principal)
-    return await conn.fetchrow(
-        QUERIES["insert_revision"],
-        row["id"],
-        row["company_id"],
-        kind,
-        actor_id,
-        after,
-        diff,
-        restored_from,
-    )
+    return await store.insert_revision(conn, principal, row, after, diff, restored_from)
 
 
 async def with_revision(conn: asyncpg.Connection, row: Row) -> dict[str, Any]:
     """The routine row plus its current revision id."""
     latest = await conn.fetchrow(QUERIES["latest_revision"], row["id"])
     return {**dict(row), "revision_id": latest["id"] if latest else None}
-
-
-async def _store(
-    conn: asyncpg.Connection, routine_id: uuid.UUID, variables: list[Variable], values: Mapping[str, Any]
-) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        QUERIES["set_routine_features"],
-        routine_id,
-        [v.to_json() for v in variables],
-        values["failure_alert_after"],
-        values["auto_pause_after"],
-        values["stale_after_sec"],
-        values["stale_action"] or "report",
-    )
-    assert row is not None
-    return row
 
 
 def validate_create(body: RoutineCreate) -> list[Variable]:
@@ -156,9 +107,9 @@ async def after_create(
     conn: asyncpg.Connection, principal: Principal, row: Row, body: RoutineCreate, variables: list[Variable]
 ) -> dict[str, Any]:
     """Store the feature settings, the first revision and the `created` activity."""
-    stored = await _store(conn, row["id"], variables, body.model_dump())
+    stored = await store.set_routine_features(conn, row["id"], variables, body.model_dump())
     await record_revision(conn, principal, stored, None)
-    await record_activity(conn, principal, stored, "created")
+    await store.record_activity(conn, principal, stored, "created")
     return await with_revision(conn, stored)
 
 
@@ -188,13 +139,13 @@ async def after_update(
             f"required variable {missing[0]!r} has no default, and schedule fires give no values",
             {"variables": missing},
         )
-    stored = await _store(conn, row["id"], variables, values)
+    stored = await store.set_routine_features(conn, row["id"], variables, values)
     revision = await record_revision(conn, principal, stored, snapshot(before))
     if revision is not None:
         diff = revision["changes"]
         status = diff.get("status", {}).get("to")
         action = {"paused": "paused", "active": "resumed", "archived": "archived"}.get(status, "updated")
-        await record_activity(conn, principal, stored, action, {"fields": sorted(diff)})
+        await store.record_activity(conn, principal, stored, action, {"fields": sorted(diff)})
     return await with_revision(conn, stored)
 
 
@@ -222,22 +173,6 @@ def check_given_variables(routine: Row, given: Mapping[str, Any]) -> dict[str, A
         except VariableError as exc:
             raise Unprocessable(str(exc), {"variable": name}) from None
     return values
-
-
-async def store_given_variables(
-    conn: asyncpg.Connection, run_id: uuid.UUID, values: Mapping[str, Any]
-) -> None:
-    if values:
-        await conn.execute(QUERIES["set_run_input_variables"], run_id, dict(values))
-
-
-async def record_trigger_activity(
-    conn: asyncpg.Connection, principal: Principal, trigger: Row, action: str
-) -> None:
-    """A trigger change in its routine's activity log (never its secret)."""
-    routine = {"id": trigger["routine_id"], "company_id": trigger["company_id"]}
-    details = {"triggerId": str(trigger["id"]), "kind": trigger["kind"], "label": trigger["label"]}
-    await record_activity(conn, principal, routine, action, details)
 
 
 RECENT_RUNS = 5
@@ -286,13 +221,3 @@ async def check_run_overrides(
             raise Unprocessable("assigneeAgentId: runs can only be assigned to active agents")
     if project_id is not None:
         await check_reference(conn, "project", project_id, routine["company_id"], "projectId")
-
-
-async def store_run_overrides(
-    conn: asyncpg.Connection,
-    run_id: uuid.UUID,
-    assignee_agent_id: uuid.UUID | None,
-    project_id: uuid.UUID | None,
-) -> None:
-    if assignee_agent_id is not None or project_id is not None:
-        await conn.execute(QUERIES["set_run_overrides"], run_id, assignee_agent_id, project_id)

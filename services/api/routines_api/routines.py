@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import asyncpg
 from aiohttp import web
 
-from routines_api import routine_features
-from routines_api.auth import authenticate, load_routine, path_uuid
+from routines_api import routine_features, store
+from routines_api.auth import load_routine, path_uuid, principal_of
 from routines_api.common import dump, parse_body, query_choice, query_uuid, respond
 from routines_api.directory import check_reference
 from routines_api.models import (
@@ -22,8 +22,8 @@ from routines_api.models import (
     RoutineUpdate,
     RunOut,
 )
-from routines_api.openapi import ROUTES, QueryParam
 from routines_api.quotas import enforce_quota, lock_company
+from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
 from routines_api.triggers import announce_trigger_change, trigger_json
@@ -56,7 +56,7 @@ async def check_assignee(conn: asyncpg.Connection, agent_id: uuid.UUID | None, c
     errors=(403, 404, 422),
 )
 async def create_routine(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)
     body = await parse_body(request, RoutineCreate)
@@ -73,21 +73,7 @@ async def create_routine(request: web.Request) -> web.Response:
         await check_reference(conn, "project", body.project_id, company_id, "projectId")
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
         await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
-        row = await conn.fetchrow(
-            QUERIES["insert_routine"],
-            company_id,
-            body.title,
-            body.description,
-            body.assignee_agent_id,
-            body.project_id,
-            body.goal_id,
-            body.parent_issue_id,
-            body.priority,
-            body.status,
-            body.concurrency_policy,
-            body.catch_up_policy,
-        )
-        assert row is not None
+        row = await store.insert_routine(conn, company_id, body.model_dump())
         created = await routine_features.after_create(conn, principal, row, body, variables)
     return respond(dump(RoutineOut, created), 201)
 
@@ -106,7 +92,7 @@ async def create_routine(request: web.Request) -> web.Response:
     ),
 )
 async def list_routines(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)
     status = query_choice(request, "status", ROUTINE_STATUSES)
@@ -127,7 +113,7 @@ async def list_routines(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_routine(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     async with request.app[DB_KEY].connection() as conn:
         routine = await load_routine(conn, principal, routine_id)
@@ -148,7 +134,7 @@ async def get_routine(request: web.Request) -> web.Response:
     errors=(403, 404, 409, 422),
 )
 async def update_routine(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, RoutineUpdate)
     given = body.model_fields_set
@@ -176,20 +162,7 @@ async def update_routine(request: web.Request) -> web.Response:
         await check_reference(conn, "project", merged["project_id"], r["company_id"], "projectId")
         await check_reference(conn, "goal", merged["goal_id"], r["company_id"], "goalId")
         await check_reference(conn, "issue", merged["parent_issue_id"], r["company_id"], "parentIssueId")
-        row = await conn.fetchrow(
-            QUERIES["update_routine"],
-            routine_id,
-            merged["title"],
-            merged["description"],
-            merged["assignee_agent_id"],
-            merged["project_id"],
-            merged["goal_id"],
-            merged["parent_issue_id"],
-            merged["priority"],
-            status,
-            merged["concurrency_policy"],
-            merged["catch_up_policy"],
-        )
+        row = await store.update_routine(conn, routine_id, {**merged, "status": status})
         if status != r["status"]:
             # Paused/archived triggers are parked; on resume they restart from now (no burst).
             now = await conn.fetchval(QUERIES["transaction_now"])
@@ -202,7 +175,6 @@ async def update_routine(request: web.Request) -> web.Response:
                             "schedule", t["enabled"], status, t["cron_expression"], t["timezone"], now
                         ),
                     )
-        assert row is not None
         updated = await routine_features.after_update(conn, principal, r, row, body)
     if status != r["status"]:
         await announce_trigger_change(request.app[BUS_KEY], routineId=str(routine_id))
@@ -221,7 +193,7 @@ async def update_routine(request: web.Request) -> web.Response:
     errors=(403, 404, 409, 422),
 )
 async def manual_run(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, ManualRun)
     async with request.app[DB_KEY].transaction() as conn:
@@ -250,12 +222,10 @@ async def manual_run(request: web.Request) -> web.Response:
             idempotency_key=body.idempotency_key,
         )
         if recorded.created:
-            await routine_features.store_given_variables(conn, recorded.row["id"], given_variables)
-            await routine_features.store_run_overrides(
-                conn, recorded.row["id"], body.assignee_agent_id, body.project_id
-            )
+            await store.store_given_variables(conn, recorded.row["id"], given_variables)
+            await store.store_run_overrides(conn, recorded.row["id"], body.assignee_agent_id, body.project_id)
             details = {"runId": str(recorded.row["id"]), "source": body.source}
-            await routine_features.record_activity(conn, principal, routine, "manual_run", details)
+            await store.record_activity(conn, principal, routine, "manual_run", details)
     run = recorded.row
     if recorded.created:
         overrides = {"assignee_override": body.assignee_agent_id, "project_override": body.project_id}
@@ -282,7 +252,6 @@ async def manual_run(request: web.Request) -> web.Response:
     errors=(422,),
 )
 async def cron_preview(request: web.Request) -> web.Response:
-    await authenticate(request)
     body = await parse_body(request, CronPreviewRequest)
     schedule = parse_cron(body.cron_expression)
     zone(body.timezone)

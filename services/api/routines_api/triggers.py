@@ -9,7 +9,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from routines_api.auth import Principal, authenticate, load_routine, path_uuid
+from routines_api import store
+from routines_api.auth import Principal, load_routine, path_uuid, principal_of
 from routines_api.common import Row, dump, parse_body, respond
 from routines_api.models import (
     RotatedSecret,
@@ -19,9 +20,9 @@ from routines_api.models import (
     TriggerUpdate,
     TriggerWithSecret,
 )
-from routines_api.openapi import ROUTES
 from routines_api.quotas import enforce_quota, lock_company
-from routines_api.routine_features import record_trigger_activity, require_schedule_fillable
+from routines_api.routes import ROUTES
+from routines_api.routine_features import require_schedule_fillable
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY
 from shared.bus import Bus, Subjects
@@ -91,7 +92,7 @@ async def _load_trigger_for_manage(
     errors=(403, 404, 422),
 )
 async def create_trigger(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, TriggerCreate)
     given = body.model_fields_set
@@ -120,29 +121,26 @@ async def create_trigger(request: web.Request) -> web.Response:
             replay_window = body.replay_window_sec or 300
             secret = new_webhook_secret()
         now = await conn.fetchval(QUERIES["transaction_now"])
-        row = await conn.fetchrow(
-            QUERIES["insert_trigger"],
+        row = await store.insert_trigger(
+            conn,
             trigger_id,
-            routine_id,
-            routine["company_id"],
-            body.kind,
-            body.label,
-            body.enabled,
-            cron,
-            tz,
-            next_run_at(body.kind, body.enabled, routine["status"], cron, tz, now),
-            public_id,
-            signing_mode,
-            replay_window,
+            {
+                "routine_id": routine_id,
+                "company_id": routine["company_id"],
+                "kind": body.kind,
+                "label": body.label,
+                "enabled": body.enabled,
+                "cron_expression": cron,
+                "timezone": tz,
+                "next_run_at": next_run_at(body.kind, body.enabled, routine["status"], cron, tz, now),
+                "public_id": public_id,
+                "signing_mode": signing_mode,
+                "replay_window_sec": replay_window,
+            },
         )
         if secret is not None:
-            await conn.execute(
-                QUERIES["insert_secret"],
-                trigger_id,
-                request.app[SECRET_BOX_KEY].encrypt(secret, str(trigger_id)),
-            )
-        assert row is not None
-        await record_trigger_activity(conn, principal, row, "trigger_added")
+            await store.add_secret(conn, request.app[SECRET_BOX_KEY], trigger_id, secret)
+        await store.record_trigger_activity(conn, principal, row, "trigger_added")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=public_id)
     return respond(trigger_json(request, row, secret), 201)
 
@@ -157,7 +155,7 @@ async def create_trigger(request: web.Request) -> web.Response:
     errors=(403, 404, 422),
 )
 async def update_trigger(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     trigger_id = path_uuid(request, "triggerId", "trigger")
     body = await parse_body(request, TriggerUpdate)
     async with request.app[DB_KEY].transaction() as conn:
@@ -185,19 +183,20 @@ async def update_trigger(request: web.Request) -> web.Response:
                 # Recomputed from now: a resumed trigger does not burst with the slots it missed.
                 now = await conn.fetchval(QUERIES["transaction_now"])
                 next_at = next_run_at("schedule", enabled, t["routine_status"], cron, tz, now)
-        row = await conn.fetchrow(
-            QUERIES["update_trigger"],
+        row = await store.update_trigger(
+            conn,
             trigger_id,
-            label,
-            enabled,
-            cron,
-            tz,
-            next_at,
-            body.signing_mode or t["signing_mode"],
-            body.replay_window_sec or t["replay_window_sec"],
+            {
+                "label": label,
+                "enabled": enabled,
+                "cron_expression": cron,
+                "timezone": tz,
+                "next_run_at": next_at,
+                "signing_mode": body.signing_mode or t["signing_mode"],
+                "replay_window_sec": body.replay_window_sec or t["replay_window_sec"],
+            },
         )
-        assert row is not None
-        await record_trigger_activity(conn, principal, row, "trigger_updated")
+        await store.record_trigger_activity(conn, principal, row, "trigger_updated")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=row["public_id"])
     return respond(trigger_json(request, row))
 
@@ -211,12 +210,12 @@ async def update_trigger(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def delete_trigger(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     trigger_id = path_uuid(request, "triggerId", "trigger")
     async with request.app[DB_KEY].transaction() as conn:
         t = await _load_trigger_for_manage(conn, principal, trigger_id)
         await conn.execute(QUERIES["delete_trigger"], trigger_id)
-        await record_trigger_activity(conn, principal, t, "trigger_deleted")
+        await store.record_trigger_activity(conn, principal, t, "trigger_deleted")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=t["public_id"])
     return web.Response(status=204)
 
@@ -231,7 +230,7 @@ async def delete_trigger(request: web.Request) -> web.Response:
     errors=(403, 404, 422, 429),
 )
 async def rotate_secret(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     trigger_id = path_uuid(request, "triggerId", "trigger")
     body = await parse_body(request, RotateSecret)
     secret = new_webhook_secret()
@@ -250,13 +249,8 @@ async def rotate_secret(request: web.Request) -> web.Response:
             )
         now: datetime = await conn.fetchval(QUERIES["transaction_now"])
         until = now + timedelta(seconds=body.grace_sec)
-        await conn.execute(QUERIES["expire_secrets"], trigger_id, until)
-        await conn.execute(QUERIES["delete_expired_secrets"], trigger_id)
-        await conn.execute(
-            QUERIES["insert_secret"], trigger_id, request.app[SECRET_BOX_KEY].encrypt(secret, str(trigger_id))
-        )
-        await conn.execute(QUERIES["set_last_rotated_at"], trigger_id)
-        await record_trigger_activity(conn, principal, t, "secret_rotated")
+        await store.rotate_secret(conn, request.app[SECRET_BOX_KEY], trigger_id, secret, until)
+        await store.record_trigger_activity(conn, principal, t, "secret_rotated")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=t["public_id"])
     return respond(
         dump(

@@ -17,11 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
-from routines_api.auth import authenticate, load_routine, path_uuid
+from routines_api.auth import load_routine, path_uuid, principal_of
 from routines_api.common import Row, dump, query_uuid, respond
 from routines_api.feature_models import UpcomingOut
 from routines_api.history import query_instant
-from routines_api.openapi import ROUTES, QueryParam
+from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_dispatcher.policy import ActiveIssue, decide_concurrency
 from shared.cron import iso_utc, next_fire, zone
@@ -162,7 +162,7 @@ def _query_include_disabled(request: web.Request) -> bool:
     ),
 )
 async def routine_upcoming(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     count = _query_count(request)
     include_disabled = _query_include_disabled(request)
@@ -213,7 +213,7 @@ async def routine_upcoming(request: web.Request) -> web.Response:
     ),
 )
 async def company_upcoming(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    principal = principal_of(request)
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)
     assignee = query_uuid(request, "assigneeAgentId")

@@ -16,8 +16,8 @@ import nats.js.errors
 from aiohttp import web
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from routines_api.auth import authenticate
-from routines_api.openapi import ROUTES, QueryParam
+from routines_api.auth import principal_of
+from routines_api.routes import ROUTES, QueryParam
 from routines_api.state import API_SETTINGS_KEY
 from shared.bus import EVENTS_STREAM, Subjects
 from shared.errors import BadRequest, Forbidden, ServiceUnavailable
@@ -62,7 +62,7 @@ def sse_event(event_id: int, event: str, data: object) -> bytes:
 async def agent_wakeups(request: web.Request) -> web.StreamResponse:
     """Stream `wakeup` events (`{issueId, runId, routineId, reason}`) with ids; `: ping` comments
     keep proxies from closing an idle stream. Reconnect with `Last-Event-ID` to resume."""
-    principal = await authenticate(request)
+    principal = principal_of(request)
     if principal.agent_id is None:
         raise Forbidden("wake-ups are for agent tokens")
     after = _resume_after(request)
