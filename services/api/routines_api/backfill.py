@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from routines_api import store
+from routines_api.answers import dump, respond
 from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.common import dump, parse_body, respond
 from routines_api.feature_models import BackfillOut, BackfillRequest
+from routines_api.inputs import parse_body
 from routines_api.routes import ROUTES
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
 from routines_api import store
+from routines_api.answers import dump, respond
 from routines_api.auth import Principal, path_uuid, principal_of
-from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
+from routines_api.checks import check_reference, require_company_exists
+from routines_api.inputs import parse_body, query_choice, query_limit, query_uuid
 from routines_api.models import (
     AgentCreate,
     AgentCreated,
@@ -35,7 +36,7 @@ from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.crypto import new_token
-from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
+from shared.errors import Conflict, Forbidden, NotFound
 from shared.http import BUS_KEY, DB_KEY
 from shared.vocabulary import ISSUE_STATUSES
 
@@ -44,8 +45,7 @@ async def _company_path(request: web.Request, principal: Principal) -> uuid.UUID
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)
     async with request.app[DB_KEY].connection() as conn:
-        if not await conn.fetchval(QUERIES["company_exists"], company_id):
-            raise NotFound("company not found")
+        await require_company_exists(conn, company_id)
     return company_id
 
 
@@ -74,18 +74,6 @@ async def _create_named_in_company(
         row = await conn.fetchrow(QUERIES[query], company_id, getattr(body, field))
     assert row is not None
     return respond(dump(model, row), 201)
-
-
-async def check_reference(
-    conn: asyncpg.Connection, kind: str, ref_id: uuid.UUID | None, company_id: uuid.UUID, field: str
-) -> None:
-    """A referenced agent/project/goal/issue must exist in the same company (else 422). One
-    message for "elsewhere" and "nowhere": whether another company's id exists is not revealed."""
-    if ref_id is None:
-        return
-    owner = await conn.fetchval(QUERIES["owner_company"], ref_id, kind)
-    if owner != company_id:
-        raise Unprocessable(f"{field}: no {kind} {ref_id} in this company")
 
 
 # --- companies -----------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from routines_api.answers import dump, respond
 from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.common import dump, respond
 from routines_api.feature_models import HealthOut
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES

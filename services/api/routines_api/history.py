@@ -2,90 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import uuid
-from datetime import UTC, datetime
-from typing import Any
-
-import asyncpg
 from aiohttp import web
 
 from routines_api import store
-from routines_api.auth import Principal, load_routine, path_uuid, principal_of
-from routines_api.common import dump, parse_body, query_choice, query_limit, query_uuid, respond
+from routines_api.answers import dump, page_answer, respond
+from routines_api.auth import load_routine, path_uuid, principal_of
+from routines_api.checks import load_run
+from routines_api.events import publish_and_wait
 from routines_api.feature_models import ReplayRequest
+from routines_api.inputs import parse_body, query_choice, query_cursor, query_instant, query_limit, query_uuid
 from routines_api.models import RunOut
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
-from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
-from shared.errors import BadRequest, Conflict, NotFound
-from shared.http import BUS_KEY, DB_KEY
-from shared.runs import publish_run_requested
+from routines_api.state import API_SETTINGS_KEY
+from shared.errors import Conflict, NotFound
+from shared.http import DB_KEY
 from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
-
-NEXT_CURSOR_HEADER = "X-Next-Cursor"
-
-
-def encode_cursor(triggered_at: datetime, run_id: uuid.UUID) -> str:
-    """An opaque cursor naming the last run of a page (its sort key)."""
-    raw = json.dumps([triggered_at.astimezone(UTC).isoformat(), str(run_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The sort key a cursor names, or 400."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        when, run_id = json.loads(raw)
-        moment = datetime.fromisoformat(when)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return moment, uuid.UUID(run_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise BadRequest("query parameter cursor is not a cursor this API handed out") from None
-
-
-def query_instant(request: web.Request, name: str) -> datetime | None:
-    """An ISO 8601 instant from the query (no offset means UTC), or 400."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    # A literal `+` in a query string arrives as a space.
-    text = raw.strip().replace(" ", "+")
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"query parameter {name} must be an ISO 8601 date-time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if not 1970 <= moment.astimezone(UTC).year <= 9998:
-        raise BadRequest(f"query parameter {name} is out of range")
-    return moment
-
-
-async def load_run(conn: asyncpg.Connection, principal: Principal, run_id: uuid.UUID) -> asyncpg.Record:
-    """A run the caller may see (another company's run → 404)."""
-    run = await conn.fetchrow(QUERIES["run_by_id"], run_id)
-    if run is None:
-        raise NotFound("run not found")
-    principal.require_visible(run["company_id"], "run")
-    return run
-
-
-async def publish_and_wait(request: web.Request, run: dict[str, Any]) -> dict[str, Any]:
-    """Publish a newly recorded run and wait briefly for its decision (as manual runs do)."""
-    waiter = request.app[WAITER_KEY]
-    expected = waiter.expect(str(run["id"]))
-    await publish_run_requested(request.app[BUS_KEY], run["id"], run["routine_id"])
-    if await waiter.wait(str(run["id"]), expected, request.app[API_SETTINGS_KEY].manual_run_wait_sec):
-        async with request.app[DB_KEY].connection() as conn:
-            decided = await conn.fetchrow(QUERIES["run_by_id"], run["id"])
-        if decided is not None:
-            return dict(decided)
-    return run
-
 
 RUN_QUERY = (
     QueryParam(
@@ -132,8 +64,7 @@ async def list_runs(request: web.Request) -> web.Response:
     source = query_choice(request, "source", RUN_SOURCES)
     trigger_id = query_uuid(request, "triggerId")
     start, end = query_instant(request, "from"), query_instant(request, "to")
-    raw_cursor = request.query.get("cursor") or None
-    after = decode_cursor(raw_cursor) if raw_cursor else None
+    after_at, after_id = query_cursor(request)
     async with request.app[DB_KEY].connection() as conn:
         await load_routine(conn, principal, routine_id)
         rows = await conn.fetch(
@@ -144,16 +75,12 @@ async def list_runs(request: web.Request) -> web.Response:
             trigger_id,
             start,
             end,
-            after[0] if after else None,
-            after[1] if after else None,
+            after_at,
+            after_id,
             limit + 1,
             request.app[API_SETTINGS_KEY].list_payload_max_bytes,
         )
-    page = rows[:limit]
-    response = respond([dump(RunOut, r) for r in page])
-    if len(rows) > limit:
-        response.headers[NEXT_CURSOR_HEADER] = encode_cursor(page[-1]["triggered_at"], page[-1]["id"])
-    return response
+    return page_answer(rows, limit, RunOut, "triggered_at")
 
 
 @ROUTES.route(

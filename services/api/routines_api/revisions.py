@@ -9,14 +9,13 @@ import asyncpg
 from aiohttp import web
 
 from routines_api import routine_features, store
+from routines_api.answers import dump, page_answer, respond
 from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.common import dump, query_limit, respond
-from routines_api.directory import check_reference
+from routines_api.checks import check_assignee, check_reference, require_company_exists
 from routines_api.feature_models import ActivityOut, RevisionOut
-from routines_api.history import NEXT_CURSOR_HEADER, decode_cursor, encode_cursor
+from routines_api.inputs import query_cursor, query_limit
 from routines_api.models import RoutineOut
 from routines_api.routes import ROUTES, QueryParam
-from routines_api.routines import check_assignee
 from routines_api.sql import QUERIES
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import DB_KEY
@@ -30,19 +29,6 @@ PAGE_QUERY = (
         "Continue after the page that answered this value in its `X-Next-Cursor` header.",
     ),
 )
-
-
-def _cursor(request: web.Request) -> tuple[Any, Any]:
-    raw = request.query.get("cursor") or None
-    return decode_cursor(raw) if raw else (None, None)
-
-
-def _page(rows: list[Any], limit: int, model: type[RevisionOut] | type[ActivityOut], at: str) -> web.Response:
-    page = rows[:limit]
-    response = respond([dump(model, r) for r in page])
-    if len(rows) > limit:
-        response.headers[NEXT_CURSOR_HEADER] = encode_cursor(page[-1][at], page[-1]["id"])
-    return response
 
 
 @ROUTES.route(
@@ -62,7 +48,7 @@ def _page(rows: list[Any], limit: int, model: type[RevisionOut] | type[ActivityO
 )
 async def list_revisions(request: web.Request) -> web.Response:
     _routine_id, limit, rows = await _routine_page(request, "revisions_page")
-    return _page(rows, limit, RevisionOut, "created_at")
+    return page_answer(rows, limit, RevisionOut, "created_at")
 
 
 async def _routine_page(request: web.Request, query: str) -> tuple[uuid.UUID, int, list[asyncpg.Record]]:
@@ -71,7 +57,7 @@ async def _routine_page(request: web.Request, query: str) -> tuple[uuid.UUID, in
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     limit = query_limit(request, maximum=100)
-    after_at, after_id = _cursor(request)
+    after_at, after_id = query_cursor(request)
     async with request.app[DB_KEY].connection() as conn:
         await load_routine(conn, principal, routine_id)
         rows = await conn.fetch(QUERIES[query], routine_id, after_at, after_id, limit + 1)
@@ -182,7 +168,7 @@ async def restore_revision(request: web.Request) -> web.Response:
 )
 async def routine_activity(request: web.Request) -> web.Response:
     routine_id, limit, rows = await _routine_page(request, "activity_page")
-    return _page([{**dict(r), "routine_id": routine_id} for r in rows], limit, ActivityOut, "at")
+    return page_answer([{**dict(r), "routine_id": routine_id} for r in rows], limit, ActivityOut, "at")
 
 
 @ROUTES.route(
@@ -205,9 +191,8 @@ async def company_activity(request: web.Request) -> web.Response:
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)
     limit = query_limit(request, maximum=100)
-    after_at, after_id = _cursor(request)
+    after_at, after_id = query_cursor(request)
     async with request.app[DB_KEY].connection() as conn:
-        if not await conn.fetchval(QUERIES["company_exists"], company_id):
-            raise NotFound("company not found")
+        await require_company_exists(conn, company_id)
         rows = await conn.fetch(QUERIES["company_activity_page"], company_id, after_at, after_id, limit + 1)
-    return _page(list(rows), limit, ActivityOut, "at")
+    return page_answer(list(rows), limit, ActivityOut, "at")

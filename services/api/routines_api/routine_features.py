@@ -10,12 +10,11 @@ from typing import Any
 import asyncpg
 
 from routines_api import store
+from routines_api.answers import Row
 from routines_api.auth import Principal
-from routines_api.common import Row
-from routines_api.directory import check_reference
 from routines_api.models import RoutineCreate, RoutineFeatureFields, RoutineUpdate, VariableSpec
 from routines_api.sql import QUERIES
-from shared.errors import Conflict, Forbidden, Unprocessable
+from shared.errors import Conflict, Unprocessable
 from shared.templates import (
     Variable,
     VariableError,
@@ -200,24 +199,3 @@ async def detail_extras(
             }
         )
     return {"active_issue": dict(issue) if issue else None, "recent_runs": [dict(r) for r in runs]}, rows
-
-
-async def check_run_overrides(
-    conn: asyncpg.Connection,
-    principal: Principal,
-    routine: Row,
-    assignee_agent_id: uuid.UUID | None,
-    project_id: uuid.UUID | None,
-) -> None:
-    """One-run overrides: board operators only (403 for agents); they must be assignable (422)."""
-    if assignee_agent_id is None and project_id is None:
-        return
-    if principal.kind == "agent":
-        raise Forbidden("agents cannot override the assignee or project of a run")
-    if assignee_agent_id is not None:
-        await check_reference(conn, "agent", assignee_agent_id, routine["company_id"], "assigneeAgentId")
-        agent = await conn.fetchrow(QUERIES["agent_by_id"], assignee_agent_id)
-        if agent is None or agent["status"] != "active":
-            raise Unprocessable("assigneeAgentId: runs can only be assigned to active agents")
-    if project_id is not None:
-        await check_reference(conn, "project", project_id, routine["company_id"], "projectId")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
-import asyncpg
 from aiohttp import web
 
 from routines_api import routine_features, store
+from routines_api.answers import dump, respond, trigger_json
 from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.common import dump, parse_body, query_choice, query_uuid, respond
-from routines_api.directory import check_reference
+from routines_api.checks import check_assignee, check_reference, check_run_overrides, require_company_exists
+from routines_api.events import announce_trigger_change, publish_and_wait
+from routines_api.inputs import parse_body, query_choice, query_uuid
 from routines_api.models import (
     CronPreviewOut,
     CronPreviewRequest,
@@ -25,24 +25,14 @@ from routines_api.models import (
 from routines_api.quotas import enforce_quota, lock_company
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
-from routines_api.state import API_SETTINGS_KEY, WAITER_KEY
-from routines_api.triggers import announce_trigger_change, trigger_json
+from routines_api.state import API_SETTINGS_KEY
 from shared.cron import describe, parse_cron, preview, zone
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.rules import next_run_at
-from shared.runs import publish_run_requested, record_run
+from shared.runs import record_run
 
 ROUTINE_STATUSES = ("active", "paused", "archived")
-
-
-async def check_assignee(conn: asyncpg.Connection, agent_id: uuid.UUID | None, company_id: uuid.UUID) -> None:
-    await check_reference(conn, "agent", agent_id, company_id, "assigneeAgentId")
-    status = await conn.fetchval(QUERIES["agent_status"], agent_id)
-    if status != "active":
-        raise Unprocessable(
-            f"assigneeAgentId: agent is {status}; routines can only be assigned to active agents"
-        )
 
 
 @ROUTES.route(
@@ -64,8 +54,7 @@ async def create_routine(request: web.Request) -> web.Response:
         raise Forbidden("agents can only create routines assigned to themselves")
     variables = routine_features.validate_create(body)
     async with request.app[DB_KEY].transaction() as conn:
-        if not await conn.fetchval(QUERIES["company_exists"], company_id):
-            raise NotFound("company not found")
+        await require_company_exists(conn, company_id)
         await lock_company(conn, company_id)
         if body.status != "archived":
             await enforce_quota(request.app[API_SETTINGS_KEY], conn, "routines_per_company", company_id)
@@ -98,8 +87,7 @@ async def list_routines(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ROUTINE_STATUSES)
     assignee = query_uuid(request, "assigneeAgentId")
     async with request.app[DB_KEY].connection() as conn:
-        if not await conn.fetchval(QUERIES["company_exists"], company_id):
-            raise NotFound("company not found")  # the instance admin may name any company
+        await require_company_exists(conn, company_id)
         rows = await conn.fetch(QUERIES["list_routines"], company_id, status, assignee)
     return respond([dump(RoutineOut, r) for r in rows])
 
@@ -201,9 +189,7 @@ async def manual_run(request: web.Request) -> web.Response:
         if routine["status"] == "archived":
             raise Conflict("routine is archived")
         given_variables = routine_features.check_given_variables(routine, body.variables)
-        await routine_features.check_run_overrides(
-            conn, principal, routine, body.assignee_agent_id, body.project_id
-        )
+        await check_run_overrides(conn, principal, routine, body.assignee_agent_id, body.project_id)
         if body.trigger_id is not None:
             trigger = await conn.fetchrow(QUERIES["trigger_by_id"], body.trigger_id)
             if trigger is None or not principal.can_see(trigger["company_id"]):
@@ -232,14 +218,7 @@ async def manual_run(request: web.Request) -> web.Response:
         run = {**run, "input_variables": given_variables, **overrides}
     if not recorded.created:
         return respond(dump(RunOut, run), 200)
-    waiter = request.app[WAITER_KEY]
-    settings = request.app[API_SETTINGS_KEY]
-    expected = waiter.expect(str(run["id"]))
-    await publish_run_requested(request.app[BUS_KEY], run["id"], routine_id)
-    if await waiter.wait(str(run["id"]), expected, settings.manual_run_wait_sec):
-        async with request.app[DB_KEY].connection() as conn:
-            run = dict(await conn.fetchrow(QUERIES["run_by_id"], run["id"]) or run)
-    return respond(dump(RunOut, run), 202)
+    return respond(dump(RunOut, await publish_and_wait(request, dict(run))), 202)
 
 
 @ROUTES.route(

@@ -11,8 +11,8 @@ from typing import Any
 
 import asyncpg
 
+from routines_api.answers import Row
 from routines_api.auth import Principal
-from routines_api.common import Row
 from routines_api.sql import QUERIES
 from shared.crypto import SecretBox, hash_token
 from shared.templates import Variable

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from routines_api import store
-from routines_api.auth import Principal, load_routine, path_uuid, principal_of
-from routines_api.common import Row, dump, parse_body, respond
+from routines_api.answers import dump, respond, trigger_json
+from routines_api.auth import load_routine, path_uuid, principal_of
+from routines_api.checks import load_trigger_for_manage
+from routines_api.events import announce_trigger_change
+from routines_api.inputs import parse_body
 from routines_api.models import (
     RotatedSecret,
     RotateSecret,
@@ -25,10 +26,9 @@ from routines_api.routes import ROUTES
 from routines_api.routine_features import require_schedule_fillable
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY
-from shared.bus import Bus, Subjects
-from shared.cron import describe, parse_cron, zone
+from shared.cron import parse_cron, zone
 from shared.crypto import new_public_id, new_webhook_secret
-from shared.errors import BadRequest, NotFound, RateLimited, Unprocessable
+from shared.errors import BadRequest, RateLimited, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.rules import next_run_at
 
@@ -44,41 +44,6 @@ def validate_schedule(cron: str | None, tz: str | None) -> None:
         raise Unprocessable("cronExpression is required for schedule triggers")
     parse_cron(cron)
     zone(tz or "UTC")
-
-
-def trigger_json(request: web.Request, row: Row, secret: str | None = None) -> dict[str, Any]:
-    base = request.app[API_SETTINGS_KEY]
-    extra: dict[str, Any] = {}
-    if row["kind"] == "webhook":
-        extra["webhook_url"] = (
-            f"{base.public_gateway_url.rstrip('/')}/api/routine-triggers/public/{row['public_id']}/fire"
-        )
-    if row["kind"] == "schedule" and row["cron_expression"] and row["timezone"]:
-        try:
-            extra["description"] = describe(row["cron_expression"], row["timezone"])
-        except Unprocessable:  # stored before today's grammar (e.g. a reversed range): still listable
-            extra["description"] = None
-    if secret is not None:
-        return dump(TriggerWithSecret, row, secret=secret, **extra)
-    return dump(TriggerOut, row, **extra)
-
-
-async def announce_trigger_change(bus: Bus, **ids: str | None) -> None:
-    """Gateways drop cached trigger state on this (secrets, enabled, routine status)."""
-    await bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {k: v for k, v in ids.items() if v}, durable=False)
-
-
-async def _load_trigger_for_manage(
-    conn: asyncpg.Connection, principal: Principal, trigger_id: uuid.UUID
-) -> asyncpg.Record:
-    trigger = await conn.fetchrow(QUERIES["trigger_by_id"], trigger_id)
-    if trigger is None:
-        raise NotFound("trigger not found")
-    principal.require_visible(trigger["company_id"], "trigger")
-    principal.require_manage_routine(trigger["assignee_agent_id"])
-    # Serialise with routine status changes.
-    await conn.fetchrow(QUERIES["routine_for_update"], trigger["routine_id"])
-    return trigger
 
 
 @ROUTES.route(
@@ -159,7 +124,7 @@ async def update_trigger(request: web.Request) -> web.Response:
     trigger_id = path_uuid(request, "triggerId", "trigger")
     body = await parse_body(request, TriggerUpdate)
     async with request.app[DB_KEY].transaction() as conn:
-        t = await _load_trigger_for_manage(conn, principal, trigger_id)
+        t = await load_trigger_for_manage(conn, principal, trigger_id)
         given = body.model_fields_set
         if body.kind is not None and body.kind != t["kind"]:
             raise BadRequest("a trigger's kind cannot change; delete it and add a new one")
@@ -213,7 +178,7 @@ async def delete_trigger(request: web.Request) -> web.Response:
     principal = principal_of(request)
     trigger_id = path_uuid(request, "triggerId", "trigger")
     async with request.app[DB_KEY].transaction() as conn:
-        t = await _load_trigger_for_manage(conn, principal, trigger_id)
+        t = await load_trigger_for_manage(conn, principal, trigger_id)
         await conn.execute(QUERIES["delete_trigger"], trigger_id)
         await store.record_trigger_activity(conn, principal, t, "trigger_deleted")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=t["public_id"])
@@ -235,7 +200,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     body = await parse_body(request, RotateSecret)
     secret = new_webhook_secret()
     async with request.app[DB_KEY].transaction() as conn:
-        t = await _load_trigger_for_manage(conn, principal, trigger_id)
+        t = await load_trigger_for_manage(conn, principal, trigger_id)
         if t["kind"] != "webhook":
             raise Unprocessable("only webhook triggers have a secret to rotate")
         # Rotations of one trigger are serialised by the routine lock taken above.

@@ -17,15 +17,16 @@ from typing import Any
 
 from aiohttp import web
 
+from routines_api.answers import Row, dump, respond
 from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.common import Row, dump, query_uuid, respond
+from routines_api.checks import require_company_exists
 from routines_api.feature_models import UpcomingOut
-from routines_api.history import query_instant
+from routines_api.inputs import query_instant, query_uuid
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_dispatcher.policy import ActiveIssue, decide_concurrency
 from shared.cron import iso_utc, next_fire, zone
-from shared.errors import BadRequest, InvalidCron, InvalidTimezone, NotFound
+from shared.errors import BadRequest, InvalidCron, InvalidTimezone
 from shared.http import DB_KEY
 
 MAX_COUNT = 100
@@ -219,8 +220,7 @@ async def company_upcoming(request: web.Request) -> web.Response:
     assignee = query_uuid(request, "assigneeAgentId")
     start, end = query_instant(request, "from"), query_instant(request, "to")
     async with request.app[DB_KEY].connection() as conn:
-        if not await conn.fetchval(QUERIES["company_exists"], company_id):
-            raise NotFound("company not found")
+        await require_company_exists(conn, company_id)
         now: datetime = await conn.fetchval(QUERIES["transaction_now"])
         start = start or now
         end = end or start + timedelta(days=7)

@@ -1,24 +1,25 @@
-"""Helpers the API handlers share: body and query parsing, serialisation."""
+"""What a request brings: its JSON body validated by a model, and its query parameters
+(UUIDs, choices, limits, instants, page cursors), each refused with a 400 that names it."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import json
-import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from shared.errors import BadRequest
-from shared.http import json_response, read_json
+from shared.http import read_json
 
 M = TypeVar("M", bound=BaseModel)
-Row = Mapping[str, Any] | asyncpg.Record
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
@@ -98,43 +99,38 @@ def query_limit(request: web.Request, default: int = 50, maximum: int = 500) -> 
     return value
 
 
-class RawJson(str):
-    """JSON text as Postgres stored it, answered verbatim: never decoded and re-validated, so no
-    stored value (however deep or large it got in) can make a read fail."""
+def query_instant(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 instant from the query (no offset means UTC), or 400."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    # A literal `+` in a query string arrives as a space.
+    text = raw.strip().replace(" ", "+")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if not 1970 <= moment.astimezone(UTC).year <= 9998:
+        raise BadRequest(f"query parameter {name} is out of range")
+    return moment
 
 
-# Columns the queries answer as JSON text; validated as placeholders, then spliced in as stored.
-_STORED_JSON: dict[str, Any] = {"payload": {}, "coalesced_fires": []}
-_SPLICE = re.compile(r'"\\u0000(\d+)\\u0000"')
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The sort key a cursor names, or 400."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, run_id = json.loads(raw)
+        moment = datetime.fromisoformat(when)
+        if moment.tzinfo is None:
+            raise ValueError("naive")
+        return moment, uuid.UUID(run_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise BadRequest("query parameter cursor is not a cursor this API handed out") from None
 
 
-def dump(model: type[BaseModel], row: Row, **extra: Any) -> dict[str, Any]:
-    """A database row (plus extras) as the model's camelCase JSON."""
-    data = {**dict(row), **extra}
-    stored = {k: RawJson(data[k]) for k in _STORED_JSON if isinstance(data.get(k), str)}
-    data.update({k: _STORED_JSON[k] for k in stored})
-    out = model.model_validate(data).model_dump(mode="json", by_alias=True)
-    out.update({to_camel(k): v for k, v in stored.items()})
-    return out
-
-
-def _swap_raw(value: Any, fragments: list[str]) -> Any:
-    if isinstance(value, RawJson):
-        fragments.append(value)
-        # NUL cannot occur in any text Postgres stores, so the marker cannot collide with data.
-        return f"\x00{len(fragments) - 1}\x00"
-    if isinstance(value, dict):
-        return {k: _swap_raw(v, fragments) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_swap_raw(v, fragments) for v in value]
-    return value
-
-
-def respond(data: Any, status: int = 200) -> web.Response:
-    """A JSON answer; `RawJson` values are emitted as the JSON text they hold."""
-    fragments: list[str] = []
-    swapped = _swap_raw(data, fragments)
-    if not fragments:
-        return json_response(data, status)
-    text = _SPLICE.sub(lambda m: fragments[int(m.group(1))], json.dumps(swapped, default=str))
-    return web.Response(text=text, status=status, content_type="application/json")
+def query_cursor(request: web.Request) -> tuple[datetime, uuid.UUID] | tuple[None, None]:
+    """The sort key of the last item of the previous page (`cursor`), or (None, None) for the first."""
+    raw = request.query.get("cursor") or None
+    return decode_cursor(raw) if raw else (None, None)

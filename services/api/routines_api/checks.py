@@ -1,0 +1,83 @@
+"""The checks a request needs the database for: that what it names exists, is visible to the
+caller and may be referenced or managed by them (404, 403 or 422 otherwise)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from routines_api.answers import Row
+from routines_api.auth import Principal
+from routines_api.sql import QUERIES
+from shared.errors import Forbidden, NotFound, Unprocessable
+
+
+async def require_company_exists(conn: asyncpg.Connection, company_id: uuid.UUID) -> None:
+    """404 for a company that does not exist (the instance admin may name any company)."""
+    if not await conn.fetchval(QUERIES["company_exists"], company_id):
+        raise NotFound("company not found")
+
+
+async def check_reference(
+    conn: asyncpg.Connection, kind: str, ref_id: uuid.UUID | None, company_id: uuid.UUID, field: str
+) -> None:
+    """A referenced agent/project/goal/issue must exist in the same company (else 422). One
+    message for "elsewhere" and "nowhere": whether another company's id exists is not revealed."""
+    if ref_id is None:
+        return
+    owner = await conn.fetchval(QUERIES["owner_company"], ref_id, kind)
+    if owner != company_id:
+        raise Unprocessable(f"{field}: no {kind} {ref_id} in this company")
+
+
+async def check_assignee(conn: asyncpg.Connection, agent_id: uuid.UUID | None, company_id: uuid.UUID) -> None:
+    await check_reference(conn, "agent", agent_id, company_id, "assigneeAgentId")
+    status = await conn.fetchval(QUERIES["agent_status"], agent_id)
+    if status != "active":
+        raise Unprocessable(
+            f"assigneeAgentId: agent is {status}; routines can only be assigned to active agents"
+        )
+
+
+async def check_run_overrides(
+    conn: asyncpg.Connection,
+    principal: Principal,
+    routine: Row,
+    assignee_agent_id: uuid.UUID | None,
+    project_id: uuid.UUID | None,
+) -> None:
+    """One-run overrides: board operators only (403 for agents); they must be assignable (422)."""
+    if assignee_agent_id is None and project_id is None:
+        return
+    if principal.kind == "agent":
+        raise Forbidden("agents cannot override the assignee or project of a run")
+    if assignee_agent_id is not None:
+        await check_reference(conn, "agent", assignee_agent_id, routine["company_id"], "assigneeAgentId")
+        agent = await conn.fetchrow(QUERIES["agent_by_id"], assignee_agent_id)
+        if agent is None or agent["status"] != "active":
+            raise Unprocessable("assigneeAgentId: runs can only be assigned to active agents")
+    if project_id is not None:
+        await check_reference(conn, "project", project_id, routine["company_id"], "projectId")
+
+
+async def load_run(conn: asyncpg.Connection, principal: Principal, run_id: uuid.UUID) -> asyncpg.Record:
+    """A run the caller may see (another company's run → 404)."""
+    run = await conn.fetchrow(QUERIES["run_by_id"], run_id)
+    if run is None:
+        raise NotFound("run not found")
+    principal.require_visible(run["company_id"], "run")
+    return run
+
+
+async def load_trigger_for_manage(
+    conn: asyncpg.Connection, principal: Principal, trigger_id: uuid.UUID
+) -> asyncpg.Record:
+    trigger = await conn.fetchrow(QUERIES["trigger_by_id"], trigger_id)
+    if trigger is None:
+        raise NotFound("trigger not found")
+    principal.require_visible(trigger["company_id"], "trigger")
+    principal.require_manage_routine(trigger["assignee_agent_id"])
+    # Serialise with routine status changes.
+    await conn.fetchrow(QUERIES["routine_for_update"], trigger["routine_id"])
+    return trigger
