@@ -84,8 +84,8 @@ async def backfill(request: web.Request) -> web.Response:
         zone(trigger["timezone"])
         slots = window_slots(trigger["cron_expression"], trigger["timezone"], start, end)
         existing = {
-            r["scheduled_for"]: r["id"]
-            for r in await conn.fetch(QUERIES["runs_for_slots"], trigger["id"], slots)
+            run["scheduled_for"]: run["id"]
+            for run in await conn.fetch(QUERIES["runs_for_slots"], trigger["id"], slots)
         }
         missing = [s for s in slots if s not in existing]
         # Oldest first: a capped backfill called again continues where it stopped.
@@ -100,7 +100,7 @@ async def backfill(request: web.Request) -> web.Response:
                 trigger["id"],
                 chosen,
             )
-            recorded = {r["scheduled_for"]: r["id"] for r in rows}
+            recorded = {run["scheduled_for"]: run["id"] for run in rows}
             details = {"triggerId": str(trigger["id"]), "recorded": len(recorded), "from": iso_utc(start)}
             details["to"] = iso_utc(end)
             await store.record_activity(conn, principal, routine, "backfill", details)

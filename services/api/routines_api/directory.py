@@ -55,7 +55,7 @@ async def _list_in_company(request: web.Request, query: str, model: type[BaseMod
     company_id = await _company_path(request, principal)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(QUERIES[query], company_id)
-    return respond([dump(model, r) for r in rows])
+    return respond([dump(model, row) for row in rows])
 
 
 async def _create_named_in_company(
@@ -114,7 +114,7 @@ async def list_companies(request: web.Request) -> web.Response:
         rows = await conn.fetch(
             QUERIES["list_companies"], None if principal.is_admin else principal.company_id
         )
-    return respond([dump(CompanyOut, r) for r in rows])
+    return respond([dump(CompanyOut, row) for row in rows])
 
 
 # --- agents --------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ async def list_board_tokens(request: web.Request) -> web.Response:
     principal.require_board(company_id)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(QUERIES["list_board_tokens"], company_id)
-    return respond([dump(TokenOut, r) for r in rows])
+    return respond([dump(TokenOut, row) for row in rows])
 
 
 @ROUTES.route(
@@ -363,7 +363,7 @@ async def list_instance_tokens(request: web.Request) -> web.Response:
         raise Forbidden("only the instance admin can see instance tokens")
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(QUERIES["list_instance_tokens"])
-    return respond([dump(TokenOut, r) for r in rows])
+    return respond([dump(TokenOut, row) for row in rows])
 
 
 @ROUTES.route(
@@ -444,7 +444,7 @@ async def list_issues(request: web.Request) -> web.Response:
         rows = await conn.fetch(
             QUERIES["list_issues"], company_id, assignee, status, routine, limit, payload_max
         )
-    return respond([dump(IssueOut, r) for r in rows])
+    return respond([dump(IssueOut, row) for row in rows])
 
 
 @ROUTES.route(

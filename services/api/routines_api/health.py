@@ -82,38 +82,40 @@ async def routine_health(request: web.Request) -> web.Response:
         start = now - timedelta(days=days)
         triggers = await conn.fetch(QUERIES["health_schedule_triggers"], routine_id)
         slot_runs = {
-            r["trigger_id"]: r
-            for r in await conn.fetch(QUERIES["health_slot_runs"], routine_id, start, now, ON_TIME_WITHIN)
+            row["trigger_id"]: row
+            for row in await conn.fetch(QUERIES["health_slot_runs"], routine_id, start, now, ON_TIME_WITHIN)
         }
         missed = {
-            r["trigger_id"]: int(r["dropped"] or 0)
-            for r in await conn.fetch(QUERIES["health_missed_slots"], routine_id, start)
+            row["trigger_id"]: int(row["dropped"] or 0)
+            for row in await conn.fetch(QUERIES["health_missed_slots"], routine_id, start)
         }
         by_status = {
-            r["status"]: int(r["n"])
-            for r in await conn.fetch(QUERIES["health_status_counts"], routine_id, start)
+            row["status"]: int(row["n"])
+            for row in await conn.fetch(QUERIES["health_status_counts"], routine_id, start)
         }
         settled = await conn.fetch(QUERIES["health_settled"], routine_id, STREAK_LOOKBACK)
         issues = await conn.fetch(QUERIES["open_execution_issues"], [routine_id])
     trigger_reports = []
     budget = MAX_SLOTS_COUNTED
-    for t in triggers:
-        counted_from = max(start, t["created_at"])
-        expected, at_least = expected_slots(t["cron_expression"], t["timezone"], counted_from, now, budget)
+    for trigger in triggers:
+        counted_from = max(start, trigger["created_at"])
+        expected, at_least = expected_slots(
+            trigger["cron_expression"], trigger["timezone"], counted_from, now, budget
+        )
         budget = max(0, budget - expected)
-        runs = slot_runs.get(t["id"])
+        runs = slot_runs.get(trigger["id"])
         lag = list(runs["lag"]) if runs is not None and runs["lag"] is not None else [None, None, None]
         on_time = int(runs["on_time"]) if runs else 0
         late = int(runs["late"]) if runs else 0
         backfilled = int(runs["backfilled"]) if runs else 0
-        dropped = missed.get(t["id"], 0)
+        dropped = missed.get(trigger["id"], 0)
         trigger_reports.append(
             {
-                "trigger_id": t["id"],
-                "label": t["label"],
-                "enabled": t["enabled"],
-                "cron_expression": t["cron_expression"],
-                "timezone": t["timezone"],
+                "trigger_id": trigger["id"],
+                "label": trigger["label"],
+                "enabled": trigger["enabled"],
+                "cron_expression": trigger["cron_expression"],
+                "timezone": trigger["timezone"],
                 "expected_slots": expected,
                 "expected_slots_at_least": at_least,
                 "on_time": on_time,
@@ -149,7 +151,7 @@ async def routine_health(request: web.Request) -> web.Response:
         "on_time_within_sec": int(ON_TIME_WITHIN.total_seconds()),
         "triggers": trigger_reports,
         "runs_by_status": by_status,
-        "failure_streak": failure_streak([r["status"] for r in settled]),
+        "failure_streak": failure_streak([row["status"] for row in settled]),
         "failure_alert_after": routine["failure_alert_after"],
         "auto_pause_after": routine["auto_pause_after"],
         "alerting": routine["failure_alerted_at"] is not None,

@@ -168,7 +168,9 @@ async def restore_revision(request: web.Request) -> web.Response:
 )
 async def routine_activity(request: web.Request) -> web.Response:
     routine_id, limit, rows = await _routine_page(request, "activity_page")
-    return page_answer([{**dict(r), "routine_id": routine_id} for r in rows], limit, ActivityOut, "at")
+    return page_answer(
+        [{**dict(entry), "routine_id": routine_id} for entry in rows], limit, ActivityOut, "at"
+    )
 
 
 @ROUTES.route(

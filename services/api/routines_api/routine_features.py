@@ -185,17 +185,19 @@ async def detail_extras(
     issue = await conn.fetchrow(QUERIES["active_issue"], routine_id)
     runs = await conn.fetch(QUERIES["recent_runs"], routine_id, RECENT_RUNS)
     latest = {
-        r["trigger_id"]: r
-        for r in await conn.fetch(QUERIES["latest_run_per_trigger"], [t["id"] for t in triggers])
+        run["trigger_id"]: run
+        for run in await conn.fetch(
+            QUERIES["latest_run_per_trigger"], [trigger["id"] for trigger in triggers]
+        )
     }
     rows = []
-    for t in triggers:
-        last = latest.get(t["id"])
+    for trigger in triggers:
+        last = latest.get(trigger["id"])
         rows.append(
             {
-                **dict(t),
+                **dict(trigger),
                 "last_result": last["status"] if last else None,
-                "last_fired_at": t["last_fired_at"] or (last["triggered_at"] if last else None),
+                "last_fired_at": trigger["last_fired_at"] or (last["triggered_at"] if last else None),
             }
         )
-    return {"active_issue": dict(issue) if issue else None, "recent_runs": [dict(r) for r in runs]}, rows
+    return {"active_issue": dict(issue) if issue else None, "recent_runs": [dict(run) for run in runs]}, rows

@@ -89,7 +89,7 @@ async def list_routines(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].connection() as conn:
         await require_company_exists(conn, company_id)
         rows = await conn.fetch(QUERIES["list_routines"], company_id, status, assignee)
-    return respond([dump(RoutineOut, r) for r in rows])
+    return respond([dump(RoutineOut, routine) for routine in rows])
 
 
 @ROUTES.route(
@@ -108,7 +108,7 @@ async def get_routine(request: web.Request) -> web.Response:
         triggers = await conn.fetch(QUERIES["triggers_of_routine"], routine_id)
         detail = await routine_features.with_revision(conn, routine)
         extras, trigger_rows = await routine_features.detail_extras(conn, routine_id, triggers)
-    triggers_json = [trigger_json(request, t) for t in trigger_rows]
+    triggers_json = [trigger_json(request, trigger) for trigger in trigger_rows]
     return respond(dump(RoutineDetail, {**detail, **extras}, triggers=triggers_json))
 
 
@@ -127,44 +127,51 @@ async def update_routine(request: web.Request) -> web.Response:
     body = await parse_body(request, RoutineUpdate)
     given = body.model_fields_set
     async with request.app[DB_KEY].transaction() as conn:
-        r = await load_routine(conn, principal, routine_id, lock=True, manage=True)
+        routine = await load_routine(conn, principal, routine_id, lock=True, manage=True)
         await routine_features.check_base_revision(conn, routine_id, body)
         nullable = {"description", "goal_id", "parent_issue_id", *routine_features.NULLABLE_FEATURE_FIELDS}
         for name in given - nullable:
             if getattr(body, name) is None:
                 raise Unprocessable(f"{name} cannot be null")
-        if "assignee_agent_id" in given and body.assignee_agent_id != r["assignee_agent_id"]:
+        if "assignee_agent_id" in given and body.assignee_agent_id != routine["assignee_agent_id"]:
             if principal.kind == "agent":
                 raise Forbidden("agents cannot reassign routines")
-            await check_assignee(conn, body.assignee_agent_id, r["company_id"])
-        status = body.status or r["status"]
-        if r["status"] == "archived" and status != "archived":
+            await check_assignee(conn, body.assignee_agent_id, routine["company_id"])
+        status = body.status or routine["status"]
+        if routine["status"] == "archived" and status != "archived":
             raise Conflict("archived routines cannot change status")
-        if r["status"] == "archived" and "status" in given:
+        if routine["status"] == "archived" and "status" in given:
             raise Conflict("archived is terminal")
         merged = {
-            name: (getattr(body, name) if name in given else r[name])
+            name: (getattr(body, name) if name in given else routine[name])
             for name in RoutineUpdate.model_fields
             if name not in routine_features.NOT_CORE_FIELDS
         }
-        await check_reference(conn, "project", merged["project_id"], r["company_id"], "projectId")
-        await check_reference(conn, "goal", merged["goal_id"], r["company_id"], "goalId")
-        await check_reference(conn, "issue", merged["parent_issue_id"], r["company_id"], "parentIssueId")
+        await check_reference(conn, "project", merged["project_id"], routine["company_id"], "projectId")
+        await check_reference(conn, "goal", merged["goal_id"], routine["company_id"], "goalId")
+        await check_reference(
+            conn, "issue", merged["parent_issue_id"], routine["company_id"], "parentIssueId"
+        )
         row = await store.update_routine(conn, routine_id, {**merged, "status": status})
-        if status != r["status"]:
+        if status != routine["status"]:
             # Paused/archived triggers are parked; on resume they restart from now (no burst).
             now = await conn.fetchval(QUERIES["transaction_now"])
-            for t in await conn.fetch(QUERIES["triggers_of_routine"], routine_id):
-                if t["kind"] == "schedule":
+            for trigger in await conn.fetch(QUERIES["triggers_of_routine"], routine_id):
+                if trigger["kind"] == "schedule":
                     await conn.execute(
                         QUERIES["set_next_run_at"],
-                        t["id"],
+                        trigger["id"],
                         next_run_at(
-                            "schedule", t["enabled"], status, t["cron_expression"], t["timezone"], now
+                            "schedule",
+                            trigger["enabled"],
+                            status,
+                            trigger["cron_expression"],
+                            trigger["timezone"],
+                            now,
                         ),
                     )
-        updated = await routine_features.after_update(conn, principal, r, row, body)
-    if status != r["status"]:
+        updated = await routine_features.after_update(conn, principal, routine, row, body)
+    if status != routine["status"]:
         await announce_trigger_change(request.app[BUS_KEY], routineId=str(routine_id))
     return respond(dump(RoutineOut, updated))
 

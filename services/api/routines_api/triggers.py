@@ -124,30 +124,30 @@ async def update_trigger(request: web.Request) -> web.Response:
     trigger_id = path_uuid(request, "triggerId", "trigger")
     body = await parse_body(request, TriggerUpdate)
     async with request.app[DB_KEY].transaction() as conn:
-        t = await load_trigger_for_manage(conn, principal, trigger_id)
+        trigger = await load_trigger_for_manage(conn, principal, trigger_id)
         given = body.model_fields_set
-        if body.kind is not None and body.kind != t["kind"]:
+        if body.kind is not None and body.kind != trigger["kind"]:
             raise BadRequest("a trigger's kind cannot change; delete it and add a new one")
-        if t["kind"] != "schedule" and given & SCHEDULE_FIELDS:
-            raise BadRequest(f"{t['kind']} triggers take no cronExpression or timezone")
-        if t["kind"] != "webhook" and given & WEBHOOK_FIELDS:
-            raise BadRequest(f"{t['kind']} triggers take no signingMode or replayWindowSec")
+        if trigger["kind"] != "schedule" and given & SCHEDULE_FIELDS:
+            raise BadRequest(f"{trigger['kind']} triggers take no cronExpression or timezone")
+        if trigger["kind"] != "webhook" and given & WEBHOOK_FIELDS:
+            raise BadRequest(f"{trigger['kind']} triggers take no signingMode or replayWindowSec")
         for name in ("enabled", "cron_expression", "timezone", "signing_mode", "replay_window_sec"):
             if name in given and getattr(body, name) is None:
                 raise BadRequest(f"{name} cannot be null")
-        label = body.label if "label" in given else t["label"]
-        enabled = body.enabled if body.enabled is not None else t["enabled"]
-        cron = body.cron_expression or t["cron_expression"]
-        tz = body.timezone or t["timezone"]
-        next_at = t["next_run_at"]
-        if t["kind"] == "schedule":
+        label = body.label if "label" in given else trigger["label"]
+        enabled = body.enabled if body.enabled is not None else trigger["enabled"]
+        cron = body.cron_expression or trigger["cron_expression"]
+        tz = body.timezone or trigger["timezone"]
+        next_at = trigger["next_run_at"]
+        if trigger["kind"] == "schedule":
             validate_schedule(cron, tz)
             cron = parse_cron(cron).expression
-            schedule_changed = (cron, tz) != (t["cron_expression"], t["timezone"])
-            if schedule_changed or enabled != t["enabled"]:
+            schedule_changed = (cron, tz) != (trigger["cron_expression"], trigger["timezone"])
+            if schedule_changed or enabled != trigger["enabled"]:
                 # Recomputed from now: a resumed trigger does not burst with the slots it missed.
                 now = await conn.fetchval(QUERIES["transaction_now"])
-                next_at = next_run_at("schedule", enabled, t["routine_status"], cron, tz, now)
+                next_at = next_run_at("schedule", enabled, trigger["routine_status"], cron, tz, now)
         row = await store.update_trigger(
             conn,
             trigger_id,
@@ -157,8 +157,8 @@ async def update_trigger(request: web.Request) -> web.Response:
                 "cron_expression": cron,
                 "timezone": tz,
                 "next_run_at": next_at,
-                "signing_mode": body.signing_mode or t["signing_mode"],
-                "replay_window_sec": body.replay_window_sec or t["replay_window_sec"],
+                "signing_mode": body.signing_mode or trigger["signing_mode"],
+                "replay_window_sec": body.replay_window_sec or trigger["replay_window_sec"],
             },
         )
         await store.record_trigger_activity(conn, principal, row, "trigger_updated")
@@ -178,10 +178,12 @@ async def delete_trigger(request: web.Request) -> web.Response:
     principal = principal_of(request)
     trigger_id = path_uuid(request, "triggerId", "trigger")
     async with request.app[DB_KEY].transaction() as conn:
-        t = await load_trigger_for_manage(conn, principal, trigger_id)
+        trigger = await load_trigger_for_manage(conn, principal, trigger_id)
         await conn.execute(QUERIES["delete_trigger"], trigger_id)
-        await store.record_trigger_activity(conn, principal, t, "trigger_deleted")
-    await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=t["public_id"])
+        await store.record_trigger_activity(conn, principal, trigger, "trigger_deleted")
+    await announce_trigger_change(
+        request.app[BUS_KEY], triggerId=str(trigger_id), publicId=trigger["public_id"]
+    )
     return web.Response(status=204)
 
 
@@ -200,8 +202,8 @@ async def rotate_secret(request: web.Request) -> web.Response:
     body = await parse_body(request, RotateSecret)
     secret = new_webhook_secret()
     async with request.app[DB_KEY].transaction() as conn:
-        t = await load_trigger_for_manage(conn, principal, trigger_id)
-        if t["kind"] != "webhook":
+        trigger = await load_trigger_for_manage(conn, principal, trigger_id)
+        if trigger["kind"] != "webhook":
             raise Unprocessable("only webhook triggers have a secret to rotate")
         # Rotations of one trigger are serialised by the routine lock taken above.
         limit = request.app[API_SETTINGS_KEY].secret_rotations_per_min
@@ -215,8 +217,10 @@ async def rotate_secret(request: web.Request) -> web.Response:
         now: datetime = await conn.fetchval(QUERIES["transaction_now"])
         until = now + timedelta(seconds=body.grace_sec)
         await store.rotate_secret(conn, request.app[SECRET_BOX_KEY], trigger_id, secret, until)
-        await store.record_trigger_activity(conn, principal, t, "secret_rotated")
-    await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=t["public_id"])
+        await store.record_trigger_activity(conn, principal, trigger, "secret_rotated")
+    await announce_trigger_change(
+        request.app[BUS_KEY], triggerId=str(trigger_id), publicId=trigger["public_id"]
+    )
     return respond(
         dump(
             RotatedSecret,

@@ -115,7 +115,7 @@ def fire_json(instant: datetime, spec: ScheduleSpec) -> dict[str, Any]:
 
 
 def _active_issues(rows: Sequence[Row]) -> dict[uuid.UUID, ActiveIssue]:
-    return {r["routine_id"]: ActiveIssue(r["id"], r["origin_run_id"]) for r in rows}
+    return {issue["routine_id"]: ActiveIssue(issue["id"], issue["origin_run_id"]) for issue in rows}
 
 
 def _query_count(request: web.Request) -> int:
@@ -173,20 +173,20 @@ async def routine_upcoming(request: web.Request) -> web.Response:
         active = _active_issues(await conn.fetch(QUERIES["open_execution_issues"], [routine_id]))
         now: datetime = await conn.fetchval(QUERIES["transaction_now"])
     specs = []
-    for t in triggers:
-        if not t["enabled"] and not include_disabled:
+    for trigger in triggers:
+        if not trigger["enabled"] and not include_disabled:
             continue
         outcome = predicted_outcome(
-            routine["status"], routine["concurrency_policy"], t["enabled"], active.get(routine_id)
+            routine["status"], routine["concurrency_policy"], trigger["enabled"], active.get(routine_id)
         )
         specs.append(
             ScheduleSpec(
-                t["id"],
+                trigger["id"],
                 routine_id,
-                t["label"],
-                t["cron_expression"],
-                t["timezone"],
-                t["next_run_at"],
+                trigger["label"],
+                trigger["cron_expression"],
+                trigger["timezone"],
+                trigger["next_run_at"],
                 outcome,
             )
         )
@@ -235,21 +235,24 @@ async def company_upcoming(request: web.Request) -> web.Response:
             raise BadRequest(
                 f"more than {MAX_CALENDAR_TRIGGERS} schedule triggers; narrow with assigneeAgentId"
             )
-        routine_ids = list({t["routine_id"] for t in triggers})
+        routine_ids = list({trigger["routine_id"] for trigger in triggers})
         active = _active_issues(await conn.fetch(QUERIES["open_execution_issues"], routine_ids))
     specs = [
         ScheduleSpec(
-            t["id"],
-            t["routine_id"],
-            t["label"],
-            t["cron_expression"],
-            t["timezone"],
-            t["next_run_at"],
+            trigger["id"],
+            trigger["routine_id"],
+            trigger["label"],
+            trigger["cron_expression"],
+            trigger["timezone"],
+            trigger["next_run_at"],
             predicted_outcome(
-                t["routine_status"], t["concurrency_policy"], True, active.get(t["routine_id"])
+                trigger["routine_status"],
+                trigger["concurrency_policy"],
+                True,
+                active.get(trigger["routine_id"]),
             ),
         )
-        for t in triggers
+        for trigger in triggers
     ]
     fires, truncated = merge_fires(specs, start, count=MAX_CALENDAR_FIRES, until=end)
     return respond(dump(UpcomingOut, {"fires": [fire_json(i, s) for i, s in fires], "truncated": truncated}))
