@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-import asyncpg
 from aiohttp import web
 
 from routines_api.console.sessions import SESSION_COOKIE, authenticate_session
@@ -97,24 +96,6 @@ async def _resolve(request: web.Request) -> Principal:
     if row["kind"] == "agent" and row["agent_status"] == "terminated":
         raise Unauthorized("agent terminated")
     return Principal(row["kind"], row["token_id"], row["company_id"], row["agent_id"])
-
-
-async def load_routine(
-    conn: asyncpg.Connection,
-    principal: Principal,
-    routine_id: uuid.UUID,
-    *,
-    lock: bool = False,
-    manage: bool = False,
-) -> asyncpg.Record:
-    """A routine the caller may see (404 otherwise), locked and/or checked for management rights."""
-    routine = await conn.fetchrow(QUERIES["routine_for_update" if lock else "routine_by_id"], routine_id)
-    if routine is None:
-        raise NotFound("routine not found")
-    principal.require_visible(routine["company_id"], "routine")
-    if manage:
-        principal.require_manage_routine(routine["assignee_agent_id"])
-    return routine
 
 
 def path_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:

@@ -11,7 +11,8 @@ from aiohttp import web
 
 from routines_api import store
 from routines_api.answers import dump, respond
-from routines_api.auth import load_routine, path_uuid, principal_of
+from routines_api.auth import path_uuid, principal_of
+from routines_api.checks import load_routine
 from routines_api.feature_models import BackfillOut, BackfillRequest
 from routines_api.inputs import parse_body
 from routines_api.routes import ROUTES

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from routines_api import store
 from routines_api.answers import dump, respond
 from routines_api.auth import Principal, path_uuid, principal_of
-from routines_api.checks import check_reference, require_company_exists
+from routines_api.checks import check_reference, load_visible, require_company_exists
 from routines_api.inputs import parse_body, query_choice, query_limit, query_uuid
 from routines_api.models import (
     AgentCreate,
@@ -174,10 +174,7 @@ async def update_agent(request: web.Request) -> web.Response:
     agent_id = path_uuid(request, "agentId", "agent")
     body = await parse_body(request, AgentUpdate)  # read before taking a pooled connection
     async with request.app[DB_KEY].transaction() as conn:
-        agent = await conn.fetchrow(QUERIES["agent_by_id"], agent_id)
-        if agent is None:
-            raise NotFound("agent not found")
-        principal.require_visible(agent["company_id"], "agent")
+        agent = await load_visible(conn, principal, "agent_by_id", agent_id)
         principal.require_board(agent["company_id"])
         row = await conn.fetchrow(QUERIES["update_agent_status"], agent_id, body.status)
         if body.status == "terminated":
@@ -200,10 +197,7 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
     agent_id = path_uuid(request, "agentId", "agent")
     api_key = new_token("agent")
     async with request.app[DB_KEY].transaction() as conn:
-        agent = await conn.fetchrow(QUERIES["agent_by_id"], agent_id)
-        if agent is None:
-            raise NotFound("agent not found")
-        principal.require_visible(agent["company_id"], "agent")
+        agent = await load_visible(conn, principal, "agent_by_id", agent_id)
         if principal.agent_id != agent_id:
             principal.require_board(agent["company_id"])
         if agent["status"] == "terminated":
@@ -338,10 +332,7 @@ async def revoke_board_token(request: web.Request) -> web.Response:
     principal = principal_of(request)
     token_id = path_uuid(request, "tokenId", "token")
     async with request.app[DB_KEY].transaction() as conn:
-        token = await conn.fetchrow(QUERIES["board_token_by_id"], token_id)
-        if token is None:
-            raise NotFound("token not found")
-        principal.require_visible(token["company_id"], "token")
+        token = await load_visible(conn, principal, "board_token_by_id", token_id, "token")
         principal.require_board(token["company_id"])
         row = await conn.fetchrow(QUERIES["revoke_token"], token_id, "board")
     assert row is not None
@@ -413,7 +404,7 @@ async def create_issue(request: web.Request) -> web.Response:
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
         await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
         await check_reference(conn, "agent", body.assignee_agent_id, company_id, "assigneeAgentId")
-        row = await store.insert_issue(conn, company_id, body.model_dump())
+        row = await store.write(conn, "insert_issue", company_id, body.model_dump())
     return respond(dump(IssueOut, row), 201)
 
 
@@ -454,10 +445,7 @@ async def get_issue(request: web.Request) -> web.Response:
     principal = principal_of(request)
     issue_id = path_uuid(request, "issueId", "issue")
     async with request.app[DB_KEY].connection() as conn:
-        row = await conn.fetchrow(QUERIES["issue_by_id"], issue_id)
-    if row is None:
-        raise NotFound("issue not found")
-    principal.require_visible(row["company_id"], "issue")
+        row = await load_visible(conn, principal, "issue_by_id", issue_id)
     return respond(dump(IssueOut, row))
 
 
@@ -476,10 +464,7 @@ async def update_issue(request: web.Request) -> web.Response:
     issue_id = path_uuid(request, "issueId", "issue")
     body = await parse_body(request, IssueUpdate)
     async with request.app[DB_KEY].transaction() as conn:
-        issue = await conn.fetchrow(QUERIES["issue_for_update"], issue_id)
-        if issue is None:
-            raise NotFound("issue not found")
-        principal.require_visible(issue["company_id"], "issue")
+        issue = await load_visible(conn, principal, "issue_for_update", issue_id)
         if principal.kind == "agent" and issue["assignee_agent_id"] != principal.agent_id:
             raise Forbidden("agents can only update their own issues")
         await conn.execute(QUERIES["update_issue_status"], issue_id, body.status)

@@ -9,13 +9,15 @@ from typing import Any
 from aiohttp import web
 
 from routines_api.answers import dump, respond
-from routines_api.auth import load_routine, path_uuid, principal_of
+from routines_api.auth import path_uuid, principal_of
+from routines_api.checks import load_routine
 from routines_api.feature_models import HealthOut
+from routines_api.inputs import query_int
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from shared.alerts import failure_streak
 from shared.cron import fires_between, iso_utc
-from shared.errors import BadRequest, InvalidCron, InvalidTimezone
+from shared.errors import InvalidCron, InvalidTimezone
 from shared.http import DB_KEY
 
 MAX_DAYS = 90
@@ -24,17 +26,6 @@ ON_TIME_WITHIN = timedelta(seconds=60)
 # Slots counted per request, across all its triggers (bounds the CPU of one health call).
 MAX_SLOTS_COUNTED = 10_000
 STREAK_LOOKBACK = 1000
-
-
-def _query_days(request: web.Request) -> int:
-    raw = request.query.get("days") or "7"
-    try:
-        days = int(raw)
-    except ValueError:
-        raise BadRequest("query parameter days must be an integer") from None
-    if not 1 <= days <= MAX_DAYS:
-        raise BadRequest(f"query parameter days must be between 1 and {MAX_DAYS}")
-    return days
 
 
 def expected_slots(
@@ -75,7 +66,7 @@ def _round(value: Any) -> float | None:
 async def routine_health(request: web.Request) -> web.Response:
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
-    days = _query_days(request)
+    days = query_int(request, "days", 7, MAX_DAYS)
     async with request.app[DB_KEY].connection() as conn:
         routine = await load_routine(conn, principal, routine_id)
         now: datetime = await conn.fetchval(QUERIES["transaction_now"])

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from routines_api import store
 from routines_api.answers import dump, page_answer, respond
-from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.checks import load_run
+from routines_api.auth import path_uuid, principal_of
+from routines_api.checks import load_routine, load_run, load_visible
 from routines_api.events import publish_and_wait
 from routines_api.feature_models import ReplayRequest
 from routines_api.inputs import parse_body, query_choice, query_cursor, query_instant, query_limit, query_uuid
@@ -15,7 +15,7 @@ from routines_api.models import RunOut
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict
 from shared.http import DB_KEY
 from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 
@@ -100,10 +100,7 @@ async def get_run(request: web.Request) -> web.Response:
     principal = principal_of(request)
     run_id = path_uuid(request, "runId", "run")
     async with request.app[DB_KEY].connection() as conn:
-        run = await conn.fetchrow(QUERIES["run_answer"], run_id)
-    if run is None:
-        raise NotFound("run not found")
-    principal.require_visible(run["company_id"], "run")
+        run = await load_visible(conn, principal, "run_answer", run_id)
     return respond(dump(RunOut, run))
 
 

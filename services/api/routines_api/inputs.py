@@ -86,17 +86,22 @@ def query_choice(request: web.Request, name: str, allowed: Iterable[str]) -> str
     return raw
 
 
-def query_limit(request: web.Request, default: int = 50, maximum: int = 500) -> int:
-    raw = request.query.get("limit")
+def query_int(request: web.Request, name: str, default: int, maximum: int) -> int:
+    """An integer from 1 to `maximum` (absent or empty: `default`), or 400."""
+    raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest("query parameter limit must be an integer") from None
+        raise BadRequest(f"query parameter {name} must be an integer") from None
     if not 1 <= value <= maximum:
-        raise BadRequest(f"query parameter limit must be between 1 and {maximum}")
+        raise BadRequest(f"query parameter {name} must be between 1 and {maximum}")
     return value
+
+
+def query_limit(request: web.Request, default: int = 50, maximum: int = 500) -> int:
+    return query_int(request, "limit", default, maximum)
 
 
 def query_instant(request: web.Request, name: str) -> datetime | None:

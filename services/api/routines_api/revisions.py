@@ -10,8 +10,8 @@ from aiohttp import web
 
 from routines_api import routine_features, store
 from routines_api.answers import dump, page_answer, respond
-from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.checks import check_assignee, check_reference, require_company_exists
+from routines_api.auth import path_uuid, principal_of
+from routines_api.checks import check_assignee, check_reference, load_routine, require_company_exists
 from routines_api.feature_models import ActivityOut, RevisionOut
 from routines_api.inputs import query_cursor, query_limit
 from routines_api.models import RoutineOut
@@ -112,8 +112,9 @@ async def restore_revision(request: web.Request) -> web.Response:
             raise Unprocessable(
                 f"required variable {missing[0]!r} has no default; the routine has a schedule"
             )
-        await store.update_routine(
+        await store.write(
             conn,
+            "update_routine",
             routine_id,
             {
                 "title": snap["title"],

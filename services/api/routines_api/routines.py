@@ -8,8 +8,14 @@ from aiohttp import web
 
 from routines_api import routine_features, store
 from routines_api.answers import dump, respond, trigger_json
-from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.checks import check_assignee, check_reference, check_run_overrides, require_company_exists
+from routines_api.auth import path_uuid, principal_of
+from routines_api.checks import (
+    check_assignee,
+    check_reference,
+    check_run_overrides,
+    load_routine,
+    require_company_exists,
+)
 from routines_api.events import announce_trigger_change, publish_and_wait
 from routines_api.inputs import parse_body, query_choice, query_uuid
 from routines_api.models import (
@@ -62,7 +68,7 @@ async def create_routine(request: web.Request) -> web.Response:
         await check_reference(conn, "project", body.project_id, company_id, "projectId")
         await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
         await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
-        row = await store.insert_routine(conn, company_id, body.model_dump())
+        row = await store.write(conn, "insert_routine", company_id, body.model_dump())
         created = await routine_features.after_create(conn, principal, row, body, variables)
     return respond(dump(RoutineOut, created), 201)
 
@@ -152,7 +158,7 @@ async def update_routine(request: web.Request) -> web.Response:
         await check_reference(
             conn, "issue", merged["parent_issue_id"], routine["company_id"], "parentIssueId"
         )
-        row = await store.update_routine(conn, routine_id, {**merged, "status": status})
+        row = await store.write(conn, "update_routine", routine_id, {**merged, "status": status})
         if status != routine["status"]:
             # Paused/archived triggers are parked; on resume they restart from now (no burst).
             now = await conn.fetchval(QUERIES["transaction_now"])

@@ -77,36 +77,35 @@ def actor(principal: Principal) -> tuple[str, uuid.UUID | None]:
     return principal.kind, principal.agent_id if principal.kind == "agent" else principal.token_id
 
 
+# The columns each wide write takes after its key ($1: the owner's or the object's id), in order.
+COLUMNS = {
+    "insert_routine": ROUTINE_COLUMNS,
+    "update_routine": ROUTINE_COLUMNS,
+    "insert_trigger": TRIGGER_COLUMNS,
+    "update_trigger": TRIGGER_SETTABLE,
+    "insert_issue": ISSUE_COLUMNS,
+}
+
+
+async def write(
+    conn: asyncpg.Connection, query: str, key: uuid.UUID, values: Mapping[str, Any]
+) -> asyncpg.Record:
+    """One wide INSERT/UPDATE of COLUMNS (insert_routine, update_routine, insert_trigger,
+    update_trigger, insert_issue): `key`, then `values` by column name; the row it answers."""
+    return await _one(conn, query, key, *(values[c] for c in COLUMNS[query]))
+
+
 # --- routines ------------------------------------------------------------------------------
-
-
-async def insert_routine(
-    conn: asyncpg.Connection, company_id: uuid.UUID, values: Mapping[str, Any]
-) -> asyncpg.Record:
-    return await _one(conn, "insert_routine", company_id, *(values[c] for c in ROUTINE_COLUMNS))
-
-
-async def update_routine(
-    conn: asyncpg.Connection, routine_id: uuid.UUID, values: Mapping[str, Any]
-) -> asyncpg.Record:
-    """Every core column of the routine set to `values` (its locked row is the caller's)."""
-    return await _one(conn, "update_routine", routine_id, *(values[c] for c in ROUTINE_COLUMNS))
 
 
 async def set_routine_features(
     conn: asyncpg.Connection, routine_id: uuid.UUID, variables: list[Variable], values: Mapping[str, Any]
 ) -> asyncpg.Record:
     """The declared variables and schedule-health settings (`values` by column name)."""
-    return await _one(
-        conn,
-        "set_routine_features",
-        routine_id,
-        [v.to_json() for v in variables],
-        values["failure_alert_after"],
-        values["auto_pause_after"],
-        values["stale_after_sec"],
-        values["stale_action"] or "report",
-    )
+    declared = [v.to_json() for v in variables]
+    thresholds = (values[c] for c in ("failure_alert_after", "auto_pause_after", "stale_after_sec"))
+    stale_action = values["stale_action"] or "report"
+    return await _one(conn, "set_routine_features", routine_id, declared, *thresholds, stale_action)
 
 
 async def insert_revision(
@@ -199,19 +198,6 @@ async def insert_replay_run(
 # --- triggers ------------------------------------------------------------------------------
 
 
-async def insert_trigger(
-    conn: asyncpg.Connection, trigger_id: uuid.UUID, values: Mapping[str, Any]
-) -> asyncpg.Record:
-    return await _one(conn, "insert_trigger", trigger_id, *(values[c] for c in TRIGGER_COLUMNS))
-
-
-async def update_trigger(
-    conn: asyncpg.Connection, trigger_id: uuid.UUID, values: Mapping[str, Any]
-) -> asyncpg.Record:
-    """The trigger's settable columns set to `values`."""
-    return await _one(conn, "update_trigger", trigger_id, *(values[c] for c in TRIGGER_SETTABLE))
-
-
 async def add_secret(conn: asyncpg.Connection, box: SecretBox, trigger_id: uuid.UUID, secret: str) -> None:
     """A webhook secret of the trigger, encrypted (bound to the trigger's id)."""
     await conn.execute(QUERIES["insert_secret"], trigger_id, box.encrypt(secret, str(trigger_id)))
@@ -228,12 +214,6 @@ async def rotate_secret(
 
 
 # --- directory -----------------------------------------------------------------------------
-
-
-async def insert_issue(
-    conn: asyncpg.Connection, company_id: uuid.UUID, values: Mapping[str, Any]
-) -> asyncpg.Record:
-    return await _one(conn, "insert_issue", company_id, *(values[c] for c in ISSUE_COLUMNS))
 
 
 async def insert_agent_key(conn: asyncpg.Connection, agent_id: uuid.UUID, name: str, api_key: str) -> None:

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from routines_api import store
 from routines_api.answers import dump, respond, trigger_json
-from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.checks import load_trigger_for_manage
+from routines_api.auth import path_uuid, principal_of
+from routines_api.checks import load_routine, load_trigger_for_manage
 from routines_api.events import announce_trigger_change
 from routines_api.inputs import parse_body
 from routines_api.models import (
@@ -86,8 +86,9 @@ async def create_trigger(request: web.Request) -> web.Response:
             replay_window = body.replay_window_sec or 300
             secret = new_webhook_secret()
         now = await conn.fetchval(QUERIES["transaction_now"])
-        row = await store.insert_trigger(
+        row = await store.write(
             conn,
+            "insert_trigger",
             trigger_id,
             {
                 "routine_id": routine_id,
@@ -148,8 +149,9 @@ async def update_trigger(request: web.Request) -> web.Response:
                 # Recomputed from now: a resumed trigger does not burst with the slots it missed.
                 now = await conn.fetchval(QUERIES["transaction_now"])
                 next_at = next_run_at("schedule", enabled, trigger["routine_status"], cron, tz, now)
-        row = await store.update_trigger(
+        row = await store.write(
             conn,
+            "update_trigger",
             trigger_id,
             {
                 "label": label,

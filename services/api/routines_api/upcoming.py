@@ -18,10 +18,10 @@ from typing import Any
 from aiohttp import web
 
 from routines_api.answers import Row, dump, respond
-from routines_api.auth import load_routine, path_uuid, principal_of
-from routines_api.checks import require_company_exists
+from routines_api.auth import path_uuid, principal_of
+from routines_api.checks import load_routine, require_company_exists
 from routines_api.feature_models import UpcomingOut
-from routines_api.inputs import query_instant, query_uuid
+from routines_api.inputs import query_instant, query_int, query_uuid
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_dispatcher.policy import ActiveIssue, decide_concurrency
@@ -118,17 +118,6 @@ def _active_issues(rows: Sequence[Row]) -> dict[uuid.UUID, ActiveIssue]:
     return {issue["routine_id"]: ActiveIssue(issue["id"], issue["origin_run_id"]) for issue in rows}
 
 
-def _query_count(request: web.Request) -> int:
-    raw = request.query.get("count") or "10"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest("query parameter count must be an integer") from None
-    if not 1 <= value <= MAX_COUNT:
-        raise BadRequest(f"query parameter count must be between 1 and {MAX_COUNT}")
-    return value
-
-
 def _query_include_disabled(request: web.Request) -> bool:
     raw = request.query.get("includeDisabled", "false")
     if raw not in ("true", "false"):
@@ -165,7 +154,7 @@ def _query_include_disabled(request: web.Request) -> bool:
 async def routine_upcoming(request: web.Request) -> web.Response:
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
-    count = _query_count(request)
+    count = query_int(request, "count", 10, MAX_COUNT)
     include_disabled = _query_include_disabled(request)
     async with request.app[DB_KEY].connection() as conn:
         routine = await load_routine(conn, principal, routine_id)
