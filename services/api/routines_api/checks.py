@@ -62,16 +62,14 @@ async def check_run_overrides(
 
 
 async def load_visible(
-    conn: asyncpg.Connection, principal: Principal, query: str, object_id: uuid.UUID, what: str | None = None
+    conn: asyncpg.Connection, principal: Principal, what: str, query: str, object_id: uuid.UUID
 ) -> asyncpg.Record:
     """The row `query` answers for `object_id`, if the caller may see it: 404 "<what> not found"
-    when there is none or it is another company's (whose existence is not revealed). `what`
-    defaults to the query's subject (`run_by_id` → run)."""
-    noun = what or query.partition("_")[0]
+    when there is none or it is another company's (whose existence is not revealed)."""
     row = await conn.fetchrow(QUERIES[query], object_id)
     if row is None:
-        raise NotFound(f"{noun} not found")
-    principal.require_visible(row["company_id"], noun)
+        raise NotFound(f"{what} not found")
+    principal.require_visible(row["company_id"], what)
     return row
 
 
@@ -84,9 +82,8 @@ async def load_routine(
     manage: bool = False,
 ) -> asyncpg.Record:
     """A routine the caller may see (404 otherwise), locked and/or checked for management rights."""
-    routine = await load_visible(
-        conn, principal, "routine_for_update" if lock else "routine_by_id", routine_id
-    )
+    query = "routine_for_update" if lock else "routine_by_id"
+    routine = await load_visible(conn, principal, "routine", query, routine_id)
     if manage:
         principal.require_manage_routine(routine["assignee_agent_id"])
     return routine
@@ -94,13 +91,13 @@ async def load_routine(
 
 async def load_run(conn: asyncpg.Connection, principal: Principal, run_id: uuid.UUID) -> asyncpg.Record:
     """A run the caller may see (another company's run → 404)."""
-    return await load_visible(conn, principal, "run_by_id", run_id)
+    return await load_visible(conn, principal, "run", "run_by_id", run_id)
 
 
 async def load_trigger_for_manage(
     conn: asyncpg.Connection, principal: Principal, trigger_id: uuid.UUID
 ) -> asyncpg.Record:
-    trigger = await load_visible(conn, principal, "trigger_by_id", trigger_id)
+    trigger = await load_visible(conn, principal, "trigger", "trigger_by_id", trigger_id)
     principal.require_manage_routine(trigger["assignee_agent_id"])
     # Serialise with routine status changes.
     await conn.fetchrow(QUERIES["routine_for_update"], trigger["routine_id"])

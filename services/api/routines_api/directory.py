@@ -174,7 +174,7 @@ async def update_agent(request: web.Request) -> web.Response:
     agent_id = path_uuid(request, "agentId", "agent")
     body = await parse_body(request, AgentUpdate)  # read before taking a pooled connection
     async with request.app[DB_KEY].transaction() as conn:
-        agent = await load_visible(conn, principal, "agent_by_id", agent_id)
+        agent = await load_visible(conn, principal, "agent", "agent_by_id", agent_id)
         principal.require_board(agent["company_id"])
         row = await conn.fetchrow(QUERIES["update_agent_status"], agent_id, body.status)
         if body.status == "terminated":
@@ -197,7 +197,7 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
     agent_id = path_uuid(request, "agentId", "agent")
     api_key = new_token("agent")
     async with request.app[DB_KEY].transaction() as conn:
-        agent = await load_visible(conn, principal, "agent_by_id", agent_id)
+        agent = await load_visible(conn, principal, "agent", "agent_by_id", agent_id)
         if principal.agent_id != agent_id:
             principal.require_board(agent["company_id"])
         if agent["status"] == "terminated":
@@ -332,7 +332,7 @@ async def revoke_board_token(request: web.Request) -> web.Response:
     principal = principal_of(request)
     token_id = path_uuid(request, "tokenId", "token")
     async with request.app[DB_KEY].transaction() as conn:
-        token = await load_visible(conn, principal, "board_token_by_id", token_id, "token")
+        token = await load_visible(conn, principal, "token", "board_token_by_id", token_id)
         principal.require_board(token["company_id"])
         row = await conn.fetchrow(QUERIES["revoke_token"], token_id, "board")
     assert row is not None
@@ -445,7 +445,7 @@ async def get_issue(request: web.Request) -> web.Response:
     principal = principal_of(request)
     issue_id = path_uuid(request, "issueId", "issue")
     async with request.app[DB_KEY].connection() as conn:
-        row = await load_visible(conn, principal, "issue_by_id", issue_id)
+        row = await load_visible(conn, principal, "issue", "issue_by_id", issue_id)
     return respond(dump(IssueOut, row))
 
 
@@ -464,7 +464,7 @@ async def update_issue(request: web.Request) -> web.Response:
     issue_id = path_uuid(request, "issueId", "issue")
     body = await parse_body(request, IssueUpdate)
     async with request.app[DB_KEY].transaction() as conn:
-        issue = await load_visible(conn, principal, "issue_for_update", issue_id)
+        issue = await load_visible(conn, principal, "issue", "issue_for_update", issue_id)
         if principal.kind == "agent" and issue["assignee_agent_id"] != principal.agent_id:
             raise Forbidden("agents can only update their own issues")
         await conn.execute(QUERIES["update_issue_status"], issue_id, body.status)

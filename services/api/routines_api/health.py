@@ -57,11 +57,7 @@ def _round(value: Any) -> float | None:
     ),
     response=HealthOut,
     errors=(400, 404),
-    query=(
-        QueryParam(
-            "days", {"type": "integer", "minimum": 1, "maximum": MAX_DAYS, "default": 7}, "Window length."
-        ),
-    ),
+    query=(QueryParam.integer("days", MAX_DAYS, 7, "Window length."),),
 )
 async def routine_health(request: web.Request) -> web.Response:
     principal = principal_of(request)

@@ -12,7 +12,7 @@ from routines_api.events import publish_and_wait
 from routines_api.feature_models import ReplayRequest
 from routines_api.inputs import parse_body, query_choice, query_cursor, query_instant, query_limit, query_uuid
 from routines_api.models import RunOut
-from routines_api.routes import ROUTES, QueryParam
+from routines_api.routes import ROUTES, QueryParam, page_params
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
 from shared.errors import Conflict
@@ -20,16 +20,7 @@ from shared.http import DB_KEY
 from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 
 RUN_QUERY = (
-    QueryParam(
-        "limit",
-        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
-        "Page size.",
-    ),
-    QueryParam(
-        "cursor",
-        {"type": "string", "maxLength": 200},
-        "Continue after the page that answered this value in its `X-Next-Cursor` header.",
-    ),
+    *page_params(maximum=500),
     QueryParam("status", {"type": "string", "enum": list(RUN_STATUSES)}, "Only runs in this status."),
     QueryParam("source", {"type": "string", "enum": list(RUN_SOURCES)}, "Only runs from this source."),
     QueryParam("triggerId", {"type": "string", "format": "uuid"}, "Only runs of this trigger."),
@@ -100,7 +91,7 @@ async def get_run(request: web.Request) -> web.Response:
     principal = principal_of(request)
     run_id = path_uuid(request, "runId", "run")
     async with request.app[DB_KEY].connection() as conn:
-        run = await load_visible(conn, principal, "run_answer", run_id)
+        run = await load_visible(conn, principal, "run", "run_answer", run_id)
     return respond(dump(RunOut, run))
 
 

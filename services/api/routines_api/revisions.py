@@ -15,20 +15,13 @@ from routines_api.checks import check_assignee, check_reference, load_routine, r
 from routines_api.feature_models import ActivityOut, RevisionOut
 from routines_api.inputs import query_cursor, query_limit
 from routines_api.models import RoutineOut
-from routines_api.routes import ROUTES, QueryParam
+from routines_api.routes import ROUTES, page_params
 from routines_api.sql import QUERIES
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import DB_KEY
 from shared.templates import check_placeholders, parse_variables, required_without_default
 
-PAGE_QUERY = (
-    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}, "Page size."),
-    QueryParam(
-        "cursor",
-        {"type": "string", "maxLength": 200},
-        "Continue after the page that answered this value in its `X-Next-Cursor` header.",
-    ),
-)
+PAGE_QUERY = page_params(maximum=100)
 
 
 @ROUTES.route(

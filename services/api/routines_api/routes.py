@@ -23,6 +23,22 @@ class QueryParam:
     schema: dict[str, Any]
     description: str = ""
 
+    @classmethod
+    def integer(cls, name: str, maximum: int, default: int, description: str) -> QueryParam:
+        """An integer from 1 to `maximum`, `default` when absent (as `inputs.query_int` reads it)."""
+        schema = {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}
+        return cls(name, schema, description)
+
+
+def page_params(maximum: int) -> tuple[QueryParam, QueryParam]:
+    """`limit` and `cursor` of a newest-first list answered a page at a time (`answers.page_answer`)."""
+    cursor = QueryParam(
+        "cursor",
+        {"type": "string", "maxLength": 200},
+        "Continue after the page that answered this value in its `X-Next-Cursor` header.",
+    )
+    return QueryParam.integer("limit", maximum, 50, "Page size."), cursor
+
 
 @dataclass
 class Operation:

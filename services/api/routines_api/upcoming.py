@@ -141,9 +141,7 @@ def _query_include_disabled(request: web.Request) -> bool:
     response=UpcomingOut,
     errors=(400, 404),
     query=(
-        QueryParam(
-            "count", {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": 10}, "Fires to list."
-        ),
+        QueryParam.integer("count", MAX_COUNT, 10, "Fires to list."),
         QueryParam(
             "includeDisabled",
             {"type": "string", "enum": ["true", "false"], "default": "false"},
