@@ -223,58 +223,44 @@ async def agent_me(request: web.Request) -> web.Response:
 # --- projects, goals, board tokens ------------------------------------------------------
 
 
-@ROUTES.route(
-    "POST",
-    "/api/companies/{companyId}/projects",
-    summary="Create a project",
-    tag="directory",
-    body=ProjectCreate,
-    response=ProjectOut,
-    status=201,
-    errors=(403, 404, 422),
-)
-async def create_project(request: web.Request) -> web.Response:
-    return await _create_named_in_company(request, ProjectCreate, "name", "insert_project", ProjectOut)
+def _company_collection(
+    plural: str, singular: str, create: type[BaseModel], out: type[BaseModel], name_field: str
+) -> None:
+    """Projects and goals alike: a board operator creates one by its name, members list them."""
+    path = f"/api/companies/{{companyId}}/{plural}"
+
+    async def create_one(request: web.Request) -> web.Response:
+        return await _create_named_in_company(request, create, name_field, f"insert_{singular}", out)
+
+    async def list_all(request: web.Request) -> web.Response:
+        return await _list_in_company(request, f"list_{plural}", out)
+
+    # The handler's name is the operation's id (createProject, listGoals, …).
+    create_one.__name__ = create_one.__qualname__ = f"create_{singular}"
+    list_all.__name__ = list_all.__qualname__ = f"list_{plural}"
+    ROUTES.route(
+        "POST",
+        path,
+        summary=f"Create a {singular}",
+        tag="directory",
+        body=create,
+        response=out,
+        status=201,
+        errors=(403, 404, 422),
+    )(create_one)
+    ROUTES.route(
+        "GET",
+        path,
+        summary=f"{plural.capitalize()} of a company",
+        tag="directory",
+        response=out,
+        response_is_list=True,
+        errors=(403, 404),
+    )(list_all)
 
 
-@ROUTES.route(
-    "GET",
-    "/api/companies/{companyId}/projects",
-    summary="Projects of a company",
-    tag="directory",
-    response=ProjectOut,
-    response_is_list=True,
-    errors=(403, 404),
-)
-async def list_projects(request: web.Request) -> web.Response:
-    return await _list_in_company(request, "list_projects", ProjectOut)
-
-
-@ROUTES.route(
-    "POST",
-    "/api/companies/{companyId}/goals",
-    summary="Create a goal",
-    tag="directory",
-    body=GoalCreate,
-    response=GoalOut,
-    status=201,
-    errors=(403, 404, 422),
-)
-async def create_goal(request: web.Request) -> web.Response:
-    return await _create_named_in_company(request, GoalCreate, "title", "insert_goal", GoalOut)
-
-
-@ROUTES.route(
-    "GET",
-    "/api/companies/{companyId}/goals",
-    summary="Goals of a company",
-    tag="directory",
-    response=GoalOut,
-    response_is_list=True,
-    errors=(403, 404),
-)
-async def list_goals(request: web.Request) -> web.Response:
-    return await _list_in_company(request, "list_goals", GoalOut)
+_company_collection("projects", "project", ProjectCreate, ProjectOut, "name")
+_company_collection("goals", "goal", GoalCreate, GoalOut, "title")
 
 
 @ROUTES.route(
