@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nats
 
 from shared.bus import Bus
 from shared.db import Database
@@ -193,6 +194,18 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
         await asyncio.sleep(interval)
 
 
+async def publish_raw(nats_url: str, subject: str, *messages: bytes) -> None:
+    """Publish bytes no service would send (garbage, poison) from a connection of its own; they
+    have reached the server when this returns."""
+    nc = await nats.connect(nats_url)
+    try:
+        for data in messages:
+            await nc.publish(subject, data)
+        await nc.flush()
+    finally:
+        await nc.close()
+
+
 __all__ = [
     "RUNNING",
     "ServiceDied",
@@ -200,6 +213,7 @@ __all__ = [
     "Stack",
     "aiohttp",
     "free_port",
+    "publish_raw",
     "start_service",
     "stop_all_processes",
     "wait_for_port",

@@ -64,7 +64,7 @@ def trigger_json(request: web.Request, row: Row, secret: str | None = None) -> d
 
 async def announce_trigger_change(bus: Bus, **ids: str | None) -> None:
     """Gateways drop cached trigger state on this (secrets, enabled, routine status)."""
-    await bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {k: v for k, v in ids.items() if v}, durable=False)
+    await bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {k: v for k, v in ids.items() if v})
 
 
 async def _load_trigger_for_manage(

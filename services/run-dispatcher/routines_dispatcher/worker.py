@@ -23,7 +23,7 @@ from routines_dispatcher.metrics import (
 )
 from routines_dispatcher.policy import Outcome
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
-from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, decode, message_context
+from shared.bus import Bus, decode, message_context
 from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import sleep_unless_stopped
 from shared.logging import get_logger
@@ -156,10 +156,7 @@ class Dispatcher:
         try:
             if subscription is None:
                 await self.bus.wait_connected()
-                await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
-                subscription = await self.bus.js.pull_subscribe_bind(
-                    durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
-                )
+                subscription = await self.bus.bind_dispatcher_consumer(self.settings.max_deliver)
             return subscription, await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
         except nats.errors.TimeoutError:
             return subscription, []

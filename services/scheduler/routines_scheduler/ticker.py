@@ -85,8 +85,7 @@ class Scheduler:
             self._changed.set()
 
         await self.bus.wait_connected()
-        await self.bus.nc.subscribe(Subjects.TRIGGERS_CHANGED, cb=on_change)
-        await self.bus.nc.flush()
+        await self.bus.subscribe(Subjects.TRIGGERS_CHANGED, on_change)
         self.following.set()
 
     async def tick(self) -> int:
