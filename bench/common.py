@@ -21,7 +21,7 @@ import psutil
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
 from shared.devservers import NatsServer, PostgresServer
 from shared.migrate import migrate
-from tests.support import ServiceProcess, Stack
+from shared.processes import ServiceProcess, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
