@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.db import RETRYABLE_ERRORS
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -109,8 +110,7 @@ async def run_every(
     stopping: asyncio.Event,
     *,
     failed: str,
-    logger: Any,
-    retryable: tuple[type[BaseException], ...] = (),
+    retryable: tuple[type[BaseException], ...] = RETRYABLE_ERRORS,
     unexpected: str | None = None,
     sleep: Callable[[float], Awaitable[object]] | None = None,
 ) -> None:
@@ -118,7 +118,9 @@ async def run_every(
     after this one started, or — when the step returns a number — that many seconds after it
     ended (0: at once). A `retryable` error is logged as the warning `failed` and the loop goes on;
     with `unexpected` any other error too (logged with its traceback), without it that ends the loop.
-    `sleep` waits between runs (default: `sleep_unless_stopped`; one that also wakes on other news)."""
+    Failures are logged by the step's module's logger. `sleep` waits between runs (default:
+    `sleep_unless_stopped`; one that also wakes on other news)."""
+    step_log = get_logger(step.__module__)
     wait = sleep or (lambda seconds: sleep_unless_stopped(stopping, seconds))
     while not stopping.is_set():
         started = time.monotonic()
@@ -126,9 +128,9 @@ async def run_every(
         try:
             delay = await step()
         except retryable as exc:
-            logger.warning(failed, error=repr(exc))
+            step_log.warning(failed, error=repr(exc))
         except Exception:
             if unexpected is None:
                 raise
-            logger.exception(unexpected)
+            step_log.exception(unexpected)
         await wait(every - (time.monotonic() - started) if delay is None else delay)

@@ -238,8 +238,6 @@ class Dispatcher:
             self._sweep_once,
             self.stopping,
             failed="sweep failed; will retry",
-            logger=log,
-            retryable=RETRYABLE_ERRORS,
             # The sweeper is the outbox's last resort: never stop it.
             unexpected="sweep failed unexpectedly; will retry",
         )

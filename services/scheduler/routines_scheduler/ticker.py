@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from routines_scheduler.catchup import FirePlan, plan_fires
 from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, TICK_SECONDS
 from shared.bus import Bus, Subjects
-from shared.db import RETRYABLE_ERRORS, Database, load_queries
+from shared.db import Database, load_queries
 from shared.errors import Unprocessable
 from shared.lifecycle import run_every
 from shared.logging import get_logger
@@ -48,8 +48,6 @@ class Scheduler:
             self._tick_and_plan,
             self.stopping,
             failed="tick failed; retrying",
-            logger=log,
-            retryable=RETRYABLE_ERRORS,
             sleep=self._sleep,
         )
 
