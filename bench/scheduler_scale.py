@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.common import seed_owner
 from routines_scheduler.ticker import Scheduler
 from shared.bus import Bus
 from shared.db import Database
@@ -26,13 +27,7 @@ ROUNDS = 5
 
 
 async def _seed(conn: asyncpg.Connection, total: int) -> None:
-    company = await conn.fetchval("INSERT INTO companies (name) VALUES ('bench') RETURNING id")
-    agent = await conn.fetchval(
-        "INSERT INTO agents (company_id, name) VALUES ($1, 'a') RETURNING id", company
-    )
-    project = await conn.fetchval(
-        "INSERT INTO projects (company_id, name) VALUES ($1, 'p') RETURNING id", company
-    )
+    company, agent, project = await seed_owner(conn)
     routine = await conn.fetchval(
         "INSERT INTO routines (company_id, title, assignee_agent_id, project_id) VALUES ($1, 'r', $2, $3) RETURNING id",
         company,
