@@ -43,10 +43,11 @@ class Servers:
 
 
 @asynccontextmanager
-async def servers() -> AsyncIterator[Servers]:
-    """Durable Postgres (fsync on: commits cost what they cost in production) and NATS."""
+async def servers(fast: bool = False) -> AsyncIterator[Servers]:
+    """Durable Postgres (fsync on: commits cost what they cost in production; off when `fast`)
+    and NATS."""
     with tempfile.TemporaryDirectory() as tmp:
-        pg = PostgresServer(Path(tmp) / "pg", fast=False)
+        pg = PostgresServer(Path(tmp) / "pg", fast=fast)
         nats = NatsServer(Path(tmp) / "nats")
         pg.start()
         nats.start()

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 
-from bench.common import seed_owner
+from bench.common import seed_owner, servers
 from routines_scheduler.ticker import Scheduler
 from shared.bus import Bus
 from shared.db import Database
@@ -93,18 +91,10 @@ async def measure(total: int, pg: PostgresServer, nats: NatsServer) -> float:
 
 
 async def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = PostgresServer(Path(tmp) / "pg", fast=True)
-        nats = NatsServer(Path(tmp) / "nats")
-        pg.start()
-        nats.start()
-        try:
-            baseline = await measure(DUE, pg, nats)
-            large = await measure(TOTAL, pg, nats)
-            print(f"ratio (1,000,000 / 1,000): {large / baseline:.2f}  (goal ≤ 1.5)")
-        finally:
-            nats.stop()
-            pg.stop()
+    async with servers(fast=True) as running:
+        baseline = await measure(DUE, running.pg, running.nats)
+        large = await measure(TOTAL, running.pg, running.nats)
+        print(f"ratio (1,000,000 / 1,000): {large / baseline:.2f}  (goal ≤ 1.5)")
 
 
 if __name__ == "__main__":
