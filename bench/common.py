@@ -21,7 +21,7 @@ import psutil
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
 from shared.devservers import NatsServer, PostgresServer
 from shared.migrate import migrate
-from tests.support import ServiceProcess, Stack
+from shared.processes import ServiceProcess, Stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -43,10 +43,11 @@ class Servers:
 
 
 @asynccontextmanager
-async def servers() -> AsyncIterator[Servers]:
-    """Durable Postgres (fsync on: commits cost what they cost in production) and NATS."""
+async def servers(fast: bool = False) -> AsyncIterator[Servers]:
+    """Durable Postgres (fsync on: commits cost what they cost in production; off when `fast`)
+    and NATS."""
     with tempfile.TemporaryDirectory() as tmp:
-        pg = PostgresServer(Path(tmp) / "pg", fast=False)
+        pg = PostgresServer(Path(tmp) / "pg", fast=fast)
         nats = NatsServer(Path(tmp) / "nats")
         pg.start()
         nats.start()
@@ -98,7 +99,8 @@ class World:
     hooks: list[tuple[str, str]] = field(default_factory=list)  # (public id, secret)
 
 
-async def seed(conn: asyncpg.Connection, routines: int, policy: str = "always_enqueue") -> World:
+async def seed_owner(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """A company with one agent and one project: (company, agent, project)."""
     company = await conn.fetchval("INSERT INTO companies (name) VALUES ('bench') RETURNING id")
     agent = await conn.fetchval(
         "INSERT INTO agents (company_id, name) VALUES ($1, 'a') RETURNING id", company
@@ -106,6 +108,11 @@ async def seed(conn: asyncpg.Connection, routines: int, policy: str = "always_en
     project = await conn.fetchval(
         "INSERT INTO projects (company_id, name) VALUES ($1, 'p') RETURNING id", company
     )
+    return company, agent, project
+
+
+async def seed(conn: asyncpg.Connection, routines: int, policy: str = "always_enqueue") -> World:
+    company, agent, project = await seed_owner(conn)
     ids = await conn.fetch(
         "INSERT INTO routines (company_id, title, assignee_agent_id, project_id, concurrency_policy)"
         " SELECT $1, 'bench ' || g, $2, $3, $4 FROM generate_series(1, $5) g RETURNING id",

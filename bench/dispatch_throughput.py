@@ -16,8 +16,8 @@ import asyncpg
 
 from bench.common import RESULTS, PeakRss, seeded, service_env, timed_then_cleared
 from shared.bus import Bus
+from shared.processes import ServiceProcess
 from shared.runs import publish_run_requested
-from tests.support import ServiceProcess
 
 RUNS = 20_000
 ROUTINES = 2_000

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from bench.common import RESULTS, describe, percentile, seeded, service_env, timed_then_cleared
-from tests.support import ServiceProcess
+from shared.processes import ServiceProcess
 
 TRIGGERS = 1_000
 ROUNDS = 3

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from bench.common import RESULTS, PeakRss, add_webhooks, describe, percentile, seed, servers, service_env
 from bench.loadgen import open_loop, signed_fires
 from bench.webhook_ingest import GATEWAY_SETTINGS
-from tests.support import ServiceProcess
+from shared.processes import ServiceProcess
 
 RATE = 500
 SECONDS = 20

@@ -38,7 +38,7 @@ from bench.common import (
 )
 from bench.loadgen import run_wrk, signed_fires, write_requests
 from bench.webhook_ingest import GATEWAY_SETTINGS
-from tests.support import ServiceProcess
+from shared.processes import ServiceProcess
 
 CONNECTIONS = 32
 POLICIES = ("always_enqueue", "coalesce_if_active")

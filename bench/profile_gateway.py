@@ -23,7 +23,7 @@ import asyncpg
 from bench.common import RESULTS, add_webhooks, seed, servers, service_env
 from bench.loadgen import run_wrk, signed_fires, write_requests
 from bench.webhook_ingest import CONNECTIONS, GATEWAY_SETTINGS, refusal_requests
-from tests.support import ServiceProcess
+from shared.processes import ServiceProcess
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 
+from bench.common import seed_owner, servers
 from routines_scheduler.ticker import Scheduler
 from shared.bus import Bus
 from shared.db import Database
@@ -26,13 +25,7 @@ ROUNDS = 5
 
 
 async def _seed(conn: asyncpg.Connection, total: int) -> None:
-    company = await conn.fetchval("INSERT INTO companies (name) VALUES ('bench') RETURNING id")
-    agent = await conn.fetchval(
-        "INSERT INTO agents (company_id, name) VALUES ($1, 'a') RETURNING id", company
-    )
-    project = await conn.fetchval(
-        "INSERT INTO projects (company_id, name) VALUES ($1, 'p') RETURNING id", company
-    )
+    company, agent, project = await seed_owner(conn)
     routine = await conn.fetchval(
         "INSERT INTO routines (company_id, title, assignee_agent_id, project_id) VALUES ($1, 'r', $2, $3) RETURNING id",
         company,
@@ -98,18 +91,10 @@ async def measure(total: int, pg: PostgresServer, nats: NatsServer) -> float:
 
 
 async def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = PostgresServer(Path(tmp) / "pg", fast=True)
-        nats = NatsServer(Path(tmp) / "nats")
-        pg.start()
-        nats.start()
-        try:
-            baseline = await measure(DUE, pg, nats)
-            large = await measure(TOTAL, pg, nats)
-            print(f"ratio (1,000,000 / 1,000): {large / baseline:.2f}  (goal ≤ 1.5)")
-        finally:
-            nats.stop()
-            pg.stop()
+    async with servers(fast=True) as running:
+        baseline = await measure(DUE, running.pg, running.nats)
+        large = await measure(TOTAL, running.pg, running.nats)
+        print(f"ratio (1,000,000 / 1,000): {large / baseline:.2f}  (goal ≤ 1.5)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from bench.common import RESULTS, World, add_webhooks, percentile, seed, servers
 from bench.loadgen import SignedFire, run_wrk, signed_fires, write_requests
 from bench.webhook_ingest import GATEWAY_SETTINGS
 from shared.directory import create_instance_admin_token
-from tests.support import ServiceProcess
+from shared.processes import ServiceProcess
 
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "soak.png"
 SERVICES = ("webhook-gateway", "run-dispatcher", "scheduler", "api")

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from bench.common import RESULTS, PeakRss, seeded, service_env, timed_then_cleared
-from tests.support import ServiceProcess
+from shared.processes import ServiceProcess
 
 ROUTINES = 10_000
 

@@ -27,7 +27,7 @@ from bench.common import (
 )
 from bench.loadgen import WrkResult, open_loop, run_wrk, signed_fires, write_requests
 from shared.devservers import free_port, wait_for_port
-from tests.support import ServiceProcess
+from shared.processes import ServiceProcess
 
 CONNECTIONS = 64
 SECONDS = 10

@@ -96,14 +96,11 @@ async def publish_alerts(bus: Bus, events: Sequence[AlertEvent]) -> None:
 
 
 async def _publish(bus: Bus, event: AlertEvent) -> None:
-    await bus.publish_quietly(Subjects.ROUTINE_ALERTS, event.message(), durable=False)
+    await bus.publish_quietly(Subjects.ROUTINE_ALERTS, event.message())
     if event.kind in ("routine_failing", "routine_auto_paused"):
         await bus.publish_quietly(
             Subjects.agent_wakeup(str(event.agent_id)),
             {"routineId": str(event.routine_id), "reason": "routine_failing", "alert": event.kind},
-            durable=False,
         )
     if event.kind == "routine_auto_paused":
-        await bus.publish_quietly(
-            Subjects.TRIGGERS_CHANGED, {"routineId": str(event.routine_id)}, durable=False
-        )
+        await bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {"routineId": str(event.routine_id)})

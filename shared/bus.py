@@ -7,7 +7,7 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import nats
@@ -16,8 +16,17 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
 
 from shared.logging import get_logger, redact_text
 from shared.settings import CommonSettings
@@ -149,13 +158,13 @@ class Bus:
         )
 
     @property
-    def nc(self) -> NATS:
+    def _core(self) -> NATS:
         if self._nc is None:
             raise nats.errors.ConnectionClosedError
         return self._nc
 
     @property
-    def js(self) -> JetStreamContext:
+    def _jetstream(self) -> JetStreamContext:
         if self._js is None:
             raise nats.errors.ConnectionClosedError
         return self._js
@@ -235,10 +244,10 @@ class Bus:
             return
         for config in self._streams:
             try:
-                await self.js.add_stream(config)
+                await self._jetstream.add_stream(config)
             except nats.js.errors.BadRequestError:
                 # Exists with another configuration (e.g. replicas raised from 1 to 3): update it.
-                await self.js.update_stream(config)
+                await self._jetstream.update_stream(config)
         self._streams_ready = True
 
     async def ensure_dispatcher_consumer(self, max_deliver: int, ack_wait: float = 30.0) -> None:
@@ -250,34 +259,68 @@ class Bus:
             filter_subject=Subjects.RUNS_REQUESTED,
         )
         await self.ensure_streams()
-        await self.js.add_consumer(RUNS_STREAM, config)
+        await self._jetstream.add_consumer(RUNS_STREAM, config)
 
-    async def publish(
-        self,
-        subject: str,
-        payload: Mapping[str, Any],
-        *,
-        msg_id: str | None = None,
-        durable: bool = True,
-        timeout: float = 2.0,
+    async def bind_dispatcher_consumer(self, max_deliver: int) -> JetStreamContext.PullSubscription:
+        """Declare the dispatchers' durable consumer and pull from it."""
+        await self.ensure_dispatcher_consumer(max_deliver)
+        return await self._jetstream.pull_subscribe_bind(durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM)
+
+    async def dispatcher_consumer_info(self, timeout: float = 5.0) -> ConsumerInfo:
+        """The dispatchers' consumer: what is pending and unacknowledged (metrics, tests)."""
+        info: ConsumerInfo = await self._jetstream.consumer_info(
+            RUNS_STREAM, DISPATCHER_CONSUMER, timeout=timeout
+        )
+        return info
+
+    async def stream_info(self, name: str) -> StreamInfo:
+        return await self._jetstream.stream_info(name)
+
+    async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
+        """A plain subscription calling `cb` for each message, in place at the server on return."""
+        subscription = await self._core.subscribe(subject, cb=cb)
+        await self.flush()
+        return subscription
+
+    async def flush(self) -> None:
+        """Until the server has everything sent so far (and so has sent back what came before it)."""
+        await self._core.flush()
+
+    async def subscribe_agent_wakeups(
+        self, agent_id: str, after: int | None
+    ) -> JetStreamContext.PushSubscription:
+        """An agent's wake-ups from the events stream: new ones, or every one after stream
+        sequence `after` (a reconnecting agent's Last-Event-ID)."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after is not None else DeliverPolicy.NEW,
+            opt_start_seq=after + 1 if after is not None else None,
+        )
+        return await self._jetstream.subscribe(
+            Subjects.agent_wakeup(agent_id), stream=EVENTS_STREAM, ordered_consumer=True, config=config
+        )
+
+    async def publish(self, subject: str, payload: Mapping[str, Any], *, msg_id: str | None = None) -> None:
+        """Publish with the request id in the headers, without waiting for a stream's ack (a
+        stream still captures the subject; `msg_id` still de-duplicates there)."""
+        await self._core.publish(subject, encode(payload), headers=_headers(msg_id))
+
+    async def publish_acked(
+        self, subject: str, payload: Mapping[str, Any], *, msg_id: str | None = None, timeout: float = 2.0
     ) -> None:
-        """Publish with the request id in the headers. Durable publishes wait for the stream's ack."""
-        headers = trace_headers({"Nats-Msg-Id": msg_id} if msg_id else None)
-        data = encode(payload)
-        if durable:
-            await self.js.publish(subject, data, headers=headers, timeout=timeout)
-        else:
-            await self.nc.publish(subject, data, headers=headers)
+        """Publish with the request id in the headers and wait for the stream's ack."""
+        await self._jetstream.publish(subject, encode(payload), headers=_headers(msg_id), timeout=timeout)
 
-    async def publish_quietly(self, subject: str, payload: Mapping[str, Any], **kwargs: Any) -> bool:
-        """Publish; on failure log and return False (Postgres stays the source of truth)."""
+    async def publish_quietly(
+        self, subject: str, payload: Mapping[str, Any], *, msg_id: str | None = None
+    ) -> bool:
+        """Publish (no ack awaited); on failure log and return False (Postgres stays the source of truth)."""
         if not self.is_connected:
             # Do not make callers wait out a publish timeout while NATS is away: the sweeper
             # dispatches from Postgres.
             log.debug("publish skipped; nats not connected", subject=subject)
             return False
         try:
-            await self.publish(subject, payload, **kwargs)
+            await self.publish(subject, payload, msg_id=msg_id)
             return True
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             log.warning("publish failed", subject=subject, error=redact_text(repr(exc)))
@@ -300,6 +343,10 @@ class Bus:
         except (nats.errors.Error, OSError, RuntimeError) as exc:
             # A connection caught mid-reconnect may already have lost its transport.
             log.debug("nats close after failed reconnect", error=redact_text(repr(exc)))
+
+
+def _headers(msg_id: str | None) -> dict[str, str]:
+    return trace_headers({"Nats-Msg-Id": msg_id} if msg_id else None)
 
 
 class _OutageLog:

@@ -5,11 +5,13 @@ Used by `routines dev` (`make run`), the test fixtures and the benchmarks. Not f
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -90,7 +92,58 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | 0o005)
 
 
-class PostgresServer:
+class LocalServer(abc.ABC):
+    """A server process of ours on 127.0.0.1:`port`; when the port is taken, another free one
+    is tried unless `strict_port`."""
+
+    port: int
+    strict_port: bool
+    _proc: subprocess.Popen[bytes] | None
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The address services connect to."""
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def _start_once(self) -> None:
+        """Start on `port`; PortInUse when something else holds it."""
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _stop(self, sig: int, timeout: float) -> None:
+        """Signal the process and wait for it to exit; killed when it outlasts `timeout`."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(sig)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def _start_on_a_free_port(self) -> None:
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start_once()
+                return
+            except PortInUse:
+                if self.strict_port or attempt == START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+
+
+class PostgresServer(LocalServer):
     """A Postgres cluster in `data_dir`, listening on 127.0.0.1:`port`, trust auth."""
 
     def __init__(
@@ -106,6 +159,10 @@ class PostgresServer:
     @property
     def dsn(self) -> str:
         return self.dsn_for("postgres")
+
+    @property
+    def url(self) -> str:
+        return self.dsn
 
     def dsn_for(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -160,14 +217,7 @@ class PostgresServer:
             # Again at every start: something may have closed a parent since (pytest sets its
             # temporary root back to 0700 whenever another session starts under it).
             _make_traversable(self.data_dir.parent)
-        for attempt in range(START_ATTEMPTS):
-            try:
-                self._start_once()
-                return
-            except PortInUse:
-                if self.strict_port or attempt == START_ATTEMPTS - 1:
-                    raise
-                self.port = free_port()
+        self._start_on_a_free_port()
 
     def _start_once(self) -> None:
         args = [
@@ -264,20 +314,7 @@ class PostgresServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT): disconnect clients, checkpoint, exit."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(2)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        self._stop(signal.SIGINT, timeout)
 
 
 def nats_server_binary() -> str:
@@ -289,7 +326,7 @@ def nats_server_binary() -> str:
     return found
 
 
-class NatsServer:
+class NatsServer(LocalServer):
     """A nats-server with JetStream, storing under `store_dir`.
 
     Started under a unique server name; it counts as started only when the server answering
@@ -309,14 +346,7 @@ class NatsServer:
 
     def start(self) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(START_ATTEMPTS):
-            try:
-                self._start_once()
-                return
-            except PortInUse:
-                if self.strict_port or attempt == START_ATTEMPTS - 1:
-                    raise
-                self.port = free_port()
+        self._start_on_a_free_port()
 
     def _start_once(self) -> None:
         log_path = self.store_dir / "server.log"
@@ -357,20 +387,7 @@ class NatsServer:
         raise PortInUse(f"127.0.0.1:{self.port} is answered by another NATS server, not ours")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        self._stop(signal.SIGTERM, timeout)
 
 
 def _read_from(path: Path, offset: int) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 import asyncpg
 
 from shared.crypto import hash_token, new_secret_key
-from shared.devservers import NatsServer, PortInUse, PostgresServer, ServerStartError
+from shared.devservers import LocalServer, NatsServer, PortInUse, PostgresServer, ServerStartError
 from shared.directory import create_instance_admin_token
 from shared.migrate import migrate
 
@@ -250,6 +250,26 @@ def _write_stack_env(path: Path, values: dict[str, str]) -> None:
     path.chmod(0o600)
 
 
+def _given_or_started(
+    name: str, variable: str, starting: str, make: Callable[[], LocalServer], servers: list[LocalServer]
+) -> str:
+    """The URL in `variable`, or else a server of ours started (and added to `servers`, to be
+    stopped however the start ends), on its usual port or, when that is taken, on another."""
+    given = os.environ.get(variable)
+    if given:
+        _say(f"{name}: using {variable}")
+        return given
+    _say(f"{name}: starting {starting}")
+    server = make()
+    servers.append(server)
+    usual_port = server.port
+    server.start()
+    if server.port != usual_port:
+        _say(f"{name}: port {usual_port} is taken by another process; using {server.port}")
+    _say(f"{name}: ready on 127.0.0.1:{server.port}")
+    return server.url
+
+
 def run_dev_stack() -> int:
     """Start Postgres and NATS (unless URLs are given), migrate, bootstrap, run the four services."""
     dev_dir = Path(os.environ.get("ROUTINES_DEV_DIR", ".dev")).resolve()
@@ -270,32 +290,26 @@ def run_dev_stack() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_stop)  # the terminal closed: stop the servers too
 
-    postgres: PostgresServer | None = None
-    nats: NatsServer | None = None
+    servers: list[LocalServer] = []  # stopped in reverse order
     services: list[_Service] = []
     try:
-        database_url = os.environ.get("ROUTINES_DATABASE_URL")
-        nats_url = os.environ.get("ROUTINES_NATS_URL")
-        if database_url:
-            _say("Postgres: using ROUTINES_DATABASE_URL")
-        else:
-            _say(f"Postgres: starting (data in {dev_dir / 'pg'}; the first start initialises it)")
-            postgres = PostgresServer(dev_dir / "pg", port=POSTGRES_PORT)
-            postgres.start()
-            if postgres.port != POSTGRES_PORT:
-                _say(f"Postgres: port {POSTGRES_PORT} is taken by another process; using {postgres.port}")
-            database_url = postgres.dsn
-            _say(f"Postgres: ready on 127.0.0.1:{postgres.port}")
-        if nats_url:
-            _say("NATS: using ROUTINES_NATS_URL")
-        else:
-            _say(f"NATS: starting with JetStream (data in {dev_dir / 'nats'})")
-            nats = NatsServer(dev_dir / "nats", port=NATS_PORT)
-            nats.start()
-            if nats.port != NATS_PORT:
-                _say(f"NATS: port {NATS_PORT} is taken by another process; using {nats.port}")
-            nats_url = nats.url
-            _say(f"NATS: ready on 127.0.0.1:{nats.port}")
+        database_url, nats_url = (
+            _given_or_started(name, variable, starting, make, servers)
+            for name, variable, starting, make in (
+                (
+                    "Postgres",
+                    "ROUTINES_DATABASE_URL",
+                    f"(data in {dev_dir / 'pg'}; the first start initialises it)",
+                    lambda: PostgresServer(dev_dir / "pg", port=POSTGRES_PORT),
+                ),
+                (
+                    "NATS",
+                    "ROUTINES_NATS_URL",
+                    f"with JetStream (data in {dev_dir / 'nats'})",
+                    lambda: NatsServer(dev_dir / "nats", port=NATS_PORT),
+                ),
+            )
+        )
         _say("database: applying migrations")
         try:
             asyncio.run(migrate(database_url))
@@ -368,8 +382,6 @@ def run_dev_stack() -> int:
             service.signal_stop()
         for service in services:
             service.stop()
-        if nats is not None:
-            nats.stop()
-        if postgres is not None:
-            postgres.stop()
+        for server in reversed(servers):
+            server.stop()
         _say("stopped")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
+from shared.db import RETRYABLE_ERRORS
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -100,3 +102,35 @@ async def sleep_unless_stopped(stopping: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def run_every(
+    every: float,
+    step: Callable[[], Awaitable[float | None]],
+    stopping: asyncio.Event,
+    *,
+    failed: str,
+    retryable: tuple[type[BaseException], ...] = RETRYABLE_ERRORS,
+    unexpected: str | None = None,
+    sleep: Callable[[float], Awaitable[object]] | None = None,
+) -> None:
+    """Run `step` again and again until `stopping` is set: the next run starts `every` seconds
+    after this one started, or — when the step returns a number — that many seconds after it
+    ended (0: at once). A `retryable` error is logged as the warning `failed` and the loop goes on;
+    with `unexpected` any other error too (logged with its traceback), without it that ends the loop.
+    Failures are logged by the step's module's logger. `sleep` waits between runs (default:
+    `sleep_unless_stopped`; one that also wakes on other news)."""
+    step_log = get_logger(step.__module__)
+    wait = sleep or (lambda seconds: sleep_unless_stopped(stopping, seconds))
+    while not stopping.is_set():
+        started = time.monotonic()
+        delay: float | None = None
+        try:
+            delay = await step()
+        except retryable as exc:
+            step_log.warning(failed, error=repr(exc))
+        except Exception:
+            if unexpected is None:
+                raise
+            step_log.exception(unexpected)
+        await wait(every - (time.monotonic() - started) if delay is None else delay)

@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from shared.appkeys import BUS_KEY, DB_KEY
-from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus
+from shared.bus import DISPATCHER_CONSUMER, Bus
 from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import SUPERVISOR_KEY, Supervisor, sleep_unless_stopped
 from shared.logging import get_logger
@@ -134,9 +134,9 @@ async def _refresh(db: Database, bus: Bus, supervisor: Supervisor, every: float)
             log.debug("runs metrics not refreshed", error=repr(exc))
         if bus.is_connected:
             try:
-                info = await bus.js.consumer_info(RUNS_STREAM, DISPATCHER_CONSUMER, timeout=2)
+                info = await bus.dispatcher_consumer_info(timeout=2)
                 CONSUMER_PENDING.labels(DISPATCHER_CONSUMER).set(
-                    info.num_pending + (info.num_ack_pending or 0)
+                    (info.num_pending or 0) + (info.num_ack_pending or 0)
                 )
             except (OSError, TimeoutError, nats.errors.Error) as exc:
                 log.debug("consumer metrics not refreshed", error=repr(exc))

@@ -91,5 +91,4 @@ async def publish_run_requested(bus: Bus, run_id: uuid.UUID | str, routine_id: u
         Subjects.RUNS_REQUESTED,
         {"runId": str(run_id), "routineId": str(routine_id)},
         msg_id=str(run_id),
-        durable=False,
     )

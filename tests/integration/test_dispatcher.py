@@ -20,7 +20,7 @@ from shared.db import Database
 from shared.runs import publish_run_requested
 from shared.settings import DispatcherSettings
 from tests.factories import make_issue, make_routine, make_run, make_world
-from tests.support import Stack, wait_until
+from tests.support import Stack, publish_raw, wait_until
 
 OPEN = ["backlog", "todo", "in_progress", "in_review", "blocked"]
 
@@ -139,19 +139,24 @@ async def test_same_message_twice_gives_one_decision(
     async def collect(msg: Msg) -> None:
         dispatched.append(msg.data)
 
-    sub = await bus.nc.subscribe(Subjects.RUNS_DISPATCHED, cb=collect)
+    sub = await bus.subscribe(Subjects.RUNS_DISPATCHED, collect)
     # Different Nats-Msg-Id so JetStream's own de-duplication does not hide the second copy.
-    await bus.publish(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="a")
-    await bus.publish(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="b")
+    await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="a")
+    await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="b")
     consumer = asyncio.create_task(dispatcher.consume())
     await wait_until(lambda: _status_is(db, run, "issue_created"))
 
     async def both_handled() -> bool:  # both copies delivered and acknowledged
-        info = await bus.js.consumer_info("ROUTINES_RUNS", "run-dispatcher")
-        return info.delivered.stream_seq >= 2 and info.num_pending == 0 and info.num_ack_pending == 0
+        info = await bus.dispatcher_consumer_info()
+        return (
+            info.delivered is not None
+            and info.delivered.stream_seq >= 2
+            and info.num_pending == 0
+            and info.num_ack_pending == 0
+        )
 
     await wait_until(both_handled)
-    await bus.nc.flush()  # what was published before the acks has reached our subscription
+    await bus.flush()  # what was published before the acks has reached our subscription
 
     async def announced() -> bool:
         return bool(dispatched)
@@ -176,14 +181,14 @@ async def test_unknown_and_unparseable_messages_are_terminated(
     routine = await make_routine(db, world)
     good = await make_run(db, world, routine)
     dispatcher, bus, stopping = await _dispatcher(stack, database)
-    await bus.publish(Subjects.RUNS_REQUESTED, {"runId": str(uuid.uuid4())}, msg_id="x")
-    await bus.nc.publish(Subjects.RUNS_REQUESTED, b"not json")
+    await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(uuid.uuid4())}, msg_id="x")
+    await publish_raw(stack.nats_url, Subjects.RUNS_REQUESTED, b"not json")
     await publish_run_requested(bus, good, routine)
     consumer = asyncio.create_task(dispatcher.consume())
     await wait_until(lambda: _status_is(db, good, "issue_created"))
 
     async def drained() -> bool:
-        info = await bus.js.consumer_info("ROUTINES_RUNS", "run-dispatcher")
+        info = await bus.dispatcher_consumer_info()
         return info.num_pending == 0 and info.num_ack_pending == 0
 
     await wait_until(drained)
@@ -340,7 +345,7 @@ async def test_poison_run_in_a_batch_fails_alone_and_the_dispatcher_lives(
         data = json.loads(msg.data)
         announced[data["runId"]] = data["status"]
 
-    await bus.nc.subscribe(Subjects.RUNS_DISPATCHED, cb=collect)
+    await bus.subscribe(Subjects.RUNS_DISPATCHED, collect)
     if loop == "consumer":
         for run, routine in zip(runs, routines, strict=True):
             await publish_run_requested(bus, run, routine)
@@ -389,8 +394,12 @@ async def test_poison_messages_never_stop_the_dispatcher(
     orphan = await make_run(db, world, doomed_routine)
     await db.execute("DELETE FROM routines WHERE id = $1", doomed_routine)
     dispatcher, bus, stopping = await _dispatcher(stack, database)
-    await bus.nc.publish(Subjects.RUNS_REQUESTED, b"\xff\xfe garbage \x00")
-    await bus.nc.publish(Subjects.RUNS_REQUESTED, b'{"runId":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    await publish_raw(
+        stack.nats_url,
+        Subjects.RUNS_REQUESTED,
+        b"\xff\xfe garbage \x00",
+        b'{"runId":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    )
     await publish_run_requested(bus, good[0], routine)
     await publish_run_requested(bus, deep, routine)
     await publish_run_requested(bus, orphan, doomed_routine)
@@ -404,7 +413,7 @@ async def test_poison_messages_never_stop_the_dispatcher(
         if not await _final(db, [*good, deep]):
             return False  # a transient failure (busy machine) is retried: wait for it
         try:
-            info = await bus.js.consumer_info("ROUTINES_RUNS", "run-dispatcher")
+            info = await bus.dispatcher_consumer_info()
         except nats.js.errors.NotFoundError:
             return False  # not created yet
         return info.num_pending == 0 and info.num_ack_pending == 0

@@ -320,8 +320,6 @@ async def test_a_trigger_change_wakes_the_sleeping_scheduler(
     await asyncio.sleep(0.2)  # let the loop go to sleep: nothing is scheduled, so for two minutes
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '1 second'")
     trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
-    await sleepy_scheduler.bus.publish_quietly(
-        Subjects.TRIGGERS_CHANGED, {"triggerId": str(trigger)}, durable=False
-    )
+    await sleepy_scheduler.bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {"triggerId": str(trigger)})
     runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
     assert [r["scheduled_for"] for r in runs] == [slot]

@@ -99,7 +99,7 @@ async def test_services_connect_with_token_over_verified_tls(tls_nats: str, tmp_
     try:
         await asyncio.wait_for(bus.connect_forever(), timeout=20)
         assert bus.is_connected
-        assert (await bus.js.stream_info(RUNS_STREAM)).config.num_replicas == 1
+        assert (await bus.stream_info(RUNS_STREAM)).config.num_replicas == 1
     finally:
         await bus.close()
 

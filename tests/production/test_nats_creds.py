@@ -62,6 +62,6 @@ async def test_service_connects_with_a_creds_file(operator_nats: tuple[str, Path
     try:
         await asyncio.wait_for(bus.connect_forever(), timeout=30)
         assert bus.is_connected
-        assert (await bus.js.stream_info(RUNS_STREAM)).config.num_replicas == 1
+        assert (await bus.stream_info(RUNS_STREAM)).config.num_replicas == 1
     finally:
         await bus.close()

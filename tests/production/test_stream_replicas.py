@@ -31,19 +31,19 @@ async def test_streams_declared_at_r1_are_raised_to_r3(nats_cluster: NatsCluster
     try:
         await asyncio.wait_for(old.connect_forever(), timeout=30)
         for config in stream_configs(1):
-            assert (await old.js.stream_info(str(config.name))).config.num_replicas == 1
-        await old.js.publish(Subjects.RUNS_REQUESTED, b"{}")
+            assert (await old.stream_info(str(config.name))).config.num_replicas == 1
+        await old.publish_acked(Subjects.RUNS_REQUESTED, {}, timeout=5.0)
     finally:
         await old.close()
     new = bus(nats_cluster, 3)
     try:
         await asyncio.wait_for(new.connect_forever(), timeout=30)
         for config in stream_configs(3):
-            assert (await new.js.stream_info(str(config.name))).config.num_replicas == 3, config.name
+            assert (await new.stream_info(str(config.name))).config.num_replicas == 3, config.name
 
             async def replicated(name: str = str(config.name)) -> bool:
                 # The raise is asynchronous: a leader, and two replicas caught up.
-                cluster = (await new.js.stream_info(name)).cluster
+                cluster = (await new.stream_info(name)).cluster
                 return (
                     cluster is not None
                     and cluster.leader is not None
@@ -51,6 +51,6 @@ async def test_streams_declared_at_r1_are_raised_to_r3(nats_cluster: NatsCluster
                 )
 
             await wait_until(replicated, timeout=30, interval=0.2)
-        assert (await new.js.stream_info(RUNS_STREAM)).state.messages == 1
+        assert (await new.stream_info(RUNS_STREAM)).state.messages == 1
     finally:
         await new.close()

@@ -471,8 +471,7 @@ class Wakeups:
         async def collect(msg: Msg) -> None:
             self.messages.append((msg.subject, json.loads(msg.data)))
 
-        await self.bus.nc.subscribe(Subjects.AGENT_WAKEUP_ALL, cb=collect)
-        await self.bus.nc.flush()
+        await self.bus.subscribe(Subjects.AGENT_WAKEUP_ALL, collect)
 
     async def close(self) -> None:
         await self.bus.close()

@@ -17,7 +17,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
 from routines_client import models
 from routines_client.errors import (
@@ -38,7 +38,7 @@ from routines_client.errors import (
 )
 from routines_client.operations import AsyncOperations, SyncOperations
 from routines_client.pages import Page
-from routines_client.transport import Transport
+from routines_client.transport import ClientOptions, Transport
 from routines_client.webhooks import encode_body, sign
 
 __all__ = [
@@ -77,18 +77,8 @@ def new_idempotency_key() -> str:
 class AsyncRoutinesClient(AsyncOperations):
     """The asynchronous client (aiohttp). Use as `async with AsyncRoutinesClient(...) as client`."""
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None = None,
-        *,
-        gateway_url: str | None = None,
-        max_retries: int = 3,
-        timeout_sec: float = 30.0,
-    ) -> None:
-        self._transport = Transport(
-            base_url, token, gateway_url=gateway_url, max_retries=max_retries, timeout_sec=timeout_sec
-        )
+    def __init__(self, base_url: str, token: str | None = None, **options: Unpack[ClientOptions]) -> None:
+        self._transport = Transport(base_url, token, **options)
 
     @property
     def transport(self) -> Transport:
@@ -129,19 +119,9 @@ class RoutinesClient(SyncOperations):
     Use it from synchronous code; inside a running event loop use `AsyncRoutinesClient`.
     """
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None = None,
-        *,
-        gateway_url: str | None = None,
-        max_retries: int = 3,
-        timeout_sec: float = 30.0,
-    ) -> None:
+    def __init__(self, base_url: str, token: str | None = None, **options: Unpack[ClientOptions]) -> None:
         self._loop = asyncio.new_event_loop()
-        self._client = AsyncRoutinesClient(
-            base_url, token, gateway_url=gateway_url, max_retries=max_retries, timeout_sec=timeout_sec
-        )
+        self._client = AsyncRoutinesClient(base_url, token, **options)
 
     @property
     def async_client(self) -> AsyncRoutinesClient:

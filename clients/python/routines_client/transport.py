@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
 
@@ -24,6 +24,17 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date: fall back to our own backoff
+
+
+class ClientOptions(TypedDict, total=False):
+    """The clients' keyword options, handed to their `Transport` (defaults there)."""
+
+    gateway_url: str | None
+    """The webhook gateway's base URL for `send_webhook` (default: the API's)."""
+    max_retries: int
+    """How often a refused (429, 503) or unreached request is retried (default 3)."""
+    timeout_sec: float
+    """Of one request, in seconds (default 30)."""
 
 
 class Transport:

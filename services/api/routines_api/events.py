@@ -29,4 +29,4 @@ async def publish_and_wait(request: web.Request, run: dict[str, Any]) -> dict[st
 
 async def announce_trigger_change(bus: Bus, **ids: str | None) -> None:
     """Gateways drop cached trigger state on this (secrets, enabled, routine status)."""
-    await bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {k: v for k, v in ids.items() if v}, durable=False)
+    await bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {k: v for k, v in ids.items() if v})

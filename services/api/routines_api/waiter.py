@@ -22,7 +22,7 @@ class DecisionWaiter:
 
     async def subscribe(self) -> None:
         await self._bus.wait_connected()
-        await self._bus.nc.subscribe(Subjects.RUNS_DISPATCHED, cb=self._on_message)
+        await self._bus.subscribe(Subjects.RUNS_DISPATCHED, self._on_message)
 
     async def _on_message(self, msg: Msg) -> None:
         try:

@@ -14,12 +14,10 @@ import json
 import nats.errors
 import nats.js.errors
 from aiohttp import web
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from routines_api.auth import principal_of
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.state import API_SETTINGS_KEY
-from shared.bus import EVENTS_STREAM, Subjects
 from shared.errors import BadRequest, Forbidden, ServiceUnavailable
 from shared.http import BUS_KEY
 from shared.logging import get_logger
@@ -69,17 +67,8 @@ async def agent_wakeups(request: web.Request) -> web.StreamResponse:
     bus = request.app[BUS_KEY]
     if not bus.is_connected:
         raise ServiceUnavailable("wake-ups are unavailable while NATS is unreachable; retry shortly")
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if after is not None else DeliverPolicy.NEW,
-        opt_start_seq=after + 1 if after is not None else None,
-    )
     try:
-        subscription = await bus.js.subscribe(
-            Subjects.agent_wakeup(str(principal.agent_id)),
-            stream=EVENTS_STREAM,
-            ordered_consumer=True,
-            config=config,
-        )
+        subscription = await bus.subscribe_agent_wakeups(str(principal.agent_id), after)
     except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
         raise ServiceUnavailable("wake-ups are unavailable right now; retry shortly") from exc
     heartbeat = request.app[API_SETTINGS_KEY].sse_heartbeat_sec

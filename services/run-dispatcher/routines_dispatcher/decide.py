@@ -185,7 +185,6 @@ async def _publish_decision(bus: Bus, d: Decision) -> None:
             "issueId": str(d.issue_id) if d.issue_id else None,
         },
         msg_id=f"dispatched-{d.run_id}",
-        durable=False,
     )
     if d.status in (Outcome.ISSUE_CREATED, Outcome.COALESCED):
         reason = "issue_created" if d.status is Outcome.ISSUE_CREATED else "run_coalesced"
@@ -198,5 +197,4 @@ async def _publish_decision(bus: Bus, d: Decision) -> None:
                 "reason": reason,
             },
             msg_id=f"wakeup-{d.run_id}",
-            durable=False,
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,9 +22,9 @@ from routines_dispatcher.metrics import (
 )
 from routines_dispatcher.policy import Outcome
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
-from shared.bus import DISPATCHER_CONSUMER, RUNS_STREAM, Bus, decode, message_context
+from shared.bus import Bus, decode, message_context
 from shared.db import RETRYABLE_ERRORS, Database
-from shared.lifecycle import sleep_unless_stopped
+from shared.lifecycle import run_every, sleep_unless_stopped
 from shared.logging import get_logger
 from shared.settings import DispatcherSettings
 
@@ -156,10 +155,7 @@ class Dispatcher:
         try:
             if subscription is None:
                 await self.bus.wait_connected()
-                await self.bus.ensure_dispatcher_consumer(self.settings.max_deliver)
-                subscription = await self.bus.js.pull_subscribe_bind(
-                    durable=DISPATCHER_CONSUMER, stream=RUNS_STREAM
-                )
+                subscription = await self.bus.bind_dispatcher_consumer(self.settings.max_deliver)
             return subscription, await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
         except nats.errors.TimeoutError:
             return subscription, []
@@ -237,23 +233,24 @@ class Dispatcher:
 
     async def sweep(self) -> None:
         """Decide runs still `received` some seconds after they were recorded, straight from Postgres."""
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            try:
-                async with self.db.connection() as conn:
-                    rows = await conn.fetch(
-                        QUERIES["stale_received_runs"], self.settings.sweep_after_sec, 500
-                    )
-                if rows:
-                    decisions = await self.decide_and_publish([r["id"] for r in rows], skip_locked=True)
-                    SWEEPER_PICKUPS.inc(len(decisions))
-                    if decisions:
-                        log.info("sweeper decided runs", count=len(decisions))
-                    if len(rows) == 500:
-                        continue
-            except RETRYABLE_ERRORS as exc:
-                log.warning("sweep failed; will retry", error=repr(exc))
-            except Exception:  # the sweeper is the outbox's last resort: never stop it
-                log.exception("sweep failed unexpectedly; will retry")
-            elapsed = time.monotonic() - started
-            await sleep_unless_stopped(self.stopping, self.settings.sweep_interval_sec - elapsed)
+        await run_every(
+            self.settings.sweep_interval_sec,
+            self._sweep_once,
+            self.stopping,
+            failed="sweep failed; will retry",
+            # The sweeper is the outbox's last resort: never stop it.
+            unexpected="sweep failed unexpectedly; will retry",
+        )
+
+    async def _sweep_once(self) -> float | None:
+        """One sweep; 0 (sweep again at once) when it found a full batch."""
+        async with self.db.connection() as conn:
+            rows = await conn.fetch(QUERIES["stale_received_runs"], self.settings.sweep_after_sec, 500)
+        if rows:
+            decisions = await self.decide_and_publish([r["id"] for r in rows], skip_locked=True)
+            SWEEPER_PICKUPS.inc(len(decisions))
+            if decisions:
+                log.info("sweeper decided runs", count=len(decisions))
+            if len(rows) == 500:
+                return 0.0
+        return None

@@ -13,8 +13,9 @@ from nats.aio.msg import Msg
 from routines_scheduler.catchup import FirePlan, plan_fires
 from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, TICK_SECONDS
 from shared.bus import Bus, Subjects
-from shared.db import RETRYABLE_ERRORS, Database, load_queries
+from shared.db import Database, load_queries
 from shared.errors import Unprocessable
+from shared.lifecycle import run_every
 from shared.logging import get_logger
 from shared.rules import can_fire
 from shared.runs import publish_run_requested
@@ -42,15 +43,19 @@ class Scheduler:
 
     async def run(self) -> None:
         """Sleep until the earliest due slot (or a trigger change), fire it, repeat until told to stop."""
-        while not self.stopping.is_set():
-            self._changed.clear()  # a change announced from here on wakes the next sleep
-            try:
-                await self.tick()
-                delay = await self.seconds_until_due()
-            except RETRYABLE_ERRORS as exc:
-                log.warning("tick failed; retrying", error=repr(exc))
-                delay = self.settings.tick_interval_sec
-            await self._sleep(delay)
+        await run_every(
+            self.settings.tick_interval_sec,
+            self._tick_and_plan,
+            self.stopping,
+            failed="tick failed; retrying",
+            sleep=self._sleep,
+        )
+
+    async def _tick_and_plan(self) -> float:
+        """Fire what is due; how long to sleep then."""
+        self._changed.clear()  # a change announced from here on wakes the next sleep
+        await self.tick()
+        return await self.seconds_until_due()
 
     async def seconds_until_due(self) -> float:
         """How long to sleep: until the earliest slot on the database clock, at most the max sleep."""
@@ -85,8 +90,7 @@ class Scheduler:
             self._changed.set()
 
         await self.bus.wait_connected()
-        await self.bus.nc.subscribe(Subjects.TRIGGERS_CHANGED, cb=on_change)
-        await self.bus.nc.flush()
+        await self.bus.subscribe(Subjects.TRIGGERS_CHANGED, on_change)
         self.following.set()
 
     async def tick(self) -> int:

@@ -137,8 +137,7 @@ class TriggerCache:
             self.clear()
 
         await bus.wait_connected()
-        await bus.nc.subscribe(Subjects.TRIGGERS_CHANGED, cb=on_change)
-        await bus.nc.flush()
+        await bus.subscribe(Subjects.TRIGGERS_CHANGED, on_change)
         self._following.set()
 
     async def wait_following(self) -> None:
