@@ -15,9 +15,7 @@ from typing import Any
 import asyncpg
 
 from shared.bus import Bus, Subjects
-from shared.db import load_queries
-
-QUERIES = load_queries("shared", "alerts.sql")
+from shared.sql import QUERIES
 
 
 @dataclass(frozen=True)

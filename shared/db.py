@@ -42,16 +42,20 @@ _CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *TRANSIENT_ERROR
 _PING_ERRORS: tuple[type[BaseException], ...] = (ServiceUnavailable, TimeoutError, *TRANSIENT_ERRORS)
 
 
-def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
-    """Load named queries (`-- name --` followed by comment lines, then SQL) from a package file."""
-    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
-    matches = list(_QUERY_HEADER.finditer(text))
+def load_queries(package: str, *filenames: str) -> dict[str, str]:
+    """Load named queries (`-- name --` followed by comment lines, then SQL) from a package's
+    files (`queries.sql` unless named). A name defined twice is refused: one name, one query."""
     queries: dict[str, str] = {}
-    for index, match in enumerate(matches):
-        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        queries[match.group(1)] = text[match.end() : end].strip().rstrip(";")
-    if not queries:
-        raise ValueError(f"no queries found in {package}/{filename}")
+    for filename in filenames or ("queries.sql",):
+        text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+        matches = list(_QUERY_HEADER.finditer(text))
+        if not matches:
+            raise ValueError(f"no queries found in {package}/{filename}")
+        for index, match in enumerate(matches):
+            if match.group(1) in queries:
+                raise ValueError(f"query {match.group(1)!r} defined twice in {package}")
+            end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+            queries[match.group(1)] = text[match.end() : end].strip().rstrip(";")
     return queries
 
 

@@ -11,10 +11,8 @@ from typing import Any
 import asyncpg
 
 from shared.bus import Bus, Subjects
-from shared.db import load_queries
 from shared.errors import Unprocessable
-
-QUERIES = load_queries("shared")
+from shared.sql import QUERIES
 
 
 @dataclass(frozen=True)

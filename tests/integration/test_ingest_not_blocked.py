@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.decide import decide_runs
 from routines_gateway.app import create_app as gateway_create_app
-from routines_scheduler.ticker import QUERIES as SCHEDULER_QUERIES
+from routines_scheduler.sql import QUERIES as SCHEDULER_QUERIES
 from routines_scheduler.ticker import Scheduler
 from shared.bus import Bus
 from shared.db import Database

@@ -12,7 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from routines_scheduler.ticker import LOCKED_RETRY_SEC, QUERIES, Scheduler
+from routines_scheduler.sql import QUERIES
+from routines_scheduler.ticker import LOCKED_RETRY_SEC, Scheduler
 from shared.bus import Bus, Subjects
 from shared.db import Database
 from shared.settings import SchedulerSettings

@@ -13,11 +13,10 @@ import asyncpg
 
 from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency, is_stale_to_cancel
 from routines_dispatcher.render import VariableError, issue_content
+from routines_dispatcher.sql import QUERIES
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
-from shared.db import load_queries
 
-QUERIES = load_queries("routines_dispatcher")
 FAILURE_REASON_MAX = 500
 STALE_REASON = "execution issue stale: open longer than staleAfterSec, cancelled"
 

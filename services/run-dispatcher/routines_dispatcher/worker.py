@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from routines_dispatcher.decide import QUERIES, Decision, decide_runs, fail_run, publish_decisions
+from routines_dispatcher.decide import Decision, decide_runs, fail_run, publish_decisions
 from routines_dispatcher.metrics import (
     DECISION_LATENCY,
     REDELIVERIES,
@@ -21,6 +22,7 @@ from routines_dispatcher.metrics import (
     TERMINATED,
 )
 from routines_dispatcher.policy import Outcome
+from routines_dispatcher.sql import QUERIES
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.bus import Bus, decode, message_context
 from shared.db import RETRYABLE_ERRORS, Database
@@ -67,14 +69,14 @@ async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -
             await subscription.unsubscribe()
 
 
+@dataclass(eq=False)
 class Dispatcher:
     """Turns recorded runs into decisions; any number of replicas may run."""
 
-    def __init__(self, settings: DispatcherSettings, db: Database, bus: Bus, stopping: asyncio.Event) -> None:
-        self.settings = settings
-        self.db = db
-        self.bus = bus
-        self.stopping = stopping
+    settings: DispatcherSettings
+    db: Database
+    bus: Bus
+    stopping: asyncio.Event
 
     async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
         """Decide the runs in one transaction. If that fails for a reason that retrying cannot cure,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,8 +13,9 @@ from nats.aio.msg import Msg
 
 from routines_scheduler.catchup import FirePlan, plan_fires
 from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, TICK_SECONDS
+from routines_scheduler.sql import QUERIES
 from shared.bus import Bus, Subjects
-from shared.db import Database, load_queries
+from shared.db import Database
 from shared.errors import Unprocessable
 from shared.lifecycle import run_every
 from shared.logging import get_logger
@@ -21,7 +23,6 @@ from shared.rules import can_fire
 from shared.runs import publish_run_requested
 from shared.settings import SchedulerSettings
 
-QUERIES = load_queries("routines_scheduler")
 # When a due slot is locked by another replica: how soon to look again.
 LOCKED_RETRY_SEC = 0.02
 # A slot overdue by less than this was missed only by timer granularity: claim again at once.
@@ -29,17 +30,18 @@ JUST_DUE_SEC = 0.005
 log = get_logger(__name__)
 
 
+@dataclass(eq=False)
 class Scheduler:
     """Fires schedule triggers. Replicas are safe together: SKIP LOCKED plus the unique slot."""
 
-    def __init__(self, settings: SchedulerSettings, db: Database, bus: Bus, stopping: asyncio.Event) -> None:
-        self.settings = settings
-        self.db = db
-        self.bus = bus
-        self.stopping = stopping
-        self.following = asyncio.Event()  # set once trigger changes wake the loop (tests, start-up)
-        self.last_claimed = 0
-        self._changed = asyncio.Event()
+    settings: SchedulerSettings
+    db: Database
+    bus: Bus
+    stopping: asyncio.Event
+    # Set once trigger changes wake the loop (tests, start-up).
+    following: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    last_claimed: int = field(default=0, init=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def run(self) -> None:
         """Sleep until the earliest due slot (or a trigger change), fire it, repeat until told to stop."""

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 
 from routines_gateway.metrics import CACHE
+from routines_gateway.sql import QUERIES
 from shared.bus import Bus, Subjects
 from shared.crypto import SecretBox
-from shared.db import Database, load_queries
+from shared.db import Database
 
-QUERIES = load_queries("routines_gateway")
 MAX_LIVE_SECRETS = 2
 
 

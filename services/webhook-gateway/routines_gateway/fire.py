@@ -10,12 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from routines_gateway.cache import QUERIES, TriggerCache, TriggerState
+from routines_gateway.cache import TriggerCache, TriggerState
 from routines_gateway.clock import DbClock
 from routines_gateway.ingest import GroupCommitter, PendingRun
 from routines_gateway.metrics import OUTCOME, VERIFY_SECONDS
 from routines_gateway.ratelimit import TokenBuckets
 from routines_gateway.signing import AuthenticationFailed, printable_ascii, verify
+from routines_gateway.sql import QUERIES
 from shared.errors import (
     BadRequest,
     Conflict,

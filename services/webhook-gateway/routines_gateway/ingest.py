@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from routines_gateway.cache import QUERIES
 from routines_gateway.metrics import BATCH_SIZE
+from routines_gateway.sql import QUERIES
 from shared.db import Database
 from shared.errors import BadRequest, NotFound, RoutinesError
 

@@ -28,11 +28,9 @@ from routines_api.console.sessions import (
     session_row,
     set_session_cookie,
 )
+from routines_api.sql import QUERIES
 from shared.crypto import constant_time_equals, hash_token
-from shared.db import load_queries
 from shared.http import DB_KEY, SETTINGS_KEY
-
-API_QUERIES = load_queries("routines_api")
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -97,7 +95,7 @@ async def login(request: web.Request) -> web.Response:
     row = None
     if token and len(token) <= 200:
         async with request.app[DB_KEY].connection() as conn:
-            row = await conn.fetchrow(API_QUERIES["principal_by_token"], hash_token(token))
+            row = await conn.fetchrow(QUERIES["principal_by_token"], hash_token(token))
     if row is None or row["kind"] == "agent":
         message = (
             "Agent keys cannot sign in to the console; use a board token."
