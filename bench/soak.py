@@ -25,7 +25,7 @@ import psutil
 from bench.common import RESULTS, World, add_webhooks, percentile, seed, servers, service_env
 from bench.loadgen import SignedFire, run_wrk, signed_fires, write_requests
 from bench.webhook_ingest import GATEWAY_SETTINGS
-from shared.directory import create_instance_admin_token
+from shared.bootstrap import create_instance_admin_token
 from shared.processes import ServiceProcess
 
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "soak.png"

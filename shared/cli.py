@@ -69,7 +69,7 @@ def run_migrate() -> int:
 
 
 def run_bootstrap(name: str) -> int:
-    from shared.directory import create_instance_admin_token
+    from shared.bootstrap import create_instance_admin_token
 
     settings = load_settings(CommonSettings)
     configure_logging("bootstrap", settings.log_level, settings.log_format)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import asyncpg
 
+from shared.bootstrap import create_instance_admin_token
 from shared.crypto import hash_token, new_secret_key
 from shared.devservers import LocalServer, NatsServer, PortInUse, PostgresServer, ServerStartError
-from shared.directory import create_instance_admin_token
 from shared.migrate import migrate
 
 DEFAULT_PORTS = {"api": 8080, "webhook-gateway": 8081, "scheduler": 8082, "run-dispatcher": 8083}

@@ -90,6 +90,6 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def admin_token(database_url: str) -> str:
-    from shared.directory import create_instance_admin_token
+    from shared.bootstrap import create_instance_admin_token
 
     return await create_instance_admin_token(database_url, "tests")

@@ -20,7 +20,7 @@ import pytest
 from routines_client import AsyncRoutinesClient, NotFound, Unprocessable, new_idempotency_key, paginate
 from routines_client.transport import Transport
 from routines_client.wakeups import follow_wakeups, read_events
-from shared.directory import create_instance_admin_token
+from shared.bootstrap import create_instance_admin_token
 from tests.support import ServiceProcess, Stack, start_service
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from routines_client import AsyncRoutinesClient, encode_body, sign
-from shared.directory import create_instance_admin_token
+from shared.bootstrap import create_instance_admin_token
 from tests.support import ServiceProcess, Stack, start_service
 
 pytestmark = pytest.mark.e2e

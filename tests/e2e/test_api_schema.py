@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from shared.directory import create_instance_admin_token
+from shared.bootstrap import create_instance_admin_token
 from tests.support import Stack, start_service
 
 pytestmark = pytest.mark.e2e

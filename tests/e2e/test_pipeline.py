@@ -9,8 +9,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from shared.bootstrap import create_instance_admin_token
 from shared.devservers import NatsServer
-from shared.directory import create_instance_admin_token
 from tests.support import ServiceProcess, Stack, start_service, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shared.directory import create_instance_admin_token
+from shared.bootstrap import create_instance_admin_token
 from tests.support import Stack, start_service
 
 pytestmark = pytest.mark.e2e

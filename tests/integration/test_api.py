@@ -712,7 +712,7 @@ async def test_agent_key_rotation_invalidates_the_old_key_at_once(client: Client
 async def test_board_and_instance_tokens_are_listed_without_secrets_and_revoked_at_once(
     client: Client, world: World, database_url: str
 ) -> None:
-    from shared.directory import create_instance_admin_token
+    from shared.bootstrap import create_instance_admin_token
 
     second = await call(
         client,

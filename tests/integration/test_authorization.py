@@ -130,7 +130,7 @@ async def revoke_board_token(client: Client, world: World) -> Request:
 
 
 async def revoke_instance_token(client: Client, world: World) -> Request:
-    from shared.directory import create_instance_admin_token
+    from shared.bootstrap import create_instance_admin_token
 
     assert client.app is not None
     await create_instance_admin_token(client.app[SETTINGS_KEY].database_url, "spare")

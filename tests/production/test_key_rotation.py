@@ -15,8 +15,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from shared.bootstrap import create_instance_admin_token
 from shared.crypto import SecretBox, new_secret_key
-from shared.directory import create_instance_admin_token
 from tests.support import ServiceProcess, Stack, start_service, wait_until
 
 pytestmark = pytest.mark.production

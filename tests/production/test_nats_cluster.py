@@ -21,8 +21,8 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
+from shared.bootstrap import create_instance_admin_token
 from shared.bus import RUNS_STREAM, Subjects
-from shared.directory import create_instance_admin_token
 from tests.production.servers import NATS_PASSWORDS, NatsCluster
 from tests.support import ServiceProcess, Stack, start_service, wait_until
 

@@ -10,7 +10,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shared.directory import create_instance_admin_token
+from shared.bootstrap import create_instance_admin_token
 from tests.production.conftest import database_name
 from tests.production.servers import SERVICE_ROLES, PgBouncer
 from tests.support import ServiceProcess, Stack, start_service, wait_until

@@ -29,8 +29,8 @@ import aiohttp
 import asyncpg
 from nats.aio.msg import Msg
 
+from shared.bootstrap import create_instance_admin_token
 from shared.bus import Bus, Subjects
-from shared.directory import create_instance_admin_token
 from tests.support import ServiceProcess, Stack
 
 # A request that takes this long is a failure (a hang), never a slow success retried silently.

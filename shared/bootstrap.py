@@ -1,10 +1,12 @@
-"""Tokens and principals shared by the CLI and the API."""
+"""The first credential: an instance-admin token, made by `routines create-admin-token` and
+`routines dev` before any API call is possible."""
 
 from __future__ import annotations
 
 import asyncpg
 
 from shared.crypto import hash_token, new_token
+from shared.sql import QUERIES
 
 
 async def create_instance_admin_token(dsn: str, name: str) -> str:
@@ -12,11 +14,7 @@ async def create_instance_admin_token(dsn: str, name: str) -> str:
     token = new_token("instance_admin")
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "INSERT INTO api_tokens (token_hash, kind, name) VALUES ($1, 'instance_admin', $2)",
-            hash_token(token),
-            name,
-        )
+        await conn.execute(QUERIES["insert_instance_admin_token"], hash_token(token), name)
     finally:
         await conn.close()
     return token
