@@ -13,6 +13,7 @@ from routines_api import (  # they register their routes
     directory,
     health,
     history,
+    issues,
     revisions,
     routines,
     triggers,
@@ -62,7 +63,18 @@ async def _fire_is_on_the_gateway(request: web.Request) -> web.Response:
 
 # Each handler module registers its routes when imported. The document lists them in this order
 # (and so does the client generated from it), whatever order Python happened to import them in.
-DOCUMENT_ORDER = (directory, backfill, health, history, triggers, routines, revisions, upcoming, wakeups)
+DOCUMENT_ORDER = (
+    directory,
+    issues,
+    backfill,
+    health,
+    history,
+    triggers,
+    routines,
+    revisions,
+    upcoming,
+    wakeups,
+)
 
 
 def openapi_document(gateway_url: str = "http://127.0.0.1:8081") -> dict[str, Any]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+from aiohttp import web
 
 from routines_api.answers import Row
-from routines_api.auth import Principal
+from routines_api.auth import Principal, path_uuid
 from routines_api.sql import QUERIES
 from shared.errors import Forbidden, NotFound, Unprocessable
+from shared.http import DB_KEY
 
 
 async def require_company_exists(conn: asyncpg.Connection, company_id: uuid.UUID) -> None:
@@ -102,3 +104,12 @@ async def load_trigger_for_manage(
     # Serialise with routine status changes.
     await conn.fetchrow(QUERIES["routine_for_update"], trigger["routine_id"])
     return trigger
+
+
+async def company_path(request: web.Request, principal: Principal) -> uuid.UUID:
+    """The company of the path: one the caller belongs to (403) and that exists (404)."""
+    company_id = path_uuid(request, "companyId", "company")
+    principal.require_company(company_id)
+    async with request.app[DB_KEY].connection() as conn:
+        await require_company_exists(conn, company_id)
+    return company_id

@@ -1,17 +1,15 @@
-"""Companies, agents, projects, goals, board tokens and issues."""
+"""Companies, agents, projects, goals and board tokens."""
 
 from __future__ import annotations
-
-import uuid
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from routines_api import store
 from routines_api.answers import dump, respond
-from routines_api.auth import Principal, path_uuid, principal_of
-from routines_api.checks import check_reference, load_visible, require_company_exists
-from routines_api.inputs import parse_body, query_choice, query_limit, query_uuid
+from routines_api.auth import path_uuid, principal_of
+from routines_api.checks import company_path, load_visible
+from routines_api.inputs import parse_body
 from routines_api.models import (
     AgentCreate,
     AgentCreated,
@@ -23,36 +21,23 @@ from routines_api.models import (
     CompanyOut,
     GoalCreate,
     GoalOut,
-    IssueCreate,
-    IssueOut,
-    IssueUpdate,
     ProjectCreate,
     ProjectOut,
     TokenOut,
 )
 from routines_api.quotas import enforce_quota, lock_company
-from routines_api.routes import ROUTES, QueryParam
+from routines_api.routes import ROUTES
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
-from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.crypto import new_token
 from shared.errors import Conflict, Forbidden, NotFound
-from shared.http import BUS_KEY, DB_KEY
-from shared.vocabulary import ISSUE_STATUSES
-
-
-async def _company_path(request: web.Request, principal: Principal) -> uuid.UUID:
-    company_id = path_uuid(request, "companyId", "company")
-    principal.require_company(company_id)
-    async with request.app[DB_KEY].connection() as conn:
-        await require_company_exists(conn, company_id)
-    return company_id
+from shared.http import DB_KEY
 
 
 async def _list_in_company(request: web.Request, query: str, model: type[BaseModel]) -> web.Response:
     """GET of a company's agents/projects/goals: any member of the company may read."""
     principal = principal_of(request)
-    company_id = await _company_path(request, principal)
+    company_id = await company_path(request, principal)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(QUERIES[query], company_id)
     return respond([dump(model, row) for row in rows])
@@ -63,7 +48,7 @@ async def _create_named_in_company(
 ) -> web.Response:
     """POST of a project/goal: board operators only; `field` of the body names it."""
     principal = principal_of(request)
-    company_id = await _company_path(request, principal)
+    company_id = await company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, body_model)
     async with request.app[DB_KEY].transaction() as conn:
@@ -132,7 +117,7 @@ async def list_companies(request: web.Request) -> web.Response:
 )
 async def create_agent(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    company_id = await _company_path(request, principal)
+    company_id = await company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, AgentCreate)
     api_key = new_token("agent")
@@ -275,7 +260,7 @@ _company_collection("goals", "goal", GoalCreate, GoalOut, "title")
 )
 async def create_board_token(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    company_id = await _company_path(request, principal)
+    company_id = await company_path(request, principal)
     principal.require_board(company_id)
     body = await parse_body(request, BoardTokenCreate)
     token = new_token("board")
@@ -299,7 +284,7 @@ async def create_board_token(request: web.Request) -> web.Response:
 )
 async def list_board_tokens(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    company_id = await _company_path(request, principal)
+    company_id = await company_path(request, principal)
     principal.require_board(company_id)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(QUERIES["list_board_tokens"], company_id)
@@ -365,105 +350,3 @@ async def revoke_instance_token(request: web.Request) -> web.Response:
         if not await conn.fetchval(QUERIES["live_instance_tokens"]):
             raise Conflict("the last live instance token cannot be revoked; make another first")
     return respond(dump(TokenOut, row, company_id=None))
-
-
-# --- issues --------------------------------------------------------------------------------
-
-
-@ROUTES.route(
-    "POST",
-    "/api/companies/{companyId}/issues",
-    summary="Create a plain issue (board)",
-    tag="issues",
-    body=IssueCreate,
-    response=IssueOut,
-    status=201,
-    errors=(403, 404, 422),
-)
-async def create_issue(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    company_id = await _company_path(request, principal)
-    principal.require_board(company_id)
-    body = await parse_body(request, IssueCreate)
-    async with request.app[DB_KEY].transaction() as conn:
-        await check_reference(conn, "project", body.project_id, company_id, "projectId")
-        await check_reference(conn, "goal", body.goal_id, company_id, "goalId")
-        await check_reference(conn, "issue", body.parent_issue_id, company_id, "parentIssueId")
-        await check_reference(conn, "agent", body.assignee_agent_id, company_id, "assigneeAgentId")
-        row = await store.write(conn, "insert_issue", company_id, body.model_dump())
-    return respond(dump(IssueOut, row), 201)
-
-
-@ROUTES.route(
-    "GET",
-    "/api/companies/{companyId}/issues",
-    summary="Issues of a company",
-    tag="issues",
-    response=IssueOut,
-    response_is_list=True,
-    errors=(400, 403, 404),
-    query=(
-        QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}),
-        QueryParam("status", {"type": "string", "enum": list(ISSUE_STATUSES)}),
-        QueryParam("routineId", {"type": "string", "format": "uuid"}),
-        QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-    ),
-)
-async def list_issues(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    company_id = await _company_path(request, principal)
-    assignee = query_uuid(request, "assigneeAgentId")
-    status = query_choice(request, "status", ISSUE_STATUSES)
-    routine = query_uuid(request, "routineId")
-    limit = query_limit(request)
-    payload_max = request.app[API_SETTINGS_KEY].list_payload_max_bytes
-    async with request.app[DB_KEY].connection() as conn:
-        rows = await conn.fetch(
-            QUERIES["list_issues"], company_id, assignee, status, routine, limit, payload_max
-        )
-    return respond([dump(IssueOut, row) for row in rows])
-
-
-@ROUTES.route(
-    "GET", "/api/issues/{issueId}", summary="One issue", tag="issues", response=IssueOut, errors=(404,)
-)
-async def get_issue(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    issue_id = path_uuid(request, "issueId", "issue")
-    async with request.app[DB_KEY].connection() as conn:
-        row = await load_visible(conn, principal, "issue", "issue_by_id", issue_id)
-    return respond(dump(IssueOut, row))
-
-
-@ROUTES.route(
-    "PATCH",
-    "/api/issues/{issueId}",
-    summary="Change an issue's status",
-    tag="issues",
-    body=IssueUpdate,
-    response=IssueOut,
-    errors=(403, 404),
-)
-async def update_issue(request: web.Request) -> web.Response:
-    """Closing an execution issue settles its origin run in the same transaction."""
-    principal = principal_of(request)
-    issue_id = path_uuid(request, "issueId", "issue")
-    body = await parse_body(request, IssueUpdate)
-    async with request.app[DB_KEY].transaction() as conn:
-        issue = await load_visible(conn, principal, "issue", "issue_for_update", issue_id)
-        if principal.kind == "agent" and issue["assignee_agent_id"] != principal.agent_id:
-            raise Forbidden("agents can only update their own issues")
-        await conn.execute(QUERIES["update_issue_status"], issue_id, body.status)
-        row = await conn.fetchrow(QUERIES["issue_by_id"], issue_id)
-        run_id = issue["origin_run_id"]
-        if run_id is not None and body.status != issue["status"]:
-            if body.status == "done":
-                await conn.execute(QUERIES["complete_origin_run"], run_id)
-            elif body.status == "cancelled":
-                await conn.execute(QUERIES["fail_origin_run"], run_id, "execution issue cancelled")
-        alerts: list[AlertEvent] = []
-        if run_id is not None and body.status in ("done", "cancelled"):
-            alerts = await evaluate_failure_alerts(conn, [issue["origin_id"]])
-    assert row is not None
-    await publish_alerts(request.app[BUS_KEY], alerts)
-    return respond(dump(IssueOut, row))
