@@ -21,29 +21,18 @@ from routines_api.models import (
     TriggerUpdate,
     TriggerWithSecret,
 )
+from routines_api.patches import check_fields_fit_kind, normalized_schedule, patched_trigger
 from routines_api.quotas import enforce_quota, lock_company
 from routines_api.routes import ROUTES
 from routines_api.routine_features import require_schedule_fillable
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY, SECRET_BOX_KEY
-from shared.cron import parse_cron, zone
 from shared.crypto import new_public_id, new_webhook_secret
-from shared.errors import BadRequest, RateLimited, Unprocessable
+from shared.errors import RateLimited, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.rules import next_run_at
 
 ROTATION_WINDOW_SEC = 60
-
-SCHEDULE_FIELDS = {"cron_expression", "timezone"}
-WEBHOOK_FIELDS = {"signing_mode", "replay_window_sec"}
-
-
-def validate_schedule(cron: str | None, tz: str | None) -> None:
-    """Parse both or raise 422 with the parser's reason."""
-    if cron is None:
-        raise Unprocessable("cronExpression is required for schedule triggers")
-    parse_cron(cron)
-    zone(tz or "UTC")
 
 
 @ROUTES.route(
@@ -60,11 +49,7 @@ async def create_trigger(request: web.Request) -> web.Response:
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, TriggerCreate)
-    given = body.model_fields_set
-    if body.kind != "schedule" and given & SCHEDULE_FIELDS:
-        raise BadRequest(f"{body.kind} triggers take no cronExpression or timezone")
-    if body.kind != "webhook" and given & WEBHOOK_FIELDS:
-        raise BadRequest(f"{body.kind} triggers take no signingMode or replayWindowSec")
+    check_fields_fit_kind(body.kind, body.model_fields_set)
     trigger_id = uuid.uuid4()
     secret: str | None = None
     async with request.app[DB_KEY].transaction() as conn:
@@ -78,9 +63,7 @@ async def create_trigger(request: web.Request) -> web.Response:
         replay_window = None
         if body.kind == "schedule":
             require_schedule_fillable(routine)
-            tz = body.timezone or "UTC"
-            validate_schedule(body.cron_expression, tz)
-            cron = parse_cron(body.cron_expression or "").expression
+            cron, tz = normalized_schedule(body.cron_expression, body.timezone)
         elif body.kind == "webhook":
             public_id, signing_mode = new_public_id(), body.signing_mode or "bearer"
             replay_window = body.replay_window_sec or 300
@@ -126,43 +109,8 @@ async def update_trigger(request: web.Request) -> web.Response:
     body = await parse_body(request, TriggerUpdate)
     async with request.app[DB_KEY].transaction() as conn:
         trigger = await load_trigger_for_manage(conn, principal, trigger_id)
-        given = body.model_fields_set
-        if body.kind is not None and body.kind != trigger["kind"]:
-            raise BadRequest("a trigger's kind cannot change; delete it and add a new one")
-        if trigger["kind"] != "schedule" and given & SCHEDULE_FIELDS:
-            raise BadRequest(f"{trigger['kind']} triggers take no cronExpression or timezone")
-        if trigger["kind"] != "webhook" and given & WEBHOOK_FIELDS:
-            raise BadRequest(f"{trigger['kind']} triggers take no signingMode or replayWindowSec")
-        for name in ("enabled", "cron_expression", "timezone", "signing_mode", "replay_window_sec"):
-            if name in given and getattr(body, name) is None:
-                raise BadRequest(f"{name} cannot be null")
-        label = body.label if "label" in given else trigger["label"]
-        enabled = body.enabled if body.enabled is not None else trigger["enabled"]
-        cron = body.cron_expression or trigger["cron_expression"]
-        tz = body.timezone or trigger["timezone"]
-        next_at = trigger["next_run_at"]
-        if trigger["kind"] == "schedule":
-            validate_schedule(cron, tz)
-            cron = parse_cron(cron).expression
-            schedule_changed = (cron, tz) != (trigger["cron_expression"], trigger["timezone"])
-            if schedule_changed or enabled != trigger["enabled"]:
-                # Recomputed from now: a resumed trigger does not burst with the slots it missed.
-                now = await conn.fetchval(QUERIES["transaction_now"])
-                next_at = next_run_at("schedule", enabled, trigger["routine_status"], cron, tz, now)
-        row = await store.write(
-            conn,
-            "update_trigger",
-            trigger_id,
-            {
-                "label": label,
-                "enabled": enabled,
-                "cron_expression": cron,
-                "timezone": tz,
-                "next_run_at": next_at,
-                "signing_mode": body.signing_mode or trigger["signing_mode"],
-                "replay_window_sec": body.replay_window_sec or trigger["replay_window_sec"],
-            },
-        )
+        now = await conn.fetchval(QUERIES["transaction_now"])
+        row = await store.write(conn, "update_trigger", trigger_id, patched_trigger(trigger, body, now))
         await store.record_trigger_activity(conn, principal, row, "trigger_updated")
     await announce_trigger_change(request.app[BUS_KEY], triggerId=str(trigger_id), publicId=row["public_id"])
     return respond(trigger_json(request, row))
