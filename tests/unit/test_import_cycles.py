@@ -127,3 +127,17 @@ def test_no_import_cycles_between_our_modules() -> None:
     assert not found, "import cycles (break them: move the shared piece down a layer): " + "; ".join(
         " ↔ ".join(component) for component in found
     )
+
+
+def test_api_handler_modules_do_not_import_each_other() -> None:
+    """What handler modules share lives below them (inputs, answers, checks, patches, store,
+    events), so a resource's module can change without reaching into another's."""
+    known = set(modules())
+    handlers = {
+        module
+        for module in known
+        if module.startswith("routines_api.") and "ROUTES.route(" in _source(module).read_text()
+    }
+    assert {"routines_api.directory", "routines_api.triggers", "routines_api.issues"} <= handlers
+    crossing = {module: sorted(imports_of(module, known) & handlers) for module in sorted(handlers)}
+    assert not {module: others for module, others in crossing.items() if others}
