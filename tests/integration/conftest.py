@@ -29,6 +29,13 @@ async def client(stack: Stack, api_settings: dict[str, Any]) -> AsyncIterator[Cl
 
 
 @pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Client]:
+    """The API in this process, answering manual runs at once (no wait for their decision)."""
+    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=0))) as client:
+        yield client
+
+
+@pytest.fixture
 async def world(client: Client, admin_token: str) -> World:
     """Two tenants, A and B, made through the API (each module provides its `client`)."""
     return World(

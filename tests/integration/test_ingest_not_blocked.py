@@ -29,16 +29,10 @@ from routines_scheduler.ticker import Scheduler
 from shared.bus import Bus
 from shared.db import Database
 from shared.settings import DispatcherSettings, GatewaySettings, SchedulerSettings
-from tests.integration.api_client import Client, Tenant, api_app, call, make_routine, make_tenant
+from tests.integration.api_client import Client, Tenant, call, make_routine, make_tenant
 from tests.support import Stack
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=0))) as client:
-        yield client
 
 
 @pytest.fixture
