@@ -123,3 +123,14 @@ async def routine_detail(client: Client, tenant: Tenant, routine_id: str) -> Any
 
 async def routine_runs(client: Client, tenant: Tenant, routine_id: str, query: str = "") -> Any:
     return await call(client, "GET", f"/api/routines/{routine_id}/runs{query}", tenant.board, status=200)
+
+
+async def make_routine_under_goal_and_parent(
+    client: Client, tenant: Tenant, goal_title: str, parent_title: str, **fields: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A routine under a new goal and a new parent issue of its company: (routine, goal, parent)."""
+    companies = f"/api/companies/{tenant.company_id}"
+    goal = await call(client, "POST", f"{companies}/goals", tenant.board, {"title": goal_title}, 201)
+    parent = await call(client, "POST", f"{companies}/issues", tenant.board, {"title": parent_title}, 201)
+    routine = await make_routine(client, tenant, goalId=goal["id"], parentIssueId=parent["id"], **fields)
+    return routine, goal, parent

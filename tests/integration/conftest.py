@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from routines_scheduler.ticker import Scheduler
 from shared.settings import SchedulerSettings
-from tests.integration.api_client import Client, World, api_app, make_tenant
+from tests.integration.api_client import Client, World, api_app, make_routine, make_tenant
 from tests.support import Stack, service_connections
 
 
@@ -41,6 +41,12 @@ async def world(client: Client, admin_token: str) -> World:
     return World(
         admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
     )
+
+
+@pytest.fixture
+async def routine(client: Client, world: World) -> dict[str, Any]:
+    """A routine of tenant A."""
+    return await make_routine(client, world.a)
 
 
 @pytest.fixture

@@ -12,15 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from shared.http import Handler
-from tests.integration.api_client import (
-    Client,
-    World,
-    api_app,
-    call,
-    make_routine,
-    make_tenant,
-    routine_detail,
-)
+from tests.integration import api_client
+from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
 from tests.support import Stack, wait_until
 
 
@@ -45,7 +38,7 @@ async def test_a_new_routine_has_a_trimmed_title_and_the_default_policies(
 
 async def test_a_new_routine_has_no_triggers(client: Client, world: World) -> None:
     r = await make_routine(client, world.a)
-    assert (await routine_detail(client, world.a, r["id"]))["triggers"] == []
+    assert (await api_client.routine_detail(client, world.a, r["id"]))["triggers"] == []
 
 
 @pytest.mark.parametrize(
@@ -158,11 +151,11 @@ async def test_only_active_agents_can_be_assigned(client: Client, world: World) 
 
 async def test_archived_is_terminal(client: Client, world: World) -> None:
     r = await make_routine(client, world.a)
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "paused"}, 200)
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "archived"}, 200)
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "paused"})
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "archived"})
     for status in ("active", "paused", "archived"):
-        await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": status}, 409)
-    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 409)
+        await api_client.patch_routine(client, world.a, r["id"], {"status": status}, 409)
+    await api_client.run_routine(client, world.a, r["id"], {}, 409)
 
 
 async def test_cron_preview_shows_local_time_and_a_dst_shift(client: Client, world: World) -> None:
@@ -299,7 +292,7 @@ async def test_coalesced_fires_with_large_payloads_keep_the_issue_list_small(
     from routines_dispatcher.decide import decide_runs
 
     r = await make_routine(client, world.a)
-    first = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    first = await api_client.run_routine(client, world.a, r["id"], {})
     async with db.transaction():
         await decide_runs(db, [uuid.UUID(first["id"])])
     big = {"blob": "x" * 60_000}
@@ -471,14 +464,14 @@ async def test_request_bodies_are_validated_strictly(client: Client, world: Worl
         err = await call(client, "POST", triggers, world.a.board, body, 400)
         assert err["details"], body
     t = await call(client, "POST", triggers, world.a.board, {"kind": "api"}, 201)
-    await call(client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"enabled": "false"}, 400)
-    await call(client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"enabled": 1}, 400)
+    await api_client.patch_trigger(client, world.a, t["id"], {"enabled": "false"}, 400)
+    await api_client.patch_trigger(client, world.a, t["id"], {"enabled": 1}, 400)
     await call(
         client, "POST", "/api/cron/preview", world.a.board, {"cronExpression": "@daily", "count": "5"}, 400
     )
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"title": ["x"]}, 400)
+    await api_client.patch_routine(client, world.a, r["id"], {"title": ["x"]}, 400)
     # Strings that *are* the type's JSON form still work: UUIDs and timestamps.
-    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"triggerId": t["id"]}, 202)
+    await api_client.run_routine(client, world.a, r["id"], {"triggerId": t["id"]})
     await call(
         client,
         "POST",
@@ -588,9 +581,7 @@ async def test_hostile_json_bodies_never_get_a_5xx(
     """Every body-taking endpoint, every hostile body: a 4xx in the JSON error shape or a success,
     never a 5xx; and nothing stored holds a non-finite number or nesting past the cap."""
     r = await make_routine(client, world.a)
-    t = await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )
+    t = await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
     endpoints = [
         ("POST", f"/api/companies/{world.a.company_id}/routines"),
         ("PATCH", f"/api/routines/{r['id']}"),

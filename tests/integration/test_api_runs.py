@@ -9,17 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.integration.api_client import (
-    Client,
-    Tenant,
-    World,
-    call,
-    make_routine,
-    make_trigger,
-    patch_routine,
-    routine_runs,
-    run_routine,
-)
+from tests.integration import api_client
+from tests.integration.api_client import Client, Tenant, World, call, make_routine
 
 
 @pytest.fixture
@@ -28,19 +19,13 @@ def api_settings() -> dict[str, Any]:
     return {"manual_run_wait_sec": 0.2}
 
 
-@pytest.fixture
-async def routine(client: Client, world: World) -> dict[str, Any]:
-    """A routine of tenant A."""
-    return await make_routine(client, world.a)
-
-
 async def _decided_run(
     client: Client, db: asyncpg.Connection, tenant: Tenant, routine_id: str, body: dict[str, Any]
 ) -> Any:
     """A manual run, decided the way the dispatcher does (there is no dispatcher here), as the API shows it."""
     from routines_dispatcher.decide import decide_runs
 
-    run = await run_routine(client, tenant, routine_id, body)
+    run = await api_client.run_routine(client, tenant, routine_id, body)
     async with db.transaction():
         await decide_runs(db, [uuid.UUID(run["id"])])
     return await call(client, "GET", f"/api/runs/{run['id']}", tenant.board, status=200)
@@ -50,25 +35,25 @@ async def test_a_manual_run_cannot_use_another_routines_trigger(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
     other = await make_routine(client, world.a)
-    t_other = await make_trigger(client, world.a, other["id"], {"kind": "api"})
-    await run_routine(client, world.a, routine["id"], {"triggerId": t_other["id"]}, 403)
+    t_other = await api_client.make_trigger(client, world.a, other["id"], {"kind": "api"})
+    await api_client.run_routine(client, world.a, routine["id"], {"triggerId": t_other["id"]}, 403)
 
 
 async def test_a_manual_run_cannot_use_a_disabled_trigger(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], {"kind": "api", "enabled": False})
-    await run_routine(client, world.a, routine["id"], {"triggerId": t["id"]}, 409)
+    t = await api_client.make_trigger(client, world.a, routine["id"], {"kind": "api", "enabled": False})
+    await api_client.run_routine(client, world.a, routine["id"], {"triggerId": t["id"]}, 409)
 
 
 async def test_a_manual_run_retried_with_its_idempotency_key_is_the_same_run(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
     """The same key with the same payload is the retry (a different payload is 422: DESIGN)."""
-    first = await run_routine(
+    first = await api_client.run_routine(
         client, world.a, routine["id"], {"source": "api", "payload": {"x": 1}, "idempotencyKey": "k1"}
     )
-    again = await run_routine(
+    again = await api_client.run_routine(
         client, world.a, routine["id"], {"payload": {"x": 1}, "idempotencyKey": "k1"}, 200
     )
     assert again["id"] == first["id"]
@@ -84,22 +69,22 @@ async def test_a_manual_run_retried_with_its_idempotency_key_is_the_same_run(
 async def test_invalid_manual_runs_are_400(
     client: Client, world: World, routine: dict[str, Any], body: dict[str, Any]
 ) -> None:
-    await run_routine(client, world.a, routine["id"], body, 400)
+    await api_client.run_routine(client, world.a, routine["id"], body, 400)
 
 
 async def test_a_paused_routine_can_still_be_run_by_hand(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    await patch_routine(client, world.a, routine["id"], {"status": "paused"})
-    await run_routine(client, world.a, routine["id"])
+    await api_client.patch_routine(client, world.a, routine["id"], {"status": "paused"})
+    await api_client.run_routine(client, world.a, routine["id"])
 
 
 async def test_the_run_list_takes_a_limit_between_1_and_500(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
     for _ in range(2):
-        await run_routine(client, world.a, routine["id"])
-    runs = await routine_runs(client, world.a, routine["id"], "?limit=1")
+        await api_client.run_routine(client, world.a, routine["id"])
+    runs = await api_client.routine_runs(client, world.a, routine["id"], "?limit=1")
     assert len(runs) == 1
     for bad in ("0", "501", "x"):
         await call(
@@ -144,7 +129,7 @@ async def test_the_assignee_finishing_the_execution_issue_completes_the_run(
     issue = (await _decided_run(client, db, world.a, routine["id"], {}))["linkedIssueId"]
     await call(client, "PATCH", f"/api/issues/{issue}", world.a.other_agent_key, {"status": "done"}, 403)
     await call(client, "PATCH", f"/api/issues/{issue}", world.a.agent_key, {"status": "done"}, 200)
-    run = (await routine_runs(client, world.a, routine["id"]))[0]
+    run = (await api_client.routine_runs(client, world.a, routine["id"]))[0]
     assert run["status"] == "completed"
     assert run["completedAt"] is not None
 
@@ -154,7 +139,7 @@ async def test_cancelling_the_execution_issue_fails_the_run(
 ) -> None:
     issue = (await _decided_run(client, db, world.a, routine["id"], {}))["linkedIssueId"]
     await call(client, "PATCH", f"/api/issues/{issue}", world.a.board, {"status": "cancelled"}, 200)
-    failed = (await routine_runs(client, world.a, routine["id"]))[0]
+    failed = (await api_client.routine_runs(client, world.a, routine["id"]))[0]
     assert (failed["status"], failed["failureReason"]) == ("failed", "execution issue cancelled")
 
 
@@ -170,16 +155,8 @@ async def test_execution_issue_carries_every_field_of_its_routine(
     """Title, description, priority, project, goal, parent issue and assignee come from the routine;
     status todo; origin routine_execution with the routine and run ids; the run's payload."""
     a = world.a
-    goal = await call(client, "POST", f"/api/companies/{a.company_id}/goals", a.board, {"title": "G"}, 201)
-    parent = await call(client, "POST", f"/api/companies/{a.company_id}/issues", a.board, {"title": "P"}, 201)
-    r = await make_routine(
-        client,
-        a,
-        title="Weekly review",
-        description="look at everything",
-        priority="high",
-        goalId=goal["id"],
-        parentIssueId=parent["id"],
+    r, goal, parent = await api_client.make_routine_under_goal_and_parent(
+        client, a, "G", "P", title="Weekly review", description="look at everything", priority="high"
     )
     run = await _decided_run(client, db, a, r["id"], {"payload": {"week": 48}})
     issue = await call(client, "GET", f"/api/issues/{run['linkedIssueId']}", a.agent_key, status=200)

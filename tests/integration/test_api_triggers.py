@@ -10,18 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.integration.api_client import (
-    Client,
-    World,
-    call,
-    make_routine,
-    make_trigger,
-    patch_routine,
-    patch_trigger,
-    routine_detail,
-    routine_runs,
-    run_routine,
-)
+from tests.integration import api_client
+from tests.integration.api_client import Client, World, call
 
 WEEKLY = {
     "kind": "schedule",
@@ -37,12 +27,6 @@ def api_settings() -> dict[str, Any]:
     return {"manual_run_wait_sec": 0.2}
 
 
-@pytest.fixture
-async def routine(client: Client, world: World) -> dict[str, Any]:
-    """A routine of tenant A."""
-    return await make_routine(client, world.a)
-
-
 async def _secret_rows(db: asyncpg.Connection, trigger: dict[str, Any]) -> int:
     count: int = await db.fetchval(
         "SELECT count(*) FROM webhook_secrets WHERE trigger_id = $1", uuid.UUID(trigger["id"])
@@ -53,7 +37,7 @@ async def _secret_rows(db: asyncpg.Connection, trigger: dict[str, Any]) -> int:
 async def test_a_schedule_trigger_keeps_its_timezone_and_has_a_next_run(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], WEEKLY)
+    t = await api_client.make_trigger(client, world.a, routine["id"], WEEKLY)
     assert t["nextRunAt"] is not None
     assert t["timezone"] == "Europe/Amsterdam"
 
@@ -61,7 +45,7 @@ async def test_a_schedule_trigger_keeps_its_timezone_and_has_a_next_run(
 async def test_a_schedule_trigger_defaults_to_utc(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    utc_default = await make_trigger(
+    utc_default = await api_client.make_trigger(
         client, world.a, routine["id"], {"kind": "schedule", "cronExpression": "*/5 * * * *"}
     )
     assert utc_default["timezone"] == "UTC"
@@ -70,7 +54,7 @@ async def test_a_schedule_trigger_defaults_to_utc(
 async def test_an_invalid_cron_field_is_422_naming_it(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    bad = await make_trigger(
+    bad = await api_client.make_trigger(
         client, world.a, routine["id"], {"kind": "schedule", "cronExpression": "61 * * * *"}, 422
     )
     assert "minute" in bad["error"] or "invalid" in bad["error"]
@@ -84,7 +68,7 @@ async def test_an_invalid_cron_field_is_422_naming_it(
 async def test_invalid_schedule_triggers_are_refused(
     client: Client, world: World, routine: dict[str, Any], fields: dict[str, Any], status: int
 ) -> None:
-    await make_trigger(
+    await api_client.make_trigger(
         client, world.a, routine["id"], {"kind": "schedule", "cronExpression": "0 9 * * *", **fields}, status
     )
 
@@ -92,25 +76,25 @@ async def test_invalid_schedule_triggers_are_refused(
 async def test_disabling_parks_a_schedule_trigger_and_enabling_computes_its_next_run(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], WEEKLY)
-    off = await patch_trigger(client, world.a, t["id"], {"enabled": False})
+    t = await api_client.make_trigger(client, world.a, routine["id"], WEEKLY)
+    off = await api_client.patch_trigger(client, world.a, t["id"], {"enabled": False})
     assert off["nextRunAt"] is None
-    on = await patch_trigger(client, world.a, t["id"], {"enabled": True})
+    on = await api_client.patch_trigger(client, world.a, t["id"], {"enabled": True})
     assert on["nextRunAt"] is not None
 
 
 async def test_a_triggers_kind_cannot_be_changed(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], WEEKLY)
-    await patch_trigger(client, world.a, t["id"], {"kind": "webhook"}, 400)
+    t = await api_client.make_trigger(client, world.a, routine["id"], WEEKLY)
+    await api_client.patch_trigger(client, world.a, t["id"], {"kind": "webhook"}, 400)
 
 
 async def test_editing_the_cron_expression_moves_the_next_run(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], WEEKLY)
-    edited = await patch_trigger(client, world.a, t["id"], {"cronExpression": "0 10 * * 1"})
+    t = await api_client.make_trigger(client, world.a, routine["id"], WEEKLY)
+    edited = await api_client.patch_trigger(client, world.a, t["id"], {"cronExpression": "0 10 * * 1"})
     assert edited["nextRunAt"] != t["nextRunAt"]
 
 
@@ -118,14 +102,16 @@ async def test_pausing_parks_every_schedule_trigger_and_resuming_recomputes_from
     client: Client, world: World, db: asyncpg.Connection, routine: dict[str, Any]
 ) -> None:
     """No burst of missed slots after a resume."""
-    await make_trigger(client, world.a, routine["id"], WEEKLY)
-    await make_trigger(client, world.a, routine["id"], {"kind": "schedule", "cronExpression": "*/5 * * * *"})
-    await patch_routine(client, world.a, routine["id"], {"status": "paused"})
-    detail = await routine_detail(client, world.a, routine["id"])
+    await api_client.make_trigger(client, world.a, routine["id"], WEEKLY)
+    await api_client.make_trigger(
+        client, world.a, routine["id"], {"kind": "schedule", "cronExpression": "*/5 * * * *"}
+    )
+    await api_client.patch_routine(client, world.a, routine["id"], {"status": "paused"})
+    detail = await api_client.routine_detail(client, world.a, routine["id"])
     assert all(x["nextRunAt"] is None for x in detail["triggers"])
     await db.execute("UPDATE routine_triggers SET next_run_at = NULL")
-    await patch_routine(client, world.a, routine["id"], {"status": "active"})
-    detail = await routine_detail(client, world.a, routine["id"])
+    await api_client.patch_routine(client, world.a, routine["id"], {"status": "active"})
+    detail = await api_client.routine_detail(client, world.a, routine["id"])
     now = await db.fetchval("SELECT now()")
     for x in detail["triggers"]:
         assert x["nextRunAt"] is not None
@@ -135,7 +121,7 @@ async def test_pausing_parks_every_schedule_trigger_and_resuming_recomputes_from
 async def test_a_webhook_trigger_is_bearer_signed_with_a_public_url_and_a_secret(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], {"kind": "webhook"})
+    t = await api_client.make_trigger(client, world.a, routine["id"], {"kind": "webhook"})
     assert t["signingMode"] == "bearer"
     assert t["replayWindowSec"] == 300
     assert len(t["publicId"]) == 24
@@ -146,8 +132,8 @@ async def test_a_webhook_trigger_is_bearer_signed_with_a_public_url_and_a_secret
 async def test_a_webhook_secret_is_shown_once_and_stored_encrypted(
     client: Client, world: World, db: asyncpg.Connection, routine: dict[str, Any]
 ) -> None:
-    secret = (await make_trigger(client, world.a, routine["id"], {"kind": "webhook"}))["secret"]
-    detail = await routine_detail(client, world.a, routine["id"])
+    secret = (await api_client.make_trigger(client, world.a, routine["id"], {"kind": "webhook"}))["secret"]
+    detail = await api_client.routine_detail(client, world.a, routine["id"])
     assert "secret" not in detail["triggers"][0]
     dumped = await db.fetchval("SELECT string_agg(encode(ciphertext, 'escape'), '') FROM webhook_secrets")
     assert secret not in dumped
@@ -164,13 +150,13 @@ async def test_a_webhook_secret_is_shown_once_and_stored_encrypted(
 async def test_invalid_webhook_triggers_are_400(
     client: Client, world: World, routine: dict[str, Any], fields: dict[str, Any]
 ) -> None:
-    await make_trigger(client, world.a, routine["id"], {"kind": "webhook", **fields}, 400)
+    await api_client.make_trigger(client, world.a, routine["id"], {"kind": "webhook", **fields}, 400)
 
 
 async def test_rotating_a_secret_without_grace_replaces_it(
     client: Client, world: World, db: asyncpg.Connection, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], {"kind": "webhook"})
+    t = await api_client.make_trigger(client, world.a, routine["id"], {"kind": "webhook"})
     rotated = await call(
         client, "POST", f"/api/routine-triggers/{t['id']}/rotate-secret", world.a.board, {}, 200
     )
@@ -182,7 +168,7 @@ async def test_rotating_a_secret_without_grace_replaces_it(
 async def test_rotating_a_secret_with_grace_keeps_the_previous_one_until_a_time(
     client: Client, world: World, db: asyncpg.Connection, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], {"kind": "webhook"})
+    t = await api_client.make_trigger(client, world.a, routine["id"], {"kind": "webhook"})
     rotate = f"/api/routine-triggers/{t['id']}/rotate-secret"
     await call(client, "POST", rotate, world.a.board, {}, 200)
     graced = await call(client, "POST", rotate, world.a.board, {"graceSec": 60}, 200)
@@ -194,7 +180,7 @@ async def test_rotating_a_secret_with_grace_keeps_the_previous_one_until_a_time(
 async def test_only_webhook_triggers_have_a_secret_to_rotate(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    api_trigger = await make_trigger(client, world.a, routine["id"], {"kind": "api"})
+    api_trigger = await api_client.make_trigger(client, world.a, routine["id"], {"kind": "api"})
     await call(
         client, "POST", f"/api/routine-triggers/{api_trigger['id']}/rotate-secret", world.a.board, {}, 422
     )
@@ -203,11 +189,11 @@ async def test_only_webhook_triggers_have_a_secret_to_rotate(
 async def test_deleting_a_trigger_keeps_its_runs(
     client: Client, world: World, routine: dict[str, Any]
 ) -> None:
-    t = await make_trigger(client, world.a, routine["id"], {"kind": "api"})
-    run = await run_routine(client, world.a, routine["id"], {"triggerId": t["id"]})
+    t = await api_client.make_trigger(client, world.a, routine["id"], {"kind": "api"})
+    run = await api_client.run_routine(client, world.a, routine["id"], {"triggerId": t["id"]})
     assert run["triggerId"] == t["id"]
     await call(client, "DELETE", f"/api/routine-triggers/{t['id']}", world.a.board, status=204)
-    runs = await routine_runs(client, world.a, routine["id"])
+    runs = await api_client.routine_runs(client, world.a, routine["id"])
     assert [(x["id"], x["triggerId"]) for x in runs] == [(run["id"], None)]
     await call(client, "DELETE", f"/api/routine-triggers/{t['id']}", world.a.board, status=404)
 
@@ -219,7 +205,7 @@ async def test_resuming_recomputes_next_run_from_now_not_from_the_past(
     """A trigger that last ran (and was due) a day ago is paused for real and resumed: its next
     run is the next minute after *now*, not a slot from the past (which would burst catch-up)."""
     r = routine
-    t = await make_trigger(
+    t = await api_client.make_trigger(
         client, world.a, r["id"], {"kind": "schedule", "cronExpression": "* * * * *", "timezone": "UTC"}
     )
     await db.execute(

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant, make_trigger
+from tests.integration import api_client
+from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
 from tests.support import Stack
 
 
@@ -36,15 +37,15 @@ async def test_the_routine_quota_counts_the_companys_unarchived_routines(
     err = await call(client, "POST", f"/api/companies/{a.company_id}/routines", a.board, body, 422)
     assert "quota" in err["error"] and err["details"] == {"quota": "routinesPerCompany", "limit": 2}
     await make_routine(client, world.b)  # per company
-    await call(client, "PATCH", f"/api/routines/{r1['id']}", a.board, {"status": "archived"}, 200)
+    await api_client.patch_routine(client, a, r1["id"], {"status": "archived"})
     await make_routine(client, a)
 
 
 async def test_the_trigger_quota_is_per_routine(client: Client, world: World) -> None:
     r = await make_routine(client, world.a)
     for _ in range(2):
-        await make_trigger(client, world.a, r["id"], {"kind": "webhook"})
-    err = await make_trigger(client, world.a, r["id"], {"kind": "api"}, 422)
+        await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
+    err = await api_client.make_trigger(client, world.a, r["id"], {"kind": "api"}, 422)
     assert err["details"] == {"quota": "triggersPerRoutine", "limit": 2}
 
 
@@ -53,11 +54,11 @@ async def test_the_webhook_trigger_quota_counts_the_companys_webhook_triggers(
 ) -> None:
     first, second = [(await make_routine(client, world.a))["id"] for _ in range(2)]
     for _ in range(2):
-        await make_trigger(client, world.a, first, {"kind": "webhook"})
-    await make_trigger(client, world.a, second, {"kind": "webhook"})
-    err = await make_trigger(client, world.a, second, {"kind": "webhook"}, 422)
+        await api_client.make_trigger(client, world.a, first, {"kind": "webhook"})
+    await api_client.make_trigger(client, world.a, second, {"kind": "webhook"})
+    err = await api_client.make_trigger(client, world.a, second, {"kind": "webhook"}, 422)
     assert err["details"] == {"quota": "webhookTriggersPerCompany", "limit": 3}
-    await make_trigger(client, world.a, second, {"kind": "api"})
+    await api_client.make_trigger(client, world.a, second, {"kind": "api"})
 
 
 @pytest.mark.parametrize(
