@@ -14,6 +14,7 @@ import pytest
 from shared.db import init_connection
 from shared.devservers import NatsServer, PostgresServer
 from shared.migrate import migrate
+from tests.databases import DbFactory, execute_on_server
 from tests.support import Stack, stop_all_processes
 
 TEMPLATE_DB = "routines_template"
@@ -33,11 +34,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
     server.start()
 
     async def make_template() -> None:
-        conn = await asyncpg.connect(server.dsn)
-        try:
-            await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-        finally:
-            await conn.close()
+        await execute_on_server(server, f"CREATE DATABASE {TEMPLATE_DB}")
         await migrate(server.dsn_for(TEMPLATE_DB))
 
     asyncio.run(make_template())
@@ -46,24 +43,35 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 
 
 @pytest.fixture
-async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+async def db_factory(postgres_server: PostgresServer) -> AsyncIterator[DbFactory]:
+    """Makes databases on the session's server and drops them when the test ends (the model is
+    procrastinate's tests/conftest.py): `await db_factory()` is a fresh, migrated database (a clone
+    of the template); `await db_factory(prefix="empty_", template=None)` an empty one. Returns its URL."""
+    made: list[str] = []
+
+    async def make(prefix: str = "t_", template: str | None = TEMPLATE_DB) -> str:
+        if not postgres_server.running:
+            postgres_server.start()
+        name = prefix + uuid.uuid4().hex[:16]
+        clone = f" TEMPLATE {template}" if template else ""
+        await execute_on_server(postgres_server, f"CREATE DATABASE {name}{clone}")
+        made.append(name)
+        return postgres_server.dsn_for(name)
+
+    yield make
+    if not made:
+        return
+    if not postgres_server.running:
+        postgres_server.start()
+    await execute_on_server(
+        postgres_server, *(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)" for name in made)
+    )
+
+
+@pytest.fixture
+async def database_url(db_factory: DbFactory) -> str:
     """A fresh, migrated database for this test."""
-    if not postgres_server.running:
-        postgres_server.start()
-    name = "t_" + uuid.uuid4().hex[:16]
-    conn = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
-    finally:
-        await conn.close()
-    yield postgres_server.dsn_for(name)
-    if not postgres_server.running:
-        postgres_server.start()
-    conn = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    return await db_factory()
 
 
 @pytest.fixture

@@ -91,3 +91,46 @@ async def make_routine(
     return await call(
         client, "POST", f"/api/companies/{tenant.company_id}/routines", token or tenant.board, body, 201
     )
+
+
+async def make_trigger(
+    client: Client, tenant: Tenant, routine_id: str, body: dict[str, Any], status: int = 201
+) -> Any:
+    return await call(client, "POST", f"/api/routines/{routine_id}/triggers", tenant.board, body, status)
+
+
+async def patch_trigger(
+    client: Client, tenant: Tenant, trigger_id: str, body: dict[str, Any], status: int = 200
+) -> Any:
+    return await call(client, "PATCH", f"/api/routine-triggers/{trigger_id}", tenant.board, body, status)
+
+
+async def patch_routine(
+    client: Client, tenant: Tenant, routine_id: str, body: dict[str, Any], status: int = 200
+) -> Any:
+    return await call(client, "PATCH", f"/api/routines/{routine_id}", tenant.board, body, status)
+
+
+async def run_routine(
+    client: Client, tenant: Tenant, routine_id: str, body: dict[str, Any] | None = None, status: int = 202
+) -> Any:
+    return await call(client, "POST", f"/api/routines/{routine_id}/run", tenant.board, body or {}, status)
+
+
+async def routine_detail(client: Client, tenant: Tenant, routine_id: str) -> Any:
+    return await call(client, "GET", f"/api/routines/{routine_id}", tenant.board, status=200)
+
+
+async def routine_runs(client: Client, tenant: Tenant, routine_id: str, query: str = "") -> Any:
+    return await call(client, "GET", f"/api/routines/{routine_id}/runs{query}", tenant.board, status=200)
+
+
+async def make_routine_under_goal_and_parent(
+    client: Client, tenant: Tenant, goal_title: str, parent_title: str, **fields: Any
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A routine under a new goal and a new parent issue of its company: (routine, goal, parent)."""
+    companies = f"/api/companies/{tenant.company_id}"
+    goal = await call(client, "POST", f"{companies}/goals", tenant.board, {"title": goal_title}, 201)
+    parent = await call(client, "POST", f"{companies}/issues", tenant.board, {"title": parent_title}, 201)
+    routine = await make_routine(client, tenant, goalId=goal["id"], parentIssueId=parent["id"], **fields)
+    return routine, goal, parent

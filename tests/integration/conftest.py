@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from routines_scheduler.ticker import Scheduler
 from shared.settings import SchedulerSettings
-from tests.integration.api_client import Client, World, api_app, make_tenant
+from tests.integration.api_client import Client, World, api_app, make_routine, make_tenant
 from tests.support import Stack, service_connections
 
 
@@ -29,11 +29,24 @@ async def client(stack: Stack, api_settings: dict[str, Any]) -> AsyncIterator[Cl
 
 
 @pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[Client]:
+    """The API in this process, answering manual runs at once (no wait for their decision)."""
+    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=0))) as client:
+        yield client
+
+
+@pytest.fixture
 async def world(client: Client, admin_token: str) -> World:
     """Two tenants, A and B, made through the API (each module provides its `client`)."""
     return World(
         admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
     )
+
+
+@pytest.fixture
+async def routine(client: Client, world: World) -> dict[str, Any]:
+    """A routine of tenant A."""
+    return await make_routine(client, world.a)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -13,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from shared.http import Handler
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
 from tests.support import Stack, wait_until
 
@@ -23,7 +23,9 @@ def api_settings() -> dict[str, Any]:
     return {"manual_run_wait_sec": 0.2}
 
 
-async def test_routine_defaults_and_detail(client: Client, world: World) -> None:
+async def test_a_new_routine_has_a_trimmed_title_and_the_default_policies(
+    client: Client, world: World
+) -> None:
     r = await make_routine(client, world.a, title="  Weekly CEO briefing  ", description="status")
     assert r["title"] == "Weekly CEO briefing"
     assert (r["priority"], r["status"], r["concurrencyPolicy"], r["catchUpPolicy"]) == (
@@ -32,34 +34,30 @@ async def test_routine_defaults_and_detail(client: Client, world: World) -> None
         "coalesce_if_active",
         "skip_missed",
     )
-    detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
-    assert detail["triggers"] == []
-    listed = await call(
+
+
+async def test_a_new_routine_has_no_triggers(client: Client, world: World) -> None:
+    r = await make_routine(client, world.a)
+    assert (await api_client.routine_detail(client, world.a, r["id"]))["triggers"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "listed"),
+    [("status=active", True), ("status=paused", False), ("assigneeAgentId={other_agent_id}", False)],
+    ids=["active", "paused", "other-assignee"],
+)
+async def test_the_routine_list_filters_by_status_and_assignee(
+    client: Client, world: World, query: str, listed: bool
+) -> None:
+    r = await make_routine(client, world.a)
+    found = await call(
         client,
         "GET",
-        f"/api/companies/{world.a.company_id}/routines?status=active",
+        f"/api/companies/{world.a.company_id}/routines?{query.format(other_agent_id=world.a.other_agent_id)}",
         world.a.board,
         status=200,
     )
-    assert [x["id"] for x in listed] == [r["id"]]
-    assert (
-        await call(
-            client,
-            "GET",
-            f"/api/companies/{world.a.company_id}/routines?status=paused",
-            world.a.board,
-            status=200,
-        )
-        == []
-    )
-    by_agent = await call(
-        client,
-        "GET",
-        f"/api/companies/{world.a.company_id}/routines?assigneeAgentId={world.a.other_agent_id}",
-        world.a.board,
-        status=200,
-    )
-    assert by_agent == []
+    assert [x["id"] for x in found] == ([r["id"]] if listed else [])
 
 
 @pytest.mark.parametrize(
@@ -153,233 +151,14 @@ async def test_only_active_agents_can_be_assigned(client: Client, world: World) 
 
 async def test_archived_is_terminal(client: Client, world: World) -> None:
     r = await make_routine(client, world.a)
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "paused"}, 200)
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "archived"}, 200)
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "paused"})
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "archived"})
     for status in ("active", "paused", "archived"):
-        await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": status}, 409)
-    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 409)
+        await api_client.patch_routine(client, world.a, r["id"], {"status": status}, 409)
+    await api_client.run_routine(client, world.a, r["id"], {}, 409)
 
 
-async def test_schedule_trigger_lifecycle(client: Client, world: World, db: asyncpg.Connection) -> None:
-    r = await make_routine(client, world.a)
-    t = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {
-            "kind": "schedule",
-            "cronExpression": "0 9 * * 1",
-            "timezone": "Europe/Amsterdam",
-            "label": "weekly",
-        },
-        201,
-    )
-    assert t["nextRunAt"] is not None
-    assert t["timezone"] == "Europe/Amsterdam"
-    utc_default = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "schedule", "cronExpression": "*/5 * * * *"},
-        201,
-    )
-    assert utc_default["timezone"] == "UTC"
-    bad = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "schedule", "cronExpression": "61 * * * *"},
-        422,
-    )
-    assert "minute" in bad["error"] or "invalid" in bad["error"]
-    await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "schedule", "cronExpression": "0 9 * * *", "timezone": "Mars/Olympus"},
-        422,
-    )
-    await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "schedule", "cronExpression": "0 9 * * *", "label": "x" * 121},
-        400,
-    )
-    # Disable parks it; enable recomputes from now; changing the kind is refused.
-    off = await call(
-        client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"enabled": False}, 200
-    )
-    assert off["nextRunAt"] is None
-    on = await call(
-        client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"enabled": True}, 200
-    )
-    assert on["nextRunAt"] is not None
-    await call(client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"kind": "webhook"}, 400)
-    edited = await call(
-        client,
-        "PATCH",
-        f"/api/routine-triggers/{t['id']}",
-        world.a.board,
-        {"cronExpression": "0 10 * * 1"},
-        200,
-    )
-    assert edited["nextRunAt"] != on["nextRunAt"]
-    # Pause parks every schedule trigger; resume recomputes from now (no burst of missed slots).
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "paused"}, 200)
-    detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
-    assert all(x["nextRunAt"] is None for x in detail["triggers"])
-    await db.execute("UPDATE routine_triggers SET next_run_at = NULL")
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "active"}, 200)
-    detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
-    now = await db.fetchval("SELECT now()")
-    for x in detail["triggers"]:
-        assert x["nextRunAt"] is not None
-    assert await db.fetchval("SELECT count(*) FROM routine_triggers WHERE next_run_at < $1", now) == 0
-
-
-async def test_webhook_trigger_secret_shown_once_and_encrypted(
-    client: Client, world: World, db: asyncpg.Connection
-) -> None:
-    r = await make_routine(client, world.a)
-    t = await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )
-    assert t["signingMode"] == "bearer"
-    assert t["replayWindowSec"] == 300
-    assert len(t["publicId"]) == 24
-    assert t["webhookUrl"] == f"https://hooks.example.test/api/routine-triggers/public/{t['publicId']}/fire"
-    secret = t["secret"]
-    assert len(secret) > 40
-    detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
-    assert "secret" not in detail["triggers"][0]
-    dumped = await db.fetchval("SELECT string_agg(encode(ciphertext, 'escape'), '') FROM webhook_secrets")
-    assert secret not in dumped
-    assert secret.encode() not in b"".join(
-        r["ciphertext"] for r in await db.fetch("SELECT ciphertext FROM webhook_secrets")
-    )
-    for window in (29, 86401):
-        await call(
-            client,
-            "POST",
-            f"/api/routines/{r['id']}/triggers",
-            world.a.board,
-            {"kind": "webhook", "replayWindowSec": window},
-            400,
-        )
-    await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "webhook", "signingMode": "md5"},
-        400,
-    )
-    rotated = await call(
-        client, "POST", f"/api/routine-triggers/{t['id']}/rotate-secret", world.a.board, {}, 200
-    )
-    assert rotated["secret"] != secret
-    assert rotated["previousSecretValidUntil"] is None
-    assert (
-        await db.fetchval("SELECT count(*) FROM webhook_secrets WHERE trigger_id = $1", uuid.UUID(t["id"]))
-        == 1
-    )
-    graced = await call(
-        client, "POST", f"/api/routine-triggers/{t['id']}/rotate-secret", world.a.board, {"graceSec": 60}, 200
-    )
-    assert graced["previousSecretValidUntil"] is not None
-    assert (
-        await db.fetchval("SELECT count(*) FROM webhook_secrets WHERE trigger_id = $1", uuid.UUID(t["id"]))
-        == 2
-    )
-    await call(
-        client,
-        "POST",
-        f"/api/routine-triggers/{t['id']}/rotate-secret",
-        world.a.board,
-        {"graceSec": 86401},
-        400,
-    )
-    api_trigger = await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "api"}, 201
-    )
-    await call(
-        client, "POST", f"/api/routine-triggers/{api_trigger['id']}/rotate-secret", world.a.board, {}, 422
-    )
-
-
-async def test_deleting_a_trigger_keeps_its_runs(
-    client: Client, world: World, db: asyncpg.Connection
-) -> None:
-    r = await make_routine(client, world.a)
-    t = await call(client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "api"}, 201)
-    run = await call(
-        client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"triggerId": t["id"]}, 202
-    )
-    assert run["triggerId"] == t["id"]
-    await call(client, "DELETE", f"/api/routine-triggers/{t['id']}", world.a.board, status=204)
-    runs = await call(client, "GET", f"/api/routines/{r['id']}/runs", world.a.board, status=200)
-    assert [(x["id"], x["triggerId"]) for x in runs] == [(run["id"], None)]
-    await call(client, "DELETE", f"/api/routine-triggers/{t['id']}", world.a.board, status=404)
-
-
-async def test_manual_run_rules(client: Client, world: World) -> None:
-    r = await make_routine(client, world.a)
-    other = await make_routine(client, world.a)
-    t_other = await call(
-        client, "POST", f"/api/routines/{other['id']}/triggers", world.a.board, {"kind": "api"}, 201
-    )
-    await call(
-        client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"triggerId": t_other["id"]}, 403
-    )
-    t = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "api", "enabled": False},
-        201,
-    )
-    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"triggerId": t["id"]}, 409)
-    first = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/run",
-        world.a.board,
-        {"source": "api", "payload": {"x": 1}, "idempotencyKey": "k1"},
-        202,
-    )
-    # The same key with the same payload is the retry (a different payload is 422: DESIGN).
-    again = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/run",
-        world.a.board,
-        {"payload": {"x": 1}, "idempotencyKey": "k1"},
-        200,
-    )
-    assert again["id"] == first["id"]
-    assert first["source"] == "api"
-    assert first["payload"] == {"x": 1}
-    await call(
-        client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"idempotencyKey": "k" * 256}, 400
-    )
-    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"payload": [1, 2]}, 400)
-    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"source": "schedule"}, 400)
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "paused"}, 200)
-    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
-    runs = await call(client, "GET", f"/api/routines/{r['id']}/runs?limit=1", world.a.board, status=200)
-    assert len(runs) == 1
-    for bad in ("0", "501", "x"):
-        await call(client, "GET", f"/api/routines/{r['id']}/runs?limit={bad}", world.a.board, status=400)
-
-
-async def test_cron_preview(client: Client, world: World) -> None:
+async def test_cron_preview_shows_local_time_and_a_dst_shift(client: Client, world: World) -> None:
     got = await call(
         client,
         "POST",
@@ -397,129 +176,28 @@ async def test_cron_preview(client: Client, world: World) -> None:
     assert got["fires"][0]["local"] == "2027-03-28T03:00:00+02:00"
     assert got["fires"][0]["dst"]["kind"] == "shifted_out_of_gap"
     assert len(got["fires"]) == 2
+
+
+async def test_cron_preview_shows_five_fires_by_default(client: Client, world: World) -> None:
     default = await call(
         client, "POST", "/api/cron/preview", world.a.agent_key, {"cronExpression": "@hourly"}, 200
     )
     assert len(default["fires"]) == 5
-    await call(client, "POST", "/api/cron/preview", world.a.agent_key, {"cronExpression": "* * *"}, 422)
-    await call(
-        client,
-        "POST",
-        "/api/cron/preview",
-        world.a.agent_key,
-        {"cronExpression": "* * * * *", "timezone": "Nope/Nope"},
-        422,
-    )
-    await call(
-        client,
-        "POST",
-        "/api/cron/preview",
-        world.a.agent_key,
-        {"cronExpression": "* * * * *", "count": 101},
-        400,
-    )
 
 
-async def test_issues_and_run_completion(client: Client, world: World, db: asyncpg.Connection) -> None:
-    parent = await call(
-        client, "POST", f"/api/companies/{world.a.company_id}/issues", world.a.board, {"title": "Parent"}, 201
-    )
-    r = await make_routine(client, world.a, parentIssueId=parent["id"])
-    run = await call(
-        client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"payload": {"ctx": "hi"}}, 202
-    )
-    # No dispatcher here: decide it the way the dispatcher does.
-    from routines_dispatcher.decide import decide_runs
-
-    async with db.transaction():
-        await decide_runs(db, [uuid.UUID(run["id"])])
-    run = (await call(client, "GET", f"/api/routines/{r['id']}/runs", world.a.board, status=200))[0]
-    issue = await call(client, "GET", f"/api/issues/{run['linkedIssueId']}", world.a.agent_key, status=200)
-    assert (issue["parentIssueId"], issue["payload"], issue["originKind"], issue["originRunId"]) == (
-        parent["id"],
-        {"ctx": "hi"},
-        "routine_execution",
-        run["id"],
-    )
-    mine = await call(
-        client,
-        "GET",
-        f"/api/companies/{world.a.company_id}/issues?assigneeAgentId={world.a.agent_id}&status=todo&routineId={r['id']}",
-        world.a.agent_key,
-        status=200,
-    )
-    assert [i["id"] for i in mine] == [issue["id"]]
-    await call(
-        client, "PATCH", f"/api/issues/{issue['id']}", world.a.other_agent_key, {"status": "done"}, 403
-    )
-    await call(client, "PATCH", f"/api/issues/{issue['id']}", world.a.agent_key, {"status": "done"}, 200)
-    run = (await call(client, "GET", f"/api/routines/{r['id']}/runs", world.a.board, status=200))[0]
-    assert run["status"] == "completed"
-    assert run["completedAt"] is not None
-    run2 = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
-    async with db.transaction():
-        await decide_runs(db, [uuid.UUID(run2["id"])])
-    issue2 = (await call(client, "GET", f"/api/routines/{r['id']}/runs", world.a.board, status=200))[0][
-        "linkedIssueId"
-    ]
-    await call(client, "PATCH", f"/api/issues/{issue2}", world.a.board, {"status": "cancelled"}, 200)
-    failed = (await call(client, "GET", f"/api/routines/{r['id']}/runs", world.a.board, status=200))[0]
-    assert (failed["status"], failed["failureReason"]) == ("failed", "execution issue cancelled")
-    await call(
-        client, "GET", f"/api/companies/{world.a.company_id}/issues?status=open", world.a.board, status=400
-    )
-
-
-async def test_directory(client: Client, world: World) -> None:
-    me = await call(client, "GET", "/api/agents/me", world.a.agent_key, status=200)
-    assert me["id"] == world.a.agent_id
-    await call(client, "GET", "/api/agents/me", world.a.board, status=403)
-    companies = await call(client, "GET", "/api/companies", world.a.board, status=200)
-    assert [c["id"] for c in companies] == [world.a.company_id]
-    assert len(await call(client, "GET", "/api/companies", world.admin, status=200)) == 2
-    goal = await call(
-        client, "POST", f"/api/companies/{world.a.company_id}/goals", world.a.board, {"title": "Grow"}, 201
-    )
-    assert [
-        g["id"]
-        for g in await call(
-            client, "GET", f"/api/companies/{world.a.company_id}/goals", world.a.agent_key, status=200
-        )
-    ] == [goal["id"]]
-    assert (
-        len(
-            await call(
-                client, "GET", f"/api/companies/{world.a.company_id}/projects", world.a.agent_key, status=200
-            )
-        )
-        == 1
-    )
-    assert (
-        len(
-            await call(
-                client, "GET", f"/api/companies/{world.a.company_id}/agents", world.a.agent_key, status=200
-            )
-        )
-        == 2
-    )
-    # A board member mints another board token; it works.
-    token = (
-        await call(
-            client,
-            "POST",
-            f"/api/companies/{world.a.company_id}/board-tokens",
-            world.a.board,
-            {"name": "2"},
-            201,
-        )
-    )["token"]
-    await call(client, "GET", f"/api/companies/{world.a.company_id}/agents", token, status=200)
-    terminated = await call(
-        client, "PATCH", f"/api/agents/{world.a.other_agent_id}", world.a.board, {"status": "terminated"}, 200
-    )
-    assert terminated["status"] == "terminated"
-    await call(client, "GET", "/api/agents/me", world.a.other_agent_key, status=401)
-    await call(client, "PATCH", f"/api/agents/{world.a.agent_id}", world.a.board, {"status": "sleeping"}, 400)
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"cronExpression": "* * *"}, 422),
+        ({"cronExpression": "* * * * *", "timezone": "Nope/Nope"}, 422),
+        ({"cronExpression": "* * * * *", "count": 101}, 400),
+    ],
+    ids=["short-expression", "unknown-timezone", "too-many-fires"],
+)
+async def test_invalid_cron_previews_are_refused(
+    client: Client, world: World, body: dict[str, Any], status: int
+) -> None:
+    await call(client, "POST", "/api/cron/preview", world.a.agent_key, body, status)
 
 
 async def test_authentication_errors(client: Client, world: World) -> None:
@@ -614,7 +292,7 @@ async def test_coalesced_fires_with_large_payloads_keep_the_issue_list_small(
     from routines_dispatcher.decide import decide_runs
 
     r = await make_routine(client, world.a)
-    first = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    first = await api_client.run_routine(client, world.a, r["id"], {})
     async with db.transaction():
         await decide_runs(db, [uuid.UUID(first["id"])])
     big = {"blob": "x" * 60_000}
@@ -673,88 +351,6 @@ async def test_migration_turns_stored_payload_copies_into_references(
         {k: v for k, v in fire.items() if k != "payload"} | {"payloadBytes": len(json.dumps(fire["payload"]))}
         for fire in old
     ]
-
-
-async def test_terminated_agent_does_not_regain_its_key_when_reactivated(
-    client: Client, world: World
-) -> None:
-    """Termination revokes the agent's keys permanently; re-activation needs a new key."""
-    agent = f"/api/agents/{world.a.other_agent_id}"
-    await call(client, "PATCH", agent, world.a.board, {"status": "terminated"}, 200)
-    await call(client, "GET", "/api/agents/me", world.a.other_agent_key, status=401)
-    await call(client, "PATCH", agent, world.a.board, {"status": "active"}, 200)
-    await call(client, "GET", "/api/agents/me", world.a.other_agent_key, status=401)
-    await call(client, "PATCH", agent, world.a.board, {"status": "terminated"}, 200)
-    await call(client, "POST", f"{agent}/rotate-key", world.a.board, None, 409)
-    await call(client, "PATCH", agent, world.a.board, {"status": "active"}, 200)
-    fresh = await call(client, "POST", f"{agent}/rotate-key", world.a.board, None, 200)
-    assert fresh["agent"]["id"] == world.a.other_agent_id
-    me = await call(client, "GET", "/api/agents/me", fresh["apiKey"], status=200)
-    assert me["id"] == world.a.other_agent_id
-
-
-async def test_agent_key_rotation_invalidates_the_old_key_at_once(client: Client, world: World) -> None:
-    rotated = await call(
-        client, "POST", f"/api/agents/{world.a.agent_id}/rotate-key", world.a.board, None, 200
-    )
-    assert rotated["apiKey"].startswith("rtk_") and rotated["apiKey"] != world.a.agent_key
-    await call(client, "GET", "/api/agents/me", world.a.agent_key, status=401)
-    # An agent may rotate its own key (a leaked key); the key it used stops working.
-    own = await call(
-        client, "POST", f"/api/agents/{world.a.agent_id}/rotate-key", rotated["apiKey"], None, 200
-    )
-    await call(client, "GET", "/api/agents/me", rotated["apiKey"], status=401)
-    await call(client, "GET", "/api/agents/me", own["apiKey"], status=200)
-    # ... but not another agent's.
-    await call(client, "POST", f"/api/agents/{world.a.other_agent_id}/rotate-key", own["apiKey"], None, 403)
-
-
-async def test_board_and_instance_tokens_are_listed_without_secrets_and_revoked_at_once(
-    client: Client, world: World, database_url: str
-) -> None:
-    from shared.bootstrap import create_instance_admin_token
-
-    second = await call(
-        client,
-        "POST",
-        f"/api/companies/{world.a.company_id}/board-tokens",
-        world.a.board,
-        {"name": "ci"},
-        201,
-    )
-    await call(client, "GET", f"/api/companies/{world.a.company_id}/agents", second["token"], status=200)
-    resp = await client.get(
-        f"/api/companies/{world.a.company_id}/board-tokens",
-        headers={"Authorization": f"Bearer {world.a.board}"},
-    )
-    text = await resp.text()
-    assert resp.status == 200
-    assert second["token"] not in text and world.a.board not in text
-    listed = json.loads(text)
-    assert {t["name"] for t in listed} == {"ops", "ci"}
-    assert all(set(t) == {"id", "kind", "name", "companyId", "createdAt", "revokedAt"} for t in listed)
-    revoked = await call(client, "POST", f"/api/board-tokens/{second['id']}/revoke", world.a.board, None, 200)
-    assert revoked["revokedAt"] is not None
-    await call(client, "GET", f"/api/companies/{world.a.company_id}/agents", second["token"], status=401)
-    again = await call(client, "POST", f"/api/board-tokens/{second['id']}/revoke", world.a.board, None, 200)
-    assert again["revokedAt"] == revoked["revokedAt"]
-    # Instance tokens: only the instance admin lists and revokes them.
-    spare = await create_instance_admin_token(database_url, "spare")
-    await call(client, "GET", "/api/companies", spare, status=200)
-    tokens = await call(client, "GET", "/api/instance-tokens", world.admin, status=200)
-    assert spare not in json.dumps(tokens)
-    (spare_id,) = [t["id"] for t in tokens if t["name"] == "spare"]
-    await call(client, "POST", f"/api/instance-tokens/{spare_id}/revoke", world.a.board, None, 403)
-    await call(client, "POST", f"/api/instance-tokens/{spare_id}/revoke", world.admin, None, 200)
-    await call(client, "GET", "/api/companies", spare, status=401)
-    # The last working instance token is kept: revoking it would lock everyone out.
-    (own_id,) = [t["id"] for t in tokens if t["revokedAt"] is None and t["name"] != "spare"]
-    await call(client, "POST", f"/api/instance-tokens/{own_id}/revoke", world.admin, None, 409)
-    await call(client, "GET", "/api/companies", world.admin, status=200)
-    await call(client, "POST", f"/api/instance-tokens/{uuid.uuid4()}/revoke", world.admin, None, 404)
-    # A board token id is not an instance token id, and vice versa.
-    await call(client, "POST", f"/api/instance-tokens/{second['id']}/revoke", world.admin, None, 404)
-    await call(client, "POST", f"/api/board-tokens/{spare_id}/revoke", world.admin, None, 404)
 
 
 async def test_slow_request_bodies_do_not_exhaust_the_database_pool(
@@ -868,14 +464,14 @@ async def test_request_bodies_are_validated_strictly(client: Client, world: Worl
         err = await call(client, "POST", triggers, world.a.board, body, 400)
         assert err["details"], body
     t = await call(client, "POST", triggers, world.a.board, {"kind": "api"}, 201)
-    await call(client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"enabled": "false"}, 400)
-    await call(client, "PATCH", f"/api/routine-triggers/{t['id']}", world.a.board, {"enabled": 1}, 400)
+    await api_client.patch_trigger(client, world.a, t["id"], {"enabled": "false"}, 400)
+    await api_client.patch_trigger(client, world.a, t["id"], {"enabled": 1}, 400)
     await call(
         client, "POST", "/api/cron/preview", world.a.board, {"cronExpression": "@daily", "count": "5"}, 400
     )
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"title": ["x"]}, 400)
+    await api_client.patch_routine(client, world.a, r["id"], {"title": ["x"]}, 400)
     # Strings that *are* the type's JSON form still work: UUIDs and timestamps.
-    await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"triggerId": t["id"]}, 202)
+    await api_client.run_routine(client, world.a, r["id"], {"triggerId": t["id"]})
     await call(
         client,
         "POST",
@@ -946,77 +542,6 @@ async def test_no_server_banner(client: Client, world: World) -> None:
         assert "aiohttp" not in server and "Python" not in server, (path, server)
 
 
-async def test_per_company_quotas(stack: Stack, admin_token: str) -> None:
-    """Configurable quotas bound what one company can create (422 naming the quota); archived
-    routines and revoked tokens do not count; another company is unaffected."""
-    app = api_app(
-        stack,
-        quota_routines_per_company=2,
-        quota_triggers_per_routine=2,
-        quota_webhook_triggers_per_company=3,
-        quota_agents_per_company=3,
-        quota_board_tokens_per_company=2,
-        quota_projects_per_company=2,
-        quota_goals_per_company=1,
-    )
-    async with TestClient(TestServer(app)) as client:
-        a = await make_tenant(client, admin_token, "A")
-        b = await make_tenant(client, admin_token, "B")
-        cid = a.company_id
-        r1 = await make_routine(client, a)
-        r2 = await make_routine(client, a)
-        body = {"title": "t", "assigneeAgentId": a.agent_id, "projectId": a.project_id}
-        err = await call(client, "POST", f"/api/companies/{cid}/routines", a.board, body, 422)
-        assert "quota" in err["error"] and err["details"] == {"quota": "routinesPerCompany", "limit": 2}
-        await make_routine(client, b)  # per company
-        await call(client, "PATCH", f"/api/routines/{r1['id']}", a.board, {"status": "archived"}, 200)
-        r3 = await make_routine(client, a)
-        triggers = f"/api/routines/{r3['id']}/triggers"
-        await call(client, "POST", triggers, a.board, {"kind": "webhook"}, 201)
-        await call(client, "POST", triggers, a.board, {"kind": "webhook"}, 201)
-        err = await call(client, "POST", triggers, a.board, {"kind": "api"}, 422)
-        assert err["details"] == {"quota": "triggersPerRoutine", "limit": 2}
-        other = f"/api/routines/{r2['id']}/triggers"
-        await call(client, "POST", other, a.board, {"kind": "webhook"}, 201)
-        err = await call(client, "POST", other, a.board, {"kind": "webhook"}, 422)
-        assert err["details"] == {"quota": "webhookTriggersPerCompany", "limit": 3}
-        await call(client, "POST", other, a.board, {"kind": "api"}, 201)
-        # Agents (two made by make_tenant), board tokens, projects, goals.
-        await call(client, "POST", f"/api/companies/{cid}/agents", a.board, {"name": "3"}, 201)
-        err = await call(client, "POST", f"/api/companies/{cid}/agents", a.board, {"name": "4"}, 422)
-        assert err["details"] == {"quota": "agentsPerCompany", "limit": 3}
-        extra = await call(client, "POST", f"/api/companies/{cid}/board-tokens", a.board, {"name": "2"}, 201)
-        err = await call(client, "POST", f"/api/companies/{cid}/board-tokens", a.board, {"name": "3"}, 422)
-        assert err["details"] == {"quota": "boardTokensPerCompany", "limit": 2}
-        await call(client, "POST", f"/api/board-tokens/{extra['id']}/revoke", a.board, None, 200)
-        await call(client, "POST", f"/api/companies/{cid}/board-tokens", a.board, {"name": "3"}, 201)
-        await call(client, "POST", f"/api/companies/{cid}/projects", a.board, {"name": "p2"}, 201)
-        await call(client, "POST", f"/api/companies/{cid}/projects", a.board, {"name": "p3"}, 422)
-        await call(client, "POST", f"/api/companies/{cid}/goals", a.board, {"title": "g1"}, 201)
-        await call(client, "POST", f"/api/companies/{cid}/goals", a.board, {"title": "g2"}, 422)
-        await call(client, "POST", f"/api/companies/{b.company_id}/goals", b.board, {"title": "g1"}, 201)
-
-
-async def test_quota_holds_under_concurrent_creates(stack: Stack, admin_token: str) -> None:
-    """Twenty simultaneous creates against a quota of 5: exactly 5 succeed (the count and the
-    insert are serialised per company)."""
-    import asyncio
-
-    async with TestClient(TestServer(api_app(stack, quota_goals_per_company=5))) as client:
-        a = await make_tenant(client, admin_token, "A")
-        answers = await asyncio.gather(
-            *(
-                client.post(
-                    f"/api/companies/{a.company_id}/goals",
-                    json={"title": f"g{n}"},
-                    headers={"Authorization": f"Bearer {a.board}"},
-                )
-                for n in range(20)
-            )
-        )
-        assert sorted(r.status for r in answers) == [201] * 5 + [422] * 15
-
-
 def _hostile_bodies() -> list[tuple[str, bytes]]:
     """JSON (and not-quite-JSON) that has broken parsers and encoders elsewhere."""
 
@@ -1056,9 +581,7 @@ async def test_hostile_json_bodies_never_get_a_5xx(
     """Every body-taking endpoint, every hostile body: a 4xx in the JSON error shape or a success,
     never a 5xx; and nothing stored holds a non-finite number or nesting past the cap."""
     r = await make_routine(client, world.a)
-    t = await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )
+    t = await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
     endpoints = [
         ("POST", f"/api/companies/{world.a.company_id}/routines"),
         ("PATCH", f"/api/routines/{r['id']}"),
@@ -1088,90 +611,3 @@ async def test_hostile_json_bodies_never_get_a_5xx(
     assert not await db.fetchval(
         "SELECT count(*) FROM routine_runs WHERE payload::text ~* 'infinity|nan' OR jsonb_typeof(payload) <> 'object'"
     )
-
-
-@pytest.mark.parametrize("how", ["pause and resume the routine", "disable and enable the trigger"])
-async def test_resuming_recomputes_next_run_from_now_not_from_the_past(
-    client: Client, world: World, db: asyncpg.Connection, how: str
-) -> None:
-    """A trigger that last ran (and was due) a day ago is paused for real and resumed: its next
-    run is the next minute after *now*, not a slot from the past (which would burst catch-up)."""
-    r = await make_routine(client, world.a)
-    t = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "schedule", "cronExpression": "* * * * *", "timezone": "UTC"},
-        201,
-    )
-    await db.execute(
-        "UPDATE routine_triggers SET next_run_at = now() - interval '1 day',"
-        " last_fired_at = now() - interval '1 day' - interval '1 minute' WHERE id = $1",
-        uuid.UUID(t["id"]),
-    )
-    off: tuple[str, dict[str, object]]
-    on: tuple[str, dict[str, object]]
-    if how.startswith("pause"):
-        off, on = (
-            (f"/api/routines/{r['id']}", {"status": "paused"}),
-            (f"/api/routines/{r['id']}", {"status": "active"}),
-        )
-    else:
-        path = f"/api/routine-triggers/{t['id']}"
-        off, on = (path, {"enabled": False}), (path, {"enabled": True})
-    await call(client, "PATCH", off[0], world.a.board, off[1], 200)
-    assert (
-        await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", uuid.UUID(t["id"]))
-        is None
-    )
-    before = await db.fetchval("SELECT now()")
-    await call(client, "PATCH", on[0], world.a.board, on[1], 200)
-    after = await db.fetchval("SELECT now()")
-    next_at = await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", uuid.UUID(t["id"]))
-    assert before < next_at <= after + timedelta(minutes=1)
-    assert next_at.second == 0 and next_at.microsecond == 0
-
-
-async def test_execution_issue_carries_every_field_of_its_routine(
-    client: Client, world: World, db: asyncpg.Connection
-) -> None:
-    """Title, description, priority, project, goal, parent issue and assignee come from the routine;
-    status todo; origin routine_execution with the routine and run ids; the run's payload."""
-    from routines_dispatcher.decide import decide_runs
-
-    a = world.a
-    goal = await call(client, "POST", f"/api/companies/{a.company_id}/goals", a.board, {"title": "G"}, 201)
-    parent = await call(client, "POST", f"/api/companies/{a.company_id}/issues", a.board, {"title": "P"}, 201)
-    r = await make_routine(
-        client,
-        a,
-        title="Weekly review",
-        description="look at everything",
-        priority="high",
-        goalId=goal["id"],
-        parentIssueId=parent["id"],
-    )
-    run = await call(client, "POST", f"/api/routines/{r['id']}/run", a.board, {"payload": {"week": 48}}, 202)
-    async with db.transaction():
-        await decide_runs(db, [uuid.UUID(run["id"])])
-    run = await call(client, "GET", f"/api/runs/{run['id']}", a.board, status=200)
-    issue = await call(client, "GET", f"/api/issues/{run['linkedIssueId']}", a.agent_key, status=200)
-    expected = {
-        "title": "Weekly review",
-        "description": "look at everything",
-        "priority": "high",
-        "status": "todo",
-        "projectId": a.project_id,
-        "goalId": goal["id"],
-        "parentIssueId": parent["id"],
-        "assigneeAgentId": a.agent_id,
-        "companyId": a.company_id,
-        "originKind": "routine_execution",
-        "originId": r["id"],
-        "originRunId": run["id"],
-        "payload": {"week": 48},
-        "coalescedFireCount": 0,
-        "coalescedFires": [],
-    }
-    assert {k: issue[k] for k in expected} == expected

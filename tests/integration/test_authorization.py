@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from shared.http import SETTINGS_KEY
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
 from tests.support import Stack
 
@@ -37,9 +38,7 @@ async def _routine(client: Client, world: World) -> dict[str, Any]:
 
 async def _trigger(client: Client, world: World) -> dict[str, Any]:
     r = await _routine(client, world)
-    return await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )
+    return await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
 
 
 async def _issue(client: Client, world: World) -> dict[str, Any]:
@@ -118,7 +117,7 @@ async def patch_issue(client: Client, world: World) -> Request:
 
 async def get_run(client: Client, world: World) -> Request:
     r = await _routine(client, world)
-    created = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    created = await api_client.run_routine(client, world.a, r["id"], {})
     return "GET", f"/api/runs/{created['id']}", None
 
 
@@ -320,7 +319,7 @@ async def test_authorization_matrix(
 
 async def _run(client: Client, world: World) -> dict[str, Any]:
     r = await _routine(client, world)
-    return await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    return await api_client.run_routine(client, world.a, r["id"], {})
 
 
 async def replay_run(client: Client, world: World) -> Request:
@@ -333,13 +332,8 @@ async def routine_upcoming(client: Client, world: World) -> Request:
 
 async def backfill_dry_run(client: Client, world: World) -> Request:
     r = await _routine(client, world)
-    t = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "schedule", "cronExpression": "0 * * * *"},
-        201,
+    t = await api_client.make_trigger(
+        client, world.a, r["id"], {"kind": "schedule", "cronExpression": "0 * * * *"}
     )
     body = {"triggerId": t["id"], "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
     return "POST", f"/api/routines/{r['id']}/backfill", body

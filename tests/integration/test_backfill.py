@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from routines_dispatcher.worker import Dispatcher
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, decided, dispatcher
 
@@ -22,13 +23,11 @@ SLOTS = ["2026-03-27T01:00:00Z", "2026-03-28T01:00:00Z", "2026-03-29T01:00:00Z",
 
 async def _nightly(client: Client, world: World, **routine: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     r = await make_routine(client, world.a, **routine)
-    t = await call(
+    t = await api_client.make_trigger(
         client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
+        world.a,
+        r["id"],
         {"kind": "schedule", "cronExpression": "0 2 * * *", "timezone": "Europe/Amsterdam"},
-        201,
     )
     return r, t
 
@@ -101,13 +100,8 @@ async def test_two_concurrent_backfills_record_each_slot_once(
     client: Client, world: World, db: asyncpg.Connection
 ) -> None:
     r = await make_routine(client, world.a)
-    t = await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
-        {"kind": "schedule", "cronExpression": "*/15 * * * *", "timezone": "UTC"},
-        201,
+    t = await api_client.make_trigger(
+        client, world.a, r["id"], {"kind": "schedule", "cronExpression": "*/15 * * * *", "timezone": "UTC"}
     )
     window: dict[str, Any] = {"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T05:00:00Z"}  # 21 slots
     answers = await asyncio.gather(
@@ -126,9 +120,7 @@ async def test_two_concurrent_backfills_record_each_slot_once(
 async def test_backfill_input_errors_and_rights(client: Client, world: World) -> None:
     r, t = await _nightly(client, world)
     other, other_t = await _nightly(client, world)
-    hook = await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )
+    hook = await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
     ok = {"triggerId": t["id"], **WINDOW}
     for body, status in (
         ({**ok, "maxRuns": 101}, 422),  # over the hard limit (default 100)
@@ -147,6 +139,6 @@ async def test_backfill_input_errors_and_rights(client: Client, world: World) ->
         assert set(got) == {"error", "details"}, body
     await _backfill(client, world.a.other_agent_key, r["id"], 403, **ok)
     await _backfill(client, world.b.board, r["id"], 404, **ok)
-    await call(client, "PATCH", f"/api/routines/{other['id']}", world.a.board, {"status": "archived"}, 200)
+    await api_client.patch_routine(client, world.a, other["id"], {"status": "archived"})
     await _backfill(client, world.a.board, other["id"], 200, triggerId=other_t["id"], **WINDOW)
     await _backfill(client, world.a.board, other["id"], 409, triggerId=other_t["id"], dryRun=False, **WINDOW)

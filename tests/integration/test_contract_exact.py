@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from routines_dispatcher.worker import Dispatcher
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, dispatcher
 from tests.support import wait_until
@@ -21,23 +22,19 @@ async def test_execution_issue_takes_every_field_from_its_routine_and_run(
     client: Client, world: World, dispatcher: Dispatcher, db: asyncpg.Connection
 ) -> None:
     a = world.a
-    goal = await call(client, "POST", f"/api/companies/{a.company_id}/goals", a.board, {"title": "Grow"}, 201)
-    parent = await call(
-        client, "POST", f"/api/companies/{a.company_id}/issues", a.board, {"title": "Epic"}, 201
-    )
     # Every field differs from its default, so a field taken from anywhere else shows.
-    routine = await make_routine(
+    routine, goal, parent = await api_client.make_routine_under_goal_and_parent(
         client,
         a,
+        "Grow",
+        "Epic",
         title="Weekly CEO briefing",
         description="Summarise the week:\n- sales\n- hiring",
         priority="critical",
-        goalId=goal["id"],
-        parentIssueId=parent["id"],
         concurrencyPolicy="always_enqueue",
     )
     payload = {"context": "quarter close", "n": [1, 2.5, None, True], "nested": {"ü": "✓"}}
-    run = await call(client, "POST", f"/api/routines/{routine['id']}/run", a.board, {"payload": payload}, 202)
+    run = await api_client.run_routine(client, a, routine["id"], {"payload": payload})
 
     async def decided() -> dict[str, object] | None:
         runs = await call(client, "GET", f"/api/routines/{routine['id']}/runs", a.board, status=200)
@@ -136,13 +133,8 @@ async def test_resume_and_reenable_recompute_next_run_from_now(
     client: Client, world: World, db: asyncpg.Connection
 ) -> None:
     routine = await make_routine(client, world.a)
-    trigger = await call(
-        client,
-        "POST",
-        f"/api/routines/{routine['id']}/triggers",
-        world.a.board,
-        {"kind": "schedule", "cronExpression": "0 * * * *", "timezone": "UTC"},
-        201,
+    trigger = await api_client.make_trigger(
+        client, world.a, routine["id"], {"kind": "schedule", "cronExpression": "0 * * * *", "timezone": "UTC"}
     )
     stale = datetime.fromisoformat("2020-01-06T09:00:00+00:00")
 
@@ -166,13 +158,11 @@ async def test_resume_and_reenable_recompute_next_run_from_now(
         assert stored in {_next_hour(window[0]), _next_hour(window[1])}
 
     # Pause for real: the trigger is parked.
-    await call(client, "PATCH", f"/api/routines/{routine['id']}", world.a.board, {"status": "paused"}, 200)
+    await api_client.patch_routine(client, world.a, routine["id"], {"status": "paused"})
     assert await next_run() == (None, None)
     # A stale instant left behind (as a trigger paused long ago would have): resume must not use it.
     await db.execute("UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1", trigger["id"], stale)
-    window = await around(
-        call(client, "PATCH", f"/api/routines/{routine['id']}", world.a.board, {"status": "active"}, 200)
-    )
+    window = await around(api_client.patch_routine(client, world.a, routine["id"], {"status": "active"}))
     assert_from_now(await next_run(), window)
 
     # Disable, backdate, re-enable: recomputed from now again.

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 
 
@@ -21,13 +22,11 @@ async def test_single_value_range_previews_and_schedules_that_value(client: Clie
     )
     assert [f["utc"] for f in got["fires"]] == ["2026-11-30T09:00:00Z", "2026-12-01T09:00:00Z"]
     routine = await make_routine(client, world.a)
-    trigger = await call(
+    trigger = await api_client.make_trigger(
         client,
-        "POST",
-        f"/api/routines/{routine['id']}/triggers",
-        world.a.board,
+        world.a,
+        routine["id"],
         {"kind": "schedule", "cronExpression": "57-57 * * * *", "timezone": "UTC"},
-        201,
     )
     assert trigger["nextRunAt"].endswith(":57:00Z")
 
@@ -58,29 +57,20 @@ async def test_preview_and_schedule_triggers_say_the_schedule_in_words(client: C
     assert got["description"] == "At 02:30, Monday through Friday (Europe/Amsterdam)"
     assert got["fires"][0]["dst"] is None  # 2027-03-28 is a Sunday: the gap day does not match
     routine = await make_routine(client, world.a)
-    created = await call(
+    created = await api_client.make_trigger(
         client,
-        "POST",
-        f"/api/routines/{routine['id']}/triggers",
-        world.a.board,
+        world.a,
+        routine["id"],
         {"kind": "schedule", "cronExpression": "0 9 * * 1-5", "timezone": "Europe/Amsterdam"},
-        201,
     )
     assert created["description"] == "At 09:00, Monday through Friday (Europe/Amsterdam)"
-    updated = await call(
-        client,
-        "PATCH",
-        f"/api/routine-triggers/{created['id']}",
-        world.a.board,
-        {"cronExpression": "@hourly", "timezone": "UTC"},
-        200,
+    updated = await api_client.patch_trigger(
+        client, world.a, created["id"], {"cronExpression": "@hourly", "timezone": "UTC"}
     )
     assert updated["description"] == "Every hour (UTC)"
     detail = await call(client, "GET", f"/api/routines/{routine['id']}", world.a.board, status=200)
     assert [t["description"] for t in detail["triggers"]] == ["Every hour (UTC)"]
-    api = await call(
-        client, "POST", f"/api/routines/{routine['id']}/triggers", world.a.board, {"kind": "api"}, 201
-    )
+    api = await api_client.make_trigger(client, world.a, routine["id"], {"kind": "api"})
     assert api["description"] is None
 
 
@@ -124,11 +114,10 @@ async def test_host_dependent_and_unknown_zones_are_a_422(
     got = await _preview(client, world, 422, cronExpression="0 9 * * *", timezone=name)
     assert message in got["error"]
     routine = await make_routine(client, world.a)
-    refused = await call(
+    refused = await api_client.make_trigger(
         client,
-        "POST",
-        f"/api/routines/{routine['id']}/triggers",
-        world.a.board,
+        world.a,
+        routine["id"],
         {"kind": "schedule", "cronExpression": "0 9 * * *", "timezone": name},
         422,
     )

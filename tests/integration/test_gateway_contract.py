@@ -10,7 +10,7 @@ from openapi_schema_validator import OAS31Validator
 
 from routines_api.app import openapi_document
 from tests.integration.api_client import Client
-from tests.integration.test_gateway import api, gateway, make_hook  # noqa: F401 - fixtures
+from tests.integration.test_gateway import gateway, make_hook  # noqa: F401 - fixtures
 
 FIRE = "/api/routine-triggers/public/{publicId}/fire"
 
@@ -30,7 +30,7 @@ def _check(status: int, body: Any) -> None:
 
 
 async def test_accepted_and_retried_answers_match_the_document(
-    api: Client,  # noqa: F811
+    api: Client,
     gateway: Client,  # noqa: F811
     admin_token: str,
 ) -> None:
@@ -48,7 +48,7 @@ async def test_accepted_and_retried_answers_match_the_document(
 
 @pytest.mark.parametrize("status", [400, 401, 404, 413, 415])
 async def test_refusals_match_the_documented_error_shape(
-    api: Client,  # noqa: F811
+    api: Client,
     gateway: Client,  # noqa: F811
     admin_token: str,
     status: int,

@@ -15,6 +15,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from routines_dispatcher.worker import Dispatcher
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, decided, dispatcher, get_json
 from tests.support import Stack, wait_until
@@ -102,7 +103,7 @@ async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
         autoPauseAfter=2,
     )
     for _ in range(2):
-        run = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+        run = await api_client.run_routine(client, world.a, r["id"], {})
         assert (await decided(db, run["id"]))["status"] == "failed"
     await wait_until(lambda: asyncio.sleep(0, len(events.alerts) == 2))
     assert sorted(events.kinds()) == ["routine_auto_paused", "routine_failing"]
@@ -115,9 +116,7 @@ async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
         {"status": {"from": "active", "to": "paused"}},
     )
     assert revisions[0]["id"] == detail["revisionId"] and revisions[0]["snapshot"]["status"] == "paused"
-    resumed = await call(
-        client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "active"}, 200
-    )
+    resumed = await api_client.patch_routine(client, world.a, r["id"], {"status": "active"})
     assert resumed["pausedReason"] is None
 
 
@@ -132,18 +131,14 @@ async def test_stale_issue_is_cancelled_so_skip_if_active_fires_again(
         staleAction="cancel",
         failureAlertAfter=1,
     )
-    first = await decided(
-        db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
-    )
+    first = await decided(db, (await api_client.run_routine(client, world.a, r["id"], {}))["id"])
     await db.execute(
         "UPDATE issues SET created_at = created_at - interval '2 minutes' WHERE id = $1",
         first["linked_issue_id"],
     )
     health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
     assert health["openIssue"]["stale"] is True and health["openIssue"]["ageSec"] >= 120
-    second = await decided(
-        db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
-    )
+    second = await decided(db, (await api_client.run_routine(client, world.a, r["id"], {}))["id"])
     assert second["status"] == "issue_created"
     old = await db.fetchrow("SELECT status FROM issues WHERE id = $1", first["linked_issue_id"])
     assert old["status"] == "cancelled"
@@ -160,16 +155,12 @@ async def test_stale_issue_only_reported_by_default(
     client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher
 ) -> None:
     r = await make_routine(client, world.a, concurrencyPolicy="skip_if_active", staleAfterSec=60)
-    first = await decided(
-        db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
-    )
+    first = await decided(db, (await api_client.run_routine(client, world.a, r["id"], {}))["id"])
     await db.execute(
         "UPDATE issues SET created_at = created_at - interval '2 minutes' WHERE id = $1",
         first["linked_issue_id"],
     )
-    second = await decided(
-        db, (await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202))["id"]
-    )
+    second = await decided(db, (await api_client.run_routine(client, world.a, r["id"], {}))["id"])
     assert second["status"] == "skipped"
     health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
     assert (health["openIssue"]["stale"], health["staleAction"]) == (True, "report")
@@ -179,13 +170,11 @@ async def test_health_counts_slots_runs_lag_and_drops(
     client: Client, world: World, db: asyncpg.Connection
 ) -> None:
     r = await make_routine(client, world.a)
-    t = await call(
+    t = await api_client.make_trigger(
         client,
-        "POST",
-        f"/api/routines/{r['id']}/triggers",
-        world.a.board,
+        world.a,
+        r["id"],
         {"kind": "schedule", "cronExpression": "*/10 * * * *", "timezone": "UTC", "label": "ten"},
-        201,
     )
     now = await db.fetchval("SELECT now()")
     created = now - timedelta(hours=2)
@@ -244,18 +233,11 @@ async def test_health_settings_are_validated(client: Client, world: World) -> No
         {"staleAction": "close"},
     ):
         await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, body, 400)
-    got = await call(
-        client,
-        "PATCH",
-        f"/api/routines/{r['id']}",
-        world.a.board,
-        {"failureAlertAfter": 2, "staleAfterSec": 600},
-        200,
+    got = await api_client.patch_routine(
+        client, world.a, r["id"], {"failureAlertAfter": 2, "staleAfterSec": 600}
     )
     assert (got["failureAlertAfter"], got["staleAfterSec"], got["staleAction"]) == (2, 600, "report")
-    got = await call(
-        client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"failureAlertAfter": None}, 200
-    )
+    got = await api_client.patch_routine(client, world.a, r["id"], {"failureAlertAfter": None})
     assert (got["failureAlertAfter"], got["staleAfterSec"]) == (None, 600)
 
 
@@ -273,7 +255,7 @@ async def test_an_undecidable_run_counts_toward_the_failure_alert(
     await db.execute(
         "CREATE TRIGGER refuse_issues BEFORE INSERT ON issues FOR EACH ROW EXECUTE FUNCTION refuse_issues()"
     )
-    run = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    run = await api_client.run_routine(client, world.a, r["id"], {})
     row = await decided(db, run["id"])
     assert row["status"] == "failed" and "refused issue" in row["failure_reason"]
     await wait_until(lambda: asyncio.sleep(0, events.alerts))
@@ -286,13 +268,8 @@ async def test_health_bounds_the_slots_it_counts(
     """Minute schedules over 90 days: counting stops at 10,000 slots per call, across triggers."""
     r = await make_routine(client, world.a)
     for _ in range(2):
-        await call(
-            client,
-            "POST",
-            f"/api/routines/{r['id']}/triggers",
-            world.a.board,
-            {"kind": "schedule", "cronExpression": "* * * * *"},
-            201,
+        await api_client.make_trigger(
+            client, world.a, r["id"], {"kind": "schedule", "cronExpression": "* * * * *"}
         )
     await db.execute(
         "UPDATE routine_triggers SET created_at = now() - interval '100 days' WHERE routine_id = $1::uuid",

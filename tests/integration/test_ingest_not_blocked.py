@@ -29,16 +29,11 @@ from routines_scheduler.ticker import Scheduler
 from shared.bus import Bus
 from shared.db import Database
 from shared.settings import DispatcherSettings, GatewaySettings, SchedulerSettings
-from tests.integration.api_client import Client, Tenant, api_app, call, make_routine, make_tenant
+from tests.integration import api_client
+from tests.integration.api_client import Client, Tenant, call, make_routine, make_tenant
 from tests.support import Stack
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-async def api(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=0))) as client:
-        yield client
 
 
 @pytest.fixture
@@ -96,13 +91,8 @@ async def not_blocked_by(db: asyncpg.Connection, paused: PausedDecision, work: A
 async def _routine_with_hook(api: Client, admin: str, policy: str) -> tuple[Tenant, dict[str, Any], str, str]:
     tenant = await make_tenant(api, admin, "A")
     routine = await make_routine(api, tenant, concurrencyPolicy=policy)
-    trigger = await call(
-        api,
-        "POST",
-        f"/api/routines/{routine['id']}/triggers",
-        tenant.board,
-        {"kind": "webhook", "signingMode": "bearer"},
-        201,
+    trigger = await api_client.make_trigger(
+        api, tenant, routine["id"], {"kind": "webhook", "signingMode": "bearer"}
     )
     return tenant, routine, f"/api/routine-triggers/public/{trigger['publicId']}/fire", trigger["secret"]
 
@@ -181,13 +171,8 @@ async def test_schedule_slots_are_not_blocked_by_a_paused_decision(
 ) -> None:
     tenant = await make_tenant(api, admin_token, "A")
     routine = await make_routine(api, tenant)
-    trigger = await call(
-        api,
-        "POST",
-        f"/api/routines/{routine['id']}/triggers",
-        tenant.board,
-        {"kind": "schedule", "cronExpression": "* * * * *"},
-        201,
+    trigger = await api_client.make_trigger(
+        api, tenant, routine["id"], {"kind": "schedule", "cronExpression": "* * * * *"}
     )
     trigger_id = uuid.UUID(trigger["id"])
     replay_from = (
@@ -230,13 +215,8 @@ async def test_manual_run_naming_a_schedule_trigger_is_not_blocked_by_a_paused_t
     manual run that names that trigger: the run's foreign key takes FOR KEY SHARE on it."""
     tenant = await make_tenant(api, admin_token, "A")
     routine = await make_routine(api, tenant)
-    trigger = await call(
-        api,
-        "POST",
-        f"/api/routines/{routine['id']}/triggers",
-        tenant.board,
-        {"kind": "schedule", "cronExpression": "* * * * *"},
-        201,
+    trigger = await api_client.make_trigger(
+        api, tenant, routine["id"], {"kind": "schedule", "cronExpression": "* * * * *"}
     )
     await db.execute(
         "UPDATE routine_triggers SET next_run_at = now() - interval '1 minute' WHERE id = $1::uuid",

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from shared.devservers import PostgresServer
 from shared.migrate import migrate, migration_files
+from tests.databases import DbFactory
 
 
 @pytest.fixture
-async def empty_database(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    name = "empty_" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(postgres_server.dsn)
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    yield postgres_server.dsn_for(name)
-    conn = await asyncpg.connect(postgres_server.dsn)
-    await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    await conn.close()
+async def empty_database(db_factory: DbFactory) -> str:
+    return await db_factory(prefix="empty_", template=None)
 
 
 async def _tables(dsn: str) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, get_json
 
@@ -19,7 +20,7 @@ async def _revisions(client: Client, world: World, routine_id: str) -> list[dict
 async def test_every_change_is_a_revision_with_who_and_what(client: Client, world: World) -> None:
     r = await make_routine(client, world.a, token=world.a.agent_key)
     assert r["revisionId"] is not None
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"priority": "high"}, 200)
+    await api_client.patch_routine(client, world.a, r["id"], {"priority": "high"})
     await call(
         client,
         "PATCH",
@@ -28,9 +29,7 @@ async def test_every_change_is_a_revision_with_who_and_what(client: Client, worl
         {"title": "Renamed", "priority": "high"},
         200,
     )
-    await call(
-        client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"title": "Renamed"}, 200
-    )  # no change
+    await api_client.patch_routine(client, world.a, r["id"], {"title": "Renamed"})  # no change
     revs = await _revisions(client, world, r["id"])
     assert [v["number"] for v in revs] == [3, 2, 1]
     assert revs[0]["changes"] == {"title": {"from": "Daily report", "to": "Renamed"}}
@@ -61,35 +60,23 @@ async def test_base_revision_id_gives_409_when_someone_changed_it(client: Client
         {"title": "Mine", "baseRevisionId": base},
         200,
     )
-    theirs = await call(
-        client,
-        "PATCH",
-        f"/api/routines/{r['id']}",
-        world.a.board,
-        {"title": "Theirs", "baseRevisionId": base},
-        409,
+    theirs = await api_client.patch_routine(
+        client, world.a, r["id"], {"title": "Theirs", "baseRevisionId": base}, 409
     )
     assert theirs["details"] == {"currentRevisionId": mine["revisionId"]}
-    await call(
-        client,
-        "PATCH",
-        f"/api/routines/{r['id']}",
-        world.a.board,
-        {"title": "Theirs", "baseRevisionId": mine["revisionId"]},
-        200,
+    await api_client.patch_routine(
+        client, world.a, r["id"], {"title": "Theirs", "baseRevisionId": mine["revisionId"]}
     )
 
 
 async def test_restore_brings_back_fields_but_not_the_status(client: Client, world: World) -> None:
     r = await make_routine(client, world.a, description="v1", failureAlertAfter=2)
     first = r["revisionId"]
-    await call(
+    await api_client.patch_routine(
         client,
-        "PATCH",
-        f"/api/routines/{r['id']}",
-        world.a.board,
+        world.a,
+        r["id"],
         {"title": "v2", "description": "v2", "failureAlertAfter": None, "status": "paused"},
-        200,
     )
     restored = await call(
         client, "POST", f"/api/routines/{r['id']}/revisions/{first}/restore", world.a.agent_key, None, 200
@@ -112,17 +99,10 @@ async def test_restore_brings_back_fields_but_not_the_status(client: Client, wor
         "failureAlertAfter",
     }
     # Agents cannot restore a revision that assigns the routine to someone else.
-    other = await call(
-        client,
-        "PATCH",
-        f"/api/routines/{r['id']}",
-        world.a.board,
-        {"assigneeAgentId": world.a.other_agent_id},
-        200,
+    other = await api_client.patch_routine(
+        client, world.a, r["id"], {"assigneeAgentId": world.a.other_agent_id}
     )
-    back = await call(
-        client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"assigneeAgentId": world.a.agent_id}, 200
-    )
+    back = await api_client.patch_routine(client, world.a, r["id"], {"assigneeAgentId": world.a.agent_id})
     assert back["assigneeAgentId"] == world.a.agent_id
     await call(
         client,
@@ -149,20 +129,18 @@ async def test_restore_brings_back_fields_but_not_the_status(client: Client, wor
         None,
         404,
     )
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "archived"}, 200)
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "archived"})
     await call(client, "POST", f"/api/routines/{r['id']}/revisions/{first}/restore", world.a.board, None, 409)
 
 
 async def test_activity_log_of_a_routine_and_its_company(client: Client, world: World) -> None:
     r = await make_routine(client, world.a, token=world.a.agent_key)
-    hook = await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )
+    hook = await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
     await call(client, "POST", f"/api/routine-triggers/{hook['id']}/rotate-secret", world.a.board, {}, 200)
-    await call(client, "PATCH", f"/api/routine-triggers/{hook['id']}", world.a.board, {"label": "ci"}, 200)
+    await api_client.patch_trigger(client, world.a, hook["id"], {"label": "ci"})
     run = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.agent_key, {}, 202)
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "paused"}, 200)
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "active"}, 200)
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "paused"})
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "active"})
     await call(client, "DELETE", f"/api/routine-triggers/{hook['id']}", world.a.board, None, 204)
     body, _ = await get_json(client, f"/api/routines/{r['id']}/activity?limit=100", world.a.other_agent_key)
     actions = [a["action"] for a in body]

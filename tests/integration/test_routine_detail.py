@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from routines_dispatcher.worker import Dispatcher
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, decided, dispatcher
 
@@ -16,10 +17,8 @@ async def test_detail_carries_active_issue_recent_runs_and_trigger_results(
     client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher
 ) -> None:
     r = await make_routine(client, world.a)
-    api = await call(client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "api"}, 201)
-    hook = await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )
+    api = await api_client.make_trigger(client, world.a, r["id"], {"kind": "api"})
+    hook = await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
     rotated = await call(
         client, "POST", f"/api/routine-triggers/{hook['id']}/rotate-secret", world.a.board, {}, 200
     )
@@ -28,9 +27,7 @@ async def test_detail_carries_active_issue_recent_runs_and_trigger_results(
     assert (empty["activeIssue"], empty["recentRuns"]) == (None, [])
     runs = []
     for _ in range(7):
-        run = await call(
-            client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"triggerId": api["id"]}, 202
-        )
+        run = await api_client.run_routine(client, world.a, r["id"], {"triggerId": api["id"]})
         runs.append(await decided(db, run["id"]))
     detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.agent_key, status=200)
     assert detail["activeIssue"]["id"] == str(runs[0]["linked_issue_id"])
@@ -64,31 +61,15 @@ async def test_board_may_override_assignee_and_project_for_one_run(
     got = await call(client, "GET", f"/api/runs/{run['id']}", world.a.board, status=200)
     assert (got["assigneeOverride"], got["projectOverride"]) == (world.a.other_agent_id, other_project["id"])
     # The routine itself is unchanged, and the next run goes to its own assignee.
-    plain = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    plain = await api_client.run_routine(client, world.a, r["id"], {})
     row = await decided(db, plain["id"])
     issue = await call(client, "GET", f"/api/issues/{row['linked_issue_id']}", world.a.board, status=200)
     assert (issue["assigneeAgentId"], issue["projectId"]) == (world.a.agent_id, world.a.project_id)
     # Agents may not override; overrides must be assignable within the company.
     await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.agent_key, override, 403)
-    await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/run",
-        world.a.board,
-        {"assigneeAgentId": world.b.agent_id},
-        422,
-    )
-    await call(
-        client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"projectId": world.b.project_id}, 422
-    )
+    await api_client.run_routine(client, world.a, r["id"], {"assigneeAgentId": world.b.agent_id}, 422)
+    await api_client.run_routine(client, world.a, r["id"], {"projectId": world.b.project_id}, 422)
     await call(
         client, "PATCH", f"/api/agents/{world.a.other_agent_id}", world.a.board, {"status": "paused"}, 200
     )
-    await call(
-        client,
-        "POST",
-        f"/api/routines/{r['id']}/run",
-        world.a.board,
-        {"assigneeAgentId": world.a.other_agent_id},
-        422,
-    )
+    await api_client.run_routine(client, world.a, r["id"], {"assigneeAgentId": world.a.other_agent_id}, 422)

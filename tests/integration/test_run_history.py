@@ -10,6 +10,7 @@ import asyncpg
 
 from routines_dispatcher.worker import Dispatcher
 from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, decided, dispatcher, get_json
 
@@ -77,10 +78,8 @@ async def test_run_filters(client: Client, world: World, db: asyncpg.Connection)
     assert sorted(x["triggeredAt"] for x in window) == [f"2026-01-01T00:00:0{i}Z" for i in range(3, 7)]
     both, _ = await get_json(client, base + "&status=failed&source=webhook", world.a.board)
     assert {(x["status"], x["source"]) for x in both} == {("failed", "webhook")}
-    t = await call(client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "api"}, 201)
-    run = await call(
-        client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {"triggerId": t["id"]}, 202
-    )
+    t = await api_client.make_trigger(client, world.a, r["id"], {"kind": "api"})
+    run = await api_client.run_routine(client, world.a, r["id"], {"triggerId": t["id"]})
     by_trigger, _ = await get_json(client, base + f"&triggerId={t['id']}", world.a.board)
     assert [x["id"] for x in by_trigger] == [run["id"]]
 
@@ -156,12 +155,12 @@ async def test_replay_goes_through_the_policy(
 
 async def test_replay_rules(client: Client, world: World) -> None:
     r = await make_routine(client, world.a)
-    run = await call(client, "POST", f"/api/routines/{r['id']}/run", world.a.board, {}, 202)
+    run = await api_client.run_routine(client, world.a, r["id"], {})
     await call(client, "POST", f"/api/runs/{run['id']}/replay", world.a.other_agent_key, {}, 403)
     await call(client, "POST", f"/api/runs/{run['id']}/replay", world.b.board, {}, 404)
     await call(client, "POST", f"/api/runs/{run['id']}/replay", world.a.board, {"payload": [1]}, 400)
     await call(client, "POST", f"/api/runs/{run['id']}/replay", world.a.board, {"bogus": 1}, 400)
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "archived"}, 200)
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "archived"})
     await call(client, "POST", f"/api/runs/{run['id']}/replay", world.a.board, {}, 409)
 
 

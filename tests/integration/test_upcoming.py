@@ -11,6 +11,7 @@ import pytest
 
 from routines_scheduler.ticker import Scheduler
 from shared.cron import next_fire
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, get_json
 
@@ -41,7 +42,7 @@ async def test_next_fires_merged_across_triggers(client: Client, world: World) -
     ams = await _schedule(client, world, r["id"], "0 9 * * *", "Europe/Amsterdam", label="mornings")
     utc = await _schedule(client, world, r["id"], "30 */6 * * *", "UTC")
     off = await _schedule(client, world, r["id"], "* * * * *", "UTC", enabled=False)
-    await call(client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201)
+    await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
     body, _ = await get_json(client, f"/api/routines/{r['id']}/upcoming?count=12", world.a.agent_key)
     fires = body["fires"]
     assert len(fires) == 12 and body["truncated"] is True
@@ -88,7 +89,7 @@ async def test_predicted_outcome_follows_the_policy_and_the_open_issue(
     assert {f["predictedOutcome"] for f in (await get_json(client, path, world.a.board))[0]["fires"]} == {
         outcome
     }
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"status": "paused"}, 200)
+    await api_client.patch_routine(client, world.a, r["id"], {"status": "paused"})
     assert {f["predictedOutcome"] for f in (await get_json(client, path, world.a.board))[0]["fires"]} == {
         "paused"
     }

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from routines_dispatcher.worker import Dispatcher
 from routines_gateway.app import create_app as create_gateway
 from shared.settings import GatewaySettings
+from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, decided, dispatcher
 from tests.support import Stack
@@ -47,7 +48,7 @@ async def test_undeclared_placeholders_are_422_naming_them(client: Client, world
         client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"description": "{{owner}}"}, 422
     )
     assert got["details"] == {"placeholder": "owner"}
-    got = await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"variables": []}, 422)
+    got = await api_client.patch_routine(client, world.a, r["id"], {"variables": []}, 422)
     assert got["details"] == {"placeholder": "ticket"}
     for bad, status in (
         ([{"name": "x", "type": "select"}], 422),
@@ -143,14 +144,12 @@ async def test_schedule_trigger_needs_defaults_for_required_variables(client: Cl
     schedule = {"kind": "schedule", "cronExpression": "0 9 * * *"}
     got = await call(client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, schedule, 422)
     assert "'ticket'" in got["error"] and got["details"] == {"variables": ["ticket"]}
-    await call(client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201)
+    await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
     with_default = [{**VARIABLES[0], "default": "T-0"}, *VARIABLES[1:]]
-    await call(client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"variables": with_default}, 200)
+    await api_client.patch_routine(client, world.a, r["id"], {"variables": with_default})
     await call(client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, schedule, 201)
     # With a schedule trigger in place, a required variable cannot lose its default.
-    got = await call(
-        client, "PATCH", f"/api/routines/{r['id']}", world.a.board, {"variables": VARIABLES}, 422
-    )
+    got = await api_client.patch_routine(client, world.a, r["id"], {"variables": VARIABLES}, 422)
     assert got["details"] == {"variables": ["ticket"]}
 
 
@@ -159,9 +158,7 @@ async def test_webhook_payload_fills_the_variables(
 ) -> None:
     """A signed webhook's JSON body is the run payload: its top-level keys fill the variables."""
     r = await _templated(client, world)
-    hook = await call(
-        client, "POST", f"/api/routines/{r['id']}/triggers", world.a.board, {"kind": "webhook"}, 201
-    )
+    hook = await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
     settings = GatewaySettings(
         database_url=stack.database_url,
         nats_url=stack.nats_url,

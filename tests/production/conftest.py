@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 
 from shared.devservers import PostgresServer
+from tests.databases import execute_on_server
 from tests.production.servers import SERVICE_ROLES, NatsCluster, PgBouncer
 
 
@@ -22,15 +22,9 @@ def pgbouncer(
     """PgBouncer in transaction pooling mode; the service roles (made by migration 0006 in the
     template database) may log in. A small server pool, so client connections share servers."""
 
-    async def allow_login() -> None:
-        conn = await asyncpg.connect(postgres_server.dsn)
-        try:
-            for role in SERVICE_ROLES.values():
-                await conn.execute(f"ALTER ROLE {role} LOGIN")
-        finally:
-            await conn.close()
-
-    asyncio.run(allow_login())
+    asyncio.run(
+        execute_on_server(postgres_server, *(f"ALTER ROLE {role} LOGIN" for role in SERVICE_ROLES.values()))
+    )
     bouncer = PgBouncer(
         tmp_path_factory.mktemp("pgbouncer"),
         postgres_server.port,

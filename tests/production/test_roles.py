@@ -77,6 +77,18 @@ async def test_tables_of_later_migrations_get_grants(db: asyncpg.Connection, dat
             await db.execute("INSERT INTO feature_from_a_later_migration VALUES (1)")
 
 
+def _wait_schema(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """`routines wait-schema` as the init containers run it, for half a second at most."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "wait-schema", "--timeout", "0.5"],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 async def test_service_refuses_to_start_on_an_older_schema(
     stack: Stack, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -94,26 +106,12 @@ async def test_service_refuses_to_start_on_an_older_schema(
     assert "database schema is older than this release: missing migrations 0006_roles" in result.stderr
     assert "routines migrate" in result.stderr
     # The init container of every Deployment waits for the migration Job the same way.
-    waited = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "wait-schema", "--timeout", "0.5"],
-        env={**os.environ, **stack.env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    waited = _wait_schema(stack)
     assert waited.returncode == 1
     assert "schema still lacks 0006_roles" in waited.stderr
     # After the migration (0006 is repeatable), it starts.
     await migrate(stack.database_url)
     assert await missing_migrations(db) == []
     start_service("run-dispatcher", stack.env(), tmp_path).stop()
-    waited = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "wait-schema", "--timeout", "0.5"],
-        env={**os.environ, **stack.env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    waited = _wait_schema(stack)
     assert waited.returncode == 0, waited.stderr

@@ -1,0 +1,100 @@
+"""Rate limits of the webhook gateway and the API: a trigger's own bucket (429 with Retry-After),
+failed attempts on a bucket of their own per client address, the per-client limit behind trusted
+proxies, and secret rotations per trigger."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.integration.api_client import Client
+from tests.integration.test_gateway import gateway_app, make_hook
+from tests.integration.test_gateway_hardening import rotate
+from tests.support import Stack
+
+
+async def test_rate_limit_is_429_with_retry_after(api: Client, admin_token: str, stack: Stack) -> None:
+    hook = await make_hook(api, admin_token, "bearer")
+    # A refill rate so slow that no token can come back while the test runs, however slow the machine.
+    app = gateway_app(stack, rate_limit_trigger_per_sec=0.001, rate_limit_trigger_burst=2)
+    async with TestClient(TestServer(app)) as gateway:
+        codes = [(await gateway.post(hook.path, headers=hook.headers(b""))) for _ in range(3)]
+        assert [c.status for c in codes] == [202, 202, 429]
+        assert int(codes[2].headers["Retry-After"]) >= 1
+
+
+async def test_secret_rotation_is_rate_limited_per_trigger(api: Client, admin_token: str) -> None:
+    hook = await make_hook(api, admin_token, "bearer")
+    other = await make_hook(api, admin_token, "bearer")
+    for _ in range(10):
+        await rotate(hook)
+    limited = await rotate(hook, status=429)
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "rotat" in (await limited.json())["error"]
+    await rotate(other)  # another trigger is not affected
+
+
+async def test_unauthenticated_requests_do_not_drain_the_trigger_rate_limit(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """Anyone who knows a webhook URL used to starve its sender: the trigger's bucket was charged
+    before verification. Failed attempts now draw on their own bucket, per client address."""
+    hook = await make_hook(api, admin_token, "hmac_sha256")
+    app = gateway_app(
+        stack,
+        rate_limit_trigger_per_sec=0.01,
+        rate_limit_trigger_burst=3,
+        rate_limit_failed_per_sec=0.01,
+        rate_limit_failed_burst=5,
+        trusted_proxies=["127.0.0.0/8"],
+    )
+    attacker = {"X-Forwarded-For": "203.0.113.9"}
+    sender = {"X-Forwarded-For": "198.51.100.7"}
+    async with TestClient(TestServer(app)) as gateway:
+        forged = []
+        for i in range(20):
+            body = json.dumps({"forged": i}).encode()
+            headers = {**hook.headers(body, secret="whsec_" + "A" * 44), **attacker}
+            forged.append((await gateway.post(hook.path, data=body, headers=headers)).status)
+        real = []
+        for i in range(4):
+            body = json.dumps({"real": i}).encode()
+            real.append(
+                (await gateway.post(hook.path, data=body, headers={**hook.headers(body), **sender})).status
+            )
+    assert forged == [401] * 5 + [429] * 15
+    assert real == [202, 202, 202, 429]  # the trigger's own limit still holds for its sender
+
+
+async def test_client_address_is_not_the_client_controlled_leftmost_forwarded_entry(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """Behind a trusted proxy the leftmost X-Forwarded-For entry was the client address, so a
+    client rotating it escaped the per-client limit. Now: the rightmost untrusted, valid IP;
+    IPv6 clients are grouped by /64; garbage entries are not addresses."""
+    hook = await make_hook(api, admin_token, "bearer")
+    app = gateway_app(
+        stack,
+        rate_limit_client_per_sec=0.01,
+        rate_limit_client_burst=2,
+        trusted_proxies=["127.0.0.0/8", "10.0.0.0/8"],
+    )
+
+    async def statuses(forwarded: list[str]) -> list[int]:
+        out = []
+        for value in forwarded:
+            resp = await gateway.post(hook.path, headers={**hook.headers(b""), "X-Forwarded-For": value})
+            out.append(resp.status)
+        return out
+
+    async with TestClient(TestServer(app)) as gateway:
+        rotating = await statuses([f"192.0.2.{i}, 198.51.100.7, 10.1.2.3" for i in range(4)])
+        ipv6 = await statuses([f"2001:db8:1:2::{i:x}" for i in range(1, 5)])
+        # Garbage where an address belongs: the last trusted hop is the client (10.9.9.9).
+        garbage = await statuses([f"evil-{i}, 10.9.9.9" for i in range(3)])
+        other = await statuses(["198.51.100.8"])
+    assert rotating == [202, 202, 429, 429]
+    assert ipv6 == [202, 202, 429, 429]
+    assert garbage == [202, 202, 429]
+    assert other == [202]
