@@ -31,6 +31,3 @@ SELECT * FROM routine_runs WHERE trigger_id = $1 AND delivery_key = $2;
 -- One run.
 SELECT * FROM routine_runs WHERE id = $1;
 
--- insert_instance_admin_token --
--- The first credential of an instance (routines create-admin-token, routines dev).
-INSERT INTO api_tokens (token_hash, kind, name) VALUES ($1, 'instance_admin', $2);

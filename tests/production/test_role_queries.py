@@ -12,8 +12,8 @@ from shared.db import load_queries
 
 pytestmark = pytest.mark.production
 
-# The query files each service loads (shared/runs.py: shared/queries.sql; shared/alerts.py:
-# shared/alerts.sql, used by the dispatcher's failure alerts and the API).
+# The query files each service loads (shared/sql.py: shared/queries.sql for runs, shared/alerts.sql
+# for the dispatcher's failure alerts and the API). shared/bootstrap.sql runs as the owner only.
 SERVICE_QUERIES = {
     "routines_api": [
         ("routines_api", "queries.sql"),
@@ -28,10 +28,10 @@ SERVICE_QUERIES = {
 }
 
 
-@pytest.mark.parametrize("role", sorted(SERVICE_QUERIES))
-async def test_every_query_of_a_service_is_permitted_for_its_role(db: asyncpg.Connection, role: str) -> None:
+async def refusals(db: asyncpg.Connection, role: str, files: list[tuple[str, str]]) -> list[str]:
+    """The named queries of `files` that Postgres' privilege check refuses to `role`."""
     refused = []
-    for package, filename in SERVICE_QUERIES[role]:
+    for package, filename in files:
         for name, sql in load_queries(package, filename).items():
             async with db.transaction():
                 await db.execute(f"SET LOCAL ROLE {role}")
@@ -46,4 +46,16 @@ async def test_every_query_of_a_service_is_permitted_for_its_role(db: asyncpg.Co
                 except asyncpg.InsufficientPrivilegeError as exc:
                     refused.append(f"{package}/{filename}:{name}: {exc}")
                 await db.execute("DEALLOCATE q")
-    assert refused == []
+    return refused
+
+
+@pytest.mark.parametrize("role", sorted(SERVICE_QUERIES))
+async def test_every_query_of_a_service_is_permitted_for_its_role(db: asyncpg.Connection, role: str) -> None:
+    assert await refusals(db, role, SERVICE_QUERIES[role]) == []
+
+
+# The API mints tokens (agent keys, board tokens), so its role holds INSERT on api_tokens; none other.
+@pytest.mark.parametrize("role", sorted(set(SERVICE_QUERIES) - {"routines_api"}))
+async def test_no_other_service_role_may_mint_an_instance_admin_token(db: asyncpg.Connection, role: str) -> None:
+    bootstrap = load_queries("shared", "bootstrap.sql")
+    assert len(await refusals(db, role, [("shared", "bootstrap.sql")])) == len(bootstrap) > 0
