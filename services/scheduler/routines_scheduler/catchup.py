@@ -61,12 +61,16 @@ def plan_fires(
     truncated = len(slots) > MAX_SLOTS_COUNTED
     if truncated:
         # Too many to count: keep the counted ones as dropped, and look again near `now` for the
-        # on-time slots and the most recent missed ones (a day has at most ~1,500 slots).
+        # on-time slots and the most recent missed ones (a day has at most ~1,500 slots). If that
+        # window reaches back to the counted slots, nothing was skipped and the count is exact.
         counted, window = slots, timedelta(days=1)
         while True:
             start = max(counted[-1], now - misfire_grace - window)
             tail = list(fires_between(schedule, tz, start, now, limit=MAX_SLOTS_COUNTED))
-            if start == counted[-1] or sum(now - s > misfire_grace for s in tail) > ENQUEUE_CAP:
+            if start == counted[-1]:
+                truncated = len(tail) >= MAX_SLOTS_COUNTED
+                break
+            if sum(now - s > misfire_grace for s in tail) > ENQUEUE_CAP:
                 break
             window *= 2
         slots = [*counted, *tail]
