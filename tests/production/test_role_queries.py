@@ -56,6 +56,8 @@ async def test_every_query_of_a_service_is_permitted_for_its_role(db: asyncpg.Co
 
 # The API mints tokens (agent keys, board tokens), so its role holds INSERT on api_tokens; none other.
 @pytest.mark.parametrize("role", sorted(set(SERVICE_QUERIES) - {"routines_api"}))
-async def test_no_other_service_role_may_mint_an_instance_admin_token(db: asyncpg.Connection, role: str) -> None:
+async def test_no_other_service_role_may_mint_an_instance_admin_token(
+    db: asyncpg.Connection, role: str
+) -> None:
     bootstrap = load_queries("shared", "bootstrap.sql")
     assert len(await refusals(db, role, [("shared", "bootstrap.sql")])) == len(bootstrap) > 0
