@@ -48,6 +48,7 @@ class Scheduler:
             self._tick_and_plan,
             self.stopping,
             failed="tick failed; retrying",
+            retry_after=self.settings.tick_interval_sec,
             sleep=self._sleep,
         )
 
