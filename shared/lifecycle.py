@@ -112,19 +112,22 @@ async def run_every(
     failed: str,
     retryable: tuple[type[BaseException], ...] = RETRYABLE_ERRORS,
     unexpected: str | None = None,
+    retry_after: float | None = None,
     sleep: Callable[[float], Awaitable[object]] | None = None,
 ) -> None:
     """Run `step` again and again until `stopping` is set: the next run starts `every` seconds
     after this one started, or — when the step returns a number — that many seconds after it
     ended (0: at once). A `retryable` error is logged as the warning `failed` and the loop goes on;
     with `unexpected` any other error too (logged with its traceback), without it that ends the loop.
+    After a logged failure the next run starts as after a run that returned None, or, with
+    `retry_after`, that many seconds after the failure.
     Failures are logged by the step's module's logger. `sleep` waits between runs (default:
     `sleep_unless_stopped`; one that also wakes on other news)."""
     step_log = get_logger(step.__module__)
     wait = sleep or (lambda seconds: sleep_unless_stopped(stopping, seconds))
     while not stopping.is_set():
         started = time.monotonic()
-        delay: float | None = None
+        delay = retry_after  # unless the step runs to its end
         try:
             delay = await step()
         except retryable as exc:

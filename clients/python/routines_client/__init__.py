@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar, Unpack
 
 from routines_client import models
+from routines_client.calls import blocking
 from routines_client.errors import (
     BadRequest,
     Conflict,
@@ -131,22 +132,7 @@ class RoutinesClient(SyncOperations):
     def _run(self, awaitable: Awaitable[T]) -> T:
         return self._loop.run_until_complete(awaitable)
 
-    def send_webhook(
-        self,
-        public_id: str,
-        secret: str,
-        mode: str,
-        payload: Any = None,
-        *,
-        delivery_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> models.WebhookAccepted:
-        """Sign `payload` for the trigger's signing mode and fire it at the webhook gateway."""
-        return self._run(
-            self.async_client.send_webhook(
-                public_id, secret, mode, payload, delivery_id=delivery_id, idempotency_key=idempotency_key
-            )
-        )
+    send_webhook = blocking(AsyncRoutinesClient.send_webhook)
 
     def close(self) -> None:
         if not self._loop.is_closed():

@@ -100,6 +100,13 @@ def build_server(client: AsyncRoutinesClient) -> Any:
         except ConnectionFailed as exc:
             raise ToolError(f"The Routines API is unreachable: {exc}") from None
 
+    def changes(**values: Any) -> dict[str, Any]:
+        """The fields an update tool was given; refused when there are none."""
+        body = _drop_none(**values)
+        if not body:
+            raise ToolError("Nothing to change: give at least one field.")
+        return body
+
     async def my_company(company_id: str | None) -> str:
         if company_id:
             return company_id
@@ -166,7 +173,7 @@ def build_server(client: AsyncRoutinesClient) -> Any:
         catch_up_policy: CatchUp | None = None,
     ) -> dict[str, Any]:
         """Change a routine's fields; only the given ones change."""
-        body = _drop_none(
+        body = changes(
             title=title,
             description=description,
             priority=priority,
@@ -174,8 +181,6 @@ def build_server(client: AsyncRoutinesClient) -> Any:
             concurrencyPolicy=concurrency_policy,
             catchUpPolicy=catch_up_policy,
         )
-        if not body:
-            raise ToolError("Nothing to change: give at least one field.")
         return dict(_compact(await call(lambda: client.update_routine(routine_id, body)), ROUTINE_FIELDS))
 
     @server.tool()
@@ -217,9 +222,7 @@ def build_server(client: AsyncRoutinesClient) -> Any:
         label: str | None = None,
     ) -> dict[str, Any]:
         """Change a trigger; only the given fields change."""
-        body = _drop_none(enabled=enabled, cronExpression=cron_expression, timezone=timezone, label=label)
-        if not body:
-            raise ToolError("Nothing to change: give at least one field.")
+        body = changes(enabled=enabled, cronExpression=cron_expression, timezone=timezone, label=label)
         return dict(_compact(await call(lambda: client.update_trigger(trigger_id, body)), TRIGGER_FIELDS))
 
     @server.tool()

@@ -50,6 +50,7 @@ class Scheduler:
             self._tick_and_plan,
             self.stopping,
             failed="tick failed; retrying",
+            retry_after=self.settings.tick_interval_sec,
             sleep=self._sleep,
         )
 

@@ -184,13 +184,12 @@ class FireHandler:
                     trigger.replay_window_sec,
                 )
                 if row is not None:
-                    if trigger.signing_mode == "github_hmac":
-                        # No timestamp to tell a replay from GitHub's Redeliver: the same delivery
-                        # id is the redelivery, and gets the original run.
-                        return _accepted(row["id"], row["status"], trigger, True, 200)
-                    if row["in_window"] and row["delivery_signature"] == pending.delivery_signature:
+                    replayed = row["in_window"] and row["delivery_signature"] == pending.delivery_signature
+                    # No timestamp to tell a replay from GitHub's Redeliver: there the same delivery
+                    # id is the redelivery, and gets the original run.
+                    if replayed and trigger.signing_mode != "github_hmac":
                         raise Rejected("replayed", Conflict("replayed delivery"))
-                    return _accepted(row["id"], row["status"], trigger, True, 200)
+                    return _original(row, trigger)
             if pending.delivery_signature is not None:
                 seen = await conn.fetchval(
                     QUERIES["existing_signature"], trigger.trigger_id, pending.delivery_signature
@@ -211,7 +210,7 @@ class FireHandler:
                             "Idempotency-Key was already used with a different payload",
                             {"runId": str(row["id"])},
                         )
-                    return _accepted(row["id"], row["status"], trigger, True, 200)
+                    return _original(row, trigger)
         raise Conflict("delivery conflicts with an earlier run")
 
     async def _read_body(self, request: web.Request) -> bytes:
@@ -283,6 +282,11 @@ def _accepted(run_id: Any, status: str, trigger: TriggerState, duplicate: bool, 
         },
         code,
     )
+
+
+def _original(row: Any, trigger: TriggerState) -> web.Response:
+    """A legitimate retry: 200 with the run the earlier delivery recorded."""
+    return _accepted(row["id"], row["status"], trigger, True, 200)
 
 
 def _outcome_of(exc: RoutinesError) -> str:
