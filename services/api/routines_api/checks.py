@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from routines_api.answers import Row
-from routines_api.auth import Principal, path_uuid
+from routines_api.auth import Principal, path_uuid, principal_of
 from routines_api.sql import QUERIES
 from shared.errors import Forbidden, NotFound, Unprocessable
 from shared.http import DB_KEY
@@ -113,3 +113,19 @@ async def company_path(request: web.Request, principal: Principal) -> uuid.UUID:
     async with request.app[DB_KEY].connection() as conn:
         await require_company_exists(conn, company_id)
     return company_id
+
+
+async def board_company(request: web.Request) -> uuid.UUID:
+    """The company of the path, for its board operators and the instance admin (403 for anyone
+    else, 404 when it does not exist)."""
+    principal = principal_of(request)
+    company_id = await company_path(request, principal)
+    principal.require_board(company_id)
+    return company_id
+
+
+async def fetch_visible(request: web.Request, param: str, what: str, query: str) -> asyncpg.Record:
+    """One object by the id in path parameter `param`, if the caller may see it (404 otherwise)."""
+    object_id = path_uuid(request, param, what)
+    async with request.app[DB_KEY].connection() as conn:
+        return await load_visible(conn, principal_of(request), what, query, object_id)

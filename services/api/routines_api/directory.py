@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from routines_api import store
 from routines_api.answers import dump, respond
 from routines_api.auth import path_uuid, principal_of
-from routines_api.checks import company_path, load_visible
+from routines_api.checks import board_company, company_path, load_visible
 from routines_api.inputs import parse_body
 from routines_api.models import (
     AgentCreate,
@@ -25,10 +25,9 @@ from routines_api.models import (
     ProjectOut,
     TokenOut,
 )
-from routines_api.quotas import enforce_quota, lock_company
+from routines_api.quotas import within_company_quota
 from routines_api.routes import ROUTES
 from routines_api.sql import QUERIES
-from routines_api.state import API_SETTINGS_KEY
 from shared.crypto import new_token
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.http import DB_KEY
@@ -47,15 +46,10 @@ async def _create_named_in_company(
     request: web.Request, body_model: type[BaseModel], field: str, query: str, model: type[BaseModel]
 ) -> web.Response:
     """POST of a project/goal: board operators only; `field` of the body names it."""
-    principal = principal_of(request)
-    company_id = await company_path(request, principal)
-    principal.require_board(company_id)
+    company_id = await board_company(request)
     body = await parse_body(request, body_model)
-    async with request.app[DB_KEY].transaction() as conn:
-        await lock_company(conn, company_id)
-        await enforce_quota(
-            request.app[API_SETTINGS_KEY], conn, f"{query.removeprefix('insert_')}s_per_company", company_id
-        )
+    quota = f"{query.removeprefix('insert_')}s_per_company"
+    async with within_company_quota(request, quota, company_id) as conn:
         row = await conn.fetchrow(QUERIES[query], company_id, getattr(body, field))
     assert row is not None
     return respond(dump(model, row), 201)
@@ -116,14 +110,10 @@ async def list_companies(request: web.Request) -> web.Response:
     errors=(403, 404, 422),
 )
 async def create_agent(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    company_id = await company_path(request, principal)
-    principal.require_board(company_id)
+    company_id = await board_company(request)
     body = await parse_body(request, AgentCreate)
     api_key = new_token("agent")
-    async with request.app[DB_KEY].transaction() as conn:
-        await lock_company(conn, company_id)
-        await enforce_quota(request.app[API_SETTINGS_KEY], conn, "agents_per_company", company_id)
+    async with within_company_quota(request, "agents_per_company", company_id) as conn:
         agent = await conn.fetchrow(QUERIES["insert_agent"], company_id, body.name)
         assert agent is not None
         await store.insert_agent_key(conn, agent["id"], body.name, api_key)
@@ -259,14 +249,10 @@ _company_collection("goals", "goal", GoalCreate, GoalOut, "title")
     errors=(403, 404, 422),
 )
 async def create_board_token(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    company_id = await company_path(request, principal)
-    principal.require_board(company_id)
+    company_id = await board_company(request)
     body = await parse_body(request, BoardTokenCreate)
     token = new_token("board")
-    async with request.app[DB_KEY].transaction() as conn:
-        await lock_company(conn, company_id)
-        await enforce_quota(request.app[API_SETTINGS_KEY], conn, "board_tokens_per_company", company_id)
+    async with within_company_quota(request, "board_tokens_per_company", company_id) as conn:
         token_id = await store.insert_board_token(conn, company_id, body.name, token)
     return respond(
         {"id": str(token_id), "companyId": str(company_id), "name": body.name, "token": token}, 201
@@ -283,9 +269,7 @@ async def create_board_token(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def list_board_tokens(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    company_id = await company_path(request, principal)
-    principal.require_board(company_id)
+    company_id = await board_company(request)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(QUERIES["list_board_tokens"], company_id)
     return respond([dump(TokenOut, row) for row in rows])

@@ -7,7 +7,7 @@ from aiohttp import web
 from routines_api import store
 from routines_api.answers import dump, page_answer, respond
 from routines_api.auth import path_uuid, principal_of
-from routines_api.checks import load_routine, load_run, load_visible
+from routines_api.checks import fetch_visible, load_routine, load_run
 from routines_api.events import publish_and_wait
 from routines_api.feature_models import ReplayRequest
 from routines_api.inputs import parse_body, query_choice, query_cursor, query_instant, query_limit, query_uuid
@@ -88,11 +88,7 @@ async def list_runs(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_run(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    run_id = path_uuid(request, "runId", "run")
-    async with request.app[DB_KEY].connection() as conn:
-        run = await load_visible(conn, principal, "run", "run_answer", run_id)
-    return respond(dump(RunOut, run))
+    return respond(dump(RunOut, await fetch_visible(request, "runId", "run", "run_answer")))
 
 
 @ROUTES.route(

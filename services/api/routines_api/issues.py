@@ -9,7 +9,7 @@ from aiohttp import web
 from routines_api import store
 from routines_api.answers import Row, dump, respond
 from routines_api.auth import path_uuid, principal_of
-from routines_api.checks import check_reference, company_path, load_visible
+from routines_api.checks import board_company, check_reference, company_path, fetch_visible, load_visible
 from routines_api.inputs import parse_body, query_choice, query_limit, query_uuid
 from routines_api.models import IssueCreate, IssueOut, IssueUpdate
 from routines_api.routes import ROUTES, QueryParam
@@ -51,9 +51,7 @@ async def settle_origin_run(conn: asyncpg.Connection, issue: Row, status: str) -
     errors=(403, 404, 422),
 )
 async def create_issue(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    company_id = await company_path(request, principal)
-    principal.require_board(company_id)
+    company_id = await board_company(request)
     body = await parse_body(request, IssueCreate)
     async with request.app[DB_KEY].transaction() as conn:
         await check_reference(conn, "project", body.project_id, company_id, "projectId")
@@ -98,11 +96,7 @@ async def list_issues(request: web.Request) -> web.Response:
     "GET", "/api/issues/{issueId}", summary="One issue", tag="issues", response=IssueOut, errors=(404,)
 )
 async def get_issue(request: web.Request) -> web.Response:
-    principal = principal_of(request)
-    issue_id = path_uuid(request, "issueId", "issue")
-    async with request.app[DB_KEY].connection() as conn:
-        row = await load_visible(conn, principal, "issue", "issue_by_id", issue_id)
-    return respond(dump(IssueOut, row))
+    return respond(dump(IssueOut, await fetch_visible(request, "issueId", "issue", "issue_by_id")))
 
 
 @ROUTES.route(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
+from aiohttp import web
 from pydantic.alias_generators import to_camel
 
 from routines_api.sql import QUERIES
+from routines_api.state import API_SETTINGS_KEY
 from shared.errors import Unprocessable
+from shared.http import DB_KEY
 from shared.settings import ApiSettings
 
 # quota name (settings field after `quota_`) → (what it counts, the count query)
@@ -39,3 +44,15 @@ async def enforce_quota(
         raise Unprocessable(
             f"quota exceeded: at most {limit} {what}", {"quota": to_camel(name), "limit": limit}
         )
+
+
+@asynccontextmanager
+async def within_company_quota(
+    request: web.Request, name: str, company_id: uuid.UUID
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction that holds the company's lock and has checked quota `name` (422 when one more
+    would exceed it): the company's one more thing is created in it."""
+    async with request.app[DB_KEY].transaction() as conn:
+        await lock_company(conn, company_id)
+        await enforce_quota(request.app[API_SETTINGS_KEY], conn, name, company_id)
+        yield conn
