@@ -136,7 +136,7 @@ def test_api_handler_modules_do_not_import_each_other() -> None:
     handlers = {
         module
         for module in known
-        if module.startswith("routines_api.") and "ROUTES.route(" in _source(module).read_text()
+        if module.startswith("routines_api.") and "ROUTES.tagged(" in _source(module).read_text()
     }
     assert {"routines_api.directory", "routines_api.triggers", "routines_api.issues"} <= handlers
     crossing = {module: sorted(imports_of(module, known) & handlers) for module in sorted(handlers)}

@@ -24,6 +24,8 @@ from shared.errors import Conflict, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.runs import publish_run_requested
 
+RUNS = ROUTES.tagged("runs")
+
 MAX_SLOTS = 1000
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _TINY = timedelta(microseconds=1)
@@ -41,25 +43,22 @@ async def _publish_all(bus: Bus, runs: list[tuple[uuid.UUID, uuid.UUID]]) -> Non
     await asyncio.gather(*(publish_run_requested(bus, run_id, routine_id) for run_id, routine_id in runs))
 
 
-@ROUTES.route(
-    "POST",
+@RUNS.post(
     "/api/routines/{routineId}/backfill",
-    summary="Slots of a schedule trigger in a past window; with dryRun false, runs for the missing ones",
-    tag="runs",
-    description=(
-        "Lists every slot of one schedule trigger with from ≤ slot ≤ to (DST rule applied; `to` not"
-        " in the future; ≤ 1,000 slots) and the run already recorded for each. `dryRun` (default "
-        "true) records nothing; with `dryRun: false` the missing slots, oldest first and at most "
-        '`maxRuns` (default 25, hard limit configurable), get runs with `source: "backfill"` that '
-        "go through the normal pipeline. A slot never gets two runs, even under concurrent "
-        'backfills. Example: `POST /api/routines/{routineId}/backfill {"triggerId": "…", "from": '
-        '"2026-03-27T00:00:00Z", "to": "2026-03-30T12:00:00Z", "dryRun": false}`.'
-    ),
     body=BackfillRequest,
     response=BackfillOut,
     errors=(403, 404, 409, 422),
 )
 async def backfill(request: web.Request) -> web.Response:
+    """Slots of a schedule trigger in a past window; with dryRun false, runs for the missing ones.
+
+    Lists every slot of one schedule trigger with from ≤ slot ≤ to (DST rule applied; `to` not in the future;
+    ≤ 1,000 slots) and the run already recorded for each. `dryRun` (default true) records nothing; with
+    `dryRun: false` the missing slots, oldest first and at most `maxRuns` (default 25, hard limit
+    configurable), get runs with `source: "backfill"` that go through the normal pipeline. A slot never gets
+    two runs, even under concurrent backfills. Example: `POST /api/routines/{routineId}/backfill {"triggerId":
+    "…", "from": "2026-03-27T00:00:00Z", "to": "2026-03-30T12:00:00Z", "dryRun": false}`.
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, BackfillRequest)

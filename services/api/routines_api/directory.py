@@ -32,6 +32,8 @@ from shared.crypto import new_token
 from shared.errors import Conflict, Forbidden, NotFound
 from shared.http import DB_KEY
 
+DIRECTORY = ROUTES.tagged("directory")
+
 
 async def _list_in_company(request: web.Request, query: str, model: type[BaseModel]) -> web.Response:
     """GET of a company's agents/projects/goals: any member of the company may read."""
@@ -58,17 +60,12 @@ async def _create_named_in_company(
 # --- companies -----------------------------------------------------------------------------
 
 
-@ROUTES.route(
-    "POST",
-    "/api/companies",
-    summary="Create a company (instance admin)",
-    tag="directory",
-    body=CompanyCreate,
-    response=CompanyOut,
-    status=201,
-    errors=(403,),
-)
+@DIRECTORY.post("/api/companies", body=CompanyCreate, response=CompanyOut, status=201, errors=(403,))
 async def create_company(request: web.Request) -> web.Response:
+    """Create a company (instance admin).
+
+    Creates a company. Only the instance admin (`routines bootstrap` prints its token).
+    """
     principal = principal_of(request)
     if not principal.is_admin:
         raise Forbidden("only the instance admin can create companies")
@@ -79,15 +76,12 @@ async def create_company(request: web.Request) -> web.Response:
     return respond(dump(CompanyOut, row), 201)
 
 
-@ROUTES.route(
-    "GET",
-    "/api/companies",
-    summary="Companies the caller may see",
-    tag="directory",
-    response=CompanyOut,
-    response_is_list=True,
-)
+@DIRECTORY.get("/api/companies", response=list[CompanyOut])
 async def list_companies(request: web.Request) -> web.Response:
+    """Companies the caller may see.
+
+    The instance admin sees every company; board operators and agents see their own.
+    """
     principal = principal_of(request)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(
@@ -99,17 +93,12 @@ async def list_companies(request: web.Request) -> web.Response:
 # --- agents --------------------------------------------------------------------------------
 
 
-@ROUTES.route(
-    "POST",
-    "/api/companies/{companyId}/agents",
-    summary="Create an agent; its API key is shown once",
-    tag="directory",
-    body=AgentCreate,
-    response=AgentCreated,
-    status=201,
-    errors=(403, 404, 422),
-)
+@DIRECTORY.create("/api/companies/{companyId}/agents", AgentCreate, AgentCreated)
 async def create_agent(request: web.Request) -> web.Response:
+    """Create an agent; its API key is shown once.
+
+    Creates an agent in the company (board operators). Its API key is in this answer only.
+    """
     company_id = await board_company(request)
     body = await parse_body(request, AgentCreate)
     api_key = new_token("agent")
@@ -120,31 +109,22 @@ async def create_agent(request: web.Request) -> web.Response:
     return respond({"agent": dump(AgentOut, agent), "apiKey": api_key}, 201)
 
 
-@ROUTES.route(
-    "GET",
-    "/api/companies/{companyId}/agents",
-    summary="Agents of a company",
-    tag="directory",
-    response=AgentOut,
-    response_is_list=True,
-    errors=(403, 404),
-)
+@DIRECTORY.get("/api/companies/{companyId}/agents", response=list[AgentOut], errors=(403, 404))
 async def list_agents(request: web.Request) -> web.Response:
+    """Agents of a company.
+
+    Every agent of the company, oldest first. Any member of the company may read.
+    """
     return await _list_in_company(request, "list_agents", AgentOut)
 
 
-@ROUTES.route(
-    "PATCH",
-    "/api/agents/{agentId}",
-    summary="Change an agent's status",
-    tag="directory",
-    body=AgentUpdate,
-    response=AgentOut,
-    errors=(403, 404),
-)
+@DIRECTORY.patch("/api/agents/{agentId}", body=AgentUpdate, response=AgentOut, errors=(403, 404))
 async def update_agent(request: web.Request) -> web.Response:
-    """Terminating an agent revokes its API keys for good: re-activating it does not restore them
-    (rotate-key gives it a new one)."""
+    """Change an agent's status.
+
+    Pauses, re-activates or terminates an agent (board operators). Terminating an agent revokes its API
+    keys for good: re-activating it does not restore them (rotate-key gives it a new one).
+    """
     principal = principal_of(request)
     agent_id = path_uuid(request, "agentId", "agent")
     body = await parse_body(request, AgentUpdate)  # read before taking a pooled connection
@@ -158,16 +138,13 @@ async def update_agent(request: web.Request) -> web.Response:
     return respond(dump(AgentOut, row))
 
 
-@ROUTES.route(
-    "POST",
-    "/api/agents/{agentId}/rotate-key",
-    summary="Replace an agent's API key: the old key stops working at once, the new one is shown once",
-    tag="directory",
-    response=AgentCreated,
-    errors=(403, 404, 409),
-)
+@DIRECTORY.post("/api/agents/{agentId}/rotate-key", response=AgentCreated, errors=(403, 404, 409))
 async def rotate_agent_key(request: web.Request) -> web.Response:
-    """Board operators rotate any agent's key in their company; an agent may rotate its own."""
+    """Replace an agent's API key: the old key stops working at once, the new one is shown once.
+
+    Issues a new API key for the agent: board operators rotate any agent's key in their company, an agent
+    may rotate its own. The old key stops working at once; the new key is in this answer only.
+    """
     principal = principal_of(request)
     agent_id = path_uuid(request, "agentId", "agent")
     api_key = new_token("agent")
@@ -182,10 +159,12 @@ async def rotate_agent_key(request: web.Request) -> web.Response:
     return respond({"agent": dump(AgentOut, agent), "apiKey": api_key})
 
 
-@ROUTES.route(
-    "GET", "/api/agents/me", summary="The calling agent", tag="directory", response=AgentOut, errors=(403,)
-)
+@DIRECTORY.get("/api/agents/me", response=AgentOut, errors=(403,))
 async def agent_me(request: web.Request) -> web.Response:
+    """The calling agent.
+
+    The agent the calling API key belongs to (agent keys only).
+    """
     principal = principal_of(request)
     if principal.agent_id is None:
         raise Forbidden("not an agent token")
@@ -210,45 +189,28 @@ def _company_collection(
     async def list_all(request: web.Request) -> web.Response:
         return await _list_in_company(request, f"list_{plural}", out)
 
-    # The handler's name is the operation's id (createProject, listGoals, …).
+    # The handler's name is the operation's id (createProject, listGoals, …), its docstring the docs.
     create_one.__name__ = create_one.__qualname__ = f"create_{singular}"
+    create_one.__doc__ = f"Create a {singular}.\n\nCreates a {singular} in the company (board operators)."
     list_all.__name__ = list_all.__qualname__ = f"list_{plural}"
-    ROUTES.route(
-        "POST",
-        path,
-        summary=f"Create a {singular}",
-        tag="directory",
-        body=create,
-        response=out,
-        status=201,
-        errors=(403, 404, 422),
-    )(create_one)
-    ROUTES.route(
-        "GET",
-        path,
-        summary=f"{plural.capitalize()} of a company",
-        tag="directory",
-        response=out,
-        response_is_list=True,
-        errors=(403, 404),
-    )(list_all)
+    list_all.__doc__ = (
+        f"{plural.capitalize()} of a company.\n\nEvery {singular} of the company. Any member of the "
+        "company may read."
+    )
+    DIRECTORY.create(path, create, out)(create_one)
+    DIRECTORY.get(path, response=out, response_is_list=True, errors=(403, 404))(list_all)
 
 
 _company_collection("projects", "project", ProjectCreate, ProjectOut, "name")
 _company_collection("goals", "goal", GoalCreate, GoalOut, "title")
 
 
-@ROUTES.route(
-    "POST",
-    "/api/companies/{companyId}/board-tokens",
-    summary="Mint a board operator token for a company (shown once)",
-    tag="directory",
-    body=BoardTokenCreate,
-    response=BoardTokenOut,
-    status=201,
-    errors=(403, 404, 422),
-)
+@DIRECTORY.create("/api/companies/{companyId}/board-tokens", BoardTokenCreate, BoardTokenOut)
 async def create_board_token(request: web.Request) -> web.Response:
+    """Mint a board operator token for a company (shown once).
+
+    Mints a board operator token for the company. The token is in this answer only.
+    """
     company_id = await board_company(request)
     body = await parse_body(request, BoardTokenCreate)
     token = new_token("board")
@@ -259,31 +221,24 @@ async def create_board_token(request: web.Request) -> web.Response:
     )
 
 
-@ROUTES.route(
-    "GET",
-    "/api/companies/{companyId}/board-tokens",
-    summary="A company's board tokens (never the tokens themselves)",
-    tag="directory",
-    response=TokenOut,
-    response_is_list=True,
-    errors=(403, 404),
-)
+@DIRECTORY.get("/api/companies/{companyId}/board-tokens", response=list[TokenOut], errors=(403, 404))
 async def list_board_tokens(request: web.Request) -> web.Response:
+    """A company's board tokens (never the tokens themselves).
+
+    The company's board tokens (never the tokens themselves), revoked ones included.
+    """
     company_id = await board_company(request)
     async with request.app[DB_KEY].connection() as conn:
         rows = await conn.fetch(QUERIES["list_board_tokens"], company_id)
     return respond([dump(TokenOut, row) for row in rows])
 
 
-@ROUTES.route(
-    "POST",
-    "/api/board-tokens/{tokenId}/revoke",
-    summary="Revoke a board token: it stops working at once, for good",
-    tag="directory",
-    response=TokenOut,
-    errors=(403, 404),
-)
+@DIRECTORY.post("/api/board-tokens/{tokenId}/revoke", response=TokenOut, errors=(403, 404))
 async def revoke_board_token(request: web.Request) -> web.Response:
+    """Revoke a board token: it stops working at once, for good.
+
+    Revokes a board token for good; requests with it answer 401 from now on.
+    """
     principal = principal_of(request)
     token_id = path_uuid(request, "tokenId", "token")
     async with request.app[DB_KEY].transaction() as conn:
@@ -294,16 +249,12 @@ async def revoke_board_token(request: web.Request) -> web.Response:
     return respond(dump(TokenOut, row, company_id=token["company_id"]))
 
 
-@ROUTES.route(
-    "GET",
-    "/api/instance-tokens",
-    summary="Instance admin tokens (instance admin; never the tokens themselves)",
-    tag="directory",
-    response=TokenOut,
-    response_is_list=True,
-    errors=(403,),
-)
+@DIRECTORY.get("/api/instance-tokens", response=list[TokenOut], errors=(403,))
 async def list_instance_tokens(request: web.Request) -> web.Response:
+    """Instance admin tokens (instance admin; never the tokens themselves).
+
+    Every instance admin token (never the tokens themselves). Instance admin only.
+    """
     principal = principal_of(request)
     if not principal.is_admin:
         raise Forbidden("only the instance admin can see instance tokens")
@@ -312,15 +263,12 @@ async def list_instance_tokens(request: web.Request) -> web.Response:
     return respond([dump(TokenOut, row) for row in rows])
 
 
-@ROUTES.route(
-    "POST",
-    "/api/instance-tokens/{tokenId}/revoke",
-    summary="Revoke an instance admin token (instance admin)",
-    tag="directory",
-    response=TokenOut,
-    errors=(403, 404, 409),
-)
+@DIRECTORY.post("/api/instance-tokens/{tokenId}/revoke", response=TokenOut, errors=(403, 404, 409))
 async def revoke_instance_token(request: web.Request) -> web.Response:
+    """Revoke an instance admin token (instance admin).
+
+    Revokes an instance admin token for good (the last unrevoked one cannot be).
+    """
     principal = principal_of(request)
     if not principal.is_admin:
         raise Forbidden("only the instance admin can revoke instance tokens")

@@ -20,6 +20,8 @@ from shared.cron import fires_between, iso_utc
 from shared.errors import InvalidCron, InvalidTimezone
 from shared.http import DB_KEY
 
+HEALTH = ROUTES.tagged("health")
+
 MAX_DAYS = 90
 # The scheduler's default misfire grace (DESIGN "Catch-up"): runs recorded within it are on time.
 ON_TIME_WITHIN = timedelta(seconds=60)
@@ -43,23 +45,20 @@ def _round(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-@ROUTES.route(
-    "GET",
+@HEALTH.get(
     "/api/routines/{routineId}/health",
-    summary="Schedule health: slots vs runs per schedule trigger, fire lag, outcomes, failure streak",
-    tag="health",
-    description=(
-        "For each schedule trigger: slots expected in the window vs runs recorded (on time within "
-        "60 s, late/catch-up, backfilled, missed-and-skipped, unaccounted) and fire-lag "
-        "percentiles; for the routine: runs by status, the current streak of consecutive failed "
-        "runs, alerting state, and the open execution issue's age and staleness. Example: `GET "
-        "/api/routines/{routineId}/health?days=7`."
-    ),
     response=HealthOut,
     errors=(400, 404),
     query=(QueryParam.integer("days", MAX_DAYS, 7, "Window length."),),
 )
 async def routine_health(request: web.Request) -> web.Response:
+    """Schedule health: slots vs runs per schedule trigger, fire lag, outcomes, failure streak.
+
+    For each schedule trigger: slots expected in the window vs runs recorded (on time within 60 s,
+    late/catch-up, backfilled, missed-and-skipped, unaccounted) and fire-lag percentiles; for the routine:
+    runs by status, the current streak of consecutive failed runs, alerting state, and the open execution
+    issue's age and staleness. Example: `GET /api/routines/{routineId}/health?days=7`.
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     days = query_int(request, "days", 7, MAX_DAYS)

@@ -19,6 +19,8 @@ from shared.errors import Conflict
 from shared.http import DB_KEY
 from shared.vocabulary import RUN_SOURCES, RUN_STATUSES
 
+RUNS = ROUTES.tagged("runs")
+
 RUN_QUERY = (
     *page_params(maximum=500),
     QueryParam("status", {"type": "string", "enum": list(RUN_STATUSES)}, "Only runs in this status."),
@@ -31,23 +33,14 @@ RUN_QUERY = (
 )
 
 
-@ROUTES.route(
-    "GET",
-    "/api/routines/{routineId}/runs",
-    summary="Run history, newest first; `X-Next-Cursor` names the next page while there is one",
-    tag="runs",
-    description=(
-        "Newest first by triggeredAt, then id. While older runs exist the answer carries an opaque "
-        "`X-Next-Cursor` header; pass it back as `cursor` for the next page. Filters combine. "
-        "Example: `GET "
-        "/api/routines/{routineId}/runs?limit=2&status=failed&from=2026-03-01T00:00:00Z`."
-    ),
-    response=RunOut,
-    response_is_list=True,
-    errors=(400, 404),
-    query=RUN_QUERY,
-)
+@RUNS.get("/api/routines/{routineId}/runs", response=list[RunOut], errors=(400, 404), query=RUN_QUERY)
 async def list_runs(request: web.Request) -> web.Response:
+    """Run history, newest first; `X-Next-Cursor` names the next page while there is one.
+
+    Newest first by triggeredAt, then id. While older runs exist the answer carries an opaque `X-Next-Cursor`
+    header; pass it back as `cursor` for the next page. Filters combine. Example: `GET
+    /api/routines/{routineId}/runs?limit=2&status=failed&from=2026-03-01T00:00:00Z`.
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     limit = query_limit(request)
@@ -74,42 +67,29 @@ async def list_runs(request: web.Request) -> web.Response:
     return page_answer(rows, limit, RunOut, "triggered_at")
 
 
-@ROUTES.route(
-    "GET",
-    "/api/runs/{runId}",
-    summary="One run",
-    tag="runs",
-    description=(
-        "One run of a routine the caller can see (another company's run → 404). Example: `GET "
-        '/api/runs/9b2c…` → `{"id": "9b2c…", "status": "failed", "source": "webhook", '
-        '"failureReason": "execution issue cancelled", …}`.'
-    ),
-    response=RunOut,
-    errors=(404,),
-)
+@RUNS.get("/api/runs/{runId}", response=RunOut, errors=(404,))
 async def get_run(request: web.Request) -> web.Response:
+    """One run.
+
+    One run of a routine the caller can see (another company's run → 404). Example: `GET /api/runs/9b2c…` →
+    `{"id": "9b2c…", "status": "failed", "source": "webhook", "failureReason": "execution issue cancelled",
+    …}`.
+    """
     return respond(dump(RunOut, await fetch_visible(request, "runId", "run", "run_answer")))
 
 
-@ROUTES.route(
-    "POST",
-    "/api/runs/{runId}/replay",
-    summary="Replay a run: a new run (source `replay`, `replayOf` the original) through the policy",
-    tag="runs",
-    description=(
-        'Records a new run with `source: "replay"` and `replayOf` = the original, attributed to the'
-        " same trigger, with the original payload and variable values unless the body gives new "
-        "ones, and dispatches it through the concurrency policy like any fire. The answer waits "
-        "briefly for the decision. Archived routine → 409. Example: `POST /api/runs/9b2c…/replay "
-        '{"payload": {"context": "retry"}}` → 202 `{"source": "replay", "replayOf": "9b2c…", '
-        '"status": "issue_created", …}`.'
-    ),
-    body=ReplayRequest,
-    response=RunOut,
-    status=202,
-    errors=(403, 404, 409),
+@RUNS.post(
+    "/api/runs/{runId}/replay", body=ReplayRequest, response=RunOut, status=202, errors=(403, 404, 409)
 )
 async def replay_run(request: web.Request) -> web.Response:
+    """Replay a run: a new run (source `replay`, `replayOf` the original) through the policy.
+
+    Records a new run with `source: "replay"` and `replayOf` = the original, attributed to the same trigger,
+    with the original payload and variable values unless the body gives new ones, and dispatches it through
+    the concurrency policy like any fire. The answer waits briefly for the decision. Archived routine → 409.
+    Example: `POST /api/runs/9b2c…/replay {"payload": {"context": "retry"}}` → 202 `{"source": "replay",
+    "replayOf": "9b2c…", "status": "issue_created", …}`.
+    """
     principal = principal_of(request)
     run_id = path_uuid(request, "runId", "run")
     body = await parse_body(request, ReplayRequest)

@@ -20,6 +20,8 @@ from shared.errors import Forbidden
 from shared.http import BUS_KEY, DB_KEY
 from shared.vocabulary import ISSUE_STATUSES
 
+ISSUES = ROUTES.tagged("issues")
+
 
 async def settle_origin_run(conn: asyncpg.Connection, issue: Row, status: str) -> list[AlertEvent]:
     """An execution issue moved to `status`: done completes its origin run, cancelled fails it
@@ -40,17 +42,12 @@ async def settle_origin_run(conn: asyncpg.Connection, issue: Row, status: str) -
 # --- issues --------------------------------------------------------------------------------
 
 
-@ROUTES.route(
-    "POST",
-    "/api/companies/{companyId}/issues",
-    summary="Create a plain issue (board)",
-    tag="issues",
-    body=IssueCreate,
-    response=IssueOut,
-    status=201,
-    errors=(403, 404, 422),
-)
+@ISSUES.create("/api/companies/{companyId}/issues", IssueCreate, IssueOut)
 async def create_issue(request: web.Request) -> web.Response:
+    """Create a plain issue (board).
+
+    Creates a plain (non-routine) issue (board operators).
+    """
     company_id = await board_company(request)
     body = await parse_body(request, IssueCreate)
     async with request.app[DB_KEY].transaction() as conn:
@@ -62,13 +59,9 @@ async def create_issue(request: web.Request) -> web.Response:
     return respond(dump(IssueOut, row), 201)
 
 
-@ROUTES.route(
-    "GET",
+@ISSUES.get(
     "/api/companies/{companyId}/issues",
-    summary="Issues of a company",
-    tag="issues",
-    response=IssueOut,
-    response_is_list=True,
+    response=list[IssueOut],
     errors=(400, 403, 404),
     query=(
         QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}),
@@ -78,6 +71,10 @@ async def create_issue(request: web.Request) -> web.Response:
     ),
 )
 async def list_issues(request: web.Request) -> web.Response:
+    """Issues of a company.
+
+    Issues of the company, newest first, filtered by assignee, status or routine.
+    """
     principal = principal_of(request)
     company_id = await company_path(request, principal)
     assignee = query_uuid(request, "assigneeAgentId")
@@ -92,24 +89,21 @@ async def list_issues(request: web.Request) -> web.Response:
     return respond([dump(IssueOut, row) for row in rows])
 
 
-@ROUTES.route(
-    "GET", "/api/issues/{issueId}", summary="One issue", tag="issues", response=IssueOut, errors=(404,)
-)
+@ISSUES.get("/api/issues/{issueId}", response=IssueOut, errors=(404,))
 async def get_issue(request: web.Request) -> web.Response:
+    """One issue.
+
+    One issue; routine executions carry the routine, run and payload they came from.
+    """
     return respond(dump(IssueOut, await fetch_visible(request, "issueId", "issue", "issue_by_id")))
 
 
-@ROUTES.route(
-    "PATCH",
-    "/api/issues/{issueId}",
-    summary="Change an issue's status",
-    tag="issues",
-    body=IssueUpdate,
-    response=IssueOut,
-    errors=(403, 404),
-)
+@ISSUES.patch("/api/issues/{issueId}", body=IssueUpdate, response=IssueOut, errors=(403, 404))
 async def update_issue(request: web.Request) -> web.Response:
-    """Closing an execution issue settles its origin run in the same transaction."""
+    """Change an issue's status.
+
+    Changes an issue's status. Closing an execution issue settles its origin run in the same transaction.
+    """
     principal = principal_of(request)
     issue_id = path_uuid(request, "issueId", "issue")
     body = await parse_body(request, IssueUpdate)

@@ -62,66 +62,6 @@ GATEWAY_OPERATIONS = [
     )
 ]
 
-OPERATION_DOCS: dict[str, str] = {
-    "createCompany": "Creates a company. Only the instance admin (`routines bootstrap` prints its token).",
-    "listCompanies": "The instance admin sees every company; board operators and agents see their own.",
-    "createAgent": "Creates an agent in the company (board operators). Its API key is in this answer only.",
-    "listAgents": "Every agent of the company, oldest first. Any member of the company may read.",
-    "updateAgent": "Pauses, re-activates or terminates an agent (board operators).",
-    "agentMe": "The agent the calling API key belongs to (agent keys only).",
-    "createProject": "Creates a project in the company (board operators).",
-    "listProjects": "Every project of the company. Any member of the company may read.",
-    "createGoal": "Creates a goal in the company (board operators).",
-    "listGoals": "Every goal of the company. Any member of the company may read.",
-    "createBoardToken": "Mints a board operator token for the company. The token is in this answer only.",
-    "createIssue": "Creates a plain (non-routine) issue (board operators).",
-    "listIssues": "Issues of the company, newest first, filtered by assignee, status or routine.",
-    "getIssue": "One issue; routine executions carry the routine, run and payload they came from.",
-    "updateIssue": "Changes an issue's status. Closing an execution issue settles its origin run in the "
-    "same transaction.",
-    "createTrigger": "Adds a schedule, webhook or api trigger to a routine. A webhook trigger's secret "
-    "is in this answer only; its `webhookUrl` points at the webhook gateway.",
-    "updateTrigger": "Changes a trigger; a new cron expression or time zone recomputes `nextRunAt`.",
-    "deleteTrigger": "Deletes a trigger. Its runs stay in the routine's history.",
-    "rotateSecret": "Issues a new webhook secret; the old one stays valid for `graceSec` seconds.",
-    "createRoutine": "Creates a routine assigned to an active agent of the company. Agents may only "
-    "create routines assigned to themselves.",
-    "listRoutines": "Routines of the company, filtered by status or assignee. 404 if the company does "
-    "not exist.",
-    "getRoutine": "A routine with its triggers (never their secrets).",
-    "updateRoutine": "Changes a routine. active <-> paused; archived is terminal. Agents manage only "
-    "routines assigned to themselves.",
-    "listRuns": "The routine's runs, newest first: what fired, when, and what was decided.",
-    "manualRun": "Records a run now and waits up to `MANUAL_RUN_WAIT_SEC` for the dispatcher's decision: "
-    "`status` is then `issue_created`, `coalesced` or `skipped` (else still `received`). A repeated "
-    "`idempotencyKey` answers 200 with the first run.",
-    "rotateAgentKey": "Issues a new API key for the agent (board operators). The old key stops working "
-    "at once; the new key is in this answer only.",
-    "listBoardTokens": "The company's board tokens (never the tokens themselves), revoked ones included.",
-    "revokeBoardToken": "Revokes a board token for good; requests with it answer 401 from now on.",
-    "listInstanceTokens": "Every instance admin token (never the tokens themselves). Instance admin only.",
-    "revokeInstanceToken": "Revokes an instance admin token for good (the last unrevoked one cannot be).",
-    "backfill": "Lists the slots of a schedule trigger in a past window and which have runs; with "
-    "`dryRun` false it records runs for the missing slots (at most `maxRuns`), through the policy.",
-    "routineHealth": "Per schedule trigger: expected slots against recorded runs (on time, late, "
-    "backfilled, skipped, unaccounted), fire-lag percentiles, outcomes, the failure streak and "
-    "the open issue.",
-    "getRun": "One run with its payload, variables and decision.",
-    "replayRun": "Records a new run (source `replay`) with the original's payload and variables, "
-    "optionally overriding variables, assignee or project; it goes through the concurrency policy.",
-    "listRevisions": "Every recorded state of the routine: number, actor, snapshot and the changes.",
-    "restoreRevision": "Sets the routine's fields back to a revision's (its status stays); recorded as a "
-    "new revision.",
-    "routineActivity": "What happened to the routine, newest first: changes, triggers, manual runs, "
-    "alerts and recorded runs.",
-    "companyActivity": "The activity of every routine of the company, newest first.",
-    "routineUpcoming": "The next fires of the routine's schedule triggers, with what each would do now.",
-    "companyUpcoming": "Every fire of the company's active routines in a window of at most 31 days.",
-    "agentWakeups": "Server-Sent Events: one event per wake-up of the calling agent (agent keys only).",
-    "cronPreview": "The next fire times of a cron expression in a time zone, with the DST rules the "
-    "scheduler uses. Nothing is stored.",
-}
-
 PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
     "companyId": ({"type": "string", "format": "uuid"}, "Id of the company."),
     "agentId": ({"type": "string", "format": "uuid"}, "Id of the agent."),
@@ -246,7 +186,7 @@ def build_openapi(
         ]
         entry: dict[str, Any] = {
             "summary": op.summary,
-            "description": op.description or OPERATION_DOCS.get(op.operation_id, ""),
+            "description": op.description,
             "operationId": op.operation_id,
             "tags": [op.tag],
             "parameters": parameters,

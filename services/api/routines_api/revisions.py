@@ -21,25 +21,21 @@ from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.http import DB_KEY
 from shared.templates import check_placeholders, parse_variables, required_without_default
 
+REVISIONS = ROUTES.tagged("revisions")
+
 PAGE_QUERY = page_params(maximum=100)
 
 
-@ROUTES.route(
-    "GET",
-    "/api/routines/{routineId}/revisions",
-    summary="The routine's revisions, newest first (who, when, what changed)",
-    tag="revisions",
-    description=(
-        "Every change of the routine: who (actorKind, actorId), when, the snapshot after it and the"
-        " changes (field → {from, to}). Newest first, `X-Next-Cursor` pages. Example: `GET "
-        "/api/routines/{routineId}/revisions?limit=10`."
-    ),
-    response=RevisionOut,
-    response_is_list=True,
-    errors=(400, 404),
-    query=PAGE_QUERY,
+@REVISIONS.get(
+    "/api/routines/{routineId}/revisions", response=list[RevisionOut], errors=(400, 404), query=PAGE_QUERY
 )
 async def list_revisions(request: web.Request) -> web.Response:
+    """The routine's revisions, newest first (who, when, what changed).
+
+    Every change of the routine: who (actorKind, actorId), when, the snapshot after it and the changes (field
+    → {from, to}). Newest first, `X-Next-Cursor` pages. Example: `GET
+    /api/routines/{routineId}/revisions?limit=10`.
+    """
     _routine_id, limit, rows = await _routine_page(request, "revisions_page")
     return page_answer(rows, limit, RevisionOut, "created_at")
 
@@ -57,22 +53,19 @@ async def _routine_page(request: web.Request, query: str) -> tuple[uuid.UUID, in
     return routine_id, limit, list(rows)
 
 
-@ROUTES.route(
-    "POST",
+@REVISIONS.post(
     "/api/routines/{routineId}/revisions/{revisionId}/restore",
-    summary="Restore a revision's fields (not the status); recorded as a new revision",
-    tag="revisions",
-    description=(
-        "Applies the revision's fields again (title, description, assignee, project, goal, parent, "
-        "priority, policies, variables, health settings — not the status) and records a new "
-        "revision with `restoredFrom`. Same rules as PATCH: agents cannot restore another assignee "
-        "(403), references must still exist (422), archived → 409. Example: `POST "
-        "/api/routines/{routineId}/revisions/{revisionId}/restore`."
-    ),
     response=RoutineOut,
     errors=(403, 404, 409, 422),
 )
 async def restore_revision(request: web.Request) -> web.Response:
+    """Restore a revision's fields (not the status); recorded as a new revision.
+
+    Applies the revision's fields again (title, description, assignee, project, goal, parent, priority,
+    policies, variables, health settings — not the status) and records a new revision with `restoredFrom`.
+    Same rules as PATCH: agents cannot restore another assignee (403), references must still exist (422),
+    archived → 409. Example: `POST /api/routines/{routineId}/revisions/{revisionId}/restore`.
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     revision_id = path_uuid(request, "revisionId", "revision")
@@ -143,46 +136,36 @@ async def restore_revision(request: web.Request) -> web.Response:
     return respond(dump(RoutineOut, answer))
 
 
-@ROUTES.route(
-    "GET",
-    "/api/routines/{routineId}/activity",
-    summary="The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs",
-    tag="revisions",
-    description=(
-        "Who did what (created, updated, paused, resumed, archived, restored, "
-        "trigger_added/updated/deleted, secret_rotated, manual_run, replay, backfill) and what the "
-        "system did (failure_alert, recovered, auto_paused, stale_cancelled), merged with every run"
-        " recorded (`run_recorded`). Newest first, `X-Next-Cursor` pages. Example: `GET "
-        "/api/routines/{routineId}/activity?limit=20`."
-    ),
-    response=ActivityOut,
-    response_is_list=True,
-    errors=(400, 404),
-    query=PAGE_QUERY,
+@REVISIONS.get(
+    "/api/routines/{routineId}/activity", response=list[ActivityOut], errors=(400, 404), query=PAGE_QUERY
 )
 async def routine_activity(request: web.Request) -> web.Response:
+    """The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs.
+
+    Who did what (created, updated, paused, resumed, archived, restored, trigger_added/updated/deleted,
+    secret_rotated, manual_run, replay, backfill) and what the system did (failure_alert, recovered,
+    auto_paused, stale_cancelled), merged with every run recorded (`run_recorded`). Newest first,
+    `X-Next-Cursor` pages. Example: `GET /api/routines/{routineId}/activity?limit=20`.
+    """
     routine_id, limit, rows = await _routine_page(request, "activity_page")
     return page_answer(
         [{**dict(entry), "routine_id": routine_id} for entry in rows], limit, ActivityOut, "at"
     )
 
 
-@ROUTES.route(
-    "GET",
+@REVISIONS.get(
     "/api/companies/{companyId}/activity",
-    summary="The company's routine activity log, newest first (changes, triggers, manual runs, alerts)",
-    tag="revisions",
-    description=(
-        "The routine activity of the whole company (changes, triggers, manual runs, alerts; runs "
-        "are in each routine's log). Newest first, `X-Next-Cursor` pages. Example: `GET "
-        "/api/companies/{companyId}/activity?limit=50`."
-    ),
-    response=ActivityOut,
-    response_is_list=True,
+    response=list[ActivityOut],
     errors=(400, 403, 404),
     query=PAGE_QUERY,
 )
 async def company_activity(request: web.Request) -> web.Response:
+    """The company's routine activity log, newest first (changes, triggers, manual runs, alerts).
+
+    The routine activity of the whole company (changes, triggers, manual runs, alerts; runs are in each
+    routine's log). Newest first, `X-Next-Cursor` pages. Example: `GET
+    /api/companies/{companyId}/activity?limit=50`.
+    """
     principal = principal_of(request)
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)

@@ -4,6 +4,8 @@ is built from it in `openapi.py`), installed with its authentication."""
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,14 +74,9 @@ class RouteTable:
     def __init__(self) -> None:
         self.operations: list[Operation] = []
 
-    def route(
-        self, method: str, path: str, *, summary: str, tag: str, **meta: Any
-    ) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            self.operations.append(Operation(method, path, handler, summary, tag, **meta))
-            return handler
-
-        return register
+    def tagged(self, tag: str) -> Routes:
+        """The routes of one tag (an OpenAPI section); each module declares its own."""
+        return Routes(self, tag)
 
     def install(self, app: web.Application) -> None:
         """Add every route; those marked `auth=True` authenticate before their handler runs (which
@@ -89,6 +86,63 @@ class RouteTable:
             if op.handler is not None:
                 handler = _authenticated(op.handler) if op.auth else op.handler
                 app.router.add_route(op.method, op.path, handler)
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Registers a tag's routes: `@ROUTINES.get("/api/routines/{routineId}", response=RoutineOut)`.
+
+    The handler's docstring is the operation's documentation: its first paragraph the summary (one
+    sentence, its final period dropped), the rest the description. `response=list[Model]` answers a
+    JSON array of the model."""
+
+    table: RouteTable
+    tag: str
+
+    def get(self, path: str, **meta: Any) -> Callable[[Handler], Handler]:
+        return self._add("GET", path, meta)
+
+    def post(self, path: str, **meta: Any) -> Callable[[Handler], Handler]:
+        return self._add("POST", path, meta)
+
+    def create(
+        self, path: str, body: type[BaseModel], response: type[BaseModel], **meta: Any
+    ) -> Callable[[Handler], Handler]:
+        """POST creating an object under the path's parent: 201 with it; 403 when the caller may not
+        create there, 404 for an unknown (or invisible) parent, 422 for a reference that does not
+        resolve — unless `errors` says otherwise."""
+        meta.setdefault("errors", (403, 404, 422))
+        return self._add("POST", path, {"body": body, "response": response, "status": 201, **meta})
+
+    def patch(self, path: str, **meta: Any) -> Callable[[Handler], Handler]:
+        return self._add("PATCH", path, meta)
+
+    def delete(self, path: str, **meta: Any) -> Callable[[Handler], Handler]:
+        return self._add("DELETE", path, meta)
+
+    def _add(self, method: str, path: str, meta: dict[str, Any]) -> Callable[[Handler], Handler]:
+        response = meta.get("response")
+        if typing.get_origin(response) is list:
+            (meta["response"],) = typing.get_args(response)
+            meta["response_is_list"] = True
+
+        def register(handler: Handler) -> Handler:
+            summary, description = handler_docs(handler)
+            self.table.operations.append(
+                Operation(method, path, handler, summary, self.tag, description=description, **meta)
+            )
+            return handler
+
+        return register
+
+
+def handler_docs(handler: Handler) -> tuple[str, str]:
+    """A handler's summary and description, from its docstring (see `Routes`)."""
+    doc = inspect.getdoc(handler)
+    if not doc:
+        raise TypeError(f"route handler {handler.__name__} has no docstring to document it")
+    paragraphs = [" ".join(p.split("\n")) for p in doc.split("\n\n")]
+    return paragraphs[0].removesuffix("."), "\n\n".join(paragraphs[1:])
 
 
 def _authenticated(handler: Handler) -> Handler:

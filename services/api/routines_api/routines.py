@@ -38,20 +38,19 @@ from shared.http import BUS_KEY, DB_KEY
 from shared.rules import next_run_at
 from shared.runs import record_run
 
+ROUTINES = ROUTES.tagged("routines")
+RUNS = ROUTES.tagged("runs")
+
 ROUTINE_STATUSES = ("active", "paused", "archived")
 
 
-@ROUTES.route(
-    "POST",
-    "/api/companies/{companyId}/routines",
-    summary="Create a routine",
-    tag="routines",
-    body=RoutineCreate,
-    response=RoutineOut,
-    status=201,
-    errors=(403, 404, 422),
-)
+@ROUTINES.create("/api/companies/{companyId}/routines", RoutineCreate, RoutineOut)
 async def create_routine(request: web.Request) -> web.Response:
+    """Create a routine.
+
+    Creates a routine assigned to an active agent of the company. Agents may only create routines assigned to
+    themselves.
+    """
     principal = principal_of(request)
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)
@@ -73,13 +72,9 @@ async def create_routine(request: web.Request) -> web.Response:
     return respond(dump(RoutineOut, created), 201)
 
 
-@ROUTES.route(
-    "GET",
+@ROUTINES.get(
     "/api/companies/{companyId}/routines",
-    summary="List routines",
-    tag="routines",
-    response=RoutineOut,
-    response_is_list=True,
+    response=list[RoutineOut],
     errors=(400, 403, 404),
     query=(
         QueryParam("status", {"type": "string", "enum": list(ROUTINE_STATUSES)}),
@@ -87,6 +82,10 @@ async def create_routine(request: web.Request) -> web.Response:
     ),
 )
 async def list_routines(request: web.Request) -> web.Response:
+    """List routines.
+
+    Routines of the company, filtered by status or assignee. 404 if the company does not exist.
+    """
     principal = principal_of(request)
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)
@@ -98,15 +97,12 @@ async def list_routines(request: web.Request) -> web.Response:
     return respond([dump(RoutineOut, routine) for routine in rows])
 
 
-@ROUTES.route(
-    "GET",
-    "/api/routines/{routineId}",
-    summary="A routine with its triggers (never their secrets)",
-    tag="routines",
-    response=RoutineDetail,
-    errors=(404,),
-)
+@ROUTINES.get("/api/routines/{routineId}", response=RoutineDetail, errors=(404,))
 async def get_routine(request: web.Request) -> web.Response:
+    """A routine with its triggers (never their secrets).
+
+    A routine with its triggers (never their secrets).
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     async with request.app[DB_KEY].connection() as conn:
@@ -118,16 +114,15 @@ async def get_routine(request: web.Request) -> web.Response:
     return respond(dump(RoutineDetail, {**detail, **extras}, triggers=triggers_json))
 
 
-@ROUTES.route(
-    "PATCH",
-    "/api/routines/{routineId}",
-    summary="Update a routine",
-    tag="routines",
-    body=RoutineUpdate,
-    response=RoutineOut,
-    errors=(403, 404, 409, 422),
+@ROUTINES.patch(
+    "/api/routines/{routineId}", body=RoutineUpdate, response=RoutineOut, errors=(403, 404, 409, 422)
 )
 async def update_routine(request: web.Request) -> web.Response:
+    """Update a routine.
+
+    Changes a routine. active <-> paused; archived is terminal. Agents manage only routines assigned to
+    themselves.
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, RoutineUpdate)
@@ -182,11 +177,8 @@ async def update_routine(request: web.Request) -> web.Response:
     return respond(dump(RoutineOut, updated))
 
 
-@ROUTES.route(
-    "POST",
+@RUNS.post(
     "/api/routines/{routineId}/run",
-    summary="Run now (202 new run; 200 repeated idempotency key)",
-    tag="runs",
     body=ManualRun,
     response=RunOut,
     status=202,
@@ -194,6 +186,12 @@ async def update_routine(request: web.Request) -> web.Response:
     errors=(403, 404, 409, 422),
 )
 async def manual_run(request: web.Request) -> web.Response:
+    """Run now (202 new run; 200 repeated idempotency key).
+
+    Records a run now and waits up to `MANUAL_RUN_WAIT_SEC` for the dispatcher's decision: `status` is then
+    `issue_created`, `coalesced` or `skipped` (else still `received`). A repeated `idempotencyKey` answers 200
+    with the first run.
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, ManualRun)
@@ -234,16 +232,13 @@ async def manual_run(request: web.Request) -> web.Response:
     return respond(dump(RunOut, await publish_and_wait(request, dict(run))), 202)
 
 
-@ROUTES.route(
-    "POST",
-    "/api/cron/preview",
-    summary="The next fire instants of a cron expression",
-    tag="routines",
-    body=CronPreviewRequest,
-    response=CronPreviewOut,
-    errors=(422,),
-)
+@ROUTINES.post("/api/cron/preview", body=CronPreviewRequest, response=CronPreviewOut, errors=(422,))
 async def cron_preview(request: web.Request) -> web.Response:
+    """The next fire instants of a cron expression.
+
+    The next fire times of a cron expression in a time zone, with the DST rules the scheduler uses. Nothing is
+    stored.
+    """
     body = await parse_body(request, CronPreviewRequest)
     schedule = parse_cron(body.cron_expression)
     zone(body.timezone)

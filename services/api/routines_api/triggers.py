@@ -32,20 +32,18 @@ from shared.errors import RateLimited, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
 from shared.rules import next_run_at
 
+TRIGGERS = ROUTES.tagged("triggers")
+
 ROTATION_WINDOW_SEC = 60
 
 
-@ROUTES.route(
-    "POST",
-    "/api/routines/{routineId}/triggers",
-    summary="Add a trigger (webhook secret shown once)",
-    tag="triggers",
-    body=TriggerCreate,
-    response=TriggerWithSecret,
-    status=201,
-    errors=(403, 404, 422),
-)
+@TRIGGERS.create("/api/routines/{routineId}/triggers", TriggerCreate, TriggerWithSecret)
 async def create_trigger(request: web.Request) -> web.Response:
+    """Add a trigger (webhook secret shown once).
+
+    Adds a schedule, webhook or api trigger to a routine. A webhook trigger's secret is in this answer only;
+    its `webhookUrl` points at the webhook gateway.
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     body = await parse_body(request, TriggerCreate)
@@ -94,16 +92,14 @@ async def create_trigger(request: web.Request) -> web.Response:
     return respond(trigger_json(request, row, secret), 201)
 
 
-@ROUTES.route(
-    "PATCH",
-    "/api/routine-triggers/{triggerId}",
-    summary="Update a trigger",
-    tag="triggers",
-    body=TriggerUpdate,
-    response=TriggerOut,
-    errors=(403, 404, 422),
+@TRIGGERS.patch(
+    "/api/routine-triggers/{triggerId}", body=TriggerUpdate, response=TriggerOut, errors=(403, 404, 422)
 )
 async def update_trigger(request: web.Request) -> web.Response:
+    """Update a trigger.
+
+    Changes a trigger; a new cron expression or time zone recomputes `nextRunAt`.
+    """
     principal = principal_of(request)
     trigger_id = path_uuid(request, "triggerId", "trigger")
     body = await parse_body(request, TriggerUpdate)
@@ -116,15 +112,12 @@ async def update_trigger(request: web.Request) -> web.Response:
     return respond(trigger_json(request, row))
 
 
-@ROUTES.route(
-    "DELETE",
-    "/api/routine-triggers/{triggerId}",
-    summary="Delete a trigger (its runs are kept)",
-    tag="triggers",
-    status=204,
-    errors=(403, 404),
-)
+@TRIGGERS.delete("/api/routine-triggers/{triggerId}", status=204, errors=(403, 404))
 async def delete_trigger(request: web.Request) -> web.Response:
+    """Delete a trigger (its runs are kept).
+
+    Deletes a trigger. Its runs stay in the routine's history.
+    """
     principal = principal_of(request)
     trigger_id = path_uuid(request, "triggerId", "trigger")
     async with request.app[DB_KEY].transaction() as conn:
@@ -137,16 +130,17 @@ async def delete_trigger(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@ROUTES.route(
-    "POST",
+@TRIGGERS.post(
     "/api/routine-triggers/{triggerId}/rotate-secret",
-    summary="Rotate a webhook secret (new secret shown once)",
-    tag="triggers",
     body=RotateSecret,
     response=RotatedSecret,
     errors=(403, 404, 422, 429),
 )
 async def rotate_secret(request: web.Request) -> web.Response:
+    """Rotate a webhook secret (new secret shown once).
+
+    Issues a new webhook secret; the old one stays valid for `graceSec` seconds.
+    """
     principal = principal_of(request)
     trigger_id = path_uuid(request, "triggerId", "trigger")
     body = await parse_body(request, RotateSecret)

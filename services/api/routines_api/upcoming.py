@@ -29,6 +29,8 @@ from shared.cron import iso_utc, next_fire, zone
 from shared.errors import BadRequest, InvalidCron, InvalidTimezone
 from shared.http import DB_KEY
 
+SIMULATOR = ROUTES.tagged("simulator")
+
 MAX_COUNT = 100
 MAX_WINDOW = timedelta(days=31)
 MAX_CALENDAR_FIRES = 1000
@@ -125,19 +127,8 @@ def _query_include_disabled(request: web.Request) -> bool:
     return raw == "true"
 
 
-@ROUTES.route(
-    "GET",
+@SIMULATOR.get(
     "/api/routines/{routineId}/upcoming",
-    summary="The routine's next fires across its schedule triggers, with the predicted outcome",
-    tag="simulator",
-    description=(
-        "The next `count` fires across the routine's enabled schedule triggers, merged in time "
-        "order, each with its trigger, the instant in UTC and in the trigger's zone, the DST flag, "
-        "and the predicted outcome if it fired now (`issue_created`, `coalesced`, `skipped`, or "
-        "`paused`/`disabled`/`archived` when it would not fire). Predictions follow the scheduler: "
-        "each chain starts at the trigger's `nextRunAt`. Example: `GET "
-        "/api/routines/{routineId}/upcoming?count=3`."
-    ),
     response=UpcomingOut,
     errors=(400, 404),
     query=(
@@ -150,6 +141,14 @@ def _query_include_disabled(request: web.Request) -> bool:
     ),
 )
 async def routine_upcoming(request: web.Request) -> web.Response:
+    """The routine's next fires across its schedule triggers, with the predicted outcome.
+
+    The next `count` fires across the routine's enabled schedule triggers, merged in time order, each with its
+    trigger, the instant in UTC and in the trigger's zone, the DST flag, and the predicted outcome if it fired
+    now (`issue_created`, `coalesced`, `skipped`, or `paused`/`disabled`/`archived` when it would not fire).
+    Predictions follow the scheduler: each chain starts at the trigger's `nextRunAt`. Example: `GET
+    /api/routines/{routineId}/upcoming?count=3`.
+    """
     principal = principal_of(request)
     routine_id = path_uuid(request, "routineId", "routine")
     count = query_int(request, "count", 10, MAX_COUNT)
@@ -181,17 +180,8 @@ async def routine_upcoming(request: web.Request) -> web.Response:
     return respond(dump(UpcomingOut, {"fires": [fire_json(i, s) for i, s in fires], "truncated": truncated}))
 
 
-@ROUTES.route(
-    "GET",
+@SIMULATOR.get(
     "/api/companies/{companyId}/upcoming",
-    summary="The company's calendar: every fire of its active routines in a window (at most 31 days)",
-    tag="simulator",
-    description=(
-        "Every fire of the company's active routines' enabled schedule triggers with from ≤ utc ≤ "
-        "to (default now … now + 7 days, at most 31 days, at most 1,000 fires then `truncated`). "
-        "Example: `GET "
-        "/api/companies/{companyId}/upcoming?from=2026-03-30T00:00:00Z&to=2026-04-06T00:00:00Z&assigneeAgentId=…`."
-    ),
     response=UpcomingOut,
     errors=(400, 403, 404),
     query=(
@@ -201,6 +191,12 @@ async def routine_upcoming(request: web.Request) -> web.Response:
     ),
 )
 async def company_upcoming(request: web.Request) -> web.Response:
+    """The company's calendar: every fire of its active routines in a window (at most 31 days).
+
+    Every fire of the company's active routines' enabled schedule triggers with from ≤ utc ≤ to (default now …
+    now + 7 days, at most 31 days, at most 1,000 fires then `truncated`). Example: `GET
+    /api/companies/{companyId}/upcoming?from=2026-03-30T00:00:00Z&to=2026-04-06T00:00:00Z&assigneeAgentId=…`.
+    """
     principal = principal_of(request)
     company_id = path_uuid(request, "companyId", "company")
     principal.require_company(company_id)

@@ -22,6 +22,8 @@ from shared.errors import BadRequest, Forbidden, ServiceUnavailable
 from shared.http import BUS_KEY
 from shared.logging import get_logger
 
+DIRECTORY = ROUTES.tagged("directory")
+
 log = get_logger(__name__)
 
 WAKEUP_EVENT = "wakeup"
@@ -42,11 +44,8 @@ def sse_event(event_id: int, event: str, data: object) -> bytes:
     return f"id: {event_id}\nevent: {event}\ndata: {body}\n\n".encode()
 
 
-@ROUTES.route(
-    "GET",
+@DIRECTORY.get(
     "/api/agents/me/wakeups",
-    summary="Follow the calling agent's wake-ups as Server-Sent Events",
-    tag="directory",
     errors=(400, 403),
     stream="text/event-stream",
     query=(
@@ -58,8 +57,12 @@ def sse_event(event_id: int, event: str, data: object) -> bytes:
     ),
 )
 async def agent_wakeups(request: web.Request) -> web.StreamResponse:
-    """Stream `wakeup` events (`{issueId, runId, routineId, reason}`) with ids; `: ping` comments
-    keep proxies from closing an idle stream. Reconnect with `Last-Event-ID` to resume."""
+    """Follow the calling agent's wake-ups as Server-Sent Events.
+
+    Server-Sent Events: one `wakeup` event (`{issueId, runId, routineId, reason}`) with an id per wake-up of
+    the calling agent (agent keys only); `: ping` comments keep proxies from closing an idle stream.
+    Reconnect with `Last-Event-ID` to resume.
+    """
     principal = principal_of(request)
     if principal.agent_id is None:
         raise Forbidden("wake-ups are for agent tokens")
