@@ -1,11 +1,14 @@
-"""The route table's `auth` flag is enforced, not only documented: a handler marked auth=True is
-never reached without credentials, even if it forgets to authenticate."""
+"""The route table: its `auth` flag is enforced, not only documented (a handler marked auth=True is
+never reached without credentials, even if it forgets to authenticate), and what it documents of
+an operation comes from the declaration and the handler's docstring."""
 
 from __future__ import annotations
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from routines_api.models import RoutineCreate, RoutineOut
 from routines_api.routes import RouteTable
 from shared.http import SETTINGS_KEY, edge_middleware
 from shared.settings import CommonSettings
@@ -13,15 +16,18 @@ from shared.settings import CommonSettings
 
 async def test_an_auth_route_refuses_a_request_without_credentials_before_its_handler() -> None:
     table = RouteTable()
+    routes = table.tagged("t")
     reached: list[str] = []
 
-    @table.route("GET", "/private", summary="forgets to authenticate", tag="t")
+    @routes.get("/private")
     async def private(_request: web.Request) -> web.Response:
+        """Forgets to authenticate."""
         reached.append("private")
         return web.json_response({"secret": True})
 
-    @table.route("GET", "/public", summary="open", tag="t", auth=False)
+    @routes.get("/public", auth=False)
     async def public(_request: web.Request) -> web.Response:
+        """Open."""
         reached.append("public")
         return web.json_response({"ok": True})
 
@@ -36,3 +42,62 @@ async def test_an_auth_route_refuses_a_request_without_credentials_before_its_ha
         assert malformed.status == 401
         assert (await client.get("/public")).status == 200
     assert reached == ["public"]
+
+
+def test_the_docstring_is_the_summary_and_the_description() -> None:
+    table = RouteTable()
+
+    @table.tagged("routines").get("/api/routines/{routineId}", response=list[RoutineOut])
+    async def get_thing(_request: web.Request) -> web.Response:
+        """One thing, with
+        its parts.
+
+        Said over two
+        lines.
+
+        A second paragraph.
+        """
+        return web.json_response({})
+
+    (op,) = table.operations
+    assert (op.method, op.path, op.tag, op.operation_id) == (
+        "GET",
+        "/api/routines/{routineId}",
+        "routines",
+        "getThing",
+    )
+    assert op.summary == "One thing, with its parts"
+    assert op.description == "Said over two lines.\n\nA second paragraph."
+    assert (op.response, op.response_is_list) == (RoutineOut, True)
+
+
+def test_a_create_route_answers_201_with_the_usual_refusals_unless_told_otherwise() -> None:
+    table = RouteTable()
+    routes = table.tagged("routines")
+
+    async def create_thing(_request: web.Request) -> web.Response:
+        """Create a thing."""
+        return web.json_response({}, status=201)
+
+    routes.create("/a", RoutineCreate, RoutineOut)(create_thing)
+    routes.create("/b", RoutineCreate, RoutineOut, errors=(403,))(create_thing)
+    first, second = table.operations
+    assert (first.method, first.status, first.body, first.response) == (
+        "POST",
+        201,
+        RoutineCreate,
+        RoutineOut,
+    )
+    assert (first.response_is_list, tuple(first.errors), tuple(second.errors)) == (
+        False,
+        (403, 404, 422),
+        (403,),
+    )
+
+
+def test_an_undocumented_handler_is_refused_when_it_is_declared() -> None:
+    async def undocumented(_request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    with pytest.raises(TypeError, match="undocumented has no docstring"):
+        RouteTable().tagged("t").get("/x")(undocumented)
