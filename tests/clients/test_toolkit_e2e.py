@@ -10,7 +10,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,16 @@ from routines_client import AsyncRoutinesClient, NotFound, Unprocessable, new_id
 from routines_client.transport import Transport
 from routines_client.wakeups import follow_wakeups, read_events
 from shared.bootstrap import create_instance_admin_token
-from tests.support import ServiceProcess, Stack, start_service
+from tests.clients.tenant import Tenant, create_tenant
+from tests.support import Stack, start_service
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class World:
-    api: ServiceProcess
-    gateway: ServiceProcess
-    company_id: str
-    project_id: str
-    agent_id: str
-    agent_key: str
+class World(Tenant):
+    """The company the toolkit works in, as its agent."""
 
     def cli_env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTINES_")}
@@ -55,12 +49,10 @@ async def world(stack: Stack, tmp_path: Path) -> AsyncIterator[World]:
     gateway = start_service("webhook-gateway", env, tmp_path)
     dispatcher = start_service("run-dispatcher", env, tmp_path)
     try:
-        admin = await create_instance_admin_token(stack.database_url, "toolkit")
-        async with AsyncRoutinesClient(api.url, admin) as client:
-            company = await client.create_company({"name": "Toolkit"})
-            created = await client.create_agent(company.id, {"name": "agent"})
-            project = await client.create_project(company.id, {"name": "ops"})
-        yield World(api, gateway, str(company.id), str(project.id), str(created.agent.id), created.api_key)
+        tenant = await create_tenant(
+            stack.database_url, api, gateway, company="Toolkit", agent="agent", project="ops"
+        )
+        yield World(**vars(tenant))
     finally:
         for process in (api, gateway, dispatcher):
             process.kill()

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 
 from routines_client import AsyncRoutinesClient, encode_body, sign
-from shared.bootstrap import create_instance_admin_token
-from tests.support import ServiceProcess, Stack, start_service
+from tests.clients.tenant import Tenant, create_tenant
+from tests.support import Stack, start_service
 
 pytestmark = pytest.mark.e2e
 
@@ -39,15 +39,10 @@ def ensure_chromium() -> str:
 
 
 @dataclass
-class Console:
-    api: ServiceProcess
-    gateway: ServiceProcess
-    company_id: str
-    project_id: str
-    agent_id: str
-    agent_key: str
+class Console(Tenant):
+    """The company, as its board operator signs in to the console."""
+
     board_token: str
-    admin: str
 
 
 @pytest.fixture
@@ -57,22 +52,12 @@ async def console(stack: Stack, tmp_path: Path) -> AsyncIterator[Console]:
     api = start_service("api", env, tmp_path)
     dispatcher = start_service("run-dispatcher", env, tmp_path)
     try:
-        admin = await create_instance_admin_token(stack.database_url, "console")
-        async with AsyncRoutinesClient(api.url, admin) as client:
-            company = await client.create_company({"name": "Acme"})
-            agent = await client.create_agent(company.id, {"name": "Ada"})
-            project = await client.create_project(company.id, {"name": "Operations"})
-            board = await client.create_board_token(company.id, {"name": "operator"})
-        yield Console(
-            api,
-            gateway,
-            str(company.id),
-            str(project.id),
-            str(agent.agent.id),
-            agent.api_key,
-            board.token,
-            admin,
+        tenant = await create_tenant(
+            stack.database_url, api, gateway, company="Acme", agent="Ada", project="Operations"
         )
+        async with AsyncRoutinesClient(api.url, tenant.admin) as client:
+            board = await client.create_board_token(tenant.company_id, {"name": "operator"})
+        yield Console(**vars(tenant), board_token=board.token)
     finally:
         for process in (api, gateway, dispatcher):
             process.kill()
@@ -124,6 +109,22 @@ async def api_json(console: Console, method: str, path: str, body: Any = None) -
         ) as resp,
     ):
         return resp.status, await resp.json()
+
+
+async def fire_webhook(console: Console, public_id: str, secret: str, payload: dict[str, Any]) -> str:
+    """Fire a webhook trigger as its sender would (HMAC-signed with `secret`): it must be accepted
+    (202). Returns the id of the run it made."""
+    body = encode_body(payload)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{console.gateway.url}/api/routine-triggers/public/{public_id}/fire",
+            data=body,
+            headers=sign("hmac_sha256", secret, body),
+        ) as resp,
+    ):
+        assert resp.status == 202, await resp.text()
+        return str((await resp.json())["runId"])
 
 
 async def test_sign_in_refuses_agent_keys_and_wrong_tokens(console: Console, browser: Any) -> None:
@@ -194,17 +195,7 @@ async def test_operator_creates_a_routine_with_a_previewed_schedule_and_a_webhoo
 
     # Fire it as the sender would: the run and its issue appear without a reload.
     await page.get_by_role("tab", name="Runs").click()
-    body = encode_body({"event": "deploy"})
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{console.gateway.url}/api/routine-triggers/public/{hook['publicId']}/fire",
-            data=body,
-            headers=sign("hmac_sha256", secret, body),
-        ) as resp,
-    ):
-        assert resp.status == 202, await resp.text()
-        run_id = (await resp.json())["runId"]
+    run_id = await fire_webhook(console, hook["publicId"], secret, {"event": "deploy"})
     row = page.locator(f'tr[data-run-id="{run_id}"]')
     await row.get_by_text("issue_created").wait_for(timeout=15_000)
     await row.locator("code.issue-id").wait_for()
@@ -227,16 +218,7 @@ async def test_operator_creates_a_routine_with_a_previewed_schedule_and_a_webhoo
     new_secret = (await banner.locator("code.secret").inner_text()).strip()
     assert new_secret != secret
     for key in (secret, new_secret):
-        body = encode_body({"key": key[:4]})
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{console.gateway.url}/api/routine-triggers/public/{hook['publicId']}/fire",
-                data=body,
-                headers=sign("hmac_sha256", key, body),
-            ) as resp,
-        ):
-            assert resp.status == 202, await resp.text()
+        await fire_webhook(console, hook["publicId"], key, {"key": key[:4]})
 
     # Health and history of the routine, from the schedule-health and revisions features.
     await page.get_by_role("tab", name="Health").click()

@@ -8,12 +8,29 @@ from typing import Any
 import asyncpg
 import pytest
 
+from shared.cron import iso_utc
 from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
+from tests.unit.cron_vectors import SPRING_FORWARD_GAP
 
 
 async def _preview(client: Client, world: World, status: int, **body: Any) -> Any:
     return await call(client, "POST", "/api/cron/preview", world.a.agent_key, body, status)
+
+
+async def _routine_with_schedule(
+    client: Client, world: World, cron: str, timezone: str, status: int = 201
+) -> tuple[dict[str, Any], Any]:
+    """A new routine of tenant A, and the API's answer to adding a schedule trigger to it."""
+    routine = await make_routine(client, world.a)
+    trigger = await api_client.make_trigger(
+        client,
+        world.a,
+        routine["id"],
+        {"kind": "schedule", "cronExpression": cron, "timezone": timezone},
+        status,
+    )
+    return routine, trigger
 
 
 async def test_single_value_range_previews_and_schedules_that_value(client: Client, world: World) -> None:
@@ -21,13 +38,7 @@ async def test_single_value_range_previews_and_schedules_that_value(client: Clie
         client, world, 200, cronExpression="0 9-9 * * *", after="2026-11-30T00:00:00Z", count=2
     )
     assert [f["utc"] for f in got["fires"]] == ["2026-11-30T09:00:00Z", "2026-12-01T09:00:00Z"]
-    routine = await make_routine(client, world.a)
-    trigger = await api_client.make_trigger(
-        client,
-        world.a,
-        routine["id"],
-        {"kind": "schedule", "cronExpression": "57-57 * * * *", "timezone": "UTC"},
-    )
+    _, trigger = await _routine_with_schedule(client, world, "57-57 * * * *", "UTC")
     assert trigger["nextRunAt"].endswith(":57:00Z")
 
 
@@ -56,13 +67,7 @@ async def test_preview_and_schedule_triggers_say_the_schedule_in_words(client: C
     )
     assert got["description"] == "At 02:30, Monday through Friday (Europe/Amsterdam)"
     assert got["fires"][0]["dst"] is None  # 2027-03-28 is a Sunday: the gap day does not match
-    routine = await make_routine(client, world.a)
-    created = await api_client.make_trigger(
-        client,
-        world.a,
-        routine["id"],
-        {"kind": "schedule", "cronExpression": "0 9 * * 1-5", "timezone": "Europe/Amsterdam"},
-    )
+    routine, created = await _routine_with_schedule(client, world, "0 9 * * 1-5", "Europe/Amsterdam")
     assert created["description"] == "At 09:00, Monday through Friday (Europe/Amsterdam)"
     updated = await api_client.patch_trigger(
         client, world.a, created["id"], {"cronExpression": "@hourly", "timezone": "UTC"}
@@ -75,26 +80,17 @@ async def test_preview_and_schedule_triggers_say_the_schedule_in_words(client: C
 
 
 async def test_preview_marks_fires_moved_by_daylight_saving(client: Client, world: World) -> None:
+    vector = SPRING_FORWARD_GAP
     got = await _preview(
         client,
         world,
         200,
-        cronExpression="30 2 * * *",
-        timezone="Europe/Amsterdam",
-        after="2027-03-27T12:00:00Z",
+        cronExpression=vector.expression,
+        timezone=vector.timezone,
+        after=iso_utc(vector.after),
         count=1,
     )
-    assert got["fires"] == [
-        {
-            "utc": "2027-03-28T01:00:00Z",
-            "local": "2027-03-28T03:00:00+02:00",
-            "dst": {
-                "kind": "shifted_out_of_gap",
-                "wallTime": "2027-03-28T02:30",
-                "note": "02:30 does not exist on 2027-03-28 (clocks spring forward); fires at 03:00 instead",
-            },
-        }
-    ]
+    assert got["fires"] == [vector.first_fire]
 
 
 @pytest.mark.parametrize(
@@ -113,14 +109,7 @@ async def test_host_dependent_and_unknown_zones_are_a_422(
 ) -> None:
     got = await _preview(client, world, 422, cronExpression="0 9 * * *", timezone=name)
     assert message in got["error"]
-    routine = await make_routine(client, world.a)
-    refused = await api_client.make_trigger(
-        client,
-        world.a,
-        routine["id"],
-        {"kind": "schedule", "cronExpression": "0 9 * * *", "timezone": name},
-        422,
-    )
+    _, refused = await _routine_with_schedule(client, world, "0 9 * * *", name, status=422)
     assert message in refused["error"]
 
 

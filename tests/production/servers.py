@@ -47,6 +47,18 @@ def ensure_debian_package(binary: str, package: str) -> str:
     raise FileNotFoundError(f"{binary} not found after installing {package}")
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a server we started, and SIGKILL it if it has not exited 10 s later."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @dataclass
 class PgBouncer:
     """PgBouncer, `pool_mode = transaction`, trust auth for the listed users, every database
@@ -107,13 +119,7 @@ class PgBouncer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc)
         self._proc = None
 
 
@@ -200,13 +206,7 @@ class NatsCluster:
 
     def stop(self) -> None:
         for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.terminate()
-                try:
-                    node.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    node.proc.kill()
-                    node.proc.wait()
+            stop_process(node.proc)
             node.proc = None
 
     def logs(self) -> str:

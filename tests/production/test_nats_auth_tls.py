@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
 import ssl
@@ -18,9 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from shared.bus import RUNS_STREAM, Bus, connect_options
+from shared.bus import RUNS_STREAM, connect_options
 from shared.devservers import free_port, nats_server_binary, wait_for_port
 from shared.settings import CommonSettings
+from tests.production.buses import connected_bus, nats_only_settings
+from tests.production.servers import stop_process
 
 pytestmark = pytest.mark.production
 
@@ -84,24 +85,17 @@ def tls_nats(tmp_path: Path) -> Iterator[str]:
         wait_for_port(port)
         yield f"tls://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
-def settings(url: str, **values: object) -> CommonSettings:
-    return CommonSettings(database_url="postgresql://unused@127.0.0.1/x", nats_url=url, **values)  # type: ignore[arg-type]
+def settings(url: str, token: str, ca_file: str | None) -> CommonSettings:
+    return nats_only_settings(url, nats_token=token, nats_tls_ca_file=ca_file)
 
 
 async def test_services_connect_with_token_over_verified_tls(tls_nats: str, tmp_path: Path) -> None:
-    bus = Bus.from_settings(
-        settings(tls_nats, nats_token=TOKEN, nats_tls_ca_file=str(tmp_path / "ca.pem")), "test"
-    )
-    try:
-        await asyncio.wait_for(bus.connect_forever(), timeout=20)
+    async with connected_bus(settings(tls_nats, TOKEN, str(tmp_path / "ca.pem")), "test", timeout=20) as bus:
         assert bus.is_connected
         assert (await bus.stream_info(RUNS_STREAM)).config.num_replicas == 1
-    finally:
-        await bus.close()
 
 
 async def test_wrong_token_or_unverified_server_is_refused(tls_nats: str, tmp_path: Path) -> None:
@@ -111,7 +105,7 @@ async def test_wrong_token_or_unverified_server_is_refused(tls_nats: str, tmp_pa
             tls_nats,
             allow_reconnect=False,
             connect_timeout=5,
-            **connect_options(settings(tls_nats, nats_token="wrong", nats_tls_ca_file=ca)),
+            **connect_options(settings(tls_nats, "wrong", ca)),
         )
     # Without our CA the server's certificate does not verify.
     with pytest.raises((nats.errors.Error, OSError)):
@@ -119,6 +113,5 @@ async def test_wrong_token_or_unverified_server_is_refused(tls_nats: str, tmp_pa
             tls_nats,
             allow_reconnect=False,
             connect_timeout=5,
-            **connect_options(settings(tls_nats, nats_token=TOKEN, nats_tls_ca_file=None))
-            | {"tls": ssl.create_default_context()},
+            **connect_options(settings(tls_nats, TOKEN, None)) | {"tls": ssl.create_default_context()},
         )

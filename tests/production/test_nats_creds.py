@@ -3,7 +3,6 @@ a user `.creds` file (JWT + nkey seed), and declares its streams in that account
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +12,11 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from shared.bus import RUNS_STREAM, Bus
+from shared.bus import RUNS_STREAM
 from shared.devservers import free_port, nats_server_binary, wait_for_port
-from shared.settings import CommonSettings
+from tests.production.buses import connected_bus, nats_only_settings
 from tests.production.nkeys_jwt import operator_setup
+from tests.production.servers import stop_process
 
 pytestmark = pytest.mark.production
 
@@ -42,8 +42,7 @@ def operator_nats(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         wait_for_port(port)
         yield f"nats://127.0.0.1:{port}", tmp_path / "user.creds"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
 async def test_service_connects_with_a_creds_file(operator_nats: tuple[str, Path]) -> None:
@@ -55,13 +54,6 @@ async def test_service_connects_with_a_creds_file(operator_nats: tuple[str, Path
             await refused.connect(url, allow_reconnect=False, connect_timeout=5)
     finally:
         await refused.close()  # nats-py leaves the refused socket open otherwise
-    settings = CommonSettings(
-        database_url="postgresql://unused@127.0.0.1/x", nats_url=url, nats_creds_file=str(creds)
-    )
-    bus = Bus.from_settings(settings, "creds")
-    try:
-        await asyncio.wait_for(bus.connect_forever(), timeout=30)
+    async with connected_bus(nats_only_settings(url, nats_creds_file=str(creds)), "creds", timeout=30) as bus:
         assert bus.is_connected
         assert (await bus.stream_info(RUNS_STREAM)).config.num_replicas == 1
-    finally:
-        await bus.close()

@@ -3,41 +3,32 @@ first service of a release configured with ROUTINES_NATS_STREAM_REPLICAS=3, mess
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from shared.bus import RUNS_STREAM, Bus, Subjects, stream_configs
+from shared.bus import RUNS_STREAM, Subjects, stream_configs
 from shared.settings import CommonSettings
+from tests.production.buses import connected_bus, nats_only_settings
 from tests.production.servers import NATS_PASSWORDS, NatsCluster
 from tests.support import wait_until
 
 pytestmark = pytest.mark.production
 
 
-def bus(cluster: NatsCluster, replicas: int) -> Bus:
-    settings = CommonSettings(
-        database_url="postgresql://unused@127.0.0.1/x",
-        nats_url=cluster.url,
+def settings(cluster: NatsCluster, replicas: int) -> CommonSettings:
+    return nats_only_settings(
+        cluster.url,
         nats_stream_replicas=replicas,
         nats_user="routines-api",
         nats_password=NATS_PASSWORDS["api"],
     )
-    return Bus.from_settings(settings, f"r{replicas}")
 
 
 async def test_streams_declared_at_r1_are_raised_to_r3(nats_cluster: NatsCluster) -> None:
-    old = bus(nats_cluster, 1)
-    try:
-        await asyncio.wait_for(old.connect_forever(), timeout=30)
+    async with connected_bus(settings(nats_cluster, 1), "r1", timeout=30) as old:
         for config in stream_configs(1):
             assert (await old.stream_info(str(config.name))).config.num_replicas == 1
         await old.publish_acked(Subjects.RUNS_REQUESTED, {}, timeout=5.0)
-    finally:
-        await old.close()
-    new = bus(nats_cluster, 3)
-    try:
-        await asyncio.wait_for(new.connect_forever(), timeout=30)
+    async with connected_bus(settings(nats_cluster, 3), "r3", timeout=30) as new:
         for config in stream_configs(3):
             assert (await new.stream_info(str(config.name))).config.num_replicas == 3, config.name
 
@@ -52,5 +43,3 @@ async def test_streams_declared_at_r1_are_raised_to_r3(nats_cluster: NatsCluster
 
             await wait_until(replicated, timeout=30, interval=0.2)
         assert (await new.stream_info(RUNS_STREAM)).state.messages == 1
-    finally:
-        await new.close()

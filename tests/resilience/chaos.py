@@ -85,6 +85,13 @@ class Tally:
         if len(self.failures) < 1000:
             self.failures.append(what)
 
+    def new_request(self, prefix: str, n: int) -> tuple[str, dict[str, Any]]:
+        """The idempotency key and payload of a new logical request, counted as sent."""
+        key = f"{prefix}-{n}-{uuid.uuid4().hex[:8]}"
+        self.sent += 1
+        self.payloads[key] = {"n": n, "key": key}
+        return key, self.payloads[key]
+
 
 class Fleet:
     """The API and replicas of gateway, scheduler and dispatcher; knows which it took down, when."""
@@ -247,15 +254,15 @@ async def _attempt(
     fleet: Fleet,
     tally: Tally,
     target: ServiceProcess,
-    request: Callable[[], Awaitable[tuple[int, Any]]],
+    send: Callable[[ServiceProcess], Awaitable[tuple[int, Any]]],
 ) -> tuple[int, Any] | None:
-    """One HTTP attempt. A timeout is always a failure; a connection error is one unless the test
-    had taken the target down meanwhile."""
+    """One HTTP attempt: `send` to `target`. A timeout is always a failure; a connection error is
+    one unless the test had taken the target down meanwhile."""
     label = fleet.label(target)
     started = time.monotonic()
     tally.in_flight[label] += 1
     try:
-        status, body = await request()
+        status, body = await send(target)
     except TimeoutError:
         tally.fail(f"timeout after {time.monotonic() - started:.1f}s from {label}")
         return None
@@ -282,70 +289,79 @@ async def _routable(fleet: Fleet, candidates: list[ServiceProcess], n: int) -> S
         await asyncio.sleep(0.05)
 
 
+async def _post(http: aiohttp.ClientSession, url: str, **request: Any) -> tuple[int, Any]:
+    async with http.post(url, **request) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def _until_accepted(
+    fleet: Fleet,
+    tally: Tally,
+    targets: list[ServiceProcess],
+    n: int,
+    send: Callable[[ServiceProcess], Awaitable[tuple[int, Any]]],
+    *,
+    what: str,
+    key: str,
+    run_id_field: str,
+    retry_on: tuple[int, ...],
+) -> None:
+    """`send` one logical request (idempotency key `key`) to the next routable target until it is
+    accepted, recording the run its answer names; retried on a `retry_on` status or a lost answer,
+    any other answer is a failure."""
+    for attempt in range(300):  # about a minute of retries: longer than any outage here
+        target = await _routable(fleet, targets, n + attempt)
+        answer = await _attempt(fleet, tally, target, send)
+        if answer is not None:
+            status, data = answer
+            if status in (200, 202):
+                tally.accepted[key] = data[run_id_field]
+                return
+            if status not in retry_on:
+                tally.fail(f"{what} answered {status}: {data}")
+                return
+        tally.retries += 1
+        await asyncio.sleep(0.2)
+    tally.fail(f"{what} {key} never accepted")
+
+
 async def fire_with_retries(
     http: aiohttp.ClientSession, fleet: Fleet, hook: Hook, tally: Tally, n: int
 ) -> None:
     """One logical fire, retried (re-signed, same Idempotency-Key) on 429/503 or a lost answer."""
-    key = f"fire-{n}-{uuid.uuid4().hex[:8]}"
-    payload = {"n": n, "key": key}
+    key, payload = tally.new_request("fire", n)
     body = json.dumps(payload).encode()
-    tally.sent += 1
-    tally.payloads[key] = payload
-    for attempt in range(300):  # about a minute of retries: longer than any outage here
-        gateway = await _routable(fleet, fleet.gateways, n + attempt)
 
-        async def request(gateway: ServiceProcess = gateway) -> tuple[int, Any]:
-            async with http.post(
-                f"{gateway.url}/api/routine-triggers/public/{hook.public_id}/fire",
-                data=body,
-                headers=signed_headers(hook, body, key),
-            ) as resp:
-                return resp.status, await resp.json(content_type=None)
+    async def send(gateway: ServiceProcess) -> tuple[int, Any]:
+        return await _post(
+            http,
+            f"{gateway.url}/api/routine-triggers/public/{hook.public_id}/fire",
+            data=body,
+            headers=signed_headers(hook, body, key),
+        )
 
-        answer = await _attempt(fleet, tally, gateway, request)
-        if answer is not None:
-            status, data = answer
-            if status in (200, 202):
-                tally.accepted[key] = data["runId"]
-                return
-            if status not in (429, 503):
-                tally.fail(f"fire answered {status}: {data}")
-                return
-        tally.retries += 1
-        await asyncio.sleep(0.2)
-    tally.fail(f"fire {key} never accepted")
+    await _until_accepted(
+        fleet, tally, fleet.gateways, n, send, what="fire", key=key, run_id_field="runId", retry_on=(429, 503)
+    )
 
 
 async def manual_run_with_retries(
     http: aiohttp.ClientSession, fleet: Fleet, admin: str, routine_id: str, tally: Tally, n: int
 ) -> None:
-    key = f"manual-{n}-{uuid.uuid4().hex[:8]}"
-    payload = {"n": n, "key": key}
-    tally.sent += 1
-    tally.payloads[key] = payload
-    for _ in range(300):
-        api = await _routable(fleet, [fleet.api], 0)
+    """One logical manual run, retried (same idempotency key) on 503 or a lost answer."""
+    key, payload = tally.new_request("manual", n)
 
-        async def request(api: ServiceProcess = api) -> tuple[int, Any]:
-            async with http.post(
-                f"{api.url}/api/routines/{routine_id}/run",
-                json={"idempotencyKey": key, "payload": payload},
-                headers={"Authorization": f"Bearer {admin}"},
-            ) as resp:
-                return resp.status, await resp.json(content_type=None)
+    async def send(api: ServiceProcess) -> tuple[int, Any]:
+        return await _post(
+            http,
+            f"{api.url}/api/routines/{routine_id}/run",
+            json={"idempotencyKey": key, "payload": payload},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
 
-        answer = await _attempt(fleet, tally, api, request)
-        if answer is not None:
-            status, data = answer
-            if status in (200, 202):
-                tally.accepted[key] = data["id"]
-                return
-            if status != 503:
-                tally.fail(f"manual run answered {status}: {data}")
-                return
-        tally.retries += 1
-        await asyncio.sleep(0.2)
-    tally.fail(f"manual run {key} never accepted")
+    await _until_accepted(
+        fleet, tally, [fleet.api], n, send, what="manual run", key=key, run_id_field="id", retry_on=(503,)
+    )
 
 
 async def mixed_load(fleet: Fleet, world: World, seconds: float, rate: float, tally: Tally) -> None:

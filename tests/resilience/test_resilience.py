@@ -14,6 +14,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ import asyncpg
 import pytest
 
 from shared.db import init_connection
-from shared.devservers import NatsServer, PostgresServer
+from shared.devservers import LocalServer, NatsServer, PostgresServer
 from tests.resilience.chaos import (
     CHAOS_SETTINGS,
     Fleet,
     ScheduleOracle,
     Tally,
     Wakeups,
+    World,
     mixed_load,
     setup_world,
     terminate_service_connections,
@@ -59,20 +61,53 @@ async def _wait_in_flight(tally: Tally, label: str, timeout: float = 10.0) -> in
     return tally.in_flight[label]
 
 
+@asynccontextmanager
+async def _fleet(
+    stack: Stack, tmp_path: Path, replicas: int | dict[str, int] = 2
+) -> AsyncIterator[tuple[Fleet, World, ScheduleOracle]]:
+    """A fleet of real service processes (stopped after), the routines of the chaos world made
+    through its API, and an oracle for their schedule slots."""
+    fleet = Fleet(stack, tmp_path, replicas, **SETTINGS)
+    try:
+        world = await setup_world(stack, fleet.api)
+        yield fleet, world, ScheduleOracle(world)
+    finally:
+        fleet.stop()
+
+
+@asynccontextmanager
+async def _feeding(schedules: ScheduleOracle, database_url: str) -> AsyncIterator[asyncio.Event]:
+    """Schedule triggers added every few seconds until the block ends (or the event yielded is set)."""
+    stop = asyncio.Event()
+    feed = asyncio.create_task(schedules.feed(database_url, stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await feed
+
+
+async def _outage(server: LocalServer, after: float, lasting: float) -> tuple[float, float]:
+    """Stop `server` `after` seconds from now and start it again `lasting` seconds later: the
+    wall-clock times it went down and came back up."""
+    await asyncio.sleep(after)
+    down = time.time()
+    server.stop()
+    await asyncio.sleep(lasting)
+    server.start()
+    return down, time.time()
+
+
 async def test_random_sigkills_under_mixed_load(
     stack: Stack, tmp_path: Path, db: asyncpg.Connection, wakeups: Wakeups
 ) -> None:
-    fleet = Fleet(stack, tmp_path, **SETTINGS)
-    try:
-        world = await setup_world(stack, fleet.api)
-        schedules = ScheduleOracle(world)
-        stop = asyncio.Event()
-        chaos = asyncio.create_task(fleet.chaos(stop))
-        feed = asyncio.create_task(schedules.feed(stack.database_url, stop))
-        tally = Tally()
-        await mixed_load(fleet, world, float(os.environ.get("ROUTINES_CHAOS_SECONDS", "60")), 40, tally)
-        stop.set()
-        await asyncio.gather(chaos, feed)
+    async with _fleet(stack, tmp_path) as (fleet, world, schedules):
+        async with _feeding(schedules, stack.database_url) as stop:
+            chaos = asyncio.create_task(fleet.chaos(stop))
+            tally = Tally()
+            await mixed_load(fleet, world, float(os.environ.get("ROUTINES_CHAOS_SECONDS", "60")), 40, tally)
+            stop.set()
+            await chaos
         fleet.assert_all_alive("random SIGKILLs")
         # A dispatcher killed between its commit and its publish loses those wake-ups (agents
         # also poll): excused only for decisions made just before a dispatcher was killed.
@@ -80,57 +115,34 @@ async def test_random_sigkills_under_mixed_load(
         await verify(db, tally, world, wakeups, schedules, windows)
         assert len(fleet.kills) >= 5
         fleet.assert_all_alive("the checks")
-    finally:
-        fleet.stop()
 
 
 async def test_nats_down_thirty_seconds_under_load(
     stack: Stack, nats_server: NatsServer, tmp_path: Path, db: asyncpg.Connection, wakeups: Wakeups
 ) -> None:
-    fleet = Fleet(stack, tmp_path, **SETTINGS)
-    try:
-        world = await setup_world(stack, fleet.api)
-        schedules = ScheduleOracle(world)
-        stop = asyncio.Event()
-        feed = asyncio.create_task(schedules.feed(stack.database_url, stop))
-        tally = Tally()
-        # Load goes on 10 s after NATS is back: decisions then must wake their agents again.
-        load = asyncio.create_task(mixed_load(fleet, world, 45, 30, tally))
-        await asyncio.sleep(5)
-        down = time.time()
-        nats_server.stop()
-        await asyncio.sleep(30)
-        nats_server.start()
-        up = time.time()
-        await load
-        stop.set()
-        await feed
+    async with _fleet(stack, tmp_path) as (fleet, world, schedules):
+        async with _feeding(schedules, stack.database_url):
+            tally = Tally()
+            # Load goes on 10 s after NATS is back: decisions then must wake their agents again.
+            load = asyncio.create_task(mixed_load(fleet, world, 45, 30, tally))
+            down, up = await _outage(nats_server, after=5, lasting=30)
+            await load
         fleet.assert_all_alive("NATS outage")
         await verify(db, tally, world, wakeups, schedules, [(down - 2, up + 5)])
         fleet.assert_all_alive("the checks")
-    finally:
-        fleet.stop()
 
 
 async def test_postgres_restart_under_load(
     stack: Stack, postgres_server: PostgresServer, tmp_path: Path, wakeups: Wakeups
 ) -> None:
     """503 while Postgres is down — never a 500, a hang or a dropped connection — then recovery."""
-    fleet = Fleet(stack, tmp_path, **SETTINGS)
-    try:
-        world = await setup_world(stack, fleet.api)
-        schedules = ScheduleOracle(world)
+    async with _fleet(stack, tmp_path) as (fleet, world, schedules):
         db = await asyncpg.connect(stack.database_url)
         await schedules.add(db, 30)  # slots falling due during the outage must fire after it
         await db.close()
         tally = Tally()
         load = asyncio.create_task(mixed_load(fleet, world, 30, 30, tally))
-        await asyncio.sleep(5)
-        down = time.time()
-        postgres_server.stop()
-        await asyncio.sleep(8)
-        postgres_server.start()
-        up = time.time()
+        down, up = await _outage(postgres_server, after=5, lasting=8)
         await load
         fleet.assert_all_alive("Postgres restart")
         db = await asyncpg.connect(stack.database_url)
@@ -141,8 +153,6 @@ async def test_postgres_restart_under_load(
             await db.close()
         assert tally.statuses[503] > 0  # the outage was seen, and answered properly
         fleet.assert_all_alive("the checks")
-    finally:
-        fleet.stop()
 
 
 async def test_gateway_frozen_with_sigstop_under_load(
@@ -150,11 +160,8 @@ async def test_gateway_frozen_with_sigstop_under_load(
 ) -> None:
     """A gateway frozen mid-request: the other keeps serving; the frozen one's requests are
     answered once it is thawed (none lost, none timed out)."""
-    fleet = Fleet(stack, tmp_path, LEAN, **SETTINGS)
-    frozen, other = fleet.gateways
-    try:
-        world = await setup_world(stack, fleet.api)
-        schedules = ScheduleOracle(world)
+    async with _fleet(stack, tmp_path, LEAN) as (fleet, world, schedules):
+        frozen, other = fleet.gateways
         await schedules.add(db, 10)
         tally = Tally()
         load = asyncio.create_task(mixed_load(fleet, world, 20, 30, tally))
@@ -180,40 +187,30 @@ async def test_gateway_frozen_with_sigstop_under_load(
         await verify(db, tally, world, wakeups, schedules, [])
         # The requests it held were answered by it after SIGCONT (a client timeout is a failure).
         assert tally.answered_by[fleet.label(frozen)] > during[0]
-    finally:
-        fleet.stop()
 
 
 async def test_service_connections_terminated_under_load(
     stack: Stack, tmp_path: Path, db: asyncpg.Connection, wakeups: Wakeups
 ) -> None:
     """pg_terminate_backend of every service connection, eight times: 503 at worst, then recovery."""
-    fleet = Fleet(stack, tmp_path, LEAN, **SETTINGS)
-    try:
-        world = await setup_world(stack, fleet.api)
-        schedules = ScheduleOracle(world)
-        stop = asyncio.Event()
-        feed = asyncio.create_task(schedules.feed(stack.database_url, stop))
-        tally = Tally()
-        load = asyncio.create_task(mixed_load(fleet, world, 22, 30, tally))
-        await asyncio.sleep(3)
-        terminated: list[int] = []
-        windows: list[tuple[float, float]] = []
-        for _ in range(8):
-            at = time.time()
-            terminated.append(await terminate_service_connections(db))
-            windows.append((at - 1, at + 1))
-            await asyncio.sleep(2)
-        await load
-        stop.set()
-        await feed
+    async with _fleet(stack, tmp_path, LEAN) as (fleet, world, schedules):
+        async with _feeding(schedules, stack.database_url):
+            tally = Tally()
+            load = asyncio.create_task(mixed_load(fleet, world, 22, 30, tally))
+            await asyncio.sleep(3)
+            terminated: list[int] = []
+            windows: list[tuple[float, float]] = []
+            for _ in range(8):
+                at = time.time()
+                terminated.append(await terminate_service_connections(db))
+                windows.append((at - 1, at + 1))
+                await asyncio.sleep(2)
+            await load
         fleet.assert_all_alive("terminated connections")
         print(f"\n[resilience] connections terminated per round: {terminated}")
         assert all(n > 0 for n in terminated)
         await verify(db, tally, world, wakeups, schedules, windows)
         fleet.assert_all_alive("the checks")
-    finally:
-        fleet.stop()
 
 
 async def test_api_killed_under_load_and_restarted(
@@ -221,10 +218,7 @@ async def test_api_killed_under_load_and_restarted(
 ) -> None:
     """SIGKILL of the API with manual runs in flight: their retries (same idempotency key) get the
     run that was recorded, or record it now; nothing lost, nothing twice."""
-    fleet = Fleet(stack, tmp_path, LEAN, **SETTINGS)
-    try:
-        world = await setup_world(stack, fleet.api)
-        schedules = ScheduleOracle(world)
+    async with _fleet(stack, tmp_path, LEAN) as (fleet, world, schedules):
         await schedules.add(db, 10)
         tally = Tally()
         load = asyncio.create_task(mixed_load(fleet, world, 20, 30, tally))
@@ -242,5 +236,3 @@ async def test_api_killed_under_load_and_restarted(
         await verify(db, tally, world, wakeups, schedules, [])
         assert tally.excused["api"] > 0  # the kill cut requests off mid-flight
         fleet.assert_all_alive("the checks")
-    finally:
-        fleet.stop()

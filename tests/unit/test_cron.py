@@ -25,6 +25,7 @@ from shared.cron import (
 from shared.errors import InvalidCron, InvalidTimezone, Unprocessable
 from tests.unit.cron_reference import FIELDS as FIELD_SPECS
 from tests.unit.cron_reference import brute_force_fires, expressions, field_text, reference, value_of
+from tests.unit.cron_vectors import SPRING_FORWARD_GAP
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -366,16 +367,9 @@ def test_preview_gives_utc_and_local() -> None:
 
 
 def test_preview_says_when_daylight_saving_moved_a_fire() -> None:
-    spring = preview("30 2 * * *", "Europe/Amsterdam", utc(2027, 3, 27, 12), 2)
-    assert spring[0] == {
-        "utc": "2027-03-28T01:00:00Z",
-        "local": "2027-03-28T03:00:00+02:00",
-        "dst": {
-            "kind": "shifted_out_of_gap",
-            "wallTime": "2027-03-28T02:30",
-            "note": "02:30 does not exist on 2027-03-28 (clocks spring forward); fires at 03:00 instead",
-        },
-    }
+    vector = SPRING_FORWARD_GAP
+    spring = preview(vector.expression, vector.timezone, vector.after, 2)
+    assert spring[0] == vector.first_fire
     assert spring[1]["dst"] is None
     fixed = preview("30 2 * * *", "Europe/Amsterdam", utc(2026, 10, 24, 12), 1)
     assert fixed[0]["utc"] == "2026-10-25T00:30:00Z"
