@@ -15,7 +15,7 @@ from shared.db import init_connection
 from shared.devservers import NatsServer, PostgresServer
 from shared.migrate import migrate
 from tests.databases import DbFactory, execute_on_server
-from tests.support import Stack, stop_all_processes
+from tests.support import Stack, running, stop_all_processes
 
 TEMPLATE_DB = "routines_template"
 
@@ -76,10 +76,7 @@ async def database_url(db_factory: DbFactory) -> str:
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
+    yield from running(NatsServer(tmp_path / "nats"))
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import nats
@@ -22,6 +22,24 @@ from shared.processes import (
     stop_all_processes,
 )
 from shared.settings import CommonSettings
+
+
+class Server(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=Server)
+
+
+def running(server: ServerT) -> Iterator[ServerT]:
+    """A fixture's server: started, handed over, stopped when the fixture ends
+    (`yield from running(NatsServer(tmp_path / "nats"))`)."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -57,6 +75,7 @@ __all__ = [
     "Stack",
     "aiohttp",
     "free_port",
+    "open_database",
     "publish_raw",
     "start_service",
     "stop_all_processes",
@@ -66,15 +85,24 @@ __all__ = [
 
 
 @asynccontextmanager
+async def open_database(settings: CommonSettings, name: str) -> AsyncIterator[Database]:
+    """A service's database pool (open, as application `name`), closed after the block."""
+    database = Database(settings, name)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@asynccontextmanager
 async def service_connections(settings: CommonSettings, name: str) -> AsyncIterator[tuple[Database, Bus]]:
     """A service's database pool (open) and bus (connected) for a service built inside a test,
     closed after it."""
-    database = Database(settings, name)
-    await database.open()
-    bus = Bus(settings.nats_url, name)
-    try:
-        await bus.connect_forever()
-        yield database, bus
-    finally:
-        await bus.close()
-        await database.close()
+    async with open_database(settings, name) as database:
+        bus = Bus(settings.nats_url, name)
+        try:
+            await bus.connect_forever()
+            yield database, bus
+        finally:
+            await bus.close()

@@ -8,6 +8,9 @@ import socket
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +60,21 @@ def _seed(base: str, admin: str) -> dict[str, str]:
     }
 
 
-def test_no_5xx_and_every_response_matches_the_document(stack: Stack, tmp_path: Path) -> None:
-    admin = asyncio.run(create_instance_admin_token(stack.database_url, "schemathesis"))
+@dataclass
+class LiveApi:
+    """The API as a real process, seeded, with what generated requests need."""
+
+    url: str
+    admin: str  # an instance-admin token
+    document: dict[str, Any]  # its OpenAPI document, less the gateway's fire endpoint
+    schema: Any  # the schemathesis schema of `document`
+    ids: dict[str, str]  # real ids for the path parameters (see _seed)
+
+
+@contextmanager
+def _live_api(stack: Stack, tmp_path: Path, token_name: str) -> Iterator[LiveApi]:
+    """The API started as a process (killed after the block), with a seeded company."""
+    admin = asyncio.run(create_instance_admin_token(stack.database_url, token_name))
     api = start_service("api", stack.env(manual_run_wait_sec=0), tmp_path)
     try:
         with urllib.request.urlopen(api.url + "/api/openapi.json", timeout=10) as resp:
@@ -66,7 +82,14 @@ def test_no_5xx_and_every_response_matches_the_document(stack: Stack, tmp_path: 
         # The fire endpoint is served by the gateway; its own tests cover it.
         del document["paths"]["/api/routine-triggers/public/{publicId}/fire"]
         schema = schemathesis.openapi.from_dict(document)
-        ids = _seed(api.url, admin)
+        yield LiveApi(api.url, admin, document, schema, _seed(api.url, admin))
+    finally:
+        api.kill()
+
+
+def test_no_5xx_and_every_response_matches_the_document(stack: Stack, tmp_path: Path) -> None:
+    with _live_api(stack, tmp_path, "schemathesis") as api:
+        schema, ids, admin = api.schema, api.ids, api.admin
         strategy = schema.as_strategy(path_parameters=ids, headers={"Authorization": f"Bearer {admin}"})
         selected = [
             checks.not_a_server_error,
@@ -87,8 +110,6 @@ def test_no_5xx_and_every_response_matches_the_document(stack: Stack, tmp_path: 
         check()
         assert len(seen) >= EXAMPLES // 2
         assert len(set(seen)) == len(schema)  # every operation was exercised
-    finally:
-        api.kill()
 
 
 # --- The same generated requests, made hostile: what has broken parsers, encoders and HTTP
@@ -203,14 +224,8 @@ def test_hostile_variants_of_generated_requests_never_get_a_5xx(stack: Stack, tm
     chunked or with a length, in small delayed TCP segments. Never a 5xx; a hostile body is never
     accepted. Failures are collected and reported at the end (schemathesis' strategies do not
     replay deterministically, so hypothesis could not shrink them)."""
-    admin = asyncio.run(create_instance_admin_token(stack.database_url, "schemathesis-hostile"))
-    api = start_service("api", stack.env(manual_run_wait_sec=0), tmp_path)
-    try:
-        with urllib.request.urlopen(api.url + "/api/openapi.json", timeout=10) as resp:
-            document = json.loads(resp.read())
-        del document["paths"]["/api/routine-triggers/public/{publicId}/fire"]
-        schema = schemathesis.openapi.from_dict(document)
-        ids = _seed(api.url, admin)
+    with _live_api(stack, tmp_path, "schemathesis-hostile") as api:
+        schema, ids, admin, document = api.schema, api.ids, api.admin, api.document
         port = int(api.url.rsplit(":", 1)[1])
         strategies = {
             "header": schema.as_strategy(path_parameters=ids),
@@ -266,5 +281,3 @@ def test_hostile_variants_of_generated_requests_never_get_a_5xx(stack: Stack, tm
         check()
         assert failures == []
         assert min(counts.values()) >= HOSTILE_EXAMPLES // 6, counts  # each kind was exercised
-    finally:
-        api.kill()

@@ -10,9 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from routines_scheduler.ticker import Scheduler
-from shared.settings import SchedulerSettings
+from shared.db import Database
+from shared.settings import DispatcherSettings, SchedulerSettings
 from tests.integration.api_client import Client, World, api_app, make_routine, make_tenant
-from tests.support import Stack, service_connections
+from tests.support import Stack, open_database, service_connections
 
 
 @pytest.fixture
@@ -57,3 +58,12 @@ async def scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
     )
     async with service_connections(settings, "test") as (database, bus):
         yield Scheduler(settings, database, bus, asyncio.Event())
+
+
+@pytest.fixture
+async def dispatcher_db(stack: Stack) -> AsyncIterator[Database]:
+    """A database pool with the dispatcher's settings (open), for deciding runs in the test itself."""
+    async with open_database(
+        DispatcherSettings(database_url=stack.database_url), "test-dispatcher"
+    ) as database:
+        yield database

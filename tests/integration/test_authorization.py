@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from shared.http import SETTINGS_KEY
 from tests.integration import api_client
-from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
-from tests.support import Stack
+from tests.integration.api_client import Client, World, call, make_routine
 
 ROLES = ["admin", "board_a", "board_b", "assignee", "other_agent_a", "agent_b"]
 Request = tuple[str, str, Any]
 Setup = Callable[[Client, World], Awaitable[Request]]
+MakeRow = Callable[[Client, World], Awaitable[dict[str, Any]]]
 
 
 def token_of(world: World, role: str) -> str:
@@ -41,6 +40,11 @@ async def _trigger(client: Client, world: World) -> dict[str, Any]:
     return await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
 
 
+async def _run(client: Client, world: World) -> dict[str, Any]:
+    r = await _routine(client, world)
+    return await api_client.run_routine(client, world.a, r["id"], {})
+
+
 async def _issue(client: Client, world: World) -> dict[str, Any]:
     return await call(
         client,
@@ -59,6 +63,15 @@ def static(method: str, path: str, body: Any = None) -> Setup:
     return setup
 
 
+def on_new(make: MakeRow, method: str, path: str, body: Any = None) -> Setup:
+    """A request about a row of tenant A that `make` creates afresh: "{id}" in `path` is its id."""
+
+    async def setup(client: Client, world: World) -> Request:
+        return method, path.format(id=(await make(client, world))["id"]), body
+
+    return setup
+
+
 async def create_routine(client: Client, world: World) -> Request:
     return (
         "POST",
@@ -67,58 +80,12 @@ async def create_routine(client: Client, world: World) -> Request:
     )
 
 
-async def get_routine(client: Client, world: World) -> Request:
-    return "GET", f"/api/routines/{(await _routine(client, world))['id']}", None
-
-
-async def patch_routine(client: Client, world: World) -> Request:
-    return "PATCH", f"/api/routines/{(await _routine(client, world))['id']}", {"title": "new"}
-
-
 async def reassign_routine(client: Client, world: World) -> Request:
     return (
         "PATCH",
         f"/api/routines/{(await _routine(client, world))['id']}",
         {"assigneeAgentId": world.a.other_agent_id},
     )
-
-
-async def add_trigger(client: Client, world: World) -> Request:
-    return "POST", f"/api/routines/{(await _routine(client, world))['id']}/triggers", {"kind": "api"}
-
-
-async def patch_trigger(client: Client, world: World) -> Request:
-    return "PATCH", f"/api/routine-triggers/{(await _trigger(client, world))['id']}", {"label": "x"}
-
-
-async def delete_trigger(client: Client, world: World) -> Request:
-    return "DELETE", f"/api/routine-triggers/{(await _trigger(client, world))['id']}", None
-
-
-async def rotate(client: Client, world: World) -> Request:
-    return "POST", f"/api/routine-triggers/{(await _trigger(client, world))['id']}/rotate-secret", {}
-
-
-async def run(client: Client, world: World) -> Request:
-    return "POST", f"/api/routines/{(await _routine(client, world))['id']}/run", {}
-
-
-async def runs(client: Client, world: World) -> Request:
-    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/runs", None
-
-
-async def get_issue(client: Client, world: World) -> Request:
-    return "GET", f"/api/issues/{(await _issue(client, world))['id']}", None
-
-
-async def patch_issue(client: Client, world: World) -> Request:
-    return "PATCH", f"/api/issues/{(await _issue(client, world))['id']}", {"status": "in_progress"}
-
-
-async def get_run(client: Client, world: World) -> Request:
-    r = await _routine(client, world)
-    created = await api_client.run_routine(client, world.a, r["id"], {})
-    return "GET", f"/api/runs/{created['id']}", None
 
 
 async def revoke_board_token(client: Client, world: World) -> Request:
@@ -145,76 +112,112 @@ async def rotate_agent_key(client: Client, world: World) -> Request:
     return "POST", f"/api/agents/{agent['agent']['id']}/rotate-key", None
 
 
+# The rules most endpoints follow, one status per role of ROLES:
+#                admin board_a board_b assignee other_a agent_b
+EVERYONE = (200, 200, 200, 200, 200, 200)
+ADMIN_ONLY = (200, 403, 403, 403, 403, 403)
+BOARD_ADDS = (201, 201, 403, 403, 403, 403)  # to a company's collection
+MEMBERS_LIST = (200, 200, 403, 200, 200, 403)  # a company's collection
+MEMBERS_READ = (200, 200, 404, 200, 200, 404)  # one row: to another company it does not exist
+ASSIGNEE_EDITS = (200, 200, 404, 200, 403, 404)  # the board, or the agent the row is assigned to
+BOARD_EDITS = (200, 200, 404, 403, 403, 404)  # the board only
+
 #             admin board_a board_b assignee other_a agent_b
 MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
     ("create company", static("POST", "/api/companies", {"name": "C"}), (201, 403, 403, 403, 403, 403)),
-    ("list companies", static("GET", "/api/companies"), (200, 200, 200, 200, 200, 200)),
-    (
-        "create agent",
-        static("POST", "/api/companies/{a}/agents", {"name": "n"}),
-        (201, 201, 403, 403, 403, 403),
-    ),
-    ("list agents", static("GET", "/api/companies/{a}/agents"), (200, 200, 403, 200, 200, 403)),
-    (
-        "patch agent",
-        static("PATCH", "/api/agents/{other}", {"status": "active"}),
-        (200, 200, 404, 403, 403, 404),
-    ),
+    ("list companies", static("GET", "/api/companies"), EVERYONE),
+    ("create agent", static("POST", "/api/companies/{a}/agents", {"name": "n"}), BOARD_ADDS),
+    ("list agents", static("GET", "/api/companies/{a}/agents"), MEMBERS_LIST),
+    ("patch agent", static("PATCH", "/api/agents/{other}", {"status": "active"}), BOARD_EDITS),
     ("agents me", static("GET", "/api/agents/me"), (403, 403, 403, 200, 200, 200)),
-    (
-        "create project",
-        static("POST", "/api/companies/{a}/projects", {"name": "p"}),
-        (201, 201, 403, 403, 403, 403),
-    ),
-    ("list projects", static("GET", "/api/companies/{a}/projects"), (200, 200, 403, 200, 200, 403)),
-    (
-        "create goal",
-        static("POST", "/api/companies/{a}/goals", {"title": "g"}),
-        (201, 201, 403, 403, 403, 403),
-    ),
-    ("list goals", static("GET", "/api/companies/{a}/goals"), (200, 200, 403, 200, 200, 403)),
-    (
-        "board token",
-        static("POST", "/api/companies/{a}/board-tokens", {"name": "b"}),
-        (201, 201, 403, 403, 403, 403),
-    ),
-    (
-        "create issue",
-        static("POST", "/api/companies/{a}/issues", {"title": "i"}),
-        (201, 201, 403, 403, 403, 403),
-    ),
-    ("list issues", static("GET", "/api/companies/{a}/issues"), (200, 200, 403, 200, 200, 403)),
-    ("get issue", get_issue, (200, 200, 404, 200, 200, 404)),
-    ("patch issue", patch_issue, (200, 200, 404, 200, 403, 404)),
+    ("create project", static("POST", "/api/companies/{a}/projects", {"name": "p"}), BOARD_ADDS),
+    ("list projects", static("GET", "/api/companies/{a}/projects"), MEMBERS_LIST),
+    ("create goal", static("POST", "/api/companies/{a}/goals", {"title": "g"}), BOARD_ADDS),
+    ("list goals", static("GET", "/api/companies/{a}/goals"), MEMBERS_LIST),
+    ("board token", static("POST", "/api/companies/{a}/board-tokens", {"name": "b"}), BOARD_ADDS),
+    ("create issue", static("POST", "/api/companies/{a}/issues", {"title": "i"}), BOARD_ADDS),
+    ("list issues", static("GET", "/api/companies/{a}/issues"), MEMBERS_LIST),
+    ("get issue", on_new(_issue, "GET", "/api/issues/{id}"), MEMBERS_READ),
+    ("patch issue", on_new(_issue, "PATCH", "/api/issues/{id}", {"status": "in_progress"}), ASSIGNEE_EDITS),
     ("create routine", create_routine, (201, 201, 403, 201, 403, 403)),
-    ("list routines", static("GET", "/api/companies/{a}/routines"), (200, 200, 403, 200, 200, 403)),
-    ("get routine", get_routine, (200, 200, 404, 200, 200, 404)),
-    ("patch routine", patch_routine, (200, 200, 404, 200, 403, 404)),
-    ("reassign routine", reassign_routine, (200, 200, 404, 403, 403, 404)),
-    ("add trigger", add_trigger, (201, 201, 404, 201, 403, 404)),
-    ("patch trigger", patch_trigger, (200, 200, 404, 200, 403, 404)),
-    ("delete trigger", delete_trigger, (204, 204, 404, 204, 403, 404)),
-    ("rotate secret", rotate, (200, 200, 404, 200, 403, 404)),
-    ("manual run", run, (202, 202, 404, 202, 403, 404)),
-    ("list runs", runs, (200, 200, 404, 200, 200, 404)),
-    ("get run", get_run, (200, 200, 404, 200, 200, 404)),
-    ("list board tokens", static("GET", "/api/companies/{a}/board-tokens"), (200, 200, 403, 403, 403, 403)),
-    ("revoke board token", revoke_board_token, (200, 200, 404, 403, 403, 404)),
-    ("list instance tokens", static("GET", "/api/instance-tokens"), (200, 403, 403, 403, 403, 403)),
-    ("revoke instance token", revoke_instance_token, (200, 403, 403, 403, 403, 403)),
-    ("rotate agent key", rotate_agent_key, (200, 200, 404, 403, 403, 404)),
+    ("list routines", static("GET", "/api/companies/{a}/routines"), MEMBERS_LIST),
+    ("get routine", on_new(_routine, "GET", "/api/routines/{id}"), MEMBERS_READ),
+    ("patch routine", on_new(_routine, "PATCH", "/api/routines/{id}", {"title": "new"}), ASSIGNEE_EDITS),
+    ("reassign routine", reassign_routine, BOARD_EDITS),
     (
-        "cron preview",
-        static("POST", "/api/cron/preview", {"cronExpression": "@daily"}),
-        (200, 200, 200, 200, 200, 200),
+        "add trigger",
+        on_new(_routine, "POST", "/api/routines/{id}/triggers", {"kind": "api"}),
+        (201, 201, 404, 201, 403, 404),
     ),
+    (
+        "patch trigger",
+        on_new(_trigger, "PATCH", "/api/routine-triggers/{id}", {"label": "x"}),
+        ASSIGNEE_EDITS,
+    ),
+    (
+        "delete trigger",
+        on_new(_trigger, "DELETE", "/api/routine-triggers/{id}"),
+        (204, 204, 404, 204, 403, 404),
+    ),
+    (
+        "rotate secret",
+        on_new(_trigger, "POST", "/api/routine-triggers/{id}/rotate-secret", {}),
+        ASSIGNEE_EDITS,
+    ),
+    ("manual run", on_new(_routine, "POST", "/api/routines/{id}/run", {}), (202, 202, 404, 202, 403, 404)),
+    ("list runs", on_new(_routine, "GET", "/api/routines/{id}/runs"), MEMBERS_READ),
+    ("get run", on_new(_run, "GET", "/api/runs/{id}"), MEMBERS_READ),
+    ("list board tokens", static("GET", "/api/companies/{a}/board-tokens"), (200, 200, 403, 403, 403, 403)),
+    ("revoke board token", revoke_board_token, BOARD_EDITS),
+    ("list instance tokens", static("GET", "/api/instance-tokens"), ADMIN_ONLY),
+    ("revoke instance token", revoke_instance_token, ADMIN_ONLY),
+    ("rotate agent key", rotate_agent_key, BOARD_EDITS),
+    ("cron preview", static("POST", "/api/cron/preview", {"cronExpression": "@daily"}), EVERYONE),
 ]
 
 
+# --- Routine features (issue 16): their own rows, kept apart from the matrix above. ---------------
+
+
+async def backfill_dry_run(client: Client, world: World) -> Request:
+    r = await _routine(client, world)
+    t = await api_client.make_trigger(
+        client, world.a, r["id"], {"kind": "schedule", "cronExpression": "0 * * * *"}
+    )
+    body = {"triggerId": t["id"], "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    return "POST", f"/api/routines/{r['id']}/backfill", body
+
+
+async def restore_revision(client: Client, world: World) -> Request:
+    r = await _routine(client, world)
+    return "POST", f"/api/routines/{r['id']}/revisions/{r['revisionId']}/restore", None
+
+
+async def run_with_override(client: Client, world: World) -> Request:
+    body = {"assigneeAgentId": world.a.other_agent_id}
+    return "POST", f"/api/routines/{(await _routine(client, world))['id']}/run", body
+
+
+#             admin board_a board_b assignee other_a agent_b
+FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
+    ("replay run", on_new(_run, "POST", "/api/runs/{id}/replay", {}), (202, 202, 404, 202, 403, 404)),
+    ("routine upcoming", on_new(_routine, "GET", "/api/routines/{id}/upcoming"), MEMBERS_READ),
+    ("company upcoming", static("GET", "/api/companies/{a}/upcoming"), MEMBERS_LIST),
+    ("backfill", backfill_dry_run, ASSIGNEE_EDITS),
+    ("routine health", on_new(_routine, "GET", "/api/routines/{id}/health"), MEMBERS_READ),
+    ("list revisions", on_new(_routine, "GET", "/api/routines/{id}/revisions"), MEMBERS_READ),
+    ("restore revision", restore_revision, ASSIGNEE_EDITS),
+    ("routine activity", on_new(_routine, "GET", "/api/routines/{id}/activity"), MEMBERS_READ),
+    ("company activity", static("GET", "/api/companies/{a}/activity"), MEMBERS_LIST),
+    ("manual run with override", run_with_override, (202, 202, 404, 403, 403, 404)),
+]
+EVERY_ROW = [*MATRIX, *FEATURE_MATRIX]
+
+
 @pytest.fixture
-async def client(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=0))) as client:
-        yield client
+def api_settings() -> dict[str, Any]:
+    """Manual runs are answered at once (no wait for their decision)."""
+    return {"manual_run_wait_sec": 0}
 
 
 async def _snapshot(db: asyncpg.Connection) -> dict[str, list[str]]:
@@ -279,10 +282,10 @@ def company_of(world: World, role: str) -> str | None:
     }[role]
 
 
-@pytest.mark.parametrize(("name", "setup", "expected"), MATRIX, ids=[m[0] for m in MATRIX])
+@pytest.mark.parametrize(("name", "setup", "expected"), EVERY_ROW, ids=[m[0] for m in EVERY_ROW])
 async def test_authorization_matrix(
     client: Client,
-    admin_token: str,
+    world: World,
     db: asyncpg.Connection,
     name: str,
     setup: Setup,
@@ -290,9 +293,6 @@ async def test_authorization_matrix(
 ) -> None:
     """Each cell's status; a denial changes no row anywhere; an allowed answer names no row of
     another company."""
-    world = World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
     got = []
     for role in ROLES:
         method, path, body = await setup(client, world)
@@ -314,96 +314,19 @@ async def test_authorization_matrix(
     assert (await client.request(method, path, json=body)).status == 401
 
 
-# --- Routine features (issue 16): their own rows, kept apart from the matrix above. ---------------
-
-
-async def _run(client: Client, world: World) -> dict[str, Any]:
-    r = await _routine(client, world)
-    return await api_client.run_routine(client, world.a, r["id"], {})
-
-
-async def replay_run(client: Client, world: World) -> Request:
-    return "POST", f"/api/runs/{(await _run(client, world))['id']}/replay", {}
-
-
-async def routine_upcoming(client: Client, world: World) -> Request:
-    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/upcoming", None
-
-
-async def backfill_dry_run(client: Client, world: World) -> Request:
-    r = await _routine(client, world)
-    t = await api_client.make_trigger(
-        client, world.a, r["id"], {"kind": "schedule", "cronExpression": "0 * * * *"}
-    )
-    body = {"triggerId": t["id"], "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
-    return "POST", f"/api/routines/{r['id']}/backfill", body
-
-
-async def routine_health(client: Client, world: World) -> Request:
-    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/health", None
-
-
-async def list_revisions(client: Client, world: World) -> Request:
-    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/revisions", None
-
-
-async def restore_revision(client: Client, world: World) -> Request:
-    r = await _routine(client, world)
-    return "POST", f"/api/routines/{r['id']}/revisions/{r['revisionId']}/restore", None
-
-
-async def routine_activity(client: Client, world: World) -> Request:
-    return "GET", f"/api/routines/{(await _routine(client, world))['id']}/activity", None
-
-
-async def run_with_override(client: Client, world: World) -> Request:
-    body = {"assigneeAgentId": world.a.other_agent_id}
-    return "POST", f"/api/routines/{(await _routine(client, world))['id']}/run", body
-
-
-#             admin board_a board_b assignee other_a agent_b
-FEATURE_MATRIX: list[tuple[str, Setup, tuple[int, ...]]] = [
-    ("replay run", replay_run, (202, 202, 404, 202, 403, 404)),
-    ("routine upcoming", routine_upcoming, (200, 200, 404, 200, 200, 404)),
-    ("company upcoming", static("GET", "/api/companies/{a}/upcoming"), (200, 200, 403, 200, 200, 403)),
-    ("backfill", backfill_dry_run, (200, 200, 404, 200, 403, 404)),
-    ("routine health", routine_health, (200, 200, 404, 200, 200, 404)),
-    ("list revisions", list_revisions, (200, 200, 404, 200, 200, 404)),
-    ("restore revision", restore_revision, (200, 200, 404, 200, 403, 404)),
-    ("routine activity", routine_activity, (200, 200, 404, 200, 200, 404)),
-    ("company activity", static("GET", "/api/companies/{a}/activity"), (200, 200, 403, 200, 200, 403)),
-    ("manual run with override", run_with_override, (202, 202, 404, 403, 403, 404)),
-]
-
-
-@pytest.mark.parametrize(("name", "setup", "expected"), FEATURE_MATRIX, ids=[m[0] for m in FEATURE_MATRIX])
-async def test_feature_authorization_matrix(
-    client: Client,
-    admin_token: str,
-    db: asyncpg.Connection,
-    name: str,
-    setup: Setup,
-    expected: tuple[int, ...],
-) -> None:
-    await test_authorization_matrix(client, admin_token, db, name, setup, expected)
-
-
 # Routes the matrix cannot call like the others, and where their authorization is tested instead.
 NOT_IN_MATRIX = {
     ("GET", "/api/agents/me/wakeups"): "an endless event stream; tests/integration/test_wakeups*.py",
 }
 
 
-async def test_every_api_route_is_in_a_matrix(client: Client, admin_token: str) -> None:
+async def test_every_api_route_is_in_a_matrix(client: Client, world: World) -> None:
     """A new endpoint cannot be added without its row: every operation of the route table is
     requested by some matrix row (or named in NOT_IN_MATRIX with where it is tested)."""
     from routines_api.routes import ROUTES
 
-    world = World(
-        admin_token, await make_tenant(client, admin_token, "A"), await make_tenant(client, admin_token, "B")
-    )
     requested = set()
-    for _name, setup, _expected in [*MATRIX, *FEATURE_MATRIX]:
+    for _name, setup, _expected in EVERY_ROW:
         method, path, _body = await setup(client, world)
         requested.add((method, path.partition("?")[0]))
     missing = []

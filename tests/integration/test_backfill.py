@@ -21,15 +21,20 @@ WINDOW: dict[str, Any] = {"from": "2026-03-27T00:00:00Z", "to": "2026-03-30T12:0
 SLOTS = ["2026-03-27T01:00:00Z", "2026-03-28T01:00:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:00:00Z"]
 
 
-async def _nightly(client: Client, world: World, **routine: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+async def _scheduled(
+    client: Client, world: World, cron: str, timezone: str, **routine: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A routine of tenant A with one schedule trigger: (routine, trigger)."""
     r = await make_routine(client, world.a, **routine)
     t = await api_client.make_trigger(
-        client,
-        world.a,
-        r["id"],
-        {"kind": "schedule", "cronExpression": "0 2 * * *", "timezone": "Europe/Amsterdam"},
+        client, world.a, r["id"], {"kind": "schedule", "cronExpression": cron, "timezone": timezone}
     )
     return r, t
+
+
+async def _nightly(client: Client, world: World, **routine: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A routine scheduled at 02:00 Amsterdam time (see WINDOW): (routine, trigger)."""
+    return await _scheduled(client, world, "0 2 * * *", "Europe/Amsterdam", **routine)
 
 
 async def _backfill(client: Client, token: str, routine_id: str, status: int = 200, **body: Any) -> Any:
@@ -99,10 +104,7 @@ async def test_backfill_records_missing_slots_once_capped_and_through_the_policy
 async def test_two_concurrent_backfills_record_each_slot_once(
     client: Client, world: World, db: asyncpg.Connection
 ) -> None:
-    r = await make_routine(client, world.a)
-    t = await api_client.make_trigger(
-        client, world.a, r["id"], {"kind": "schedule", "cronExpression": "*/15 * * * *", "timezone": "UTC"}
-    )
+    r, t = await _scheduled(client, world, "*/15 * * * *", "UTC")
     window: dict[str, Any] = {"from": "2026-05-01T00:00:00Z", "to": "2026-05-01T05:00:00Z"}  # 21 slots
     answers = await asyncio.gather(
         *(

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import nats.js.errors
@@ -20,17 +22,9 @@ from shared.db import Database
 from shared.runs import publish_run_requested
 from shared.settings import DispatcherSettings
 from tests.factories import make_issue, make_routine, make_run, make_world
-from tests.support import Stack, publish_raw, wait_until
+from tests.support import Stack, open_database, publish_raw, wait_until
 
 OPEN = ["backlog", "todo", "in_progress", "in_review", "blocked"]
-
-
-@pytest.fixture
-async def database(stack: Stack) -> AsyncIterator[Database]:
-    database = Database(DispatcherSettings(database_url=stack.database_url), "test")
-    await database.open()
-    yield database
-    await database.close()
 
 
 async def _decide(database: Database, run_ids: list[uuid.UUID]) -> None:
@@ -45,13 +39,13 @@ async def _issue_count(db: asyncpg.Connection, routine_id: uuid.UUID) -> int:
 @pytest.mark.parametrize("policy", ["coalesce_if_active", "skip_if_active", "always_enqueue"])
 @pytest.mark.parametrize("prior", [None, *OPEN, "done", "cancelled"])
 async def test_policy_against_each_prior_issue_state(
-    db: asyncpg.Connection, database: Database, policy: str, prior: str | None
+    db: asyncpg.Connection, dispatcher_db: Database, policy: str, prior: str | None
 ) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world, policy)
     prior_issue = await make_issue(db, world, routine, prior) if prior else None
     run = await make_run(db, world, routine)
-    await _decide(database, [run])
+    await _decide(dispatcher_db, [run])
     row = await db.fetchrow("SELECT * FROM routine_runs WHERE id = $1", run)
     active = prior in OPEN
     if not active or policy == "always_enqueue":
@@ -80,13 +74,13 @@ async def test_policy_against_each_prior_issue_state(
     ],
 )
 async def test_fifty_simultaneous_fires(
-    db: asyncpg.Connection, database: Database, policy: str, issues: int, statuses: dict[str, int]
+    db: asyncpg.Connection, dispatcher_db: Database, policy: str, issues: int, statuses: dict[str, int]
 ) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world, policy)
     runs = [await make_run(db, world, routine) for _ in range(50)]
     # 50 concurrent transactions, one run each: the routine lock serialises them.
-    await asyncio.gather(*(_decide(database, [run]) for run in runs))
+    await asyncio.gather(*(_decide(dispatcher_db, [run]) for run in runs))
     assert await _issue_count(db, routine) == issues
     got = {
         r["status"]: r["n"]
@@ -107,65 +101,97 @@ async def test_fifty_simultaneous_fires(
         assert linked == 49
 
 
-async def test_archived_routine_fails_the_run(db: asyncpg.Connection, database: Database) -> None:
+async def test_archived_routine_fails_the_run(db: asyncpg.Connection, dispatcher_db: Database) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world, status="archived")
     run = await make_run(db, world, routine)
-    await _decide(database, [run])
+    await _decide(dispatcher_db, [run])
     row = await db.fetchrow("SELECT status, failure_reason FROM routine_runs WHERE id = $1", run)
     assert (row["status"], row["failure_reason"]) == ("failed", "routine archived")
 
 
+@dataclass
+class InProcessDispatcher:
+    """A dispatcher in this process: the test starts its loops, leaving `_dispatcher` stops them."""
+
+    dispatcher: Dispatcher
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def bus(self) -> Bus:
+        return self.dispatcher.bus
+
+    def consume(self) -> asyncio.Task[None]:
+        """Start its consumer loop (the durable pull consumer of runs.requested)."""
+        return self._start(self.dispatcher.consume())
+
+    def sweep(self) -> asyncio.Task[None]:
+        """Start its sweeper loop (runs nobody published)."""
+        return self._start(self.dispatcher.sweep())
+
+    def _start(self, loop: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(loop)
+        self.loops.append(task)
+        return task
+
+
+@contextlib.asynccontextmanager
 async def _dispatcher(
-    stack: Stack, database: Database, **overrides: object
-) -> tuple[Dispatcher, Bus, asyncio.Event]:
-    settings = DispatcherSettings(database_url=stack.database_url, nats_url=stack.nats_url, **overrides)  # type: ignore[arg-type]
+    stack: Stack, database: Database, **overrides: Any
+) -> AsyncIterator[InProcessDispatcher]:
+    """A dispatcher on `database` with a bus of its own. Leaving the block tells it to stop and
+    awaits its loops (an error in one fails the test), then closes the bus."""
+    settings = DispatcherSettings(database_url=stack.database_url, nats_url=stack.nats_url, **overrides)
     bus = Bus(stack.nats_url, "test-dispatcher")
-    stopping = asyncio.Event()
     await bus.connect_forever()
-    return Dispatcher(settings, database, bus, stopping), bus, stopping
+    local = InProcessDispatcher(Dispatcher(settings, database, bus, asyncio.Event()))
+    try:
+        yield local
+    finally:
+        local.dispatcher.stopping.set()
+        try:
+            for loop in local.loops:
+                await loop
+        finally:
+            await bus.close()
 
 
 async def test_same_message_twice_gives_one_decision(
-    db: asyncpg.Connection, database: Database, stack: Stack
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
 ) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     run = await make_run(db, world, routine)
-    # One message per fetch, so the second copy is a separate delivery (not merged in one batch).
-    dispatcher, bus, stopping = await _dispatcher(stack, database, fetch_batch_size=1)
     dispatched: list[bytes] = []
 
     async def collect(msg: Msg) -> None:
         dispatched.append(msg.data)
 
-    sub = await bus.subscribe(Subjects.RUNS_DISPATCHED, collect)
-    # Different Nats-Msg-Id so JetStream's own de-duplication does not hide the second copy.
-    await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="a")
-    await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="b")
-    consumer = asyncio.create_task(dispatcher.consume())
-    await wait_until(lambda: _status_is(db, run, "issue_created"))
-
-    async def both_handled() -> bool:  # both copies delivered and acknowledged
-        info = await bus.dispatcher_consumer_info()
-        return (
-            info.delivered is not None
-            and info.delivered.stream_seq >= 2
-            and info.num_pending == 0
-            and info.num_ack_pending == 0
-        )
-
-    await wait_until(both_handled)
-    await bus.flush()  # what was published before the acks has reached our subscription
-
     async def announced() -> bool:
         return bool(dispatched)
 
-    await wait_until(announced)
-    stopping.set()
-    await consumer
-    await sub.unsubscribe()
-    await bus.close()
+    # One message per fetch, so the second copy is a separate delivery (not merged in one batch).
+    async with _dispatcher(stack, dispatcher_db, fetch_batch_size=1) as local:
+        bus = local.bus
+        await bus.subscribe(Subjects.RUNS_DISPATCHED, collect)  # drained when the bus closes
+        # Different Nats-Msg-Id so JetStream's own de-duplication does not hide the second copy.
+        await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="a")
+        await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(run)}, msg_id="b")
+        local.consume()
+        await wait_until(lambda: _status_is(db, run, "issue_created"))
+
+        async def both_handled() -> bool:  # both copies delivered and acknowledged
+            info = await bus.dispatcher_consumer_info()
+            return (
+                info.delivered is not None
+                and info.delivered.stream_seq >= 2
+                and info.num_pending == 0
+                and info.num_ack_pending == 0
+            )
+
+        await wait_until(both_handled)
+        await bus.flush()  # what was published before the acks has reached our subscription
+        await wait_until(announced)
     assert await _issue_count(db, routine) == 1
     assert len(dispatched) == 1
 
@@ -175,52 +201,47 @@ async def _status_is(db: asyncpg.Connection, run: uuid.UUID, status: str) -> boo
 
 
 async def test_unknown_and_unparseable_messages_are_terminated(
-    db: asyncpg.Connection, database: Database, stack: Stack
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
 ) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world)
     good = await make_run(db, world, routine)
-    dispatcher, bus, stopping = await _dispatcher(stack, database)
-    await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(uuid.uuid4())}, msg_id="x")
-    await publish_raw(stack.nats_url, Subjects.RUNS_REQUESTED, b"not json")
-    await publish_run_requested(bus, good, routine)
-    consumer = asyncio.create_task(dispatcher.consume())
-    await wait_until(lambda: _status_is(db, good, "issue_created"))
+    async with _dispatcher(stack, dispatcher_db) as local:
+        bus = local.bus
+        await bus.publish_acked(Subjects.RUNS_REQUESTED, {"runId": str(uuid.uuid4())}, msg_id="x")
+        await publish_raw(stack.nats_url, Subjects.RUNS_REQUESTED, b"not json")
+        await publish_run_requested(bus, good, routine)
+        local.consume()
+        await wait_until(lambda: _status_is(db, good, "issue_created"))
 
-    async def drained() -> bool:
-        info = await bus.dispatcher_consumer_info()
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        async def drained() -> bool:
+            info = await bus.dispatcher_consumer_info()
+            return info.num_pending == 0 and info.num_ack_pending == 0
 
-    await wait_until(drained)
-    stopping.set()
-    await consumer
-    await bus.close()
+        await wait_until(drained)
 
 
 async def test_sweeper_decides_runs_nobody_published(
-    db: asyncpg.Connection, database: Database, stack: Stack
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
 ) -> None:
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     runs = [await make_run(db, world, routine) for _ in range(5)]
-    dispatcher, bus, stopping = await _dispatcher(stack, database, sweep_after_sec=0, sweep_interval_sec=0.2)
-    sweeper = asyncio.create_task(dispatcher.sweep())
-    for run in runs:
-        await wait_until(lambda run=run: _status_is(db, run, "issue_created"))
-    stopping.set()
-    await sweeper
-    await bus.close()
+    async with _dispatcher(stack, dispatcher_db, sweep_after_sec=0, sweep_interval_sec=0.2) as local:
+        local.sweep()
+        for run in runs:
+            await wait_until(lambda run=run: _status_is(db, run, "issue_created"))
     assert await _issue_count(db, routine) == 5
 
 
 async def test_one_batch_deciding_many_runs_of_many_routines(
-    db: asyncpg.Connection, database: Database
+    db: asyncpg.Connection, dispatcher_db: Database
 ) -> None:
     """A batch mixing routines with different numbers of coalesced fires, decided in one transaction."""
     world = await make_world(db)
     routines = [await make_routine(db, world) for _ in range(3)]
     runs = [await make_run(db, world, r) for i, r in enumerate(routines) for _ in range(i + 2)]
-    await _decide(database, runs)
+    await _decide(dispatcher_db, runs)
     counts = sorted(
         r["coalesced_fire_count"] for r in await db.fetch("SELECT coalesced_fire_count FROM issues")
     )
@@ -250,26 +271,16 @@ async def test_run_that_exhausts_max_deliver_is_failed_with_the_reason(
     world = await make_world(db)
     routine = await make_routine(db, world)
     run = await make_run(db, world, routine)
-    settings = DispatcherSettings(
-        database_url=stack.database_url, nats_url=stack.nats_url, db_lock_timeout_ms=100, max_deliver=2
-    )
-    database = Database(settings, "test")
-    await database.open()
-    bus = Bus(stack.nats_url, "test")
-    await bus.connect_forever()
-    stopping = asyncio.Event()
-    dispatcher = Dispatcher(settings, database, bus, stopping)
-    try:
-        async with _routine_held_locked(stack, routine) as release:
-            await publish_run_requested(bus, run, routine)
-            consumer = asyncio.create_task(dispatcher.consume())
-            await wait_until(lambda: _status_is(db, run, "failed"), timeout=20)
-            await release()
-        stopping.set()
-        await consumer
-    finally:
-        await bus.close()
-        await database.close()
+    impatient = DispatcherSettings(database_url=stack.database_url, db_lock_timeout_ms=100)
+    async with (
+        open_database(impatient, "test") as database,
+        _dispatcher(stack, database, db_lock_timeout_ms=100, max_deliver=2) as local,
+        _routine_held_locked(stack, routine) as release,
+    ):
+        await publish_run_requested(local.bus, run, routine)
+        local.consume()
+        await wait_until(lambda: _status_is(db, run, "failed"), timeout=20)
+        await release()
     reason = await db.fetchval("SELECT failure_reason FROM routine_runs WHERE id = $1", run)
     assert reason.startswith("dispatch failed after 2 deliveries")
     assert await db.fetchval("SELECT count(*) FROM issues") == 0
@@ -285,28 +296,21 @@ async def test_a_batch_waiting_on_a_locked_routine_does_not_hold_up_the_next_bat
     blocked, free = await make_routine(db, world), await make_routine(db, world)
     run_a, run_b = await make_run(db, world, blocked), await make_run(db, world, free)
     # Lock and statement timeouts far beyond the wait: B must not get through because A gave up.
-    patient = Database(
-        DispatcherSettings(
-            database_url=stack.database_url, db_lock_timeout_ms=120_000, db_statement_timeout_ms=120_000
-        ),
-        "test",
+    patient = DispatcherSettings(
+        database_url=stack.database_url, db_lock_timeout_ms=120_000, db_statement_timeout_ms=120_000
     )
-    await patient.open()
-    dispatcher, bus, stopping = await _dispatcher(stack, patient, fetch_batch_size=1, decide_concurrency=2)
-    try:
+    async with (
+        open_database(patient, "test") as database,
+        _dispatcher(stack, database, fetch_batch_size=1, decide_concurrency=2) as local,
+    ):
         async with _routine_held_locked(stack, blocked) as release:
-            await publish_run_requested(bus, run_a, blocked)
-            await publish_run_requested(bus, run_b, free)
-            consumer = asyncio.create_task(dispatcher.consume())
+            await publish_run_requested(local.bus, run_a, blocked)
+            await publish_run_requested(local.bus, run_b, free)
+            local.consume()
             await wait_until(lambda: _status_is(db, run_b, "issue_created"), timeout=20)
             assert await _status_is(db, run_a, "received"), "A is still waiting for the lock"
             await release()
         await wait_until(lambda: _status_is(db, run_a, "issue_created"), timeout=20)
-        stopping.set()
-        await consumer
-    finally:
-        await bus.close()
-        await patient.close()
 
 
 async def _refuse_issues_for(db: asyncpg.Connection, poison: uuid.UUID) -> None:
@@ -329,7 +333,7 @@ async def _final(db: asyncpg.Connection, runs: list[uuid.UUID]) -> bool:
 
 @pytest.mark.parametrize("loop", ["consumer", "sweeper"])
 async def test_poison_run_in_a_batch_fails_alone_and_the_dispatcher_lives(
-    db: asyncpg.Connection, database: Database, stack: Stack, loop: str
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack, loop: str
 ) -> None:
     """A run whose decision fails for a non-retryable reason is failed with the reason; the other
     runs of its batch are decided and the loop keeps running (it used to die, batch and all)."""
@@ -338,44 +342,44 @@ async def test_poison_run_in_a_batch_fails_alone_and_the_dispatcher_lives(
     runs = [await make_run(db, world, r) for r in routines]
     poison = runs[2]
     await _refuse_issues_for(db, poison)
-    dispatcher, bus, stopping = await _dispatcher(stack, database, sweep_after_sec=0, sweep_interval_sec=0.2)
     announced: dict[str, str] = {}
 
     async def collect(msg: Msg) -> None:
         data = json.loads(msg.data)
         announced[data["runId"]] = data["status"]
 
-    await bus.subscribe(Subjects.RUNS_DISPATCHED, collect)
-    if loop == "consumer":
-        for run, routine in zip(runs, routines, strict=True):
-            await publish_run_requested(bus, run, routine)
-        task = asyncio.create_task(dispatcher.consume())
-    else:
-        task = asyncio.create_task(dispatcher.sweep())
+    async with _dispatcher(stack, dispatcher_db, sweep_after_sec=0, sweep_interval_sec=0.2) as local:
+        bus = local.bus
+        await bus.subscribe(Subjects.RUNS_DISPATCHED, collect)
+        if loop == "consumer":
+            for run, routine in zip(runs, routines, strict=True):
+                await publish_run_requested(bus, run, routine)
+            task = local.consume()
+        else:
+            task = local.sweep()
 
-    async def settled() -> bool:
-        return task.done() or await _final(db, runs)
+        async def settled() -> bool:
+            return task.done() or await _final(db, runs)
 
-    await wait_until(settled, timeout=20)
-    assert not task.done(), task.exception()
-    rows = {r["id"]: r for r in await db.fetch("SELECT * FROM routine_runs WHERE id = ANY($1::uuid[])", runs)}
-    assert rows[poison]["status"] == "failed"
-    assert "poisoned run" in rows[poison]["failure_reason"]
-    assert {rows[r]["status"] for r in runs if r != poison} == {"issue_created"}
-    # The failure is announced like any decision (a manual run's waiter hears "failed").
-    await wait_until(lambda: asyncio.sleep(0, announced.get(str(poison)) == "failed"))
-    # Still alive: a run recorded afterwards is decided too.
-    later = await make_run(db, world, routines[0])
-    if loop == "consumer":
-        await publish_run_requested(bus, later, routines[0])
-    await wait_until(lambda: _status_is(db, later, "issue_created"), timeout=20)
-    stopping.set()
-    await task
-    await bus.close()
+        await wait_until(settled, timeout=20)
+        assert not task.done(), task.exception()
+        rows = {
+            r["id"]: r for r in await db.fetch("SELECT * FROM routine_runs WHERE id = ANY($1::uuid[])", runs)
+        }
+        assert rows[poison]["status"] == "failed"
+        assert "poisoned run" in rows[poison]["failure_reason"]
+        assert {rows[r]["status"] for r in runs if r != poison} == {"issue_created"}
+        # The failure is announced like any decision (a manual run's waiter hears "failed").
+        await wait_until(lambda: asyncio.sleep(0, announced.get(str(poison)) == "failed"))
+        # Still alive: a run recorded afterwards is decided too.
+        later = await make_run(db, world, routines[0])
+        if loop == "consumer":
+            await publish_run_requested(bus, later, routines[0])
+        await wait_until(lambda: _status_is(db, later, "issue_created"), timeout=20)
 
 
 async def test_poison_messages_never_stop_the_dispatcher(
-    db: asyncpg.Connection, database: Database, stack: Stack
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
 ) -> None:
     """Garbage bytes, deeply nested JSON as the message, a run of a deleted routine and a run whose
     stored payload is nested far deeper than any decoder allows (written straight into Postgres,
@@ -393,49 +397,47 @@ async def test_poison_messages_never_stop_the_dispatcher(
     )
     orphan = await make_run(db, world, doomed_routine)
     await db.execute("DELETE FROM routines WHERE id = $1", doomed_routine)
-    dispatcher, bus, stopping = await _dispatcher(stack, database)
-    await publish_raw(
-        stack.nats_url,
-        Subjects.RUNS_REQUESTED,
-        b"\xff\xfe garbage \x00",
-        b'{"runId":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-    )
-    await publish_run_requested(bus, good[0], routine)
-    await publish_run_requested(bus, deep, routine)
-    await publish_run_requested(bus, orphan, doomed_routine)
-    for run in good[1:]:
-        await publish_run_requested(bus, run, routine)
-    consumer = asyncio.create_task(dispatcher.consume())
-
-    async def drained() -> bool:
-        if consumer.done():
-            return True
-        if not await _final(db, [*good, deep]):
-            return False  # a transient failure (busy machine) is retried: wait for it
-        try:
-            info = await bus.dispatcher_consumer_info()
-        except nats.js.errors.NotFoundError:
-            return False  # not created yet
-        return info.num_pending == 0 and info.num_ack_pending == 0
-
-    await wait_until(drained, timeout=20)
-    assert not consumer.done(), consumer.exception()
-    statuses = {
-        r["id"]: r["status"]
-        for r in await db.fetch(
-            "SELECT id, status FROM routine_runs WHERE id = ANY($1::uuid[])", [*good, deep]
+    async with _dispatcher(stack, dispatcher_db) as local:
+        bus = local.bus
+        await publish_raw(
+            stack.nats_url,
+            Subjects.RUNS_REQUESTED,
+            b"\xff\xfe garbage \x00",
+            b'{"runId":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
         )
-    }
-    assert statuses == {run: "issue_created" for run in [*good, deep]}
-    # The deep payload went onto its issue unchanged, without a round trip through a decoder.
-    assert await db.fetchval(
-        "SELECT i.payload = r.payload FROM issues i JOIN routine_runs r ON r.id = i.origin_run_id"
-        " WHERE r.id = $1",
-        deep,
-    )
-    stopping.set()
-    await consumer
-    await bus.close()
+        await publish_run_requested(bus, good[0], routine)
+        await publish_run_requested(bus, deep, routine)
+        await publish_run_requested(bus, orphan, doomed_routine)
+        for run in good[1:]:
+            await publish_run_requested(bus, run, routine)
+        consumer = local.consume()
+
+        async def drained() -> bool:
+            if consumer.done():
+                return True
+            if not await _final(db, [*good, deep]):
+                return False  # a transient failure (busy machine) is retried: wait for it
+            try:
+                info = await bus.dispatcher_consumer_info()
+            except nats.js.errors.NotFoundError:
+                return False  # not created yet
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await wait_until(drained, timeout=20)
+        assert not consumer.done(), consumer.exception()
+        statuses = {
+            r["id"]: r["status"]
+            for r in await db.fetch(
+                "SELECT id, status FROM routine_runs WHERE id = ANY($1::uuid[])", [*good, deep]
+            )
+        }
+        assert statuses == {run: "issue_created" for run in [*good, deep]}
+        # The deep payload went onto its issue unchanged, without a round trip through a decoder.
+        assert await db.fetchval(
+            "SELECT i.payload = r.payload FROM issues i JOIN routine_runs r ON r.id = i.origin_run_id"
+            " WHERE r.id = $1",
+            deep,
+        )
 
 
 async def test_dispatcher_http_names_no_software_versions(stack: Stack) -> None:

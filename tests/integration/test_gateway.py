@@ -99,6 +99,18 @@ async def run_count(db: asyncpg.Connection) -> int:
     return int(await db.fetchval("SELECT count(*) FROM routine_runs"))
 
 
+@pytest.fixture
+def signing_mode() -> str:
+    """How `hook` is signed; a test names another with @pytest.mark.parametrize("signing_mode", ...)."""
+    return "bearer"
+
+
+@pytest.fixture
+async def hook(api: Client, admin_token: str, signing_mode: str) -> Hook:
+    """A webhook trigger signed the `signing_mode` way, on a new routine of a new tenant."""
+    return await make_hook(api, admin_token, signing_mode)
+
+
 # A future timestamp is checked against the clock when the request arrives; keep it clear of
 # the 300 s window: with +301 a loaded machine took over a second to reach that case, and it passed.
 FUTURE = 330
@@ -106,11 +118,10 @@ FUTURE = 330
 MODES = ["bearer", "hmac_sha256", "github_hmac", "standard_webhooks"]
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("signing_mode", MODES)
 async def test_valid_fire_is_accepted_and_recorded(
-    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection, mode: str
+    gateway: Client, hook: Hook, db: asyncpg.Connection, signing_mode: str
 ) -> None:
-    hook = await make_hook(api, admin_token, mode)
     body = b'{"event": "push"}'
     resp = await gateway.post(hook.path, data=body, headers=hook.headers(body))
     assert resp.status == 202, await resp.text()
@@ -121,7 +132,7 @@ async def test_valid_fire_is_accepted_and_recorded(
     empty = await gateway.post(
         hook.path, data=b"", headers={**hook.headers(b"", msg_id="m2"), "Content-Type": "text/plain"}
     )
-    if mode != "hmac_sha256":  # same empty body, same second: an exact replay for hmac_sha256
+    if signing_mode != "hmac_sha256":  # same empty body, same second: an exact replay for hmac_sha256
         assert empty.status == 202
         assert (
             await db.fetchval(
@@ -130,11 +141,10 @@ async def test_valid_fire_is_accepted_and_recorded(
         ) == {}
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("signing_mode", MODES)
 async def test_authentication_failures_are_401(
-    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection, mode: str
+    gateway: Client, hook: Hook, db: asyncpg.Connection, signing_mode: str
 ) -> None:
-    hook = await make_hook(api, admin_token, mode)
     body = b'{"a": 1}'
     good = hook.headers(body)
     cases: list[tuple[dict[str, str], bytes]] = [
@@ -153,12 +163,12 @@ async def test_authentication_failures_are_401(
             body,
         ),
     ]
-    if mode != "bearer":  # bearer signs nothing: a body change cannot be detected
+    if signing_mode != "bearer":  # bearer signs nothing: a body change cannot be detected
         cases.append((good, b'{"a": 2}'))
-    if mode in ("hmac_sha256", "standard_webhooks"):
+    if signing_mode in ("hmac_sha256", "standard_webhooks"):
         now = int(time.time())
         cases += [(hook.headers(body, ts=now - 301), body), (hook.headers(body, ts=now + FUTURE), body)]
-        if mode == "hmac_sha256":
+        if signing_mode == "hmac_sha256":
             cases += [
                 (hook.headers(body, ts=(now - 301) * 1000), body),
                 (hook.headers(body, ts=(now + FUTURE) * 1000), body),
@@ -171,10 +181,10 @@ async def test_authentication_failures_are_401(
     assert await run_count(db) == 0
 
 
+@pytest.mark.parametrize("signing_mode", ["hmac_sha256"])
 async def test_replay_is_409_and_idempotency_key_returns_the_original(
-    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection
+    gateway: Client, hook: Hook, db: asyncpg.Connection
 ) -> None:
-    hook = await make_hook(api, admin_token, "hmac_sha256")
     body = b'{"n": 1}'
     headers = hook.headers(body)
     first = await gateway.post(hook.path, data=body, headers=headers)
@@ -192,10 +202,10 @@ async def test_replay_is_409_and_idempotency_key_returns_the_original(
     assert await run_count(db) == 2
 
 
+@pytest.mark.parametrize("signing_mode", ["standard_webhooks"])
 async def test_standard_webhooks_resigned_retry_returns_original(
-    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection
+    gateway: Client, hook: Hook, db: asyncpg.Connection
 ) -> None:
-    hook = await make_hook(api, admin_token, "standard_webhooks")
     body = b'{"x": 1}'
     original = hook.headers(body, msg_id="evt-1", ts=int(time.time()) - 5)
     first = await gateway.post(hook.path, data=body, headers=original)
@@ -207,9 +217,8 @@ async def test_standard_webhooks_resigned_retry_returns_original(
 
 
 async def test_rotation_without_and_with_grace(
-    api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection
+    api: Client, gateway: Client, hook: Hook, db: asyncpg.Connection
 ) -> None:
-    hook = await make_hook(api, admin_token, "bearer")
     old = hook.secret
     rotated = await call(
         api, "POST", f"/api/routine-triggers/{hook.trigger['id']}/rotate-secret", hook.tenant.board, {}, 200
@@ -243,8 +252,7 @@ async def test_rotation_without_and_with_grace(
     assert (await gateway.post(hook.path, headers=hook.headers(b"", secret=graced["secret"]))).status == 202
 
 
-async def test_status_codes(api: Client, gateway: Client, admin_token: str, db: asyncpg.Connection) -> None:
-    hook = await make_hook(api, admin_token, "bearer")
+async def test_status_codes(api: Client, gateway: Client, hook: Hook, db: asyncpg.Connection) -> None:
     assert (await gateway.post("/api/routine-triggers/public/" + "0" * 24 + "/fire")).status == 404
     assert (await gateway.post("/api/routine-triggers/public/nothex/fire")).status == 404
     ok = hook.headers(b"")
@@ -281,6 +289,7 @@ async def test_status_codes(api: Client, gateway: Client, admin_token: str, db: 
     assert await run_count(db) == 0
 
 
+@pytest.mark.parametrize("signing_mode", ["hmac_sha256"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     headers=st.dictionaries(
@@ -301,16 +310,13 @@ async def test_status_codes(api: Client, gateway: Client, admin_token: str, db: 
     body=st.binary(max_size=300),
 )
 async def test_fuzz_never_5xx_never_a_run(
-    api: Client,
     gateway: Client,
-    admin_token: str,
+    hook: Hook,
     db: asyncpg.Connection,
     headers: dict[str, str],
     body: bytes,
 ) -> None:
-    if not hasattr(test_fuzz_never_5xx_never_a_run, "hook"):
-        test_fuzz_never_5xx_never_a_run.hook = await make_hook(api, admin_token, "hmac_sha256")  # type: ignore[attr-defined]
-    hook = test_fuzz_never_5xx_never_a_run.hook  # type: ignore[attr-defined]
+    """Every example fires at the same hook (the fixture is made once for all of them)."""
     resp = await gateway.post(hook.path, data=body, headers=headers)
     assert resp.status < 500
     assert resp.status in (400, 401, 413, 415)
@@ -319,10 +325,9 @@ async def test_fuzz_never_5xx_never_a_run(
 
 
 async def test_cached_trigger_state_follows_changes_by_invalidation_not_expiry(
-    api: Client, admin_token: str, stack: Stack
+    api: Client, hook: Hook, stack: Stack
 ) -> None:
     """A long cache TTL, yet rotation and pausing take effect at once: routines.triggers.changed."""
-    hook = await make_hook(api, admin_token, "bearer")
     async with TestClient(TestServer(gateway_app(stack, trigger_cache_ttl_sec=300))) as gateway:
         from routines_gateway.app import CACHE_KEY
 
@@ -370,10 +375,10 @@ def cache_misses() -> float:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("signing_mode", ["github_hmac"])
 async def test_two_gateway_processes_same_delivery_one_run(
-    api: Client, admin_token: str, stack: Stack, tmp_path: Path, db: asyncpg.Connection
+    hook: Hook, stack: Stack, tmp_path: Path, db: asyncpg.Connection
 ) -> None:
-    hook = await make_hook(api, admin_token, "github_hmac")
     gateways = [start_service("webhook-gateway", stack.env(), tmp_path) for _ in range(2)]
     try:
         body = b'{"action": "opened"}'
@@ -396,9 +401,8 @@ async def test_two_gateway_processes_same_delivery_one_run(
 
 @pytest.mark.e2e
 async def test_postgres_down_is_503_then_recovers(
-    api: Client, admin_token: str, stack: Stack, tmp_path: Path, postgres_server: Any
+    hook: Hook, stack: Stack, tmp_path: Path, postgres_server: Any
 ) -> None:
-    hook = await make_hook(api, admin_token, "bearer")
     gateway = start_service(
         "webhook-gateway", stack.env(db_acquire_timeout_sec=1, trigger_cache_ttl_sec=0), tmp_path
     )
@@ -428,9 +432,8 @@ async def test_postgres_down_is_503_then_recovers(
         gateway.kill()
 
 
-async def test_each_request_is_counted_once_by_outcome(
-    api: Client, gateway: Client, admin_token: str
-) -> None:
+@pytest.mark.parametrize("signing_mode", ["hmac_sha256"])
+async def test_each_request_is_counted_once_by_outcome(gateway: Client, hook: Hook) -> None:
     from prometheus_client import REGISTRY
 
     def counts() -> dict[str, float]:
@@ -439,7 +442,6 @@ async def test_each_request_is_counted_once_by_outcome(
             for o in ("accepted", "stale", "bad_signature", "replayed", "not_active", "not_found", "error")
         }
 
-    hook = await make_hook(api, admin_token, "hmac_sha256")
     before = counts()
     body = b"{}"
     headers = hook.headers(body)
@@ -511,16 +513,14 @@ async def cached_gateway(stack: Stack) -> AsyncIterator[tuple[Client, web.Applic
 
 
 async def test_concurrent_fires_to_a_cold_trigger_load_it_from_the_database_once(
-    api: Client,
-    admin_token: str,
     db: asyncpg.Connection,
     database_url: str,
     cached_gateway: tuple[Client, web.Application],
+    hook: Hook,
 ) -> None:
     """A cold (or just invalidated) hot trigger must not send every waiting request to the
     database: one load, the others wait for it, instead of a stampede that drains the pool."""
     gateway, _app = cached_gateway
-    hook = await make_hook(api, admin_token, "bearer")
     async with triggers_locked(database_url) as release:
         before = cache_lookups()
         fires = [
@@ -542,17 +542,15 @@ async def test_concurrent_fires_to_a_cold_trigger_load_it_from_the_database_once
 
 
 async def test_a_load_begun_before_an_invalidation_is_not_joined_after_it(
-    api: Client,
-    admin_token: str,
     db: asyncpg.Connection,
     database_url: str,
     cached_gateway: tuple[Client, web.Application],
+    hook: Hook,
 ) -> None:
     """A request arriving after `routines.triggers.changed` must not take the answer of a load
     that began before the change (it could carry the old secret, or a trigger since disabled):
     it loads afresh."""
     gateway, app = cached_gateway
-    hook = await make_hook(api, admin_token, "bearer")
     async with triggers_locked(database_url):
         first = asyncio.ensure_future(gateway.post(hook.path, data=b"{}", headers=hook.headers(b"{}")))
         await wait_until(lambda: loads_waiting(db, 1))

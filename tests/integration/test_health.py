@@ -51,16 +51,45 @@ async def events(stack: Stack) -> AsyncIterator[Events]:
     await nc.drain()
 
 
+async def _run_decided(
+    client: Client, world: World, db: asyncpg.Connection, routine_id: str
+) -> dict[str, Any]:
+    """Run tenant A's routine by hand and wait for the dispatcher's decision: the run's row."""
+    run = await api_client.run_routine(client, world.a, routine_id, {})
+    return await decided(db, run["id"])
+
+
 async def _run_and_settle(
     client: Client, world: World, db: asyncpg.Connection, routine_id: str, status: str
 ) -> str:
-    run = await call(client, "POST", f"/api/routines/{routine_id}/run", world.a.board, {}, 202)
-    row = await decided(db, run["id"])
+    row = await _run_decided(client, world, db, routine_id)
     assert row["status"] == "issue_created"
     await call(
         client, "PATCH", f"/api/issues/{row['linked_issue_id']}", world.a.agent_key, {"status": status}, 200
     )
-    return str(run["id"])
+    return str(row["id"])
+
+
+async def _health(client: Client, world: World, routine_id: str, query: str = "") -> Any:
+    """The routine's health, as tenant A's board sees it."""
+    health, _ = await get_json(client, f"/api/routines/{routine_id}/health{query}", world.a.board)
+    return health
+
+
+async def _stale_first_issue(
+    client: Client, world: World, db: asyncpg.Connection, **routine_fields: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A skip_if_active routine whose issues go stale after 60 s, and its first run, decided, whose
+    issue is backdated two minutes: (routine, first run's row)."""
+    r = await make_routine(
+        client, world.a, concurrencyPolicy="skip_if_active", staleAfterSec=60, **routine_fields
+    )
+    first = await _run_decided(client, world, db, r["id"])
+    await db.execute(
+        "UPDATE issues SET created_at = created_at - interval '2 minutes' WHERE id = $1",
+        first["linked_issue_id"],
+    )
+    return r, first
 
 
 async def test_n_failures_give_one_alert_and_a_success_one_recovery(
@@ -69,12 +98,12 @@ async def test_n_failures_give_one_alert_and_a_success_one_recovery(
     r = await make_routine(client, world.a, concurrencyPolicy="always_enqueue", failureAlertAfter=3)
     for _ in range(2):
         await _run_and_settle(client, world, db, r["id"], "cancelled")
-    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    health = await _health(client, world, r["id"])
     assert (health["failureStreak"], health["alerting"]) == (2, False)
     await _run_and_settle(client, world, db, r["id"], "cancelled")
     await wait_until(lambda: asyncio.sleep(0, events.alerts))
     await _run_and_settle(client, world, db, r["id"], "cancelled")  # a 4th failure: no second alert
-    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    health = await _health(client, world, r["id"])
     assert (health["failureStreak"], health["alerting"]) == (4, True)
     done = await _run_and_settle(client, world, db, r["id"], "done")
     await wait_until(lambda: asyncio.sleep(0, len(events.alerts) == 2))
@@ -87,7 +116,7 @@ async def test_n_failures_give_one_alert_and_a_success_one_recovery(
     assert [w for w in events.wakeups if w.get("reason") == "routine_failing"] == [
         {"routineId": r["id"], "reason": "routine_failing", "alert": "routine_failing"}
     ]
-    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    health = await _health(client, world, r["id"])
     assert (health["failureStreak"], health["alerting"]) == (0, False)
 
 
@@ -103,8 +132,7 @@ async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
         autoPauseAfter=2,
     )
     for _ in range(2):
-        run = await api_client.run_routine(client, world.a, r["id"], {})
-        assert (await decided(db, run["id"]))["status"] == "failed"
+        assert (await _run_decided(client, world, db, r["id"]))["status"] == "failed"
     await wait_until(lambda: asyncio.sleep(0, len(events.alerts) == 2))
     assert sorted(events.kinds()) == ["routine_auto_paused", "routine_failing"]
     detail = await call(client, "GET", f"/api/routines/{r['id']}", world.a.board, status=200)
@@ -123,22 +151,10 @@ async def test_dispatcher_failures_alert_and_auto_pause_with_a_reason(
 async def test_stale_issue_is_cancelled_so_skip_if_active_fires_again(
     client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher, events: Events
 ) -> None:
-    r = await make_routine(
-        client,
-        world.a,
-        concurrencyPolicy="skip_if_active",
-        staleAfterSec=60,
-        staleAction="cancel",
-        failureAlertAfter=1,
-    )
-    first = await decided(db, (await api_client.run_routine(client, world.a, r["id"], {}))["id"])
-    await db.execute(
-        "UPDATE issues SET created_at = created_at - interval '2 minutes' WHERE id = $1",
-        first["linked_issue_id"],
-    )
-    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    r, first = await _stale_first_issue(client, world, db, staleAction="cancel", failureAlertAfter=1)
+    health = await _health(client, world, r["id"])
     assert health["openIssue"]["stale"] is True and health["openIssue"]["ageSec"] >= 120
-    second = await decided(db, (await api_client.run_routine(client, world.a, r["id"], {}))["id"])
+    second = await _run_decided(client, world, db, r["id"])
     assert second["status"] == "issue_created"
     old = await db.fetchrow("SELECT status FROM issues WHERE id = $1", first["linked_issue_id"])
     assert old["status"] == "cancelled"
@@ -154,15 +170,10 @@ async def test_stale_issue_is_cancelled_so_skip_if_active_fires_again(
 async def test_stale_issue_only_reported_by_default(
     client: Client, world: World, db: asyncpg.Connection, dispatcher: Dispatcher
 ) -> None:
-    r = await make_routine(client, world.a, concurrencyPolicy="skip_if_active", staleAfterSec=60)
-    first = await decided(db, (await api_client.run_routine(client, world.a, r["id"], {}))["id"])
-    await db.execute(
-        "UPDATE issues SET created_at = created_at - interval '2 minutes' WHERE id = $1",
-        first["linked_issue_id"],
-    )
-    second = await decided(db, (await api_client.run_routine(client, world.a, r["id"], {}))["id"])
+    r, _first = await _stale_first_issue(client, world, db)
+    second = await _run_decided(client, world, db, r["id"])
     assert second["status"] == "skipped"
-    health, _ = await get_json(client, f"/api/routines/{r['id']}/health", world.a.board)
+    health = await _health(client, world, r["id"])
     assert (health["openIssue"]["stale"], health["staleAction"]) == (True, "report")
 
 
@@ -206,7 +217,7 @@ async def test_health_counts_slots_runs_lag_and_drops(
     await add("schedule", slots[4], 300, status="failed")
     await add("backfill", slots[5], 3600)
     await add("schedule", None, -1, status="skipped", payload={"missedSlots": {"count": 3}})
-    health, _ = await get_json(client, f"/api/routines/{r['id']}/health?days=1", world.a.board)
+    health = await _health(client, world, r["id"], "?days=1")
     (trig,) = health["triggers"]
     assert (trig["triggerId"], trig["label"], trig["expectedSlots"], trig["expectedSlotsAtLeast"]) == (
         t["id"],
@@ -255,8 +266,7 @@ async def test_an_undecidable_run_counts_toward_the_failure_alert(
     await db.execute(
         "CREATE TRIGGER refuse_issues BEFORE INSERT ON issues FOR EACH ROW EXECUTE FUNCTION refuse_issues()"
     )
-    run = await api_client.run_routine(client, world.a, r["id"], {})
-    row = await decided(db, run["id"])
+    row = await _run_decided(client, world, db, r["id"])
     assert row["status"] == "failed" and "refused issue" in row["failure_reason"]
     await wait_until(lambda: asyncio.sleep(0, events.alerts))
     assert [(a["kind"], a["routineId"]) for a in events.alerts] == [("routine_failing", r["id"])]
@@ -275,6 +285,6 @@ async def test_health_bounds_the_slots_it_counts(
         "UPDATE routine_triggers SET created_at = now() - interval '100 days' WHERE routine_id = $1::uuid",
         r["id"],
     )
-    health, _ = await get_json(client, f"/api/routines/{r['id']}/health?days=90", world.a.board)
+    health = await _health(client, world, r["id"], "?days=90")
     counted = [(t["expectedSlots"], t["expectedSlotsAtLeast"]) for t in health["triggers"]]
     assert counted == [(10_000, True), (0, True)]

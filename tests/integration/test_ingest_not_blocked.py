@@ -23,37 +23,22 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.decide import decide_runs
-from routines_gateway.app import create_app as gateway_create_app
 from routines_scheduler.sql import QUERIES as SCHEDULER_QUERIES
 from routines_scheduler.ticker import Scheduler
-from shared.bus import Bus
 from shared.db import Database
-from shared.settings import DispatcherSettings, GatewaySettings, SchedulerSettings
+from shared.settings import SchedulerSettings
 from tests.integration import api_client
 from tests.integration.api_client import Client, Tenant, call, make_routine, make_tenant
-from tests.support import Stack
+from tests.integration.test_gateway import gateway_app
+from tests.support import Stack, service_connections
 
 T = TypeVar("T")
 
 
 @pytest.fixture
 async def gateway(stack: Stack) -> AsyncIterator[Client]:
-    settings = GatewaySettings(
-        database_url=stack.database_url,
-        nats_url=stack.nats_url,
-        secret_key=stack.secret_key,
-        trigger_cache_ttl_sec=60,
-    )
-    async with TestClient(TestServer(gateway_create_app(settings))) as client:
+    async with TestClient(TestServer(gateway_app(stack, trigger_cache_ttl_sec=60))) as client:
         yield client
-
-
-@pytest.fixture
-async def dispatcher_db(stack: Stack) -> AsyncIterator[Database]:
-    database = Database(DispatcherSettings(database_url=stack.database_url), "paused-dispatcher")
-    await database.open()
-    yield database
-    await database.close()
 
 
 class PausedDecision:
@@ -181,11 +166,7 @@ async def test_schedule_slots_are_not_blocked_by_a_paused_decision(
     settings = SchedulerSettings(
         database_url=stack.database_url, nats_url=stack.nats_url, misfire_grace_sec=3600
     )
-    database = Database(settings, "scheduler")
-    await database.open()
-    bus = Bus(stack.nats_url, "scheduler")
-    await bus.connect_forever()
-    try:
+    async with service_connections(settings, "scheduler") as (database, bus):
         scheduler = Scheduler(settings, database, bus, asyncio.Event())
         await db.execute(replay_from + " WHERE id = $1", trigger_id)
         assert await scheduler.tick() >= 1
@@ -203,9 +184,6 @@ async def test_schedule_slots_are_not_blocked_by_a_paused_decision(
             )
             assert all(r["n"] == 1 for r in per_slot), per_slot
             assert len(per_slot) > len(slots), per_slot  # the new slots were recorded meanwhile
-    finally:
-        await bus.close()
-        await database.close()
 
 
 async def test_manual_run_naming_a_schedule_trigger_is_not_blocked_by_a_paused_tick(

@@ -8,14 +8,14 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from routines_scheduler.sql import QUERIES
 from routines_scheduler.ticker import LOCKED_RETRY_SEC, Scheduler
-from shared.bus import Bus, Subjects
-from shared.db import Database
+from shared.bus import Subjects
 from shared.settings import SchedulerSettings
 from tests.factories import make_routine, make_schedule_trigger, make_world
 from tests.support import Stack, service_connections, start_service, wait_until
@@ -48,13 +48,33 @@ async def _runs(db: asyncpg.Connection, trigger: uuid.UUID) -> list[asyncpg.Reco
     )
 
 
+async def _scheduled(
+    db: asyncpg.Connection, cron: str, next_run_at: datetime | None, **routine_fields: Any
+) -> uuid.UUID:
+    """A routine of a new company with one schedule trigger (UTC), next due at `next_run_at`:
+    the trigger's id."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, **routine_fields)
+    return await make_schedule_trigger(db, world, routine, cron, "UTC", next_run_at)
+
+
+async def _tick_after_missed_slots(
+    db: asyncpg.Connection, scheduler: Scheduler, catch_up_policy: str, missed: int
+) -> tuple[datetime, datetime, list[asyncpg.Record]]:
+    """One tick over an every-minute trigger with `missed` slots older than the 60 s grace, plus the
+    current minute's slot (on time): (the minute now, the first slot, the trigger's runs)."""
+    now = await _db_now(db)
+    first = now - timedelta(minutes=missed + 1)
+    trigger = await _scheduled(db, "* * * * *", first, catch_up_policy=catch_up_policy)
+    await scheduler.tick()
+    return now, first, await _runs(db, trigger)
+
+
 async def test_on_time_slot_fires_once_and_trigger_advances(
     db: asyncpg.Connection, scheduler: Scheduler
 ) -> None:
-    world = await make_world(db)
-    routine = await make_routine(db, world)
     now = await _db_now(db)
-    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", now)
+    trigger = await _scheduled(db, "* * * * *", now)
     assert await scheduler.tick() == 1
     assert await scheduler.tick() == 0
     runs = await _runs(db, trigger)
@@ -68,14 +88,7 @@ async def test_on_time_slot_fires_once_and_trigger_advances(
 async def test_skip_missed_drops_and_records_one_audit_run(
     db: asyncpg.Connection, scheduler: Scheduler, missed: int
 ) -> None:
-    world = await make_world(db)
-    routine = await make_routine(db, world, catch_up_policy="skip_missed")
-    now = await _db_now(db)
-    # `missed` slots older than the 60 s grace, plus the current minute's slot (on time).
-    first = now - timedelta(minutes=missed + 1)
-    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", first)
-    await scheduler.tick()
-    runs = await _runs(db, trigger)
+    now, first, runs = await _tick_after_missed_slots(db, scheduler, "skip_missed", missed)
     received = [r for r in runs if r["status"] == "received"]
     audit = [r for r in runs if r["status"] == "skipped"]
     assert len(audit) == 1
@@ -89,13 +102,7 @@ async def test_skip_missed_drops_and_records_one_audit_run(
 
 @pytest.mark.parametrize("missed", [10, 40])
 async def test_enqueue_missed_with_cap(db: asyncpg.Connection, scheduler: Scheduler, missed: int) -> None:
-    world = await make_world(db)
-    routine = await make_routine(db, world, catch_up_policy="enqueue_missed_with_cap")
-    now = await _db_now(db)
-    first = now - timedelta(minutes=missed + 1)
-    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", first)
-    await scheduler.tick()
-    runs = await _runs(db, trigger)
+    _, first, runs = await _tick_after_missed_slots(db, scheduler, "enqueue_missed_with_cap", missed)
     received = [r["scheduled_for"] for r in runs if r["status"] == "received"]
     audit = [r for r in runs if r["status"] == "skipped"]
     # The tick's time: its runs were recorded in one transaction. Slots enumerated independently
@@ -260,10 +267,8 @@ async def test_sleep_is_until_the_earliest_slot_bounded_by_the_max_sleep(
     db: asyncpg.Connection, scheduler: Scheduler
 ) -> None:
     assert await scheduler.seconds_until_due() == scheduler.settings.tick_interval_sec  # nothing scheduled
-    world = await make_world(db)
-    routine = await make_routine(db, world)
     far = await db.fetchval("SELECT now() + interval '10 minutes'")
-    trigger = await make_schedule_trigger(db, world, routine, "0 * * * *", "UTC", far)
+    trigger = await _scheduled(db, "0 * * * *", far)
     assert await scheduler.seconds_until_due() == scheduler.settings.tick_interval_sec
     await db.execute(
         "UPDATE routine_triggers SET next_run_at = clock_timestamp() + interval '0.5 seconds' WHERE id = $1",
@@ -275,10 +280,8 @@ async def test_sleep_is_until_the_earliest_slot_bounded_by_the_max_sleep(
 async def test_a_due_slot_locked_by_another_replica_is_polled_not_spun_on(
     db: asyncpg.Connection, scheduler: Scheduler
 ) -> None:
-    world = await make_world(db)
-    routine = await make_routine(db, world)
     overdue = await db.fetchval("SELECT now() - interval '10 seconds'")  # a one-slot yearly schedule
-    trigger = await make_schedule_trigger(db, world, routine, "0 0 1 1 *", "UTC", overdue)
+    trigger = await _scheduled(db, "0 0 1 1 *", overdue)
     async with db.transaction():
         await db.execute("SELECT 1 FROM routine_triggers WHERE id = $1 FOR UPDATE", trigger)
         assert await scheduler.tick() == 0  # skipped: the other "replica" holds it
@@ -289,38 +292,29 @@ async def test_a_due_slot_locked_by_another_replica_is_polled_not_spun_on(
 async def test_the_scheduler_wakes_at_the_slot_not_at_its_max_sleep(
     db: asyncpg.Connection, stack: Stack
 ) -> None:
-    world = await make_world(db)
-    routine = await make_routine(db, world)
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '2 seconds'")
-    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    trigger = await _scheduled(db, "* * * * *", slot)
     settings = SchedulerSettings(
         database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120
     )
-    database = Database(settings, "test")
-    await database.open()
-    bus = Bus(stack.nats_url, "test")
-    await bus.connect_forever()
-    scheduler = Scheduler(settings, database, bus, asyncio.Event())
-    loop = asyncio.create_task(scheduler.run())
-    try:
-        runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
-        assert [r["scheduled_for"] for r in runs] == [slot]
-        assert runs[0]["triggered_at"] >= slot  # never early
-    finally:
-        scheduler.stopping.set()
-        await asyncio.wait_for(loop, 10)
-        await bus.close()
-        await database.close()
+    async with service_connections(settings, "test") as (database, bus):
+        scheduler = Scheduler(settings, database, bus, asyncio.Event())
+        loop = asyncio.create_task(scheduler.run())
+        try:
+            runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
+            assert [r["scheduled_for"] for r in runs] == [slot]
+            assert runs[0]["triggered_at"] >= slot  # never early
+        finally:
+            scheduler.stopping.set()
+            await asyncio.wait_for(loop, 10)
 
 
 async def test_a_trigger_change_wakes_the_sleeping_scheduler(
     db: asyncpg.Connection, stack: Stack, sleepy_scheduler: Scheduler
 ) -> None:
-    world = await make_world(db)
-    routine = await make_routine(db, world)
     await asyncio.sleep(0.2)  # let the loop go to sleep: nothing is scheduled, so for two minutes
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '1 second'")
-    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    trigger = await _scheduled(db, "* * * * *", slot)
     await sleepy_scheduler.bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {"triggerId": str(trigger)})
     runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
     assert [r["scheduled_for"] for r in runs] == [slot]

@@ -9,11 +9,10 @@ import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from routines_dispatcher.worker import Dispatcher
-from routines_gateway.app import create_app as create_gateway
-from shared.settings import GatewaySettings
 from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, decided, dispatcher
+from tests.integration.test_gateway import gateway_app
 from tests.support import Stack
 
 __all__ = ["api_settings", "dispatcher"]
@@ -159,13 +158,7 @@ async def test_webhook_payload_fills_the_variables(
     """A signed webhook's JSON body is the run payload: its top-level keys fill the variables."""
     r = await _templated(client, world)
     hook = await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
-    settings = GatewaySettings(
-        database_url=stack.database_url,
-        nats_url=stack.nats_url,
-        secret_key=stack.secret_key,
-        trigger_cache_ttl_sec=0,
-    )
-    async with TestClient(TestServer(create_gateway(settings))) as gateway:
+    async with TestClient(TestServer(gateway_app(stack))) as gateway:  # trigger cache off
         resp = await gateway.post(
             f"/api/routine-triggers/public/{hook['publicId']}/fire",
             json={"ticket": "GH-42", "region": "us", "extra": {"ignored": True}},

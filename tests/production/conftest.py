@@ -13,6 +13,7 @@ import pytest
 from shared.devservers import PostgresServer
 from tests.databases import execute_on_server
 from tests.production.servers import SERVICE_ROLES, NatsCluster, PgBouncer
+from tests.support import running
 
 
 @pytest.fixture(scope="session")
@@ -25,15 +26,14 @@ def pgbouncer(
     asyncio.run(
         execute_on_server(postgres_server, *(f"ALTER ROLE {role} LOGIN" for role in SERVICE_ROLES.values()))
     )
-    bouncer = PgBouncer(
-        tmp_path_factory.mktemp("pgbouncer"),
-        postgres_server.port,
-        users=[*SERVICE_ROLES.values(), "postgres"],
-        pool_size=4,
+    yield from running(
+        PgBouncer(
+            tmp_path_factory.mktemp("pgbouncer"),
+            postgres_server.port,
+            users=[*SERVICE_ROLES.values(), "postgres"],
+            pool_size=4,
+        )
     )
-    bouncer.start()
-    yield bouncer
-    bouncer.stop()
 
 
 def database_name(database_url: str) -> str:
@@ -42,7 +42,4 @@ def database_name(database_url: str) -> str:
 
 @pytest.fixture
 def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path / "nats-cluster")
-    cluster.start()
-    yield cluster
-    cluster.stop()
+    yield from running(NatsCluster(tmp_path / "nats-cluster"))

@@ -4,12 +4,15 @@ an operation comes from the declaration and the handler's docstring."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import BaseModel
 
 from routines_api.models import RoutineCreate, RoutineOut
-from routines_api.routes import RouteTable
+from routines_api.routes import Handler, RouteTable
 from shared.http import SETTINGS_KEY, edge_middleware
 from shared.settings import CommonSettings
 
@@ -47,7 +50,7 @@ async def test_an_auth_route_refuses_a_request_without_credentials_before_its_ha
 def test_the_docstring_is_the_summary_and_the_description() -> None:
     table = RouteTable()
 
-    @table.tagged("routines").get("/api/routines/{routineId}", response=list[RoutineOut])
+    @table.tagged("routines").get("/api/routines/{routineId}", response=RoutineOut)
     async def get_thing(_request: web.Request) -> web.Response:
         """One thing, with
         its parts.
@@ -68,31 +71,42 @@ def test_the_docstring_is_the_summary_and_the_description() -> None:
     )
     assert op.summary == "One thing, with its parts"
     assert op.description == "Said over two lines.\n\nA second paragraph."
-    assert (op.response, op.response_is_list) == (RoutineOut, True)
+    assert (op.response, op.response_is_list) == (RoutineOut, False)
 
 
-def test_a_create_route_answers_201_with_the_usual_refusals_unless_told_otherwise() -> None:
+async def _documented(_request: web.Request) -> web.Response:
+    """A documented handler."""
+    return web.json_response({})
+
+
+Shortcut = Callable[..., Callable[[Handler], Handler]]
+
+
+@pytest.mark.parametrize(
+    ("shortcut", "models", "answer", "usual_errors"),
+    [
+        ("list", (RoutineOut,), ("GET", 200, None, RoutineOut, True), (400, 403, 404)),
+        (
+            "create",
+            (RoutineCreate, RoutineOut),
+            ("POST", 201, RoutineCreate, RoutineOut, False),
+            (403, 404, 422),
+        ),
+    ],
+)
+def test_a_shortcut_declares_its_answer_and_the_usual_refusals_unless_told_otherwise(
+    shortcut: str,
+    models: tuple[type[BaseModel], ...],
+    answer: tuple[object, ...],
+    usual_errors: tuple[int, ...],
+) -> None:
     table = RouteTable()
-    routes = table.tagged("routines")
-
-    async def create_thing(_request: web.Request) -> web.Response:
-        """Create a thing."""
-        return web.json_response({}, status=201)
-
-    routes.create("/a", RoutineCreate, RoutineOut)(create_thing)
-    routes.create("/b", RoutineCreate, RoutineOut, errors=(403,))(create_thing)
-    first, second = table.operations
-    assert (first.method, first.status, first.body, first.response) == (
-        "POST",
-        201,
-        RoutineCreate,
-        RoutineOut,
-    )
-    assert (first.response_is_list, tuple(first.errors), tuple(second.errors)) == (
-        False,
-        (403, 404, 422),
-        (403,),
-    )
+    declare: Shortcut = getattr(table.tagged("routines"), shortcut)
+    declare("/a", *models)(_documented)
+    declare("/b", *models, errors=(409,))(_documented)
+    usual, told = table.operations
+    assert (usual.method, usual.status, usual.body, usual.response, usual.response_is_list) == answer
+    assert (tuple(usual.errors), tuple(told.errors)) == (usual_errors, (409,))
 
 
 def test_an_undocumented_handler_is_refused_when_it_is_declared() -> None:

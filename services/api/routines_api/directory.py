@@ -76,7 +76,7 @@ async def create_company(request: web.Request) -> web.Response:
     return respond(dump(CompanyOut, row), 201)
 
 
-@DIRECTORY.get("/api/companies", response=list[CompanyOut])
+@DIRECTORY.list("/api/companies", CompanyOut, errors=())
 async def list_companies(request: web.Request) -> web.Response:
     """Companies the caller may see.
 
@@ -109,7 +109,7 @@ async def create_agent(request: web.Request) -> web.Response:
     return respond({"agent": dump(AgentOut, agent), "apiKey": api_key}, 201)
 
 
-@DIRECTORY.get("/api/companies/{companyId}/agents", response=list[AgentOut], errors=(403, 404))
+@DIRECTORY.list("/api/companies/{companyId}/agents", AgentOut, errors=(403, 404))
 async def list_agents(request: web.Request) -> web.Response:
     """Agents of a company.
 
@@ -198,7 +198,7 @@ def _company_collection(
         "company may read."
     )
     DIRECTORY.create(path, create, out)(create_one)
-    DIRECTORY.get(path, response=out, response_is_list=True, errors=(403, 404))(list_all)
+    DIRECTORY.list(path, out, errors=(403, 404))(list_all)
 
 
 _company_collection("projects", "project", ProjectCreate, ProjectOut, "name")
@@ -221,7 +221,7 @@ async def create_board_token(request: web.Request) -> web.Response:
     )
 
 
-@DIRECTORY.get("/api/companies/{companyId}/board-tokens", response=list[TokenOut], errors=(403, 404))
+@DIRECTORY.list("/api/companies/{companyId}/board-tokens", TokenOut, errors=(403, 404))
 async def list_board_tokens(request: web.Request) -> web.Response:
     """A company's board tokens (never the tokens themselves).
 
@@ -249,7 +249,7 @@ async def revoke_board_token(request: web.Request) -> web.Response:
     return respond(dump(TokenOut, row, company_id=token["company_id"]))
 
 
-@DIRECTORY.get("/api/instance-tokens", response=list[TokenOut], errors=(403,))
+@DIRECTORY.list("/api/instance-tokens", TokenOut, errors=(403,))
 async def list_instance_tokens(request: web.Request) -> web.Response:
     """Instance admin tokens (instance admin; never the tokens themselves).
 

@@ -23,17 +23,15 @@ RUNS = ROUTES.tagged("runs")
 
 RUN_QUERY = (
     *page_params(maximum=500),
-    QueryParam("status", {"type": "string", "enum": list(RUN_STATUSES)}, "Only runs in this status."),
-    QueryParam("source", {"type": "string", "enum": list(RUN_SOURCES)}, "Only runs from this source."),
-    QueryParam("triggerId", {"type": "string", "format": "uuid"}, "Only runs of this trigger."),
-    QueryParam(
-        "from", {"type": "string", "format": "date-time"}, "Only runs triggered at or after this instant."
-    ),
-    QueryParam("to", {"type": "string", "format": "date-time"}, "Only runs triggered before this instant."),
+    QueryParam.choice("status", RUN_STATUSES, "Only runs in this status."),
+    QueryParam.choice("source", RUN_SOURCES, "Only runs from this source."),
+    QueryParam.uuid("triggerId", "Only runs of this trigger."),
+    QueryParam.instant("from", "Only runs triggered at or after this instant."),
+    QueryParam.instant("to", "Only runs triggered before this instant."),
 )
 
 
-@RUNS.get("/api/routines/{routineId}/runs", response=list[RunOut], errors=(400, 404), query=RUN_QUERY)
+@RUNS.list("/api/routines/{routineId}/runs", RunOut, errors=(400, 404), query=RUN_QUERY)
 async def list_runs(request: web.Request) -> web.Response:
     """Run history, newest first; `X-Next-Cursor` names the next page while there is one.
 

@@ -59,17 +59,15 @@ async def create_issue(request: web.Request) -> web.Response:
     return respond(dump(IssueOut, row), 201)
 
 
-@ISSUES.get(
-    "/api/companies/{companyId}/issues",
-    response=list[IssueOut],
-    errors=(400, 403, 404),
-    query=(
-        QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}),
-        QueryParam("status", {"type": "string", "enum": list(ISSUE_STATUSES)}),
-        QueryParam("routineId", {"type": "string", "format": "uuid"}),
-        QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-    ),
+ISSUE_QUERY = (
+    QueryParam.uuid("assigneeAgentId"),
+    QueryParam.choice("status", ISSUE_STATUSES),
+    QueryParam.uuid("routineId"),
+    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
 )
+
+
+@ISSUES.list("/api/companies/{companyId}/issues", IssueOut, query=ISSUE_QUERY)
 async def list_issues(request: web.Request) -> web.Response:
     """Issues of a company.
 

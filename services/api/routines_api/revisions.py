@@ -26,9 +26,7 @@ REVISIONS = ROUTES.tagged("revisions")
 PAGE_QUERY = page_params(maximum=100)
 
 
-@REVISIONS.get(
-    "/api/routines/{routineId}/revisions", response=list[RevisionOut], errors=(400, 404), query=PAGE_QUERY
-)
+@REVISIONS.list("/api/routines/{routineId}/revisions", RevisionOut, errors=(400, 404), query=PAGE_QUERY)
 async def list_revisions(request: web.Request) -> web.Response:
     """The routine's revisions, newest first (who, when, what changed).
 
@@ -136,9 +134,7 @@ async def restore_revision(request: web.Request) -> web.Response:
     return respond(dump(RoutineOut, answer))
 
 
-@REVISIONS.get(
-    "/api/routines/{routineId}/activity", response=list[ActivityOut], errors=(400, 404), query=PAGE_QUERY
-)
+@REVISIONS.list("/api/routines/{routineId}/activity", ActivityOut, errors=(400, 404), query=PAGE_QUERY)
 async def routine_activity(request: web.Request) -> web.Response:
     """The routine's activity log, newest first: changes, triggers, manual runs, alerts, runs.
 
@@ -153,12 +149,7 @@ async def routine_activity(request: web.Request) -> web.Response:
     )
 
 
-@REVISIONS.get(
-    "/api/companies/{companyId}/activity",
-    response=list[ActivityOut],
-    errors=(400, 403, 404),
-    query=PAGE_QUERY,
-)
+@REVISIONS.list("/api/companies/{companyId}/activity", ActivityOut, query=PAGE_QUERY)
 async def company_activity(request: web.Request) -> web.Response:
     """The company's routine activity log, newest first (changes, triggers, manual runs, alerts).
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import typing
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,21 @@ class QueryParam:
     name: str
     schema: dict[str, Any]
     description: str = ""
+
+    @classmethod
+    def uuid(cls, name: str, description: str = "") -> QueryParam:
+        """An id (as `inputs.query_uuid` reads it)."""
+        return cls(name, {"type": "string", "format": "uuid"}, description)
+
+    @classmethod
+    def choice(cls, name: str, words: Iterable[str], description: str = "") -> QueryParam:
+        """One of `words` (as `inputs.query_choice` reads it)."""
+        return cls(name, {"type": "string", "enum": list(words)}, description)
+
+    @classmethod
+    def instant(cls, name: str, description: str) -> QueryParam:
+        """An ISO 8601 instant (as `inputs.query_instant` reads it)."""
+        return cls(name, {"type": "string", "format": "date-time"}, description)
 
     @classmethod
     def integer(cls, name: str, maximum: int, default: int, description: str) -> QueryParam:
@@ -93,8 +107,7 @@ class Routes:
     """Registers a tag's routes: `@ROUTINES.get("/api/routines/{routineId}", response=RoutineOut)`.
 
     The handler's docstring is the operation's documentation: its first paragraph the summary (one
-    sentence, its final period dropped), the rest the description. `response=list[Model]` answers a
-    JSON array of the model."""
+    sentence, its final period dropped), the rest the description."""
 
     table: RouteTable
     tag: str
@@ -114,6 +127,13 @@ class Routes:
         meta.setdefault("errors", (403, 404, 422))
         return self._add("POST", path, {"body": body, "response": response, "status": 201, **meta})
 
+    def list(self, path: str, item: type[BaseModel], **meta: Any) -> Callable[[Handler], Handler]:
+        """GET of a collection: a JSON array of `item`; 400 for a bad filter or cursor, 403 when the
+        caller may not read there, 404 for an unknown (or invisible) parent — unless `errors` says
+        otherwise."""
+        meta.setdefault("errors", (400, 403, 404))
+        return self._add("GET", path, {"response": item, "response_is_list": True, **meta})
+
     def patch(self, path: str, **meta: Any) -> Callable[[Handler], Handler]:
         return self._add("PATCH", path, meta)
 
@@ -121,11 +141,6 @@ class Routes:
         return self._add("DELETE", path, meta)
 
     def _add(self, method: str, path: str, meta: dict[str, Any]) -> Callable[[Handler], Handler]:
-        response = meta.get("response")
-        if typing.get_origin(response) is list:
-            (meta["response"],) = typing.get_args(response)
-            meta["response_is_list"] = True
-
         def register(handler: Handler) -> Handler:
             summary, description = handler_docs(handler)
             self.table.operations.append(

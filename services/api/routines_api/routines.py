@@ -72,15 +72,10 @@ async def create_routine(request: web.Request) -> web.Response:
     return respond(dump(RoutineOut, created), 201)
 
 
-@ROUTINES.get(
-    "/api/companies/{companyId}/routines",
-    response=list[RoutineOut],
-    errors=(400, 403, 404),
-    query=(
-        QueryParam("status", {"type": "string", "enum": list(ROUTINE_STATUSES)}),
-        QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}),
-    ),
-)
+ROUTINE_QUERY = (QueryParam.choice("status", ROUTINE_STATUSES), QueryParam.uuid("assigneeAgentId"))
+
+
+@ROUTINES.list("/api/companies/{companyId}/routines", RoutineOut, query=ROUTINE_QUERY)
 async def list_routines(request: web.Request) -> web.Response:
     """List routines.
 

@@ -185,9 +185,9 @@ async def routine_upcoming(request: web.Request) -> web.Response:
     response=UpcomingOut,
     errors=(400, 403, 404),
     query=(
-        QueryParam("from", {"type": "string", "format": "date-time"}, "Window start (default now)."),
-        QueryParam("to", {"type": "string", "format": "date-time"}, "Window end (default from + 7 days)."),
-        QueryParam("assigneeAgentId", {"type": "string", "format": "uuid"}, "Only this agent's routines."),
+        QueryParam.instant("from", "Window start (default now)."),
+        QueryParam.instant("to", "Window end (default from + 7 days)."),
+        QueryParam.uuid("assigneeAgentId", "Only this agent's routines."),
     ),
 )
 async def company_upcoming(request: web.Request) -> web.Response:
