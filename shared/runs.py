@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -90,3 +90,11 @@ async def publish_run_requested(bus: Bus, run_id: uuid.UUID | str, routine_id: u
         {"runId": str(run_id), "routineId": str(routine_id)},
         msg_id=str(run_id),
     )
+
+
+async def publish_runs_requested(bus: Bus, runs: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> None:
+    """Step 2 for many recorded runs, given as (run id, routine id). One after the other: a plain
+    publish only appends to the connection's buffer, so a task per message (as `gather` would
+    make) costs more than the publish itself."""
+    for run_id, routine_id in runs:
+        await publish_run_requested(bus, run_id, routine_id)

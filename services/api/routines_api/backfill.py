@@ -3,7 +3,6 @@ missing ones — exactly once per slot, by the slot uniqueness of `routine_runs`
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,11 +17,10 @@ from routines_api.inputs import parse_body
 from routines_api.routes import ROUTES
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
-from shared.bus import Bus
 from shared.cron import fires_between, iso_utc, zone
 from shared.errors import Conflict, Unprocessable
 from shared.http import BUS_KEY, DB_KEY
-from shared.runs import publish_run_requested
+from shared.runs import publish_runs_requested
 
 RUNS = ROUTES.tagged("runs")
 
@@ -37,10 +35,6 @@ def window_slots(cron: str, tz: str, start: datetime, end: datetime) -> list[dat
     if len(slots) > MAX_SLOTS:
         raise Unprocessable(f"the window holds more than {MAX_SLOTS} slots; narrow from/to")
     return slots
-
-
-async def _publish_all(bus: Bus, runs: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    await asyncio.gather(*(publish_run_requested(bus, run_id, routine_id) for run_id, routine_id in runs))
 
 
 @RUNS.post(
@@ -105,7 +99,9 @@ async def backfill(request: web.Request) -> web.Response:
             details["to"] = iso_utc(end)
             await store.record_activity(conn, principal, routine, "backfill", details)
     if recorded:
-        await _publish_all(request.app[BUS_KEY], [(run_id, routine_id) for run_id in recorded.values()])
+        await publish_runs_requested(
+            request.app[BUS_KEY], [(run_id, routine_id) for run_id in recorded.values()]
+        )
     tz = zone(trigger["timezone"])
     answer = {
         "trigger_id": trigger["id"],

@@ -20,7 +20,7 @@ from shared.errors import Unprocessable
 from shared.lifecycle import run_every
 from shared.logging import get_logger
 from shared.rules import can_fire
-from shared.runs import publish_run_requested
+from shared.runs import publish_runs_requested
 from shared.settings import SchedulerSettings
 
 # When a due slot is locked by another replica: how soon to look again.
@@ -110,7 +110,7 @@ class Scheduler:
                 self.last_claimed += claimed
                 # Committed runs are safe in Postgres (the outbox); tell the dispatchers while the
                 # next batch is being claimed rather than before.
-                publishing.append(asyncio.create_task(self._publish(new_runs)))
+                publishing.append(asyncio.create_task(publish_runs_requested(self.bus, new_runs)))
                 if claimed < self.settings.claim_batch_size:
                     break
             return recorded
@@ -123,9 +123,6 @@ class Scheduler:
         async with self.db.connection() as conn:
             DUE_BACKLOG.set(await conn.fetchval(QUERIES["due_backlog"]))
         return recorded
-
-    async def _publish(self, runs: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
-        await asyncio.gather(*(publish_run_requested(self.bus, run_id, rid) for run_id, rid in runs))
 
     async def claim_batch(self) -> tuple[int, list[tuple[uuid.UUID, uuid.UUID]]]:
         """One transaction: claim up to a batch of due triggers and record their slots."""
