@@ -292,8 +292,11 @@ async def test_a_due_slot_locked_by_another_replica_is_polled_not_spun_on(
 async def test_the_scheduler_wakes_at_the_slot_not_at_its_max_sleep(
     db: asyncpg.Connection, stack: Stack
 ) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    # Rows first, the slot last: the scheduler starts well before it is due.
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '2 seconds'")
-    trigger = await _scheduled(db, "* * * * *", slot)
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
     settings = SchedulerSettings(
         database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120
     )
@@ -312,9 +315,11 @@ async def test_the_scheduler_wakes_at_the_slot_not_at_its_max_sleep(
 async def test_a_trigger_change_wakes_the_sleeping_scheduler(
     db: asyncpg.Connection, stack: Stack, sleepy_scheduler: Scheduler
 ) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world)
     await asyncio.sleep(0.2)  # let the loop go to sleep: nothing is scheduled, so for two minutes
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '1 second'")
-    trigger = await _scheduled(db, "* * * * *", slot)
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
     await sleepy_scheduler.bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {"triggerId": str(trigger)})
     runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
     assert [r["scheduled_for"] for r in runs] == [slot]

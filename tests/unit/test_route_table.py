@@ -4,7 +4,11 @@ an operation comes from the declaration and the handler's docstring."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -115,3 +119,19 @@ def test_an_undocumented_handler_is_refused_when_it_is_declared() -> None:
 
     with pytest.raises(TypeError, match="undocumented has no docstring"):
         RouteTable().tagged("t").get("/x")(undocumented)
+
+
+def test_the_api_refuses_to_start_without_docstrings_and_says_why() -> None:
+    """`python -OO` strips docstrings, which document every operation: a clear refusal, not an
+    API with an empty document."""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-OO", "-c", "import routines_api.app"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "services/api"), str(root)])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "do not run it with -OO" in result.stderr

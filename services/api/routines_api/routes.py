@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +156,8 @@ def handler_docs(handler: Handler) -> tuple[str, str]:
     """A handler's summary and description, from its docstring (see `Routes`)."""
     doc = inspect.getdoc(handler)
     if not doc:
+        if sys.flags.optimize >= 2:
+            raise RuntimeError("the API documents its operations from docstrings: do not run it with -OO")
         raise TypeError(f"route handler {handler.__name__} has no docstring to document it")
     paragraphs = [" ".join(p.split("\n")) for p in doc.split("\n\n")]
     return paragraphs[0].removesuffix("."), "\n\n".join(paragraphs[1:])
