@@ -92,6 +92,20 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | 0o005)
 
 
+def stop_process(
+    proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    """Signal a server we started and wait for it to exit; killed when it outlasts `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LocalServer(abc.ABC):
     """A server process of ours on 127.0.0.1:`port`; when the port is taken, another free one
     is tried unless `strict_port`."""
@@ -120,16 +134,7 @@ class LocalServer(abc.ABC):
         return self._proc is not None and self._proc.poll() is None
 
     def _stop(self, sig: int, timeout: float) -> None:
-        """Signal the process and wait for it to exit; killed when it outlasts `timeout`."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.send_signal(sig)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        stop_process(self._proc, sig, timeout)
         self._proc = None
 
     def _start_on_a_free_port(self) -> None:

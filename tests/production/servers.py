@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.devservers import PG_SYSTEM_USER, free_port, nats_server_binary, wait_for_port
+from shared.devservers import PG_SYSTEM_USER, free_port, nats_server_binary, stop_process, wait_for_port
 
 SERVICE_ROLES = {
     "api": "routines_api",
@@ -45,18 +45,6 @@ def ensure_debian_package(binary: str, package: str) -> str:
         if Path(folder, binary).exists():
             return str(Path(folder, binary))
     raise FileNotFoundError(f"{binary} not found after installing {package}")
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM a server we started, and SIGKILL it if it has not exited 10 s later."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass

@@ -18,10 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from shared.bus import RUNS_STREAM, connect_options
-from shared.devservers import free_port, nats_server_binary, wait_for_port
+from shared.devservers import free_port, nats_server_binary, stop_process, wait_for_port
 from shared.settings import CommonSettings
 from tests.production.buses import connected_bus, nats_only_settings
-from tests.production.servers import stop_process
 
 pytestmark = pytest.mark.production
 

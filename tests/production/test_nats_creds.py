@@ -13,10 +13,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from shared.bus import RUNS_STREAM
-from shared.devservers import free_port, nats_server_binary, wait_for_port
+from shared.devservers import free_port, nats_server_binary, stop_process, wait_for_port
 from tests.production.buses import connected_bus, nats_only_settings
 from tests.production.nkeys_jwt import operator_setup
-from tests.production.servers import stop_process
 
 pytestmark = pytest.mark.production
 
