@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from shared.migrate import migrate, migration_files
 from tests.databases import DbFactory
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -77,3 +81,62 @@ async def test_schema_constraints_carry_the_guarantees(db: asyncpg.Connection) -
     assert "(trigger_id, delivery_signature)" in constraints["routine_runs_signature"]
     due = await db.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'routine_triggers_due'")
     assert "WHERE" in due and "next_run_at" in due
+
+
+FOREIGN_KEYS = """
+SELECT c.conrelid::regclass::text AS referencing, a.attname AS column_name,
+       c.confrelid::regclass::text AS referenced, c.confdeltype = 'c' AS cascades,
+       EXISTS (SELECT 1 FROM pg_index i
+               WHERE i.indrelid = c.conrelid AND i.indkey[0] = c.conkey[1]) AS indexed
+FROM pg_constraint c
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+WHERE c.contype = 'f' AND cardinality(c.conkey) = 1
+ORDER BY 1, 2
+"""
+
+
+def _tables_the_services_delete_from() -> set[str]:
+    """Every table a service's SQL deletes rows from (each package keeps its queries in .sql)."""
+    sources = [
+        *Path("services").rglob("*.sql"),
+        *Path("services").rglob("*.py"),
+        *Path("shared").rglob("*.py"),
+    ]
+    sources += [p for p in Path("shared").rglob("*.sql") if "migrations" not in p.parts]
+    return {
+        match.lower()
+        for source in sources
+        for match in re.findall(r"\bDELETE\s+FROM\s+(\w+)", source.read_text(), re.IGNORECASE)
+    }
+
+
+async def test_rows_that_get_deleted_are_found_by_index_from_what_references_them(
+    empty_database: str,
+) -> None:
+    """Deleting a row makes Postgres find every row that references it, once per deleted row:
+    without an index on the referencing column that is a scan of the whole table each time (a
+    trigger with 100,000 runs would take minutes to delete). The rows the services delete —
+    directly or by cascade — must be reachable by index; foreign keys into tables nothing deletes
+    from (companies, agents, issues, routines, runs: archived or kept) need no index, and have none,
+    so the hot paths that insert runs and issues do not pay for one."""
+    await migrate(empty_database)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        keys = await conn.fetch(FOREIGN_KEYS)
+    finally:
+        await conn.close()
+    deleted = _tables_the_services_delete_from()
+    assert {"routine_triggers", "console_sessions"} <= deleted  # the scan found the known deletes
+    while True:  # and what those deletes cascade into
+        cascaded = {k["referencing"] for k in keys if k["cascades"] and k["referenced"] in deleted}
+        if cascaded <= deleted:
+            break
+        deleted |= cascaded
+    unindexed = [
+        f"{k['referencing']}.{k['column_name']} → {k['referenced']}"
+        for k in keys
+        if k["referenced"] in deleted and not k["indexed"]
+    ]
+    assert not unindexed, (
+        "rows are deleted from these tables; index the columns that reference them: " + ", ".join(unindexed)
+    )
