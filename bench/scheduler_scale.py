@@ -11,7 +11,7 @@ import time
 
 import asyncpg
 
-from bench.common import seed_owner, servers
+from bench.common import clear, seed_owner, servers
 from routines_scheduler.ticker import Scheduler
 from shared.bus import Bus
 from shared.db import Database
@@ -46,7 +46,7 @@ async def _seed(conn: asyncpg.Connection, total: int) -> None:
 async def _tick_times(scheduler: Scheduler, conn: asyncpg.Connection) -> list[float]:
     times = []
     for round_ in range(ROUNDS):
-        await conn.execute("DELETE FROM routine_runs")
+        await clear(conn, "routine_runs")
         await conn.execute(
             "UPDATE routine_triggers SET next_run_at = date_trunc('minute', now()) - $1 * interval '1 minute'"
             " WHERE id IN (SELECT id FROM routine_triggers ORDER BY id LIMIT $2)",

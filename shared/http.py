@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -84,7 +85,21 @@ def error_response(
     status: int, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> web.Response:
     """The one error shape: {"error": ..., "details": ...}."""
-    return web.json_response({"error": message, "details": details}, status=status, headers=headers)
+    body = _error_body(message) if details is None else _json_bytes({"error": message, "details": details})
+    return web.Response(
+        body=body, status=status, headers=headers, content_type="application/json", charset="utf-8"
+    )
+
+
+def _json_bytes(data: Any) -> bytes:
+    return json.dumps(data).encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _error_body(message: str) -> bytes:
+    """The body of a detail-less error, encoded once per message: refusals (404, 401, 429) are
+    what a flood is made of, and each should cost as little as possible."""
+    return _json_bytes({"error": message, "details": None})
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -104,7 +119,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """The HTTP edge, in one layer: request id bound for every log line, every failure as a JSON
     error (never HTML, never a traceback), then metrics and the access log line."""
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else os.urandom(16).hex()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     status = 500  # if the client goes away mid-request, that is how it is counted
@@ -137,14 +152,20 @@ def _wants_access_line(mode: str, route: str, status: int) -> bool:
     return mode == "all" or status >= 400
 
 
+def routines_error_response(exc: RoutinesError) -> web.Response:
+    """The answer to one of our errors: its status, message and details, and the header it calls
+    for (`Retry-After` on 429, `Allow` on 405)."""
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    if isinstance(exc, MethodNotAllowed):
+        headers = {"Allow": ",".join(exc.allowed)}
+    if exc.status >= 500:
+        log.warning("request failed", status=exc.status, error=exc.message)
+    return error_response(exc.status, exc.message, exc.details, headers)
+
+
 def _error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
     if isinstance(exc, RoutinesError):
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        if isinstance(exc, MethodNotAllowed):
-            headers = {"Allow": ",".join(exc.allowed)}
-        if exc.status >= 500:
-            log.warning("request failed", status=exc.status, error=exc.message)
-        return error_response(exc.status, exc.message, exc.details, headers)
+        return routines_error_response(exc)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             return exc  # redirects and the like pass through as they are

@@ -4,6 +4,7 @@ proxies, and secret rotations per trigger."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -22,6 +23,32 @@ async def test_rate_limit_is_429_with_retry_after(api: Client, admin_token: str,
         codes = [(await gateway.post(hook.path, headers=hook.headers(b""))) for _ in range(3)]
         assert [c.status for c in codes] == [202, 202, 429]
         assert int(codes[2].headers["Retry-After"]) >= 1
+
+
+async def test_a_trigger_out_of_budget_refuses_before_reading_the_body(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """A flood at a busy webhook costs the gateway as little as possible: once the trigger's
+    budget is spent, the answer is 429 as soon as the headers are in, without waiting for the body
+    (or verifying a signature over it). Here the body never comes: before, this waited out the
+    body timeout and answered 408."""
+    hook = await make_hook(api, admin_token, "bearer")
+    app = gateway_app(
+        stack, rate_limit_trigger_per_sec=0.001, rate_limit_trigger_burst=1, body_timeout_sec=30
+    )
+    async with TestClient(TestServer(app)) as gateway:
+        assert (await gateway.post(hook.path, headers=hook.headers(b""))).status == 202
+        server = gateway.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            head = [f"POST {hook.path} HTTP/1.1", f"Host: {server.host}"]
+            head += [f"{k}: {v}" for k, v in hook.headers(b"").items()] + ["Content-Length: 100"]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode())  # and no body
+            await writer.drain()
+            status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+        finally:
+            writer.close()
+    assert status_line.split()[1] == b"429", status_line
 
 
 async def test_secret_rotation_is_rate_limited_per_trigger(api: Client, admin_token: str) -> None:

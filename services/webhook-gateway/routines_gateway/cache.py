@@ -63,19 +63,19 @@ class TriggerCache:
         now = time.monotonic()
         cached = self._entries.get(public_id)
         if cached is not None and cached.valid_until > now:
-            CACHE.labels("hit").inc()
+            CACHE["hit"].inc()
             return cached
         missing_until = self._missing.get(public_id)
         if missing_until is not None:
             if missing_until > now:
-                CACHE.labels("negative_hit").inc()
+                CACHE["negative_hit"].inc()
                 return None
             del self._missing[public_id]
         loading = self._loading.get(public_id)
         if loading is not None and loading[0] == self._generation:
-            CACHE.labels("joined").inc()
+            CACHE["joined"].inc()
         else:
-            CACHE.labels("miss").inc()
+            CACHE["miss"].inc()
             loading = (self._generation, asyncio.ensure_future(self._load(public_id, self._generation)))
             self._loading[public_id] = loading
             loading[1].add_done_callback(functools.partial(self._loaded, public_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import time
@@ -28,7 +29,7 @@ from shared.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from shared.http import BUS_KEY, DB_KEY, error_response, json_response, parse_json
+from shared.http import BUS_KEY, DB_KEY, error_response, json_response, parse_json, routines_error_response
 from shared.logging import get_logger
 from shared.rules import why_not_fire
 from shared.runs import publish_run_requested
@@ -104,7 +105,7 @@ class FireHandler:
             return response
         except Rejected as rejected:
             OUTCOME[rejected.outcome].inc()
-            raise rejected.error from None
+            return routines_error_response(rejected.error)  # answered here: no second raise
         except RoutinesError as exc:
             OUTCOME[_outcome_of(exc)].inc()
             raise
@@ -127,6 +128,11 @@ class FireHandler:
         if trigger is None:
             self.failed.take(client)  # probing for webhook URLs is a failed attempt too
             raise Rejected("not_found", NotFound("webhook not found"))
+        # A trigger out of budget refuses before any work: no body read, no signature checked.
+        # Peeking spends nothing, so strangers still cannot starve it (only a verified fire takes).
+        wait = self.per_trigger.peek(str(trigger.trigger_id))
+        if wait:
+            raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
         body = await self._read_body(request)
         started = time.perf_counter()
         try:
@@ -238,8 +244,10 @@ class FireHandler:
         return b"".join(chunks)
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A valid IP address (IPv4-mapped IPv6 as IPv4), or None."""
+    """A valid IP address (IPv4-mapped IPv6 as IPv4), or None. Parsed once per distinct text:
+    every request asks about its peer, and a flood comes from few of them."""
     if len(text) > 45:
         return None
     try:

@@ -30,7 +30,8 @@ VERIFY_SECONDS = Histogram(
 BATCH_SIZE = Histogram(
     "routines_gateway_commit_batch_size", "Runs per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
-CACHE = Counter("routines_gateway_trigger_cache_total", "Trigger cache lookups", ["result"])
+CACHE_LOOKUPS = Counter("routines_gateway_trigger_cache_total", "Trigger cache lookups", ["result"])
+CACHE = {name: CACHE_LOOKUPS.labels(name) for name in ("hit", "negative_hit", "joined", "miss")}
 CLOCK_OFFSET = Gauge(
     "routines_gateway_clock_offset_seconds",
     "Database clock minus this host's clock (timestamps are checked by the former)",
