@@ -238,15 +238,10 @@ def test_hostile_variants_of_generated_requests_never_get_a_5xx(stack: Stack, tm
         failures: list[tuple[Any, ...]] = []
         counts = {"payload": 0, "body": 0, "header": 0}
 
-        def check(
-            target: str,
-            data: st.DataObject,
-            raw_value: bytes,
-            duplicate: bool,
-            header: tuple[str, bytes] | None,
-            chunked: bool,
-        ) -> None:
+        def check(target: str, data: st.DataObject) -> None:
             case = data.draw(strategies[target])
+            raw_value, duplicate = data.draw(hostile_json), data.draw(st.booleans())
+            header, chunked = data.draw(st.none() | hostile_header), data.draw(st.booleans())
             hostile_body = target != "header" and isinstance(case.body, dict)
             if hostile_body:
                 free_form = "payload" in _body_properties(case, document)
@@ -276,21 +271,9 @@ def test_hostile_variants_of_generated_requests_never_get_a_5xx(stack: Stack, tm
                 derandomize=True,
                 suppress_health_check=list(HealthCheck),
             )
-            @given(
-                data=st.data(),
-                raw_value=hostile_json,
-                duplicate=st.booleans(),
-                header=st.none() | hostile_header,
-                chunked=st.booleans(),
-            )
-            def check_target(
-                data: st.DataObject,
-                raw_value: bytes,
-                duplicate: bool,
-                header: tuple[str, bytes] | None,
-                chunked: bool,
-            ) -> None:
-                check(target, data, raw_value, duplicate, header, chunked)
+            @given(data=st.data())
+            def check_target(data: st.DataObject) -> None:
+                check(target, data)
 
             check_target()
 
