@@ -55,12 +55,16 @@ ORDER BY t.id
 LIMIT $3;
 
 -- open_execution_issues --
--- The newest open execution issue of each of these routines.
-SELECT DISTINCT ON (origin_id) origin_id AS routine_id, id, origin_run_id, created_at, status
-FROM issues
-WHERE origin_kind = 'routine_execution' AND origin_id = ANY($1::uuid[])
-  AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
-ORDER BY origin_id, created_at DESC;
+-- The newest open execution issue of each of these routines (one index probe per routine).
+SELECT r.id AS routine_id, i.id, i.origin_run_id, i.created_at, i.status
+FROM unnest($1::uuid[]) AS r(id)
+CROSS JOIN LATERAL (
+    SELECT id, origin_run_id, created_at, status FROM issues
+    WHERE origin_kind = 'routine_execution' AND origin_id = r.id
+      AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
+    ORDER BY created_at DESC
+    LIMIT 1
+) i;
 
 -- runs_for_slots --
 -- The runs already recorded for these slots of a trigger.
@@ -188,11 +192,16 @@ LIMIT $4;
 UPDATE routine_triggers SET last_rotated_at = now() WHERE id = $1;
 
 -- latest_run_per_trigger --
--- Each trigger's latest run (lastResult, and lastFiredAt for triggers the scheduler does not stamp).
-SELECT DISTINCT ON (trigger_id) trigger_id, status, triggered_at
-FROM routine_runs
-WHERE trigger_id = ANY($1::uuid[])
-ORDER BY trigger_id, triggered_at DESC, id DESC;
+-- Each trigger's latest run (lastResult, and lastFiredAt for triggers the scheduler does not stamp):
+-- one index probe per trigger, not a read of its whole history.
+SELECT t.id AS trigger_id, r.status, r.triggered_at
+FROM unnest($1::uuid[]) AS t(id)
+CROSS JOIN LATERAL (
+    SELECT status, triggered_at FROM routine_runs
+    WHERE trigger_id = t.id
+    ORDER BY triggered_at DESC, id DESC
+    LIMIT 1
+) r;
 
 -- recent_runs --
 -- A routine's latest runs, without their payloads (GET /api/runs/{runId} has each whole).

@@ -34,12 +34,17 @@ ORDER BY triggered_at, id
 FOR UPDATE;
 
 -- active_issues --
--- The newest open execution issue of each routine.
-SELECT DISTINCT ON (origin_id) origin_id AS routine_id, id, origin_run_id, created_at
-FROM issues
-WHERE origin_kind = 'routine_execution' AND origin_id = ANY($1::uuid[])
-  AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
-ORDER BY origin_id, created_at DESC;
+-- The newest open execution issue of each routine: one index probe per routine, however many
+-- issues it has open (an always_enqueue routine may have thousands).
+SELECT r.id AS routine_id, i.id, i.origin_run_id, i.created_at
+FROM unnest($1::uuid[]) AS r(id)
+CROSS JOIN LATERAL (
+    SELECT id, origin_run_id, created_at FROM issues
+    WHERE origin_kind = 'routine_execution' AND origin_id = r.id
+      AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
+    ORDER BY created_at DESC
+    LIMIT 1
+) i;
 
 -- insert_execution_issues --
 -- Create execution issues (one row per element of the arrays): rendered title and description,
