@@ -94,13 +94,19 @@ def new_token(kind: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
+def _raw_bytes(text: str) -> bytes:
+    """The bytes a header value arrived as: aiohttp decodes what is not UTF-8 into lone surrogates
+    (surrogateescape), which plain .encode() refuses — a credential made of them is just wrong."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def hash_token(token: str) -> bytes:
     """SHA-256 of a token: tokens carry 256 random bits, so a fast hash is the right tool."""
-    return hashlib.sha256(token.encode()).digest()
+    return hashlib.sha256(_raw_bytes(token)).digest()
 
 
 def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
     """Compare without leaking where the inputs differ."""
-    a_bytes = a.encode() if isinstance(a, str) else a
-    b_bytes = b.encode() if isinstance(b, str) else b
+    a_bytes = _raw_bytes(a) if isinstance(a, str) else a
+    b_bytes = _raw_bytes(b) if isinstance(b, str) else b
     return hmac.compare_digest(a_bytes, b_bytes)

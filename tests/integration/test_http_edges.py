@@ -3,6 +3,8 @@ the API, 415 naming what was sent, "did you mean" for unknown fields, 404 for un
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 
 import pytest
@@ -80,3 +82,38 @@ async def test_instance_admin_listing_in_a_missing_company_is_404(
     resp = await client.get(f"/api/companies/{uuid.uuid4()}/{collection}", headers=auth(admin_token))
     assert resp.status == 404
     assert (await resp.json())["error"] == "company not found"
+
+
+async def _raw(client: Client, request: bytes) -> tuple[int, bytes]:
+    """Send `request` as bytes (no client library to normalise it) and read the status and body."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Authorization: Bearer rtb_\xff\xfe",
+        b"Authorization: Bearer rtb_caf\xe9",
+        b"Cookie: routines_console=abc\xff",
+        b"Cookie: routines_console=abc\r\nX-CSRF-Token: \xff",
+    ],
+    ids=["bearer", "bearer-latin1", "session-cookie", "csrf-token"],
+)
+async def test_credentials_that_are_not_utf8_are_refused_not_a_500(client: Client, header: bytes) -> None:
+    """Header bytes that are not UTF-8 reach the handler as lone surrogates; hashing or comparing
+    them raised UnicodeEncodeError (a 500, a traceback and a tick of the 5xx alert for anyone)."""
+    request = (
+        b"PATCH /api/routines/%s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n" % str(uuid.uuid4()).encode()
+    )
+    request += header + b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    status, body = await _raw(client, request)
+    assert status in (401, 403), body
+    assert set(json.loads(body)) == {"error", "details"}

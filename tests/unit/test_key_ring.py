@@ -1,14 +1,16 @@
-"""The key ring: first key encrypts, every key decrypts; old single-key ciphertexts still open."""
+"""The key ring: first key encrypts, every key decrypts; old single-key ciphertexts still open.
+And credentials are hashed and compared as the bytes they arrived as."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.crypto import SecretBox, new_secret_key
+from shared.crypto import SecretBox, constant_time_equals, hash_token, new_secret_key
 from shared.settings import ApiSettings
 
 
@@ -78,3 +80,12 @@ def test_settings_from_mounted_secret_files(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("ROUTINES_SECRETS_DIR", str(folder / "missing"))
     with pytest.raises(ConfigurationError, match="not a directory"):
         load_settings(ApiSettings)
+
+
+def test_credentials_that_arrived_as_non_utf8_bytes_hash_and_compare_as_those_bytes() -> None:
+    """aiohttp hands header bytes that are not UTF-8 over as lone surrogates; hashing or comparing
+    such a value raised UnicodeEncodeError (a 500 for a wrong cookie or CSRF token)."""
+    arrived = b"rtb_\xff\xfe".decode("utf-8", "surrogateescape")
+    assert hash_token(arrived) == hashlib.sha256(b"rtb_\xff\xfe").digest()
+    assert constant_time_equals(arrived, b"rtb_\xff\xfe")
+    assert not constant_time_equals(arrived, "rtb_ok")
