@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -246,7 +247,12 @@ def _report(exc: DevStackError) -> int:
 
 
 def _write_stack_env(path: Path, values: dict[str, str]) -> None:
-    path.write_text("".join(f"export {key}={value}\n" for key, value in values.items()))
+    """`export` lines for the stack's URLs and token, and PATH with this installation's `bin`
+    directory (the venv `make run` made) first, so `routines …` works in the sourcing shell."""
+    bin_dir = Path(sys.executable).parent  # not resolved: the venv's bin, not the base Python's
+    lines = [f"export {key}={shlex.quote(value)}\n" for key, value in values.items()]
+    lines.append(f'export PATH={shlex.quote(str(bin_dir))}:"$PATH"\n')
+    path.write_text("".join(lines))
     path.chmod(0o600)
 
 
@@ -268,6 +274,20 @@ def _given_or_started(
         _say(f"{name}: port {usual_port} is taken by another process; using {server.port}")
     _say(f"{name}: ready on 127.0.0.1:{server.port}")
     return server.url
+
+
+def _migration_recovery(dev_dir: Path) -> str:
+    """What to do when the migrations fail: about the given server when ROUTINES_DATABASE_URL is
+    set (often left over from sourcing a stopped stack's stack.env in this shell, and then
+    removing the data would not help), else about our own data."""
+    if os.environ.get("ROUTINES_DATABASE_URL"):
+        return (
+            "check ROUTINES_DATABASE_URL: it is set in this shell, so `routines dev` used that server "
+            "instead of starting its own (removing the dev directory would not help). If it came from "
+            "sourcing the stack.env of a stack that is stopped now, run `unset ROUTINES_DATABASE_URL "
+            "ROUTINES_NATS_URL` (or open a new shell) and `make run` again"
+        )
+    return f"read the error above, or `rm -rf {dev_dir}` to start from empty data"
 
 
 def run_dev_stack() -> int:
@@ -314,9 +334,7 @@ def run_dev_stack() -> int:
         try:
             asyncio.run(migrate(database_url))
         except (OSError, asyncpg.PostgresError) as exc:
-            raise DevStackError(
-                f"migrations failed: {exc}", "check ROUTINES_DATABASE_URL, or `rm -rf .dev` to start afresh"
-            ) from None
+            raise DevStackError(f"migrations failed: {exc}", _migration_recovery(dev_dir)) from None
         secret_key = _read_or_create(dev_dir / "secret_key", new_secret_key)
         admin_token = _admin_token(dev_dir, database_url)
         base_env = {

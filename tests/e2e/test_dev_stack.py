@@ -128,12 +128,19 @@ def test_dev_stack_starts_everything_and_stops_cleanly(dev_stack: DevStack) -> N
 
 
 def test_sourced_stack_env_is_enough_for_bootstrap(dev_stack: DevStack) -> None:
-    """`. .dev/stack.env; routines bootstrap` works: the file exports its variables."""
-    script = f". {dev_stack.env_file} && {sys.executable} -m shared.cli bootstrap --name sourced"
+    """`. .dev/stack.env; routines bootstrap` works in a fresh shell: the file exports its
+    variables and puts the installation's `bin` (where `routines` is) first on PATH."""
+    bin_dir = Path(sys.executable).parent
+    path_lines = [line for line in dev_stack.env_file.read_text().splitlines() if "PATH=" in line]
+    assert path_lines == [f'export PATH={bin_dir}:"$PATH"'], dev_stack.env_file.read_text()
+    script = f". {dev_stack.env_file} && command -v routines && routines bootstrap --name sourced"
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTINES_")}
+    clean_env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     result = subprocess.run(["sh", "-c", script], env=clean_env, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr.decode()
-    assert result.stdout.decode().strip().startswith("rta_")
+    found, token = result.stdout.decode().split()
+    assert found == str(bin_dir / "routines")
+    assert token.startswith("rta_")
 
 
 def test_stale_cached_admin_token_is_replaced(tmp_path: Path) -> None:
@@ -275,6 +282,10 @@ def test_a_failed_start_removes_stale_stack_env_and_says_how_to_recover(tmp_path
     assert not (dev_dir / "stack.env").exists()
     assert "[routines dev] error: migrations failed" in result.stdout
     assert "[routines dev] to recover: check ROUTINES_DATABASE_URL" in result.stdout
+    # The URL often comes from sourcing a stopped stack's stack.env: say so, and do not advise
+    # throwing the data away (it would not help).
+    assert "unset ROUTINES_DATABASE_URL ROUTINES_NATS_URL" in result.stdout
+    assert "rm -rf" not in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 
