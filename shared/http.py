@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from shared import metrics as platform_metrics
@@ -30,8 +30,8 @@ from shared.errors import (
     RoutinesError,
     UnsupportedMediaType,
 )
+from shared.lifecycle import HANDLER_ARGS_KEY, Supervisor
 from shared.lifecycle import SUPERVISOR_KEY as SUPERVISOR_KEY
-from shared.lifecycle import Supervisor
 from shared.logging import get_logger
 from shared.protocol import hide_server_banner, install_protocol_errors
 from shared.settings import CommonSettings
@@ -125,7 +125,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     status = 500  # if the client goes away mid-request, that is how it is counted
     try:
         try:
-            response = await handler(request)
+            response = _refuse_encoded_body(request) or await handler(request)
         except Exception as exc:  # the edge turns everything into a JSON answer
             response = _error_for(request, exc)
         status = response.status
@@ -144,6 +144,26 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 duration_ms=round(elapsed * 1000, 2),
             )
         structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _refuse_encoded_body(request: web.Request) -> web.Response | None:
+    """Bodies are taken as sent, never decompressed: a signature is over the bytes on the wire,
+    size limits hold for what is stored, and a body merely labelled gzip cannot fail in the
+    decompressor (it was a 500). The connection is closed after the answer: aiohttp's parser
+    inflates what follows regardless (auto_decompress=False does not reach its C parser), so the
+    rest of the body is not read."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if encoding is None or encoding.strip().lower() in ("", "identity") or not request.body_exists:
+        return None
+    received = encoding[:100]
+    response = routines_error_response(
+        UnsupportedMediaType(
+            f"Content-Encoding {received} is not supported; send the body uncompressed",
+            {"received": received, "expected": "identity"},
+        )
+    )
+    response.force_close()
+    return response
 
 
 def _wants_access_line(mode: str, route: str, status: int) -> bool:
@@ -347,6 +367,8 @@ def create_base_app(
     app[DB_KEY] = Database(settings, application_name=service)
     app[BUS_KEY] = Bus.from_settings(settings, name=service)
     app[SUPERVISOR_KEY] = Supervisor(service)
+    # Bodies are taken as sent: an encoded one is refused (edge_middleware), never inflated.
+    app[HANDLER_ARGS_KEY] = {"auto_decompress": False}
     app.on_response_prepare.append(hide_server_banner)
     install_protocol_errors()
     app.router.add_get("/livez", livez)

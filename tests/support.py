@@ -9,10 +9,13 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import nats
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from shared.bus import Bus
 from shared.db import Database
 from shared.devservers import free_port, wait_for_port
+from shared.lifecycle import HANDLER_ARGS_KEY
 from shared.processes import (
     RUNNING,
     ServiceDied,
@@ -106,3 +109,9 @@ async def service_connections(settings: CommonSettings, name: str) -> AsyncItera
             yield database, bus
         finally:
             await bus.close()
+
+
+def served(app: web.Application) -> TestServer:
+    """A test server for `app` with the connection options the service runs with (`serve`):
+    keep-alive and header timeouts, bodies never inflated."""
+    return TestServer(app, **app.get(HANDLER_ARGS_KEY, {}))

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from routines_scheduler.ticker import Scheduler
 from shared.db import Database
 from shared.settings import DispatcherSettings, SchedulerSettings
 from tests.integration.api_client import Client, World, api_app, make_routine, make_tenant
-from tests.support import Stack, open_database, service_connections
+from tests.support import Stack, open_database, served, service_connections
 
 
 @pytest.fixture
@@ -25,14 +25,14 @@ def api_settings() -> dict[str, Any]:
 @pytest.fixture
 async def client(stack: Stack, api_settings: dict[str, Any]) -> AsyncIterator[Client]:
     """The API in this process, with a test client."""
-    async with TestClient(TestServer(api_app(stack, **api_settings))) as client:
+    async with TestClient(served(api_app(stack, **api_settings))) as client:
         yield client
 
 
 @pytest.fixture
 async def api(stack: Stack) -> AsyncIterator[Client]:
     """The API in this process, answering manual runs at once (no wait for their decision)."""
-    async with TestClient(TestServer(api_app(stack, manual_run_wait_sec=0))) as client:
+    async with TestClient(served(api_app(stack, manual_run_wait_sec=0))) as client:
         yield client
 
 

@@ -9,12 +9,12 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from shared.http import Handler
 from tests.integration import api_client
 from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
-from tests.support import Stack, wait_until
+from tests.support import Stack, served, wait_until
 
 
 @pytest.fixture
@@ -372,7 +372,7 @@ async def test_slow_request_bodies_do_not_exhaust_the_database_pool(
 
     app = api_app(stack, db_pool_max=3, db_acquire_timeout_sec=1.0)
     app.middlewares.append(count_patches)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(served(app)) as client:
         world = World(
             admin_token,
             await make_tenant(client, admin_token, "A"),

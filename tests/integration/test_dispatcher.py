@@ -22,7 +22,7 @@ from shared.db import Database
 from shared.runs import publish_run_requested
 from shared.settings import DispatcherSettings
 from tests.factories import make_issue, make_routine, make_run, make_world
-from tests.support import Stack, open_database, publish_raw, wait_until
+from tests.support import Stack, open_database, publish_raw, served, wait_until
 
 OPEN = ["backlog", "todo", "in_progress", "in_review", "blocked"]
 
@@ -442,12 +442,12 @@ async def test_poison_messages_never_stop_the_dispatcher(
 
 async def test_dispatcher_http_names_no_software_versions(stack: Stack) -> None:
     """The banner fix lives in the shared app skeleton, so every service has it (here: dispatcher)."""
-    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp.test_utils import TestClient
 
     from routines_dispatcher.app import create_app
 
     app = create_app(DispatcherSettings(database_url=stack.database_url, nats_url=stack.nats_url))
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(served(app)) as client:
         for path in ("/healthz", "/metrics", "/nope"):
             resp = await client.get(path)
             assert "aiohttp" not in resp.headers.get("Server", ""), path

@@ -18,7 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
@@ -27,7 +27,7 @@ from standardwebhooks import Webhook
 from routines_gateway.app import CACHE_KEY, create_app
 from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, call, make_routine, make_tenant
-from tests.support import Stack, start_service, wait_until
+from tests.support import Stack, served, start_service, wait_until
 
 
 def gateway_app(stack: Stack, **overrides: Any) -> web.Application:
@@ -43,7 +43,7 @@ def gateway_app(stack: Stack, **overrides: Any) -> web.Application:
 async def gateway(stack: Stack) -> AsyncIterator[Client]:
     # Failed attempts are not rate-limited here (this client fails on purpose, many times).
     app = gateway_app(stack, webhook_max_body_bytes=2048, rate_limit_failed_burst=1_000_000)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(served(app)) as client:
         yield client
 
 
@@ -328,7 +328,7 @@ async def test_cached_trigger_state_follows_changes_by_invalidation_not_expiry(
     api: Client, hook: Hook, stack: Stack
 ) -> None:
     """A long cache TTL, yet rotation and pausing take effect at once: routines.triggers.changed."""
-    async with TestClient(TestServer(gateway_app(stack, trigger_cache_ttl_sec=300))) as gateway:
+    async with TestClient(served(gateway_app(stack, trigger_cache_ttl_sec=300))) as gateway:
         from routines_gateway.app import CACHE_KEY
 
         assert gateway.app is not None
@@ -508,7 +508,7 @@ async def triggers_locked(database_url: str) -> AsyncIterator[Callable[[], Await
 @pytest.fixture
 async def cached_gateway(stack: Stack) -> AsyncIterator[tuple[Client, web.Application]]:
     app = gateway_app(stack, trigger_cache_ttl_sec=60)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(served(app)) as client:
         yield client, app
 
 

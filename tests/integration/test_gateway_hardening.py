@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -25,7 +26,7 @@ from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, call
 from tests.integration.test_gateway import MODES, Hook, gateway_app, make_hook, run_count
 from tests.netproxy import segmenting_proxy
-from tests.support import Stack, start_service
+from tests.support import Stack, served, start_service
 
 LIMIT = 256 * 1024
 
@@ -33,7 +34,7 @@ LIMIT = 256 * 1024
 @pytest.fixture
 async def gateway_server(stack: Stack) -> AsyncIterator[TestServer]:
     """A gateway on a real port with the default body limit (256 KiB)."""
-    server = TestServer(gateway_app(stack, webhook_max_body_bytes=LIMIT))
+    server = served(gateway_app(stack, webhook_max_body_bytes=LIMIT))
     await server.start_server()
     assert server.port is not None
     yield server
@@ -241,7 +242,7 @@ async def test_rotations_with_grace_never_leave_more_than_two_live_secrets(
         hook.trigger["id"],
     )
     assert live == 2
-    async with TestClient(TestServer(gateway_app(stack))) as gateway:
+    async with TestClient(served(gateway_app(stack))) as gateway:
         statuses = []
         for i, secret in enumerate(secrets):
             body = json.dumps({"i": i}).encode()
@@ -269,6 +270,47 @@ async def test_github_signature_replayed_under_a_new_delivery_id_makes_no_second
     assert redelivered == (200, {**first[1], "duplicate": True})
     assert [status for status, _ in replayed] == [409, 409, 409]
     assert await run_count(db) == 1
+
+
+@pytest.mark.parametrize("first_has_id", [True, False], ids=["id-then-none", "none-then-id"])
+async def test_github_signature_replayed_with_or_without_a_delivery_id_makes_no_second_run(
+    api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection, first_has_id: bool
+) -> None:
+    """A signature already seen for the trigger never makes a second run, whatever the delivery id
+    says: a captured delivery re-sent with X-GitHub-Delivery removed (or a delivery first sent
+    without one, re-sent with a fresh id) used to make one more run."""
+    hook = await make_hook(api, admin_token, "github_hmac")
+    body = b'{"action": "closed"}'
+    with_id = hook.headers(body, msg_id="delivery-7")
+    without_id = {k: v for k, v in with_id.items() if k != "X-GitHub-Delivery"}
+    first, second = (with_id, without_id) if first_has_id else (without_id, with_id)
+    async with aiohttp.ClientSession() as http:
+        url = str(gateway_server.make_url(hook.path))
+        accepted = await post(http, url, body, first, chunked=False)
+        replayed = await post(http, url, body, second, chunked=False)
+        empty_id = await post(http, url, body, {**with_id, "X-GitHub-Delivery": ""}, chunked=False)
+    assert accepted[0] == 202
+    assert replayed[0] == 409
+    # An empty id is no id: a resend of the id-less delivery is its redelivery (the original run).
+    assert empty_id == ((409, empty_id[1]) if first_has_id else (200, {**accepted[1], "duplicate": True}))
+    assert await run_count(db) == 1
+
+
+async def test_an_encoded_body_is_refused_415_at_the_gateway(
+    api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection
+) -> None:
+    """`Content-Encoding: gzip` on a plain body was a 500 before any check (the decompressor failed),
+    and on a gzipped one the signature was checked over the inflated bytes, not those sent."""
+    hook = await make_hook(api, admin_token, "hmac_sha256")
+    body = gzip.compress(b'{"n": 1}')
+    async with aiohttp.ClientSession() as http:
+        url = str(gateway_server.make_url(hook.path))
+        for sent in (b'{"n": 1}', body):
+            status, answer = await post(
+                http, url, sent, {**hook.headers(sent), "Content-Encoding": "gzip"}, chunked=False
+            )
+            assert status == 415, answer
+    assert await run_count(db) == 0
 
 
 @pytest.mark.parametrize(
@@ -421,7 +463,7 @@ async def test_unknown_public_id_probes_are_not_a_database_query_each(
     hook = await make_hook(api, admin_token, "bearer")
     app = gateway_app(stack, rate_limit_failed_burst=30, rate_limit_failed_per_sec=0.01)
     unknown = "/api/routine-triggers/public/" + "ab" * 12 + "/fire"
-    async with TestClient(TestServer(app)) as gateway:
+    async with TestClient(served(app)) as gateway:
         misses = cache_lookups("miss")
         repeated = [(await gateway.post(unknown, headers={"X-Forwarded-For": "x"})).status for _ in range(20)]
         assert repeated == [404] * 20
@@ -605,7 +647,7 @@ async def test_signed_fuzz_never_5xx_never_hurts_other_tenants_never_an_unsigned
 
 @pytest.fixture
 async def fuzz_gateway(stack: Stack) -> AsyncIterator[TestServer]:
-    server = TestServer(gateway_app(stack, webhook_max_body_bytes=LIMIT, rate_limit_failed_burst=1_000_000))
+    server = served(gateway_app(stack, webhook_max_body_bytes=LIMIT, rate_limit_failed_burst=1_000_000))
     await server.start_server()
     yield server
     await server.close()
@@ -624,7 +666,7 @@ async def test_gateway_clock_skew_does_not_decide_timestamp_freshness(
     settings = gateway_app(stack).get(SETTINGS_KEY)
     assert isinstance(settings, GatewaySettings)
     app = create_app(settings, local_clock=lambda: time.time() + skew)  # this host's clock is off
-    async with TestClient(TestServer(app)) as gateway:
+    async with TestClient(served(app)) as gateway:
         db_now = int(await db.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
         on_time = b'{"on": "time"}'
         by_gateway_clock = b'{"by": "gateway"}'

@@ -4,6 +4,7 @@ the API, 415 naming what was sent, "did you mean" for unknown fields, 404 for un
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import uuid
 
@@ -117,3 +118,22 @@ async def test_credentials_that_are_not_utf8_are_refused_not_a_500(client: Clien
     status, body = await _raw(client, request)
     assert status in (401, 403), body
     assert set(json.loads(body)) == {"error", "details"}
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["labelled-only", "really-gzipped"])
+async def test_an_encoded_body_is_refused_415_not_inflated(
+    client: Client, admin_token: str, compressed: bool
+) -> None:
+    """A body labelled `Content-Encoding: gzip` used to go to aiohttp's decompressor: a plain body
+    so labelled was a 500, a real one was inflated past the size checks (and, at the gateway,
+    signatures were checked over the inflated bytes, not those sent)."""
+    body = json.dumps({"name": "Acme"}).encode()
+    resp = await client.post(
+        "/api/companies",
+        data=gzip.compress(body) if compressed else body,
+        headers={**auth(admin_token), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert resp.status == 415
+    answer = await resp.json()
+    assert answer["error"] == "Content-Encoding gzip is not supported; send the body uncompressed"
+    assert answer["details"] == {"received": "gzip", "expected": "identity"}

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from shared.errors import Conflict
 from shared.http import create_base_app, finish_routes, json_response
 from shared.settings import CommonSettings
-from tests.support import Stack
+from tests.support import Stack, served
 
 Client = TestClient[web.Request, web.Application]
 
@@ -33,7 +33,7 @@ async def client(stack: Stack) -> AsyncIterator[Client]:
     app.router.add_get("/metered/{id}", _ok)
     app.router.add_post("/metered/{id}", _conflict)
     finish_routes(app)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(served(app)) as client:
         yield client
 
 

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from shared.devservers import NatsServer
 from shared.http import BUS_KEY, DB_KEY, create_base_app, finish_routes, json_response, read_json
 from shared.settings import CommonSettings
-from tests.support import Stack, free_port, wait_until
+from tests.support import Stack, free_port, served, wait_until
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -24,7 +24,7 @@ async def client(stack: Stack) -> AsyncIterator[TestClient[web.Request, web.Appl
     app = create_base_app("test", settings)
     app.router.add_post("/echo", _echo)
     finish_routes(app)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(served(app)) as client:
         yield client
 
 
@@ -123,7 +123,7 @@ async def test_readyz_with_every_pool_connection_busy_is_ready(stack: Stack) -> 
     )
     app = create_base_app("test", settings)
     finish_routes(app)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(served(app)) as client:
         async with app[DB_KEY].connection():  # the pool's only connection, held by "work"
             status, body = await _ready(client)
         assert status == 200
@@ -136,7 +136,7 @@ async def test_readyz_with_postgres_unreachable_is_503(stack: Stack) -> None:
     )
     app = create_base_app("test", settings)
     finish_routes(app)
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(served(app)) as client:
         status, body = await _ready(client)
         assert status == 503
         assert body["status"] == "unavailable" and body["postgres"] == "down"

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from routines_dispatcher.decide import decide_runs
 from routines_scheduler.sql import QUERIES as SCHEDULER_QUERIES
@@ -30,14 +30,14 @@ from shared.settings import SchedulerSettings
 from tests.integration import api_client
 from tests.integration.api_client import Client, Tenant, call, make_routine, make_tenant
 from tests.integration.test_gateway import gateway_app
-from tests.support import Stack, service_connections
+from tests.support import Stack, served, service_connections
 
 T = TypeVar("T")
 
 
 @pytest.fixture
 async def gateway(stack: Stack) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(gateway_app(stack, trigger_cache_ttl_sec=60))) as client:
+    async with TestClient(served(gateway_app(stack, trigger_cache_ttl_sec=60))) as client:
         yield client
 
 

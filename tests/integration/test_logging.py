@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 import structlog
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from shared.bus import Bus
 from shared.devservers import NatsServer
 from shared.http import create_base_app, finish_routes, json_response
 from shared.settings import CommonSettings
-from tests.support import Stack, wait_until
+from tests.support import Stack, served, wait_until
 
 
 async def test_nats_outage_warnings_come_at_most_once_per_interval_with_a_count(
@@ -72,7 +72,7 @@ def access_app(stack: Stack) -> Any:
 
 @pytest.mark.parametrize(("mode", "logged_statuses"), [("all", [200, 404]), ("errors", [404]), ("off", [])])
 async def test_access_log_mode(access_app: Any, mode: str, logged_statuses: list[int]) -> None:
-    async with TestClient(TestServer(access_app(mode))) as client:
+    async with TestClient(served(access_app(mode))) as client:
         with structlog.testing.capture_logs() as logs:
             assert (await client.get("/ok")).status == 200
             assert (await client.get("/missing")).status == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -11,6 +12,7 @@ import pytest
 
 from shared.migrate import migrate, migration_files
 from tests.databases import DbFactory
+from tests.factories import make_routine, make_world
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,3 +142,53 @@ async def test_rows_that_get_deleted_are_found_by_index_from_what_references_the
     assert not unindexed, (
         "rows are deleted from these tables; index the columns that reference them: " + ", ".join(unindexed)
     )
+
+
+async def test_0008_puts_github_deliveries_without_an_id_under_the_signature_index(
+    db: asyncpg.Connection,
+) -> None:
+    """Runs recorded before 0008 for github_hmac deliveries without an id were keyed 'sig:…' and so
+    outside routine_runs_signature: the same signature could come again under an id. The migration
+    re-keys them (and leaves hmac_sha256 rows, and any signature that already made two runs, alone)."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    triggers = {}
+    for mode in ("github_hmac", "hmac_sha256"):
+        triggers[mode] = await db.fetchval(
+            "INSERT INTO routine_triggers (routine_id, company_id, kind, signing_mode, public_id, replay_window_sec)"
+            " VALUES ($1, $2, 'webhook', $3, $4, 300) RETURNING id",
+            routine,
+            world.company_id,
+            mode,
+            uuid.uuid4().hex[:24],
+        )
+    github, hmac_trigger = triggers["github_hmac"], triggers["hmac_sha256"]
+
+    async def run(trigger: uuid.UUID, key: str, signature: str) -> uuid.UUID:
+        return uuid.UUID(
+            str(
+                await db.fetchval(
+                    "INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, delivery_key,"
+                    " delivery_signature) VALUES ($1, $2, $3, 'webhook', $4, $5) RETURNING id",
+                    routine,
+                    world.company_id,
+                    trigger,
+                    key,
+                    signature,
+                )
+            )
+        )
+
+    alone = await run(github, "sig:aaa", "aaa")
+    replayed = [await run(github, "delivery-1", "bbb"), await run(github, "sig:bbb", "bbb")]
+    timestamped = await run(hmac_trigger, "sig:ccc", "ccc")
+    await db.execute(dict(migration_files())["0008_github_signature_keys"])
+    keys = {r["id"]: r["delivery_key"] for r in await db.fetch("SELECT id, delivery_key FROM routine_runs")}
+    assert keys == {
+        alone: "github-sig:aaa",
+        replayed[0]: "delivery-1",
+        replayed[1]: "sig:bbb",
+        timestamped: "sig:ccc",
+    }
+    with pytest.raises(asyncpg.UniqueViolationError):  # the signature index now holds it
+        await run(github, "delivery-2", "aaa")

@@ -7,11 +7,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from tests.integration import api_client
 from tests.integration.api_client import Client, World, api_app, call, make_routine, make_tenant
-from tests.support import Stack
+from tests.support import Stack, served
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ async def test_the_board_token_quota_does_not_count_revoked_tokens(client: Clien
 async def test_quota_holds_under_concurrent_creates(stack: Stack, admin_token: str) -> None:
     """Twenty simultaneous creates against a quota of 5: exactly 5 succeed (the count and the
     insert are serialised per company)."""
-    async with TestClient(TestServer(api_app(stack, quota_goals_per_company=5))) as client:
+    async with TestClient(served(api_app(stack, quota_goals_per_company=5))) as client:
         a = await make_tenant(client, admin_token, "A")
         answers = await asyncio.gather(
             *(

@@ -7,19 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from tests.integration.api_client import Client
 from tests.integration.test_gateway import gateway_app, make_hook
 from tests.integration.test_gateway_hardening import rotate
-from tests.support import Stack
+from tests.support import Stack, served
 
 
 async def test_rate_limit_is_429_with_retry_after(api: Client, admin_token: str, stack: Stack) -> None:
     hook = await make_hook(api, admin_token, "bearer")
     # A refill rate so slow that no token can come back while the test runs, however slow the machine.
     app = gateway_app(stack, rate_limit_trigger_per_sec=0.001, rate_limit_trigger_burst=2)
-    async with TestClient(TestServer(app)) as gateway:
+    async with TestClient(served(app)) as gateway:
         codes = [(await gateway.post(hook.path, headers=hook.headers(b""))) for _ in range(3)]
         assert [c.status for c in codes] == [202, 202, 429]
         assert int(codes[2].headers["Retry-After"]) >= 1
@@ -36,7 +36,7 @@ async def test_a_trigger_out_of_budget_refuses_before_reading_the_body(
     app = gateway_app(
         stack, rate_limit_trigger_per_sec=0.001, rate_limit_trigger_burst=1, body_timeout_sec=30
     )
-    async with TestClient(TestServer(app)) as gateway:
+    async with TestClient(served(app)) as gateway:
         assert (await gateway.post(hook.path, headers=hook.headers(b""))).status == 202
         server = gateway.server
         reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -78,7 +78,7 @@ async def test_unauthenticated_requests_do_not_drain_the_trigger_rate_limit(
     )
     attacker = {"X-Forwarded-For": "203.0.113.9"}
     sender = {"X-Forwarded-For": "198.51.100.7"}
-    async with TestClient(TestServer(app)) as gateway:
+    async with TestClient(served(app)) as gateway:
         forged = []
         for i in range(20):
             body = json.dumps({"forged": i}).encode()
@@ -115,7 +115,7 @@ async def test_client_address_is_not_the_client_controlled_leftmost_forwarded_en
             out.append(resp.status)
         return out
 
-    async with TestClient(TestServer(app)) as gateway:
+    async with TestClient(served(app)) as gateway:
         rotating = await statuses([f"192.0.2.{i}, 198.51.100.7, 10.1.2.3" for i in range(4)])
         ipv6 = await statuses([f"2001:db8:1:2::{i:x}" for i in range(1, 5)])
         # Garbage where an address belongs: the last trusted hop is the client (10.9.9.9).

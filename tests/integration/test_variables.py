@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from routines_dispatcher.worker import Dispatcher
 from tests.integration import api_client
 from tests.integration.api_client import Client, World, call, make_routine
 from tests.integration.features_support import api_settings, decided, dispatcher
 from tests.integration.test_gateway import gateway_app
-from tests.support import Stack
+from tests.support import Stack, served
 
 __all__ = ["api_settings", "dispatcher"]
 
@@ -158,7 +158,7 @@ async def test_webhook_payload_fills_the_variables(
     """A signed webhook's JSON body is the run payload: its top-level keys fill the variables."""
     r = await _templated(client, world)
     hook = await api_client.make_trigger(client, world.a, r["id"], {"kind": "webhook"})
-    async with TestClient(TestServer(gateway_app(stack))) as gateway:  # trigger cache off
+    async with TestClient(served(gateway_app(stack))) as gateway:  # trigger cache off
         resp = await gateway.post(
             f"/api/routine-triggers/public/{hook['publicId']}/fire",
             json={"ticket": "GH-42", "region": "us", "extra": {"ignored": True}},

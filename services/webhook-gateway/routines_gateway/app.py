@@ -41,7 +41,7 @@ def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = tim
     # answer) until a request's headers are complete: that is the header read timeout. The body
     # has its own, in the handler; after an early answer (408, 413) the unread rest of a body is
     # drained for at most a second (not aiohttp's 10 s), then the connection is closed.
-    app[HANDLER_ARGS_KEY] = {"keepalive_timeout": settings.header_timeout_sec, "lingering_time": 1.0}
+    app[HANDLER_ARGS_KEY].update(keepalive_timeout=settings.header_timeout_sec, lingering_time=1.0)
     app.router.add_post(
         "/api/routine-triggers/public/{publicId}/fire", FireHandler(settings, cache, committer, clock).fire
     )

@@ -164,7 +164,7 @@ class FireHandler:
             _check_key("Idempotency-Key", idempotency_key)
         if verified.delivery_id is not None:
             _check_key("delivery id", verified.delivery_id)
-        delivery_key = verified.delivery_id or (f"sig:{verified.signature}" if verified.signature else None)
+        delivery_key = verified.delivery_id or _signature_key(trigger.signing_mode, verified.signature)
         pending = PendingRun(
             trigger.routine_id,
             trigger.company_id,
@@ -257,6 +257,19 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _signature_key(mode: str, signature: str | None) -> str | None:
+    """The delivery key of a signed delivery without a delivery id: its signature.
+
+    hmac_sha256 (`sig:`) never carries an id, so routine_runs_delivery alone makes each signature
+    one run and routine_runs_signature leaves these rows out (one index entry less per fire).
+    github_hmac (`github-sig:`) may carry the same signature with or without X-GitHub-Delivery:
+    its rows must be in routine_runs_signature too, so whichever form comes first, the signature
+    makes one run (migration 0008)."""
+    if signature is None:
+        return None
+    return f"github-sig:{signature}" if mode == "github_hmac" else f"sig:{signature}"
 
 
 def _check_key(name: str, value: str) -> None:
