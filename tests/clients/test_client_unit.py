@@ -3,7 +3,9 @@ errors are typed, and the generated code matches the OpenAPI document."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import io
 import subprocess
 import sys
 import time
@@ -149,3 +151,27 @@ def test_the_sync_client_raises_the_same_typed_errors() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "typed ConnectionFailed"
+
+
+@pytest.mark.parametrize(
+    ("providers", "command", "extra"),
+    [
+        (["routines"], "routines", "pip install 'routines[agents]'"),
+        (["routines-client"], "routines-client", "pip install './clients/python[mcp]'"),
+    ],
+)
+def test_mcp_names_the_command_and_extra_of_the_installation_it_runs_from(
+    monkeypatch: pytest.MonkeyPatch, providers: list[str], command: str, extra: str
+) -> None:
+    """`pip install ./clients/python` gives `routines-client` and the `mcp` extra; the server
+    package gives `routines` and the `agents` extra: the missing-SDK hint must fit the one in use."""
+    from routines_client import mcp_server
+
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: {"routines_client": providers})
+    monkeypatch.setitem(sys.modules, "mcp", None)  # the SDK is missing: importing it fails
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert mcp_server.main() == 2
+    message = stderr.getvalue()
+    assert message.startswith(f"{command} mcp: the MCP SDK is not installed; "), message
+    assert extra in message, message

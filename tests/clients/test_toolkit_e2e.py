@@ -93,6 +93,35 @@ async def test_typed_client_drives_routines_triggers_runs_and_webhooks(world: Wo
         assert first.id in seen and len(seen) == 5  # four webhooks and one manual run
 
 
+async def test_send_webhook_without_gateway_url_fires_at_the_gateway_the_api_names(
+    stack: Stack, world: World, tmp_path: Path
+) -> None:
+    """Built with the API's URL only (as the client README's first example), `send_webhook` is
+    refused by the API with the gateway's URL in the details, and the client follows it."""
+    api = start_service("api", stack.env(public_gateway_url=world.gateway.url), tmp_path)
+    try:
+        async with AsyncRoutinesClient(api.url, world.agent_key) as client:
+            me = await client.agent_me()
+            routine = await client.create_routine(
+                me.company_id,
+                {"title": "Hooked", "projectId": world.project_id, "assigneeAgentId": world.agent_id},
+            )
+            for mode in ("hmac_sha256", "bearer"):
+                trigger = await client.create_trigger(routine.id, {"kind": "webhook", "signingMode": mode})
+                assert trigger.secret and trigger.public_id
+                accepted = await client.send_webhook(trigger.public_id, trigger.secret, mode, {"n": 1})
+                assert str(accepted.routine_id) == str(routine.id), mode
+                assert client.transport.gateway_url == world.gateway.url
+        # A gateway URL given explicitly is never replaced: a wrong one fails with the API's answer.
+        assert trigger.secret and trigger.public_id
+        async with AsyncRoutinesClient(api.url, world.agent_key, gateway_url=api.url) as client:
+            with pytest.raises(NotFound) as refused:
+                await client.send_webhook(trigger.public_id, trigger.secret, "bearer", {"n": 2})
+            assert refused.value.details["gatewayUrl"] == world.gateway.url
+    finally:
+        api.kill()
+
+
 def _cli(world: World, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "shared.cli", *args],

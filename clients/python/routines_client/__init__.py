@@ -106,12 +106,27 @@ class AsyncRoutinesClient(AsyncOperations):
         delivery_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> models.WebhookAccepted:
-        """Sign `payload` for the trigger's signing mode and fire it at the webhook gateway."""
+        """Sign `payload` for the trigger's signing mode and fire it at the webhook gateway.
+
+        Without a `gateway_url` option the fire goes to the API first, which refuses it (404) and
+        names the gateway (`details.gatewayUrl`); the client then uses that URL, for this fire
+        and the next ones.
+        """
         body = encode_body({} if payload is None else payload)
         headers = sign(mode, secret, body, delivery_id=delivery_id)  # type: ignore[arg-type]
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        return await self.fire_webhook_trigger(public_id, body=body, headers=headers)
+        try:
+            return await self.fire_webhook_trigger(public_id, body=body, headers=headers)
+        except NotFound as exc:
+            gateway = exc.details.get("gatewayUrl") if isinstance(exc.details, dict) else None
+            transport = self._transport
+            if transport.gateway_url_given or not isinstance(gateway, str) or not gateway:
+                raise
+            if gateway.rstrip("/") == transport.gateway_url:
+                raise
+            transport.gateway_url = gateway.rstrip("/")
+            return await self.fire_webhook_trigger(public_id, body=body, headers=headers)
 
 
 class RoutinesClient(SyncOperations):

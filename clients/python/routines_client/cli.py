@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,6 +24,8 @@ from pydantic import BaseModel
 from routines_client import AsyncRoutinesClient
 from routines_client.errors import ConnectionFailed, RoutinesAPIError
 
+# `routines-client` when installed alone (`pip install ./clients/python`), else the server's `routines`.
+PROG = "routines-client" if Path(sys.argv[0]).name == "routines-client" else "routines"
 COMMANDS = ("routine", "trigger", "run", "runs", "cron", "upcoming", "wakeups", "mcp")
 
 Handler = Callable[[AsyncRoutinesClient, argparse.Namespace], Awaitable[Any]]
@@ -231,9 +234,7 @@ def _print(args: argparse.Namespace, result: Any, columns: Sequence[str], header
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="routines", description=__doc__.split("\n\n")[0] if __doc__ else None
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     groups = parser.add_subparsers(dest="group", required=True)
 
@@ -352,14 +353,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except UsageError as exc:
-        print(f"routines: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except ConnectionFailed as exc:
-        print(f"routines: cannot reach the API: {exc}", file=sys.stderr)
+        print(f"{PROG}: cannot reach the API: {exc}", file=sys.stderr)
         return 3
     except RoutinesAPIError as exc:
         detail = f" ({json.dumps(exc.details)})" if exc.details else ""
-        print(f"routines: {exc.status} {exc.error}{detail}", file=sys.stderr)
+        print(f"{PROG}: {exc.status} {exc.error}{detail}", file=sys.stderr)
         return 1
     if result is not None:
         _print(args, result, args.columns)

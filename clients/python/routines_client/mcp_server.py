@@ -1,6 +1,7 @@
 """`routines mcp`: the Routines API as Model Context Protocol tools, served over stdio.
 
-Configure an agent with:
+Configure an agent with (`routines-client` instead of `routines` when this package was installed
+alone, with `pip install './clients/python[mcp]'`):
 
     {"command": "routines", "args": ["mcp"],
      "env": {"ROUTINES_API_URL": "https://routines.example.com", "ROUTINES_TOKEN": "<agent API key>"}}
@@ -11,6 +12,7 @@ own message (what to fix), never a stack trace.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -279,17 +281,36 @@ def build_server(client: AsyncRoutinesClient) -> Any:
     return server
 
 
+def _installed_alone() -> bool:
+    """True when this package came from `pip install ./clients/python` (distribution
+    `routines-client`), not with the server package `routines` (which includes it)."""
+    providers = importlib.metadata.packages_distributions().get("routines_client", [])
+    return "routines-client" in providers and "routines" not in providers
+
+
+def command_name() -> str:
+    """The console command that runs this: `routines-client` when installed alone, else `routines`."""
+    return "routines-client" if _installed_alone() else "routines"
+
+
+def install_hint() -> str:
+    """How to add the MCP SDK to the installation this runs from (the extras differ)."""
+    if _installed_alone():
+        return "pip install 'routines-client[mcp]' (from a checkout: pip install './clients/python[mcp]')"
+    return "pip install 'routines[agents]' (from a checkout: pip install '.[agents]')"
+
+
 def main() -> int:
     """Serve over stdio until the client closes the stream."""
     try:
         import anyio
         import mcp  # noqa: F401 - fail here, with a clear message, when the extra is missing
     except ImportError:
-        print("routines mcp: the MCP SDK is not installed; pip install 'routines[agents]'", file=sys.stderr)
+        print(f"{command_name()} mcp: the MCP SDK is not installed; {install_hint()}", file=sys.stderr)
         return 2
     token = os.environ.get("ROUTINES_TOKEN")
     if not token:
-        print("routines mcp: set ROUTINES_TOKEN to the agent's API key", file=sys.stderr)
+        print(f"{command_name()} mcp: set ROUTINES_TOKEN to the agent's API key", file=sys.stderr)
         return 2
     base = os.environ.get("ROUTINES_API_URL", "http://127.0.0.1:8080")
 

@@ -30,7 +30,8 @@ class ClientOptions(TypedDict, total=False):
     """The clients' keyword options, handed to their `Transport` (defaults there)."""
 
     gateway_url: str | None
-    """The webhook gateway's base URL for `send_webhook` (default: the API's)."""
+    """The webhook gateway's base URL for `send_webhook` (default: the one the API names when it
+    refuses a fire, learnt on the first `send_webhook`)."""
     max_retries: int
     """How often a refused (429, 503) or unreached request is retried (default 3)."""
     timeout_sec: float
@@ -59,6 +60,7 @@ class Transport:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.gateway_url = (gateway_url or base_url).rstrip("/")
+        self.gateway_url_given = gateway_url is not None
         self.token = token
         self.max_retries = max_retries
         self.backoff_sec = backoff_sec
