@@ -167,6 +167,12 @@ async def test_cli_commands_print_tables_json_and_clear_errors(world: World) -> 
 
     preview = _cli(world, "cron", "preview", "30 8 * * *", "--tz", "Asia/Tokyo", "--count", "2", "--json")
     assert preview.returncode == 0 and len(json.loads(preview.stdout)["fires"]) == 2
+    # Without --json the fires are a table, one full row per fire (not a JSON cell cut short).
+    table = _cli(world, "cron", "preview", "30 8 * * *", "--tz", "Asia/Tokyo", "--count", "2")
+    assert table.returncode == 0, table.stderr
+    rows = [line.split() for line in table.stdout.splitlines() if line.endswith("+09:00  -")]
+    assert len(rows) == 2, table.stdout
+    assert all(row[0].endswith("T23:30:00Z") and row[1].endswith("T08:30:00+09:00") for row in rows)
 
     paused = _cli(world, "routine", "pause", routine_id, "--json")
     assert json.loads(paused.stdout)["status"] == "paused"
@@ -177,6 +183,41 @@ async def test_cli_commands_print_tables_json_and_clear_errors(world: World) -> 
     assert unreachable.returncode == 3 and "cannot reach the API" in unreachable.stderr
     no_token = _cli(world, "routine", "list", ROUTINES_TOKEN="")
     assert no_token.returncode == 2 and "ROUTINES_TOKEN" in no_token.stderr
+
+
+async def test_cli_runs_follow_prints_each_run_once_per_status(world: World) -> None:
+    """`routines runs ROUTINE --follow` prints the runs it listed first, then only new runs and
+    status changes: never a run again with the status it was already printed with."""
+    created = _cli(world, "routine", "create", "--title", "Followed", "--project", world.project_id, "--json")
+    assert created.returncode == 0, created.stderr
+    routine_id = json.loads(created.stdout)["id"]
+    before = [_cli(world, "run", routine_id, "--json") for _ in range(2)]
+    assert all(r.returncode == 0 for r in before), [r.stderr for r in before]
+    command = ["runs", routine_id, "--follow", "--limit", "5", "--interval", "0.2"]
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", *command],
+        env=world.cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        await asyncio.sleep(2.0)  # the first listing and several polls with nothing new
+        after = _cli(world, "run", routine_id, "--json")
+        assert after.returncode == 0, after.stderr
+        new_run = json.loads(after.stdout)
+        await asyncio.sleep(2.0)
+    finally:
+        follow.terminate()
+        out, err = follow.communicate(timeout=10)
+    rows = [line.split() for line in out.splitlines() if line and not line.startswith("ID")]
+    printed = [(row[0], row[2]) for row in rows]
+    assert len(printed) == len(set(printed)), out
+    ids = [run_id for run_id, _ in printed]
+    first_ids = {json.loads(r.stdout)["id"] for r in before}
+    assert {run_id for run_id in ids if run_id in first_ids} == first_ids
+    assert new_run["id"] in ids, out + err
 
 
 async def test_mcp_server_over_stdio_with_the_sdk_client(world: World) -> None:

@@ -69,8 +69,21 @@ def _table_for(result: Any, columns: Sequence[str]) -> str:
     if isinstance(data, list):
         return render_table(data, columns)
     if isinstance(data, dict):
-        width = max((len(k) for k in data), default=0)
-        return "\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in data.items())
+        # A list of rows with the command's columns (the fires of `cron preview`, `upcoming`) is
+        # a table of its own after the other fields, not one JSON cell cut at 60 characters.
+        tables = {
+            k: v
+            for k, v in data.items()
+            if columns
+            and isinstance(v, list)
+            and v
+            and all(isinstance(row, dict) and set(columns) <= row.keys() for row in v)
+        }
+        fields = {k: v for k, v in data.items() if k not in tables}
+        width = max((len(k) for k in fields), default=0)
+        parts = ["\n".join(f"{k.ljust(width)}  {_cell(v)}" for k, v in fields.items())] if fields else []
+        parts += [render_table(rows, columns) for rows in tables.values()]
+        return "\n".join(parts)
     return str(data)
 
 
@@ -191,16 +204,15 @@ async def runs_list(client: AsyncRoutinesClient, args: argparse.Namespace) -> An
     runs = await client.list_runs(args.routine_id, limit=args.limit)
     if not args.follow:
         return runs
-    seen = {str(run.id) for run in runs}
+    printed = {str(run.id): run.status for run in runs}  # each run's status as last printed
     _print(args, runs, RUN_COLUMNS)
     while True:  # until interrupted: print new runs and runs whose status changed
         await asyncio.sleep(args.interval)
         fresh = await client.list_runs(args.routine_id, limit=args.limit)
         for run in reversed(fresh):
-            key = f"{run.id}:{run.status}"
-            if str(run.id) in seen and key in seen:
+            if printed.get(str(run.id)) == run.status:
                 continue
-            seen.update({str(run.id), key})
+            printed[str(run.id)] = run.status
             _print(args, [run], RUN_COLUMNS, header=False)
 
 
@@ -318,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     cron = groups.add_parser("cron", help="preview a cron expression").add_subparsers(
         dest="action", required=True
     )
-    p = command(cron, "preview", cron_preview, ("utc", "local", "description"), "the next fire times")
+    p = command(cron, "preview", cron_preview, ("utc", "local", "dst"), "the next fire times")
     p.add_argument("expression")
     p.add_argument("--timezone", "--tz", default="UTC")
     p.add_argument("--count", type=int, default=5)
