@@ -146,7 +146,10 @@ class GatewaySettings(SecretKeySettings):
     rate_limit_client_per_sec: float = Field(500.0, gt=0)
     rate_limit_client_burst: int = Field(1000, ge=1)
     rate_limit_failed_per_sec: float = Field(
-        5.0, gt=0, description="Failed authentications per client address (its own bucket)."
+        5.0,
+        gt=0,
+        description="Failed attempts: failed signatures per client address and webhook, unknown "
+        "webhook URLs per client address (buckets of their own).",
     )
     rate_limit_failed_burst: int = Field(50, ge=1)
     trusted_proxies: list[str] = Field(

@@ -10,7 +10,7 @@ import json
 from aiohttp.test_utils import TestClient
 
 from tests.integration.api_client import Client
-from tests.integration.test_gateway import gateway_app, make_hook
+from tests.integration.test_gateway import Hook, gateway_app, make_hook
 from tests.integration.test_gateway_hardening import rotate
 from tests.support import Stack, served
 
@@ -92,6 +92,37 @@ async def test_unauthenticated_requests_do_not_drain_the_trigger_rate_limit(
             )
     assert forged == [401] * 5 + [429] * 15
     assert real == [202, 202, 202, 429]  # the trigger's own limit still holds for its sender
+
+
+async def test_failures_from_a_shared_address_do_not_refuse_another_tenants_deliveries(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """Webhook providers deliver for many tenants from a few addresses. The failed-attempt budget
+    was one per address and checked before anything else: a tenant whose own webhook failed (a
+    wrong secret, a URL that does not exist) — or anyone sharing a NAT with a sender — got every
+    other tenant's deliveries from that address refused 429. Failed signatures now count per
+    address *and* trigger, unknown webhook URLs per address, and neither refuses a delivery to
+    another trigger."""
+    victim = await make_hook(api, admin_token, "hmac_sha256")
+    noisy = await make_hook(api, admin_token, "hmac_sha256")  # another tenant's
+    app = gateway_app(
+        stack, rate_limit_failed_per_sec=0.001, rate_limit_failed_burst=3, trusted_proxies=["127.0.0.0/8"]
+    )
+    shared = {"X-Forwarded-For": "192.0.2.30"}  # the provider's address, for both tenants
+    async with TestClient(served(app)) as gateway:
+        sent = iter(range(100))
+
+        async def fire(hook: Hook, secret: str | None = None, path: str | None = None) -> int:
+            body = json.dumps({"n": next(sent)}).encode()
+            headers = {**hook.headers(body, secret=secret), **shared}
+            return (await gateway.post(path or hook.path, data=body, headers=headers)).status
+
+        wrong = [await fire(noisy, secret="whsec_" + "B" * 44) for _ in range(6)]
+        unknown = [await fire(noisy, path=f"/api/routine-triggers/public/{i:024x}/fire") for i in range(6)]
+        delivered = [await fire(victim) for _ in range(3)]
+    assert wrong == [401] * 3 + [429] * 3  # the failing trigger is still limited at that address
+    assert unknown == [404] * 3 + [429] * 3  # and so is probing for URLs
+    assert delivered == [202] * 3
 
 
 async def test_client_address_is_not_the_client_controlled_leftmost_forwarded_entry(

@@ -66,7 +66,8 @@ class FireHandler:
             settings.rate_limit_trigger_per_sec, settings.rate_limit_trigger_burst
         )
         self.per_client = TokenBuckets(settings.rate_limit_client_per_sec, settings.rate_limit_client_burst)
-        # Failed authentications, per client address: charged on failure, checked before verifying.
+        # Failed attempts: unknown webhook URLs per client address; failed signatures per address
+        # and trigger, charged on failure and checked before verifying.
         self.failed = TokenBuckets(settings.rate_limit_failed_per_sec, settings.rate_limit_failed_burst)
         self.trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
 
@@ -120,14 +121,24 @@ class FireHandler:
         wait = self.per_client.take(client)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
-        wait = self.failed.peek(client)
-        if wait:
-            raise Rejected("rate_limited", RateLimited(wait, "too many failed attempts from this address"))
         public_id = request.match_info["publicId"]
         trigger = await self.cache.get(public_id) if _PUBLIC_ID.match(public_id) else None
         if trigger is None:
-            self.failed.take(client)  # probing for webhook URLs is a failed attempt too
+            # Probing for webhook URLs is a failed attempt too, on the address's own budget: it
+            # never refuses that address's deliveries to webhooks that exist (providers deliver
+            # for many tenants from one address).
+            wait = self.failed.take(client)
+            if wait:
+                raise Rejected(
+                    "rate_limited", RateLimited(wait, "too many unknown webhooks from this address")
+                )
             raise Rejected("not_found", NotFound("webhook not found"))
+        # Failed signatures count per address and trigger: one tenant's failing webhook (or a
+        # stranger guessing its secret) never refuses another's deliveries from the same address.
+        failures = f"{client} {trigger.trigger_id}"
+        wait = self.failed.peek(failures)
+        if wait:
+            raise Rejected("rate_limited", RateLimited(wait, "too many failed attempts for this webhook"))
         # A trigger out of budget refuses before any work: no body read, no signature checked.
         # Peeking spends nothing, so strangers still cannot starve it (only a verified fire takes).
         wait = self.per_trigger.peek(str(trigger.trigger_id))
@@ -146,7 +157,7 @@ class FireHandler:
             )
         except AuthenticationFailed as exc:
             log.info("webhook authentication failed", trigger_id=str(trigger.trigger_id), reason=exc.reason)
-            self.failed.take(client)
+            self.failed.take(failures)
             outcome = "stale" if exc.stale else "bad_signature"
             raise Rejected(outcome, Unauthorized("webhook authentication failed")) from None
         finally:
