@@ -4,6 +4,7 @@ the API, 415 naming what was sent, "did you mean" for unknown fields, 404 for un
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import uuid
@@ -137,3 +138,26 @@ async def test_an_encoded_body_is_refused_415_not_inflated(
     answer = await resp.json()
     assert answer["error"] == "Content-Encoding gzip is not supported; send the body uncompressed"
     assert answer["details"] == {"received": "gzip", "expected": "identity"}
+
+
+def _cursor(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=0001-01-01T00:00:00%2B01:00",  # an offset takes it before year 1: no UTC for it
+        "to=9999-12-31T23:59:59-01:00",  # … or past year 9999
+        "cursor=" + _cursor(b'["0001-01-01T00:00:00+01:00", "00000000-0000-0000-0000-000000000000"]'),
+        "cursor=" + _cursor(b'["9999-12-31T23:59:59-01:00", "00000000-0000-0000-0000-000000000000"]'),
+        "cursor=" + _cursor(b"[" * 3000 + b"]" * 3000),  # nested past the JSON decoder's recursion
+    ],
+    ids=["from-before-year-1", "to-after-9999", "cursor-before-year-1", "cursor-after-9999", "cursor-deep"],
+)
+async def test_query_instants_and_cursors_out_of_any_range_are_400(
+    client: Client, admin_token: str, query: str
+) -> None:
+    resp = await client.get(f"/api/routines/{uuid.uuid4()}/runs?{query}", headers=auth(admin_token))
+    assert resp.status == 400, await resp.text()
+    assert "query parameter" in (await resp.json())["error"]

@@ -117,9 +117,18 @@ def query_instant(request: web.Request, name: str) -> datetime | None:
         raise BadRequest(f"query parameter {name} must be an ISO 8601 date-time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    if not 1970 <= moment.astimezone(UTC).year <= 9998:
-        raise BadRequest(f"query parameter {name} is out of range")
+    if not _in_range(moment):
+        raise BadRequest(f"query parameter {name} is out of range (years 1970 to 9998)")
     return moment
+
+
+def _in_range(moment: datetime) -> bool:
+    """Between 1970 and 9998 in UTC — also for instants whose offset takes them past year 1 or
+    9999, which cannot even be converted (OverflowError: a 500 before)."""
+    try:
+        return 1970 <= moment.astimezone(UTC).year <= 9998
+    except OverflowError:
+        return False
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
@@ -128,10 +137,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         when, run_id = json.loads(raw)
         moment = datetime.fromisoformat(when)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
+        if moment.tzinfo is None or not _in_range(moment):
+            raise ValueError("naive or out of range")
         return moment, uuid.UUID(run_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, RecursionError):
         raise BadRequest("query parameter cursor is not a cursor this API handed out") from None
 
 
