@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from routines_scheduler import ticker
 from routines_scheduler.sql import QUERIES
 from routines_scheduler.ticker import LOCKED_RETRY_SEC, Scheduler
 from shared.bus import Subjects
@@ -323,3 +324,31 @@ async def test_a_trigger_change_wakes_the_sleeping_scheduler(
     await sleepy_scheduler.bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {"triggerId": str(trigger)})
     runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
     assert [r["scheduled_for"] for r in runs] == [slot]
+
+
+async def test_a_long_outage_is_caught_up_in_bounded_transactions(
+    db: asyncpg.Connection, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a week down, each every-minute trigger has ~10,000 missed slots to count (about 0.2 s
+    of planning each). One claim planned its whole batch inside one transaction: 150 such triggers
+    took longer than Postgres' idle-in-transaction timeout, the session was killed, the next tick
+    claimed the same triggers — and nothing on the instance fired again. Planning now stops at a
+    budget (here 0: one trigger per transaction) and the rest stay due for the next claim."""
+    monkeypatch.setattr(ticker, "PLAN_BUDGET_SEC", 0.0)
+    week_ago = await _db_now(db) - timedelta(days=7)
+    triggers = []
+    for zone in ("UTC", "Europe/London", "America/New_York", "Asia/Tokyo"):  # one plan each
+        world = await make_world(db)
+        routine = await make_routine(db, world)
+        triggers.append(await make_schedule_trigger(db, world, routine, "* * * * *", zone, week_ago))
+    due = "SELECT count(*) FROM routine_triggers WHERE id = ANY($1) AND next_run_at <= now()"
+    more, runs = await scheduler.claim_batch()
+    assert more  # stopped at the budget with due triggers left
+    assert await db.fetchval(due, triggers) == 3  # one planned and advanced per transaction
+    assert len(runs) == 1  # the on-time slot of that one (its missed ones: one audit run)
+    await scheduler.tick()  # drains the rest, batch after batch
+    assert await db.fetchval(due, triggers) == 0
+    audits = await db.fetchval(
+        "SELECT count(*) FROM routine_runs WHERE trigger_id = ANY($1) AND status = 'skipped'", triggers
+    )
+    assert audits == 4

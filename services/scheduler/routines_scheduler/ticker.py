@@ -27,6 +27,10 @@ from shared.settings import SchedulerSettings
 LOCKED_RETRY_SEC = 0.02
 # A slot overdue by less than this was missed only by timer granularity: claim again at once.
 JUST_DUE_SEC = 0.005
+# Planning a claimed batch stops after this long; the triggers not planned stay due for the next
+# claim. After a long outage one trigger's missed slots take ~0.2 s to count: a whole batch planned
+# in one transaction outlived Postgres' idle-in-transaction timeout, and every tick retried it.
+PLAN_BUDGET_SEC = 1.0
 log = get_logger(__name__)
 
 
@@ -105,13 +109,12 @@ class Scheduler:
         async def drain() -> int:
             recorded = 0
             while not self.stopping.is_set():
-                claimed, new_runs = await self.claim_batch()
+                more, new_runs = await self.claim_batch()
                 recorded += len(new_runs)
-                self.last_claimed += claimed
                 # Committed runs are safe in Postgres (the outbox); tell the dispatchers while the
                 # next batch is being claimed rather than before.
                 publishing.append(asyncio.create_task(publish_runs_requested(self.bus, new_runs)))
-                if claimed < self.settings.claim_batch_size:
+                if not more:
                     break
             return recorded
 
@@ -124,21 +127,30 @@ class Scheduler:
             DUE_BACKLOG.set(await conn.fetchval(QUERIES["due_backlog"]))
         return recorded
 
-    async def claim_batch(self) -> tuple[int, list[tuple[uuid.UUID, uuid.UUID]]]:
-        """One transaction: claim up to a batch of due triggers and record their slots."""
+    async def claim_batch(self) -> tuple[bool, list[tuple[uuid.UUID, uuid.UUID]]]:
+        """One transaction: claim up to a batch of due triggers and record their slots. Returns
+        whether more may be due (a full batch, or planning stopped at its budget) and the runs
+        recorded (id, routine id)."""
         grace = timedelta(seconds=self.settings.misfire_grace_sec)
         async with self.db.transaction() as conn:
             now: datetime = await conn.fetchval("SELECT clock_timestamp()")
             rows = await conn.fetch(QUERIES["claim_due_triggers"], now, self.settings.claim_batch_size)
             if not rows:
-                return 0, []
+                return False, []
             slots: list[tuple[Any, Any, Any, datetime]] = []
             audits: list[tuple[Any, Any, Any, dict[str, object], str]] = []
             advances: list[tuple[Any, datetime | None, datetime]] = []
+            skipped = enqueued_late = 0
             plans: dict[tuple[str, str, datetime, str], FirePlan] = {}  # triggers sharing a slot plan once
+            planning_ends = time.monotonic() + PLAN_BUDGET_SEC
             for row in rows:
                 key = (row["cron_expression"], row["timezone"], row["next_run_at"], row["catch_up_policy"])
-                plan = plans.get(key) or plans.setdefault(key, self._plan(row, now, grace))
+                plan = plans.get(key)
+                if plan is None:
+                    if advances and time.monotonic() >= planning_ends:
+                        break  # the rest stay due (unlocked at commit) for the next claim
+                    plan = plans[key] = self._plan(row, now, grace)
+                    await asyncio.sleep(0)  # a long plan must not starve health checks
                 if not can_fire(True, row["routine_status"]):  # claimed triggers are enabled
                     advances.append((row["id"], None, row["next_run_at"]))
                     continue
@@ -146,8 +158,8 @@ class Scheduler:
                 audit = plan.audit(row["catch_up_policy"])
                 if audit is not None:
                     audits.append((row["routine_id"], row["company_id"], row["id"], *audit))
-                    FIRES.labels("missed_skipped").inc(len(plan.dropped))
-                FIRES.labels("missed_enqueued").inc(plan.missed_enqueued)
+                    skipped += len(plan.dropped)
+                enqueued_late += plan.missed_enqueued
                 advances.append((row["id"], plan.next_run_at, now))
             inserted = []
             if slots:
@@ -157,11 +169,16 @@ class Scheduler:
             if audits:
                 await conn.execute(QUERIES["insert_missed_audit"], *map(list, zip(*audits, strict=True)))
             await conn.execute(QUERIES["advance_triggers"], *map(list, zip(*advances, strict=True)))
+        # Counted once committed (a rolled-back claim is done again by the next one).
+        FIRES.labels("missed_skipped").inc(skipped)
+        FIRES.labels("missed_enqueued").inc(enqueued_late)
         FIRES.labels("enqueued").inc(len(inserted))
         FIRES.labels("duplicate").inc(len(slots) - len(inserted))
         for run in inserted:
             FIRE_LAG.observe(max(0.0, (run["triggered_at"] - run["scheduled_for"]).total_seconds()))
-        return len(rows), [(r["id"], r["routine_id"]) for r in inserted]
+        self.last_claimed += len(advances)
+        more = len(rows) == self.settings.claim_batch_size or len(advances) < len(rows)
+        return more, [(r["id"], r["routine_id"]) for r in inserted]
 
     @staticmethod
     def _plan(row: Any, now: datetime, grace: timedelta) -> FirePlan:
