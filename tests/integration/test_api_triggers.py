@@ -3,6 +3,7 @@ enabling, disabling and deleting them."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from tests.integration import api_client
 from tests.integration.api_client import Client, World, call
+from tests.support import Stack, wait_until
 
 WEEKLY = {
     "kind": "schedule",
@@ -234,3 +236,56 @@ async def test_resuming_recomputes_next_run_from_now_not_from_the_past(
     next_at = await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", uuid.UUID(t["id"]))
     assert before < next_at <= after + timedelta(minutes=1)
     assert next_at.second == 0 and next_at.microsecond == 0
+
+
+@pytest.mark.parametrize("routine_becomes", ["active", "paused"])
+async def test_a_trigger_edit_waiting_on_a_status_change_builds_on_that_change(
+    client: Client,
+    world: World,
+    routine: dict[str, Any],
+    db: asyncpg.Connection,
+    stack: Stack,
+    routine_becomes: str,
+) -> None:
+    """A trigger PATCH read the trigger (and its routine's status) before taking the routine's
+    lock, then wrote what it had read back: edited while the routine was being resumed, an enabled
+    trigger was left with no next fire — silently off for good (the audit saw it in 66 of 100
+    tries); edited while the routine was being paused, it stayed scheduled. Here the status change
+    holds the routine's lock until the edit is seen waiting for it, then commits."""
+    starts_as = "paused" if routine_becomes == "active" else "active"
+    if starts_as == "paused":
+        await api_client.patch_routine(client, world.a, routine["id"], {"status": "paused"})
+    trigger = await api_client.make_trigger(
+        client, world.a, routine["id"], {**WEEKLY, "cronExpression": "* * * * *"}
+    )
+    routine_id, trigger_id = uuid.UUID(routine["id"]), uuid.UUID(trigger["id"])
+    changer = await asyncpg.connect(stack.database_url)
+    try:
+        async with changer.transaction():
+            await changer.execute("SELECT 1 FROM routines WHERE id = $1 FOR NO KEY UPDATE", routine_id)
+            edit = asyncio.create_task(
+                api_client.patch_trigger(client, world.a, trigger["id"], {"label": "renamed"})
+            )
+            await wait_until(
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%FROM routines%FOR NO KEY UPDATE%'"
+                )
+            )
+            # What PATCH /api/routines/{id} does to the routine and its triggers.
+            await changer.execute(
+                "UPDATE routines SET status = $2 WHERE id = $1", routine_id, routine_becomes
+            )
+            await changer.execute(
+                "UPDATE routine_triggers SET next_run_at = CASE WHEN $2 = 'active'"
+                " THEN date_trunc('minute', now()) + interval '1 minute' END WHERE routine_id = $1",
+                routine_id,
+                routine_becomes,
+            )
+        edited = await edit
+    finally:
+        await changer.close()
+    stored = await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", trigger_id)
+    assert edited["label"] == "renamed"
+    assert (stored is not None) == (routine_becomes == "active"), stored
+    assert (edited["nextRunAt"] is not None) == (routine_becomes == "active")

@@ -99,11 +99,14 @@ async def load_run(conn: asyncpg.Connection, principal: Principal, run_id: uuid.
 async def load_trigger_for_manage(
     conn: asyncpg.Connection, principal: Principal, trigger_id: uuid.UUID
 ) -> asyncpg.Record:
+    """A trigger the caller may manage (404/403 otherwise), its routine locked, as it is once the
+    lock is held: a status change committed while we waited for it (a resume setting the next
+    fire, a pause clearing it) is what the caller's change builds on, not what was read before."""
     trigger = await load_visible(conn, principal, "trigger", "trigger_by_id", trigger_id)
     principal.require_manage_routine(trigger["assignee_agent_id"])
-    # Serialise with routine status changes.
+    # Serialise with routine status changes, then read again (READ COMMITTED: the latest commit).
     await conn.fetchrow(QUERIES["routine_for_update"], trigger["routine_id"])
-    return trigger
+    return await load_visible(conn, principal, "trigger", "trigger_by_id", trigger_id)
 
 
 async def company_path(request: web.Request, principal: Principal) -> uuid.UUID:
