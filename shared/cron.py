@@ -456,18 +456,59 @@ def _dst_json(fire: Fire, tz: ZoneInfo) -> dict[str, str] | None:
 
 @lru_cache(maxsize=4096)
 def describe(expression: str, tz_name: str) -> str:
-    """The schedule in words with its zone, e.g. `At 09:00, Monday through Friday (Europe/Amsterdam)`."""
+    """The schedule in words with its zone, e.g. `At 09:00, Monday through Friday (Europe/Amsterdam)`.
+
+    cron-descriptor writes the words. It gets the expression as written where it reads that form
+    right (keeping "every 15 minutes"), else the value lists the parser produced: it reads a step
+    from a single value (`fri/2`, `jan/5`) as "every 2 weeks", and `*/59` as "every 59 minutes".
+    And it reads a day of month beside a day of week as either one — cron's rule only when both
+    are restricted; under a `*` (`*/2` … `1`) both must match, so that day is described apart, as a
+    condition."""
     schedule = parse_cron(expression)
+    written = schedule.expression.split(" ")
+    fields = written if all(map(_reads_as_written, written, _FIELDS)) else _plain_fields(schedule).split(" ")
+    condition = ""
+    dom_partial = fields[2] != "*"
+    dow_partial = fields[4] != "*"
+    if dom_partial and dow_partial and not (schedule.dom_restricted and schedule.dow_restricted):
+        plain = _plain_fields(schedule).split(" ")
+        if schedule.dom_restricted:  # the week day is the `*` one: a condition on the date
+            fields[4] = "*"
+            condition = _words(f"0 0 * * {plain[4]}", "get_day_of_week_description")
+        else:
+            fields[2] = "*"
+            condition = _words(f"0 0 {plain[2]} * *", "get_day_of_month_description")
+        condition = ", and only if it is also " + condition.removeprefix(", ").removeprefix("only ")
+    try:
+        return f"{_words(' '.join(fields), 'get_description')}{condition} ({tz_name})"
+    except (FormatError, MissingFieldError, WrongArgumentError, ValueError, IndexError):
+        return f"Cron {schedule.expression} ({tz_name})"  # not reached for the grammar (property-tested)
+
+
+def _words(expression: str, part: str) -> str:
     options = Options()
     options.use_24hour_time_format = True
-    # cron-descriptor reads most of the grammar as written (keeping "every 15 minutes"); what it
-    # cannot read (e.g. `*,5`) it gets as the plain value lists the parser produced.
-    for text in (schedule.expression, _plain_fields(schedule)):
-        try:
-            return f"{ExpressionDescriptor(text, options).get_description()} ({tz_name})"
-        except (FormatError, MissingFieldError, WrongArgumentError, ValueError, IndexError):
-            continue
-    return f"Cron {schedule.expression} ({tz_name})"  # not reached for the grammar (property-tested)
+    words: str = getattr(ExpressionDescriptor(expression, options), part)()
+    return words
+
+
+_STEP = re.compile(r"\*/(\d+)")
+_PLAIN_ITEM = re.compile(r"(\d+|[A-Za-z]{3})(-(\d+|[A-Za-z]{3}))?|\d+-\d+/\d+")
+
+
+def _reads_as_written(text: str, spec: _Field) -> bool:
+    """Whether cron-descriptor describes this field as written: numbers, names, ranges, lists of
+    them, numeric ranges with a step, `*`, and `*/n` where n divides the field's cycle (`*/15`
+    minutes is every 15 minutes; `*/59` is :00 and :59); no Sunday written as 7."""
+    if text == "*":
+        return True
+    step = _STEP.fullmatch(text)
+    if step is not None:
+        cycle = spec.high - spec.low + 1 if spec.names is not DAY_NAMES else 7
+        return (spec.low == 1 and spec.high == 31) or cycle % int(step.group(1)) == 0
+    if spec.names is DAY_NAMES and "7" in text:
+        return False  # Sunday as 7 reads as "Sunday through Sunday" (`0-7`)
+    return all(_PLAIN_ITEM.fullmatch(item) for item in text.split(","))
 
 
 def _plain_fields(schedule: CronSchedule) -> str:

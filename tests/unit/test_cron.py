@@ -599,3 +599,36 @@ def test_rare_dates_cost_a_handful_of_day_checks_per_fire(
     monkeypatch.setattr(CronSchedule, "matches_day", counted)
     preview(schedule.expression, zone_name, utc(2026, 11, 28), 100)
     assert calls <= 100 * 4  # a day-by-day walk needs ~1,461 per Feb 29
+
+
+@pytest.mark.parametrize(
+    ("expr", "words"),
+    [
+        # Vixie's rule: under a `*` both the day of month and the day of week must match.
+        (
+            "0 9 */2 * 1",
+            "At 09:00, only on Monday, and only if it is also on day 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21,"
+            " 23, 25, 27, 29, and 31 of the month (UTC)",
+        ),
+        (
+            "0 9 1 * */2",
+            "At 09:00, on day 1 of the month, and only if it is also on Sunday, Tuesday, Thursday, and Saturday (UTC)",
+        ),
+        ("0 9 1 * 1", "At 09:00, on day 1 of the month, or on Monday (UTC)"),  # both restricted: either
+        # Steps from a single value run to the end of the field; a step must divide the cycle to be "every".
+        ("0 12 * * fri/2", "At 12:00, only on Sunday and Friday (UTC)"),
+        ("0 0 * jan/5 *", "At 00:00, only in January, June, and November (UTC)"),
+        ("*/59 * * * *", "At 0 and 59 minutes past the hour (UTC)"),
+        ("*,5 * * * *", "Every minute (UTC)"),
+        ("0 0 * * 0-7", "At 00:00, Sunday through Saturday (UTC)"),
+        # What the library reads right stays as written.
+        ("*/15 * * * *", "Every 15 minutes (UTC)"),
+        ("0 9 * * MON-fri", "At 09:00, Monday through Friday (UTC)"),
+        ("0 0 1 */3 *", "At 00:00, on day 1 of the month, every 3 months (UTC)"),
+    ],
+)
+def test_descriptions_say_what_fires(expr: str, words: str) -> None:
+    """cron-descriptor read `0 9 */2 * 1` as "every 2 days, or on Monday" (it fires on Mondays with
+    an odd date), `fri/2` as "every 2 weeks" (Fridays and Sundays), `*/59` as "every 59 minutes"
+    (:00 and :59) and `jan/5` as "every 5 months" (January, June, November)."""
+    assert describe(expr, "UTC") == words
