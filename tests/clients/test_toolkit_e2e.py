@@ -325,6 +325,31 @@ async def test_wakeups_stream_resumes_after_a_disconnect_on_another_replica(
     assert ids == sorted(ids) and len(set(ids)) == 5
 
 
+async def test_a_wakeups_stream_the_agent_closes_ends_quietly_not_as_a_500(
+    world: World, stack: Stack, tmp_path: Path
+) -> None:
+    """Every stream ends with the client going away; the next write found the connection reset,
+    and that was logged as an unhandled error with a traceback and counted as a 500 (feeding the
+    5xx alert) — once per agent disconnect."""
+    api = start_service("api", stack.env(sse_heartbeat_sec=0.2), tmp_path)
+    try:
+        session, response = await _open_stream(api.url, world.agent_key)
+        response.close()
+        await session.close()
+        await asyncio.sleep(1.5)  # several heartbeats: the first write after the close fails
+        async with aiohttp.ClientSession() as http, http.get(api.url + "/metrics") as metrics:
+            exposition = await metrics.text()
+    finally:
+        api.stop()
+    answers = [
+        line
+        for line in exposition.splitlines()
+        if line.startswith("routines_http_requests_total") and "/api/agents/me/wakeups" in line
+    ]
+    assert answers and all('status="200"' in line for line in answers), answers
+    assert "unhandled error" not in api.log_path.read_text()
+
+
 async def test_wakeups_stream_sends_heartbeats_and_refuses_non_agents(world: World, stack: Stack) -> None:
     session, response = await _open_stream(world.api.url, world.agent_key)
     try:

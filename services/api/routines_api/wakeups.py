@@ -96,6 +96,8 @@ async def agent_wakeups(request: web.Request) -> web.StreamResponse:
             except ValueError:
                 continue  # not ours to forward
             await response.write(sse_event(msg.metadata.sequence.stream, WAKEUP_EVENT, data))
+    except ConnectionResetError:  # the client closed the stream: how every stream ends, not a 500
+        return response
     finally:  # the client went away (or we are shutting down): drop the ephemeral consumer
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
