@@ -289,3 +289,22 @@ async def test_a_trigger_edit_waiting_on_a_status_change_builds_on_that_change(
     assert edited["label"] == "renamed"
     assert (stored is not None) == (routine_becomes == "active"), stored
     assert (edited["nextRunAt"] is not None) == (routine_becomes == "active")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"timezone": ""}, "unknown time zone ''"),
+        ({"cronExpression": ""}, "cron expression is empty"),
+    ],
+)
+async def test_an_empty_zone_or_expression_is_refused_not_ignored(
+    client: Client, world: World, routine: dict[str, Any], change: dict[str, str], message: str
+) -> None:
+    """`"timezone": ""` on create silently became UTC, and an empty expression or zone in a PATCH
+    was taken as "unchanged" (200) — while preview refused the same empty zone with 422."""
+    refused = await api_client.make_trigger(client, world.a, routine["id"], {**WEEKLY, **change}, status=422)
+    assert message in refused["error"]
+    trigger = await api_client.make_trigger(client, world.a, routine["id"], WEEKLY)
+    patched = await api_client.patch_trigger(client, world.a, trigger["id"], change, status=422)
+    assert message in patched["error"]

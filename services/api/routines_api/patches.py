@@ -30,8 +30,9 @@ def normalized_schedule(cron: str | None, tz: str | None) -> tuple[str, str]:
     if cron is None:
         raise Unprocessable("cronExpression is required for schedule triggers")
     expression = parse_cron(cron).expression
-    zone(tz or "UTC")
-    return expression, tz or "UTC"
+    tz = "UTC" if tz is None else tz  # absent means UTC; an empty name is an unknown zone (422)
+    zone(tz)
+    return expression, tz
 
 
 def patched_trigger(trigger: Row, body: TriggerUpdate, now: datetime) -> dict[str, Any]:
@@ -47,8 +48,9 @@ def patched_trigger(trigger: Row, body: TriggerUpdate, now: datetime) -> dict[st
         if name in given and getattr(body, name) is None:
             raise BadRequest(f"{name} cannot be null")
     enabled = body.enabled if body.enabled is not None else trigger["enabled"]
-    cron = body.cron_expression or trigger["cron_expression"]
-    tz = body.timezone or trigger["timezone"]
+    # Given means given: an empty expression or zone is refused (422), not taken as "unchanged".
+    cron = body.cron_expression if body.cron_expression is not None else trigger["cron_expression"]
+    tz = body.timezone if body.timezone is not None else trigger["timezone"]
     next_at = trigger["next_run_at"]
     if trigger["kind"] == "schedule":
         cron, _ = normalized_schedule(cron, tz)
