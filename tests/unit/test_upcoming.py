@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routines_api.upcoming import ScheduleSpec, merge_fires, predicted_outcome
+from routines_api.upcoming import ScheduleSpec, merge_fires, predicted_outcome, summer_time
 from routines_dispatcher.policy import ActiveIssue
 from routines_scheduler.catchup import plan_fires
 from shared.cron import next_fire
@@ -115,3 +117,20 @@ def test_predicted_outcomes() -> None:
     assert predicted_outcome("paused", "always_enqueue", True, None) == "paused"
     assert predicted_outcome("active", "always_enqueue", False, None) == "disabled"
     assert predicted_outcome("archived", "always_enqueue", False, None) == "archived"
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "winter", "summer"),
+    [
+        ("Europe/Dublin", False, True),  # tzdata: winter is a negative DST, summer is "standard"
+        ("Europe/London", False, True),
+        ("Australia/Sydney", True, False),  # southern hemisphere: summer in January
+        ("Asia/Tokyo", False, False),  # no daylight saving
+    ],
+)
+def test_summer_time_is_the_clocks_being_ahead_whatever_tzdata_calls_standard(
+    zone_name: str, winter: bool, summer: bool
+) -> None:
+    tz = ZoneInfo(zone_name)
+    assert summer_time(datetime(2026, 1, 15, 12, tzinfo=tz)) is winter
+    assert summer_time(datetime(2026, 7, 15, 12, tzinfo=tz)) is summer

@@ -111,9 +111,20 @@ def fire_json(instant: datetime, spec: ScheduleSpec) -> dict[str, Any]:
         "timezone": spec.timezone,
         "utc": iso_utc(instant),
         "local": local.isoformat(),
-        "dst": bool(local.dst()),
+        "dst": summer_time(local),
         "predicted_outcome": spec.outcome,
     }
+
+
+def summer_time(local: datetime) -> bool:
+    """Whether the clocks are ahead of the zone's winter time at `local`: its offset is above the
+    lower of its January and July offsets. Not `dst()`: tzdata gives Ireland a negative DST in
+    winter (Irish Standard Time is the summer one), which made Dublin's winter `true`."""
+    assert local.tzinfo is not None
+    offsets = [datetime(local.year, month, 1, tzinfo=local.tzinfo).utcoffset() for month in (1, 7)]
+    current = local.utcoffset()
+    assert current is not None and None not in offsets
+    return current > min(o for o in offsets if o is not None)
 
 
 def _active_issues(rows: Sequence[Row]) -> dict[uuid.UUID, ActiveIssue]:
