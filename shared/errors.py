@@ -50,6 +50,12 @@ class Conflict(RoutinesError):
     status = 409
 
 
+class RequestTimeout(RoutinesError):
+    """The request body did not arrive in time (the connection is closed after the answer)."""
+
+    status = 408
+
+
 class PayloadTooLarge(RoutinesError):
     """Request body too large."""
 

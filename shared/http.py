@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
@@ -27,6 +28,7 @@ from shared.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     RoutinesError,
     UnsupportedMediaType,
 )
@@ -180,7 +182,10 @@ def routines_error_response(exc: RoutinesError) -> web.Response:
         headers = {"Allow": ",".join(exc.allowed)}
     if exc.status >= 500:
         log.warning("request failed", status=exc.status, error=exc.message)
-    return error_response(exc.status, exc.message, exc.details, headers)
+    response = error_response(exc.status, exc.message, exc.details, headers)
+    if isinstance(exc, RequestTimeout):
+        response.force_close()  # the rest of the body is not worth waiting for
+    return response
 
 
 def _error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
@@ -212,10 +217,16 @@ async def read_json(request: web.Request) -> Any:
             "send the header Content-Type: application/json",
             {"received": received, "expected": "application/json"},
         )
+    timeout = request.app[SETTINGS_KEY].body_timeout_sec
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes") from exc
+    except TimeoutError:
+        raise RequestTimeout(
+            f"request body not received within {timeout:g} s", {"bodyTimeoutSec": timeout}
+        ) from None
     if not raw.strip():
         return {}
     return parse_json(raw, request.app[SETTINGS_KEY].json_max_depth)
@@ -368,7 +379,14 @@ def create_base_app(
     app[BUS_KEY] = Bus.from_settings(settings, name=service)
     app[SUPERVISOR_KEY] = Supervisor(service)
     # Bodies are taken as sent: an encoded one is refused (edge_middleware), never inflated.
-    app[HANDLER_ARGS_KEY] = {"auto_decompress": False}
+    # aiohttp's keep-alive deadline runs from the moment a connection opens (and again after each
+    # answer) until a request's headers are complete: that is the header read timeout. After an
+    # early answer (408, 413) the unread rest of a body is drained for at most a second.
+    app[HANDLER_ARGS_KEY] = {
+        "auto_decompress": False,
+        "keepalive_timeout": settings.header_timeout_sec,
+        "lingering_time": 1.0,
+    }
     app.on_response_prepare.append(hide_server_banner)
     install_protocol_errors()
     app.router.add_get("/livez", livez)

@@ -33,6 +33,12 @@ class CommonSettings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
+    header_timeout_sec: float = Field(
+        10.0, gt=0, description="A connection must deliver a request's headers within this (else closed)."
+    )
+    body_timeout_sec: float = Field(
+        30.0, gt=0, description="A request body must arrive within this (else 408)."
+    )
     json_max_depth: int = Field(64, ge=2, le=200, description="Deepest JSON nesting accepted.")
     db_pool_min: int = Field(0, ge=0)
     db_pool_max: int = Field(10, ge=1)
@@ -158,12 +164,6 @@ class GatewaySettings(SecretKeySettings):
     trigger_cache_ttl_sec: float = Field(5.0, ge=0)
     trigger_cache_negative_ttl_sec: float = Field(
         5.0, ge=0, description="How long an unknown publicId is remembered as unknown (dropped on changes)."
-    )
-    header_timeout_sec: float = Field(
-        10.0, gt=0, description="A connection must deliver a request's headers within this (else closed)."
-    )
-    body_timeout_sec: float = Field(
-        30.0, gt=0, description="A request body must arrive within this (else 408)."
     )
     group_commit_max: int = Field(256, ge=1)
     group_commit_writers: int = Field(4, ge=1, le=32, description="Concurrent group-commit transactions.")

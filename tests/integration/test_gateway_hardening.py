@@ -338,7 +338,7 @@ async def test_non_ascii_digit_timestamp_is_401_not_a_500(
     assert await run_count(db) == 0
 
 
-async def _closed_by_server(host: str, port_: int, send: list[tuple[bytes, float]], within: float) -> bytes:
+async def closed_by_server(host: str, port_: int, send: list[tuple[bytes, float]], within: float) -> bytes:
     """Connect, send the pieces (each followed by its pause) while the server lets us, and return
     everything the server sent before closing. Fails if it is still open after `within` seconds."""
     reader, writer = await asyncio.open_connection(host, port_)
@@ -384,7 +384,7 @@ async def test_slow_or_silent_connections_are_closed_not_kept_forever(
             "trickled body": [(head, 0.0)] + [(b" ", 0.5)] * 100,
         }
         results = await asyncio.gather(
-            *(_closed_by_server("127.0.0.1", gateway.port, send, within=20) for send in cases.values())
+            *(closed_by_server("127.0.0.1", gateway.port, send, within=20) for send in cases.values())
         )
         answers = dict(zip(cases, results, strict=True))
         for name in ("idle", "partial headers", "trickled headers"):

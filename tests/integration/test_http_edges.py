@@ -8,10 +8,13 @@ import base64
 import gzip
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tests.integration.api_client import Client, auth, call
+from tests.integration.test_gateway_hardening import closed_by_server
+from tests.support import Stack, start_service
 
 
 async def test_known_path_with_the_wrong_method_is_405_with_allow(client: Client, admin_token: str) -> None:
@@ -161,3 +164,32 @@ async def test_query_instants_and_cursors_out_of_any_range_are_400(
     resp = await client.get(f"/api/routines/{uuid.uuid4()}/runs?{query}", headers=auth(admin_token))
     assert resp.status == 400, await resp.text()
     assert "query parameter" in (await resp.json())["error"]
+
+
+@pytest.mark.e2e
+async def test_the_api_closes_slow_headers_and_answers_a_slow_body_408(
+    stack: Stack, admin_token: str, tmp_path: Path
+) -> None:
+    """The API had no header or body timeout (the gateway had both): a connection trickling
+    header lines stayed open past 150 s, and a body that never came held its handler."""
+    api = start_service("api", stack.env(header_timeout_sec=1, body_timeout_sec=2), tmp_path)
+    try:
+        head = (
+            f"POST /api/companies HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {admin_token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        ).encode()
+        cases = {
+            "partial headers": [(head[:40], 0.0)],
+            "trickled headers": [(bytes([b]), 0.2) for b in head],
+            "partial body": [(head + b'{"name": ', 0.0)],
+        }
+        results = await asyncio.gather(
+            *(closed_by_server("127.0.0.1", api.port, send, within=20) for send in cases.values())
+        )
+    finally:
+        api.stop()
+    answers = dict(zip(cases, results, strict=True))
+    assert answers["partial headers"] == answers["trickled headers"] == b""  # closed, no request made
+    status_line, _, rest = answers["partial body"].partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 408"), answers["partial body"][:200]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["details"] == {"bodyTimeoutSec": 2.0}

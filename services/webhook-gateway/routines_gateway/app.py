@@ -14,7 +14,6 @@ from routines_gateway.fire import FireHandler
 from routines_gateway.ingest import GroupCommitter
 from shared.crypto import SecretBox
 from shared.http import BUS_KEY, DB_KEY, SUPERVISOR_KEY, create_base_app, finish_routes
-from shared.lifecycle import HANDLER_ARGS_KEY
 from shared.logging import get_logger
 from shared.settings import GatewaySettings
 
@@ -37,11 +36,6 @@ def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = tim
     committer = GroupCommitter(app[DB_KEY], settings.group_commit_max, settings.group_commit_writers)
     clock = DbClock(app[DB_KEY], local_clock)
     app[CACHE_KEY], app[COMMITTER_KEY], app[CLOCK_KEY] = cache, committer, clock
-    # aiohttp's keep-alive deadline runs from the moment a connection opens (and again after each
-    # answer) until a request's headers are complete: that is the header read timeout. The body
-    # has its own, in the handler; after an early answer (408, 413) the unread rest of a body is
-    # drained for at most a second (not aiohttp's 10 s), then the connection is closed.
-    app[HANDLER_ARGS_KEY].update(keepalive_timeout=settings.header_timeout_sec, lingering_time=1.0)
     app.router.add_post(
         "/api/routine-triggers/public/{publicId}/fire", FireHandler(settings, cache, committer, clock).fire
     )
