@@ -21,6 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from routines_gateway.app import create_app as gateway_app_with
+from shared.crypto import new_secret_key
 from shared.http import SETTINGS_KEY
 from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, call
@@ -681,3 +683,19 @@ async def test_gateway_clock_skew_does_not_decide_timestamp_freshness(
         assert good.status == 202, await good.text()
         assert skewed.status == 401
     assert await run_count(db) == 1
+
+
+async def test_a_secret_the_key_ring_cannot_open_is_503_not_a_500(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """A gateway whose ROUTINES_SECRET_KEY lacks the key a webhook's secret was sealed with (a key
+    rotation done out of order) answered that webhook's senders 500 with a traceback. It is the
+    deployment's fault: 503, so senders retry, and an error naming the trigger and the setting."""
+    hook = await make_hook(api, admin_token, "bearer")
+    config = GatewaySettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, secret_key=new_secret_key()
+    )
+    async with TestClient(served(gateway_app_with(config))) as gateway:
+        resp = await gateway.post(hook.path, headers=hook.headers(b""))
+        assert resp.status == 503
+        assert (await resp.json())["error"] == "this webhook cannot be verified right now; retry later"

@@ -193,3 +193,11 @@ async def test_the_api_closes_slow_headers_and_answers_a_slow_body_408(
     status_line, _, rest = answers["partial body"].partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 408"), answers["partial body"][:200]
     assert json.loads(rest.partition(b"\r\n\r\n")[2])["details"] == {"bodyTimeoutSec": 2.0}
+
+
+async def test_the_sign_in_page_shows_no_text_from_the_link(client: Client) -> None:
+    """`/console/login?error=…` printed any text on the sign-in page (escaped, but a link could
+    carry a phishing message)."""
+    resp = await client.get("/console/login?error=Your+account+is+locked.+Call+555-0100")
+    assert resp.status == 200
+    assert "555-0100" not in await resp.text()

@@ -73,8 +73,11 @@ def test_disabling_parks_the_schedule_and_enabling_recomputes_from_now() -> None
 def test_a_label_may_be_cleared_but_other_fields_cannot_be_null() -> None:
     assert patched_trigger(schedule(), patch(label=None), NOW)["label"] is None
     for field in ("enabled", "cronExpression", "timezone"):
-        with pytest.raises(BadRequest, match="cannot be null"):
+        with pytest.raises(
+            BadRequest, match=f"^{field} cannot be null$"
+        ) as refused:  # as the caller wrote it
             patched_trigger(schedule(), patch(**{field: None}), NOW)
+        assert refused.value.details == [{"field": field, "message": "cannot be null"}]
 
 
 def test_a_trigger_keeps_its_kind() -> None:

@@ -3,8 +3,12 @@ tests/unit/test_patches.py; the handlers in triggers.py only load, call these an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+
+from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 from routines_api.answers import Row
 from routines_api.models import TriggerUpdate
@@ -15,6 +19,14 @@ from shared.rules import next_run_at
 SCHEDULE_FIELDS = frozenset({"cron_expression", "timezone"})
 WEBHOOK_FIELDS = frozenset({"signing_mode", "replay_window_sec"})
 NOT_NULL = ("enabled", "cron_expression", "timezone", "signing_mode", "replay_window_sec")
+
+
+def refuse_nulls(body: BaseModel, names: Iterable[str]) -> None:
+    """400 for a field given as null that cannot be, named as the caller wrote it (camelCase)."""
+    for name in sorted(names):
+        if getattr(body, name) is None:
+            field = to_camel(name)
+            raise BadRequest(f"{field} cannot be null", [{"field": field, "message": "cannot be null"}])
 
 
 def check_fields_fit_kind(kind: str, given: set[str] | frozenset[str]) -> None:
@@ -44,9 +56,7 @@ def patched_trigger(trigger: Row, body: TriggerUpdate, now: datetime) -> dict[st
     if body.kind is not None and body.kind != trigger["kind"]:
         raise BadRequest("a trigger's kind cannot change; delete it and add a new one")
     check_fields_fit_kind(trigger["kind"], given)
-    for name in NOT_NULL:
-        if name in given and getattr(body, name) is None:
-            raise BadRequest(f"{name} cannot be null")
+    refuse_nulls(body, given & set(NOT_NULL))
     enabled = body.enabled if body.enabled is not None else trigger["enabled"]
     # Given means given: an empty expression or zone is refused (422), not taken as "unchanged".
     cron = body.cron_expression if body.cron_expression is not None else trigger["cron_expression"]

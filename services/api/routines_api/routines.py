@@ -28,12 +28,13 @@ from routines_api.models import (
     RoutineUpdate,
     RunOut,
 )
+from routines_api.patches import refuse_nulls
 from routines_api.quotas import enforce_quota, lock_company
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_api.state import API_SETTINGS_KEY
 from shared.cron import describe, parse_cron, preview, zone
-from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
+from shared.errors import Conflict, Forbidden, NotFound
 from shared.http import BUS_KEY, DB_KEY
 from shared.rules import next_run_at
 from shared.runs import record_run
@@ -126,9 +127,7 @@ async def update_routine(request: web.Request) -> web.Response:
         routine = await load_routine(conn, principal, routine_id, lock=True, manage=True)
         await routine_features.check_base_revision(conn, routine_id, body)
         nullable = {"description", "goal_id", "parent_issue_id", *routine_features.NULLABLE_FEATURE_FIELDS}
-        for name in given - nullable:
-            if getattr(body, name) is None:
-                raise Unprocessable(f"{name} cannot be null")
+        refuse_nulls(body, given - nullable)
         if "assignee_agent_id" in given and body.assignee_agent_id != routine["assignee_agent_id"]:
             if principal.kind == "agent":
                 raise Forbidden("agents cannot reassign routines")

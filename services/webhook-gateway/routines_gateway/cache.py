@@ -16,8 +16,11 @@ from routines_gateway.sql import QUERIES
 from shared.bus import Bus, Subjects
 from shared.crypto import SecretBox
 from shared.db import Database
+from shared.errors import ServiceUnavailable
+from shared.logging import get_logger
 
 MAX_LIVE_SECRETS = 2
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class TriggerCache:
             row["signing_mode"],
             row["replay_window_sec"],
             # At most the current and the previous secret: a verification costs one HMAC each.
-            tuple(self._box.decrypt(blob, str(row["id"])) for blob in row["secrets"][:MAX_LIVE_SECRETS]),
+            self._secrets(row["id"], row["secrets"][:MAX_LIVE_SECRETS]),
             valid_until,
         )
         if current:
@@ -123,6 +126,20 @@ class TriggerCache:
                 self._entries.clear()
             self._entries[public_id] = state
         return state
+
+    def _secrets(self, trigger_id: uuid.UUID, blobs: list[bytes]) -> tuple[str, ...]:
+        """The webhook's live secrets in the clear. One that no key of the ring opens is this
+        deployment's fault, not the sender's: 503 (senders retry) and an error naming the
+        trigger and the setting — never a 500 with a traceback."""
+        try:
+            return tuple(self._box.decrypt(blob, str(trigger_id)) for blob in blobs)
+        except ValueError as exc:
+            log.error(
+                "webhook secret does not open with ROUTINES_SECRET_KEY; is a key missing from the ring?",
+                trigger_id=str(trigger_id),
+                reason=str(exc),
+            )
+            raise ServiceUnavailable("this webhook cannot be verified right now; retry later") from None
 
     def clear(self) -> None:
         """Forget everything, and let no load begun before now fill the cache or be joined."""

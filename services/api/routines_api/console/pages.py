@@ -71,7 +71,9 @@ def _ttl(request: web.Request) -> float:
 
 async def login_page(request: web.Request) -> web.Response:
     csrf = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
-    response = _render(request, "login.html", {"csrf": csrf, "error": request.query.get("error")})
+    # No message from the query string: a link could otherwise put any text (a phishing line) on
+    # the sign-in page. The page's own errors come from the form's answers below.
+    response = _render(request, "login.html", {"csrf": csrf, "error": None})
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         csrf,
