@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 
 from aiohttp import hdrs, web, web_protocol
@@ -16,8 +17,19 @@ SERVER_HEADER = "routines"
 
 
 async def hide_server_banner(_request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every application answer names no software versions."""
+    """on_response_prepare: every application answer names no software versions, and an error
+    aiohttp answers itself, past the middleware (an `Expect:` it does not know → 417), still
+    comes in the JSON error shape rather than as plain text."""
     response.headers[hdrs.SERVER] = SERVER_HEADER
+    if (
+        isinstance(response, web.HTTPException)
+        and response.status >= 400
+        and response.content_type == "text/plain"
+    ):
+        body = json.dumps({"error": response.text or response.reason, "details": None}).encode()
+        response.body = body
+        response.content_type = "application/json"
+        response.headers[hdrs.CONTENT_LENGTH] = str(len(body))  # counted before this hook ran
 
 
 def _protocol_error(

@@ -201,3 +201,15 @@ async def test_the_sign_in_page_shows_no_text_from_the_link(client: Client) -> N
     resp = await client.get("/console/login?error=Your+account+is+locked.+Call+555-0100")
     assert resp.status == 200
     assert "555-0100" not in await resp.text()
+
+
+async def test_an_expectation_aiohttp_refuses_itself_is_still_a_json_error(
+    client: Client, admin_token: str
+) -> None:
+    """`Expect: 200-ok` is refused by aiohttp before any middleware runs: it was a plain-text
+    `Unknown Expect: 200-ok`, the one answer outside the JSON error shape."""
+    resp = await client.get("/api/companies", headers={**auth(admin_token), "Expect": "200-ok"})
+    assert resp.status == 417
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert await resp.json() == {"error": "Unknown Expect: 200-ok", "details": None}
+    assert resp.headers["Server"] == "routines"
