@@ -468,10 +468,9 @@ def describe(expression: str, tz_name: str) -> str:
     written = schedule.expression.split(" ")
     fields = written if all(map(_reads_as_written, written, _FIELDS)) else _plain_fields(schedule).split(" ")
     condition = ""
-    dom_partial = fields[2] != "*"
-    dow_partial = fields[4] != "*"
+    plain = _plain_fields(schedule).split(" ")
+    dom_partial, dow_partial = plain[2] != "*", plain[4] != "*"
     if dom_partial and dow_partial and not (schedule.dom_restricted and schedule.dow_restricted):
-        plain = _plain_fields(schedule).split(" ")
         if schedule.dom_restricted:  # the week day is the `*` one: a condition on the date
             fields[4] = "*"
             condition = _words(f"0 0 * * {plain[4]}", "get_day_of_week_description")
@@ -492,20 +491,26 @@ def _words(expression: str, part: str) -> str:
     return words
 
 
-_STEP = re.compile(r"\*/(\d+)")
-_PLAIN_ITEM = re.compile(r"(\d+|[A-Za-z]{3})(-(\d+|[A-Za-z]{3}))?|\d+-\d+/\d+")
+_STEP = re.compile(r"(\*|(\d+)-(\d+))/(\d+)")
+_PLAIN_ITEM = re.compile(r"(\d+|[A-Za-z]{3})(-(\d+|[A-Za-z]{3}))?")
+_EVERY_READS_RIGHT = ("minute", "hour", "month")  # fixed cycles; days of month and week are not
 
 
 def _reads_as_written(text: str, spec: _Field) -> bool:
-    """Whether cron-descriptor describes this field as written: numbers, names, ranges, lists of
-    them, numeric ranges with a step, `*`, and `*/n` where n divides the field's cycle (`*/15`
-    minutes is every 15 minutes; `*/59` is :00 and :59); no Sunday written as 7."""
+    """Whether cron-descriptor describes this field as written: numbers, names, ranges and lists
+    of them, `*`, and a step where "every n" is true — in minutes, hours and months, over the
+    whole field only when n divides its cycle (`*/15` minutes is every 15 minutes; `*/59` and
+    `0-59/59` are :00 and :59, `0-23/5` hours is 0, 5, …, 20 and then 0 again), over a part of it
+    always ("every 10 minutes, minutes 5 through 40"). Never in days of month or week (a month is
+    28 to 31 days: `*/16` is the 1st and the 17th), never Sunday written as 7."""
     if text == "*":
         return True
     step = _STEP.fullmatch(text)
     if step is not None:
-        cycle = spec.high - spec.low + 1 if spec.names is not DAY_NAMES else 7
-        return (spec.low == 1 and spec.high == 31) or cycle % int(step.group(1)) == 0
+        if spec.name not in _EVERY_READS_RIGHT:
+            return False
+        whole = step.group(1) == "*" or (int(step.group(2)), int(step.group(3))) == (spec.low, spec.high)
+        return not whole or (spec.high - spec.low + 1) % int(step.group(4)) == 0
     if spec.names is DAY_NAMES and "7" in text:
         return False  # Sunday as 7 reads as "Sunday through Sunday" (`0-7`)
     return all(_PLAIN_ITEM.fullmatch(item) for item in text.split(","))

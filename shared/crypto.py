@@ -96,8 +96,13 @@ def new_token(kind: str) -> str:
 
 def _raw_bytes(text: str) -> bytes:
     """The bytes a header value arrived as: aiohttp decodes what is not UTF-8 into lone surrogates
-    (surrogateescape), which plain .encode() refuses — a credential made of them is just wrong."""
-    return text.encode("utf-8", "surrogateescape")
+    (surrogateescape), which plain .encode() refuses — a credential made of them is just wrong.
+    Other lone surrogates (a form posted in UTF-7) are encoded as themselves (surrogatepass): bytes
+    no ASCII token can equal."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
 
 
 def hash_token(token: str) -> bytes:

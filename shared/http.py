@@ -151,13 +151,12 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def _refuse_encoded_body(request: web.Request) -> web.Response | None:
     """Bodies are taken as sent, never decompressed: a signature is over the bytes on the wire,
     size limits hold for what is stored, and a body merely labelled gzip cannot fail in the
-    decompressor (it was a 500). The connection is closed after the answer: aiohttp's parser
-    inflates what follows regardless (auto_decompress=False does not reach its C parser), so the
-    rest of the body is not read."""
-    encoding = request.headers.get(hdrs.CONTENT_ENCODING)
-    if encoding is None or encoding.strip().lower() in ("", "identity") or not request.body_exists:
+    decompressor (it was a 500). Every Content-Encoding header counts (the parser heeds the last
+    one). The connection is closed after the answer, so the rest of the body is never read."""
+    encodings = [e.strip().lower() for e in request.headers.getall(hdrs.CONTENT_ENCODING, [])]
+    if all(e in ("", "identity") for e in encodings) or not request.body_exists:
         return None
-    received = encoding[:100]
+    received = ", ".join(encodings)[:100]
     response = routines_error_response(
         UnsupportedMediaType(
             f"Content-Encoding {received} is not supported; send the body uncompressed",

@@ -308,3 +308,47 @@ async def test_an_empty_zone_or_expression_is_refused_not_ignored(
     trigger = await api_client.make_trigger(client, world.a, routine["id"], WEEKLY)
     patched = await api_client.patch_trigger(client, world.a, trigger["id"], change, status=422)
     assert message in patched["error"]
+
+
+async def test_an_agents_trigger_edit_waiting_on_a_reassignment_is_refused(
+    client: Client, world: World, routine: dict[str, Any], db: asyncpg.Connection, stack: Stack
+) -> None:
+    """The agent's right to manage the routine was checked on the row read before the lock: a
+    board reassigning the routine meanwhile did not stop the (former) assignee's edit."""
+    assert routine["assigneeAgentId"] == world.a.agent_id
+    trigger = await api_client.make_trigger(client, world.a, routine["id"], WEEKLY)
+    changer = await asyncpg.connect(stack.database_url)
+    try:
+        async with changer.transaction():
+            await changer.execute(
+                "SELECT 1 FROM routines WHERE id = $1 FOR NO KEY UPDATE", uuid.UUID(routine["id"])
+            )
+            edit = asyncio.create_task(
+                call(
+                    client,
+                    "PATCH",
+                    f"/api/routine-triggers/{trigger['id']}",
+                    world.a.agent_key,
+                    {"label": "x"},
+                    403,
+                )
+            )
+            await wait_until(
+                lambda: db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%FROM routines%FOR NO KEY UPDATE%'"
+                )
+            )
+            await changer.execute(
+                "UPDATE routines SET assignee_agent_id = $2 WHERE id = $1",
+                uuid.UUID(routine["id"]),
+                uuid.UUID(world.a.other_agent_id),
+            )
+        refused = await edit
+    finally:
+        await changer.close()
+    assert "error" in refused
+    assert (
+        await db.fetchval("SELECT label FROM routine_triggers WHERE id = $1", uuid.UUID(trigger["id"]))
+        == "weekly"
+    )

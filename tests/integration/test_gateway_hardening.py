@@ -298,6 +298,31 @@ async def test_github_signature_replayed_with_or_without_a_delivery_id_makes_no_
     assert await run_count(db) == 1
 
 
+async def test_a_delivery_id_posing_as_a_signature_key_is_refused(
+    api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection
+) -> None:
+    """`X-GitHub-Delivery: sig:<the signature>` made the delivery's key look like an hmac_sha256
+    signature key, which the signature index leaves out: a captured delivery replayed so made a
+    second run (review of 945a24b)."""
+    hook = await make_hook(api, admin_token, "github_hmac")
+    body = b'{"action": "reopened"}'
+    headers = hook.headers(body, msg_id="delivery-9")
+    signature = headers["X-Hub-Signature-256"].removeprefix("sha256=")
+    async with aiohttp.ClientSession() as http:
+        url = str(gateway_server.make_url(hook.path))
+        first = await post(http, url, body, headers, chunked=False)
+        posing = [
+            await post(
+                http, url, body, {**headers, "X-GitHub-Delivery": f"{prefix}{signature}"}, chunked=False
+            )
+            for prefix in ("sig:", "github-sig:")
+        ]
+    assert first[0] == 202
+    assert [status for status, _ in posing] == [400, 400]
+    assert posing[0][1]["error"] == "delivery id must not start with sig: or github-sig:"
+    assert await run_count(db) == 1
+
+
 async def test_an_encoded_body_is_refused_415_at_the_gateway(
     api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection
 ) -> None:

@@ -11,10 +11,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
-from tests.integration.api_client import Client, auth, call
+from tests.integration.api_client import Client, api_app, auth, call
 from tests.integration.test_gateway_hardening import closed_by_server
-from tests.support import Stack, start_service
+from tests.support import Stack, served, start_service
 
 
 async def test_known_path_with_the_wrong_method_is_405_with_allow(client: Client, admin_token: str) -> None:
@@ -213,3 +215,26 @@ async def test_an_expectation_aiohttp_refuses_itself_is_still_a_json_error(
     assert resp.headers["Content-Type"].startswith("application/json")
     assert await resp.json() == {"error": "Unknown Expect: 200-ok", "details": None}
     assert resp.headers["Server"] == "routines"
+
+
+async def test_a_second_content_encoding_header_does_not_slip_past(client: Client, admin_token: str) -> None:
+    """The check read the first Content-Encoding header; aiohttp's parser heeds the last."""
+    encodings = [("Content-Encoding", "identity"), ("Content-Encoding", "gzip")]
+    headers = CIMultiDict([*auth(admin_token).items(), ("Content-Type", "application/json"), *encodings])
+    resp = await client.post("/api/companies", data=gzip.compress(b'{"name": "Acme"}'), headers=headers)
+    assert resp.status == 415
+    assert (await resp.json())["details"] == {"received": "identity, gzip", "expected": "identity"}
+
+
+async def test_the_console_sign_in_form_has_the_body_timeout_too(stack: Stack) -> None:
+    """The sign-in and sign-out forms were read without the body timeout JSON bodies have: an
+    unauthenticated sender trickling a form held a connection as long as it liked."""
+    async with TestClient(served(api_app(stack, body_timeout_sec=1))) as client:
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(
+            b"POST /console/login HTTP/1.1\r\nHost: api\r\nCookie: routines_console_login=abc\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncsrf="
+        )
+        answer = await asyncio.wait_for(reader.readline(), timeout=10)  # the status line
+        writer.close()
+    assert answer.split(b" ", 2)[1] == b"408", answer[:200]

@@ -621,6 +621,15 @@ def test_rare_dates_cost_a_handful_of_day_checks_per_fire(
         ("*/59 * * * *", "At 0 and 59 minutes past the hour (UTC)"),
         ("*,5 * * * *", "Every minute (UTC)"),
         ("0 0 * * 0-7", "At 00:00, Sunday through Saturday (UTC)"),
+        # A step over the whole field is "every" only when it divides the cycle; never in days.
+        ("0-59/59 * * * *", "At 0 and 59 minutes past the hour (UTC)"),
+        ("0 0-23/5 * * *", "At 00:00, 05:00, 10:00, 15:00 and 20:00 (UTC)"),
+        ("0 0 * 1-12/7 *", "At 00:00, only in January and August (UTC)"),
+        ("0 0 * * 0-6/4", "At 00:00, only on Sunday and Thursday (UTC)"),
+        ("0 0 */16 * *", "At 00:00, on day 1 and 17 of the month (UTC)"),
+        ("0 9 * * */7", "At 09:00, only on Sunday (UTC)"),
+        ("0 9 1 * */1", "At 09:00, on day 1 of the month (UTC)"),  # a full week: no condition
+        ("5-40/10 * * * *", "Every 10 minutes, minutes 5 through 40 past the hour (UTC)"),
         # What the library reads right stays as written.
         ("*/15 * * * *", "Every 15 minutes (UTC)"),
         ("0 9 * * MON-fri", "At 09:00, Monday through Friday (UTC)"),

@@ -89,3 +89,6 @@ def test_credentials_that_arrived_as_non_utf8_bytes_hash_and_compare_as_those_by
     assert hash_token(arrived) == hashlib.sha256(b"rtb_\xff\xfe").digest()
     assert constant_time_equals(arrived, b"rtb_\xff\xfe")
     assert not constant_time_equals(arrived, "rtb_ok")
+    posted = b"+3AE-".decode("utf-7")  # a form field posted in UTF-7: a lone U+DC01
+    assert not constant_time_equals(posted, "rtb_ok")
+    assert hash_token(posted) != hash_token("rtb_ok")

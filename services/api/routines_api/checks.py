@@ -106,7 +106,9 @@ async def load_trigger_for_manage(
     principal.require_manage_routine(trigger["assignee_agent_id"])
     # Serialise with routine status changes, then read again (READ COMMITTED: the latest commit).
     await conn.fetchrow(QUERIES["routine_for_update"], trigger["routine_id"])
-    return await load_visible(conn, principal, "trigger", "trigger_by_id", trigger_id)
+    trigger = await load_visible(conn, principal, "trigger", "trigger_by_id", trigger_id)
+    principal.require_manage_routine(trigger["assignee_agent_id"])  # reassigned meanwhile?
+    return trigger
 
 
 async def company_path(request: web.Request, principal: Principal) -> uuid.UUID:

@@ -175,6 +175,9 @@ class FireHandler:
             _check_key("Idempotency-Key", idempotency_key)
         if verified.delivery_id is not None:
             _check_key("delivery id", verified.delivery_id)
+            if verified.delivery_id.startswith(SIGNATURE_KEY_PREFIXES):
+                # The sender's id would pose as a signature key and slip past the signature index.
+                raise BadRequest("delivery id must not start with sig: or github-sig:")
         delivery_key = verified.delivery_id or _signature_key(trigger.signing_mode, verified.signature)
         pending = PendingRun(
             trigger.routine_id,
@@ -268,6 +271,9 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+SIGNATURE_KEY_PREFIXES = ("sig:", "github-sig:")
 
 
 def _signature_key(mode: str, signature: str | None) -> str | None:

@@ -7,6 +7,7 @@ Every asset is served from this package with cache headers and a strict Content-
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import zoneinfo
@@ -18,6 +19,8 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from routines_api.console.sessions import (
     SESSION_COOKIE,
@@ -30,6 +33,7 @@ from routines_api.console.sessions import (
 )
 from routines_api.sql import QUERIES
 from shared.crypto import constant_time_equals, hash_token
+from shared.errors import RequestTimeout
 from shared.http import DB_KEY, SETTINGS_KEY
 
 CSP = (
@@ -86,8 +90,18 @@ async def login_page(request: web.Request) -> web.Response:
     return response
 
 
+async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The posted form, under the body timeout every JSON body has (408 after it, connection closed)."""
+    timeout = request.app[SETTINGS_KEY].body_timeout_sec
+    try:
+        return await asyncio.wait_for(request.post(), timeout)
+    except TimeoutError:
+        message = f"request body not received within {timeout:g} s"
+        raise RequestTimeout(message, {"bodyTimeoutSec": timeout}) from None
+
+
 async def login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await _form(request)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     offered = str(form.get("csrf", ""))
     if not expected or not constant_time_equals(expected, offered):
@@ -113,7 +127,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await _form(request)
     await authenticate_session(request, form_csrf=str(form.get("csrf", "")))
     await close_session(request)
     response = _redirect("/console/login")
