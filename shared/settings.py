@@ -165,6 +165,13 @@ class GatewaySettings(SecretKeySettings):
     trigger_cache_negative_ttl_sec: float = Field(
         5.0, ge=0, description="How long an unknown publicId is remembered as unknown (dropped on changes)."
     )
+    trigger_lookups_per_sec: float = Field(
+        500.0,
+        gt=0,
+        description="Database lookups of publicIds the trigger cache does not know, per gateway "
+        "process: a flood of random webhook URLs cannot become a flood of queries.",
+    )
+    trigger_lookups_burst: int = Field(1000, ge=1)
     group_commit_max: int = Field(256, ge=1)
     group_commit_writers: int = Field(4, ge=1, le=32, description="Concurrent group-commit transactions.")
 

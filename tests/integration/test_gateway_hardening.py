@@ -724,3 +724,35 @@ async def test_a_secret_the_key_ring_cannot_open_is_503_not_a_500(
         resp = await gateway.post(hook.path, headers=hook.headers(b""))
         assert resp.status == 503
         assert (await resp.json())["error"] == "this webhook cannot be verified right now; retry later"
+
+
+async def test_random_unknown_urls_cost_a_bounded_number_of_queries(
+    api: Client, admin_token: str, stack: Stack
+) -> None:
+    """Failed attempts are charged per address only after the lookup (so a webhook that exists is
+    never refused for its address's probes): random URLs from many addresses were a database
+    query each. Lookups of publicIds the cache does not know now have a budget per process;
+    known webhooks are not affected by it."""
+    hook = await make_hook(api, admin_token, "bearer")
+    app = gateway_app(
+        stack,
+        trigger_cache_ttl_sec=60,
+        trigger_lookups_per_sec=0.001,
+        trigger_lookups_burst=5,
+        trusted_proxies=["127.0.0.0/8"],
+    )
+    async with TestClient(served(app)) as gateway:
+        misses = cache_lookups("miss")
+        assert (await gateway.post(hook.path, headers=hook.headers(b""))).status == 202  # looked up, cached
+        probes = [
+            (
+                await gateway.post(
+                    f"/api/routine-triggers/public/{uuid.uuid4().hex[:24]}/fire",
+                    headers={"X-Forwarded-For": f"198.51.100.{i}"},  # a new address each time
+                )
+            ).status
+            for i in range(10)
+        ]
+        assert probes == [404] * 4 + [429] * 6
+        assert cache_lookups("miss") - misses == 5  # the budget, not one per request
+        assert (await gateway.post(hook.path, headers=hook.headers(b'{"n": 2}'))).status == 202

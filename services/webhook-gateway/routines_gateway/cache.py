@@ -62,6 +62,19 @@ class TriggerCache:
         self._generation = 0
         self._following = asyncio.Event()
 
+    def known(self, public_id: str) -> bool:
+        """Whether get() answers `public_id` without a query of its own (cached either way, or a
+        load in flight to join)."""
+        now = time.monotonic()
+        cached = self._entries.get(public_id)
+        if cached is not None and cached.valid_until > now:
+            return True
+        missing_until = self._missing.get(public_id)
+        loading = self._loading.get(public_id)
+        return (missing_until is not None and missing_until > now) or (
+            loading is not None and loading[0] == self._generation
+        )
+
     async def get(self, public_id: str) -> TriggerState | None:
         now = time.monotonic()
         cached = self._entries.get(public_id)

@@ -70,6 +70,7 @@ class FireHandler:
         # and trigger, charged on failure and checked before verifying.
         self.failed = TokenBuckets(settings.rate_limit_failed_per_sec, settings.rate_limit_failed_burst)
         self.trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
+        self.lookups = TokenBuckets(settings.trigger_lookups_per_sec, settings.trigger_lookups_burst)
 
     def client_address(self, request: web.Request) -> str:
         """The rate-limit key of the client: behind trusted proxies, X-Forwarded-For walked from the
@@ -122,7 +123,14 @@ class FireHandler:
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
         public_id = request.match_info["publicId"]
-        trigger = await self.cache.get(public_id) if _PUBLIC_ID.match(public_id) else None
+        trigger = None
+        if _PUBLIC_ID.match(public_id):
+            # A webhook the cache does not know costs a query: those are budgeted per process, so
+            # random URLs from many addresses cannot flood the database (the per-address budget
+            # below is charged only after the lookup, to never refuse a webhook that exists).
+            if not self.cache.known(public_id) and (wait := self.lookups.take("")):
+                raise Rejected("rate_limited", RateLimited(wait, "too many unknown webhooks at once; retry"))
+            trigger = await self.cache.get(public_id)
         if trigger is None:
             # Probing for webhook URLs is a failed attempt too, on the address's own budget: it
             # never refuses that address's deliveries to webhooks that exist (providers deliver
