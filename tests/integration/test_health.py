@@ -288,3 +288,35 @@ async def test_health_bounds_the_slots_it_counts(
     health = await _health(client, world, r["id"], "?days=90")
     counted = [(t["expectedSlots"], t["expectedSlotsAtLeast"]) for t in health["triggers"]]
     assert counted == [(10_000, True), (0, True)]
+
+
+async def test_dropped_slots_from_before_the_window_are_not_counted_in_it(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """A catch-up audit run written inside the window can cover slots from long before it: its
+    whole count was reported (2,885 dropped slots in a window of 2,016, in the audit)."""
+    r = await make_routine(client, world.a)
+    t = await api_client.make_trigger(
+        client,
+        world.a,
+        r["id"],
+        {"kind": "schedule", "cronExpression": "0 * * * *", "timezone": "UTC", "label": "hourly"},
+    )
+    now = await db.fetchval("SELECT date_trunc('hour', now()) + interval '30 minutes'")
+    await db.execute(
+        "UPDATE routine_triggers SET created_at = $2 WHERE id = $1::uuid", t["id"], now - timedelta(days=10)
+    )
+    first, last = now - timedelta(days=10, minutes=30), now - timedelta(days=1, minutes=30)  # on the hour
+    await db.execute(
+        "INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, status, triggered_at, payload)"
+        " VALUES ($1::uuid, $2::uuid, $3::uuid, 'schedule', 'skipped', $4, $5)",
+        r["id"],
+        world.a.company_id,
+        t["id"],
+        last + timedelta(minutes=1),
+        {"missedSlots": {"count": 217, "from": first.isoformat(), "to": last.isoformat()}},
+    )
+    (trig,) = (await _health(client, world, r["id"], "?days=7"))["triggers"]
+    # The window's slots up to the last dropped one: six days of hours, less the half hour.
+    assert trig["missedSkipped"] == 6 * 24
+    assert trig["missedSkipped"] <= trig["expectedSlots"]

@@ -132,12 +132,14 @@ WHERE routine_id = $1 AND trigger_id IS NOT NULL AND scheduled_for >= $2 AND sch
 GROUP BY trigger_id;
 
 -- health_missed_slots --
--- Per trigger: slots the catch-up policy dropped (from the audit runs recorded in the window).
-SELECT trigger_id, sum((payload -> 'missedSlots' ->> 'count')::bigint) AS dropped
+-- The catch-up policy's audit runs recorded in the window: how many slots each dropped, and the
+-- first and last of them (a run written in the window may cover slots from before it).
+SELECT trigger_id, (payload -> 'missedSlots' ->> 'count')::bigint AS dropped,
+       (payload -> 'missedSlots' ->> 'from')::timestamptz AS first_slot,
+       (payload -> 'missedSlots' ->> 'to')::timestamptz AS last_slot
 FROM routine_runs
 WHERE routine_id = $1 AND trigger_id IS NOT NULL AND source = 'schedule' AND status = 'skipped'
-  AND scheduled_for IS NULL AND payload ? 'missedSlots' AND triggered_at >= $2
-GROUP BY trigger_id;
+  AND scheduled_for IS NULL AND payload ? 'missedSlots' AND triggered_at >= $2;
 
 -- health_status_counts --
 -- Runs of the routine in the window by status.

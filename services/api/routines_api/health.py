@@ -71,10 +71,9 @@ async def routine_health(request: web.Request) -> web.Response:
             row["trigger_id"]: row
             for row in await conn.fetch(QUERIES["health_slot_runs"], routine_id, start, now, ON_TIME_WITHIN)
         }
-        missed = {
-            row["trigger_id"]: int(row["dropped"] or 0)
-            for row in await conn.fetch(QUERIES["health_missed_slots"], routine_id, start)
-        }
+        audits: dict[Any, list[Any]] = {}
+        for row in await conn.fetch(QUERIES["health_missed_slots"], routine_id, start):
+            audits.setdefault(row["trigger_id"], []).append(row)
         by_status = {
             row["status"]: int(row["n"])
             for row in await conn.fetch(QUERIES["health_status_counts"], routine_id, start)
@@ -94,7 +93,21 @@ async def routine_health(request: web.Request) -> web.Response:
         on_time = int(runs["on_time"]) if runs else 0
         late = int(runs["late"]) if runs else 0
         backfilled = int(runs["backfilled"]) if runs else 0
-        dropped = missed.get(trigger["id"], 0)
+        dropped = 0
+        for audit in audits.get(trigger["id"], []):
+            count = int(audit["dropped"] or 0)
+            if audit["first_slot"] is not None and audit["first_slot"] <= counted_from:
+                # Written in the window, but covering slots from before it: count only its
+                # slots that are in the window (never more than the window holds).
+                within, _ = expected_slots(
+                    trigger["cron_expression"],
+                    trigger["timezone"],
+                    counted_from,
+                    audit["last_slot"] or now,
+                    budget,
+                )
+                count = min(count, within)
+            dropped += count
         trigger_reports.append(
             {
                 "trigger_id": trigger["id"],
