@@ -128,6 +128,10 @@ async def test_company_calendar_window(client: Client, world: World) -> None:
     await get_json(client, base + "?from=2026-01-01T00:00:00Z&to=2026-02-02T00:00:00Z", world.a.board, 400)
     await get_json(client, base + "?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", world.a.board, 400)
     await get_json(client, base + "?from=soon", world.a.board, 400)
+    # Past the range fires are computed in, the calendar was silently empty (or a 422 on cron).
+    far, _ = await get_json(client, base + "?from=9998-12-01T00:00:00Z", world.a.board, 400)
+    assert far["error"] == "the window must lie between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z"
+    await get_json(client, base + "?from=2199-12-30T00:00:00Z", world.a.board, 400)  # ends past 2200
     await get_json(client, base, world.b.board, 403)
     default, _ = await get_json(client, base, world.a.board)  # from now, for 7 days
     hourly_fires = sum(f["triggerId"] == hourly["id"] for f in default["fires"])

@@ -25,7 +25,7 @@ from routines_api.inputs import query_instant, query_int, query_uuid
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.sql import QUERIES
 from routines_dispatcher.policy import ActiveIssue, decide_concurrency
-from shared.cron import iso_utc, next_fire, zone
+from shared.cron import EARLIEST, LATEST, iso_utc, next_fire, zone
 from shared.errors import BadRequest, InvalidCron, InvalidTimezone
 from shared.http import DB_KEY
 
@@ -222,6 +222,9 @@ async def company_upcoming(request: web.Request) -> web.Response:
             raise BadRequest("to must be after from")
         if end - start > MAX_WINDOW:
             raise BadRequest(f"the window may span at most {MAX_WINDOW.days} days")
+        if not (start >= EARLIEST and end <= LATEST):
+            # Fires are computed within the preview's range; past it the calendar fell silent.
+            raise BadRequest("the window must lie between 1970-01-01T00:00:00Z and 2200-01-01T00:00:00Z")
         triggers = await conn.fetch(
             QUERIES["company_schedule_triggers"], company_id, assignee, MAX_CALENDAR_TRIGGERS + 1
         )
