@@ -10,7 +10,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -40,6 +40,7 @@ from shared.settings import CommonSettings
 
 log = get_logger(__name__)
 
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -204,6 +205,20 @@ def _error_for(request: web.Request, exc: Exception) -> web.StreamResponse:
     return error_response(500, "internal error")
 
 
+def body_timeout(seconds: float) -> RequestTimeout:
+    """The 408 of a body that did not arrive within `seconds` (the connection is closed after it)."""
+    return RequestTimeout(f"request body not received within {seconds:g} s", {"bodyTimeoutSec": seconds})
+
+
+async def read_within_body_timeout(request: web.Request, read: Awaitable[T]) -> T:
+    """`read` (of the request's body) within BODY_TIMEOUT_SEC, else the 408."""
+    timeout = request.app[SETTINGS_KEY].body_timeout_sec
+    try:
+        return await asyncio.wait_for(read, timeout)
+    except TimeoutError:
+        raise body_timeout(timeout) from None
+
+
 async def read_json(request: web.Request) -> Any:
     """Parse a JSON body, with 413/415/400 as JSON errors."""
     limit = request.app[SETTINGS_KEY].max_body_bytes
@@ -216,16 +231,10 @@ async def read_json(request: web.Request) -> Any:
             "send the header Content-Type: application/json",
             {"received": received, "expected": "application/json"},
         )
-    timeout = request.app[SETTINGS_KEY].body_timeout_sec
     try:
-        async with asyncio.timeout(timeout):
-            raw = await request.read()
+        raw = await read_within_body_timeout(request, request.read())
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes") from exc
-    except TimeoutError:
-        raise RequestTimeout(
-            f"request body not received within {timeout:g} s", {"bodyTimeoutSec": timeout}
-        ) from None
     if not raw.strip():
         return {}
     return parse_json(raw, request.app[SETTINGS_KEY].json_max_depth)

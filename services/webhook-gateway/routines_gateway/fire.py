@@ -24,12 +24,13 @@ from shared.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     RoutinesError,
     Unauthorized,
     Unprocessable,
     UnsupportedMediaType,
 )
-from shared.http import BUS_KEY, DB_KEY, error_response, json_response, parse_json, routines_error_response
+from shared.http import BUS_KEY, DB_KEY, body_timeout, json_response, parse_json, routines_error_response
 from shared.logging import get_logger
 from shared.rules import why_not_fire
 from shared.runs import publish_run_requested
@@ -46,10 +47,6 @@ class Rejected(Exception):
         super().__init__(outcome)
         self.outcome = outcome
         self.error = error
-
-
-class BodyTimeout(Exception):
-    """The client did not send its body within the body timeout (answered 408, connection closed)."""
 
 
 class FireHandler:
@@ -100,11 +97,9 @@ class FireHandler:
         """Serve one fire request, counting its outcome once."""
         try:
             outcome, response = await self.handle(request)
-        except BodyTimeout as exc:
+        except RequestTimeout as exc:
             OUTCOME["timeout"].inc()
-            response = error_response(408, str(exc), {"bodyTimeoutSec": self.settings.body_timeout_sec})
-            response.force_close()  # the rest of the body is not worth waiting for
-            return response
+            return routines_error_response(exc)  # closes the connection: the rest is not worth waiting for
         except Rejected as rejected:
             OUTCOME[rejected.outcome].inc()
             return routines_error_response(rejected.error)  # answered here: no second raise
@@ -258,9 +253,7 @@ class FireHandler:
                     chunks.append(chunk)
                     size += len(chunk)
         except TimeoutError:
-            raise BodyTimeout(
-                f"request body not received within {self.settings.body_timeout_sec:g} s"
-            ) from None
+            raise body_timeout(self.settings.body_timeout_sec) from None
         if size > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
         return b"".join(chunks)

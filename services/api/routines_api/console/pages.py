@@ -7,7 +7,6 @@ Every asset is served from this package with cache headers and a strict Content-
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import zoneinfo
@@ -33,8 +32,7 @@ from routines_api.console.sessions import (
 )
 from routines_api.sql import QUERIES
 from shared.crypto import constant_time_equals, hash_token
-from shared.errors import RequestTimeout
-from shared.http import DB_KEY, SETTINGS_KEY
+from shared.http import DB_KEY, SETTINGS_KEY, read_within_body_timeout
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -91,13 +89,8 @@ async def login_page(request: web.Request) -> web.Response:
 
 
 async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
-    """The posted form, under the body timeout every JSON body has (408 after it, connection closed)."""
-    timeout = request.app[SETTINGS_KEY].body_timeout_sec
-    try:
-        return await asyncio.wait_for(request.post(), timeout)
-    except TimeoutError:
-        message = f"request body not received within {timeout:g} s"
-        raise RequestTimeout(message, {"bodyTimeoutSec": timeout}) from None
+    """The posted form, under the body timeout every JSON body has."""
+    return await read_within_body_timeout(request, request.post())
 
 
 async def login(request: web.Request) -> web.Response:
