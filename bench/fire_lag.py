@@ -1,9 +1,10 @@
 """Fire lag: 1,000 schedule triggers due in the same minute, one scheduler with default settings.
 
-Lag is `triggeredAt - scheduledFor` of each run (the scheduler records a slot in the transaction it
-opens when it wakes), reported as p50/p99 over ROUNDS slots, next to the time one INSERT of 1,000
-runs takes on the same database (the floor for recording them), and next to the time from the
-slot until the last of the 1,000 runs was seen committed.
+Lag is the time from the slot until a run is visible to a reader: the benchmark polls the runs
+every 2 ms on the database clock and charges each run to the poll that first saw it (a run
+recorded ahead of its slot and committed at it is not seen before). Reported as p50/p99 over
+ROUNDS slots, next to the time one INSERT of 1,000 runs takes on the same database (the floor for
+recording them), and next to `triggeredAt - scheduledFor` as recorded.
 
 Run: `.venv/bin/python -m bench.fire_lag` (starts its own Postgres and NATS).
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,7 +49,8 @@ async def main() -> dict[str, Any]:
             " SELECT id, company_id, 'schedule', '* * * * *', 'UTC', NULL FROM routines"
         )
         scheduler = ServiceProcess("scheduler", service_env(stack), s.tmp / "scheduler.log").start()
-        lags: list[float] = []
+        lags: list[float] = []  # slot → run visible
+        recorded: list[float] = []  # triggeredAt - scheduledFor
         visible: list[float] = []
         try:
             for round_ in range(ROUNDS):
@@ -58,29 +59,38 @@ async def main() -> dict[str, Any]:
                 now: datetime = await conn.fetchval("SELECT now()")
                 slot = now.replace(microsecond=0) + timedelta(seconds=4)
                 await conn.execute("UPDATE routine_triggers SET next_run_at = $1", slot)
-                count = 0
+                count, seen = 0, []
                 while count < TRIGGERS:
                     await asyncio.sleep(0.002)
-                    count = await conn.fetchval(
-                        "SELECT count(*) FROM routine_runs WHERE scheduled_for = $1", slot
+                    row = await conn.fetchrow(
+                        "SELECT extract(epoch FROM clock_timestamp() - $1)::float8 AS since, count(*) AS n"
+                        " FROM routine_runs WHERE scheduled_for = $1",
+                        slot,
                     )
-                    if time.time() > slot.timestamp() + 60:
+                    assert row is not None
+                    seen += [row["since"]] * (row["n"] - count)
+                    count = row["n"]
+                    if row["since"] > 60:
                         raise TimeoutError(f"only {count} runs after 60 s")
-                visible.append(time.time() - slot.timestamp())
-                rows = await conn.fetch(
-                    "SELECT extract(epoch FROM triggered_at - scheduled_for)::float8 AS lag"
-                    " FROM routine_runs WHERE scheduled_for = $1",
-                    slot,
-                )
-                lags += [r["lag"] for r in rows]
-                print(f"round {round_ + 1}: {describe([r['lag'] for r in rows])}", flush=True)
+                visible.append(seen[-1])
+                lags += seen
+                recorded += [
+                    r["lag"]
+                    for r in await conn.fetch(
+                        "SELECT extract(epoch FROM triggered_at - scheduled_for)::float8 AS lag"
+                        " FROM routine_runs WHERE scheduled_for = $1",
+                        slot,
+                    )
+                ]
+                print(f"round {round_ + 1}: slot → visible {describe(seen)}", flush=True)
                 await conn.execute("UPDATE routine_triggers SET next_run_at = NULL")
         finally:
             scheduler.stop()
     p50, p99 = percentile(lags, 50), percentile(lags, 99)
     print(
-        f"fire lag over {ROUNDS} × {TRIGGERS} triggers: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
-        f"(goal p99 ≤ 50 ms); last run seen committed {max(visible) * 1000:.0f} ms after the slot"
+        f"fire lag (slot → run visible) over {ROUNDS} × {TRIGGERS} triggers: p50 {p50 * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms (goal p99 ≤ 50 ms); last run seen {max(visible) * 1000:.0f} ms after "
+        f"the slot; triggeredAt − scheduledFor as recorded: p99 {percentile(recorded, 99) * 1000:.1f} ms"
     )
     print(f"one INSERT of {TRIGGERS} runs: {baseline * 1000:.1f} ms; p99 lag / that = {p99 / baseline:.2f}")
     result = {"p50_s": p50, "p99_s": p99, "insert_1000_s": baseline, "last_visible_s": max(visible)}

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient
 
 from routines_dispatcher.decide import decide_runs
 from routines_scheduler.sql import QUERIES as SCHEDULER_QUERIES
-from routines_scheduler.ticker import Scheduler
+from routines_scheduler.ticker import NO_LOWER_BOUND, Scheduler
 from shared.db import Database
 from shared.settings import SchedulerSettings
 from tests.integration import api_client
@@ -201,7 +201,9 @@ async def test_manual_run_naming_a_schedule_trigger_is_not_blocked_by_a_paused_t
         trigger["id"],
     )
     async with dispatcher_db.transaction() as conn:
-        claimed = await conn.fetch(SCHEDULER_QUERIES["claim_due_triggers"], datetime.now(UTC), 10)
+        claimed = await conn.fetch(
+            SCHEDULER_QUERIES["claim_due_triggers"], datetime.now(UTC), 10, NO_LOWER_BOUND
+        )
         assert [str(r["id"]) for r in claimed] == [trigger["id"]]
         paused = PausedDecision(int(await conn.fetchval("SELECT pg_backend_pid()")))
         run = await not_blocked_by(

@@ -156,14 +156,12 @@ async def test_due_claim_uses_the_partial_index_with_a_million_triggers(db: asyn
         " WHERE id IN (SELECT id FROM routine_triggers LIMIT 1000)"
     )
     await db.execute("ANALYZE routine_triggers")
-    plan = "\n".join(
-        r[0]
-        for r in await db.fetch(
-            "EXPLAIN " + QUERIES["claim_due_triggers"].replace("$1", "now()").replace("$2", "500")
-        )
-    )
-    assert "routine_triggers_due" in plan
-    assert "Seq Scan on routine_triggers" not in plan
+    # Due now (no lower bound), and due by a slot two seconds ahead but not yet (a prepared slot).
+    for due_by, after in (("now()", "'-infinity'"), ("now() + interval '2 seconds'", "now()")):
+        claim = QUERIES["claim_due_triggers"].replace("$1", due_by).replace("$2", "500").replace("$3", after)
+        plan = "\n".join(r[0] for r in await db.fetch("EXPLAIN " + claim))
+        assert "routine_triggers_due" in plan
+        assert "Seq Scan on routine_triggers" not in plan
 
 
 @pytest.mark.e2e
@@ -352,3 +350,112 @@ async def test_a_long_outage_is_caught_up_in_bounded_transactions(
         "SELECT count(*) FROM routine_runs WHERE trigger_id = ANY($1) AND status = 'skipped'", triggers
     )
     assert audits == 4
+
+
+async def _held(db: asyncpg.Connection, triggers: list[uuid.UUID]) -> int:
+    """How many of these triggers another transaction holds (a replica claimed them)."""
+    async with db.transaction():
+        free = await db.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM routine_triggers WHERE id = ANY($1)"
+            " FOR NO KEY UPDATE SKIP LOCKED) f",
+            triggers,
+        )
+    return len(triggers) - int(free)
+
+
+async def _first_seen(db: asyncpg.Connection, triggers: list[uuid.UUID], slot: datetime) -> datetime:
+    """Poll (every 2 ms) until all of the slot's runs are visible; the database clock of the poll
+    that first saw any. Fails if one was visible before the slot."""
+    first: datetime | None = None
+    deadline = slot + timedelta(seconds=60)
+    while True:
+        row = await db.fetchrow(
+            "SELECT clock_timestamp() AS at, count(*) AS n FROM routine_runs"
+            " WHERE trigger_id = ANY($1) AND scheduled_for = $2",
+            triggers,
+            slot,
+        )
+        assert row is not None
+        if row["n"]:
+            assert row["at"] >= slot, f"{row['n']} runs visible at {row['at']}, before the slot {slot}"
+            first = first or row["at"]
+        if row["n"] == len(triggers):
+            return first
+        assert row["at"] < deadline, f"only {row['n']} of {len(triggers)} runs 60 s after the slot"
+        await asyncio.sleep(0.002)
+
+
+async def test_a_coming_slot_is_recorded_ahead_and_visible_only_at_the_slot(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """The slot's runs are claimed, planned and inserted before it (the trigger is held), committed
+    at it. A run recorded meanwhile for the routine does not wait; a stop while holding the slot
+    still fires it at the slot."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120, prepare_ahead_sec=2
+    )
+    async with service_connections(settings, "test") as (database, bus):
+        scheduler = Scheduler(settings, database, bus, asyncio.Event())
+        loop = asyncio.create_task(scheduler.run())
+        try:
+
+            async def prepared() -> bool:
+                assert await db.fetchval("SELECT clock_timestamp()") < slot, "not prepared before the slot"
+                return await _held(db, [trigger]) == 1
+
+            await wait_until(prepared, timeout=10, interval=0.01)
+            await db.execute(
+                "INSERT INTO routine_runs (routine_id, company_id, source, payload)"
+                " VALUES ($1, $2, 'manual', '{}')",
+                routine,
+                world.company_id,
+            )
+            assert await db.fetchval("SELECT clock_timestamp()") < slot  # it did not wait for the slot
+            scheduler.stopping.set()
+            seen = await _first_seen(db, [trigger], slot)
+            await asyncio.wait_for(loop, 10)
+        finally:
+            scheduler.stopping.set()
+            await asyncio.wait_for(loop, 10)
+    runs = await _runs(db, trigger)
+    assert [(r["scheduled_for"], r["triggered_at"]) for r in runs] == [(slot, slot)]
+    assert seen >= slot
+    advanced = await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", trigger)
+    assert advanced == slot.replace(second=0) + timedelta(minutes=1)  # the next minute
+
+
+@pytest.mark.e2e
+async def test_replicas_preparing_a_slot_fire_it_once_even_when_one_is_killed_holding_it(
+    db: asyncpg.Connection, stack: Stack, tmp_path: Path
+) -> None:
+    """Two scheduler processes prepare the same slot (SKIP LOCKED shares its triggers out); one is
+    SIGKILLed while holding its share. Its transaction rolls back: the other fires that share right
+    after the slot. Every trigger fires the slot once, and no run is visible before it."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '5 seconds'")
+    triggers = [await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot) for _ in range(300)]
+    env = stack.env(prepare_ahead_sec=3, claim_batch_size=50)
+    first, second = (start_service("scheduler", env, tmp_path) for _ in range(2))
+    try:
+
+        async def all_held() -> bool:
+            assert await db.fetchval("SELECT clock_timestamp()") < slot, "not prepared before the slot"
+            return await _held(db, triggers) == len(triggers)
+
+        await wait_until(all_held, timeout=10, interval=0.01)
+        first.stop(signal.SIGKILL)
+        await _first_seen(db, triggers, slot)
+    finally:
+        first.kill()
+        second.kill()
+    fired = await db.fetch(
+        "SELECT trigger_id, count(*) AS n FROM routine_runs WHERE trigger_id = ANY($1) GROUP BY trigger_id",
+        triggers,
+    )
+    assert sorted(r["trigger_id"] for r in fired) == sorted(triggers)
+    assert {r["n"] for r in fired} == {1}

@@ -1,21 +1,24 @@
 -- claim_due_triggers --
--- Claim due schedule triggers; the partial index routine_triggers_due makes this O(due).
+-- Claim schedule triggers due by $1 (and after $3: a slot prepared ahead takes only those not yet
+-- due); the partial index routine_triggers_due makes this O(due).
 -- NO KEY UPDATE: replicas still skip each other's claims, but a run recorded meanwhile for one
 -- of these triggers (a manual run naming it; its foreign key takes FOR KEY SHARE) never waits.
 SELECT t.id, t.routine_id, t.company_id, t.cron_expression, t.timezone, t.next_run_at,
        r.catch_up_policy, r.status AS routine_status
 FROM routine_triggers t
 JOIN routines r ON r.id = t.routine_id
-WHERE t.kind = 'schedule' AND t.enabled AND t.next_run_at IS NOT NULL AND t.next_run_at <= $1
+WHERE t.kind = 'schedule' AND t.enabled AND t.next_run_at IS NOT NULL
+  AND t.next_run_at <= $1 AND t.next_run_at > $3
 ORDER BY t.next_run_at
 LIMIT $2
 FOR NO KEY UPDATE OF t SKIP LOCKED;
 
 -- insert_schedule_runs --
 -- One received run per slot; a slot that already has a run is left alone.
-INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, scheduled_for, payload)
+-- A slot recorded ahead of time (prepared; committed at the slot) is triggered at the slot.
+INSERT INTO routine_runs (routine_id, company_id, trigger_id, source, scheduled_for, triggered_at, payload)
 SELECT u.routine_id, u.company_id, u.trigger_id, 'schedule', u.scheduled_for,
-       jsonb_build_object('scheduledFor', u.scheduled_for)
+       GREATEST(now(), u.scheduled_for), jsonb_build_object('scheduledFor', u.scheduled_for)
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[])
      AS u(routine_id, company_id, trigger_id, scheduled_for)
 -- A slot with a committed run is skipped by the snapshot, so the unique index never makes the
@@ -40,9 +43,12 @@ SET next_run_at = u.next_run_at, last_fired_at = u.fired_at
 FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS u(id, next_run_at, fired_at)
 WHERE t.id = u.id;
 
--- seconds_until_due --
--- Seconds from the database clock to the earliest slot (negative: overdue; NULL: nothing scheduled).
-SELECT EXTRACT(EPOCH FROM min(next_run_at) - clock_timestamp())::float8 FROM routine_triggers
+-- earliest_slot --
+-- The earliest slot and the seconds from the database clock to it (negative: overdue; NULLs:
+-- nothing scheduled).
+SELECT min(next_run_at) AS slot,
+       EXTRACT(EPOCH FROM min(next_run_at) - clock_timestamp())::float8 AS until
+FROM routine_triggers
 WHERE kind = 'schedule' AND enabled AND next_run_at IS NOT NULL;
 
 -- due_backlog --

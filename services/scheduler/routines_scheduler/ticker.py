@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -31,7 +31,50 @@ JUST_DUE_SEC = 0.005
 # claim. After a long outage one trigger's missed slots take ~0.2 s to count: a whole batch planned
 # in one transaction outlived Postgres' idle-in-transaction timeout, and every tick retried it.
 PLAN_BUDGET_SEC = 1.0
+# Claims of due triggers have no lower bound on the slot (a prepared slot's claims do).
+NO_LOWER_BOUND = datetime.min.replace(tzinfo=UTC)
 log = get_logger(__name__)
+
+
+async def _sleep_until(deadline: float) -> None:
+    """Sleep until `time.monotonic()` reaches `deadline` (a timer may wake a hair early: once more)."""
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+    if (short := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(short + 0.001)
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """The database clock as read once in a transaction, carried on by the local monotonic clock."""
+
+    at: datetime
+    read_at: float  # time.monotonic() when the reading arrived
+
+    @classmethod
+    async def read(cls, conn: Any) -> _Clock:
+        return cls(await conn.fetchval("SELECT clock_timestamp()"), time.monotonic())
+
+    def now(self) -> datetime:
+        return self.at + timedelta(seconds=time.monotonic() - self.read_at)
+
+    def monotonic_at(self, instant: datetime) -> float:
+        return self.read_at + (instant - self.at).total_seconds()
+
+
+@dataclass(eq=False)
+class _Claimed:
+    """What one claim did, counted into the metrics once its transaction committed."""
+
+    more: bool
+    inserted: list[Any] = field(default_factory=list)  # rows of the runs recorded
+    slots: int = 0  # runs asked for (a slot that already had one is not inserted again)
+    advanced: int = 0
+    skipped: int = 0
+    enqueued_late: int = 0
+
+    @property
+    def runs(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        return [(r["id"], r["routine_id"]) for r in self.inserted]
 
 
 @dataclass(eq=False)
@@ -45,6 +88,7 @@ class Scheduler:
     # Set once trigger changes wake the loop (tests, start-up).
     following: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     last_claimed: int = field(default=0, init=False)
+    _prepared: datetime | None = field(default=None, init=False)  # the last slot prepared ahead
     _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def run(self) -> None:
@@ -59,15 +103,32 @@ class Scheduler:
         )
 
     async def _tick_and_plan(self) -> float:
-        """Fire what is due; how long to sleep then."""
+        """Fire what is due; prepare the coming slot when it is near; how long to sleep then."""
         self._changed.clear()  # a change announced from here on wakes the next sleep
         await self.tick()
-        return await self.seconds_until_due()
+        slot, until = await self._earliest_slot()
+        lead = self.settings.prepare_ahead_sec
+        if slot is not None and until is not None and 0 < until <= lead and slot != self._prepared:
+            await self.prepare(slot)  # returns at the slot, its runs committed
+            return 0.0  # then whatever else is due, at once
+        if slot is not None and until is not None and until > lead and slot != self._prepared:
+            return min(until - lead, self.settings.tick_interval_sec)  # wake to prepare it
+        return self._sleep_for(until)
+
+    async def _earliest_slot(self) -> tuple[datetime | None, float | None]:
+        """The earliest slot of any enabled schedule trigger and the seconds until it (database
+        clock; negative: overdue), or (None, None) when nothing is scheduled."""
+        async with self.db.connection() as conn:
+            row = await conn.fetchrow(QUERIES["earliest_slot"])
+        assert row is not None
+        return row["slot"], row["until"]
 
     async def seconds_until_due(self) -> float:
         """How long to sleep: until the earliest slot on the database clock, at most the max sleep."""
-        async with self.db.connection() as conn:
-            until: float | None = await conn.fetchval(QUERIES["seconds_until_due"])
+        _, until = await self._earliest_slot()
+        return self._sleep_for(until)
+
+    def _sleep_for(self, until: float | None) -> float:
         if until is None:
             return self.settings.tick_interval_sec
         if until <= 0:
@@ -131,54 +192,99 @@ class Scheduler:
         """One transaction: claim up to a batch of due triggers and record their slots. Returns
         whether more may be due (a full batch, or planning stopped at its budget) and the runs
         recorded (id, routine id)."""
-        grace = timedelta(seconds=self.settings.misfire_grace_sec)
         async with self.db.transaction() as conn:
-            now: datetime = await conn.fetchval("SELECT clock_timestamp()")
-            rows = await conn.fetch(QUERIES["claim_due_triggers"], now, self.settings.claim_batch_size)
-            if not rows:
-                return False, []
-            slots: list[tuple[Any, Any, Any, datetime]] = []
-            audits: list[tuple[Any, Any, Any, dict[str, object], str]] = []
-            advances: list[tuple[Any, datetime | None, datetime]] = []
-            skipped = enqueued_late = 0
-            plans: dict[tuple[str, str, datetime, str], FirePlan] = {}  # triggers sharing a slot plan once
-            planning_ends = time.monotonic() + PLAN_BUDGET_SEC
-            for row in rows:
-                key = (row["cron_expression"], row["timezone"], row["next_run_at"], row["catch_up_policy"])
-                plan = plans.get(key)
-                if plan is None:
-                    if advances and time.monotonic() >= planning_ends:
-                        break  # the rest stay due (unlocked at commit) for the next claim
-                    plan = plans[key] = self._plan(row, now, grace)
-                    await asyncio.sleep(0)  # a long plan must not starve health checks
-                if not can_fire(True, row["routine_status"]):  # claimed triggers are enabled
-                    advances.append((row["id"], None, row["next_run_at"]))
-                    continue
-                slots.extend((row["routine_id"], row["company_id"], row["id"], s) for s in plan.enqueue)
-                audit = plan.audit(row["catch_up_policy"])
-                if audit is not None:
-                    audits.append((row["routine_id"], row["company_id"], row["id"], *audit))
-                    skipped += len(plan.dropped)
-                enqueued_late += plan.missed_enqueued
-                advances.append((row["id"], plan.next_run_at, now))
-            inserted = []
-            if slots:
-                inserted = await conn.fetch(
-                    QUERIES["insert_schedule_runs"], *map(list, zip(*slots, strict=True))
-                )
-            if audits:
-                await conn.execute(QUERIES["insert_missed_audit"], *map(list, zip(*audits, strict=True)))
-            await conn.execute(QUERIES["advance_triggers"], *map(list, zip(*advances, strict=True)))
-        # Counted once committed (a rolled-back claim is done again by the next one).
-        FIRES.labels("missed_skipped").inc(skipped)
-        FIRES.labels("missed_enqueued").inc(enqueued_late)
-        FIRES.labels("enqueued").inc(len(inserted))
-        FIRES.labels("duplicate").inc(len(slots) - len(inserted))
-        for run in inserted:
-            FIRE_LAG.observe(max(0.0, (run["triggered_at"] - run["scheduled_for"]).total_seconds()))
-        self.last_claimed += len(advances)
-        more = len(rows) == self.settings.claim_batch_size or len(advances) < len(rows)
-        return more, [(r["id"], r["routine_id"]) for r in inserted]
+            clock = await _Clock.read(conn)
+            claimed = await self._claim(conn, clock.at, after=NO_LOWER_BOUND)
+        self._count(claimed, clock.now())
+        return claimed.more, claimed.runs
+
+    async def prepare(self, slot: datetime) -> int:
+        """Record the slot coming up before it comes: claim its triggers, plan them, insert their
+        runs and advance them in transactions that commit at the slot (database clock), then
+        publish. Nothing is visible before the slot, and the work a crowded slot takes is done
+        while nothing is due. A replica killed meanwhile rolls back: the slot stays due for the
+        others (or for itself after a restart), as if it had never looked. Returns the runs recorded."""
+        recorded = await asyncio.gather(
+            *(self._prepare_one(slot) for _ in range(self.settings.claim_concurrency))
+        )
+        self._prepared = slot
+        return sum(recorded)
+
+    async def _prepare_one(self, slot: datetime) -> int:
+        claims: list[_Claimed] = []
+        async with self.db.transaction() as conn:
+            clock = await _Clock.read(conn)
+            at_slot = clock.monotonic_at(slot)
+            # Batch after batch while the slot is still ahead; at the slot, commit what is ready
+            # (the rest is claimed as any due trigger).
+            while time.monotonic() < at_slot:
+                claimed = await self._claim(conn, slot, after=clock.at)
+                claims.append(claimed)
+                if not claimed.more:
+                    break
+            # The commit is the fire: never before the slot. (The clock was read on the way to
+            # us, so `at_slot` errs late, never early.)
+            await _sleep_until(at_slot)
+        committed = clock.now()
+        runs: list[tuple[uuid.UUID, uuid.UUID]] = []
+        for claimed in claims:
+            self._count(claimed, committed)
+            runs += claimed.runs
+        await publish_runs_requested(self.bus, runs)
+        return len(runs)
+
+    async def _claim(self, conn: Any, at: datetime, *, after: datetime) -> _Claimed:
+        """Inside the caller's transaction: claim up to a batch of the triggers due by `at` (and
+        after `after`), record their slots as of `at` and advance them."""
+        grace = timedelta(seconds=self.settings.misfire_grace_sec)
+        rows = await conn.fetch(QUERIES["claim_due_triggers"], at, self.settings.claim_batch_size, after)
+        if not rows:
+            return _Claimed(more=False)
+        slots: list[tuple[Any, Any, Any, datetime]] = []
+        audits: list[tuple[Any, Any, Any, dict[str, object], str]] = []
+        advances: list[tuple[Any, datetime | None, datetime]] = []
+        claimed = _Claimed(more=False)
+        plans: dict[tuple[str, str, datetime, str], FirePlan] = {}  # triggers sharing a slot plan once
+        planning_ends = time.monotonic() + PLAN_BUDGET_SEC
+        for row in rows:
+            key = (row["cron_expression"], row["timezone"], row["next_run_at"], row["catch_up_policy"])
+            plan = plans.get(key)
+            if plan is None:
+                if advances and time.monotonic() >= planning_ends:
+                    break  # the rest stay due (unlocked at commit) for the next claim
+                plan = plans[key] = self._plan(row, at, grace)
+                await asyncio.sleep(0)  # a long plan must not starve health checks
+            if not can_fire(True, row["routine_status"]):  # claimed triggers are enabled
+                advances.append((row["id"], None, row["next_run_at"]))
+                continue
+            slots.extend((row["routine_id"], row["company_id"], row["id"], s) for s in plan.enqueue)
+            audit = plan.audit(row["catch_up_policy"])
+            if audit is not None:
+                audits.append((row["routine_id"], row["company_id"], row["id"], *audit))
+                claimed.skipped += len(plan.dropped)
+            claimed.enqueued_late += plan.missed_enqueued
+            advances.append((row["id"], plan.next_run_at, at))
+        if slots:
+            claimed.inserted = await conn.fetch(
+                QUERIES["insert_schedule_runs"], *map(list, zip(*slots, strict=True))
+            )
+        if audits:
+            await conn.execute(QUERIES["insert_missed_audit"], *map(list, zip(*audits, strict=True)))
+        await conn.execute(QUERIES["advance_triggers"], *map(list, zip(*advances, strict=True)))
+        claimed.slots, claimed.advanced = len(slots), len(advances)
+        claimed.more = len(rows) == self.settings.claim_batch_size or len(advances) < len(rows)
+        return claimed
+
+    def _count(self, claimed: _Claimed, committed: datetime) -> None:
+        """Metrics of a claim, once committed (a rolled-back claim is done again by the next one).
+        Fire lag is from the slot to the commit that made its run visible."""
+        FIRES.labels("missed_skipped").inc(claimed.skipped)
+        FIRES.labels("missed_enqueued").inc(claimed.enqueued_late)
+        FIRES.labels("enqueued").inc(len(claimed.inserted))
+        FIRES.labels("duplicate").inc(claimed.slots - len(claimed.inserted))
+        for run in claimed.inserted:
+            FIRE_LAG.observe(max(0.0, (committed - run["scheduled_for"]).total_seconds()))
+        self.last_claimed += claimed.advanced
 
     @staticmethod
     def _plan(row: Any, now: datetime, grace: timedelta) -> FirePlan:
