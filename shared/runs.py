@@ -14,6 +14,9 @@ from shared.bus import Bus, Subjects
 from shared.errors import Unprocessable
 from shared.sql import QUERIES
 
+RUNS_PER_MESSAGE = 100
+"""The most runs one `routines.runs.requested` message names (`{"runIds": [...]}`)."""
+
 
 @dataclass(frozen=True)
 class RecordedRun:
@@ -93,8 +96,18 @@ async def publish_run_requested(bus: Bus, run_id: uuid.UUID | str, routine_id: u
 
 
 async def publish_runs_requested(bus: Bus, runs: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    """Step 2 for many recorded runs, given as (run id, routine id). One after the other: a plain
-    publish only appends to the connection's buffer, so a task per message (as `gather` would
-    make) costs more than the publish itself."""
-    for run_id, routine_id in runs:
-        await publish_run_requested(bus, run_id, routine_id)
+    """Step 2 for many runs recorded together (a scheduler claim, a backfill), given as (run id,
+    routine id): up to RUNS_PER_MESSAGE of them per message, `{"runIds": [...]}` — the dispatcher
+    then fetches, parses and acks one message for a hundred runs. One after the other: a plain
+    publish only appends to the connection's buffer."""
+    pending = list(runs)
+    for start in range(0, len(pending), RUNS_PER_MESSAGE):
+        chunk = pending[start : start + RUNS_PER_MESSAGE]
+        if len(chunk) == 1:
+            await publish_run_requested(bus, *chunk[0])
+            continue
+        await bus.publish_quietly(
+            Subjects.RUNS_REQUESTED,
+            {"runIds": [str(run_id) for run_id, _ in chunk]},
+            msg_id=f"{chunk[0][0]}+{len(chunk)}",
+        )

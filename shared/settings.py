@@ -188,24 +188,9 @@ class SchedulerSettings(CommonSettings):
     # Claim transactions run at once when many triggers are due (each takes a pool connection).
     claim_concurrency: int = Field(2, ge=1, le=8)
     # How long before a slot its runs are recorded, in transactions committed at the slot (0: at
-    # the slot). A trigger being prepared is locked until then: an edit of it waits at most this.
-    prepare_ahead_sec: float = Field(2.0, ge=0, le=10)
-
-    @model_validator(mode="after")
-    def _prepared_slots_outlive_no_timeout(self) -> SchedulerSettings:
-        if self.prepare_ahead_sec * 1000 * 2 > self.db_idle_in_transaction_timeout_ms:
-            raise ValueError(
-                f"ROUTINES_PREPARE_AHEAD_SEC ({self.prepare_ahead_sec}) must be at most half of "
-                f"ROUTINES_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS ({self.db_idle_in_transaction_timeout_ms}): "
-                "a prepared slot's transaction waits for the slot"
-            )
-        if self.prepare_ahead_sec * 1000 > self.db_lock_timeout_ms:
-            raise ValueError(
-                f"ROUTINES_PREPARE_AHEAD_SEC ({self.prepare_ahead_sec}) must be at most "
-                f"ROUTINES_DB_LOCK_TIMEOUT_MS ({self.db_lock_timeout_ms}): an edit of a trigger "
-                "being prepared waits for the slot"
-            )
-        return self
+    # the slot). A trigger being prepared is locked until then: an edit of it (API, console, an
+    # auto-pause) waits at most this long, so every service's lock timeout must exceed it.
+    prepare_ahead_sec: float = Field(1.0, ge=0, le=5)
 
 
 class DispatcherSettings(CommonSettings):

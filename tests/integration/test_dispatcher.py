@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+from unittest.mock import ANY
 
 import asyncpg
 import nats.js.errors
@@ -17,9 +18,9 @@ from nats.aio.msg import Msg
 
 from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.worker import Dispatcher
-from shared.bus import Bus, Subjects
+from shared.bus import RUNS_STREAM, Bus, Subjects
 from shared.db import Database
-from shared.runs import publish_run_requested
+from shared.runs import RUNS_PER_MESSAGE, publish_run_requested, publish_runs_requested
 from shared.settings import DispatcherSettings
 from tests.factories import make_issue, make_routine, make_run, make_world
 from tests.support import Stack, open_database, publish_raw, served, wait_until
@@ -193,7 +194,9 @@ async def test_same_message_twice_gives_one_decision(
         await bus.flush()  # what was published before the acks has reached our subscription
         await wait_until(announced)
     assert await _issue_count(db, routine) == 1
-    assert len(dispatched) == 1
+    assert [json.loads(m)["decisions"] for m in dispatched] == [
+        [{"runId": str(run), "status": "issue_created", "issueId": ANY}]
+    ]
 
 
 async def _status_is(db: asyncpg.Connection, run: uuid.UUID, status: str) -> bool:
@@ -313,6 +316,97 @@ async def test_a_batch_waiting_on_a_locked_routine_does_not_hold_up_the_next_bat
         await wait_until(lambda: _status_is(db, run_a, "issue_created"), timeout=20)
 
 
+async def _drained(bus: Bus) -> bool:
+    """Every message delivered and answered (acked or terminated)."""
+    try:
+        info = await bus.dispatcher_consumer_info()
+    except nats.js.errors.NotFoundError:
+        return False  # not created yet
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_runs_recorded_together_are_requested_a_hundred_per_message(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """250 runs of 25 routines announced together are three messages; the dispatcher decides them
+    in chunks of `fetch_batch_size` runs (here 40: seven transactions, three at once) and acks the
+    three once all their runs are decided."""
+    world = await make_world(db)
+    routines = [await make_routine(db, world, "always_enqueue") for _ in range(25)]
+    runs = [(await make_run(db, world, r), r) for r in routines for _ in range(10)]
+    async with _dispatcher(stack, dispatcher_db, fetch_batch_size=40) as local:
+        before = (await local.bus.stream_info(RUNS_STREAM)).state.messages
+        await publish_runs_requested(local.bus, runs)
+        await local.bus.flush()
+
+        async def stored() -> bool:
+            return (await local.bus.stream_info(RUNS_STREAM)).state.messages - before == 3
+
+        await wait_until(stored)
+        local.consume()
+        await wait_until(lambda: _final(db, [run for run, _ in runs]), timeout=30)
+        await wait_until(lambda: _drained(local.bus))
+    assert (
+        await db.fetchval("SELECT count(*) FROM issues WHERE origin_run_id = ANY($1)", [r for r, _ in runs])
+        == 250
+    )
+
+
+async def test_messages_naming_many_runs_are_held_to_their_shape(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """A list with unknown runs beside real ones: the real ones are decided, the message acked. A
+    list of unknown runs only, an empty list, a list past RUNS_PER_MESSAGE, ids that are not
+    uuids, a list that is not a list: terminated. The consumer goes on."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    good = [await make_run(db, world, routine) for _ in range(3)]
+    unknown = [str(uuid.uuid4()) for _ in range(3)]
+    bodies: list[dict[str, Any]] = [
+        {"runIds": [str(good[0]), unknown[0]]},
+        {"runIds": unknown[1:]},
+        {"runIds": []},
+        {"runIds": [str(uuid.uuid4()) for _ in range(RUNS_PER_MESSAGE + 1)]},
+        {"runIds": ["not a uuid", str(good[1])]},
+        {"runIds": [{"runId": str(good[1])}]},
+        {"runIds": str(good[1])},
+        {"runIds": [str(good[1]), str(good[2])]},
+    ]
+    async with _dispatcher(stack, dispatcher_db) as local:
+        for n, body in enumerate(bodies):
+            await local.bus.publish_acked(Subjects.RUNS_REQUESTED, body, msg_id=f"shape-{n}")
+        consumer = local.consume()
+        await wait_until(lambda: _final(db, good))
+        await wait_until(lambda: _drained(local.bus))
+        assert not consumer.done()
+    assert await db.fetchval("SELECT count(*) FROM issues WHERE origin_run_id = ANY($1)", good) == 3
+
+
+async def test_a_run_that_cannot_be_decided_fails_alone_in_a_message_naming_many(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """One message names a run of a routine someone holds locked and a run of a free routine, each
+    decided in its own chunk: the free one is decided; the other is retried with the message until
+    max_deliver, then failed with the reason, and the message terminated."""
+    world = await make_world(db)
+    held, free = await make_routine(db, world), await make_routine(db, world)
+    stuck, fine = await make_run(db, world, held), await make_run(db, world, free)
+    impatient = DispatcherSettings(database_url=stack.database_url, db_lock_timeout_ms=100)
+    async with (
+        open_database(impatient, "test") as database,
+        _dispatcher(stack, database, db_lock_timeout_ms=100, max_deliver=2, fetch_batch_size=1) as local,
+        _routine_held_locked(stack, held) as release,
+    ):
+        await publish_runs_requested(local.bus, [(stuck, held), (fine, free)])
+        local.consume()
+        await wait_until(lambda: _status_is(db, stuck, "failed"), timeout=20)
+        await release()
+        await wait_until(lambda: _drained(local.bus))
+    assert await _status_is(db, fine, "issue_created")
+    reason = await db.fetchval("SELECT failure_reason FROM routine_runs WHERE id = $1", stuck)
+    assert reason.startswith("dispatch failed after 2 deliveries")
+
+
 async def _refuse_issues_for(db: asyncpg.Connection, poison: uuid.UUID) -> None:
     """Fault injection: inserting the execution issue of `poison` fails with a non-retryable error."""
     await db.execute(
@@ -345,8 +439,8 @@ async def test_poison_run_in_a_batch_fails_alone_and_the_dispatcher_lives(
     announced: dict[str, str] = {}
 
     async def collect(msg: Msg) -> None:
-        data = json.loads(msg.data)
-        announced[data["runId"]] = data["status"]
+        for decision in json.loads(msg.data)["decisions"]:
+            announced[decision["runId"]] = decision["status"]
 
     async with _dispatcher(stack, dispatcher_db, sweep_after_sec=0, sweep_interval_sec=0.2) as local:
         bus = local.bus

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient
 
 from routines_scheduler import ticker
 from routines_scheduler.sql import QUERIES
@@ -19,7 +21,9 @@ from routines_scheduler.ticker import LOCKED_RETRY_SEC, Scheduler
 from shared.bus import Subjects
 from shared.settings import SchedulerSettings
 from tests.factories import make_routine, make_schedule_trigger, make_world
-from tests.support import Stack, service_connections, start_service, wait_until
+from tests.integration.api_client import api_app, auth, make_tenant, make_trigger
+from tests.integration.api_client import make_routine as create_routine
+from tests.support import Stack, served, service_connections, start_service, wait_until
 
 
 @pytest.fixture
@@ -363,11 +367,20 @@ async def _held(db: asyncpg.Connection, triggers: list[uuid.UUID]) -> int:
     return len(triggers) - int(free)
 
 
-async def _first_seen(db: asyncpg.Connection, triggers: list[uuid.UUID], slot: datetime) -> datetime:
+async def _all_held(db: asyncpg.Connection, triggers: list[uuid.UUID], slot: datetime) -> bool:
+    """All of these triggers are held by schedulers preparing `slot` (fails if it came first)."""
+    assert await db.fetchval("SELECT clock_timestamp()") < slot, "not prepared before the slot"
+    return await _held(db, triggers) == len(triggers)
+
+
+async def _first_seen(
+    db: asyncpg.Connection, triggers: list[uuid.UUID], slot: datetime, within: float = 60
+) -> datetime:
     """Poll (every 2 ms) until all of the slot's runs are visible; the database clock of the poll
-    that first saw any. Fails if one was visible before the slot."""
+    that first saw any. Fails if one was visible before the slot, or not all `within` seconds
+    after it."""
     first: datetime | None = None
-    deadline = slot + timedelta(seconds=60)
+    deadline = slot + timedelta(seconds=within)
     while True:
         row = await db.fetchrow(
             "SELECT clock_timestamp() AS at, count(*) AS n FROM routine_runs"
@@ -379,9 +392,9 @@ async def _first_seen(db: asyncpg.Connection, triggers: list[uuid.UUID], slot: d
         if row["n"]:
             assert row["at"] >= slot, f"{row['n']} runs visible at {row['at']}, before the slot {slot}"
             first = first or row["at"]
-        if row["n"] == len(triggers):
+        if first is not None and row["n"] == len(triggers):
             return first
-        assert row["at"] < deadline, f"only {row['n']} of {len(triggers)} runs 60 s after the slot"
+        assert row["at"] < deadline, f"only {row['n']} of {len(triggers)} runs {within} s after the slot"
         await asyncio.sleep(0.002)
 
 
@@ -442,12 +455,7 @@ async def test_replicas_preparing_a_slot_fire_it_once_even_when_one_is_killed_ho
     env = stack.env(prepare_ahead_sec=3, claim_batch_size=50)
     first, second = (start_service("scheduler", env, tmp_path) for _ in range(2))
     try:
-
-        async def all_held() -> bool:
-            assert await db.fetchval("SELECT clock_timestamp()") < slot, "not prepared before the slot"
-            return await _held(db, triggers) == len(triggers)
-
-        await wait_until(all_held, timeout=10, interval=0.01)
+        await wait_until(lambda: _all_held(db, triggers, slot), timeout=10, interval=0.01)
         first.stop(signal.SIGKILL)
         await _first_seen(db, triggers, slot)
     finally:
@@ -459,3 +467,113 @@ async def test_replicas_preparing_a_slot_fire_it_once_even_when_one_is_killed_ho
     )
     assert sorted(r["trigger_id"] for r in fired) == sorted(triggers)
     assert {r["n"] for r in fired} == {1}
+
+
+@contextlib.asynccontextmanager
+async def _running(stack: Stack, **overrides: Any) -> AsyncIterator[Scheduler]:
+    """A scheduler loop in this process (two-minute max sleep: it wakes for slots only)."""
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120, **overrides
+    )
+    async with service_connections(settings, "test") as (database, bus):
+        scheduler = Scheduler(settings, database, bus, asyncio.Event())
+        loop = asyncio.create_task(scheduler.run())
+        try:
+            yield scheduler
+        finally:
+            scheduler.stopping.set()
+            await asyncio.wait_for(loop, 10)
+
+
+async def test_a_trigger_edited_while_its_slot_is_held_keeps_the_advanced_next_fire(
+    db: asyncpg.Connection, stack: Stack, admin_token: str
+) -> None:
+    """An edit arriving while the scheduler holds the trigger for a slot it prepares waits for the
+    slot, then builds on the trigger as the slot left it. It used to write back the next fire it
+    had read before waiting — the slot just fired — so the slot was claimed a second time (dropped
+    as a duplicate by the unique index; after a scheduler outage, an audit of a slot that fired)."""
+    async with TestClient(served(api_app(stack))) as client:
+        tenant = await make_tenant(client, admin_token, "A")
+        routine = await create_routine(client, tenant)
+        body = {"kind": "schedule", "cronExpression": "0 0 1 1 *", "timezone": "UTC"}
+        trigger = uuid.UUID((await make_trigger(client, tenant, routine["id"], body))["id"])
+        slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '3 seconds'")
+        await db.execute("UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1", trigger, slot)
+        async with _running(stack, prepare_ahead_sec=2):
+
+            async def held() -> bool:
+                assert await db.fetchval("SELECT clock_timestamp()") < slot, "not prepared before the slot"
+                return await _held(db, [trigger]) == 1
+
+            await wait_until(held, timeout=10, interval=0.01)
+            answer = await client.patch(
+                f"/api/routine-triggers/{trigger}", json={"label": "renamed"}, headers=auth(tenant.board)
+            )
+            assert answer.status == 200, await answer.text()
+            edited = await answer.json()
+    following = datetime(slot.year + 1, 1, 1, tzinfo=UTC)  # the next of a yearly schedule
+    assert edited["label"] == "renamed"
+    assert datetime.fromisoformat(edited["nextRunAt"]) == following
+    assert await db.fetchval("SELECT next_run_at FROM routine_triggers WHERE id = $1", trigger) == following
+    assert [r["scheduled_for"] for r in await _runs(db, trigger)] == [slot]
+
+
+async def test_a_prepared_slot_keeps_its_own_timeouts_behind_a_pooler(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """Behind a transaction pooler the service's timeouts are not sent and the server's defaults
+    rule — here an idle-in-transaction timeout of 300 ms, far below the wait for the slot. The
+    prepared transaction sets its own: the slot fires at the slot. It used to be killed while
+    waiting, every slot, and fire only at the next look (two minutes later here)."""
+    name = stack.database_url.rsplit("/", 1)[1].split("?")[0]
+    await db.execute(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = 300')
+    try:
+        world = await make_world(db)
+        routine = await make_routine(db, world)
+        slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
+        trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+        async with _running(stack, prepare_ahead_sec=2, db_pooler_mode="transaction"):
+            await wait_until(lambda: _held(db, [trigger]), timeout=10, interval=0.01)
+            seen = await _first_seen(db, [trigger], slot, within=10)
+    finally:
+        await db.execute(f'ALTER DATABASE "{name}" RESET idle_in_transaction_session_timeout')
+    assert seen >= slot
+
+
+@pytest.mark.e2e
+async def test_a_replica_frozen_holding_a_slot_loses_it_within_a_second_of_the_slot(
+    db: asyncpg.Connection, stack: Stack, tmp_path: Path
+) -> None:
+    """A scheduler stopped (SIGSTOP: a GC pause, CPU throttling) while it waits for a slot it
+    prepared no longer pins it until the server's idle-in-transaction timeout (30 s by default):
+    its transaction's own timeout ends it a second after the slot, and another replica fires it.
+    (Stopped in the middle of a protocol exchange instead — between a statement's parse and its
+    execution — a session waits for the client with no timeout at all; that window is a round
+    trip, not the lead.)"""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
+    triggers = [await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot) for _ in range(20)]
+    env = stack.env(prepare_ahead_sec=2)
+    frozen = start_service("scheduler", env, tmp_path)
+    try:
+        await wait_until(lambda: _all_held(db, triggers, slot), timeout=10, interval=0.01)
+
+        async def waiting_for_the_slot() -> bool:  # both of its prepared transactions
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) = 2 FROM pg_stat_activity WHERE application_name = 'scheduler'"
+                    " AND state = 'active' AND query LIKE 'SELECT pg_sleep%'"
+                )
+            )
+
+        await wait_until(waiting_for_the_slot, timeout=10, interval=0.005)
+        assert frozen.proc is not None
+        frozen.proc.send_signal(signal.SIGSTOP)
+        other = start_service("scheduler", env, tmp_path)
+        try:
+            await _first_seen(db, triggers, slot, within=15)
+        finally:
+            other.kill()
+    finally:
+        frozen.kill()

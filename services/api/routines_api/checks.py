@@ -99,13 +99,16 @@ async def load_run(conn: asyncpg.Connection, principal: Principal, run_id: uuid.
 async def load_trigger_for_manage(
     conn: asyncpg.Connection, principal: Principal, trigger_id: uuid.UUID
 ) -> asyncpg.Record:
-    """A trigger the caller may manage (404/403 otherwise), its routine locked, as it is once the
-    lock is held: a status change committed while we waited for it (a resume setting the next
-    fire, a pause clearing it) is what the caller's change builds on, not what was read before."""
+    """A trigger the caller may manage (404/403 otherwise), its routine and itself locked, as it
+    is once the locks are held: a status change committed while we waited (a resume setting the
+    next fire, a pause clearing it) or a slot the scheduler fired meanwhile (advancing the next
+    fire) is what the caller's change builds on, not what was read before."""
     trigger = await load_visible(conn, principal, "trigger", "trigger_by_id", trigger_id)
     principal.require_manage_routine(trigger["assignee_agent_id"])
-    # Serialise with routine status changes, then read again (READ COMMITTED: the latest commit).
+    # Serialise with routine status changes and with a scheduler holding the trigger for a slot
+    # it prepares (routine first, as everywhere), then read again (READ COMMITTED: the latest).
     await conn.fetchrow(QUERIES["routine_for_update"], trigger["routine_id"])
+    await conn.execute(QUERIES["lock_trigger"], trigger_id)
     trigger = await load_visible(conn, principal, "trigger", "trigger_by_id", trigger_id)
     principal.require_manage_routine(trigger["assignee_agent_id"])  # reassigned meanwhile?
     return trigger

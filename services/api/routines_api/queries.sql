@@ -175,6 +175,11 @@ SELECT * FROM routines WHERE id = $1;
 -- One routine, locked.
 SELECT * FROM routines WHERE id = $1 FOR NO KEY UPDATE;
 
+-- lock_trigger --
+-- One trigger, locked: a scheduler holding it for a slot it is preparing commits (and advances
+-- it) first.
+SELECT 1 FROM routine_triggers WHERE id = $1 FOR NO KEY UPDATE;
+
 -- update_routine --
 -- Replace a routine's editable fields.
 UPDATE routines

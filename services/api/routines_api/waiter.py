@@ -25,13 +25,19 @@ class DecisionWaiter:
         await self._bus.subscribe(Subjects.RUNS_DISPATCHED, self._on_message)
 
     async def _on_message(self, msg: Msg) -> None:
+        """A message carries a list of decisions (`{"decisions": [...]}`) or, from a dispatcher
+        of an earlier release, one (`{"runId": ..., "status": ...}`)."""
+        if not self._waiting:
+            return
         try:
             data = decode(msg.data)
-            future = self._waiting.get(str(data["runId"]))
-        except (ValueError, KeyError, TypeError):
+            decisions = data.get("decisions", [data])
+            for decision in decisions:
+                future = self._waiting.get(str(decision["runId"]))
+                if future is not None and not future.done():
+                    future.set_result(str(decision.get("status")))
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return
-        if future is not None and not future.done():
-            future.set_result(str(data.get("status")))
 
     def expect(self, run_id: str) -> asyncio.Future[str]:
         """Register interest before publishing, so a fast decision is not missed."""

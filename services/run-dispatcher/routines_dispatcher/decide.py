@@ -163,37 +163,45 @@ async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> 
     )
 
 
+DECISIONS_PER_MESSAGE = 100
+"""The most decisions one `routines.runs.dispatched` message carries."""
+
+
 async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
-    """After commit: announce each decision and wake the agent where there is work.
+    """After commit: announce the decisions, up to DECISIONS_PER_MESSAGE per message
+    (`{"decisions": [{runId, status, issueId}, ...]}`), and wake each agent that has work.
 
     Plain publishes: the events stream still captures them, and nothing would be done with a
     PubAck — the decision is already committed, and agents also poll their issues. One after the
     other: a plain publish only appends to the connection's buffer, so a task per message (as
     `gather` would make) costs more than the publish itself.
     """
-    for d in decisions:
-        await _publish_decision(bus, d)
-
-
-async def _publish_decision(bus: Bus, d: Decision) -> None:
-    await bus.publish_quietly(
-        Subjects.RUNS_DISPATCHED,
-        {
-            "runId": str(d.run_id),
-            "status": d.status.value,
-            "issueId": str(d.issue_id) if d.issue_id else None,
-        },
-        msg_id=f"dispatched-{d.run_id}",
-    )
-    if d.status in (Outcome.ISSUE_CREATED, Outcome.COALESCED):
-        reason = "issue_created" if d.status is Outcome.ISSUE_CREATED else "run_coalesced"
+    for start in range(0, len(decisions), DECISIONS_PER_MESSAGE):
+        chunk = decisions[start : start + DECISIONS_PER_MESSAGE]
         await bus.publish_quietly(
-            Subjects.agent_wakeup(str(d.agent_id)),
+            Subjects.RUNS_DISPATCHED,
             {
-                "issueId": str(d.issue_id),
-                "runId": str(d.run_id),
-                "routineId": str(d.routine_id),
-                "reason": reason,
+                "decisions": [
+                    {
+                        "runId": str(d.run_id),
+                        "status": d.status.value,
+                        "issueId": str(d.issue_id) if d.issue_id else None,
+                    }
+                    for d in chunk
+                ]
             },
-            msg_id=f"wakeup-{d.run_id}",
+            msg_id=f"dispatched-{chunk[0].run_id}+{len(chunk)}",
         )
+    for d in decisions:
+        if d.status in (Outcome.ISSUE_CREATED, Outcome.COALESCED):
+            reason = "issue_created" if d.status is Outcome.ISSUE_CREATED else "run_coalesced"
+            await bus.publish_quietly(
+                Subjects.agent_wakeup(str(d.agent_id)),
+                {
+                    "issueId": str(d.issue_id),
+                    "runId": str(d.run_id),
+                    "routineId": str(d.routine_id),
+                    "reason": reason,
+                },
+                msg_id=f"wakeup-{d.run_id}",
+            )

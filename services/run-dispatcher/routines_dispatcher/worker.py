@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import nats.errors
@@ -28,32 +29,59 @@ from shared.bus import Bus, decode, message_context
 from shared.db import RETRYABLE_ERRORS, Database
 from shared.lifecycle import run_every, sleep_unless_stopped
 from shared.logging import get_logger
+from shared.runs import RUNS_PER_MESSAGE
 from shared.settings import DispatcherSettings
 
 log = get_logger(__name__)
 
 
 def _observe(decisions: Sequence[Decision]) -> None:
+    for status, count in Counter(d.status for d in decisions).items():
+        RUNS_DECIDED.labels(status.value).inc(count)
     now = datetime.now(UTC)
     for d in decisions:
-        RUNS_DECIDED.labels(d.status.value).inc()
         DECISION_LATENCY.observe(max(0.0, (now - d.triggered_at).total_seconds()))
 
 
-MAX_MESSAGE_BYTES = 4096
-"""A run-requested message is `{"runId": ..., "routineId": ...}`; anything far larger is junk."""
+MAX_MESSAGE_BYTES = 8 * 1024
+"""A run-requested message names one run (`{"runId": ...}`) or up to RUNS_PER_MESSAGE
+(`{"runIds": [...]}`, ~40 bytes each); anything far larger is junk."""
 
 
-def _run_id(msg: Msg) -> uuid.UUID | None:
-    """The run a message asks to decide, or None for anything that is not such a message (never
+def _run_ids(msg: Msg) -> list[uuid.UUID] | None:
+    """The runs a message asks to decide, or None for anything that is not such a message (never
     raises: garbage, deep nesting and wrong types are all just 'unparseable')."""
     if len(msg.data) > MAX_MESSAGE_BYTES:
         return None
     try:
         data = decode(msg.data)
-        return uuid.UUID(str(data["runId"])) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        if "runIds" not in data:
+            return [uuid.UUID(str(data["runId"]))]
+        ids = data["runIds"]
+        if not isinstance(ids, list) or not 0 < len(ids) <= RUNS_PER_MESSAGE:
+            return None
+        return [uuid.UUID(str(run_id)) for run_id in ids]
     except (ValueError, KeyError, TypeError, RecursionError):
         return None
+
+
+@dataclass(eq=False)
+class _Delivery:
+    """One fetch: its messages, the runs they name, and what became of those runs. Its runs are
+    decided in chunks (one transaction each, concurrently); once every chunk is done, each message
+    is acked, terminated or retried by what became of its runs."""
+
+    messages: list[tuple[Msg, list[uuid.UUID]]]
+    pending: int = 0  # chunks not done yet
+    failed: dict[uuid.UUID, BaseException] = field(default_factory=dict)  # retryably, by run
+    missing: set[uuid.UUID] = field(default_factory=set)  # no such run
+    abandoned: bool = False  # an unexpected error: leave every message to be redelivered
+
+    def chunks(self, size: int) -> list[list[uuid.UUID]]:
+        runs = list(dict.fromkeys(run_id for _, ids in self.messages for run_id in ids))
+        return [runs[start : start + size] for start in range(0, len(runs), size)]
 
 
 def _reason(exc: BaseException) -> str:
@@ -115,34 +143,41 @@ class Dispatcher:
         return ([failed] if failed is not None else []), alerts
 
     async def consume(self) -> None:
-        """Fetch batches from the durable pull consumer until told to stop, deciding up to
-        `decide_concurrency` of them at once: while one batch waits for Postgres (locks, commit),
-        the next is fetched and decided. Batches are as independent as those of two replicas:
-        each locks its routines in id order, so they serialise on shared routines, never deadlock.
-        As with two replicas, runs of one routine in two batches may be decided out of stream order
-        (the later run may create the issue the earlier one coalesces into)."""
+        """Fetch deliveries from the durable pull consumer until told to stop, deciding up to
+        `decide_concurrency` chunks of runs at once (a chunk: up to `fetch_batch_size` runs, one
+        transaction): while one waits for Postgres (locks, commit), the next is decided. Chunks are
+        as independent as those of two replicas: each locks its routines in id order, so they
+        serialise on shared routines, never deadlock. As with two replicas, runs of one routine in
+        two chunks may be decided out of stream order (the later run may create the issue the
+        earlier one coalesces into)."""
         subscription: JetStreamContext.PullSubscription | None = None
         slots = asyncio.Semaphore(self.settings.decide_concurrency)
         in_flight: set[asyncio.Task[None]] = set()
         try:
             while not self.stopping.is_set():
                 # A slot first, then the fetch: fetched messages are never left waiting unacked
-                # (their ack wait running) behind batches still being decided.
+                # (their ack wait running) behind chunks still being decided.
                 await slots.acquire()
                 try:
                     subscription, messages = await self._fetch(subscription)
                 except BaseException:
                     slots.release()
                     raise
-                if not messages:
+                delivery = await self._parse(messages)
+                chunks = delivery.chunks(self.settings.fetch_batch_size)
+                if not chunks:
                     slots.release()
                     continue
-                task = asyncio.create_task(self._handle_batch_in_slot(messages, slots))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+                delivery.pending = len(chunks)
+                for n, chunk in enumerate(chunks):
+                    if n:
+                        await slots.acquire()
+                    task = asyncio.create_task(self._decide_chunk_in_slot(delivery, chunk, slots))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
         finally:
             try:
-                if in_flight:  # batches being decided finish (and ack) before the subscription goes
+                if in_flight:  # chunks being decided finish (and ack) before the subscription goes
                     await asyncio.gather(*in_flight, return_exceptions=True)
             finally:  # also when cancelled while waiting for them
                 await _unsubscribe(subscription)
@@ -168,70 +203,90 @@ class Dispatcher:
             await sleep_unless_stopped(self.stopping, 1.0)
             return None, []
 
-    async def _handle_batch_in_slot(self, messages: Sequence[Msg], slots: asyncio.Semaphore) -> None:
-        try:
-            await self.handle_batch(messages)
-        except Exception:  # one bad batch never ends the loop
-            # Unacked messages come back after the ack wait; their runs are also in Postgres.
-            log.exception("batch handling failed; its messages will be redelivered")
-            await sleep_unless_stopped(self.stopping, 1.0)
-        finally:
-            slots.release()
-
-    async def handle_batch(self, messages: Sequence[Msg]) -> None:
-        """Decide a batch in one transaction; ack after commit, nak on transient failure."""
-        by_run: dict[uuid.UUID, list[Msg]] = {}
+    async def _parse(self, messages: Sequence[Msg]) -> _Delivery:
+        """The runs each message names; a message that names none is terminated."""
+        delivery = _Delivery([])
         for msg in messages:
             if msg.metadata.num_delivered > 1:
                 REDELIVERIES.inc()
-            run_id = _run_id(msg)
-            if run_id is None:
+            run_ids = _run_ids(msg)
+            if run_ids is None:
                 TERMINATED.labels("unparseable").inc()
                 log.warning("unparseable message terminated", subject=msg.subject)
                 await msg.term()
-                continue
-            by_run.setdefault(run_id, []).append(msg)
-        if not by_run:
-            return
+            else:
+                delivery.messages.append((msg, run_ids))
+        return delivery
+
+    async def _decide_chunk_in_slot(
+        self, delivery: _Delivery, run_ids: list[uuid.UUID], slots: asyncio.Semaphore
+    ) -> None:
         try:
-            with message_context(messages[0]):
-                decisions = await self.decide_and_publish(list(by_run), skip_locked=False)
-            undecided = set(by_run) - {d.run_id for d in decisions}
-            missing: set[uuid.UUID] = set()
+            await self._decide_chunk(delivery, run_ids)
+        except Exception:  # one bad chunk never ends the loop
+            # Unacked messages come back after the ack wait; their runs are also in Postgres.
+            log.exception("deciding runs failed; their messages will be redelivered")
+            delivery.abandoned = True
+            await sleep_unless_stopped(self.stopping, 1.0)
+        finally:
+            delivery.pending -= 1
+            try:
+                if delivery.pending == 0:
+                    await self._settle(delivery)
+            finally:
+                slots.release()
+
+    async def _decide_chunk(self, delivery: _Delivery, run_ids: list[uuid.UUID]) -> None:
+        """Decide a chunk in one transaction; what cannot be decided is noted on the delivery."""
+        try:
+            with message_context(delivery.messages[0][0]):
+                decisions = await self.decide_and_publish(run_ids, skip_locked=False)
+            undecided = set(run_ids) - {d.run_id for d in decisions}
             if undecided:  # already decided (redelivery), or no such run at all
                 async with self.db.connection() as conn:
-                    missing = {r["id"] for r in await conn.fetch(QUERIES["missing_runs"], list(undecided))}
+                    rows = await conn.fetch(QUERIES["missing_runs"], list(undecided))
+                delivery.missing.update(r["id"] for r in rows)
         except RETRYABLE_ERRORS as exc:
-            await self._retry_later(by_run, exc)
-            return
-        for run_id, msgs in by_run.items():
-            for msg in msgs:
-                if run_id in missing:
-                    TERMINATED.labels("run_not_found").inc()
-                    log.warning("message for unknown run terminated", run_id=str(run_id))
-                    await msg.term()
-                else:
-                    await msg.ack()
+            log.warning("decision failed; will retry", error=repr(exc), runs=len(run_ids))
+            delivery.failed.update(dict.fromkeys(run_ids, exc))
 
-    async def _retry_later(self, by_run: dict[uuid.UUID, list[Msg]], exc: BaseException) -> None:
-        log.warning("decision failed; will retry", error=repr(exc), runs=len(by_run))
-        for run_id, msgs in by_run.items():
-            for msg in msgs:
-                delivered = msg.metadata.num_delivered
-                if delivered >= self.settings.max_deliver:
-                    reason = f"dispatch failed after {delivered} deliveries: {type(exc).__name__}"
-                    failed = None
-                    try:
-                        async with self.db.connection() as conn:
-                            failed = await fail_run(conn, run_id, reason)
-                    except RETRYABLE_ERRORS:
-                        log.error("run left for the sweeper", run_id=str(run_id))
-                    await msg.term()
-                    if failed is not None:  # announced like any decision (manual-run waiters)
-                        _observe([failed])
-                        await publish_decisions(self.bus, [failed])
-                else:
-                    await msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 15.0))
+    async def _settle(self, delivery: _Delivery) -> None:
+        """Every chunk done: ack each message whose runs are decided; retry one whose runs failed
+        for a passing reason; terminate one that names only runs that do not exist."""
+        if delivery.abandoned:
+            return
+        for msg, run_ids in delivery.messages:
+            failed = [run_id for run_id in run_ids if run_id in delivery.failed]
+            if failed:
+                await self._retry_later(msg, failed, delivery.failed[failed[0]])
+            elif all(run_id in delivery.missing for run_id in run_ids):
+                TERMINATED.labels("run_not_found").inc()
+                log.warning("message for unknown runs terminated", run_ids=[str(r) for r in run_ids[:5]])
+                await msg.term()
+            else:
+                await msg.ack()
+
+    async def _retry_later(self, msg: Msg, run_ids: list[uuid.UUID], exc: BaseException) -> None:
+        """Nak a message whose runs could not be decided for now; at its last delivery, fail them."""
+        delivered = msg.metadata.num_delivered
+        if delivered < self.settings.max_deliver:
+            await msg.nak(delay=min(0.5 * 2 ** (delivered - 1), 15.0))
+            return
+        reason = f"dispatch failed after {delivered} deliveries: {type(exc).__name__}"
+        failed: list[Decision] = []
+        for run_id in run_ids:
+            try:
+                async with self.db.connection() as conn:
+                    decision = await fail_run(conn, run_id, reason)
+            except RETRYABLE_ERRORS:
+                log.error("run left for the sweeper", run_id=str(run_id))
+                continue
+            if decision is not None:
+                failed.append(decision)
+        await msg.term()
+        if failed:  # announced like any decision (manual-run waiters)
+            _observe(failed)
+            await publish_decisions(self.bus, failed)
 
     async def sweep(self) -> None:
         """Decide runs still `received` some seconds after they were recorded, straight from Postgres."""

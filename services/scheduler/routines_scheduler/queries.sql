@@ -55,3 +55,14 @@ WHERE kind = 'schedule' AND enabled AND next_run_at IS NOT NULL;
 -- How many schedule triggers are due now (a gauge).
 SELECT count(*) FROM routine_triggers
 WHERE kind = 'schedule' AND enabled AND next_run_at IS NOT NULL AND next_run_at <= now();
+
+-- hold_slot --
+-- A transaction preparing a slot: its own idle-in-transaction and statement timeouts (local to
+-- the transaction, so also behind a pooler that passes none of the service's), and the clock.
+SELECT set_config('idle_in_transaction_session_timeout', $1, true),
+       set_config('statement_timeout', $2, true),
+       clock_timestamp() AS now;
+
+-- wait_for_slot --
+-- Sleep until the slot on the database's clock (at most $2 seconds, should the clock step).
+SELECT pg_sleep(LEAST($2::float8, GREATEST(0, EXTRACT(EPOCH FROM $1::timestamptz - clock_timestamp()))::float8));

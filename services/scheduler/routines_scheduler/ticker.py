@@ -15,6 +15,7 @@ from routines_scheduler.catchup import FirePlan, plan_fires
 from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, TICK_SECONDS
 from routines_scheduler.sql import QUERIES
 from shared.bus import Bus, Subjects
+from shared.cron import iso_utc
 from shared.db import Database
 from shared.errors import Unprocessable
 from shared.lifecycle import run_every
@@ -31,16 +32,12 @@ JUST_DUE_SEC = 0.005
 # claim. After a long outage one trigger's missed slots take ~0.2 s to count: a whole batch planned
 # in one transaction outlived Postgres' idle-in-transaction timeout, and every tick retried it.
 PLAN_BUDGET_SEC = 1.0
+# A slot prepared ahead begins no batch (and makes no plan) this close to the slot: its commit,
+# at the slot, must not wait for them.
+PREPARE_MARGIN_SEC = 0.1
 # Claims of due triggers have no lower bound on the slot (a prepared slot's claims do).
 NO_LOWER_BOUND = datetime.min.replace(tzinfo=UTC)
 log = get_logger(__name__)
-
-
-async def _sleep_until(deadline: float) -> None:
-    """Sleep until `time.monotonic()` reaches `deadline` (a timer may wake a hair early: once more)."""
-    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-    if (short := deadline - time.monotonic()) > 0:
-        await asyncio.sleep(short + 0.001)
 
 
 @dataclass(frozen=True)
@@ -50,14 +47,11 @@ class _Clock:
     at: datetime
     read_at: float  # time.monotonic() when the reading arrived
 
-    @classmethod
-    async def read(cls, conn: Any) -> _Clock:
-        return cls(await conn.fetchval("SELECT clock_timestamp()"), time.monotonic())
-
     def now(self) -> datetime:
         return self.at + timedelta(seconds=time.monotonic() - self.read_at)
 
     def monotonic_at(self, instant: datetime) -> float:
+        """When the local monotonic clock will read `instant` (late by the reading's trip, never early)."""
         return self.read_at + (instant - self.at).total_seconds()
 
 
@@ -193,7 +187,7 @@ class Scheduler:
         whether more may be due (a full batch, or planning stopped at its budget) and the runs
         recorded (id, routine id)."""
         async with self.db.transaction() as conn:
-            clock = await _Clock.read(conn)
+            clock = _Clock(await conn.fetchval("SELECT clock_timestamp()"), time.monotonic())
             claimed = await self._claim(conn, clock.at, after=NO_LOWER_BOUND)
         self._count(claimed, clock.now())
         return claimed.more, claimed.runs
@@ -212,30 +206,47 @@ class Scheduler:
 
     async def _prepare_one(self, slot: datetime) -> int:
         claims: list[_Claimed] = []
+        lead = self.settings.prepare_ahead_sec
+        started = time.monotonic()
         async with self.db.transaction() as conn:
-            clock = await _Clock.read(conn)
-            at_slot = clock.monotonic_at(slot)
-            # Batch after batch while the slot is still ahead; at the slot, commit what is ready
-            # (the rest is claimed as any due trigger).
-            while time.monotonic() < at_slot:
-                claimed = await self._claim(conn, slot, after=clock.at)
+            # This transaction waits for the slot: its own timeouts, whatever the server's defaults
+            # (a pooler passes none of ours). A replica frozen while holding the slot loses it a
+            # second after the wait, not at the server's idle timeout.
+            row = await conn.fetchrow(
+                QUERIES["hold_slot"],
+                f"{int((lead + 1) * 1000)}ms",
+                f"{self.settings.db_statement_timeout_ms + int(lead * 1000)}ms",
+            )
+            assert row is not None
+            clock = _Clock(row["now"], time.monotonic())
+            # No batch is begun, and no plan made, within PREPARE_MARGIN_SEC of the slot: the
+            # commit must not wait for them. What is not ready is claimed as any due trigger.
+            ready_by = clock.monotonic_at(slot) - PREPARE_MARGIN_SEC
+            while time.monotonic() < ready_by:
+                claimed = await self._claim(conn, slot, after=clock.at, plan_until=ready_by)
                 claims.append(claimed)
                 if not claimed.more:
                     break
-            # The commit is the fire: never before the slot. (The clock was read on the way to
-            # us, so `at_slot` errs late, never early.)
-            await _sleep_until(at_slot)
+            # The commit is the fire: never before the slot on the database's clock, so the wait
+            # is the database's (bounded, should its clock step meanwhile).
+            await conn.execute(QUERIES["wait_for_slot"], slot, lead + 1)
         committed = clock.now()
         runs: list[tuple[uuid.UUID, uuid.UUID]] = []
         for claimed in claims:
             self._count(claimed, committed)
             runs += claimed.runs
         await publish_runs_requested(self.bus, runs)
+        if runs:
+            took = round(time.monotonic() - started, 3)
+            log.info("slot prepared", slot=iso_utc(slot), runs=len(runs), seconds=took)
         return len(runs)
 
-    async def _claim(self, conn: Any, at: datetime, *, after: datetime) -> _Claimed:
+    async def _claim(
+        self, conn: Any, at: datetime, *, after: datetime, plan_until: float | None = None
+    ) -> _Claimed:
         """Inside the caller's transaction: claim up to a batch of the triggers due by `at` (and
-        after `after`), record their slots as of `at` and advance them."""
+        after `after`), record their slots as of `at` and advance them. Planning stops after
+        PLAN_BUDGET_SEC or at `plan_until` (monotonic), whichever comes first."""
         grace = timedelta(seconds=self.settings.misfire_grace_sec)
         rows = await conn.fetch(QUERIES["claim_due_triggers"], at, self.settings.claim_batch_size, after)
         if not rows:
@@ -246,6 +257,8 @@ class Scheduler:
         claimed = _Claimed(more=False)
         plans: dict[tuple[str, str, datetime, str], FirePlan] = {}  # triggers sharing a slot plan once
         planning_ends = time.monotonic() + PLAN_BUDGET_SEC
+        if plan_until is not None:
+            planning_ends = min(planning_ends, plan_until)
         for row in rows:
             key = (row["cron_expression"], row["timezone"], row["next_run_at"], row["catch_up_policy"])
             plan = plans.get(key)
