@@ -139,13 +139,16 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         route = _route_name(request)
         _observe(route, request.method, status, elapsed)
         if _wants_access_line(request.app[SETTINGS_KEY].access_log, route, status):
-            log.info(
-                "request",
-                method=request.method,
-                path=request.path,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+            suppressed = request.app[REFUSAL_LINES_KEY].admit(route) if status == 429 else 0
+            if suppressed is not None:
+                log.info(
+                    "request",
+                    method=request.method,
+                    path=request.path,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                    **({"suppressed": suppressed} if suppressed else {}),
+                )
         structlog.contextvars.unbind_contextvars("request_id")
 
 
@@ -166,6 +169,31 @@ def _refuse_encoded_body(request: web.Request) -> web.Response | None:
     )
     response.force_close()
     return response
+
+
+class RefusalLines:
+    """Access lines of 429 answers, at most `per_sec` a second per route (a token bucket): a flood
+    of rate-limited requests is a line now and then saying how many were left out before it
+    (`suppressed`), not a line each — writing one costs a fifth of refusing the request, and the
+    logs must not be what a flood fills. The metrics still count every answer."""
+
+    def __init__(self, per_sec: float = 10.0) -> None:
+        self._per_sec = per_sec
+        self._routes: dict[str, tuple[float, float, int]] = {}  # tokens, as of, left out since
+
+    def admit(self, route: str) -> int | None:
+        """None: leave this line out; otherwise write it, noting how many were left out before it."""
+        now = time.monotonic()
+        tokens, then, left_out = self._routes.get(route, (self._per_sec, now, 0))
+        tokens = min(self._per_sec, tokens + (now - then) * self._per_sec)
+        if tokens < 1:
+            self._routes[route] = (tokens, now, left_out + 1)
+            return None
+        self._routes[route] = (tokens - 1, now, 0)
+        return left_out
+
+
+REFUSAL_LINES_KEY = web.AppKey("refusal_lines", RefusalLines)
 
 
 def _wants_access_line(mode: str, route: str, status: int) -> bool:
@@ -386,6 +414,7 @@ def create_base_app(
     app[DB_KEY] = Database(settings, application_name=service)
     app[BUS_KEY] = Bus.from_settings(settings, name=service)
     app[SUPERVISOR_KEY] = Supervisor(service)
+    app[REFUSAL_LINES_KEY] = RefusalLines()
     # Bodies are taken as sent: an encoded one is refused (edge_middleware), never inflated.
     # aiohttp's keep-alive deadline runs from the moment a connection opens (and again after each
     # answer) until a request's headers are complete: that is the header read timeout. After an

@@ -3,6 +3,7 @@ its logger, and clean stops (also during a NATS outage) log no error and print n
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from shared.bus import Bus
 from shared.devservers import NatsServer
+from shared.errors import RateLimited
 from shared.http import create_base_app, finish_routes, json_response
 from shared.settings import CommonSettings
 from tests.support import Stack, served, wait_until
@@ -77,6 +79,33 @@ async def test_access_log_mode(access_app: Any, mode: str, logged_statuses: list
             assert (await client.get("/ok")).status == 200
             assert (await client.get("/missing")).status == 404
     assert [e["status"] for e in logs if e["event"] == "request"] == logged_statuses
+
+
+async def _limited(_request: web.Request) -> web.Response:
+    raise RateLimited(1, "too many requests")
+
+
+async def test_a_flood_of_429s_is_summarised_in_the_access_log(stack: Stack) -> None:
+    """Sixty 429s in a burst: about ten access lines (ten a second per route), and the next line
+    after a pause says how many were left out; every 404 of the same burst keeps its line, and the
+    metrics count all 429s."""
+    settings = CommonSettings(database_url=stack.database_url, nats_url=stack.nats_url, access_log="all")
+    app = create_base_app("test", settings)
+    app.router.add_get("/limited", _limited)
+    finish_routes(app)
+    async with TestClient(served(app)) as client:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(60):
+                assert (await client.get("/limited")).status == 429
+                assert (await client.get("/missing")).status == 404
+            await asyncio.sleep(0.3)
+            assert (await client.get("/limited")).status == 429
+        metrics = await (await client.get("/metrics")).text()
+    refused = [e for e in logs if e["event"] == "request" and e["status"] == 429]
+    assert len([e for e in logs if e["event"] == "request" and e["status"] == 404]) == 60
+    assert 10 <= len(refused) < 30
+    assert refused[-1]["suppressed"] == 61 - len(refused)
+    assert 'route="/limited",status="429"} 61.0' in metrics
 
 
 LATE_LOGGER = """
