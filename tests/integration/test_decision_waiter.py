@@ -26,6 +26,8 @@ async def test_decisions_are_heard_in_lists_and_one_by_one(stack: Stack) -> None
             Subjects.RUNS_DISPATCHED,
             {
                 "decisions": [
+                    {"status": "skipped"},  # malformed entries are skipped, not the rest of the list
+                    7,
                     {"runId": other, "status": "skipped", "issueId": None},
                     {"runId": listed, "status": "coalesced", "issueId": str(uuid.uuid4())},
                 ]

@@ -20,6 +20,7 @@ from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.worker import Dispatcher
 from shared.bus import RUNS_STREAM, Bus, Subjects
 from shared.db import Database
+from shared.lifecycle import Supervisor
 from shared.runs import RUNS_PER_MESSAGE, publish_run_requested, publish_runs_requested
 from shared.settings import DispatcherSettings
 from tests.factories import make_issue, make_routine, make_run, make_world
@@ -405,6 +406,69 @@ async def test_a_run_that_cannot_be_decided_fails_alone_in_a_message_naming_many
     assert await _status_is(db, fine, "issue_created")
     reason = await db.fetchval("SELECT failure_reason FROM routine_runs WHERE id = $1", stuck)
     assert reason.startswith("dispatch failed after 2 deliveries")
+
+
+async def test_a_stop_cutting_a_delivery_short_gives_its_messages_back_undecided_runs_unacked(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """SIGTERM's shutdown cancels the consumer while a chunk still waits (here on a routine someone
+    holds locked), or while a later chunk waits for a slot: the message naming the run that was not
+    decided is never acked (it was, and only the sweeper would have found the run); it goes back to
+    the stream at once, and a dispatcher started afterwards decides it."""
+    world = await make_world(db)
+    held, free = await make_routine(db, world), await make_routine(db, world)
+    stuck = await make_run(db, world, held)
+    fine = [await make_run(db, world, free) for _ in range(2)]
+    async with _routine_held_locked(stack, held) as release:
+        async with _dispatcher(stack, dispatcher_db, fetch_batch_size=1, decide_concurrency=1) as local:
+            supervisor = Supervisor("test")
+            local.dispatcher.stopping = supervisor.stopping
+            # One message, three chunks of one run; the first holds the only slot, waiting for the lock.
+            await publish_runs_requested(local.bus, [(stuck, held), *[(f, free) for f in fine]])
+            supervisor.spawn("consumer", local.dispatcher.consume())
+            await asyncio.sleep(1.0)
+            await supervisor.shutdown(timeout=0.5)  # as at SIGTERM: stop, wait a little, cancel
+            assert await _status_is(db, stuck, "received")
+
+        await release()
+    # No sweeper: only the message brings the run back — within 20 s, before the 30 s ack wait.
+    async with _dispatcher(stack, dispatcher_db) as local:
+        local.consume()
+        await wait_until(lambda: _final(db, [stuck, *fine]), timeout=20)
+        await wait_until(lambda: _drained(local.bus))
+
+
+async def test_a_failed_termination_of_junk_does_not_end_the_consumer(
+    dispatcher_db: Database, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Terminating an unparseable message can fail (the connection's buffer is full, it is
+    draining): the consumer logs it and goes on — it used to die, and the service with it."""
+
+    async def failing_term(_msg: Msg) -> None:
+        raise nats.errors.OutboundBufferLimitError
+
+    async with _dispatcher(stack, dispatcher_db) as local:
+        await local.bus.publish_acked(Subjects.RUNS_REQUESTED, {"junk": 1}, msg_id="junk")
+        monkeypatch.setattr(Msg, "term", failing_term)
+        consumer = local.consume()
+        await asyncio.sleep(2)
+        assert not consumer.done(), consumer.exception()
+
+
+def test_a_fetch_asks_for_about_as_many_runs_as_the_dispatcher_decides_at_once(stack: Stack) -> None:
+    """No message is acked before every run of its delivery is decided, so a delivery must stay
+    well within the ack wait. 500 messages of 100 runs each would be 50,000 decisions before the
+    first ack; a fetch asks for about FETCH_BATCH_SIZE × DECIDE_CONCURRENCY runs' worth, judged by
+    the last delivery (until one is seen, as if each message named a hundred)."""
+    settings = DispatcherSettings(database_url=stack.database_url, fetch_batch_size=500, decide_concurrency=3)
+    dispatcher = Dispatcher(
+        settings, Database(settings, application_name="test"), Bus(stack.nats_url, "t"), asyncio.Event()
+    )
+    assert dispatcher._fetch_size() == 15
+    dispatcher._runs_per_message = 1.0  # the last delivery: one run per message (webhook fires)
+    assert dispatcher._fetch_size() == 500
+    dispatcher._runs_per_message = 40.0
+    assert dispatcher._fetch_size() == 37
 
 
 async def _refuse_issues_for(db: asyncpg.Connection, poison: uuid.UUID) -> None:

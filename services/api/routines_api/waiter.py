@@ -12,6 +12,9 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+MAX_MESSAGE_BYTES = 64 * 1024
+"""A dispatched message carries at most 100 decisions (~150 bytes each); anything far larger is junk."""
+
 
 class DecisionWaiter:
     """One subscription to `routines.runs.dispatched`, fanned out to the requests waiting on it."""
@@ -26,18 +29,25 @@ class DecisionWaiter:
 
     async def _on_message(self, msg: Msg) -> None:
         """A message carries a list of decisions (`{"decisions": [...]}`) or, from a dispatcher
-        of an earlier release, one (`{"runId": ..., "status": ...}`)."""
-        if not self._waiting:
+        of an earlier release, one (`{"runId": ..., "status": ...}`). A malformed entry is
+        skipped, not the rest of the list."""
+        if not self._waiting or len(msg.data) > MAX_MESSAGE_BYTES:
             return
         try:
             data = decode(msg.data)
             decisions = data.get("decisions", [data])
-            for decision in decisions:
-                future = self._waiting.get(str(decision["runId"]))
-                if future is not None and not future.done():
-                    future.set_result(str(decision.get("status")))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             return
+        if not isinstance(decisions, list):
+            return
+        for decision in decisions:
+            try:
+                future = self._waiting.get(str(decision["runId"]))
+                status = str(decision.get("status"))
+            except (KeyError, TypeError, AttributeError):
+                continue
+            if future is not None and not future.done():
+                future.set_result(status)
 
     def expect(self, run_id: str) -> asyncio.Future[str]:
         """Register interest before publishing, so a fast decision is not missed."""

@@ -105,6 +105,7 @@ class Dispatcher:
     db: Database
     bus: Bus
     stopping: asyncio.Event
+    _runs_per_message: float = field(default=float(RUNS_PER_MESSAGE), init=False)
 
     async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
         """Decide the runs in one transaction. If that fails for a reason that retrying cannot cure,
@@ -169,18 +170,33 @@ class Dispatcher:
                     slots.release()
                     continue
                 delivery.pending = len(chunks)
-                for n, chunk in enumerate(chunks):
-                    if n:
-                        await slots.acquire()
-                    task = asyncio.create_task(self._decide_chunk_in_slot(delivery, chunk, slots))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+                launched = 0
+                try:
+                    for n, chunk in enumerate(chunks):
+                        if n:
+                            await slots.acquire()
+                        task = asyncio.create_task(self._decide_chunk_in_slot(delivery, chunk, slots))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                        launched += 1
+                except BaseException:  # cancelled waiting for a slot (stopping)
+                    delivery.pending -= len(chunks) - launched
+                    await self._give_back(delivery)
+                    raise
         finally:
             try:
                 if in_flight:  # chunks being decided finish (and ack) before the subscription goes
                     await asyncio.gather(*in_flight, return_exceptions=True)
             finally:  # also when cancelled while waiting for them
                 await _unsubscribe(subscription)
+
+    def _fetch_size(self) -> int:
+        """Messages to ask for: about `decide_concurrency` chunks' worth of runs, judged by the last
+        delivery (until one is seen, as if every message named RUNS_PER_MESSAGE runs). No message
+        is acked before every run of its delivery is decided, so a delivery must stay well within
+        the ack wait: 500 messages of 100 runs each would be 50,000 decisions."""
+        runs = self.settings.fetch_batch_size * self.settings.decide_concurrency
+        return max(1, min(self.settings.fetch_batch_size, int(runs / self._runs_per_message)))
 
     async def _fetch(
         self, subscription: JetStreamContext.PullSubscription | None
@@ -193,7 +209,7 @@ class Dispatcher:
             if subscription is None:
                 await self.bus.wait_connected()
                 subscription = await self.bus.bind_dispatcher_consumer(self.settings.max_deliver)
-            return subscription, await subscription.fetch(self.settings.fetch_batch_size, timeout=1.0)
+            return subscription, await subscription.fetch(self._fetch_size(), timeout=1.0)
         except nats.errors.TimeoutError:
             return subscription, []
         except (nats.errors.Error, OSError, TimeoutError) as exc:
@@ -213,9 +229,14 @@ class Dispatcher:
             if run_ids is None:
                 TERMINATED.labels("unparseable").inc()
                 log.warning("unparseable message terminated", subject=msg.subject)
-                await msg.term()
+                try:
+                    await msg.term()
+                except (nats.errors.Error, OSError) as exc:  # it comes back, and is terminated then
+                    log.warning("terminating a message failed", error=repr(exc))
             else:
                 delivery.messages.append((msg, run_ids))
+        if messages:
+            self._runs_per_message = max(1.0, sum(len(ids) for _, ids in delivery.messages) / len(messages))
         return delivery
 
     async def _decide_chunk_in_slot(
@@ -223,6 +244,9 @@ class Dispatcher:
     ) -> None:
         try:
             await self._decide_chunk(delivery, run_ids)
+        except asyncio.CancelledError:  # rolled back: its messages must come back, never be acked
+            await self._give_back(delivery)
+            raise
         except Exception:  # one bad chunk never ends the loop
             # Unacked messages come back after the ack wait; their runs are also in Postgres.
             log.exception("deciding runs failed; their messages will be redelivered")
@@ -250,6 +274,16 @@ class Dispatcher:
             log.warning("decision failed; will retry", error=repr(exc), runs=len(run_ids))
             delivery.failed.update(dict.fromkeys(run_ids, exc))
 
+    async def _give_back(self, delivery: _Delivery) -> None:
+        """A delivery cut short because the process stops: its messages go back to the stream at
+        once, for another replica (runs decided meanwhile stay decided; acked when they return)."""
+        if delivery.abandoned:
+            return
+        delivery.abandoned = True
+        for msg, _ in delivery.messages:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await msg.nak()
+
     async def _settle(self, delivery: _Delivery) -> None:
         """Every chunk done: ack each message whose runs are decided; retry one whose runs failed
         for a passing reason; terminate one that names only runs that do not exist."""
@@ -274,13 +308,13 @@ class Dispatcher:
             return
         reason = f"dispatch failed after {delivered} deliveries: {type(exc).__name__}"
         failed: list[Decision] = []
-        for run_id in run_ids:
+        for n, run_id in enumerate(run_ids):
             try:
                 async with self.db.connection() as conn:
                     decision = await fail_run(conn, run_id, reason)
-            except RETRYABLE_ERRORS:
-                log.error("run left for the sweeper", run_id=str(run_id))
-                continue
+            except RETRYABLE_ERRORS:  # Postgres is away: do not wait on it once per run
+                log.error("runs left for the sweeper", run_ids=[str(r) for r in run_ids[n : n + 5]])
+                break
             if decision is not None:
                 failed.append(decision)
         await msg.term()
