@@ -292,6 +292,22 @@ async def test_a_due_slot_locked_by_another_replica_is_polled_not_spun_on(
     assert await scheduler.tick() == 1
 
 
+@contextlib.asynccontextmanager
+async def _running(stack: Stack, **overrides: Any) -> AsyncIterator[Scheduler]:
+    """A scheduler loop in this process (two-minute max sleep: it wakes for slots only)."""
+    settings = SchedulerSettings(
+        database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120, **overrides
+    )
+    async with service_connections(settings, "test") as (database, bus):
+        scheduler = Scheduler(settings, database, bus, asyncio.Event())
+        loop = asyncio.create_task(scheduler.run())
+        try:
+            yield scheduler
+        finally:
+            scheduler.stopping.set()
+            await asyncio.wait_for(loop, 10)
+
+
 async def test_the_scheduler_wakes_at_the_slot_not_at_its_max_sleep(
     db: asyncpg.Connection, stack: Stack
 ) -> None:
@@ -300,19 +316,10 @@ async def test_the_scheduler_wakes_at_the_slot_not_at_its_max_sleep(
     # Rows first, the slot last: the scheduler starts well before it is due.
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '2 seconds'")
     trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
-    settings = SchedulerSettings(
-        database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120
-    )
-    async with service_connections(settings, "test") as (database, bus):
-        scheduler = Scheduler(settings, database, bus, asyncio.Event())
-        loop = asyncio.create_task(scheduler.run())
-        try:
-            runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
-            assert [r["scheduled_for"] for r in runs] == [slot]
-            assert runs[0]["triggered_at"] >= slot  # never early
-        finally:
-            scheduler.stopping.set()
-            await asyncio.wait_for(loop, 10)
+    async with _running(stack):
+        runs = await wait_until(lambda: _runs(db, trigger), timeout=30)
+    assert [r["scheduled_for"] for r in runs] == [slot]
+    assert runs[0]["triggered_at"] >= slot  # never early
 
 
 async def test_a_trigger_change_wakes_the_sleeping_scheduler(
@@ -408,32 +415,16 @@ async def test_a_coming_slot_is_recorded_ahead_and_visible_only_at_the_slot(
     routine = await make_routine(db, world)
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
     trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
-    settings = SchedulerSettings(
-        database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120, prepare_ahead_sec=2
-    )
-    async with service_connections(settings, "test") as (database, bus):
-        scheduler = Scheduler(settings, database, bus, asyncio.Event())
-        loop = asyncio.create_task(scheduler.run())
-        try:
-
-            async def prepared() -> bool:
-                assert await db.fetchval("SELECT clock_timestamp()") < slot, "not prepared before the slot"
-                return await _held(db, [trigger]) == 1
-
-            await wait_until(prepared, timeout=10, interval=0.01)
-            await db.execute(
-                "INSERT INTO routine_runs (routine_id, company_id, source, payload)"
-                " VALUES ($1, $2, 'manual', '{}')",
-                routine,
-                world.company_id,
-            )
-            assert await db.fetchval("SELECT clock_timestamp()") < slot  # it did not wait for the slot
-            scheduler.stopping.set()
-            seen = await _first_seen(db, [trigger], slot)
-            await asyncio.wait_for(loop, 10)
-        finally:
-            scheduler.stopping.set()
-            await asyncio.wait_for(loop, 10)
+    async with _running(stack, prepare_ahead_sec=2) as scheduler:
+        await wait_until(lambda: _all_held(db, [trigger], slot), timeout=10, interval=0.01)
+        await db.execute(
+            "INSERT INTO routine_runs (routine_id, company_id, source, payload) VALUES ($1, $2, 'manual', '{}')",
+            routine,
+            world.company_id,
+        )
+        assert await db.fetchval("SELECT clock_timestamp()") < slot  # it did not wait for the slot
+        scheduler.stopping.set()
+        seen = await _first_seen(db, [trigger], slot)
     runs = await _runs(db, trigger)
     assert [(r["scheduled_for"], r["triggered_at"]) for r in runs] == [(slot, slot)]
     assert seen >= slot
@@ -469,22 +460,6 @@ async def test_replicas_preparing_a_slot_fire_it_once_even_when_one_is_killed_ho
     assert {r["n"] for r in fired} == {1}
 
 
-@contextlib.asynccontextmanager
-async def _running(stack: Stack, **overrides: Any) -> AsyncIterator[Scheduler]:
-    """A scheduler loop in this process (two-minute max sleep: it wakes for slots only)."""
-    settings = SchedulerSettings(
-        database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120, **overrides
-    )
-    async with service_connections(settings, "test") as (database, bus):
-        scheduler = Scheduler(settings, database, bus, asyncio.Event())
-        loop = asyncio.create_task(scheduler.run())
-        try:
-            yield scheduler
-        finally:
-            scheduler.stopping.set()
-            await asyncio.wait_for(loop, 10)
-
-
 async def test_a_trigger_edited_while_its_slot_is_held_keeps_the_advanced_next_fire(
     db: asyncpg.Connection, stack: Stack, admin_token: str
 ) -> None:
@@ -500,12 +475,7 @@ async def test_a_trigger_edited_while_its_slot_is_held_keeps_the_advanced_next_f
         slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '3 seconds'")
         await db.execute("UPDATE routine_triggers SET next_run_at = $2 WHERE id = $1", trigger, slot)
         async with _running(stack, prepare_ahead_sec=2):
-
-            async def held() -> bool:
-                assert await db.fetchval("SELECT clock_timestamp()") < slot, "not prepared before the slot"
-                return await _held(db, [trigger]) == 1
-
-            await wait_until(held, timeout=10, interval=0.01)
+            await wait_until(lambda: _all_held(db, [trigger], slot), timeout=10, interval=0.01)
             answer = await client.patch(
                 f"/api/routine-triggers/{trigger}", json={"label": "renamed"}, headers=auth(tenant.board)
             )
