@@ -77,7 +77,9 @@ class _Delivery:
     pending: int = 0  # chunks not done yet
     failed: dict[uuid.UUID, BaseException] = field(default_factory=dict)  # retryably, by run
     missing: set[uuid.UUID] = field(default_factory=set)  # no such run
-    abandoned: bool = False  # an unexpected error: leave every message to be redelivered
+    # Settle nothing: an unexpected error (its messages come back after the ack wait) or a stop
+    # (they were given back at once).
+    abandoned: bool = False
 
     def chunks(self, size: int) -> list[list[uuid.UUID]]:
         runs = list(dict.fromkeys(run_id for _, ids in self.messages for run_id in ids))

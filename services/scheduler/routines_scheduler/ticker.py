@@ -102,11 +102,11 @@ class Scheduler:
         await self.tick()
         slot, until = await self._earliest_slot()
         lead = self.settings.prepare_ahead_sec
-        if slot is not None and until is not None and 0 < until <= lead and slot != self._prepared:
+        if slot is not None and until is not None and until > 0 and slot != self._prepared:
+            if until > lead:
+                return min(until - lead, self.settings.tick_interval_sec)  # wake to prepare it
             await self.prepare(slot)  # returns at the slot, its runs committed
             return 0.0  # then whatever else is due, at once
-        if slot is not None and until is not None and until > lead and slot != self._prepared:
-            return min(until - lead, self.settings.tick_interval_sec)  # wake to prepare it
         return self._sleep_for(until)
 
     async def _earliest_slot(self) -> tuple[datetime | None, float | None]:
@@ -228,8 +228,11 @@ class Scheduler:
                 if not claimed.more:
                     break
             # The commit is the fire: never before the slot on the database's clock, so the wait
-            # is the database's (bounded, should its clock step meanwhile).
-            await conn.execute(QUERIES["wait_for_slot"], slot, lead + 1)
+            # is the database's (bounded, should its clock step meanwhile). A transaction that
+            # claimed nothing (another replica, or this one's other transactions, took them all)
+            # has nothing to show: it does not hold a connection until the slot.
+            if any(claimed.advanced for claimed in claims):
+                await conn.execute(QUERIES["wait_for_slot"], slot, lead + 1)
         committed = clock.now()
         runs: list[tuple[uuid.UUID, uuid.UUID]] = []
         for claimed in claims:
