@@ -46,12 +46,15 @@ def running(server: ServerT) -> Iterator[ServerT]:
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll an async predicate until it returns something truthy."""
+    """Poll a predicate (async, or a plain function) until it returns something truthy."""
     import asyncio
+    import inspect
 
     deadline = time.monotonic() + timeout
     while True:
-        value = await predicate()
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

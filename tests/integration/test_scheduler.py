@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import nats
 import pytest
 from aiohttp.test_utils import TestClient
+from nats.aio.msg import Msg
 
 from routines_scheduler import ticker
 from routines_scheduler.sql import QUERIES
@@ -548,3 +551,149 @@ async def test_a_replica_frozen_holding_a_slot_loses_it_within_a_second_of_the_s
             other.kill()
     finally:
         frozen.kill()
+
+
+class _Published:
+    """What the scheduler announces on NATS: run ids asked to be decided, decisions, wake-ups."""
+
+    def __init__(self) -> None:
+        self.requested: list[uuid.UUID] = []
+        self.decided: dict[uuid.UUID, dict[str, Any]] = {}
+        self.wakeups: list[dict[str, Any]] = []
+
+    async def on_requested(self, msg: Msg) -> None:
+        body = json.loads(msg.data)
+        self.requested += [uuid.UUID(i) for i in body.get("runIds", [body.get("runId")])]
+
+    async def on_dispatched(self, msg: Msg) -> None:
+        for d in json.loads(msg.data)["decisions"]:
+            self.decided[uuid.UUID(d["runId"])] = d
+
+    async def on_wakeup(self, msg: Msg) -> None:
+        self.wakeups.append(json.loads(msg.data))
+
+
+@contextlib.asynccontextmanager
+async def _published(stack: Stack) -> AsyncIterator[_Published]:
+    nc = await nats.connect(stack.nats_url)
+    got = _Published()
+    await nc.subscribe(Subjects.RUNS_REQUESTED, cb=got.on_requested)
+    await nc.subscribe(Subjects.RUNS_DISPATCHED, cb=got.on_dispatched)
+    await nc.subscribe("agents.*.wakeup", cb=got.on_wakeup)
+    await nc.flush()
+    try:
+        yield got
+    finally:
+        await nc.drain()
+
+
+async def _slot_runs(db: asyncpg.Connection, slot: datetime) -> dict[uuid.UUID, asyncpg.Record]:
+    """The runs of `slot`, each with its execution issue's creation time (None: no issue)."""
+    rows = await db.fetch(
+        "SELECT r.*, i.created_at AS issue_created_at FROM routine_runs r"
+        " LEFT JOIN issues i ON i.origin_run_id = r.id WHERE r.scheduled_for = $1",
+        slot,
+    )
+    return {r["id"]: r for r in rows}
+
+
+async def test_a_prepared_slot_is_decided_ahead_and_its_issues_committed_at_the_slot(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """With no dispatcher running, the slot's runs come out decided: the scheduler decided them in
+    the transaction that recorded them, as of the slot, and committed both at the slot. Issues
+    and runs say the slot (not the moment of preparation); the decisions and the agent's wake-up
+    are announced, and nothing is asked of the dispatchers."""
+    world = await make_world(db)
+    routines = [await make_routine(db, world) for _ in range(3)]
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
+    triggers = [await make_schedule_trigger(db, world, r, "* * * * *", "UTC", slot) for r in routines]
+    async with _published(stack) as published, _running(stack, prepare_ahead_sec=2):
+        await wait_until(lambda: _all_held(db, triggers, slot), timeout=10, interval=0.01)
+        assert not await db.fetchval("SELECT count(*) FROM issues WHERE origin_id = ANY($1)", routines)
+        await _first_seen(db, triggers, slot)
+        await wait_until(lambda: len(published.wakeups) == 3, timeout=10)
+    runs = await _slot_runs(db, slot)
+    assert {r["routine_id"] for r in runs.values()} == set(routines)
+    for run in runs.values():
+        assert run["status"] == "issue_created"
+        assert run["decided_at"] == run["triggered_at"] == slot
+        assert run["issue_created_at"] == slot
+    assert set(published.decided) == set(runs)
+    assert {d["issueId"] for d in published.decided.values()} == {
+        str(r["linked_issue_id"]) for r in runs.values()
+    }
+    assert sorted(w["runId"] for w in published.wakeups) == sorted(str(i) for i in runs)
+    assert published.requested == []
+    last = await db.fetch(
+        "SELECT last_triggered_at, last_enqueued_at FROM routines WHERE id = ANY($1)", routines
+    )
+    assert {(r["last_triggered_at"], r["last_enqueued_at"]) for r in last} == {(slot, slot)}
+
+
+async def test_a_prepared_slot_leaves_a_routine_held_elsewhere_to_the_dispatcher(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """A routine another transaction holds while the slot is prepared (a dispatcher deciding a
+    webhook fire of it, an edit) is skipped, not waited for: the slot still fires at the slot,
+    that routine's run undecided and asked of the dispatchers, the others decided."""
+    world = await make_world(db)
+    free, held = await make_routine(db, world), await make_routine(db, world)
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
+    triggers = [await make_schedule_trigger(db, world, r, "* * * * *", "UTC", slot) for r in (free, held)]
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        async with holder.transaction(), _published(stack) as published:
+            await holder.execute("SELECT 1 FROM routines WHERE id = $1 FOR NO KEY UPDATE", held)
+            async with _running(stack, prepare_ahead_sec=2):
+                seen = await _first_seen(db, triggers, slot, within=1)
+                await wait_until(lambda: published.requested and published.decided, timeout=10)
+    finally:
+        await holder.close()
+    runs = {r["routine_id"]: r for r in (await _slot_runs(db, slot)).values()}
+    assert seen < slot + timedelta(seconds=1)
+    assert runs[free]["status"] == "issue_created" and runs[free]["issue_created_at"] == slot
+    assert runs[held]["status"] == "received" and runs[held]["decided_at"] is None
+    assert published.requested == [runs[held]["id"]]
+    assert set(published.decided) == {runs[free]["id"]}
+
+
+async def test_a_prepared_batch_that_cannot_be_decided_is_left_to_the_dispatcher(
+    db: asyncpg.Connection, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose decision fails for a reason retrying cannot cure (here the issue of one
+    routine is refused by the database) is rolled back to its savepoint: its runs are still
+    recorded at the slot and asked of the dispatchers (which decide them one by one); the other
+    batches of the slot are decided, and the scheduler goes on."""
+    monkeypatch.setattr(ticker, "DECIDE_AHEAD_BATCH", 10)
+    world = await make_world(db)
+    routines = [await make_routine(db, world) for _ in range(30)]
+    poison = routines[17]
+    await db.execute(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN IF NEW.origin_id = '{poison}' THEN RAISE EXCEPTION 'poisoned routine'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON issues FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+    )
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
+    triggers = [await make_schedule_trigger(db, world, r, "* * * * *", "UTC", slot) for r in routines]
+    async with (
+        _published(stack) as published,
+        _running(stack, prepare_ahead_sec=2, claim_concurrency=1) as scheduler,
+    ):
+        await _first_seen(db, triggers, slot, within=1)
+        await wait_until(lambda: len(published.requested) + len(published.decided) == 30, timeout=10)
+        requested, decided = set(published.requested), set(published.decided)
+        later = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '3 seconds'")
+        again = await make_schedule_trigger(db, world, routines[0], "0 0 1 1 *", "UTC", later)
+        await scheduler.bus.publish_quietly(Subjects.TRIGGERS_CHANGED, {"triggerId": str(again)})
+        await _first_seen(db, [again], later)  # the scheduler lives on
+    runs = {r["routine_id"]: r for r in (await _slot_runs(db, slot)).values()}
+    undecided = {r["id"] for r in runs.values() if r["status"] == "received"}
+    assert runs[poison]["id"] in undecided
+    assert len(undecided) == 10  # the poisoned routine's batch, and only it
+    assert {r["status"] for r in runs.values() if r["id"] not in undecided} == {"issue_created"}
+    assert requested == undecided
+    assert decided == {r["id"] for r in runs.values()} - undecided

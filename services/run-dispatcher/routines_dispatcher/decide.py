@@ -14,6 +14,7 @@ import asyncpg
 from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency, is_stale_to_cancel
 from routines_dispatcher.render import VariableError, issue_content
 from routines_dispatcher.sql import QUERIES
+from shared.alerts import AlertEvent, evaluate_failure_alerts
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
 
@@ -35,9 +36,15 @@ class Decision:
 
 
 async def decide_runs(
-    conn: asyncpg.Connection, run_ids: Sequence[uuid.UUID], *, skip_locked: bool = False
+    conn: asyncpg.Connection,
+    run_ids: Sequence[uuid.UUID],
+    *,
+    skip_locked: bool = False,
+    as_of: datetime | None = None,
 ) -> list[Decision]:
-    """Decide every still-undecided run among `run_ids`. Call inside a transaction."""
+    """Decide every still-undecided run among `run_ids`. Call inside a transaction. `as_of`: the
+    time the decision is made at (issues' creation, runs' decidedAt; default now) — a slot decided
+    ahead of time and committed at the slot is decided as of the slot."""
     if not run_ids:
         return []
     ids = list(run_ids)
@@ -125,9 +132,11 @@ async def decide_runs(
             )
         )
     if stale:
-        await conn.execute(QUERIES["cancel_stale_issues"], stale, STALE_REASON)
+        await conn.execute(QUERIES["cancel_stale_issues"], stale, STALE_REASON, as_of)
     if new_issues:
-        await conn.execute(QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)))
+        await conn.execute(
+            QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)), as_of
+        )
     if resolved:
         await conn.execute(QUERIES["record_resolved_variables"], *map(list, zip(*resolved, strict=True)))
     if coalesced:
@@ -137,8 +146,9 @@ async def decide_runs(
             [len(fires) for fires in coalesced.values()],
             # Text, not jsonb[]: asyncpg would read lists of unequal length as a ragged 2-D array.
             [json.dumps(fires, default=str) for fires in coalesced.values()],
+            as_of,
         )
-    await conn.execute(QUERIES["set_run_decisions"], *map(list, zip(*updates, strict=True)))
+    await conn.execute(QUERIES["set_run_decisions"], *map(list, zip(*updates, strict=True)), as_of)
     touched: dict[uuid.UUID, tuple[datetime, bool]] = {}
     for d in decisions:
         last, enqueued = touched.get(d.routine_id, (d.triggered_at, False))
@@ -148,8 +158,24 @@ async def decide_runs(
         list(touched),
         [t for t, _ in touched.values()],
         [e for _, e in touched.values()],
+        as_of,
     )
     return decisions
+
+
+async def decide_with_alerts(
+    conn: asyncpg.Connection,
+    run_ids: Sequence[uuid.UUID],
+    *,
+    skip_locked: bool = False,
+    as_of: datetime | None = None,
+) -> tuple[list[Decision], list[AlertEvent]]:
+    """`decide_runs`, then the failure-alert and auto-pause rules of the routines it failed a run
+    of: the decisions, and the alert events to publish after commit. Call inside a transaction."""
+    decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked, as_of=as_of)
+    # Only failures can start an alert or an auto-pause (recoveries come from the API).
+    failing = {d.routine_id for d in decisions if d.status is Outcome.FAILED or d.stale_cancelled}
+    return decisions, await evaluate_failure_alerts(conn, failing)
 
 
 async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> Decision | None:

@@ -48,25 +48,29 @@ CROSS JOIN LATERAL (
 
 -- insert_execution_issues --
 -- Create execution issues (one row per element of the arrays): rendered title and description,
--- and a run's one-time assignee/project override (NULL: the routine's).
+-- and a run's one-time assignee/project override (NULL: the routine's). $8: the decision's time
+-- (NULL: now; a slot decided ahead is decided as of the slot).
 INSERT INTO issues (id, company_id, title, description, status, priority, project_id, goal_id,
-                    parent_issue_id, assignee_agent_id, origin_kind, origin_id, origin_run_id, payload)
+                    parent_issue_id, assignee_agent_id, origin_kind, origin_id, origin_run_id, payload,
+                    created_at, updated_at)
 SELECT i.id, r.company_id, i.title, i.description, 'todo', r.priority,
        COALESCE(i.project_id, r.project_id), r.goal_id, r.parent_issue_id,
-       COALESCE(i.assignee_id, r.assignee_agent_id), 'routine_execution', r.id, i.run_id, run.payload
+       COALESCE(i.assignee_id, r.assignee_agent_id), 'routine_execution', r.id, i.run_id, run.payload,
+       COALESCE($8::timestamptz, now()), COALESCE($8::timestamptz, now())
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::uuid[])
      AS i(id, routine_id, run_id, title, description, assignee_id, project_id)
 JOIN routines r ON r.id = i.routine_id
 JOIN routine_runs run ON run.id = i.run_id;
 
 -- cancel_stale_issues --
--- Close stale execution issues as cancelled; their runs fail with the reason.
+-- Close stale execution issues as cancelled; their runs fail with the reason. $3: as above.
 WITH closed AS (
-    UPDATE issues SET status = 'cancelled', updated_at = now()
+    UPDATE issues SET status = 'cancelled', updated_at = COALESCE($3::timestamptz, now())
     WHERE id = ANY($1::uuid[]) AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
     RETURNING id, origin_run_id, origin_id, company_id
 ), failed AS (
-    UPDATE routine_runs SET status = 'failed', failure_reason = $2, completed_at = now()
+    UPDATE routine_runs SET status = 'failed', failure_reason = $2,
+                            completed_at = COALESCE($3::timestamptz, now())
     WHERE id IN (SELECT origin_run_id FROM closed) AND status = 'issue_created'
 )
 INSERT INTO routine_activity (company_id, routine_id, actor_kind, action, details)
@@ -82,7 +86,7 @@ WHERE r.id = u.id;
 
 -- record_coalesced_fires --
 -- Tell the active issues that more work arrived: the count, and references to the latest 100
--- fires (run id, source, time, payload size) — never copies of their payloads.
+-- fires (run id, source, time, payload size) — never copies of their payloads. $4: as above.
 UPDATE issues AS i
 SET coalesced_fire_count = i.coalesced_fire_count + u.n,
     coalesced_fires = (
@@ -90,25 +94,25 @@ SET coalesced_fire_count = i.coalesced_fire_count + u.n,
         FROM (SELECT t.e, t.n
               FROM jsonb_array_elements(i.coalesced_fires || f.fires) WITH ORDINALITY AS t(e, n)
               ORDER BY t.n DESC LIMIT 100) x),
-    updated_at = now()
+    updated_at = COALESCE($4::timestamptz, now())
 FROM unnest($1::uuid[], $2::int[], $3::text[]) AS u(id, n, fires_json)
 CROSS JOIN LATERAL (SELECT u.fires_json::jsonb AS fires) f
 WHERE i.id = u.id;
 
 -- set_run_decisions --
--- Final status and links of decided runs.
+-- Final status and links of decided runs. $6: as above.
 UPDATE routine_runs AS r
 SET status = u.status, linked_issue_id = u.issue_id, coalesced_into_run_id = u.into_run_id,
-    failure_reason = u.reason, decided_at = now()
+    failure_reason = u.reason, decided_at = COALESCE($6::timestamptz, now())
 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[])
      AS u(id, status, issue_id, into_run_id, reason)
 WHERE r.id = u.id;
 
 -- touch_routines --
--- lastTriggeredAt / lastEnqueuedAt of the routines that got decisions.
+-- lastTriggeredAt / lastEnqueuedAt of the routines that got decisions. $4: as above.
 UPDATE routines AS r
 SET last_triggered_at = GREATEST(r.last_triggered_at, u.triggered_at),
-    last_enqueued_at = CASE WHEN u.enqueued THEN now() ELSE r.last_enqueued_at END
+    last_enqueued_at = CASE WHEN u.enqueued THEN COALESCE($4::timestamptz, now()) ELSE r.last_enqueued_at END
 FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[]) AS u(id, triggered_at, enqueued)
 WHERE r.id = u.id;
 

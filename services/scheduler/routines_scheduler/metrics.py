@@ -14,3 +14,8 @@ TICK_SECONDS = Histogram(
     "Duration of one wake-up (all due triggers drained)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+RUNS_DECIDED = Counter(
+    "routines_scheduler_runs_decided_total",
+    "Runs of prepared slots decided ahead (issue created, coalesced, …) and committed at the slot",
+    ["status"],
+)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.msg import Msg
 
+from routines_dispatcher.decide import Decision, decide_with_alerts, publish_decisions
 from routines_scheduler.catchup import FirePlan, plan_fires
-from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, TICK_SECONDS
+from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, RUNS_DECIDED, TICK_SECONDS
 from routines_scheduler.sql import QUERIES
+from shared.alerts import AlertEvent, publish_alerts
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
-from shared.db import Database
+from shared.db import RETRYABLE_ERRORS, Database
 from shared.errors import Unprocessable
 from shared.lifecycle import run_every
 from shared.logging import get_logger
@@ -37,6 +40,11 @@ PLAN_BUDGET_SEC = 1.0
 PREPARE_MARGIN_SEC = 0.1
 # Claims of due triggers have no lower bound on the slot (a prepared slot's claims do).
 NO_LOWER_BOUND = datetime.min.replace(tzinfo=UTC)
+# A prepared slot's runs are decided this many at a time, each batch in a savepoint (one that
+# cannot be decided is left to the dispatcher); a transaction makes at most DECIDE_AHEAD_SAVEPOINTS
+# of them (past 64 subtransactions, every snapshot in the database gets slower).
+DECIDE_AHEAD_BATCH = 100
+DECIDE_AHEAD_SAVEPOINTS = 48
 log = get_logger(__name__)
 
 
@@ -227,6 +235,8 @@ class Scheduler:
                 claims.append(claimed)
                 if not claimed.more:
                     break
+            runs = [run for claimed in claims for run in claimed.runs]
+            decisions, alerts = await self._decide_ahead(conn, slot, runs, ready_by)
             # The commit is the fire: never before the slot on the database's clock, so the wait
             # is the database's (bounded, should its clock step meanwhile). A transaction that
             # claimed nothing (another replica, or this one's other transactions, took them all)
@@ -234,15 +244,47 @@ class Scheduler:
             if any(claimed.advanced for claimed in claims):
                 await conn.execute(QUERIES["wait_for_slot"], slot, lead + 1)
         committed = clock.now()
-        runs: list[tuple[uuid.UUID, uuid.UUID]] = []
         for claimed in claims:
             self._count(claimed, committed)
-            runs += claimed.runs
-        await publish_runs_requested(self.bus, runs)
+        for status, count in Counter(d.status for d in decisions).items():
+            RUNS_DECIDED.labels(status.value).inc(count)
+        decided = {d.run_id for d in decisions}
+        await publish_decisions(self.bus, decisions)
+        await publish_alerts(self.bus, alerts)
+        await publish_runs_requested(self.bus, [run for run in runs if run[0] not in decided])
         if runs:
             took = round(time.monotonic() - started, 3)
-            log.info("slot prepared", slot=iso_utc(slot), runs=len(runs), seconds=took)
+            log.info("slot prepared", slot=iso_utc(slot), runs=len(runs), decided=len(decided), seconds=took)
         return len(runs)
+
+    async def _decide_ahead(
+        self, conn: Any, slot: datetime, runs: list[tuple[uuid.UUID, uuid.UUID]], ready_by: float
+    ) -> tuple[list[Decision], list[AlertEvent]]:
+        """Inside the prepared transaction: decide its runs as of the slot, as the dispatcher would,
+        batch after batch until `ready_by` (monotonic) — their issues are then committed at the
+        slot with the runs. A routine another transaction holds (a dispatcher deciding a webhook
+        fire of it, an edit) is skipped, not waited for; a batch that fails for a reason retrying
+        cannot cure is rolled back to its savepoint. What is left is the dispatcher's, as any run."""
+        decisions: list[Decision] = []
+        alerts: list[AlertEvent] = []
+        ids = [run_id for run_id, _ in runs]
+        size = max(DECIDE_AHEAD_BATCH, -(-len(ids) // DECIDE_AHEAD_SAVEPOINTS))
+        for start in range(0, len(ids), size):
+            if time.monotonic() >= ready_by:
+                break
+            try:
+                async with conn.transaction():  # a savepoint
+                    decided, raised = await decide_with_alerts(
+                        conn, ids[start : start + size], skip_locked=True, as_of=slot
+                    )
+            except RETRYABLE_ERRORS:
+                raise
+            except Exception as exc:  # the data's: the dispatcher decides these runs one by one
+                log.warning("prepared runs left to the dispatcher", runs=size, error=repr(exc)[:500])
+                continue
+            decisions += decided
+            alerts += raised
+        return decisions, alerts
 
     async def _claim(
         self, conn: Any, at: datetime, *, after: datetime, plan_until: float | None = None
