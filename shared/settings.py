@@ -187,10 +187,12 @@ class SchedulerSettings(CommonSettings):
     claim_batch_size: int = Field(1000, ge=1, le=10_000)
     # Claim transactions run at once when many triggers are due (each takes a pool connection).
     claim_concurrency: int = Field(2, ge=1, le=8)
-    # How long before a slot its runs are recorded, in transactions committed at the slot (0: at
-    # the slot). A trigger being prepared is locked until then: an edit of it (API, console, an
-    # auto-pause) waits at most this long, so every service's lock timeout must exceed it.
-    prepare_ahead_sec: float = Field(1.0, ge=0, le=5)
+    # How long before a slot its runs are recorded and, as far as time allows, decided, in
+    # transactions committed at the slot (0: at the slot). A trigger being prepared, and the
+    # routine of a run decided ahead, are locked until then: an edit of them (API, console, an
+    # auto-pause) waits at most this long, so every service's lock timeout must exceed it. Two
+    # seconds decide 10,000 routines due at one slot ahead on two busy cores (docs/benchmarks.md).
+    prepare_ahead_sec: float = Field(2.0, ge=0, le=5)
 
 
 class DispatcherSettings(CommonSettings):

@@ -249,9 +249,10 @@ class Scheduler:
         for status, count in Counter(d.status for d in decisions).items():
             RUNS_DECIDED.labels(status.value).inc(count)
         decided = {d.run_id for d in decisions}
+        # What is left to the dispatchers first: they can start on it while the rest is announced.
+        await publish_runs_requested(self.bus, [run for run in runs if run[0] not in decided])
         await publish_decisions(self.bus, decisions)
         await publish_alerts(self.bus, alerts)
-        await publish_runs_requested(self.bus, [run for run in runs if run[0] not in decided])
         if runs:
             took = round(time.monotonic() - started, 3)
             log.info("slot prepared", slot=iso_utc(slot), runs=len(runs), decided=len(decided), seconds=took)
