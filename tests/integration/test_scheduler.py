@@ -297,18 +297,22 @@ async def test_a_due_slot_locked_by_another_replica_is_polled_not_spun_on(
 
 @contextlib.asynccontextmanager
 async def _running(stack: Stack, **overrides: Any) -> AsyncIterator[Scheduler]:
-    """A scheduler loop in this process (two-minute max sleep: it wakes for slots only)."""
+    """A scheduler loop in this process (two-minute max sleep: it wakes for slots and trigger
+    changes only)."""
     settings = SchedulerSettings(
         database_url=stack.database_url, nats_url=stack.nats_url, tick_interval_sec=120, **overrides
     )
     async with service_connections(settings, "test") as (database, bus):
         scheduler = Scheduler(settings, database, bus, asyncio.Event())
+        follower = asyncio.create_task(scheduler.follow_trigger_changes())
+        await asyncio.wait_for(scheduler.following.wait(), 10)
         loop = asyncio.create_task(scheduler.run())
         try:
             yield scheduler
         finally:
             scheduler.stopping.set()
             await asyncio.wait_for(loop, 10)
+            follower.cancel()
 
 
 async def test_the_scheduler_wakes_at_the_slot_not_at_its_max_sleep(
@@ -609,9 +613,9 @@ async def test_a_prepared_slot_is_decided_ahead_and_its_issues_committed_at_the_
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
     triggers = [await make_schedule_trigger(db, world, r, "* * * * *", "UTC", slot) for r in routines]
     async with _published(stack) as published, _running(stack, prepare_ahead_sec=2):
-        await wait_until(lambda: _all_held(db, triggers, slot), timeout=10, interval=0.01)
-        assert not await db.fetchval("SELECT count(*) FROM issues WHERE origin_id = ANY($1)", routines)
         await _first_seen(db, triggers, slot)
+        # Asked-for runs are published before the decisions, on the same connection: by the
+        # last wake-up, any would have arrived.
         await wait_until(lambda: len(published.wakeups) == 3, timeout=10)
     runs = await _slot_runs(db, slot)
     assert {r["routine_id"] for r in runs.values()} == set(routines)
@@ -697,3 +701,64 @@ async def test_a_prepared_batch_that_cannot_be_decided_is_left_to_the_dispatcher
     assert {r["status"] for r in runs.values() if r["id"] not in undecided} == {"issue_created"}
     assert requested == undecided
     assert decided == {r["id"] for r in runs.values()} - undecided
+
+
+async def test_an_issue_held_elsewhere_does_not_make_a_prepared_slot_late(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """Coalescing a run into the routine's open issue updates that issue. Held by another
+    transaction (an agent's status update) past the slot, it is waited for only until the slot
+    is due to commit: the batch is then rolled back to its savepoint and asked of the
+    dispatchers, and the slot fires on time. It used to wait for the holder, holding every run of
+    the transaction back."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)  # coalesce_if_active
+    issue = await db.fetchval(
+        "INSERT INTO issues (company_id, title, status, assignee_agent_id, origin_kind, origin_id)"
+        " VALUES ($1, 'open', 'todo', $2, 'routine_execution', $3) RETURNING id",
+        world.company_id,
+        world.agent_id,
+        routine,
+    )
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        async with holder.transaction(), _published(stack) as published:
+            await holder.execute("SELECT 1 FROM issues WHERE id = $1 FOR UPDATE", issue)
+            async with _running(stack, prepare_ahead_sec=2):
+                seen = await _first_seen(db, [trigger], slot, within=3)
+                await wait_until(lambda: published.requested, timeout=10)
+                assert await db.fetchval("SELECT clock_timestamp()") < slot + timedelta(
+                    seconds=3
+                )  # still held
+    finally:
+        await holder.close()
+    assert seen < slot + timedelta(seconds=0.5)
+    (run,) = (await _slot_runs(db, slot)).values()
+    assert run["status"] == "received"
+    assert published.requested == [run["id"]]
+    assert published.decided == {}
+    assert await db.fetchval("SELECT coalesced_fire_count FROM issues WHERE id = $1", issue) == 0
+
+
+async def test_a_prepared_run_that_would_fail_is_left_to_the_dispatchers(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """A run that would fail (here: a required variable without a value) may start a failure
+    alert or an auto-pause, which act on the routine and all its triggers — the dispatchers'
+    work, not a prepared transaction's (it may not lock them until the slot). Its batch is left
+    to the dispatchers; it used to be decided failed in the scheduler."""
+    world = await make_world(db)
+    variables = [{"name": "target", "type": "text", "required": True}]
+    routine = await make_routine(db, world, variables=variables, description="check {{target}}")
+    assert await db.fetchval("SELECT jsonb_typeof(variables) FROM routines WHERE id = $1", routine) == "array"
+    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
+    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    async with _published(stack) as published, _running(stack, prepare_ahead_sec=2):
+        await _first_seen(db, [trigger], slot, within=1)
+        await wait_until(lambda: published.requested, timeout=10)
+    (run,) = (await _slot_runs(db, slot)).values()
+    assert run["status"] == "received"
+    assert published.requested == [run["id"]]
+    assert published.decided == {}

@@ -66,3 +66,7 @@ SELECT set_config('idle_in_transaction_session_timeout', $1, true),
 -- wait_for_slot --
 -- Sleep until the slot on the database's clock (at most $2 seconds, should the clock step).
 SELECT pg_sleep(LEAST($2::float8, GREATEST(0, EXTRACT(EPOCH FROM $1::timestamptz - clock_timestamp()))::float8));
+
+-- lock_timeout --
+-- How long the statements after it (to the end of the savepoint or transaction) wait for a lock.
+SELECT set_config('lock_timeout', $1, true);

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from nats.aio.msg import Msg
 
-from routines_dispatcher.decide import Decision, decide_with_alerts, publish_decisions
+from routines_dispatcher.decide import Decision, decide_runs, publish_decisions
+from routines_dispatcher.policy import Outcome
 from routines_scheduler.catchup import FirePlan, plan_fires
 from routines_scheduler.metrics import DUE_BACKLOG, FIRE_LAG, FIRES, RUNS_DECIDED, TICK_SECONDS
 from routines_scheduler.sql import QUERIES
-from shared.alerts import AlertEvent, publish_alerts
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
 from shared.db import RETRYABLE_ERRORS, Database
@@ -46,6 +47,21 @@ NO_LOWER_BOUND = datetime.min.replace(tzinfo=UTC)
 DECIDE_AHEAD_BATCH = 100
 DECIDE_AHEAD_SAVEPOINTS = 48
 log = get_logger(__name__)
+
+
+class _LeftToDispatchers(Exception):
+    """A batch decided ahead that is rolled back and left to the dispatchers."""
+
+
+# What a batch decided ahead recovers from by rolling back to its savepoint (the rest of the
+# prepared transaction is sound): its lock wait ran out, it deadlocked, a statement timed out.
+_GIVE_UP_ERRORS: tuple[type[BaseException], ...] = (
+    _LeftToDispatchers,
+    asyncpg.LockNotAvailableError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.QueryCanceledError,
+    asyncpg.SerializationError,
+)
 
 
 @dataclass(frozen=True)
@@ -236,7 +252,7 @@ class Scheduler:
                 if not claimed.more:
                     break
             runs = [run for claimed in claims for run in claimed.runs]
-            decisions, alerts = await self._decide_ahead(conn, slot, runs, ready_by)
+            decisions = await self._decide_ahead(conn, slot, runs, ready_by)
             # The commit is the fire: never before the slot on the database's clock, so the wait
             # is the database's (bounded, should its clock step meanwhile). A transaction that
             # claimed nothing (another replica, or this one's other transactions, took them all)
@@ -252,7 +268,6 @@ class Scheduler:
         # What is left to the dispatchers first: they can start on it while the rest is announced.
         await publish_runs_requested(self.bus, [run for run in runs if run[0] not in decided])
         await publish_decisions(self.bus, decisions)
-        await publish_alerts(self.bus, alerts)
         if runs:
             took = round(time.monotonic() - started, 3)
             log.info("slot prepared", slot=iso_utc(slot), runs=len(runs), decided=len(decided), seconds=took)
@@ -260,32 +275,40 @@ class Scheduler:
 
     async def _decide_ahead(
         self, conn: Any, slot: datetime, runs: list[tuple[uuid.UUID, uuid.UUID]], ready_by: float
-    ) -> tuple[list[Decision], list[AlertEvent]]:
+    ) -> list[Decision]:
         """Inside the prepared transaction: decide its runs as of the slot, as the dispatcher would,
         batch after batch until `ready_by` (monotonic) — their issues are then committed at the
-        slot with the runs. A routine another transaction holds (a dispatcher deciding a webhook
-        fire of it, an edit) is skipped, not waited for; a batch that fails for a reason retrying
-        cannot cure is rolled back to its savepoint. What is left is the dispatcher's, as any run."""
+        slot with the runs. Nothing here may make the slot late or lose it: a routine another
+        transaction holds (a dispatcher deciding a webhook fire of it, an edit) is skipped; a lock
+        on anything else (an issue an agent is updating) is waited for only until `ready_by`;
+        a batch that waited too long, deadlocked, failed on its data, or would fail a run or
+        cancel a stale issue (alerts and auto-pause are the dispatchers' — they act on routines
+        and triggers this transaction may not lock) is rolled back to its savepoint. What is left
+        is asked of the dispatchers, as any run."""
         decisions: list[Decision] = []
-        alerts: list[AlertEvent] = []
         ids = [run_id for run_id, _ in runs]
         size = max(DECIDE_AHEAD_BATCH, -(-len(ids) // DECIDE_AHEAD_SAVEPOINTS))
         for start in range(0, len(ids), size):
-            if time.monotonic() >= ready_by:
+            batch = ids[start : start + size]
+            left_ms = int((ready_by - time.monotonic()) * 1000)
+            if left_ms < 1:
                 break
             try:
-                async with conn.transaction():  # a savepoint
-                    decided, raised = await decide_with_alerts(
-                        conn, ids[start : start + size], skip_locked=True, as_of=slot
-                    )
+                async with conn.transaction():  # a savepoint; its lock timeout ends with it
+                    await conn.execute(QUERIES["lock_timeout"], f"{left_ms}ms")
+                    decided = await decide_runs(conn, batch, skip_locked=True, as_of=slot)
+                    if any(d.status is Outcome.FAILED or d.stale_cancelled for d in decided):
+                        raise _LeftToDispatchers("a run would fail or cancel a stale issue")
+            except _GIVE_UP_ERRORS as exc:
+                log.info("prepared runs left to the dispatchers", runs=len(batch), reason=repr(exc)[:300])
+                continue
             except RETRYABLE_ERRORS:
-                raise
-            except Exception as exc:  # the data's: the dispatcher decides these runs one by one
-                log.warning("prepared runs left to the dispatcher", runs=size, error=repr(exc)[:500])
+                raise  # the connection or the database: the transaction is lost anyway
+            except Exception as exc:  # the data's: the dispatchers decide these runs one by one
+                log.warning("prepared runs left to the dispatchers", runs=len(batch), error=repr(exc)[:500])
                 continue
             decisions += decided
-            alerts += raised
-        return decisions, alerts
+        return decisions
 
     async def _claim(
         self, conn: Any, at: datetime, *, after: datetime, plan_until: float | None = None
