@@ -46,6 +46,10 @@ async def sleepy_scheduler(stack: Stack) -> AsyncIterator[Scheduler]:
         follower.cancel()
 
 
+# A schedule whose next slot after the one a test sets is months away: nothing else fires meanwhile.
+YEARLY = "0 0 1 1 *"
+
+
 async def _db_now(db: asyncpg.Connection) -> datetime:
     return await db.fetchval("SELECT date_trunc('minute', now())")
 
@@ -611,7 +615,7 @@ async def test_a_prepared_slot_is_decided_ahead_and_its_issues_committed_at_the_
     world = await make_world(db)
     routines = [await make_routine(db, world) for _ in range(3)]
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
-    triggers = [await make_schedule_trigger(db, world, r, "* * * * *", "UTC", slot) for r in routines]
+    triggers = [await make_schedule_trigger(db, world, r, YEARLY, "UTC", slot) for r in routines]
     async with _published(stack) as published, _running(stack, prepare_ahead_sec=2):
         await _first_seen(db, triggers, slot)
         # Asked-for runs are published before the decisions, on the same connection: by the
@@ -644,7 +648,7 @@ async def test_a_prepared_slot_leaves_a_routine_held_elsewhere_to_the_dispatcher
     world = await make_world(db)
     free, held = await make_routine(db, world), await make_routine(db, world)
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
-    triggers = [await make_schedule_trigger(db, world, r, "* * * * *", "UTC", slot) for r in (free, held)]
+    triggers = [await make_schedule_trigger(db, world, r, YEARLY, "UTC", slot) for r in (free, held)]
     holder = await asyncpg.connect(stack.database_url)
     try:
         async with holder.transaction(), _published(stack) as published:
@@ -682,7 +686,7 @@ async def test_a_prepared_batch_that_cannot_be_decided_is_left_to_the_dispatcher
         "CREATE TRIGGER refuse_poison BEFORE INSERT ON issues FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
     )
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
-    triggers = [await make_schedule_trigger(db, world, r, "* * * * *", "UTC", slot) for r in routines]
+    triggers = [await make_schedule_trigger(db, world, r, YEARLY, "UTC", slot) for r in routines]
     async with (
         _published(stack) as published,
         _running(stack, prepare_ahead_sec=2, claim_concurrency=1) as scheduler,
@@ -721,7 +725,7 @@ async def test_an_issue_held_elsewhere_does_not_make_a_prepared_slot_late(
         routine,
     )
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
-    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    trigger = await make_schedule_trigger(db, world, routine, YEARLY, "UTC", slot)
     holder = await asyncpg.connect(stack.database_url)
     try:
         async with holder.transaction(), _published(stack) as published:
@@ -754,7 +758,7 @@ async def test_a_prepared_run_that_would_fail_is_left_to_the_dispatchers(
     routine = await make_routine(db, world, variables=variables, description="check {{target}}")
     assert await db.fetchval("SELECT jsonb_typeof(variables) FROM routines WHERE id = $1", routine) == "array"
     slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
-    trigger = await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot)
+    trigger = await make_schedule_trigger(db, world, routine, YEARLY, "UTC", slot)
     async with _published(stack) as published, _running(stack, prepare_ahead_sec=2):
         await _first_seen(db, [trigger], slot, within=1)
         await wait_until(lambda: published.requested, timeout=10)
