@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import (
     cron_preview,
+    decision_cost,
     dispatch_throughput,
     fire_lag,
     fire_to_issue,
@@ -27,7 +28,7 @@ from bench import (
 
 async def run_all(soak_minutes: float) -> None:
     peaks: dict[str, float] = {}
-    benches: list[Any] = [fire_to_issue, fire_lag, top_of_hour, dispatch_throughput]
+    benches: list[Any] = [fire_to_issue, fire_lag, top_of_hour, dispatch_throughput, decision_cost]
     if shutil.which("wrk"):
         benches[0:0] = [webhook_ingest, profile_gateway, pipeline_ingest]
     else:

@@ -1,0 +1,89 @@
+"""What a decision costs, in CPU: one hot `coalesce_if_active` routine with an open execution issue,
+20,000 recorded runs announced one message each (as webhook fires are), decided by one dispatcher
+process. Prints the CPU seconds per decided run of the dispatcher, Postgres and NATS — to set
+against an accepted fire's (bench/webhook_ingest.py): on a host where both share the cores, the
+ingest rate with the dispatcher running can be at most accepted / (accepted + decided) of the
+rate with it stopped.
+
+Run: `.venv/bin/python -m bench.decision_cost` (`--rate 1000`: announce at that many runs a second,
+as a steady stream of fires would; 0: all at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from bench.common import RESULTS, CpuMeter, seeded, service_env
+from shared.bus import Bus
+from shared.processes import ServiceProcess
+from shared.runs import publish_run_requested
+
+RUNS = 20_000
+
+
+async def main(rate: float = 1000.0) -> dict[str, Any]:
+    async with seeded("decision_cost", 1, policy="coalesce_if_active") as (s, stack, conn, world):
+        routine = world.routines[0]
+        await conn.execute(
+            "INSERT INTO issues (company_id, title, status, assignee_agent_id, origin_kind, origin_id)"
+            " VALUES ($1, 'open', 'todo', $2, 'routine_execution', $3)",
+            world.company_id,
+            world.agent_id,
+            routine,
+        )
+        rows = await conn.fetch(
+            "INSERT INTO routine_runs (routine_id, company_id, source) SELECT $1, $2, 'webhook'"
+            " FROM generate_series(1, $3) RETURNING id, routine_id",
+            routine,
+            world.company_id,
+            RUNS,
+        )
+        bus = Bus(stack.nats_url, "bench")
+        await bus.connect_forever()
+        await bus.ensure_dispatcher_consumer(max_deliver=10)
+        # A long sweep delay: every decision here comes through JetStream.
+        env = service_env(stack, sweep_after_sec=600)
+        dispatcher = ServiceProcess("run-dispatcher", env, s.tmp / "dispatcher.log").start()
+        assert dispatcher.proc is not None and s.pg._proc is not None and s.nats._proc is not None
+        cpu = CpuMeter(
+            {"run-dispatcher": dispatcher.proc.pid, "postgres": s.pg._proc.pid, "nats": s.nats._proc.pid}
+        )
+        try:
+            await asyncio.sleep(1.0)  # started and idle
+            before = cpu.read()
+            started = time.perf_counter()
+            for n, row in enumerate(rows):
+                await publish_run_requested(bus, row["id"], row["routine_id"])
+                if rate and n % 50 == 49:
+                    await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.perf_counter()))
+            while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM routine_runs WHERE status = 'received')"):
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            after = cpu.read()
+            coalesced = await conn.fetchval("SELECT coalesced_fire_count FROM issues")
+        finally:
+            dispatcher.stop()
+            await bus.close()
+    per_run = {name: (after[name] - before[name]) / RUNS * 1e6 for name in before}
+    print(
+        f"{RUNS:,} runs announced {'at ' + format(rate, ',.0f') + '/s' if rate else 'at once'}, decided in "
+        f"{elapsed:.2f} s ({RUNS / elapsed:,.0f}/s; {coalesced:,} coalesced into the open issue)"
+    )
+    print(
+        "CPU per decided run: "
+        + ", ".join(f"{name} {us:.0f} µs" for name, us in per_run.items())
+        + f"; total {sum(per_run.values()):.0f} µs (NATS includes this benchmark's publishing)"
+    )
+    result = {"runs": RUNS, "rate": rate, "seconds": elapsed, "cpu_us_per_run": per_run}
+    (RESULTS / "decision_cost.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    asyncio.run(main(parser.parse_args().rate))
