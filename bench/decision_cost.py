@@ -65,20 +65,29 @@ async def main(rate: float = 1000.0) -> dict[str, Any]:
             elapsed = time.perf_counter() - started
             after = cpu.read()
             coalesced = await conn.fetchval("SELECT coalesced_fire_count FROM issues")
+            # Runs decided in one transaction share its now().
+            transactions = await conn.fetchval("SELECT count(DISTINCT decided_at) FROM routine_runs")
         finally:
             dispatcher.stop()
             await bus.close()
     per_run = {name: (after[name] - before[name]) / RUNS * 1e6 for name in before}
     print(
         f"{RUNS:,} runs announced {'at ' + format(rate, ',.0f') + '/s' if rate else 'at once'}, decided in "
-        f"{elapsed:.2f} s ({RUNS / elapsed:,.0f}/s; {coalesced:,} coalesced into the open issue)"
+        f"{elapsed:.2f} s ({RUNS / elapsed:,.0f}/s; {coalesced:,} coalesced into the open issue) "
+        f"in {transactions:,} transactions ({RUNS / transactions:.1f} runs each)"
     )
     print(
         "CPU per decided run: "
         + ", ".join(f"{name} {us:.0f} µs" for name, us in per_run.items())
         + f"; total {sum(per_run.values()):.0f} µs (NATS includes this benchmark's publishing)"
     )
-    result = {"runs": RUNS, "rate": rate, "seconds": elapsed, "cpu_us_per_run": per_run}
+    result = {
+        "runs": RUNS,
+        "rate": rate,
+        "seconds": elapsed,
+        "transactions": transactions,
+        "cpu_us_per_run": per_run,
+    }
     (RESULTS / "decision_cost.json").write_text(json.dumps(result, indent=2))
     return result
 
