@@ -294,7 +294,7 @@ class Scheduler:
             if left_ms < 1:
                 break
             try:
-                async with conn.transaction():  # a savepoint; its lock timeout ends with it
+                async with conn.transaction():  # a savepoint, with the lock wait this batch may spend
                     await conn.execute(QUERIES["lock_timeout"], f"{left_ms}ms")
                     decided = await decide_runs(conn, batch, skip_locked=True, as_of=slot)
                     if any(d.status is Outcome.FAILED or d.stale_cancelled for d in decided):
