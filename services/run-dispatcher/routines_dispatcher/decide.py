@@ -14,7 +14,6 @@ import asyncpg
 from routines_dispatcher.policy import ActiveIssue, Outcome, decide_concurrency, is_stale_to_cancel
 from routines_dispatcher.render import VariableError, issue_content
 from routines_dispatcher.sql import QUERIES
-from shared.alerts import AlertEvent, evaluate_failure_alerts
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
 
@@ -161,21 +160,6 @@ async def decide_runs(
         as_of,
     )
     return decisions
-
-
-async def decide_with_alerts(
-    conn: asyncpg.Connection,
-    run_ids: Sequence[uuid.UUID],
-    *,
-    skip_locked: bool = False,
-    as_of: datetime | None = None,
-) -> tuple[list[Decision], list[AlertEvent]]:
-    """`decide_runs`, then the failure-alert and auto-pause rules of the routines it failed a run
-    of: the decisions, and the alert events to publish after commit. Call inside a transaction."""
-    decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked, as_of=as_of)
-    # Only failures can start an alert or an auto-pause (recoveries come from the API).
-    failing = {d.routine_id for d in decisions if d.status is Outcome.FAILED or d.stale_cancelled}
-    return decisions, await evaluate_failure_alerts(conn, failing)
 
 
 async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> Decision | None:

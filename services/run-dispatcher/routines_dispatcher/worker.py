@@ -14,7 +14,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from routines_dispatcher.decide import Decision, decide_with_alerts, fail_run, publish_decisions
+from routines_dispatcher.decide import Decision, decide_runs, fail_run, publish_decisions
 from routines_dispatcher.metrics import (
     DECISION_LATENCY,
     REDELIVERIES,
@@ -22,6 +22,7 @@ from routines_dispatcher.metrics import (
     SWEEPER_PICKUPS,
     TERMINATED,
 )
+from routines_dispatcher.policy import Outcome
 from routines_dispatcher.sql import QUERIES
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.bus import Bus, decode, message_context
@@ -114,7 +115,10 @@ class Dispatcher:
         reason) and the rest of the batch goes through. Retryable errors propagate."""
         try:
             async with self.db.transaction() as conn:
-                decisions, alerts = await decide_with_alerts(conn, run_ids, skip_locked=skip_locked)
+                decisions = await decide_runs(conn, run_ids, skip_locked=skip_locked)
+                # Only failures can start an alert or an auto-pause (recoveries come from the API).
+                failing = {d.routine_id for d in decisions if d.status is Outcome.FAILED or d.stale_cancelled}
+                alerts = await evaluate_failure_alerts(conn, failing)
         except RETRYABLE_ERRORS:
             raise
         except Exception as exc:  # any other failure is the data's, not ours

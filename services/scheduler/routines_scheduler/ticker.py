@@ -301,13 +301,12 @@ class Scheduler:
                         raise _LeftToDispatchers("a run would fail or cancel a stale issue")
             except _GIVE_UP_ERRORS as exc:
                 log.info("prepared runs left to the dispatchers", runs=len(batch), reason=repr(exc)[:300])
-                continue
             except RETRYABLE_ERRORS:
                 raise  # the connection or the database: the transaction is lost anyway
             except Exception as exc:  # the data's: the dispatchers decide these runs one by one
                 log.warning("prepared runs left to the dispatchers", runs=len(batch), error=repr(exc)[:500])
-                continue
-            decisions += decided
+            else:
+                decisions += decided
         return decisions
 
     async def _claim(
