@@ -452,11 +452,20 @@ async def test_replicas_preparing_a_slot_fire_it_once_even_when_one_is_killed_ho
     after the slot. Every trigger fires the slot once, and no run is visible before it."""
     world = await make_world(db)
     routine = await make_routine(db, world)
-    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '5 seconds'")
-    triggers = [await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot) for _ in range(300)]
+    triggers = [await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", None) for _ in range(300)]
     env = stack.env(prepare_ahead_sec=3, claim_batch_size=50)
-    first, second = (start_service("scheduler", env, tmp_path) for _ in range(2))
+    first, second = (start_service("scheduler", env, tmp_path, wait_ready=False) for _ in range(2))
     try:
+        for scheduler in (first, second):
+            scheduler.wait_listening()
+            scheduler.wait_ready()
+        # The slot is set once both are up (they look every second): how long two processes take
+        # to start on a busy machine is no part of the race (it once took the whole lead).
+        slot = await db.fetchval(
+            "UPDATE routine_triggers SET next_run_at = date_trunc('second', now())"
+            " + interval '5 seconds' WHERE id = ANY($1) RETURNING next_run_at",
+            triggers,
+        )
         await wait_until(lambda: _all_held(db, triggers, slot), timeout=10, interval=0.01)
         first.stop(signal.SIGKILL)
         await _first_seen(db, triggers, slot)
