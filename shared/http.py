@@ -177,13 +177,14 @@ class RefusalLines:
     (`suppressed`), not a line each — writing one costs a fifth of refusing the request, and the
     logs must not be what a flood fills. The metrics still count every answer."""
 
-    def __init__(self, per_sec: float = 10.0) -> None:
+    def __init__(self, per_sec: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._per_sec = per_sec
+        self._clock = clock
         self._routes: dict[str, tuple[float, float, int]] = {}  # tokens, as of, left out since
 
     def admit(self, route: str) -> int | None:
         """None: leave this line out; otherwise write it, noting how many were left out before it."""
-        now = time.monotonic()
+        now = self._clock()
         tokens, then, left_out = self._routes.get(route, (self._per_sec, now, 0))
         tokens = min(self._per_sec, tokens + (now - then) * self._per_sec)
         if tokens < 1:

@@ -391,6 +391,20 @@ async def _all_held(db: asyncpg.Connection, triggers: list[uuid.UUID], slot: dat
     return await _held(db, triggers) == len(triggers)
 
 
+async def _schedule_slot(db: asyncpg.Connection, triggers: list[uuid.UUID], seconds_ahead: int) -> datetime:
+    """Make these triggers due at a whole second `seconds_ahead` from now (give or take one) and
+    return it. Tests with scheduler processes call it once they are up (schedulers look every
+    second): how long a process takes to start on a busy machine is then no part of the race (it
+    once took the whole lead)."""
+    slot: datetime = await db.fetchval(
+        "UPDATE routine_triggers SET next_run_at = date_trunc('second', now()) + make_interval(secs => $2)"
+        " WHERE id = ANY($1) RETURNING next_run_at",
+        triggers,
+        seconds_ahead,
+    )
+    return slot
+
+
 async def _first_seen(
     db: asyncpg.Connection, triggers: list[uuid.UUID], slot: datetime, within: float = 60
 ) -> datetime:
@@ -459,13 +473,7 @@ async def test_replicas_preparing_a_slot_fire_it_once_even_when_one_is_killed_ho
         for scheduler in (first, second):
             scheduler.wait_listening()
             scheduler.wait_ready()
-        # The slot is set once both are up (they look every second): how long two processes take
-        # to start on a busy machine is no part of the race (it once took the whole lead).
-        slot = await db.fetchval(
-            "UPDATE routine_triggers SET next_run_at = date_trunc('second', now())"
-            " + interval '5 seconds' WHERE id = ANY($1) RETURNING next_run_at",
-            triggers,
-        )
+        slot = await _schedule_slot(db, triggers, seconds_ahead=5)
         await wait_until(lambda: _all_held(db, triggers, slot), timeout=10, interval=0.01)
         first.stop(signal.SIGKILL)
         await _first_seen(db, triggers, slot)
@@ -542,11 +550,11 @@ async def test_a_replica_frozen_holding_a_slot_loses_it_within_a_second_of_the_s
     trip, not the lead.)"""
     world = await make_world(db)
     routine = await make_routine(db, world)
-    slot = await db.fetchval("SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds'")
-    triggers = [await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", slot) for _ in range(20)]
+    triggers = [await make_schedule_trigger(db, world, routine, "* * * * *", "UTC", None) for _ in range(20)]
     env = stack.env(prepare_ahead_sec=2)
     frozen = start_service("scheduler", env, tmp_path)
     try:
+        slot = await _schedule_slot(db, triggers, seconds_ahead=4)
         await wait_until(lambda: _all_held(db, triggers, slot), timeout=10, interval=0.01)
 
         async def waiting_for_the_slot() -> bool:  # every transaction of it that holds some
