@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
 from shared import metrics as platform_metrics
 from shared.appkeys import BUS_KEY as BUS_KEY
@@ -35,6 +35,7 @@ from shared.errors import (
 from shared.lifecycle import HANDLER_ARGS_KEY, Supervisor
 from shared.lifecycle import SUPERVISOR_KEY as SUPERVISOR_KEY
 from shared.logging import get_logger
+from shared.loop_metrics import LoopCounter, LoopHistogram
 from shared.protocol import hide_server_banner, install_protocol_errors
 from shared.settings import CommonSettings
 
@@ -45,7 +46,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-HTTP_REQUESTS = Counter(
+HTTP_REQUESTS = LoopCounter(
     "routines_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
 )
 DEPENDENCY_UP = Gauge(
@@ -53,7 +54,7 @@ DEPENDENCY_UP = Gauge(
     "1 when the dependency answered at the last readiness check, else 0 (nats 0 = degraded)",
     ["dependency"],
 )
-HTTP_LATENCY = Histogram(
+HTTP_LATENCY = LoopHistogram(
     "routines_http_request_seconds",
     "HTTP request latency",
     ["route", "method"],
@@ -61,27 +62,10 @@ HTTP_LATENCY = Histogram(
 )
 
 
-# Bound metric children by label values: labels() costs more than the increment it leads to.
-# Routes are the app's own and the method is checked by the router, so the set stays small;
-# the bound is there anyway.
-_COUNTED: dict[tuple[str, str, int], Any] = {}
-_TIMED: dict[tuple[str, str], Any] = {}
-_MAX_BOUND = 2000
-
-
 def _observe(route: str, method: str, status: int, elapsed: float) -> None:
-    counter = _COUNTED.get((route, method, status))
-    if counter is None:
-        counter = HTTP_REQUESTS.labels(route, method, str(status))
-        if len(_COUNTED) < _MAX_BOUND:
-            _COUNTED[(route, method, status)] = counter
-    counter.inc()
-    histogram = _TIMED.get((route, method))
-    if histogram is None:
-        histogram = HTTP_LATENCY.labels(route, method)
-        if len(_TIMED) < _MAX_BOUND:
-            _TIMED[(route, method)] = histogram
-    histogram.observe(elapsed)
+    # Label values stay few: the app's own routes, the methods the HTTP parser knows, statuses.
+    HTTP_REQUESTS.inc(route, method, str(status))
+    HTTP_LATENCY.observe(elapsed, route, method)
 
 
 def error_response(
@@ -89,9 +73,14 @@ def error_response(
 ) -> web.Response:
     """The one error shape: {"error": ..., "details": ...}."""
     body = _error_body(message) if details is None else _json_bytes({"error": message, "details": details})
-    return web.Response(
-        body=body, status=status, headers=headers, content_type="application/json", charset="utf-8"
-    )
+    return _json_answer(body, status, headers)
+
+
+_JSON_TYPE = "application/json; charset=utf-8"
+
+
+def _json_answer(body: bytes, status: int, headers: dict[str, str] | None) -> web.Response:
+    return web.Response(body=body, status=status, headers={hdrs.CONTENT_TYPE: _JSON_TYPE, **(headers or {})})
 
 
 def _json_bytes(data: Any) -> bytes:
@@ -99,10 +88,12 @@ def _json_bytes(data: Any) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _error_body(message: str) -> bytes:
-    """The body of a detail-less error, encoded once per message: refusals (404, 401, 429) are
-    what a flood is made of, and each should cost as little as possible."""
-    return _json_bytes({"error": message, "details": None})
+def _error_body(message: str, retry_after: int | None = None) -> bytes:
+    """The body of an error whose only detail, if any, is when to retry — encoded once per
+    message (and wait): refusals (404, 401, 429) are what a flood is made of, and each should
+    cost as little as possible."""
+    details = None if retry_after is None else {"retryAfterSec": retry_after}
+    return _json_bytes({"error": message, "details": details})
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -206,9 +197,11 @@ def _wants_access_line(mode: str, route: str, status: int) -> bool:
 def routines_error_response(exc: RoutinesError) -> web.Response:
     """The answer to one of our errors: its status, message and details, and the header it calls
     for (`Retry-After` on 429, `Allow` on 405)."""
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    if isinstance(exc, MethodNotAllowed):
-        headers = {"Allow": ",".join(exc.allowed)}
+    if isinstance(exc, RateLimited):  # its details are the wait: the body comes from the cache
+        return _json_answer(
+            _error_body(exc.message, exc.retry_after), 429, {"Retry-After": str(exc.retry_after)}
+        )
+    headers = {"Allow": ",".join(exc.allowed)} if isinstance(exc, MethodNotAllowed) else None
     if exc.status >= 500:
         log.warning("request failed", status=exc.status, error=exc.message)
     response = error_response(exc.status, exc.message, exc.details, headers)

@@ -238,3 +238,39 @@ async def test_the_console_sign_in_form_has_the_body_timeout_too(stack: Stack) -
         answer = await asyncio.wait_for(reader.readline(), timeout=10)  # the status line
         writer.close()
     assert answer.split(b" ", 2)[1] == b"408", answer[:200]
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP answer off a keep-alive connection: its status and body (by Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    body = await asyncio.wait_for(reader.readexactly(int(fields["Content-Length"])), timeout=10)
+    return int(lines[0].split(" ", 2)[1]), body
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["body-received-whole", "rest-after-the-answer"])
+async def test_a_refusal_that_never_read_the_body_keeps_the_connection_in_step(
+    client: Client, split: bool
+) -> None:
+    """A request refused before its body is read (401 here): the body — received whole, or its
+    rest arriving after the answer — is read and dropped after the answer, and the next request
+    on the connection is answered as itself, never parsed out of the refused body."""
+    body = json.dumps({"name": "x" * 3000}).encode()
+    head = b"POST /api/companies HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+    head += b"Content-Length: %d\r\n\r\n" % len(body)
+    following = b"GET /livez HTTP/1.1\r\nHost: api\r\n\r\n"
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        if split:
+            writer.write(head + body[:1000])
+            refused = await _answer(reader)
+            writer.write(body[1000:] + following)
+        else:
+            writer.write(head + body + following)
+            refused = await _answer(reader)
+        answered = await _answer(reader)
+    finally:
+        writer.close()
+    assert refused[0] == 401, refused
+    assert answered == (200, b'{"status": "ok"}')

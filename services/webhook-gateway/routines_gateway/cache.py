@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
-from routines_gateway.metrics import CACHE
+from routines_gateway.metrics import CACHE_LOOKUPS
 from routines_gateway.sql import QUERIES
 from shared.bus import Bus, Subjects
 from shared.crypto import SecretBox
@@ -79,19 +79,19 @@ class TriggerCache:
         now = time.monotonic()
         cached = self._entries.get(public_id)
         if cached is not None and cached.valid_until > now:
-            CACHE["hit"].inc()
+            CACHE_LOOKUPS.inc("hit")
             return cached
         missing_until = self._missing.get(public_id)
         if missing_until is not None:
             if missing_until > now:
-                CACHE["negative_hit"].inc()
+                CACHE_LOOKUPS.inc("negative_hit")
                 return None
             del self._missing[public_id]
         loading = self._loading.get(public_id)
         if loading is not None and loading[0] == self._generation:
-            CACHE["joined"].inc()
+            CACHE_LOOKUPS.inc("joined")
         else:
-            CACHE["miss"].inc()
+            CACHE_LOOKUPS.inc("miss")
             loading = (self._generation, asyncio.ensure_future(self._load(public_id, self._generation)))
             self._loading[public_id] = loading
             loading[1].add_done_callback(functools.partial(self._loaded, public_id))

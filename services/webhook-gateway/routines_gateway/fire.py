@@ -14,7 +14,7 @@ from aiohttp import web
 from routines_gateway.cache import TriggerCache, TriggerState
 from routines_gateway.clock import DbClock
 from routines_gateway.ingest import GroupCommitter, PendingRun
-from routines_gateway.metrics import OUTCOME, VERIFY_SECONDS
+from routines_gateway.metrics import OUTCOMES, VERIFY_SECONDS
 from routines_gateway.ratelimit import TokenBuckets
 from routines_gateway.signing import AuthenticationFailed, printable_ascii, verify
 from routines_gateway.sql import QUERIES
@@ -98,18 +98,18 @@ class FireHandler:
         try:
             outcome, response = await self.handle(request)
         except RequestTimeout as exc:
-            OUTCOME["timeout"].inc()
+            OUTCOMES.inc("timeout")
             return routines_error_response(exc)  # closes the connection: the rest is not worth waiting for
         except Rejected as rejected:
-            OUTCOME[rejected.outcome].inc()
+            OUTCOMES.inc(rejected.outcome)
             return routines_error_response(rejected.error)  # answered here: no second raise
         except RoutinesError as exc:
-            OUTCOME[_outcome_of(exc)].inc()
+            OUTCOMES.inc(_outcome_of(exc))
             raise
         except Exception:
-            OUTCOME["error"].inc()  # every 5xx is counted, the unexpected ones too
+            OUTCOMES.inc("error")  # every 5xx is counted, the unexpected ones too
             raise
-        OUTCOME[outcome].inc()
+        OUTCOMES.inc(outcome)
         return response
 
     async def handle(self, request: web.Request) -> tuple[str, web.Response]:
