@@ -62,6 +62,7 @@ image:
 SOAK_MINUTES ?= 10
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1) || echo "wrk unavailable: the ingest benchmarks will be skipped"
+	@command -v valgrind >/dev/null 2>&1 || apt-get install -y valgrind >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && apt-get install -y valgrind >/dev/null 2>&1) || echo "valgrind unavailable: the edge instruction counts will be skipped"
 	$(BIN)/python -m bench.run --soak-minutes $(SOAK_MINUTES)
 
 clean:

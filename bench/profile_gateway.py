@@ -29,7 +29,7 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 
 # Innermost matching frame decides; checked in this order for each frame.
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
-    ("metrics (prometheus_client)", ("prometheus_client",)),
+    ("metrics (prometheus_client, shared/loop_metrics.py)", ("prometheus_client", "loop_metrics.py")),
     ("logging (structlog)", ("structlog", "logging/", "shared/logging.py")),
     ("HMAC / signature check", ("hmac.py", "hashlib", "signing.py", "crypto.py")),
     ("JSON (parse, validate, dump)", ("json/", "json_response", "parse_json", "orjson")),

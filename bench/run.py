@@ -15,6 +15,7 @@ from bench import (
     cron_preview,
     decision_cost,
     dispatch_throughput,
+    edge_instructions,
     fire_lag,
     fire_to_issue,
     pipeline_ingest,
@@ -38,6 +39,8 @@ async def run_all(soak_minutes: float) -> None:
         result = await bench.main()
         for name, mb in result.get("peak_rss_mb", {}).items():
             peaks[name] = max(peaks.get(name, 0.0), mb)
+    print("\n== edge_instructions ==", flush=True)
+    edge_instructions.main()
     print("\n== scheduler_scale ==", flush=True)
     await scheduler_scale.main()
     print("\n== cron_preview ==", flush=True)

@@ -1,0 +1,217 @@
+"""Instructions per request at the HTTP edge, counted by valgrind (callgrind): the request goes
+through aiohttp's own protocol handler (parser, routing, our middleware and handler, response
+writing) over an in-memory transport, so the figure is the process's user-space work for one
+request — deterministic to about 1 %, where requests/s on a shared host move by ±30 % between
+runs of a minute.
+
+Rows: a bare aiohttp handler on the gateway's route (reads the body, answers 202 — the same
+baseline as bench/webhook_ingest.py), then the gateway answering a fire to a webhook out of
+budget (429 before the body is read) and to an unknown webhook once the address has spent its failed
+attempts (429) — what floods of either become. The gateway is built as the service builds it, its trigger cache filled by hand (no
+database, no NATS: these paths never reach them), access lines off (their 10 a second are
+per second, not per request).
+
+Run: `.venv/bin/python -m bench.edge_instructions` (needs valgrind: `apt-get install valgrind`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REQUESTS = 300  # per phase; each row is a warm-up phase then a measured one
+BODY = b'{"event": "deploy", "id": 12345, "ref": "refs/heads/main", "sha": "0123456789abcdef"}'
+KNOWN, UNKNOWN = "a" * 24, "b" * 24
+
+
+class _Transport(asyncio.Transport):
+    """Collects what the server writes; wakes the driver when a whole answer is out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.answered: asyncio.Future[bytes] | None = None
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.out += data
+        self._check()
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.out += data
+        self._check()
+
+    def _check(self) -> None:
+        end = self.out.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        length = re.search(rb"(?i)\r\ncontent-length: (\d+)", bytes(self.out[:end]))
+        size = end + 4 + (int(length.group(1)) if length else 0)
+        if len(self.out) >= size:
+            status = bytes(self.out[9:12])
+            del self.out[:size]
+            if self.answered is not None and not self.answered.done():
+                self.answered.set_result(status)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+
+def _request(public_id: str) -> bytes:
+    head = (
+        f"POST /api/routine-triggers/public/{public_id}/fire HTTP/1.1\r\nHost: gw\r\n"
+        "Content-Type: application/json\r\nX-Routines-Signature: sha256=00\r\n"
+        f"X-Routines-Timestamp: 1700000000\r\nContent-Length: {len(BODY)}\r\n\r\n"
+    )
+    return head.encode() + BODY
+
+
+async def _phases(app: Any, request: bytes, handler_args: dict[str, Any]) -> bytes:
+    """Warm-up, then the measured phase; os.getppid() marks each phase's start and end for
+    callgrind (--dump-before=getppid). Returns the status of the last answer."""
+    protocol = app._make_handler(access_log=None, **handler_args)()
+    transport = _Transport()
+    protocol.connection_made(transport)
+    loop = asyncio.get_running_loop()
+    status = b""
+    for _ in ("warm-up", "measured"):
+        os.getppid()
+        for _ in range(REQUESTS):
+            transport.answered = loop.create_future()
+            protocol.data_received(request)
+            status = await transport.answered
+    os.getppid()
+    return status
+
+
+async def _drive() -> None:
+    """Under valgrind: the three rows, in order."""
+    from aiohttp import web
+
+    from routines_gateway.app import CACHE_KEY, create_app
+    from routines_gateway.cache import TriggerState
+    from shared.lifecycle import HANDLER_ARGS_KEY
+    from shared.logging import configure_logging
+    from shared.settings import GatewaySettings
+
+    configure_logging("webhook-gateway", "info", "json")
+
+    async def bare_fire(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"runId": str(uuid.uuid4()), "status": "received"}, status=202)
+
+    bare = web.Application()
+    bare.router.add_post("/api/routine-triggers/public/{publicId}/fire", bare_fire)
+    settings = GatewaySettings(
+        database_url="postgresql://bench@127.0.0.1:1/none",
+        nats_url="nats://127.0.0.1:1",
+        secret_key="YmVuY2hiZW5jaGJlbmNoYmVuY2hiZW5jaGJlbmNoYmU=",
+        rate_limit_trigger_per_sec=0.0001,  # the known webhook is out of budget after one fire
+        rate_limit_trigger_burst=1,
+        rate_limit_failed_per_sec=0.0001,  # the address has spent its failed attempts
+        rate_limit_failed_burst=1,
+        access_log="off",
+    )
+    app = create_app(settings)
+    cache = app[CACHE_KEY]
+    cache._entries[KNOWN] = TriggerState(
+        uuid.uuid4(),
+        uuid.uuid4(),
+        uuid.uuid4(),
+        True,
+        "active",
+        "hmac_sha256",
+        300,
+        ("s",),
+        time.monotonic() + 1e9,
+    )
+    cache._missing[UNKNOWN] = time.monotonic() + 1e9  # looked up once: no such webhook
+    statuses = [
+        await _phases(bare, _request(KNOWN), {}),
+        await _phases(app, _request(KNOWN), app[HANDLER_ARGS_KEY]),
+        await _phases(app, _request(UNKNOWN), app[HANDLER_ARGS_KEY]),
+    ]
+    print("statuses:", *(s.decode() for s in statuses), file=sys.stderr)
+
+
+ROWS = (
+    "bare aiohttp handler (202)",
+    "gateway: webhook out of budget (429)",
+    "gateway: unknown webhook (429)",
+)
+
+
+def main() -> dict[str, Any]:
+    if shutil.which("valgrind") is None:
+        print("valgrind not found (apt-get install valgrind): skipping")
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg"
+        run = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--dump-before=getppid",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                "-m",
+                "bench.edge_instructions",
+                "--drive",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            check=True,
+        )
+        statuses = re.findall(r"^statuses: (.*)$", run.stderr, re.M)[-1].split()
+        # Dumps: 1 start-up, then per row: warm-up, measured, the gap before the next row.
+        totals = []
+        for row in range(len(ROWS)):
+            summary = re.search(r"^summary: (\d+)$", Path(f"{out}.{3 + 3 * row}").read_text(), re.M)
+            assert summary is not None, "callgrind wrote no summary"
+            totals.append(int(summary.group(1)) / REQUESTS)
+    bare = totals[0]
+    print(f"instructions per request (callgrind, {REQUESTS} requests after {REQUESTS} of warm-up):")
+    for name, status, total in zip(ROWS, statuses, totals, strict=True):
+        print(f"  {name:<40} {status}  {total:>9,.0f}  = {total / bare:.2f} of bare")
+    return {"instructions_per_request": dict(zip(ROWS, totals, strict=True)), "statuses": statuses}
+
+
+if __name__ == "__main__":
+    if "--drive" in sys.argv:
+        import uvloop
+
+        uvloop.run(_drive())
+    else:
+        main()
