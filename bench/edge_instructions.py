@@ -121,6 +121,7 @@ async def _drive() -> None:
 
     from routines_gateway.app import CACHE_KEY, create_app
     from routines_gateway.cache import TriggerState
+    from routines_gateway.fire import FireHandler
     from shared.lifecycle import HANDLER_ARGS_KEY
     from shared.logging import configure_logging
     from shared.settings import GatewaySettings
@@ -137,7 +138,7 @@ async def _drive() -> None:
         database_url="postgresql://bench@127.0.0.1:1/none",
         nats_url="nats://127.0.0.1:1",
         secret_key="YmVuY2hiZW5jaGJlbmNoYmVuY2hiZW5jaGJlbmNoYmU=",
-        rate_limit_trigger_per_sec=0.0001,  # the known webhook is out of budget after one fire
+        rate_limit_trigger_per_sec=0.0001,  # the known webhook: out of budget once its token is spent
         rate_limit_trigger_burst=1,
         rate_limit_failed_per_sec=0.0001,  # the address has spent its failed attempts
         rate_limit_failed_burst=1,
@@ -145,8 +146,9 @@ async def _drive() -> None:
     )
     app = create_app(settings)
     cache = app[CACHE_KEY]
+    trigger_id = uuid.uuid4()
     cache._entries[KNOWN] = TriggerState(
-        uuid.uuid4(),
+        trigger_id,
         uuid.uuid4(),
         uuid.uuid4(),
         True,
@@ -156,6 +158,13 @@ async def _drive() -> None:
         ("s",),
         time.monotonic() + 1e9,
     )
+    # Its one token spent by a verified fire (the signature sent never verifies: without this,
+    # the row would measure the failed-attempts refusal instead).
+    handler = next(
+        getattr(r.handler, "__self__", None) for r in app.router.routes() if r.handler.__name__ == "fire"
+    )
+    assert isinstance(handler, FireHandler)
+    handler.per_trigger.take(str(trigger_id))
     cache._missing[UNKNOWN] = time.monotonic() + 1e9  # looked up once: no such webhook
     statuses = [
         await _phases(bare, _request(KNOWN), {}),

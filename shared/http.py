@@ -62,8 +62,14 @@ HTTP_LATENCY = LoopHistogram(
 )
 
 
+# Methods counted by name; any other is "other". aiohttp's C parser (llhttp) lets only HTTP's
+# registered methods through, but its pure-Python parser (no C extension) takes any token, and a
+# client making them up must not grow the metrics. Routes are the app's own, statuses few.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _observe(route: str, method: str, status: int, elapsed: float) -> None:
-    # Label values stay few: the app's own routes, the methods the HTTP parser knows, statuses.
+    method = method if method in _METHODS else "other"
     HTTP_REQUESTS.inc(route, method, str(status))
     HTTP_LATENCY.observe(elapsed, route, method)
 
@@ -88,12 +94,17 @@ def _json_bytes(data: Any) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _error_body(message: str, retry_after: int | None = None) -> bytes:
-    """The body of an error whose only detail, if any, is when to retry — encoded once per
-    message (and wait): refusals (404, 401, 429) are what a flood is made of, and each should
-    cost as little as possible."""
-    details = None if retry_after is None else {"retryAfterSec": retry_after}
-    return _json_bytes({"error": message, "details": details})
+def _error_body(message: str) -> bytes:
+    """The body of a detail-less error, encoded once per message: refusals (404, 401) are what a
+    flood is made of, and each should cost as little as possible."""
+    return _json_bytes({"error": message, "details": None})
+
+
+@functools.lru_cache(maxsize=256)
+def _rate_limited_body(message: str, retry_after: int) -> bytes:
+    """A 429's body, once per message and wait (a cache of its own: 404s naming a flood of
+    unknown paths must not push these out)."""
+    return _json_bytes({"error": message, "details": {"retryAfterSec": retry_after}})
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -199,7 +210,7 @@ def routines_error_response(exc: RoutinesError) -> web.Response:
     for (`Retry-After` on 429, `Allow` on 405)."""
     if isinstance(exc, RateLimited):  # its details are the wait: the body comes from the cache
         return _json_answer(
-            _error_body(exc.message, exc.retry_after), 429, {"Retry-After": str(exc.retry_after)}
+            _rate_limited_body(exc.message, exc.retry_after), 429, {"Retry-After": str(exc.retry_after)}
         )
     headers = {"Allow": ",".join(exc.allowed)} if isinstance(exc, MethodNotAllowed) else None
     if exc.status >= 500:

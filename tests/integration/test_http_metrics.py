@@ -1,5 +1,5 @@
 """Every answer is counted once in the request metrics, under its route, method and status (the
-edge binds the metric children once; this holds them to the same counts)."""
+edge counts them on the event loop, shared/loop_metrics.py; this holds them to the same counts)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY, generate_latest
 
 from shared.errors import Conflict
-from shared.http import create_base_app, finish_routes, json_response
+from shared.http import _observe, create_base_app, finish_routes, json_response
 from shared.settings import CommonSettings
 from tests.support import Stack, served
 
@@ -62,3 +63,14 @@ async def test_each_answer_is_counted_once_by_route_method_and_status(client: Cl
         await _value(client, "routines_http_request_seconds_count", timed),
     ]
     assert [a - b for a, b in zip(after, before, strict=True)] == [5, 3, 5]
+
+
+def test_methods_made_up_are_counted_as_one() -> None:
+    """Without aiohttp's C parser any token is a method: each would have been a series of its own."""
+    before = generate_latest(REGISTRY).decode()
+    for i in range(5):
+        _observe("/made-up-route", f"MADEUP{i}", 404, 0.001)
+    text = generate_latest(REGISTRY).decode()
+    assert "MADEUP" not in text
+    line = 'routines_http_requests_total{method="other",route="/made-up-route",status="404"}'
+    assert f"{line} 5.0" in text and line not in before

@@ -3,6 +3,9 @@ the `_created` series), whatever values and labels they are fed."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -11,7 +14,9 @@ from shared.loop_metrics import LoopCounter, LoopHistogram
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 LABEL = st.sampled_from(["a", "b", "/x/{id}", 'q"uote'])
-VALUE = st.one_of(st.sampled_from([0.0, *BUCKETS, 7.0]), st.floats(0, 10, allow_nan=False))
+VALUE = st.one_of(
+    st.sampled_from([0.0, -1.0, *BUCKETS, 7.0, math.inf, math.nan]), st.floats(0, 10, allow_nan=False)
+)
 
 
 def _exposition(registry: CollectorRegistry) -> list[str]:
@@ -46,3 +51,34 @@ def test_a_histogram_without_labels_is_exported_before_its_first_observation() -
     LoopHistogram("v_seconds", "help", [], BUCKETS, registry=ours)
     assert _exposition(ours) == _exposition(theirs)
     assert 'v_seconds_bucket{le="+Inf"} 0.0' in _exposition(ours)
+
+
+@pytest.mark.parametrize(
+    "buckets", [(5e-05, 1e6, 2.5e7), (0.5, 1, math.inf)], ids=["large-bounds", "explicit-inf"]
+)
+def test_bucket_bounds_are_written_as_prometheus_client_writes_them(buckets: tuple[float, ...]) -> None:
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("b_seconds", "help", ["k"], buckets=buckets, registry=theirs)
+    loop = LoopHistogram("b_seconds", "help", ["k"], buckets, registry=ours)
+    for value in (0.0, 1.0, 3e6, 1e9):
+        reference.labels("v").observe(value)
+        loop.observe(value, "v")
+    assert _exposition(ours) == _exposition(theirs)
+
+
+def test_what_prometheus_client_refuses_is_refused() -> None:
+    registry = CollectorRegistry()
+    counter = LoopCounter("r_total", "help", ["outcome"], registry=registry)
+    histogram = LoopHistogram("r_seconds", "help", ["route", "method"], BUCKETS, registry=registry)
+    with pytest.raises(ValueError, match="amount >= 0"):
+        counter.inc("a", amount=-1)
+    with pytest.raises(ValueError, match="1 label values"):
+        counter.inc("a", "2")  # an amount passed as a label value
+    with pytest.raises(ValueError, match="2 label values"):
+        histogram.observe(0.1, "only-the-route")
+    assert _exposition(registry) == [
+        "# HELP r_total help",
+        "# TYPE r_total counter",
+        "# HELP r_seconds help",
+        "# TYPE r_seconds histogram",
+    ]
