@@ -119,6 +119,7 @@ async def _drive() -> None:
     """Under valgrind: the three rows, in order."""
     from aiohttp import web
 
+    from bench.bare_server import ROUTE, fire
     from routines_gateway.app import CACHE_KEY, create_app
     from routines_gateway.cache import TriggerState
     from routines_gateway.fire import FireHandler
@@ -128,12 +129,8 @@ async def _drive() -> None:
 
     configure_logging("webhook-gateway", "info", "json")
 
-    async def bare_fire(request: web.Request) -> web.Response:
-        await request.read()
-        return web.json_response({"runId": str(uuid.uuid4()), "status": "received"}, status=202)
-
     bare = web.Application()
-    bare.router.add_post("/api/routine-triggers/public/{publicId}/fire", bare_fire)
+    bare.router.add_post(ROUTE, fire)  # bench/bare_server.py's handler: the same baseline
     settings = GatewaySettings(
         database_url="postgresql://bench@127.0.0.1:1/none",
         nats_url="nats://127.0.0.1:1",

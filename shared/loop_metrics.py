@@ -22,13 +22,21 @@ _le: Callable[[float], str] = floatToGoString  # a bound as prometheus_client wr
 
 
 class LoopCounter(Collector):
-    """A labelled counter: `inc(*label_values, amount=1)`."""
+    """A labelled counter: `inc(*label_values, amount=1)`; the series in `zeros` are exported
+    from the start, at 0."""
 
     def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry = REGISTRY
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        zeros: Iterable[tuple[str, ...]] = (),
+        registry: CollectorRegistry = REGISTRY,
     ) -> None:
         self._name, self._documentation, self._labelnames = name, documentation, list(labelnames)
         self._values: dict[tuple[str, ...], float] = {}
+        for labels in zeros:
+            self.inc(*labels, amount=0)
         registry.register(self)
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:

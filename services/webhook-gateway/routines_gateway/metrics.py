@@ -5,8 +5,7 @@ from prometheus_client import Gauge, Histogram
 
 from shared.loop_metrics import LoopCounter, LoopHistogram
 
-OUTCOMES = LoopCounter("routines_gateway_requests_total", "Fire requests by outcome", ["outcome"])
-for _outcome in (
+_OUTCOME_NAMES = (
     "accepted",
     "duplicate",
     "bad_signature",
@@ -20,8 +19,13 @@ for _outcome in (
     "unavailable",
     "timeout",
     "error",
-):
-    OUTCOMES.inc(_outcome, amount=0)  # every outcome is exported from the start, at 0
+)
+OUTCOMES = LoopCounter(
+    "routines_gateway_requests_total",
+    "Fire requests by outcome",
+    ["outcome"],
+    zeros=[(name,) for name in _OUTCOME_NAMES],  # every outcome exported from the start
+)
 VERIFY_SECONDS = LoopHistogram(
     "routines_gateway_verification_seconds",
     "Signature verification latency",
@@ -31,9 +35,12 @@ VERIFY_SECONDS = LoopHistogram(
 BATCH_SIZE = Histogram(
     "routines_gateway_commit_batch_size", "Runs per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
-CACHE_LOOKUPS = LoopCounter("routines_gateway_trigger_cache_total", "Trigger cache lookups", ["result"])
-for _result in ("hit", "negative_hit", "joined", "miss"):
-    CACHE_LOOKUPS.inc(_result, amount=0)
+CACHE_LOOKUPS = LoopCounter(
+    "routines_gateway_trigger_cache_total",
+    "Trigger cache lookups",
+    ["result"],
+    zeros=[(result,) for result in ("hit", "negative_hit", "joined", "miss")],
+)
 CLOCK_OFFSET = Gauge(
     "routines_gateway_clock_offset_seconds",
     "Database clock minus this host's clock (timestamps are checked by the former)",
