@@ -97,11 +97,8 @@ WHERE r.id = u.id;
 -- fires (run id, source, time, payload size) — never copies of their payloads. $4: as above.
 UPDATE issues AS i
 SET coalesced_fire_count = i.coalesced_fire_count + u.n,
-    coalesced_fires = (
-        SELECT COALESCE(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb)
-        FROM (SELECT t.e, t.n
-              FROM jsonb_array_elements(i.coalesced_fires || f.fires) WITH ORDINALITY AS t(e, n)
-              ORDER BY t.n DESC LIMIT 100) x),
+    -- The last 100 elements (lax mode: a shorter array is taken whole).
+    coalesced_fires = jsonb_path_query_array(i.coalesced_fires || f.fires, '$[last - 99 to last]'),
     updated_at = COALESCE($4::timestamptz, now())
 FROM unnest($1::uuid[], $2::int[], $3::text[]) AS u(id, n, fires_json)
 CROSS JOIN LATERAL (SELECT u.fires_json::jsonb AS fires) f
