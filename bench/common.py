@@ -9,7 +9,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +43,11 @@ class Servers:
 
 
 @asynccontextmanager
-async def servers(fast: bool = False) -> AsyncIterator[Servers]:
-    """Durable Postgres (fsync on: commits cost what they cost in production; off when `fast`)
-    and NATS."""
+async def servers(fast: bool = False, pg_settings: Sequence[str] = ()) -> AsyncIterator[Servers]:
+    """Durable Postgres (fsync on: commits cost what they cost in production; off when `fast`;
+    `pg_settings`: more server settings) and NATS."""
     with tempfile.TemporaryDirectory() as tmp:
-        pg = PostgresServer(Path(tmp) / "pg", fast=fast)
+        pg = PostgresServer(Path(tmp) / "pg", fast=fast, settings=pg_settings)
         nats = NatsServer(Path(tmp) / "nats")
         pg.start()
         nats.start()
@@ -133,11 +133,13 @@ class Seeded(NamedTuple):
 
 
 @asynccontextmanager
-async def seeded(name: str, routines: int, policy: str = "always_enqueue") -> AsyncIterator[Seeded]:
+async def seeded(
+    name: str, routines: int, policy: str = "always_enqueue", pg_settings: Sequence[str] = ()
+) -> AsyncIterator[Seeded]:
     """What every benchmark starts from: fresh servers, the migrated database `name` seeded with
     `routines` routines, and a connection to it (closed at the end)."""
     RESULTS.mkdir(exist_ok=True)
-    async with servers() as s:
+    async with servers(pg_settings=pg_settings) as s:
         stack = await s.fresh_stack(name)
         conn = await asyncpg.connect(stack.database_url)
         try:

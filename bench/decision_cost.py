@@ -6,7 +6,8 @@ ingest rate with the dispatcher running can be at most accepted / (accepted + de
 rate with it stopped.
 
 Run: `.venv/bin/python -m bench.decision_cost` (`--rate 1000`: announce at that many runs a second,
-as a steady stream of fires would; 0: all at once).
+as a steady stream of fires would; 0: all at once; `--statements`: also print where Postgres spent
+its time, by statement, from pg_stat_statements).
 """
 
 from __future__ import annotations
@@ -25,8 +26,26 @@ from shared.runs import publish_run_requested
 RUNS = 20_000
 
 
-async def main(rate: float = 1000.0) -> dict[str, Any]:
-    async with seeded("decision_cost", 1, policy="coalesce_if_active") as (s, stack, conn, world):
+STATEMENTS = """
+SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') AS query
+FROM pg_stat_statements
+WHERE query NOT LIKE 'INSERT INTO routine_runs (routine_id, company_id, source) SELECT%'  -- the seed
+  AND query NOT LIKE 'CREATE %' AND query NOT LIKE '%FOR KEY SHARE OF x'  -- its set-up, its FK checks
+ORDER BY total_exec_time DESC
+LIMIT 8
+"""
+
+
+async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]:
+    settings = ["shared_preload_libraries=pg_stat_statements"] if statements else []
+    async with seeded("decision_cost", 1, policy="coalesce_if_active", pg_settings=settings) as (
+        s,
+        stack,
+        conn,
+        world,
+    ):
+        if statements:
+            await conn.execute("CREATE EXTENSION pg_stat_statements")
         routine = world.routines[0]
         await conn.execute(
             "INSERT INTO issues (company_id, title, status, assignee_agent_id, origin_kind, origin_id)"
@@ -64,6 +83,7 @@ async def main(rate: float = 1000.0) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             after = cpu.read()
+            top = await conn.fetch(STATEMENTS) if statements else []
             coalesced = await conn.fetchval("SELECT coalesced_fire_count FROM issues")
             # Runs decided in one transaction share its now().
             transactions = await conn.fetchval("SELECT count(DISTINCT decided_at) FROM routine_runs")
@@ -81,6 +101,15 @@ async def main(rate: float = 1000.0) -> dict[str, Any]:
         + ", ".join(f"{name} {us:.0f} µs" for name, us in per_run.items())
         + f"; total {sum(per_run.values()):.0f} µs (NATS includes this benchmark's publishing)"
     )
+    if top:
+        print(
+            "Postgres time by statement, waits for locks included (calls, ms in all, ms per call, µs per decided run):"
+        )
+        for row in top:
+            ms = row["total_exec_time"]
+            print(
+                f"  {row['calls']:>6,} {ms:8.1f} {ms / row['calls']:6.2f} {ms / RUNS * 1000:6.1f}  {row['query'][:80]}"
+            )
     result = {
         "runs": RUNS,
         "rate": rate,
@@ -95,4 +124,6 @@ async def main(rate: float = 1000.0) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=1000.0)
-    asyncio.run(main(parser.parse_args().rate))
+    parser.add_argument("--statements", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(args.rate, args.statements))

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +153,19 @@ class PostgresServer(LocalServer):
     """A Postgres cluster in `data_dir`, listening on 127.0.0.1:`port`, trust auth."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, fast: bool = False, strict_port: bool = False
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        fast: bool = False,
+        strict_port: bool = False,
+        settings: Sequence[str] = (),
     ) -> None:
+        """`settings`: more `name=value` server settings (e.g. a benchmark's
+        `shared_preload_libraries=pg_stat_statements`)."""
         self.data_dir = data_dir
         self.port = port or free_port()
         self.fast = fast
+        self.settings = tuple(settings)
         self.strict_port = strict_port
         self.user = _run_as()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -244,6 +253,8 @@ class PostgresServer(LocalServer):
             "-c",
             "logging_collector=off",
         ]
+        for setting in self.settings:
+            args += ["-c", setting]
         if self.fast:
             args += [
                 "-c",
