@@ -122,6 +122,7 @@ class Bench:
     tmp: Any
     seconds: float
     cpu: CpuMeter
+    statements: bool = False  # pg_stat_statements is loaded: report Postgres time by statement
     offset: int = 0
 
     async def undecided(self, world: World) -> int:
@@ -160,10 +161,13 @@ class Bench:
             with LockSampler(self.dsn) as sampler:
                 before, started = self.cpu.read(), time.perf_counter()
                 wal_before = await self._wal()
+                if self.statements:
+                    await self.conn.execute("SELECT pg_stat_statements_reset()")
                 wrk = await asyncio.to_thread(run_wrk, self.gateway.url, requests, CONNECTIONS, self.seconds)
                 elapsed = time.perf_counter() - started
                 cores = CpuMeter.used(before, self.cpu.read(), elapsed)
                 wal_after = await self._wal()
+                top = await self.conn.fetch(STATEMENTS) if self.statements else []
         finally:
             if stopped:
                 self.dispatcher.proc.send_signal(signal.SIGCONT)
@@ -181,6 +185,15 @@ class Bench:
             "statuses": wrk.statuses,
             "server_errors": wrk.server_errors,
             "backlog_at_end": backlog,
+            # Postgres time by statement over the load (waits included), µs per accepted fire.
+            "statements": [
+                {
+                    "calls": row["calls"],
+                    "us_per_fire": row["total_exec_time"] * 1000 / max(1, wrk.statuses.get(202, 0)),
+                    "query": row["query"][:100],
+                }
+                for row in top
+            ],
             "drain_sec": drain,
             "locks": sampler.summary(),
             "cores_used": cores,
@@ -202,17 +215,29 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
     )
 
 
+STATEMENTS = """
+SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') AS query
+FROM pg_stat_statements
+ORDER BY total_exec_time DESC
+LIMIT 6
+"""
+
+
 async def main(
     seconds: float = 8,
     shapes: tuple[int, ...] = (1, 100, 10_000),
     rounds: int = 2,
     policies: tuple[str, ...] = POLICIES,
+    statements: bool = False,
 ) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     results: list[dict[str, Any]] = []
-    async with servers() as s:
+    settings = ["shared_preload_libraries=pg_stat_statements"] if statements else []
+    async with servers(pg_settings=settings) as s:
         stack = await s.fresh_stack("pipeline")
         conn = await asyncpg.connect(stack.database_url)
+        if statements:
+            await conn.execute("CREATE EXTENSION pg_stat_statements")
         worlds: dict[tuple[int, str], World] = {}
         for n in shapes:
             for policy in policies:
@@ -230,7 +255,7 @@ async def main(
         pids = {p.name: p.proc.pid for p in processes if p.proc is not None}
         assert s.pg._proc is not None and s.nats._proc is not None
         cpu = CpuMeter({**pids, "postgres": s.pg._proc.pid, "nats": s.nats._proc.pid})
-        bench = Bench(conn, stack.database_url, processes[0], processes[1], s.tmp, seconds, cpu)
+        bench = Bench(conn, stack.database_url, processes[0], processes[1], s.tmp, seconds, cpu, statements)
         try:
             for (n, policy), world in worlds.items():
                 shape = "one routine" if n == 1 else f"{n:,} routines"
@@ -247,6 +272,10 @@ async def main(
                         r.update(shape=shape, routines=n, policy=policy)
                         results.append(r)
                         print(_line(shape, policy, r), flush=True)
+                        for row in r["statements"]:
+                            print(
+                                f"    {row['calls']:>7,} calls {row['us_per_fire']:7.1f} µs/fire  {row['query']}"
+                            )
         finally:
             await rss.stop()
             for process in processes:
@@ -328,9 +357,12 @@ def cli() -> None:
     parser.add_argument("--shapes", default="1,100,10000", help="routine counts, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="running/stopped rounds for one routine")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument(
+        "--statements", action="store_true", help="report Postgres time by statement (pg_stat_statements)"
+    )
     args = parser.parse_args()
     shapes = tuple(int(x) for x in args.shapes.split(","))
-    asyncio.run(main(args.seconds, shapes, args.rounds, tuple(args.policies.split(","))))
+    asyncio.run(main(args.seconds, shapes, args.rounds, tuple(args.policies.split(",")), args.statements))
 
 
 if __name__ == "__main__":
