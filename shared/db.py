@@ -72,32 +72,24 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 def session_settings(settings: CommonSettings) -> dict[str, str]:
-    """The per-session timeouts the services rely on."""
+    """The per-session timeouts the services rely on, and how their statements are planned."""
     return {
         "statement_timeout": str(settings.db_statement_timeout_ms),
         "lock_timeout": str(settings.db_lock_timeout_ms),
         "idle_in_transaction_session_timeout": str(settings.db_idle_in_transaction_timeout_ms),
+        # Each execution of a prepared statement is planned for the tables as they are now. A
+        # generic plan is made once, from what Postgres knew then, and kept: made while
+        # routine_runs was small (a fresh install, a new trigger's first fires), a fire's
+        # duplicate checks probed the trigger's history index and read every earlier run of the
+        # trigger, and a decision read the routine's decided runs, each time (tests:
+        # test_query_scaling.py). Behind a transaction pooler statements are planned each time
+        # already (asyncpg's unnamed statements). Planning costs a decision ~30 µs of Postgres
+        # CPU per run (bench/decision_cost.py).
+        "plan_cache_mode": "force_custom_plan",
     }
 
 
-PLAN_EACH_EXECUTION = {"plan_cache_mode": "force_custom_plan"}
-"""For services whose hot statements' best plan depends on how big the tables are now: record a
-fire (gateway, scheduler; the API's `record_run` sets it for its transaction). A prepared
-statement soon runs a generic plan, made once from what Postgres knew then and kept: made while
-`routine_runs` was small (a fresh install, a new trigger's first fires), its duplicate checks probed
-the trigger's history index and read every earlier run of the trigger for each fire. Planning each
-execution costs the gateway a plan per group commit; the dispatcher, whose statements look runs up
-by id, keeps its generic plans (planning its ~8 statements per decision transaction cost ~30 µs of
-Postgres CPU per decided run). Behind a transaction pooler every statement is planned at each
-execution already (asyncpg's unnamed statements)."""
-
-SET_PLAN_EACH_EXECUTION = "SET LOCAL plan_cache_mode = force_custom_plan"
-"""The same for one transaction."""
-
-
-def pool_arguments(
-    settings: CommonSettings, application_name: str, plan_each_execution: bool = False
-) -> dict[str, Any]:
+def pool_arguments(settings: CommonSettings, application_name: str) -> dict[str, Any]:
     """asyncpg pool options for the configured pooler mode.
 
     Direct or session pooling: the timeouts travel as startup parameters and asyncpg caches
@@ -116,8 +108,6 @@ def pool_arguments(
         options["statement_cache_size"] = 0
     else:
         server_settings.update(session_settings(s))
-        if plan_each_execution:
-            server_settings.update(PLAN_EACH_EXECUTION)
     return {
         "min_size": min(s.db_pool_min, s.db_pool_max),
         "max_size": s.db_pool_max,
@@ -134,19 +124,15 @@ def pool_arguments(
 class Database:
     """The service's Postgres pool. Connection problems surface as `ServiceUnavailable`."""
 
-    def __init__(
-        self, settings: CommonSettings, application_name: str, plan_each_execution: bool = False
-    ) -> None:
+    def __init__(self, settings: CommonSettings, application_name: str) -> None:
         self._settings = settings
         self._application_name = application_name
-        self._plan_each_execution = plan_each_execution
         self._pool: asyncpg.Pool | None = None
         self._schema_ok = False
 
     async def open(self) -> None:
         self._pool = asyncpg.create_pool(
-            self._settings.database_url,
-            **pool_arguments(self._settings, self._application_name, self._plan_each_execution),
+            self._settings.database_url, **pool_arguments(self._settings, self._application_name)
         )
         await self._pool
         await self._verify_schema(at_start=True)

@@ -408,19 +408,15 @@ class MethodNotAllowed(RoutinesError):
 
 
 def create_base_app(
-    service: str,
-    settings: CommonSettings,
-    client_max_size: int | None = None,
-    plan_each_execution: bool = False,
+    service: str, settings: CommonSettings, client_max_size: int | None = None
 ) -> web.Application:
-    """An app with the shared middlewares, health routes and platform (pool, bus) wired in
-    (`plan_each_execution`: see shared.db.PLAN_EACH_EXECUTION)."""
+    """An app with the shared middlewares, health routes and platform (pool, bus) wired in."""
     app = web.Application(
         middlewares=[edge_middleware],
         client_max_size=client_max_size or settings.max_body_bytes,
     )
     app[SETTINGS_KEY] = settings
-    app[DB_KEY] = Database(settings, application_name=service, plan_each_execution=plan_each_execution)
+    app[DB_KEY] = Database(settings, application_name=service)
     app[BUS_KEY] = Bus.from_settings(settings, name=service)
     app[SUPERVISOR_KEY] = Supervisor(service)
     app[REFUSAL_LINES_KEY] = RefusalLines()

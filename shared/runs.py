@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 
 from shared.bus import Bus, Subjects
-from shared.db import SET_PLAN_EACH_EXECUTION
 from shared.errors import Unprocessable
 from shared.sql import QUERIES
 
@@ -41,10 +40,8 @@ async def record_run(
 ) -> RecordedRun:
     """Insert a `received` run, or return the existing one its idempotency/delivery key names.
 
-    An idempotency key reused with a different payload → Unprocessable (422). Call inside a
-    transaction: the insert is planned for this execution (shared.db.PLAN_EACH_EXECUTION)."""
+    An idempotency key reused with a different payload → Unprocessable (422)."""
     scope = idempotency_scope(source, trigger_id) if idempotency_key is not None else None
-    await conn.execute(SET_PLAN_EACH_EXECUTION)
     row = await conn.fetchrow(
         QUERIES["insert_run"],
         routine_id,

@@ -22,6 +22,8 @@ import pytest
 from aiohttp import web
 
 from routines_api.sql import QUERIES as API_QUERIES
+from routines_dispatcher.app import create_app as dispatcher_app
+from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.sql import QUERIES as DISPATCHER_QUERIES
 from routines_gateway.app import create_app as gateway_app
 from routines_gateway.sql import QUERIES as GATEWAY_QUERIES
@@ -29,8 +31,8 @@ from routines_scheduler.app import create_app as scheduler_app
 from routines_scheduler.sql import QUERIES as SCHEDULER_QUERIES
 from shared.http import DB_KEY
 from shared.runs import record_run
-from shared.settings import GatewaySettings, SchedulerSettings
-from tests.factories import World, make_routine, make_schedule_trigger, make_world
+from shared.settings import DispatcherSettings, GatewaySettings, SchedulerSettings
+from tests.factories import World, make_issue, make_routine, make_schedule_trigger, make_world
 from tests.integration.api_client import api_app
 from tests.support import Stack
 
@@ -66,7 +68,7 @@ async def rows_read_running(conn: asyncpg.Connection, work: Callable[[], Awaitab
         for name in settings:
             await conn.execute(f"RESET auto_explain.{name}")
     plans = [json.loads(n[n.index("{") :])["Plan"] for n in notices if '"Plan"' in n]
-    return sum(_scanned(plan) for plan in plans if plan["Node Type"] == "ModifyTable")
+    return sum(_scanned(plan) for plan in plans)
 
 
 def _scanned(plan: dict[str, Any]) -> int:
@@ -242,6 +244,9 @@ def _service_app(service: str, stack: Stack) -> web.Application:
         return gateway_app(GatewaySettings(**common, secret_key=stack.secret_key))
     if service == "scheduler":
         return scheduler_app(SchedulerSettings(**common))
+    if service == "run-dispatcher":
+        return dispatcher_app(DispatcherSettings(**common))
+    assert service == "api"
     return api_app(stack)
 
 
@@ -289,3 +294,45 @@ async def test_recording_a_fire_does_not_read_its_triggers_history(
     finally:
         await database.close()
     assert read <= 3 * (FEW + 1)
+
+
+async def test_deciding_does_not_read_the_routines_history(db: asyncpg.Connection, stack: Stack) -> None:
+    """The same for a decision, on the dispatcher's own connection settings: its statements' plans,
+    made while the table was small and kept, must not read a hot routine's decided runs."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    await make_issue(db, world, routine, "todo")
+
+    async def received(n: int) -> list[uuid.UUID]:
+        rows = await db.fetch(
+            "INSERT INTO routine_runs (routine_id, company_id, source) SELECT $1, $2, 'webhook'"
+            " FROM generate_series(1, $3::int) RETURNING id",
+            routine,
+            world.company_id,
+            n,
+        )
+        return [r["id"] for r in rows]
+
+    await received(20)
+    await db.execute("ANALYZE routine_runs")
+    database = _service_app("run-dispatcher", stack)[DB_KEY]
+    await database.open()
+    try:
+        async with database.connection() as conn:
+            for _ in range(6):  # after five runs Postgres may keep a generic plan
+                async with conn.transaction():
+                    await decide_runs(conn, await received(3))
+            history = await received(10 * HISTORY)
+            await db.execute(
+                "UPDATE routine_runs SET status = 'coalesced' WHERE id = ANY($1::uuid[])", history
+            )
+            runs = await received(FEW)
+
+            async def decide() -> None:
+                async with conn.transaction():
+                    assert len(await decide_runs(conn, runs)) == FEW
+
+            read = await rows_read_running(conn, decide)
+    finally:
+        await database.close()
+    assert read <= 10 * (FEW + 1)

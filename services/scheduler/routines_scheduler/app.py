@@ -15,7 +15,7 @@ SCHEDULER_KEY = web.AppKey("scheduler", Scheduler)
 
 def create_app(settings: SchedulerSettings) -> web.Application:
     """Wire the scheduler: one supervised fire loop, woken early by trigger changes."""
-    app = create_base_app("scheduler", settings, plan_each_execution=True)
+    app = create_base_app("scheduler", settings)
     app[SCHEDULER_KEY] = Scheduler(settings, app[DB_KEY], app[BUS_KEY], app[SUPERVISOR_KEY].stopping)
     app.cleanup_ctx.append(_ticker_ctx)
     finish_routes(app)

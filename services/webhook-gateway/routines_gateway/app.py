@@ -26,9 +26,7 @@ CLOCK_KEY = web.AppKey("db_clock", DbClock)
 def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = time.time) -> web.Application:
     """Wire the gateway: the fire endpoint, its trigger cache and the group-commit writer.
     `local_clock` is this host's wall clock (tests give it a skew)."""
-    app = create_base_app(
-        "webhook-gateway", settings, client_max_size=settings.webhook_max_body_bytes, plan_each_execution=True
-    )
+    app = create_base_app("webhook-gateway", settings, client_max_size=settings.webhook_max_body_bytes)
     cache = TriggerCache(
         app[DB_KEY],
         SecretBox(settings.secret_key),
