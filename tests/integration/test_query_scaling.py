@@ -183,7 +183,7 @@ async def test_deciding_reads_the_runs_it_was_given_not_the_routines_backlog(db:
     wanted = [r["id"] for r in ids[-CHUNK:]]
     decided_already = ids[0]["id"]
     query = DISPATCHER_QUERIES["undecided_runs"]
-    args = ([*wanted, decided_already], [routine], [])
+    args: tuple[list[Any], ...] = ([*wanted, decided_already], [routine], [])
     async with db.transaction():
         rows = await db.fetch(query, *args)
     assert [r["id"] for r in rows] == wanted  # oldest first
@@ -239,13 +239,13 @@ async def _api(conn: asyncpg.Connection, world: World, routine: uuid.UUID, trigg
 
 
 def _service_app(service: str, stack: Stack) -> web.Application:
-    common = {"database_url": stack.database_url, "nats_url": stack.nats_url}
+    url, nats = stack.database_url, stack.nats_url
     if service == "webhook-gateway":
-        return gateway_app(GatewaySettings(**common, secret_key=stack.secret_key))
+        return gateway_app(GatewaySettings(database_url=url, nats_url=nats, secret_key=stack.secret_key))
     if service == "scheduler":
-        return scheduler_app(SchedulerSettings(**common))
+        return scheduler_app(SchedulerSettings(database_url=url, nats_url=nats))
     if service == "run-dispatcher":
-        return dispatcher_app(DispatcherSettings(**common))
+        return dispatcher_app(DispatcherSettings(database_url=url, nats_url=nats))
     assert service == "api"
     return api_app(stack)
 
