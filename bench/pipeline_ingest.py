@@ -229,6 +229,7 @@ async def main(
     rounds: int = 2,
     policies: tuple[str, ...] = POLICIES,
     statements: bool = False,
+    analyze: bool = False,
 ) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -265,6 +266,10 @@ async def main(
                 )
                 while await bench.undecided(world):
                     await asyncio.sleep(0.05)
+                if analyze:
+                    # As autovacuum would, sooner or later: prepared statements' cached plans are
+                    # dropped and made again for the table as it is now (a long-running system).
+                    await conn.execute("ANALYZE routine_runs")
                 count = int(seconds * 15_000)
                 for _ in range(rounds if n == 1 else 1):
                     for stopped in (False, True):
@@ -360,9 +365,15 @@ def cli() -> None:
     parser.add_argument(
         "--statements", action="store_true", help="report Postgres time by statement (pg_stat_statements)"
     )
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="ANALYZE routine_runs after each warm-up (as autovacuum would on a long-running system)",
+    )
     args = parser.parse_args()
     shapes = tuple(int(x) for x in args.shapes.split(","))
-    asyncio.run(main(args.seconds, shapes, args.rounds, tuple(args.policies.split(",")), args.statements))
+    policies = tuple(args.policies.split(","))
+    asyncio.run(main(args.seconds, shapes, args.rounds, policies, args.statements, args.analyze))
 
 
 if __name__ == "__main__":

@@ -72,20 +72,11 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
 
 def session_settings(settings: CommonSettings) -> dict[str, str]:
-    """The per-session timeouts the services rely on, and how their statements are planned."""
+    """The per-session timeouts the services rely on."""
     return {
         "statement_timeout": str(settings.db_statement_timeout_ms),
         "lock_timeout": str(settings.db_lock_timeout_ms),
         "idle_in_transaction_session_timeout": str(settings.db_idle_in_transaction_timeout_ms),
-        # Each execution of a prepared statement is planned for the tables as they are now. A
-        # generic plan is made once, from what Postgres knew then, and kept: made while
-        # routine_runs was small (a fresh install, a new trigger's first fires), a fire's
-        # duplicate checks probed the trigger's history index and read every earlier run of the
-        # trigger, and a decision read the routine's decided runs, each time (tests:
-        # test_query_scaling.py). Behind a transaction pooler statements are planned each time
-        # already (asyncpg's unnamed statements). Planning costs a decision ~30 µs of Postgres
-        # CPU per run (bench/decision_cost.py).
-        "plan_cache_mode": "force_custom_plan",
     }
 
 

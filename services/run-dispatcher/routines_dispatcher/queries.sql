@@ -20,9 +20,10 @@ FOR NO KEY UPDATE SKIP LOCKED;
 
 -- undecided_runs --
 -- The runs of the locked routines that still wait for a decision, oldest first. Each is looked
--- up by its id (LIMIT 1 keeps the lateral join from being flattened into a scan of the partial
--- index of received runs, which the planner preferred: with a hot routine's backlog, and that
--- index's entries of decided runs until vacuum, that read thousands of rows per transaction).
+-- up by its id, one probe of the primary key (a lateral subquery with a row lock is not flattened
+-- into a join): the planner had preferred a scan of the partial index of received runs, which
+-- with a hot routine's backlog, and that index's entries of decided runs until vacuum, read
+-- thousands of rows per transaction.
 -- The payload itself stays in Postgres (copied onto issues by SQL): stored JSON never has to
 -- survive a Python decoder here, however it got into the table — unless the routine declares
 -- variables ($3), whose values may come from the payload's top-level keys.
