@@ -5,7 +5,7 @@ correct, but they read every open issue of the routine (every run of the trigger
 An `always_enqueue` routine whose agent lags accumulates open issues, a webhook trigger runs, so
 each decision and each trigger listing grew slower with the history (the soak's p99 climbed with
 every minute of it). Here each query runs under EXPLAIN ANALYZE over a history of 2,000 rows and
-must read a handful of them; the answers are checked too. The same for a decision over a backlog.
+must read a handful of them; the answers are checked too.
 """
 
 from __future__ import annotations
@@ -22,24 +22,17 @@ from tests.factories import World, make_routine, make_schedule_trigger, make_wor
 
 HISTORY = 2_000
 FEW = 10
-CHUNK = 100  # runs decided in one transaction (up to FETCH_BATCH_SIZE)
 
 
 async def rows_read(db: asyncpg.Connection, query: str, *args: Any) -> int:
-    """Rows the plan's scans read, from EXPLAIN ANALYZE."""
+    """Rows the plan's scans produced (each node's actual rows × loops), from EXPLAIN ANALYZE."""
     explained = await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", *args)
-    return _scanned((json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"])
-
-
-def _scanned(plan: dict[str, Any]) -> int:
-    """Rows a plan's scans read: each scan node's actual rows and the rows its filter removed,
-    × its loops."""
+    plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
     total, nodes = 0, [plan]
     while nodes:
         node = nodes.pop()
         if "Scan" in node["Node Type"]:
-            read = node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
-            total += int(read * node["Actual Loops"])
+            total += int(node["Actual Rows"] * node["Actual Loops"])
         nodes.extend(node.get("Plans", []))
     return total
 
@@ -115,37 +108,3 @@ async def test_a_triggers_latest_run_is_read_without_its_history(db: asyncpg.Con
     assert [(r["trigger_id"], r["status"]) for r in rows] == [(trigger, "issue_created")]
     assert latest is not None
     assert await rows_read(db, query, [trigger, idle]) <= FEW
-
-
-async def test_deciding_reads_the_runs_it_was_given_not_the_routines_backlog(db: asyncpg.Connection) -> None:
-    """A hot routine's undecided runs pile up while its dispatcher is stopped or behind, and the
-    partial index of received runs keeps the entries of decided ones until vacuum. Deciding a
-    handful of runs must look them up by id: scanning the backlog for them made each transaction
-    cost in proportion to the backlog (2.6 ms for 46 runs of a 1,000-run backlog), and draining a
-    backlog quadratic."""
-    world = await make_world(db)
-    routine = await make_routine(db, world)
-    ids = await db.fetch(
-        "INSERT INTO routine_runs (routine_id, company_id, source, triggered_at)"
-        " SELECT $1, $2, 'webhook', now() - g * interval '1 millisecond' FROM generate_series($3, 1, -1) g"
-        " RETURNING id",
-        routine,
-        world.company_id,
-        10 * HISTORY,
-    )
-    # Decided as they came, but for the last HISTORY / 2: the backlog.
-    backlog = HISTORY // 2
-    await db.execute(
-        "UPDATE routine_runs SET status = 'coalesced' WHERE id = ANY($1::uuid[])",
-        [r["id"] for r in ids[:-backlog]],
-    )
-    await db.execute("ANALYZE routine_runs")
-    wanted = [r["id"] for r in ids[-CHUNK:]]
-    decided_already = ids[0]["id"]
-    query = DISPATCHER_QUERIES["undecided_runs"]
-    args: tuple[list[Any], ...] = ([*wanted, decided_already], [routine], [])
-    async with db.transaction():
-        rows = await db.fetch(query, *args)
-    assert [r["id"] for r in rows] == wanted  # oldest first
-    async with db.transaction():
-        assert await rows_read(db, query, *args) <= 3 * (CHUNK + 1)

@@ -52,8 +52,7 @@ async def decide_runs(
     if not routines:
         return []
     routine_ids = list(routines)
-    with_variables = [r["id"] for r in routines.values() if r["variables"]]
-    runs = await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids, with_variables)
+    runs = await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids)
     if not runs:
         return []
     active: dict[uuid.UUID, ActiveIssue] = {

@@ -19,28 +19,19 @@ ORDER BY id
 FOR NO KEY UPDATE SKIP LOCKED;
 
 -- undecided_runs --
--- The runs of the locked routines that still wait for a decision, oldest first. Each is looked
--- up by its id, one probe of the primary key (a lateral subquery with a row lock is not flattened
--- into a join): the planner had preferred a scan of the partial index of received runs, which
--- with a hot routine's backlog, and that index's entries of decided runs until vacuum, read
--- thousands of rows per transaction.
--- The payload itself stays in Postgres (copied onto issues by SQL): stored JSON never has to
--- survive a Python decoder here, however it got into the table — unless the routine declares
--- variables ($3), whose values may come from the payload's top-level keys.
-SELECT run.id, run.routine_id, run.source, run.triggered_at,
-       octet_length(run.payload::text) AS payload_bytes,
-       CASE WHEN run.routine_id = ANY($3::uuid[]) THEN run.payload END AS payload,
-       run.input_variables, run.assignee_override, run.project_override
-FROM (SELECT DISTINCT unnest($1::uuid[])) AS u(id)
-CROSS JOIN LATERAL (
-    SELECT id, routine_id, source, triggered_at, payload, input_variables, assignee_override,
-           project_override
-    FROM routine_runs
-    WHERE id = u.id AND routine_id = ANY($2::uuid[]) AND status = 'received'
-    LIMIT 1
-    FOR UPDATE
-) run
-ORDER BY run.triggered_at, run.id;
+-- The runs of the locked routines that still wait for a decision, oldest first. The payload
+-- itself stays in Postgres (copied onto issues by SQL): stored JSON never has to survive a
+-- Python decoder here, however it got into the table — unless the routine declares variables,
+-- whose values may come from the payload's top-level keys.
+SELECT id, routine_id, source, triggered_at, octet_length(payload::text) AS payload_bytes,
+       CASE WHEN EXISTS (SELECT 1 FROM routines r
+                         WHERE r.id = routine_runs.routine_id AND r.variables <> '[]'::jsonb)
+            THEN payload END AS payload,
+       input_variables, assignee_override, project_override
+FROM routine_runs
+WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status = 'received'
+ORDER BY triggered_at, id
+FOR UPDATE;
 
 -- active_issues --
 -- The newest open execution issue of each routine: one index probe per routine, however many
