@@ -42,6 +42,27 @@ class Servers:
         return Stack(database_url=dsn, nats_url=self.nats.url)
 
 
+STATEMENT_STATS = ("shared_preload_libraries=pg_stat_statements",)
+"""Postgres settings for a benchmark's `--statements`: time by statement (pg_stat_statements)."""
+
+
+async def reset_statement_stats(conn: asyncpg.Connection) -> None:
+    """Start counting statements' time afresh (the extension created on first use)."""
+    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    await conn.execute("SELECT pg_stat_statements_reset()")
+
+
+async def top_statements(conn: asyncpg.Connection, limit: int, leave_out: str = "") -> list[asyncpg.Record]:
+    """The statements Postgres spent most time in since the reset (waits for locks included),
+    whitespace folded; `leave_out`: a statement (as pg_stat_statements writes it) not to list."""
+    return await conn.fetch(
+        "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') AS query"
+        " FROM pg_stat_statements WHERE query <> $1 ORDER BY total_exec_time DESC LIMIT $2",
+        leave_out,
+        limit,
+    )
+
+
 @asynccontextmanager
 async def servers(fast: bool = False, pg_settings: Sequence[str] = ()) -> AsyncIterator[Servers]:
     """Durable Postgres (fsync on: commits cost what they cost in production; off when `fast`;

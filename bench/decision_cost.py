@@ -18,7 +18,15 @@ import json
 import time
 from typing import Any
 
-from bench.common import RESULTS, CpuMeter, seeded, service_env
+from bench.common import (
+    RESULTS,
+    STATEMENT_STATS,
+    CpuMeter,
+    reset_statement_stats,
+    seeded,
+    service_env,
+    top_statements,
+)
 from shared.bus import Bus
 from shared.processes import ServiceProcess
 from shared.runs import publish_run_requested
@@ -26,25 +34,17 @@ from shared.runs import publish_run_requested
 RUNS = 20_000
 
 
-STATEMENTS = """
-SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') AS query
-FROM pg_stat_statements
-WHERE query NOT LIKE 'SELECT EXISTS (SELECT $1 FROM routine_runs WHERE status = $2)'  -- the polling
-ORDER BY total_exec_time DESC
-LIMIT 8
-"""
+POLLING = "SELECT EXISTS (SELECT $1 FROM routine_runs WHERE status = $2)"  # the benchmark's own
 
 
 async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]:
-    settings = ["shared_preload_libraries=pg_stat_statements"] if statements else []
+    settings = STATEMENT_STATS if statements else ()
     async with seeded("decision_cost", 1, policy="coalesce_if_active", pg_settings=settings) as (
         s,
         stack,
         conn,
         world,
     ):
-        if statements:
-            await conn.execute("CREATE EXTENSION pg_stat_statements")
         routine = world.routines[0]
         await conn.execute(
             "INSERT INTO issues (company_id, title, status, assignee_agent_id, origin_kind, origin_id)"
@@ -73,7 +73,7 @@ async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]
         try:
             await asyncio.sleep(1.0)  # started and idle
             if statements:
-                await conn.execute("SELECT pg_stat_statements_reset()")
+                await reset_statement_stats(conn)
             before = cpu.read()
             started = time.perf_counter()
             for n, row in enumerate(rows):
@@ -84,7 +84,7 @@ async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
             after = cpu.read()
-            top = await conn.fetch(STATEMENTS) if statements else []
+            top = await top_statements(conn, 8, leave_out=POLLING) if statements else []
             coalesced = await conn.fetchval("SELECT coalesced_fire_count FROM issues")
             # Runs decided in one transaction share its now().
             transactions = await conn.fetchval("SELECT count(DISTINCT decided_at) FROM routine_runs")

@@ -27,14 +27,17 @@ import asyncpg
 
 from bench.common import (
     RESULTS,
+    STATEMENT_STATS,
     CpuMeter,
     PeakRss,
     World,
     add_webhooks,
+    reset_statement_stats,
     seed,
     servers,
     service_env,
     stop_mid_transaction,
+    top_statements,
 )
 from bench.loadgen import run_wrk, signed_fires, write_requests
 from bench.webhook_ingest import GATEWAY_SETTINGS
@@ -162,12 +165,12 @@ class Bench:
                 before, started = self.cpu.read(), time.perf_counter()
                 wal_before = await self._wal()
                 if self.statements:
-                    await self.conn.execute("SELECT pg_stat_statements_reset()")
+                    await reset_statement_stats(self.conn)
                 wrk = await asyncio.to_thread(run_wrk, self.gateway.url, requests, CONNECTIONS, self.seconds)
                 elapsed = time.perf_counter() - started
                 cores = CpuMeter.used(before, self.cpu.read(), elapsed)
                 wal_after = await self._wal()
-                top = await self.conn.fetch(STATEMENTS) if self.statements else []
+                top = await top_statements(self.conn, 6) if self.statements else []
         finally:
             if stopped:
                 self.dispatcher.proc.send_signal(signal.SIGCONT)
@@ -215,14 +218,6 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
     )
 
 
-STATEMENTS = """
-SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') AS query
-FROM pg_stat_statements
-ORDER BY total_exec_time DESC
-LIMIT 6
-"""
-
-
 async def main(
     seconds: float = 8,
     shapes: tuple[int, ...] = (1, 100, 10_000),
@@ -233,12 +228,9 @@ async def main(
 ) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     results: list[dict[str, Any]] = []
-    settings = ["shared_preload_libraries=pg_stat_statements"] if statements else []
-    async with servers(pg_settings=settings) as s:
+    async with servers(pg_settings=STATEMENT_STATS if statements else ()) as s:
         stack = await s.fresh_stack("pipeline")
         conn = await asyncpg.connect(stack.database_url)
-        if statements:
-            await conn.execute("CREATE EXTENSION pg_stat_statements")
         worlds: dict[tuple[int, str], World] = {}
         for n in shapes:
             for policy in policies:
