@@ -52,7 +52,9 @@ async def decide_runs(
     if not routines:
         return []
     routine_ids = list(routines)
-    runs = await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids)
+    runs = [
+        r for r in await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids) if r["status"] == "received"
+    ]
     if not runs:
         return []
     active: dict[uuid.UUID, ActiveIssue] = {
