@@ -3,9 +3,10 @@
 `bare PORT`: an aiohttp handler that reads the body and answers 202 — no checks, no database.
 
 `durable PORT`: the same plus exactly what a durable acceptance needs, and nothing else — the
-gateway's own group-committed INSERT of the run (with its payload) before the answer, then the
-run-requested publish. No rate limits, signature, strict JSON checks, middleware, metrics or logs:
-the ceiling any gateway with the guarantees of docs/design.md could reach on this machine.
+gateway's own group-committed INSERT of the run (with its payload) and its run-requested
+announcement (one message per commit, as the gateway's) before the answer. No rate limits,
+signature, strict JSON checks, middleware, metrics or logs: the ceiling any gateway with the
+guarantees of docs/design.md could reach on this machine.
 Settings come from the gateway's environment (ROUTINES_DATABASE_URL, ROUTINES_NATS_URL, …).
 """
 
@@ -19,10 +20,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from routines_gateway.ingest import GroupCommitter, PendingRun
+from routines_gateway.ingest import GroupCommitter, PendingRun, announce_on
 from shared.bus import Bus
 from shared.db import Database
-from shared.runs import publish_run_requested
 from shared.settings import GatewaySettings
 
 ROUTE = "/api/routine-triggers/public/{publicId}/fire"
@@ -37,7 +37,9 @@ def durable_app() -> web.Application:
     settings = GatewaySettings()
     db = Database(settings, application_name="durable-baseline")
     bus = Bus.from_settings(settings, name="durable-baseline")
-    committer = GroupCommitter(db, settings.group_commit_max, settings.group_commit_writers)
+    committer = GroupCommitter(
+        db, settings.group_commit_max, settings.group_commit_writers, announce=announce_on(bus)
+    )
     triggers: dict[str, tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = {}
 
     async def durable_fire(request: web.Request) -> web.Response:
@@ -45,7 +47,6 @@ def durable_app() -> web.Application:
         routine_id, company_id, trigger_id = triggers[request.match_info["publicId"]]
         run = PendingRun(routine_id, company_id, trigger_id, json.loads(body or b"{}"), None, None, None)
         await committer.submit(run)
-        await publish_run_requested(bus, run.id, routine_id)
         return web.json_response({"runId": str(run.id), "status": "received"}, status=202)
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from typing import Any
 
@@ -29,7 +30,7 @@ from bench.common import (
 )
 from shared.bus import Bus
 from shared.processes import ServiceProcess
-from shared.runs import publish_run_requested
+from shared.runs import publish_runs_requested
 
 RUNS = 20_000
 
@@ -37,7 +38,7 @@ RUNS = 20_000
 POLLING = "SELECT EXISTS (SELECT $1 FROM routine_runs WHERE status = $2)"  # the benchmark's own
 
 
-async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]:
+async def main(rate: float = 1000.0, statements: bool = False, per_message: int = 1) -> dict[str, Any]:
     settings = STATEMENT_STATS if statements else ()
     async with seeded("decision_cost", 1, policy="coalesce_if_active", pg_settings=settings) as (
         s,
@@ -64,7 +65,7 @@ async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]
         await bus.connect_forever()
         await bus.ensure_dispatcher_consumer(max_deliver=10)
         # A long sweep delay: every decision here comes through JetStream.
-        env = service_env(stack, sweep_after_sec=600)
+        env = service_env(stack, sweep_after_sec=600, decide_concurrency=int(os.environ.get("DC_CONC", "3")))
         dispatcher = ServiceProcess("run-dispatcher", env, s.tmp / "dispatcher.log").start()
         assert dispatcher.proc is not None and s.pg._proc is not None and s.nats._proc is not None
         cpu = CpuMeter(
@@ -76,10 +77,14 @@ async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]
                 await reset_statement_stats(conn)
             before = cpu.read()
             started = time.perf_counter()
-            for n, row in enumerate(rows):
-                await publish_run_requested(bus, row["id"], row["routine_id"])
-                if rate and n % 50 == 49:
-                    await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.perf_counter()))
+            paced = 0
+            for n in range(0, len(rows), per_message):
+                chunk = rows[n : n + per_message]
+                await publish_runs_requested(bus, [(row["id"], row["routine_id"]) for row in chunk])
+                sent = n + len(chunk)
+                if rate and sent >= paced + 50:  # on schedule every 50 runs or so
+                    paced = sent
+                    await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
             while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM routine_runs WHERE status = 'received')"):
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
@@ -93,7 +98,8 @@ async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]
             await bus.close()
     per_run = {name: (after[name] - before[name]) / RUNS * 1e6 for name in before}
     print(
-        f"{RUNS:,} runs announced {'at ' + format(rate, ',.0f') + '/s' if rate else 'at once'}, decided in "
+        f"{RUNS:,} runs announced {per_message} a message "
+        f"{'at ' + format(rate, ',.0f') + '/s' if rate else 'at once'}, decided in "
         f"{elapsed:.2f} s ({RUNS / elapsed:,.0f}/s; {coalesced:,} coalesced into the open issue) "
         f"in {transactions:,} transactions ({RUNS / transactions:.1f} runs each)"
     )
@@ -114,6 +120,7 @@ async def main(rate: float = 1000.0, statements: bool = False) -> dict[str, Any]
     result = {
         "runs": RUNS,
         "rate": rate,
+        "per_message": per_message,
         "seconds": elapsed,
         "transactions": transactions,
         "cpu_us_per_run": per_run,
@@ -126,5 +133,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--statements", action="store_true")
+    parser.add_argument(
+        "--per-message", type=int, default=1, help="runs named per message (a gateway commit's: 10-30)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.rate, args.statements))
+    asyncio.run(main(args.rate, args.statements, args.per_message))

@@ -113,16 +113,26 @@ def decode(data: bytes) -> Any:
 def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Headers carrying the current request id into the next service."""
     headers = dict(extra or {})
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    request_id = current_request_id()
     if request_id:
-        headers[REQUEST_ID_HEADER] = str(request_id)
+        headers[REQUEST_ID_HEADER] = request_id
     return headers
+
+
+def current_request_id() -> str | None:
+    """The request id bound to this context's log lines, if any."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    return str(request_id) if request_id else None
 
 
 def message_context(msg: Msg) -> contextlib.AbstractContextManager[object]:
     """The request id a message carries, bound to log lines for the duration of a `with` block
     (and unbound after it, so a long-lived consumer never carries a stale id)."""
-    request_id = (msg.headers or {}).get(REQUEST_ID_HEADER)
+    return request_context((msg.headers or {}).get(REQUEST_ID_HEADER))
+
+
+def request_context(request_id: str | None) -> contextlib.AbstractContextManager[object]:
+    """`request_id` bound to log lines and trace headers for a `with` block (None: nothing bound)."""
     if request_id:
         return structlog.contextvars.bound_contextvars(request_id=request_id)
     return contextlib.nullcontext()

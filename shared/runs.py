@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from shared.bus import Bus, Subjects
+from shared.bus import Bus, Subjects, request_context
 from shared.errors import Unprocessable
 from shared.sql import QUERIES
 
@@ -95,19 +95,27 @@ async def publish_run_requested(bus: Bus, run_id: uuid.UUID | str, routine_id: u
     )
 
 
-async def publish_runs_requested(bus: Bus, runs: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    """Step 2 for many runs recorded together (a scheduler claim, a backfill), given as (run id,
-    routine id): up to RUNS_PER_MESSAGE of them per message, `{"runIds": [...]}` — the dispatcher
-    then fetches, parses and acks one message for a hundred runs. One after the other: a plain
-    publish only appends to the connection's buffer."""
+async def publish_runs_requested(
+    bus: Bus,
+    runs: Iterable[tuple[uuid.UUID, uuid.UUID]],
+    request_ids: Sequence[str | None] | None = None,
+) -> None:
+    """Step 2 for many runs recorded together (a scheduler claim, a backfill, a gateway's group
+    commit), given as (run id, routine id): up to RUNS_PER_MESSAGE of them per message,
+    `{"runIds": [...]}` — the dispatcher then fetches, parses and acks one message for a hundred
+    runs. `request_ids`: the request that recorded each run; a message's trace header is its
+    first run's (default: the caller's). One after the other: a plain publish only appends to
+    the connection's buffer."""
     pending = list(runs)
+    requests = list(request_ids) if request_ids is not None else [None] * len(pending)
     for start in range(0, len(pending), RUNS_PER_MESSAGE):
         chunk = pending[start : start + RUNS_PER_MESSAGE]
-        if len(chunk) == 1:
-            await publish_run_requested(bus, *chunk[0])
-            continue
-        await bus.publish_quietly(
-            Subjects.RUNS_REQUESTED,
-            {"runIds": [str(run_id) for run_id, _ in chunk]},
-            msg_id=f"{chunk[0][0]}+{len(chunk)}",
-        )
+        with request_context(requests[start]):
+            if len(chunk) == 1:
+                await publish_run_requested(bus, *chunk[0])
+                continue
+            await bus.publish_quietly(
+                Subjects.RUNS_REQUESTED,
+                {"runIds": [str(run_id) for run_id, _ in chunk]},
+                msg_id=f"{chunk[0][0]}+{len(chunk)}",
+            )

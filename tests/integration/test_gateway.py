@@ -16,15 +16,18 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import nats
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 from standardwebhooks import Webhook
 
-from routines_gateway.app import CACHE_KEY, create_app
+from routines_gateway.app import CACHE_KEY, COMMITTER_KEY, create_app
+from shared.bus import REQUEST_ID_HEADER, Subjects
 from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, call, make_routine, make_tenant
 from tests.support import Stack, served, start_service, wait_until
@@ -558,3 +561,68 @@ async def test_a_load_begun_before_an_invalidation_is_not_joined_after_it(
         second = asyncio.ensure_future(gateway.post(hook.path, data=b"{}", headers=hook.headers(b"{}")))
         await wait_until(lambda: loads_waiting(db, 2), timeout=5.0)
     assert [(await first).status, (await second).status] == [202, 202]
+
+
+async def test_fires_committed_together_are_announced_in_one_message(
+    stack: Stack, hook: Hook, database_url: str, db: asyncpg.Connection
+) -> None:
+    """The runs one group commit inserted go to the dispatchers as one `routines.runs.requested`
+    message (`runIds`, up to a hundred), so a busy trigger costs the dispatchers one fetch, parse
+    and ack per commit instead of one per fire; each message's trace header is the request id of
+    the first fire it names, and a lone fire keeps the one-run message."""
+    app = gateway_app(stack, group_commit_writers=1)
+    nc = await nats.connect(stack.nats_url)
+    announced: list[Msg] = []
+
+    async def on_message(msg: Msg) -> None:
+        announced.append(msg)
+
+    await nc.subscribe(Subjects.RUNS_REQUESTED, cb=on_message)
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with TestClient(served(app)) as gateway:
+            # The routine's row held: the first commit waits on it, the other fires queue behind it.
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute(
+                "SELECT 1 FROM routines WHERE id = $1 FOR UPDATE", uuid.UUID(hook.routine["id"])
+            )
+
+            def fire(n: int) -> asyncio.Future[aiohttp.ClientResponse]:
+                headers = {**hook.headers(b"{}"), REQUEST_ID_HEADER: f"fire-{n}"}
+                return asyncio.ensure_future(gateway.post(hook.path, data=b"{}", headers=headers))
+
+            fires = [fire(0)]
+            await wait_until(lambda: inserts_waiting_on_a_lock(db))
+            fires += [fire(n) for n in range(1, 20)]
+            await wait_until(lambda: app[COMMITTER_KEY].waiting == 19)
+            await tx.rollback()
+            answers = await asyncio.gather(*fires)
+            assert [resp.status for resp in answers] == [202] * 20
+            request_of = {(await resp.json())["runId"]: resp.headers[REQUEST_ID_HEADER] for resp in answers}
+        await wait_until(lambda: sum(len(_named(msg)) for msg in announced) >= 20)
+        await nc.flush()
+    finally:
+        await holder.close()
+        await nc.close()
+    named = [_named(msg) for msg in announced]
+    assert sorted(len(runs) for runs in named) == [1, 19]
+    assert sorted(run for runs in named for run in runs) == sorted(request_of)
+    for msg, runs in zip(announced, named, strict=True):
+        assert msg.headers is not None
+        assert msg.headers[REQUEST_ID_HEADER] == request_of[runs[0]]
+        assert msg.headers["Nats-Msg-Id"] == (runs[0] if len(runs) == 1 else f"{runs[0]}+{len(runs)}")
+
+
+async def inserts_waiting_on_a_lock(conn: asyncpg.Connection) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%INSERT INTO routine_runs%')"
+        )
+    )
+
+
+def _named(msg: Msg) -> list[str]:
+    data = json.loads(msg.data)
+    return list(data["runIds"]) if "runIds" in data else [data["runId"]]

@@ -11,7 +11,7 @@ from aiohttp import web
 from routines_gateway.cache import TriggerCache
 from routines_gateway.clock import DbClock
 from routines_gateway.fire import FireHandler
-from routines_gateway.ingest import GroupCommitter
+from routines_gateway.ingest import GroupCommitter, announce_on
 from shared.crypto import SecretBox
 from shared.http import BUS_KEY, DB_KEY, SUPERVISOR_KEY, create_base_app, finish_routes
 from shared.logging import get_logger
@@ -33,7 +33,9 @@ def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = tim
         settings.trigger_cache_ttl_sec,
         negative_ttl=settings.trigger_cache_negative_ttl_sec,
     )
-    committer = GroupCommitter(app[DB_KEY], settings.group_commit_max, settings.group_commit_writers)
+    # Each commit's runs are announced together, before its fires are answered.
+    writers, announce = settings.group_commit_writers, announce_on(app[BUS_KEY])
+    committer = GroupCommitter(app[DB_KEY], settings.group_commit_max, writers, announce)
     clock = DbClock(app[DB_KEY], local_clock)
     app[CACHE_KEY], app[COMMITTER_KEY], app[CLOCK_KEY] = cache, committer, clock
     app.router.add_post(

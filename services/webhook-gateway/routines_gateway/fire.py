@@ -30,10 +30,9 @@ from shared.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from shared.http import BUS_KEY, DB_KEY, body_timeout, json_response, parse_json, routines_error_response
+from shared.http import DB_KEY, body_timeout, json_response, parse_json, routines_error_response
 from shared.logging import get_logger
 from shared.rules import why_not_fire
-from shared.runs import publish_run_requested
 from shared.settings import GatewaySettings
 
 log = get_logger(__name__)
@@ -191,8 +190,7 @@ class FireHandler:
             delivery_key,
             verified.signature,
         )
-        if await self.committer.submit(pending):
-            await publish_run_requested(request.app[BUS_KEY], pending.id, trigger.routine_id)
+        if await self.committer.submit(pending):  # committed and announced
             return "accepted", _accepted(pending.id, "received", trigger, False, 202)
         return "duplicate", await self._repeat(request, trigger, pending)
 

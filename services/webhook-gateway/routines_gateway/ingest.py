@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +12,10 @@ import asyncpg
 
 from routines_gateway.metrics import BATCH_SIZE
 from routines_gateway.sql import QUERIES
+from shared.bus import Bus, current_request_id
 from shared.db import Database
 from shared.errors import BadRequest, NotFound, RoutinesError
+from shared.runs import publish_runs_requested
 
 # What one row can cause: a value the database (or the driver) cannot store, a check it breaks, or
 # a routine deleted since the trigger was cached. Anything else (connection, timeout) is the batch's.
@@ -29,21 +32,47 @@ class PendingRun:
     delivery_key: str | None
     delivery_signature: str | None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # The request that recorded it, for the trace header of the message announcing it.
+    request_id: str | None = field(default_factory=current_request_id)
     done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+Announce = Callable[[Sequence[PendingRun]], Awaitable[object]]
+"""Tells the dispatchers about runs just committed (step 2 of the pipeline); never raises."""
+
+
+def announce_on(bus: Bus) -> Announce:
+    """Announce committed runs on `bus`, up to a hundred per message, each traced to its request."""
+
+    async def announce(runs: Sequence[PendingRun]) -> None:
+        await publish_runs_requested(bus, [(p.id, p.routine_id) for p in runs], [p.request_id for p in runs])
+
+    return announce
 
 
 class GroupCommitter:
     """A few writer loops. While commits are in flight, new fires queue up and go in the next one.
 
     More than one writer keeps the disk busy: while one batch waits for its fsync, the next batch
-    is already being sent, so throughput is not capped at one batch per commit latency.
+    is already being sent, so throughput is not capped at one batch per commit latency. The runs a
+    commit inserted are announced together, before their fires are answered: one message names
+    up to a hundred of them, so the dispatchers fetch, parse and ack one message per commit
+    rather than one per fire.
     """
 
-    def __init__(self, db: Database, max_batch: int, writers: int = 4) -> None:
+    def __init__(
+        self, db: Database, max_batch: int, writers: int = 4, announce: Announce | None = None
+    ) -> None:
         self._db = db
         self._max = max_batch
         self._writers = writers
+        self._announce = announce
         self._queue: asyncio.Queue[PendingRun] = asyncio.Queue()
+
+    @property
+    def waiting(self) -> int:
+        """Fires queued for the next commit."""
+        return self._queue.qsize()
 
     async def submit(self, run: PendingRun) -> bool:
         """True when this run was inserted; False when a unique key matched an earlier run."""
@@ -81,6 +110,12 @@ class GroupCommitter:
             if not isinstance(exc, Exception):
                 raise
             return
+        await self._settle(batch, inserted)
+
+    async def _settle(self, batch: list[PendingRun], inserted: set[uuid.UUID]) -> None:
+        """Announce what was inserted, then answer every fire of the batch."""
+        if self._announce is not None and inserted:
+            await self._announce([p for p in batch if p.id in inserted])
         for p in batch:
             if not p.done.done():
                 p.done.set_result(p.id in inserted)
@@ -95,8 +130,7 @@ class GroupCommitter:
             if not isinstance(exc, Exception):
                 raise
         else:
-            if not p.done.done():
-                p.done.set_result(p.id in inserted)
+            await self._settle([p], inserted)
 
     async def _insert(self, batch: list[PendingRun]) -> set[uuid.UUID]:
         # One INSERT statement is one transaction already: no BEGIN/COMMIT round trips.
