@@ -7,7 +7,8 @@ rate with it stopped.
 
 Run: `.venv/bin/python -m bench.decision_cost` (`--rate 1000`: announce at that many runs a second,
 as a steady stream of fires would; 0: all at once; `--statements`: also print where Postgres spent
-its time, by statement, from pg_stat_statements).
+its time, by statement, from pg_stat_statements; `--per-message N`: N runs named per message, as
+the gateway announces a group commit's; `--concurrency N`: the dispatcher's decide concurrency).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from typing import Any
 
@@ -38,7 +38,9 @@ RUNS = 20_000
 POLLING = "SELECT EXISTS (SELECT $1 FROM routine_runs WHERE status = $2)"  # the benchmark's own
 
 
-async def main(rate: float = 1000.0, statements: bool = False, per_message: int = 1) -> dict[str, Any]:
+async def main(
+    rate: float = 1000.0, statements: bool = False, per_message: int = 1, concurrency: int = 3
+) -> dict[str, Any]:
     settings = STATEMENT_STATS if statements else ()
     async with seeded("decision_cost", 1, policy="coalesce_if_active", pg_settings=settings) as (
         s,
@@ -65,7 +67,7 @@ async def main(rate: float = 1000.0, statements: bool = False, per_message: int 
         await bus.connect_forever()
         await bus.ensure_dispatcher_consumer(max_deliver=10)
         # A long sweep delay: every decision here comes through JetStream.
-        env = service_env(stack, sweep_after_sec=600, decide_concurrency=int(os.environ.get("DC_CONC", "3")))
+        env = service_env(stack, sweep_after_sec=600, decide_concurrency=concurrency)
         dispatcher = ServiceProcess("run-dispatcher", env, s.tmp / "dispatcher.log").start()
         assert dispatcher.proc is not None and s.pg._proc is not None and s.nats._proc is not None
         cpu = CpuMeter(
@@ -136,5 +138,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--per-message", type=int, default=1, help="runs named per message (a gateway commit's: 10-30)"
     )
+    parser.add_argument(
+        "--concurrency", type=int, default=3, help="the dispatcher's ROUTINES_DECIDE_CONCURRENCY"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.rate, args.statements, args.per_message))
+    asyncio.run(main(args.rate, args.statements, args.per_message, args.concurrency))
