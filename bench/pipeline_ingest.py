@@ -164,12 +164,21 @@ class Bench:
             with LockSampler(self.dsn) as sampler:
                 before, started = self.cpu.read(), time.perf_counter()
                 wal_before = await self._wal()
+                load_began = await self.conn.fetchval("SELECT clock_timestamp()")
                 if self.statements:
                     await reset_statement_stats(self.conn)
                 wrk = await asyncio.to_thread(run_wrk, self.gateway.url, requests, CONNECTIONS, self.seconds)
                 elapsed = time.perf_counter() - started
                 cores = CpuMeter.used(before, self.cpu.read(), elapsed)
                 wal_after = await self._wal()
+                # Runs decided during the load, and in how many transactions (they share its now()).
+                decided = await self.conn.fetchrow(
+                    "SELECT count(*) AS runs, count(DISTINCT decided_at) AS transactions FROM routine_runs"
+                    " WHERE routine_id = ANY($1::uuid[]) AND decided_at BETWEEN $2 AND clock_timestamp()",
+                    world.routines,
+                    load_began,
+                )
+                assert decided is not None
                 top = await top_statements(self.conn, 6) if self.statements else []
         finally:
             if stopped:
@@ -198,6 +207,8 @@ class Bench:
                 for row in top
             ],
             "drain_sec": drain,
+            "decided_during_load": decided["runs"],
+            "decision_transactions": decided["transactions"],
             "locks": sampler.summary(),
             "cores_used": cores,
             "commits_per_sec": (wal_after[0] - wal_before[0]) / elapsed,
@@ -212,6 +223,11 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
         f"p50 {r['p50_ms']:6.1f} ms, p99 {r['p99_ms']:6.1f} ms, 5xx {r['server_errors']}, "
         f"backlog {r['backlog_at_end']:6,} drained in {r['drain_sec']:5.2f} s; "
         + ("(stopped mid-transaction) " if r["stopped_mid_transaction"] else "")
+        + (
+            f"decided {r['decided_during_load']:,} in {r['decision_transactions']:,} transactions; "
+            if r["decision_transactions"]
+            else ""
+        )
         + f"ingest behind dispatcher lock in {locks['share_behind_dispatcher']:.0%} of {locks['samples']} samples; "
         + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s; cores: "
         + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items() if k not in ("api", "scheduler"))
