@@ -202,6 +202,10 @@ class DispatcherSettings(CommonSettings):
     fetch_batch_size: int = Field(500, ge=1, le=5000)
     # Batches decided at once by one process (each holds a pool connection while it decides).
     decide_concurrency: int = Field(3, ge=1, le=16)
+    # While runs stream in faster than fetch_linger_above_per_sec, wait this long before each
+    # fetch, so that one transaction decides what arrives meanwhile (0: never wait).
+    fetch_linger_ms: float = Field(50.0, ge=0, le=1000)
+    fetch_linger_above_per_sec: float = Field(1000.0, ge=0)
     sweep_interval_sec: float = Field(2.0, gt=0)
     sweep_after_sec: float = Field(5.0, ge=0)
     max_deliver: int = Field(10, ge=1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,6 +109,8 @@ class Dispatcher:
     bus: Bus
     stopping: asyncio.Event
     _runs_per_message: float = field(default=float(RUNS_PER_MESSAGE), init=False)
+    _arrivals: deque[tuple[float, int]] = field(default_factory=deque, init=False)  # (when, runs)
+    _last_fetch_full: bool = field(default=False, init=False)
 
     async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
         """Decide the runs in one transaction. If that fails for a reason that retrying cannot cure,
@@ -162,6 +165,8 @@ class Dispatcher:
                 # (their ack wait running) behind chunks still being decided.
                 await slots.acquire()
                 try:
+                    if linger := self._linger():
+                        await sleep_unless_stopped(self.stopping, linger)
                     subscription, messages = await self._fetch(subscription)
                 except BaseException:
                     slots.release()
@@ -192,6 +197,22 @@ class Dispatcher:
             finally:  # also when cancelled while waiting for them
                 await _unsubscribe(subscription)
 
+    def _linger(self) -> float:
+        """Seconds to wait before the next fetch. Under a stream of runs, a fetch made at once
+        brings the few that arrived during the last decision, and every transaction's fixed costs
+        (its statements and commit, the fetch, the acks) are paid for a handful of runs: while runs
+        arrive faster than `fetch_linger_above_per_sec`, waiting `fetch_linger_ms` lets one
+        transaction decide what arrives meanwhile (as Postgres' commit_delay does for commits, and
+        only under load, like it). A quiet stream is decided at once; so is a backlog (the last
+        fetch came back full: more is already waiting)."""
+        if not self.settings.fetch_linger_ms or self._last_fetch_full:
+            return 0.0
+        horizon = time.monotonic() - 1.0
+        while self._arrivals and self._arrivals[0][0] < horizon:
+            self._arrivals.popleft()
+        streaming = sum(runs for _, runs in self._arrivals) > self.settings.fetch_linger_above_per_sec
+        return self.settings.fetch_linger_ms / 1000 if streaming else 0.0
+
     def _fetch_size(self) -> int:
         """Messages to ask for: about `decide_concurrency` chunks' worth of runs, judged by the last
         delivery (until one is seen, as if every message named RUNS_PER_MESSAGE runs). No message
@@ -211,8 +232,12 @@ class Dispatcher:
             if subscription is None:
                 await self.bus.wait_connected()
                 subscription = await self.bus.bind_dispatcher_consumer(self.settings.max_deliver)
-            return subscription, await subscription.fetch(self._fetch_size(), timeout=1.0)
+            size = self._fetch_size()
+            messages = await subscription.fetch(size, timeout=1.0)
+            self._last_fetch_full = len(messages) >= size
+            return subscription, messages
         except nats.errors.TimeoutError:
+            self._last_fetch_full = False
             return subscription, []
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             if not self.stopping.is_set():
@@ -238,7 +263,9 @@ class Dispatcher:
             else:
                 delivery.messages.append((msg, run_ids))
         if messages:
-            self._runs_per_message = max(1.0, sum(len(ids) for _, ids in delivery.messages) / len(messages))
+            runs = sum(len(ids) for _, ids in delivery.messages)
+            self._runs_per_message = max(1.0, runs / len(messages))
+            self._arrivals.append((time.monotonic(), runs))
         return delivery
 
     async def _decide_chunk_in_slot(
