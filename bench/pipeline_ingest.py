@@ -277,7 +277,7 @@ async def main(
                 if analyze:
                     # As autovacuum would, sooner or later: prepared statements' cached plans are
                     # dropped and made again for the table as it is now (a long-running system).
-                    await conn.execute("ANALYZE routine_runs")
+                    await conn.execute("ANALYZE routine_runs, issues")
                 count = int(seconds * 15_000)
                 for _ in range(rounds if n == 1 else 1):
                     for stopped in (False, True):
@@ -376,7 +376,7 @@ def cli() -> None:
     parser.add_argument(
         "--analyze",
         action="store_true",
-        help="ANALYZE routine_runs after each warm-up (as autovacuum would on a long-running system)",
+        help="ANALYZE routine_runs and issues after each warm-up (as autovacuum would on a running system)",
     )
     args = parser.parse_args()
     shapes = tuple(int(x) for x in args.shapes.split(","))
