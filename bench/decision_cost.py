@@ -1,9 +1,10 @@
 """What a decision costs, in CPU: one hot `coalesce_if_active` routine with an open execution issue,
-20,000 recorded runs announced one message each (as webhook fires are), decided by one dispatcher
-process. Prints the CPU seconds per decided run of the dispatcher, Postgres and NATS — to set
-against an accepted fire's (bench/webhook_ingest.py): on a host where both share the cores, the
-ingest rate with the dispatcher running can be at most accepted / (accepted + decided) of the
-rate with it stopped.
+20,000 recorded runs announced `--per-message` runs a message (default 1, as API manual runs are;
+the gateway announces each group commit's fires together, 10-30 a message under load), decided by
+one dispatcher process. Prints the CPU seconds per decided run of the dispatcher, Postgres and
+NATS — to set against an accepted fire's (bench/webhook_ingest.py): on a host where both share the
+cores, the ingest rate with the dispatcher running can be at most accepted / (accepted + decided)
+of the rate with it stopped.
 
 Run: `.venv/bin/python -m bench.decision_cost` (`--rate 1000`: announce at that many runs a second,
 as a steady stream of fires would; 0: all at once; `--statements`: also print where Postgres spent

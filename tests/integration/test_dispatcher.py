@@ -114,6 +114,41 @@ async def test_archived_routine_fails_the_run(db: asyncpg.Connection, dispatcher
     assert (row["status"], row["failure_reason"]) == ("failed", "routine archived")
 
 
+async def test_runs_named_again_after_their_decision_are_not_locked(
+    db: asyncpg.Connection, dispatcher_db: Database, database_url: str
+) -> None:
+    # A redelivered message, or one the sweeper beat, names runs decided already. Deciding it must
+    # not lock them: the API may hold one (an agent completing its issue completes the run, then
+    # may update the routine's alert state — a deadlock with a decision holding the routine).
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    decided = await make_run(db, world, routine)
+    await _decide(dispatcher_db, [decided])
+    fresh = await make_run(db, world, routine)
+    api = await asyncpg.connect(database_url)
+    try:
+        async with api.transaction():
+            await api.execute("UPDATE routine_runs SET status = 'completed' WHERE id = $1", decided)
+            api_pid = await api.fetchval("SELECT pg_backend_pid()")
+            task = asyncio.ensure_future(_decide(dispatcher_db, [decided, fresh]))
+            while not task.done():
+                waiting = await db.fetch(
+                    "SELECT pid, left(query, 80) AS query FROM pg_stat_activity"
+                    " WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    api_pid,
+                )
+                if waiting:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    pytest.fail(f"the decision waits on a run decided already: {[dict(w) for w in waiting]}")
+                await asyncio.sleep(0.01)
+            await task
+    finally:
+        await api.close()
+    statuses = dict(await db.fetch("SELECT id, status FROM routine_runs WHERE routine_id = $1", routine))
+    assert statuses == {decided: "completed", fresh: "coalesced"}
+
+
 @dataclass
 class InProcessDispatcher:
     """A dispatcher in this process: the test starts its loops, leaving `_dispatcher` stops them."""

@@ -52,9 +52,7 @@ async def decide_runs(
     if not routines:
         return []
     routine_ids = list(routines)
-    runs = [
-        r for r in await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids) if r["status"] == "received"
-    ]
+    runs = await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids)
     if not runs:
         return []
     active: dict[uuid.UUID, ActiveIssue] = {

@@ -19,21 +19,23 @@ ORDER BY id
 FOR NO KEY UPDATE SKIP LOCKED;
 
 -- undecided_runs --
--- The runs of the locked routines among these, oldest first, with their status: the caller
--- decides those still `received`. No status in the WHERE clause: it would let the planner scan
--- the partial index of received runs and filter it by id — cheap by the statistics of a table
--- whose backlog was empty when it was analyzed, thousands of rows per call (and quadratic in a
--- drain) when a hot routine has a backlog. Without it the only way in is the primary key.
+-- The runs of the locked routines among these still `received`, oldest first, locked: runs
+-- decided already (a redelivered message, one the sweeper beat) are neither returned nor locked —
+-- the API may hold one (completing its issue), then want the routine. The status test is written
+-- `status || ''` so that the planner cannot match it to the partial index of received runs: it
+-- would scan that index and filter it by id — cheap by the statistics of a table whose backlog was
+-- empty when it was analyzed, thousands of rows per call (and quadratic in a drain) when a hot
+-- routine has a backlog. This way the only way in is the primary key.
 -- The payload itself stays in Postgres (copied onto issues by SQL): stored JSON never has to
 -- survive a Python decoder here, however it got into the table — unless the routine declares
 -- variables, whose values may come from the payload's top-level keys.
-SELECT id, routine_id, status, source, triggered_at, octet_length(payload::text) AS payload_bytes,
+SELECT id, routine_id, source, triggered_at, octet_length(payload::text) AS payload_bytes,
        CASE WHEN EXISTS (SELECT 1 FROM routines r
                          WHERE r.id = routine_runs.routine_id AND r.variables <> '[]'::jsonb)
             THEN payload END AS payload,
        input_variables, assignee_override, project_override
 FROM routine_runs
-WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[])
+WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status || '' = 'received'
 ORDER BY triggered_at, id
 FOR UPDATE;
 

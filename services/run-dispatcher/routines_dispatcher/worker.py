@@ -100,6 +100,34 @@ async def _unsubscribe(subscription: JetStreamContext.PullSubscription | None) -
             await subscription.unsubscribe()
 
 
+class ArrivalRate:
+    """Runs fetched over the last `window` seconds. Trimmed on every call, so it holds at most a
+    window's worth of fetches whether or not anyone asks for the rate (the linger may be off)."""
+
+    def __init__(self, window: float = 1.0) -> None:
+        self._window = window
+        self._fetches: deque[tuple[float, int]] = deque()  # (when, runs)
+        self._runs = 0
+
+    def add(self, runs: int, now: float) -> None:
+        self._fetches.append((now, runs))
+        self._runs += runs
+        self._trim(now)
+
+    def runs(self, now: float) -> int:
+        """Runs fetched within the window ending at `now`."""
+        self._trim(now)
+        return self._runs
+
+    def __len__(self) -> int:
+        return len(self._fetches)
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self._window
+        while self._fetches and self._fetches[0][0] < horizon:
+            self._runs -= self._fetches.popleft()[1]
+
+
 @dataclass(eq=False)
 class Dispatcher:
     """Turns recorded runs into decisions; any number of replicas may run."""
@@ -109,7 +137,7 @@ class Dispatcher:
     bus: Bus
     stopping: asyncio.Event
     _runs_per_message: float = field(default=float(RUNS_PER_MESSAGE), init=False)
-    _arrivals: deque[tuple[float, int]] = field(default_factory=deque, init=False)  # (when, runs)
+    _arrivals: ArrivalRate = field(default_factory=ArrivalRate, init=False)
     _last_fetch_full: bool = field(default=False, init=False)
 
     async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
@@ -207,10 +235,7 @@ class Dispatcher:
         fetch came back full: more is already waiting)."""
         if not self.settings.fetch_linger_ms or self._last_fetch_full:
             return 0.0
-        horizon = time.monotonic() - 1.0
-        while self._arrivals and self._arrivals[0][0] < horizon:
-            self._arrivals.popleft()
-        streaming = sum(runs for _, runs in self._arrivals) > self.settings.fetch_linger_above_per_sec
+        streaming = self._arrivals.runs(time.monotonic()) > self.settings.fetch_linger_above_per_sec
         return self.settings.fetch_linger_ms / 1000 if streaming else 0.0
 
     def _fetch_size(self) -> int:
@@ -265,7 +290,7 @@ class Dispatcher:
         if messages:
             runs = sum(len(ids) for _, ids in delivery.messages)
             self._runs_per_message = max(1.0, runs / len(messages))
-            self._arrivals.append((time.monotonic(), runs))
+            self._arrivals.add(runs, time.monotonic())
         return delivery
 
     async def _decide_chunk_in_slot(
