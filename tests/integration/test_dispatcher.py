@@ -145,7 +145,8 @@ async def test_runs_named_again_after_their_decision_are_not_locked(
             await task
     finally:
         await api.close()
-    statuses = dict(await db.fetch("SELECT id, status FROM routine_runs WHERE routine_id = $1", routine))
+    rows = await db.fetch("SELECT id, status FROM routine_runs WHERE routine_id = $1", routine)
+    statuses = {r["id"]: r["status"] for r in rows}
     assert statuses == {decided: "completed", fresh: "coalesced"}
 
 
@@ -680,13 +681,16 @@ async def test_a_stream_of_runs_is_decided_in_few_large_transactions(
     settings = {"fetch_linger_ms": 200, "fetch_linger_above_per_sec": 100}
     async with _dispatcher(stack, dispatcher_db, **settings) as local:
         local.consume()
+        started = time.monotonic()
         for start in range(0, len(runs), 20):
             await publish_runs_requested(local.bus, [(run, routine) for run in runs[start : start + 20]])
             await asyncio.sleep(0.01)
+        streamed = time.monotonic() - started
         await wait_until(lambda: _final(db, runs), timeout=30)
     assert await db.fetchval("SELECT coalesced_fire_count FROM issues WHERE origin_id = $1", routine) == 2999
-    # 1.5 s of stream, one fetch per 0.2 s once the first 100 runs (50 ms) showed a stream.
-    assert await _transactions(db, runs) <= 20
+    # A few transactions until 100 runs showed a stream, then one per 0.2 s of it (about 1.5 s; more
+    # on a loaded machine, whose sleeps overshoot). Without the wait: one per message or two.
+    assert await _transactions(db, runs) <= 8 + streamed / 0.2
 
 
 async def test_a_quiet_stream_is_decided_at_once_despite_a_long_linger(

@@ -10,7 +10,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,59 @@ async def test_group_commit_data_error_fails_only_the_bad_row(
     assert (
         await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", good.routine["id"])
         == 50
+    )
+
+
+@pytest.mark.parametrize("failure", ["raises", "cancelled"])
+async def test_fires_are_answered_when_announcing_their_commit_fails(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection, failure: str
+) -> None:
+    """The runs are committed before they are announced: an announcement that raises, or a writer
+    cancelled while announcing (a stop), must still answer every fire of the batch — the sweeper
+    announces what was not — and a raising announcement must not end the writer."""
+    from routines_gateway.ingest import GroupCommitter, PendingRun
+    from shared.db import Database
+
+    hook = await make_hook(api, admin_token, "bearer")
+    routine, company = uuid.UUID(hook.routine["id"]), uuid.UUID(hook.tenant.company_id)
+    trigger = uuid.UUID(hook.trigger["id"])
+    answered_before: list[bool] = []
+    announcing = asyncio.Event()
+
+    async def announce(runs: Sequence[PendingRun]) -> None:
+        answered_before.extend(p.done.done() for p in runs)
+        announcing.set()
+        if failure == "raises":
+            raise RuntimeError("announce broke")
+        await asyncio.Event().wait()  # until the writer is cancelled
+
+    settings = gateway_app(stack).get(SETTINGS_KEY)
+    assert settings is not None
+    database = Database(settings, application_name="test")
+    await database.open()
+    try:
+        committer = GroupCommitter(database, max_batch=256, writers=1, announce=announce)
+        batch = [PendingRun(routine, company, trigger, {"i": i}, f"k{i}", None, None) for i in range(3)]
+        submitted = [asyncio.ensure_future(committer.submit(p)) for p in batch]
+        stopping = asyncio.Event()
+        writer = asyncio.ensure_future(committer.run(stopping))
+        await asyncio.wait_for(announcing.wait(), 10)
+        if failure == "cancelled":
+            writer.cancel()
+        assert await asyncio.wait_for(asyncio.gather(*submitted), 10) == [True] * 3
+        if failure == "raises":  # the writer lives on: the next fire is committed and answered
+            later = PendingRun(routine, company, trigger, {"i": 3}, "k3", None, None)
+            assert await asyncio.wait_for(committer.submit(later), 10) is True
+            stopping.set()
+            await writer
+        else:
+            with pytest.raises(asyncio.CancelledError):
+                await writer
+    finally:
+        await database.close()
+    assert answered_before[:3] == [False] * 3  # announced before they were answered
+    assert await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1", routine) == (
+        4 if failure == "raises" else 3
     )
 
 

@@ -15,7 +15,10 @@ from routines_gateway.sql import QUERIES
 from shared.bus import Bus, current_request_id
 from shared.db import Database
 from shared.errors import BadRequest, NotFound, RoutinesError
+from shared.logging import get_logger
 from shared.runs import publish_runs_requested
+
+log = get_logger(__name__)
 
 # What one row can cause: a value the database (or the driver) cannot store, a check it breaks, or
 # a routine deleted since the trigger was cached. Anything else (connection, timeout) is the batch's.
@@ -38,7 +41,8 @@ class PendingRun:
 
 
 Announce = Callable[[Sequence[PendingRun]], Awaitable[object]]
-"""Tells the dispatchers about runs just committed (step 2 of the pipeline); never raises."""
+"""Tells the dispatchers about runs just committed (step 2 of the pipeline). A failure is logged;
+the runs are left to the sweeper."""
 
 
 def announce_on(bus: Bus) -> Announce:
@@ -113,12 +117,18 @@ class GroupCommitter:
         await self._settle(batch, inserted)
 
     async def _settle(self, batch: list[PendingRun], inserted: set[uuid.UUID]) -> None:
-        """Announce what was inserted, then answer every fire of the batch."""
-        if self._announce is not None and inserted:
-            await self._announce([p for p in batch if p.id in inserted])
-        for p in batch:
-            if not p.done.done():
-                p.done.set_result(p.id in inserted)
+        """Announce what was inserted, then answer every fire of the batch: also when announcing
+        fails or the writer is cancelled meanwhile — the runs are committed, and the dispatchers'
+        sweeper finds any that were not announced."""
+        try:
+            if self._announce is not None and inserted:
+                await self._announce([p for p in batch if p.id in inserted])
+        except Exception:
+            log.exception("announcing committed runs failed; the sweeper will dispatch them")
+        finally:
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_result(p.id in inserted)
 
     async def _commit_one(self, p: PendingRun) -> None:
         try:
