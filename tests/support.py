@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+import asyncpg
 import nats
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -33,6 +36,25 @@ class Server(Protocol):
 
 
 ServerT = TypeVar("ServerT", bound=Server)
+T = TypeVar("T")
+
+
+async def never_waits_on(db: asyncpg.Connection, pid: int, work: Awaitable[T], what: str) -> T:
+    """Run `work`; fail as soon as any backend waits on a lock held by backend `pid` (no timing:
+    `pg_blocking_pids` is polled while `work` is in flight)."""
+    task: asyncio.Future[T] = asyncio.ensure_future(work)
+    while not task.done():
+        waiting = await db.fetch(
+            "SELECT pid, wait_event_type, left(query, 120) AS query FROM pg_stat_activity"
+            " WHERE $1 = ANY(pg_blocking_pids(pid))",
+            pid,
+        )
+        if waiting:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            pytest.fail(f"{what}: {[dict(w) for w in waiting]}")
+        await asyncio.sleep(0.01)
+    return task.result()
 
 
 def running(server: ServerT) -> Iterator[ServerT]:

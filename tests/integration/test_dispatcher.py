@@ -26,7 +26,7 @@ from shared.lifecycle import Supervisor
 from shared.runs import RUNS_PER_MESSAGE, publish_run_requested, publish_runs_requested
 from shared.settings import DispatcherSettings
 from tests.factories import make_issue, make_routine, make_run, make_world
-from tests.support import Stack, open_database, publish_raw, served, wait_until
+from tests.support import Stack, never_waits_on, open_database, publish_raw, served, wait_until
 
 OPEN = ["backlog", "todo", "in_progress", "in_review", "blocked"]
 
@@ -130,19 +130,8 @@ async def test_runs_named_again_after_their_decision_are_not_locked(
         async with api.transaction():
             await api.execute("UPDATE routine_runs SET status = 'completed' WHERE id = $1", decided)
             api_pid = await api.fetchval("SELECT pg_backend_pid()")
-            task = asyncio.ensure_future(_decide(dispatcher_db, [decided, fresh]))
-            while not task.done():
-                waiting = await db.fetch(
-                    "SELECT pid, left(query, 80) AS query FROM pg_stat_activity"
-                    " WHERE $1 = ANY(pg_blocking_pids(pid))",
-                    api_pid,
-                )
-                if waiting:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                    pytest.fail(f"the decision waits on a run decided already: {[dict(w) for w in waiting]}")
-                await asyncio.sleep(0.01)
-            await task
+            deciding = _decide(dispatcher_db, [decided, fresh])
+            await never_waits_on(db, api_pid, deciding, "the decision waits on a run decided already")
     finally:
         await api.close()
     rows = await db.fetch("SELECT id, status FROM routine_runs WHERE routine_id = $1", routine)

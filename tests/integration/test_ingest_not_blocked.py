@@ -30,7 +30,7 @@ from shared.settings import SchedulerSettings
 from tests.integration import api_client
 from tests.integration.api_client import Client, Tenant, call, make_routine, make_tenant
 from tests.integration.test_gateway import gateway_app
-from tests.support import Stack, served, service_connections
+from tests.support import Stack, never_waits_on, served, service_connections
 
 T = TypeVar("T")
 
@@ -58,19 +58,7 @@ async def paused_decision(database: Database, run_ids: list[uuid.UUID]) -> Async
 
 async def not_blocked_by(db: asyncpg.Connection, paused: PausedDecision, work: Awaitable[T]) -> T:
     """Run `work`; fail as soon as any backend waits on the paused decision's transaction."""
-    task: asyncio.Future[T] = asyncio.ensure_future(work)
-    while not task.done():
-        waiting = await db.fetch(
-            "SELECT pid, wait_event_type, left(query, 120) AS query FROM pg_stat_activity"
-            " WHERE $1 = ANY(pg_blocking_pids(pid))",
-            paused.pid,
-        )
-        if waiting:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            pytest.fail(f"ingest waits on the paused transaction: {[dict(w) for w in waiting]}")
-        await asyncio.sleep(0.01)
-    return task.result()
+    return await never_waits_on(db, paused.pid, work, "ingest waits on the paused transaction")
 
 
 async def _routine_with_hook(api: Client, admin: str, policy: str) -> tuple[Tenant, dict[str, Any], str, str]:
