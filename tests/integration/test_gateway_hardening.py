@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from routines_gateway.app import create_app as gateway_app_with
+from routines_gateway.ingest import GroupCommitter, PendingRun
 from shared.crypto import new_secret_key
+from shared.db import Database
+from shared.errors import BadRequest
 from shared.http import SETTINGS_KEY
 from shared.settings import GatewaySettings
 from tests.integration.api_client import Client, call
@@ -178,31 +182,41 @@ async def test_one_bad_fire_in_a_group_commit_fails_no_other_tenants_fire(
     )
 
 
-async def test_group_commit_data_error_fails_only_the_bad_row(
-    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection
-) -> None:
-    """A row the database refuses (here jsonb's \\u0000, which the edge would have refused) sits in
-    one batch with 50 good rows of another tenant: only that row fails, the others are stored."""
-    from routines_gateway.ingest import GroupCommitter, PendingRun
-    from shared.db import Database
-    from shared.errors import BadRequest
+def _pending(hook: Hook, payload: dict[str, Any], key: str) -> PendingRun:
+    routine, company = uuid.UUID(hook.routine["id"]), uuid.UUID(hook.tenant.company_id)
+    return PendingRun(routine, company, uuid.UUID(hook.trigger["id"]), payload, key, None, None)
 
-    bad = await make_hook(api, admin_token, "bearer")
-    good = await make_hook(api, admin_token, "bearer")
 
-    def pending(hook: Hook, payload: dict[str, Any], key: str) -> PendingRun:
-        routine = uuid.UUID(hook.routine["id"])
-        company = uuid.UUID(hook.tenant.company_id)
-        return PendingRun(routine, company, uuid.UUID(hook.trigger["id"]), payload, key, None, None)
+async def _runs_of(db: asyncpg.Connection, hook: Hook) -> int:
+    return int(
+        await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", hook.routine["id"])
+    )
 
+
+@asynccontextmanager
+async def _gateway_database(stack: Stack) -> AsyncIterator[Database]:
+    """A pool with the gateway's settings, for driving its group commit directly."""
     settings = gateway_app(stack).get(SETTINGS_KEY)
     assert settings is not None
     database = Database(settings, application_name="test")
     await database.open()
     try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_group_commit_data_error_fails_only_the_bad_row(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection
+) -> None:
+    """A row the database refuses (here jsonb's \\u0000, which the edge would have refused) sits in
+    one batch with 50 good rows of another tenant: only that row fails, the others are stored."""
+    bad = await make_hook(api, admin_token, "bearer")
+    good = await make_hook(api, admin_token, "bearer")
+    async with _gateway_database(stack) as database:
         committer = GroupCommitter(database, max_batch=256, writers=1)
-        goods = [pending(good, {"i": i}, f"k{i}") for i in range(50)]
-        poison = pending(bad, {"a": "\x00"}, "poison")
+        goods = [_pending(good, {"i": i}, f"k{i}") for i in range(50)]
+        poison = _pending(bad, {"a": "\x00"}, "poison")
         submitted = [asyncio.ensure_future(committer.submit(p)) for p in [*goods[:25], poison, *goods[25:]]]
         await asyncio.sleep(0)  # all queued before the writer takes its first batch
         stopping = asyncio.Event()
@@ -210,14 +224,25 @@ async def test_group_commit_data_error_fails_only_the_bad_row(
         results = await asyncio.gather(*submitted, return_exceptions=True)
         stopping.set()
         await writer
-    finally:
-        await database.close()
     assert isinstance(results[25], BadRequest)
     assert results[:25] + results[26:] == [True] * 50
-    assert (
-        await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1::uuid", good.routine["id"])
-        == 50
-    )
+    assert await _runs_of(db, good) == 50
+
+
+class _StuckAnnouncement:
+    """An announcement that records whether its runs were answered yet, then raises or hangs."""
+
+    def __init__(self, raises: bool) -> None:
+        self.raises = raises
+        self.answered_before: list[bool] = []
+        self.called = asyncio.Event()
+
+    async def __call__(self, runs: Sequence[PendingRun]) -> None:
+        self.answered_before.extend(p.done.done() for p in runs)
+        self.called.set()
+        if self.raises:
+            raise RuntimeError("announce broke")
+        await asyncio.Event().wait()  # until the writer is cancelled
 
 
 @pytest.mark.parametrize("failure", ["raises", "cancelled"])
@@ -227,50 +252,55 @@ async def test_fires_are_answered_when_announcing_their_commit_fails(
     """The runs are committed before they are announced: an announcement that raises, or a writer
     cancelled while announcing (a stop), must still answer every fire of the batch — the sweeper
     announces what was not — and a raising announcement must not end the writer."""
-    from routines_gateway.ingest import GroupCommitter, PendingRun
-    from shared.db import Database
-
     hook = await make_hook(api, admin_token, "bearer")
-    routine, company = uuid.UUID(hook.routine["id"]), uuid.UUID(hook.tenant.company_id)
-    trigger = uuid.UUID(hook.trigger["id"])
-    answered_before: list[bool] = []
-    announcing = asyncio.Event()
-
-    async def announce(runs: Sequence[PendingRun]) -> None:
-        answered_before.extend(p.done.done() for p in runs)
-        announcing.set()
-        if failure == "raises":
-            raise RuntimeError("announce broke")
-        await asyncio.Event().wait()  # until the writer is cancelled
-
-    settings = gateway_app(stack).get(SETTINGS_KEY)
-    assert settings is not None
-    database = Database(settings, application_name="test")
-    await database.open()
-    try:
+    announce = _StuckAnnouncement(raises=failure == "raises")
+    async with _gateway_database(stack) as database:
         committer = GroupCommitter(database, max_batch=256, writers=1, announce=announce)
-        batch = [PendingRun(routine, company, trigger, {"i": i}, f"k{i}", None, None) for i in range(3)]
-        submitted = [asyncio.ensure_future(committer.submit(p)) for p in batch]
+        submitted = [
+            asyncio.ensure_future(committer.submit(_pending(hook, {"i": i}, f"k{i}"))) for i in range(3)
+        ]
         stopping = asyncio.Event()
         writer = asyncio.ensure_future(committer.run(stopping))
-        await asyncio.wait_for(announcing.wait(), 10)
+        await asyncio.wait_for(announce.called.wait(), 10)
         if failure == "cancelled":
             writer.cancel()
         assert await asyncio.wait_for(asyncio.gather(*submitted), 10) == [True] * 3
         if failure == "raises":  # the writer lives on: the next fire is committed and answered
-            later = PendingRun(routine, company, trigger, {"i": 3}, "k3", None, None)
-            assert await asyncio.wait_for(committer.submit(later), 10) is True
+            assert await asyncio.wait_for(committer.submit(_pending(hook, {"i": 3}, "k3")), 10) is True
             stopping.set()
             await writer
         else:
             with pytest.raises(asyncio.CancelledError):
                 await writer
-    finally:
-        await database.close()
-    assert answered_before[:3] == [False] * 3  # announced before they were answered
-    assert await db.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1", routine) == (
-        4 if failure == "raises" else 3
-    )
+    assert announce.answered_before[:3] == [False] * 3  # announced before they were answered
+    assert await _runs_of(db, hook) == (4 if failure == "raises" else 3)
+
+
+async def test_a_stop_while_retrying_a_batch_one_by_one_answers_the_fires_not_yet_sent(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection
+) -> None:
+    """A batch holding a row the database refuses is retried one fire at a time. A writer cancelled
+    meanwhile (a stop) must answer the fires it has not sent yet, not leave their clients waiting."""
+    hook = await make_hook(api, admin_token, "bearer")
+    announce = _StuckAnnouncement(raises=False)
+    async with _gateway_database(stack) as database:
+        committer = GroupCommitter(database, max_batch=256, writers=1, announce=announce)
+        fires = [
+            _pending(hook, {"i": 0}, "k0"),
+            _pending(hook, {"a": "\x00"}, "poison"),
+            _pending(hook, {"i": 1}, "k1"),
+        ]
+        submitted = [asyncio.ensure_future(committer.submit(p)) for p in fires]
+        await asyncio.sleep(0)  # one batch
+        writer = asyncio.ensure_future(committer.run(asyncio.Event()))
+        await asyncio.wait_for(announce.called.wait(), 10)  # the first fire, retried alone
+        writer.cancel()
+        results = await asyncio.wait_for(asyncio.gather(*submitted, return_exceptions=True), 10)
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+    assert results[0] is True
+    assert [type(r) for r in results[1:]] == [asyncio.CancelledError] * 2
+    assert await _runs_of(db, hook) == 1
 
 
 async def rotate(hook: Hook, grace: int = 0, status: int = 200) -> Any:

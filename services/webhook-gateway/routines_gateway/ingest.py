@@ -106,8 +106,12 @@ class GroupCommitter:
                 _fail(batch, _row_error(exc))
                 return
             # One bad row must not fail the others' fires: retry them one by one.
-            for p in batch:
-                await self._commit_one(p)
+            for n, p in enumerate(batch):
+                try:
+                    await self._commit_one(p)
+                except BaseException as cancelled:  # a stop: the rest were never sent
+                    _fail(batch[n + 1 :], cancelled)
+                    raise
             return
         except BaseException as exc:
             _fail(batch, exc)
