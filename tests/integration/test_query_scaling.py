@@ -146,7 +146,8 @@ async def test_deciding_reads_the_runs_it_was_given_not_the_routines_backlog(db:
     ]
     wanted, decided_already = backlog[-CHUNK:], history[0]["id"]
     query = DISPATCHER_QUERIES["undecided_runs"]
-    args = ([decided_already, *reversed(wanted)], [routine])
+    no_variables: list[uuid.UUID] = []  # $3: the routines that declare variables
+    args = ([decided_already, *reversed(wanted)], [routine], no_variables)
     async with db.transaction():
         rows = await db.fetch(query, *args)
     assert [r["id"] for r in rows] == wanted  # oldest first; not the one decided already

@@ -52,7 +52,8 @@ async def decide_runs(
     if not routines:
         return []
     routine_ids = list(routines)
-    runs = await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids)
+    with_variables = [r["id"] for r in routines.values() if r["variables"]]
+    runs = await conn.fetch(QUERIES["undecided_runs"], ids, routine_ids, with_variables)
     if not runs:
         return []
     active: dict[uuid.UUID, ActiveIssue] = {

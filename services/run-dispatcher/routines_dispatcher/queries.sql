@@ -28,11 +28,9 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- routine has a backlog. This way the only way in is the primary key.
 -- The payload itself stays in Postgres (copied onto issues by SQL): stored JSON never has to
 -- survive a Python decoder here, however it got into the table — unless the routine declares
--- variables, whose values may come from the payload's top-level keys.
+-- variables ($3: those routines), whose values may come from the payload's top-level keys.
 SELECT id, routine_id, source, triggered_at, octet_length(payload::text) AS payload_bytes,
-       CASE WHEN EXISTS (SELECT 1 FROM routines r
-                         WHERE r.id = routine_runs.routine_id AND r.variables <> '[]'::jsonb)
-            THEN payload END AS payload,
+       CASE WHEN routine_id = ANY($3::uuid[]) THEN payload END AS payload,
        input_variables, assignee_override, project_override
 FROM routine_runs
 WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status || '' = 'received'

@@ -34,8 +34,9 @@ def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = tim
         negative_ttl=settings.trigger_cache_negative_ttl_sec,
     )
     # Each commit's runs are announced together, before its fires are answered.
-    writers, announce = settings.group_commit_writers, announce_on(app[BUS_KEY])
-    committer = GroupCommitter(app[DB_KEY], settings.group_commit_max, writers, announce)
+    committer = GroupCommitter(
+        app[DB_KEY], settings.group_commit_max, settings.group_commit_writers, announce_on(app[BUS_KEY])
+    )
     clock = DbClock(app[DB_KEY], local_clock)
     app[CACHE_KEY], app[COMMITTER_KEY], app[CLOCK_KEY] = cache, committer, clock
     app.router.add_post(
