@@ -80,7 +80,9 @@ def main() -> None:
     else:
         app = web.Application()
         app.router.add_post(ROUTE, fire)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=2048
+    )  # as the services
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ async def main(minutes: float = 10, rate: float | None = None, fraction: float =
                 requests = s.tmp / "max.tsv"
                 write_requests(requests, signed_fires(world.hooks, 100_000, start=10_000_000))
                 measured = await asyncio.to_thread(run_wrk, gateway.url, requests, 32, 6)
-                rate = measured.per_sec(202) / 2
+                rate = measured.per_sec(202) * fraction
                 print(
                     f"measured maximum {measured.per_sec(202):,.0f} fires/s → soak at {rate:,.0f}/s",
                     flush=True,

@@ -48,7 +48,9 @@ def run_service(name: str) -> int:
 
     async def main() -> int:
         app = create_app(settings)
-        return await serve(app, settings.http_host, settings.http_port, settings.shutdown_timeout_sec)
+        return await serve(
+            app, settings.http_host, settings.http_port, settings.shutdown_timeout_sec, settings.http_backlog
+        )
 
     code = int(_run(main()))
     # Stopped: a second signal (Ctrl-C reaches us and `routines dev` forwards SIGTERM too) must

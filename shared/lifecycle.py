@@ -62,8 +62,9 @@ HANDLER_ARGS_KEY = web.AppKey("handler_args", dict[str, Any])
 """Options of the HTTP connection handler (e.g. keepalive_timeout) a service asks `serve` for."""
 
 
-async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> int:
-    """Run an app until SIGTERM/SIGINT or a critical task dies; return the exit code."""
+async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float, backlog: int) -> int:
+    """Run an app until SIGTERM/SIGINT or a critical task dies; return the exit code. `backlog`
+    is the listen socket's: connections the kernel accepts for the app while its loop is busy."""
     supervisor = app[SUPERVISOR_KEY]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,7 +77,7 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
         **app.get(HANDLER_ARGS_KEY, {}),
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
     try:
         await site.start()
     except OSError as exc:

@@ -32,6 +32,13 @@ class CommonSettings(BaseSettings):
     )
     http_host: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
+    http_backlog: int = Field(
+        2048,
+        ge=1,
+        le=65535,
+        description="Connections the kernel completes and holds while the service is busy (listen "
+        "backlog; capped by net.core.somaxconn). Past it new connections wait 1-31 s on SYN retries.",
+    )
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest accepted request body.")
     header_timeout_sec: float = Field(
         10.0, gt=0, description="A connection must deliver a request's headers within this (else closed)."
