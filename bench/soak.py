@@ -14,16 +14,15 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import psutil
 
 from bench.common import RESULTS, World, add_webhooks, percentile, seed, servers, service_env
-from bench.loadgen import SignedFire, run_wrk, signed_fires, write_requests
+from bench.loadgen import RawHttp, run_wrk, signed_fires, webhook_request, write_requests
 from bench.webhook_ingest import GATEWAY_SETTINGS
 from shared.bootstrap import create_instance_admin_token
 from shared.processes import ServiceProcess
@@ -105,37 +104,26 @@ async def soak(
     total = int(rate * minutes * 60)
     fires = signed_fires(world.hooks, total)
     tasks: set[asyncio.Task[None]] = set()
-    auth = {"Authorization": f"Bearer {admin}"}
-    connector = aiohttp.TCPConnector(limit=1024)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+    gateway_http = RawHttp("127.0.0.1", gateway.port)
+    api_http = RawHttp("127.0.0.1", api.port)
+    try:
 
-        async def fire(f: SignedFire, scheduled: float) -> None:
-            minute = int((scheduled - started) // 60)
-            headers = {
-                "Content-Type": "application/json",
-                "X-Paperclip-Timestamp": f.timestamp,
-                "X-Paperclip-Signature": f.signature,
-            }
-            try:
-                async with http.post(gateway.url + f.path, data=f.body, headers=headers) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError):
-                status = 0
-            tally.saw(minute, "webhook", status, time.perf_counter() - scheduled)
-
-        async def manual(routine: Any, n: int, scheduled: float) -> None:
+        async def send(http: RawHttp, kind: str, raw: bytes, scheduled: float) -> None:
             minute = int((scheduled - started) // 60)
             try:
-                async with http.post(
-                    f"{api.url}/api/routines/{routine}/run", json={"payload": {"n": n}}, headers=auth
-                ) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError):
+                async with asyncio.timeout(30):  # as a sender's HTTP client would give up
+                    status, _ = await http.request(raw)
+            except (OSError, TimeoutError):
                 status = 0
-            tally.saw(minute, "manual", status, time.perf_counter() - scheduled)
+            tally.saw(minute, kind, status, time.perf_counter() - scheduled)
+
+        def manual_request(routine: Any, n: int) -> bytes:
+            body = b'{"payload":{"n":%d}}' % n
+            return (
+                f"POST /api/routines/{routine}/run HTTP/1.1\r\nHost: api\r\n"
+                f"Authorization: Bearer {admin}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
 
         next_rss = 0.0
         for n in range(total):
@@ -148,17 +136,32 @@ async def soak(
                 rss.sample(now)
                 next_rss = now + 5
             if n % MANUAL_SHARE == MANUAL_SHARE - 1:
-                coro = manual(world.routines[n % len(world.routines)], n, scheduled)
+                routine = world.routines[n % len(world.routines)]
+                coro = send(api_http, "manual", manual_request(routine, n), scheduled)
                 next(fires)  # keep the webhook sequence aligned
             else:
-                coro = fire(next(fires), scheduled)
+                coro = send(gateway_http, "webhook", webhook_request("gateway", next(fires)), scheduled)
             task = asyncio.create_task(coro)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
         rss.sample(time.perf_counter() - started)
+    finally:
+        gateway_http.close()
+        api_http.close()
     return tally
+
+
+def _complaints(processes: list[ServiceProcess]) -> Counter[tuple[str, str, str, Any, str]]:
+    """What the services logged at warning or above, and every answer ≥ 500, counted by kind."""
+    seen: Counter[tuple[str, str, str, Any, str]] = Counter()
+    for p in processes:
+        for line in p.log_lines():
+            level, status = line.get("level", ""), line.get("status")
+            if level in ("warning", "error", "critical") or (isinstance(status, int) and status >= 500):
+                seen[(p.name, level, line.get("event", ""), status, str(line.get("error", ""))[:120])] += 1
+    return seen
 
 
 def plot(rss: RssLog, per_minute: list[dict[str, Any]], rate: float) -> None:
@@ -234,6 +237,7 @@ async def main(minutes: float = 10, rate: float | None = None, fraction: float =
             runs = int(await conn.fetchval("SELECT count(*) FROM routine_runs")) - runs_before
             failed = int(await conn.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'failed'"))
             alive = {p.name: p.proc is not None and p.proc.poll() is None for p in processes}
+            complaints = _complaints(processes)
         finally:
             for p in processes:
                 p.stop()
@@ -270,6 +274,8 @@ async def main(minutes: float = 10, rate: float | None = None, fraction: float =
         memory[name] = {"start_mb": first, "end_mb": last, "peak_mb": peak}
         print(f"| {name} | {first:.1f} MB | {last:.1f} MB | {peak:.1f} MB |")
     print(f"services alive at the end: {alive}")
+    for (service, level, event, status, error), n in complaints.most_common(10):
+        print(f"{service} logged {n:,} × {level} {event!r} status={status} {error}")
     plot(rss, per_minute, rate)
     result = {
         "minutes": minutes,
@@ -298,7 +304,9 @@ def cli() -> None:
         "--rate", type=float, default=None, help="requests/s (default: half the measured max)"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.minutes, args.rate, args.fraction))
+    import uvloop  # the services' loop; the load generator's CPU is taken from them
+
+    uvloop.run(main(args.minutes, args.rate, args.fraction))
 
 
 if __name__ == "__main__":
