@@ -213,8 +213,13 @@ async def test_group_commit_data_error_fails_only_the_bad_row(
     one batch with 50 good rows of another tenant: only that row fails, the others are stored."""
     bad = await make_hook(api, admin_token, "bearer")
     good = await make_hook(api, admin_token, "bearer")
+    announced: list[PendingRun] = []
+
+    async def announce(runs: Sequence[PendingRun]) -> None:
+        announced.extend(runs)
+
     async with _gateway_database(stack) as database:
-        committer = GroupCommitter(database, max_batch=256, writers=1)
+        committer = GroupCommitter(database, max_batch=256, writers=1, announce=announce)
         goods = [_pending(good, {"i": i}, f"k{i}") for i in range(50)]
         poison = _pending(bad, {"a": "\x00"}, "poison")
         submitted = [asyncio.ensure_future(committer.submit(p)) for p in [*goods[:25], poison, *goods[25:]]]
@@ -227,6 +232,7 @@ async def test_group_commit_data_error_fails_only_the_bad_row(
     assert isinstance(results[25], BadRequest)
     assert results[:25] + results[26:] == [True] * 50
     assert await _runs_of(db, good) == 50
+    assert sorted(p.id for p in announced) == sorted(p.id for p in goods)  # the refused row is not
 
 
 class _StuckAnnouncement:

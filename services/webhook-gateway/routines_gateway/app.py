@@ -35,7 +35,10 @@ def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = tim
     )
     # Each commit's runs are announced together, before its fires are answered.
     committer = GroupCommitter(
-        app[DB_KEY], settings.group_commit_max, settings.group_commit_writers, announce_on(app[BUS_KEY])
+        app[DB_KEY],
+        settings.group_commit_max,
+        settings.group_commit_writers,
+        announce=announce_on(app[BUS_KEY]),
     )
     clock = DbClock(app[DB_KEY], local_clock)
     app[CACHE_KEY], app[COMMITTER_KEY], app[CLOCK_KEY] = cache, committer, clock

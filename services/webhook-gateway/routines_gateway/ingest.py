@@ -64,9 +64,7 @@ class GroupCommitter:
     rather than one per fire.
     """
 
-    def __init__(
-        self, db: Database, max_batch: int, writers: int = 4, announce: Announce | None = None
-    ) -> None:
+    def __init__(self, db: Database, max_batch: int, writers: int = 4, *, announce: Announce) -> None:
         self._db = db
         self._max = max_batch
         self._writers = writers
@@ -125,7 +123,7 @@ class GroupCommitter:
         fails or the writer is cancelled meanwhile — the runs are committed, and the dispatchers'
         sweeper finds any that were not announced."""
         try:
-            if self._announce is not None and inserted:
+            if inserted:
                 await self._announce([p for p in batch if p.id in inserted])
         except Exception:
             log.exception("announcing committed runs failed; the sweeper will dispatch them")
