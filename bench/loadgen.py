@@ -132,6 +132,7 @@ class RawHttp:
                     )
                 except BaseException:
                     self.open -= 1
+                    self._wake()  # a request waiting for a free slot may try now
                     raise
                 return exchange
             woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,3 +97,14 @@ async def test_a_server_hanging_up_fails_the_request_and_frees_its_connection() 
         finally:
             http.close()
     assert server.connections == 3
+
+
+async def test_a_refused_connection_lets_the_next_request_try() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, not listening: connections are refused
+        http = RawHttp("127.0.0.1", port, limit=1)
+        results = await asyncio.wait_for(
+            asyncio.gather(http.request(post(1)), http.request(post(2)), return_exceptions=True), 5
+        )
+    assert [type(r) for r in results] == [ConnectionRefusedError, ConnectionRefusedError]
