@@ -18,6 +18,7 @@ import nats.js.errors
 import pytest
 from nats.aio.msg import Msg
 
+from routines_api.models import WakeupEvent
 from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.worker import Dispatcher
 from shared.bus import RUNS_STREAM, Bus, Subjects
@@ -717,3 +718,53 @@ async def test_a_backlog_is_decided_without_waiting_for_more(
         elapsed = time.monotonic() - started
     # Waiting 1 s before every fetch (or every other one) would take over 10 s.
     assert elapsed < 4, elapsed
+
+
+async def test_fires_coalesced_in_one_transaction_wake_the_agent_once_per_issue(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """A created issue is one wake-up; fires coalesced into an open issue by one transaction are
+    one wake-up per issue (at most 100 runs each, named in `runIds`, the last also `runId`),
+    not one per fire: a hot routine would otherwise wake its agent thousands of times a second
+    about the same issue. Every decided run is named by exactly one wake-up."""
+    world = await make_world(db)
+    hot = await make_routine(db, world)
+    warm = await make_routine(db, world)
+    enqueue = await make_routine(db, world, "always_enqueue")
+    runs = {
+        hot: await _many_runs(db, world, hot, 231),
+        warm: await _many_runs(db, world, warm, 4),
+        enqueue: await _many_runs(db, world, enqueue, 3),
+    }
+    woken: list[dict[str, Any]] = []
+
+    async def on_wakeup(msg: Msg) -> None:
+        woken.append(json.loads(msg.data))
+
+    async with _dispatcher(stack, dispatcher_db) as local:
+        await local.bus.subscribe(f"agents.{world.agent_id}.wakeup", on_wakeup)
+        decisions = await local.dispatcher.decide_and_publish(
+            [run for ids in runs.values() for run in ids], skip_locked=False
+        )
+        assert len(decisions) == 238
+        await wait_until(lambda: len(woken) >= 9, timeout=5)
+        await local.bus.flush()
+    issues = {
+        r["origin_id"]: r["id"]
+        for r in await db.fetch(
+            "SELECT id, origin_id FROM issues WHERE origin_id = ANY($1::uuid[])", list(runs)
+        )
+    }
+    for w in woken:  # what the API's OpenAPI document says a wake-up is
+        WakeupEvent.model_validate(w)
+    created = [w for w in woken if w["reason"] == "issue_created"]
+    coalesced = [w for w in woken if w["reason"] == "run_coalesced"]
+    assert len(created) == 2 + 3
+    assert all(w["runIds"] == [w["runId"]] for w in created)
+    by_issue: dict[str, list[int]] = {}
+    for w in coalesced:
+        assert w["runId"] == w["runIds"][-1]
+        by_issue.setdefault(w["issueId"], []).append(len(w["runIds"]))
+    assert by_issue == {str(issues[hot]): [100, 100, 30], str(issues[warm]): [3]}
+    named = [run for w in woken for run in w["runIds"]]
+    assert sorted(named) == sorted(str(run) for ids in runs.values() for run in ids)

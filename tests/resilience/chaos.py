@@ -635,9 +635,12 @@ async def _compare_wakeups(
     }
     errors: list[str] = []
     seen: Counter[str] = Counter()
-    for subject, msg in wakeups.messages:
-        run = runs.get(msg.get("runId", ""))
-        seen[msg.get("runId", "")] += 1
+    # One wake-up per created issue, one per issue fires were coalesced into by one transaction
+    # (naming them all in runIds): each run named by exactly one.
+    named = [(subject, msg, run_id) for subject, msg in wakeups.messages for run_id in msg.get("runIds", [])]
+    for subject, msg, run_id in named:
+        run = runs.get(run_id)
+        seen[run_id] += 1
         if run is None:
             errors.append(f"wake-up for an unknown run: {msg}")
             continue

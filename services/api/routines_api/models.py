@@ -762,3 +762,25 @@ class WebhookAccepted(Output):
     routine_id: uuid.UUID
     trigger_id: uuid.UUID | None
     duplicate: bool = False
+
+
+class WakeupEvent(Output):
+    """The data of one `wakeup` Server-Sent Event (an `agents.{agentId}.wakeup` message)."""
+
+    routine_id: uuid.UUID
+    reason: Literal["issue_created", "run_coalesced", "routine_failing"] = Field(
+        description="Why the agent is woken: an execution issue was created, fires were coalesced"
+        " into its open issue, or a failure alert."
+    )
+    issue_id: uuid.UUID | None = Field(None, description="The issue to work on (not on an alert).")
+    run_id: uuid.UUID | None = Field(None, description="The last of runIds (not on an alert).")
+    run_ids: list[uuid.UUID] | None = Field(
+        None,
+        max_length=100,
+        description="The runs this wake-up is about: an issue_created one names its run; fires"
+        " coalesced into an open issue by one decision are one wake-up naming up to 100 of them,"
+        " oldest first (not on an alert).",
+    )
+    alert: Literal["routine_failing", "routine_auto_paused"] | None = Field(
+        None, description="Only on reason routine_failing."
+    )

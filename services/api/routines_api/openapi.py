@@ -124,7 +124,9 @@ def build_openapi(
     """OpenAPI 3.1 from the route table; schemas come from the pydantic models themselves."""
     models: set[type[BaseModel]] = {ErrorOut}
     for op in operations:
-        models.update(m for m in (op.body, op.response, *op.extra_statuses.values()) if m is not None)
+        models.update(
+            m for m in (op.body, op.response, op.events, *op.extra_statuses.values()) if m is not None
+        )
     mode: Literal["validation"] = "validation"
     inputs = [(m, mode) for m in sorted(models, key=lambda m: m.__name__)]
     _, schema = models_json_schema(inputs, ref_template="#/components/schemas/{model}")
@@ -147,10 +149,10 @@ def build_openapi(
             body = {"type": "array", "items": ref(op.response)} if op.response_is_list else ref(op.response)
             responses[str(op.status)] = {"description": op.summary, "content": content(body)}
         elif op.stream is not None:
-            responses[str(op.status)] = {
-                "description": op.summary,
-                "content": {op.stream: {"schema": {"type": "string"}}},
-            }
+            stream: dict[str, Any] = {"schema": {"type": "string"}}
+            if op.events is not None:  # OpenAPI 3.1 has no schema for a stream's items
+                stream["x-event-data"] = ref(op.events)
+            responses[str(op.status)] = {"description": op.summary, "content": {op.stream: stream}}
         else:
             responses[str(op.status)] = {"description": op.summary}
         for status, model in op.extra_statuses.items():

@@ -75,6 +75,7 @@ class Operation:
     headers: Sequence[QueryParam] = ()
     server: str | None = None
     stream: str | None = None  # media type of a streamed answer (e.g. text/event-stream)
+    events: type[BaseModel] | None = None  # the data of each streamed event
     description: str = ""
 
     @property

@@ -16,6 +16,7 @@ import nats.js.errors
 from aiohttp import web
 
 from routines_api.auth import principal_of
+from routines_api.models import WakeupEvent
 from routines_api.routes import ROUTES, QueryParam
 from routines_api.state import API_SETTINGS_KEY
 from shared.errors import BadRequest, Forbidden, ServiceUnavailable
@@ -48,6 +49,7 @@ def sse_event(event_id: int, event: str, data: object) -> bytes:
     "/api/agents/me/wakeups",
     errors=(400, 403),
     stream="text/event-stream",
+    events=WakeupEvent,
     query=(
         QueryParam(
             "lastEventId",
@@ -59,8 +61,9 @@ def sse_event(event_id: int, event: str, data: object) -> bytes:
 async def agent_wakeups(request: web.Request) -> web.StreamResponse:
     """Follow the calling agent's wake-ups as Server-Sent Events.
 
-    Server-Sent Events: one `wakeup` event (`{issueId, runId, routineId, reason}`) with an id per wake-up of
-    the calling agent (agent keys only); `: ping` comments keep proxies from closing an idle stream.
+    Server-Sent Events: one `wakeup` event (`{issueId, runId, runIds, routineId, reason}`) with an
+    id per wake-up of the calling agent (agent keys only); `: ping` comments keep proxies from
+    closing an idle stream.
     Reconnect with `Last-Event-ID` to resume.
     """
     principal = principal_of(request)

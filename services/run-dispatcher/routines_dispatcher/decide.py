@@ -62,10 +62,9 @@ async def decide_runs(
     }
     decisions: list[Decision] = []
     new_issues: list[tuple[Any, ...]] = []
-    resolved: list[tuple[uuid.UUID, str]] = []
     stale: list[uuid.UUID] = []
-    coalesced: dict[uuid.UUID, list[dict[str, Any]]] = {}
-    updates: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None, str | None]] = []
+    coalesced: dict[uuid.UUID, list[asyncpg.Record]] = {}  # issue → the runs coalesced into it
+    updates: list[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None, str | None, str | None]] = []
     for run in runs:
         routine = routines[run["routine_id"]]
         current = active.get(routine["id"])
@@ -88,8 +87,7 @@ async def decide_runs(
         issue_id: uuid.UUID | None = None
         into_run: uuid.UUID | None = None
         reason: str | None = None
-        if content is not None and content.values is not None:
-            resolved.append((run["id"], json.dumps(content.values)))
+        resolved = None if content is None or content.values is None else json.dumps(content.values)
         if outcome is Outcome.ISSUE_CREATED:
             assert content is not None
             issue_id = uuid.uuid4()
@@ -109,17 +107,10 @@ async def decide_runs(
             assert current is not None
             issue_id, into_run = current.issue_id, current.run_id
             if outcome is Outcome.COALESCED:
-                coalesced.setdefault(issue_id, []).append(
-                    {
-                        "runId": str(run["id"]),
-                        "source": run["source"],
-                        "triggeredAt": iso_utc(run["triggered_at"]),
-                        "payloadBytes": run["payload_bytes"],
-                    }
-                )
+                coalesced.setdefault(issue_id, []).append(run)
         else:
             reason = problem or "routine archived"
-        updates.append((run["id"], outcome.value, issue_id, into_run, reason))
+        updates.append((run["id"], outcome.value, issue_id, into_run, reason, resolved))
         decisions.append(
             Decision(
                 run["id"],
@@ -137,15 +128,16 @@ async def decide_runs(
         await conn.execute(
             QUERIES["insert_execution_issues"], *map(list, zip(*new_issues, strict=True)), as_of
         )
-    if resolved:
-        await conn.execute(QUERIES["record_resolved_variables"], *map(list, zip(*resolved, strict=True)))
     if coalesced:
         await conn.execute(
             QUERIES["record_coalesced_fires"],
             list(coalesced),
             [len(fires) for fires in coalesced.values()],
             # Text, not jsonb[]: asyncpg would read lists of unequal length as a ragged 2-D array.
-            [json.dumps(fires, default=str) for fires in coalesced.values()],
+            [
+                json.dumps([_fire_ref(r) for r in fires[-COALESCED_FIRE_REFS:]])
+                for fires in coalesced.values()
+            ],
             as_of,
         )
     await conn.execute(QUERIES["set_run_decisions"], *map(list, zip(*updates, strict=True)), as_of)
@@ -161,6 +153,19 @@ async def decide_runs(
         as_of,
     )
     return decisions
+
+
+COALESCED_FIRE_REFS = 100
+"""How many references to the latest coalesced fires an issue keeps (record_coalesced_fires)."""
+
+
+def _fire_ref(run: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "runId": str(run["id"]),
+        "source": run["source"],
+        "triggeredAt": iso_utc(run["triggered_at"]),
+        "payloadBytes": run["payload_bytes"],
+    }
 
 
 async def fail_run(conn: asyncpg.Connection, run_id: uuid.UUID, reason: str) -> Decision | None:
@@ -180,15 +185,17 @@ DECISIONS_PER_MESSAGE = 100
 
 async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
     """After commit: announce the decisions, up to DECISIONS_PER_MESSAGE per message
-    (`{"decisions": [{runId, status, issueId}, ...]}`), and wake each agent that has work.
+    (`{"decisions": [{runId, status, issueId}, ...]}`), and wake each agent that has work: one
+    wake-up per created issue, and one per issue that fires were coalesced into (naming up to
+    DECISIONS_PER_MESSAGE of them) — not one per fire: a hot routine would otherwise wake its agent
+    thousands of times a second about the same issue.
 
     Plain publishes: the events stream still captures them, and nothing would be done with a
     PubAck — the decision is already committed, and agents also poll their issues. One after the
     other: a plain publish only appends to the connection's buffer, so a task per message (as
     `gather` would make) costs more than the publish itself.
     """
-    for start in range(0, len(decisions), DECISIONS_PER_MESSAGE):
-        chunk = decisions[start : start + DECISIONS_PER_MESSAGE]
+    for chunk in _chunks(decisions):
         await bus.publish_quietly(
             Subjects.RUNS_DISPATCHED,
             {
@@ -203,16 +210,28 @@ async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
             },
             msg_id=f"dispatched-{chunk[0].run_id}+{len(chunk)}",
         )
+    coalesced: dict[uuid.UUID | None, list[Decision]] = {}
+    wakeups: list[Sequence[Decision]] = []
     for d in decisions:
-        if d.status in (Outcome.ISSUE_CREATED, Outcome.COALESCED):
-            reason = "issue_created" if d.status is Outcome.ISSUE_CREATED else "run_coalesced"
-            await bus.publish_quietly(
-                Subjects.agent_wakeup(str(d.agent_id)),
-                {
-                    "issueId": str(d.issue_id),
-                    "runId": str(d.run_id),
-                    "routineId": str(d.routine_id),
-                    "reason": reason,
-                },
-                msg_id=f"wakeup-{d.run_id}",
-            )
+        if d.status is Outcome.ISSUE_CREATED:
+            wakeups.append((d,))
+        elif d.status is Outcome.COALESCED:
+            coalesced.setdefault(d.issue_id, []).append(d)
+    wakeups += [chunk for fires in coalesced.values() for chunk in _chunks(fires)]
+    for runs in wakeups:
+        last = runs[-1]
+        await bus.publish_quietly(
+            Subjects.agent_wakeup(str(last.agent_id)),
+            {
+                "issueId": str(last.issue_id),
+                "runId": str(last.run_id),
+                "runIds": [str(d.run_id) for d in runs],
+                "routineId": str(last.routine_id),
+                "reason": "issue_created" if last.status is Outcome.ISSUE_CREATED else "run_coalesced",
+            },
+            msg_id=f"wakeup-{last.run_id}+{len(runs)}",
+        )
+
+
+def _chunks(decisions: Sequence[Decision]) -> list[Sequence[Decision]]:
+    return [decisions[i : i + DECISIONS_PER_MESSAGE] for i in range(0, len(decisions), DECISIONS_PER_MESSAGE)]

@@ -82,18 +82,12 @@ SELECT company_id, origin_id, 'system', 'stale_cancelled',
        jsonb_build_object('issueId', id, 'runId', origin_run_id, 'reason', $2::text)
 FROM closed;
 
--- record_resolved_variables --
--- The variable values each run was decided with.
-UPDATE routine_runs AS r SET resolved_variables = u.vals::jsonb
-FROM unnest($1::uuid[], $2::text[]) AS u(id, vals)
-WHERE r.id = u.id;
-
 -- record_coalesced_fires --
 -- Tell the active issues that more work arrived: the count, and references to the latest 100
 -- fires (run id, source, time, payload size) — never copies of their payloads. $4: as above.
 UPDATE issues AS i
 SET coalesced_fire_count = i.coalesced_fire_count + u.n,
-    -- The last 100 elements (lax mode: a shorter array is taken whole).
+    -- The last 100 elements (lax mode: a shorter array is taken whole); COALESCED_FIRE_REFS in decide.py.
     coalesced_fires = jsonb_path_query_array(i.coalesced_fires || f.fires, '$[last - 99 to last]'),
     updated_at = COALESCE($4::timestamptz, now())
 FROM unnest($1::uuid[], $2::int[], $3::text[]) AS u(id, n, fires_json)
@@ -101,12 +95,14 @@ CROSS JOIN LATERAL (SELECT u.fires_json::jsonb AS fires) f
 WHERE i.id = u.id;
 
 -- set_run_decisions --
--- Final status and links of decided runs. $6: as above.
+-- Final status and links of decided runs, and the variable values each was decided with (NULL:
+-- its routine declares none). $7: as above.
 UPDATE routine_runs AS r
 SET status = u.status, linked_issue_id = u.issue_id, coalesced_into_run_id = u.into_run_id,
-    failure_reason = u.reason, decided_at = COALESCE($6::timestamptz, now())
-FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[])
-     AS u(id, status, issue_id, into_run_id, reason)
+    failure_reason = u.reason, resolved_variables = u.vals::jsonb,
+    decided_at = COALESCE($7::timestamptz, now())
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[])
+     AS u(id, status, issue_id, into_run_id, reason, vals)
 WHERE r.id = u.id;
 
 -- touch_routines --
