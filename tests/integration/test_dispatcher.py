@@ -768,3 +768,36 @@ async def test_fires_coalesced_in_one_transaction_wake_the_agent_once_per_issue(
     assert by_issue == {str(issues[hot]): [100, 100, 30], str(issues[warm]): [3]}
     named = [run for w in woken for run in w["runIds"]]
     assert sorted(named) == sorted(str(run) for ids in runs.values() for run in ids)
+
+
+async def test_an_issue_of_a_routine_without_variables_says_what_the_routine_says(
+    db: asyncpg.Connection, dispatcher_db: Database
+) -> None:
+    """The title and description of a routine without variables are taken as they are (in SQL, not
+    sent again with every run), a missing description stays missing; one with variables is
+    rendered per run."""
+    world = await make_world(db)
+    plain = await make_routine(db, world, "always_enqueue", title="Triage", description="Look at **it**")
+    bare = await make_routine(db, world, "always_enqueue", title="Bare")
+    templated = await make_routine(
+        db,
+        world,
+        "always_enqueue",
+        title="Deploy {{env}}",
+        description="To {{env}}",
+        variables=[{"name": "env", "type": "text", "default": "staging"}],
+    )
+    runs = [await make_run(db, world, r) for r in (plain, plain, bare, templated)]
+    await _decide(dispatcher_db, runs)
+    got = sorted(
+        (r["title"], r["description"])
+        for r in await db.fetch(
+            "SELECT title, description FROM issues WHERE origin_run_id = ANY($1::uuid[])", runs
+        )
+    )
+    assert got == [
+        ("Bare", None),
+        ("Deploy «staging»", "To «staging»"),
+        ("Triage", "Look at **it**"),
+        ("Triage", "Look at **it**"),
+    ]

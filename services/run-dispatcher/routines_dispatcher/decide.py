@@ -96,8 +96,10 @@ async def decide_runs(
                     issue_id,
                     routine["id"],
                     run["id"],
-                    content.title,
-                    content.description,
+                    # Without variables the issue says what the routine says: taken in SQL, not
+                    # sent again for every run.
+                    None if content.values is None else content.title,
+                    None if content.values is None else content.description,
                     run["assignee_override"],
                     run["project_override"],
                 )

@@ -51,13 +51,15 @@ CROSS JOIN LATERAL (
 ) i;
 
 -- insert_execution_issues --
--- Create execution issues (one row per element of the arrays): rendered title and description,
--- and a run's one-time assignee/project override (NULL: the routine's). $8: the decision's time
--- (NULL: now; a slot decided ahead is decided as of the slot).
+-- Create execution issues (one row per element of the arrays): rendered title and description
+-- (NULL: the routine's own, which has no variables), and a run's one-time assignee/project
+-- override (NULL: the routine's). $8: the decision's time (NULL: now; a slot decided ahead is
+-- decided as of the slot).
 INSERT INTO issues (id, company_id, title, description, status, priority, project_id, goal_id,
                     parent_issue_id, assignee_agent_id, origin_kind, origin_id, origin_run_id, payload,
                     created_at, updated_at)
-SELECT i.id, r.company_id, i.title, i.description, 'todo', r.priority,
+SELECT i.id, r.company_id, COALESCE(i.title, r.title), COALESCE(i.description, r.description),
+       'todo', r.priority,
        COALESCE(i.project_id, r.project_id), r.goal_id, r.parent_issue_id,
        COALESCE(i.assignee_id, r.assignee_agent_id), 'routine_execution', r.id, i.run_id, run.payload,
        COALESCE($8::timestamptz, now()), COALESCE($8::timestamptz, now())
