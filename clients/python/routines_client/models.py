@@ -1588,6 +1588,62 @@ class VariableSpec(BaseModel):
     """
 
 
+class RunIds(RootModel[list[UUID]]):
+    root: Annotated[list[UUID], Field(examples=[[]], max_length=100)] = None
+    """
+    The runs this wake-up is about: an issue_created one names its run; fires coalesced into an open issue by one decision are one wake-up naming up to 100 of them, oldest first (not on an alert).
+    """
+
+
+class WakeupEvent(BaseModel):
+    """
+    The data of one `wakeup` Server-Sent Event (an `agents.{agentId}.wakeup` message).
+    """
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    routine_id: Annotated[
+        UUID,
+        Field(alias="routineId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ]
+    """
+    Id of the routine.
+    """
+    reason: Annotated[
+        Literal["issue_created", "run_coalesced", "routine_failing"],
+        Field(examples=["issue_created"]),
+    ]
+    """
+    Why the agent is woken: an execution issue was created, fires were coalesced into its open issue, or a failure alert.
+    """
+    issue_id: Annotated[
+        UUID | None,
+        Field(alias="issueId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ] = None
+    """
+    The issue to work on (not on an alert).
+    """
+    run_id: Annotated[
+        UUID | None,
+        Field(alias="runId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
+    ] = None
+    """
+    The last of runIds (not on an alert).
+    """
+    run_ids: Annotated[RunIds | None, Field(alias="runIds", examples=[[]])] = None
+    """
+    The runs this wake-up is about: an issue_created one names its run; fires coalesced into an open issue by one decision are one wake-up naming up to 100 of them, oldest first (not on an alert).
+    """
+    alert: Annotated[
+        Literal["routine_failing", "routine_auto_paused"] | None,
+        Field(examples=["routine_failing"]),
+    ] = None
+    """
+    Only on reason routine_failing.
+    """
+
+
 class WebhookAccepted(BaseModel):
     """
     A fire accepted by the webhook gateway (recorded in Postgres before this answer).
