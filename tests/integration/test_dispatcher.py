@@ -801,3 +801,39 @@ async def test_an_issue_of_a_routine_without_variables_says_what_the_routine_say
         ("Triage", "Look at **it**"),
         ("Triage", "Look at **it**"),
     ]
+
+
+async def test_the_agent_woken_is_the_one_the_issue_is_assigned_to(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """A manual run sent to another agent (`assigneeOverride`) files its issue with that agent, and
+    wakes that agent, not the routine's. Fires coalesced into an open issue wake whoever the issue
+    is assigned to now (an operator may have reassigned it)."""
+    world = await make_world(db)
+    other = await db.fetchval(
+        "INSERT INTO agents (company_id, name) VALUES ($1, 'other') RETURNING id", world.company_id
+    )
+    third = await db.fetchval(
+        "INSERT INTO agents (company_id, name) VALUES ($1, 'third') RETURNING id", world.company_id
+    )
+    routine = await make_routine(db, world)
+    sent_elsewhere = await make_run(db, world, routine, "manual")
+    await db.execute("UPDATE routine_runs SET assignee_override = $2 WHERE id = $1", sent_elsewhere, other)
+    woken: list[tuple[str, dict[str, Any]]] = []
+
+    async def on_wakeup(msg: Msg) -> None:
+        woken.append((msg.subject, json.loads(msg.data)))
+
+    async with _dispatcher(stack, dispatcher_db) as local:
+        await local.bus.subscribe("agents.*.wakeup", on_wakeup)
+        await local.dispatcher.decide_and_publish([sent_elsewhere], skip_locked=False)
+        issue = await db.fetchval("SELECT id FROM issues WHERE origin_run_id = $1", sent_elsewhere)
+        await db.execute("UPDATE issues SET assignee_agent_id = $2 WHERE id = $1", issue, third)
+        fire = await make_run(db, world, routine, "webhook")
+        await local.dispatcher.decide_and_publish([fire], skip_locked=False)
+        await wait_until(lambda: len(woken) >= 2, timeout=5)
+        await local.bus.flush()
+    assert [(subject, w["reason"], w["runId"]) for subject, w in woken] == [
+        (f"agents.{other}.wakeup", "issue_created", str(sent_elsewhere)),
+        (f"agents.{third}.wakeup", "run_coalesced", str(fire)),
+    ]

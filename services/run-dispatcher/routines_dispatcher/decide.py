@@ -27,7 +27,7 @@ class Decision:
 
     run_id: uuid.UUID
     routine_id: uuid.UUID
-    agent_id: uuid.UUID
+    agent_id: uuid.UUID  # the agent woken: its issue's assignee (else the routine's)
     status: Outcome
     issue_id: uuid.UUID | None
     triggered_at: datetime
@@ -57,7 +57,9 @@ async def decide_runs(
     if not runs:
         return []
     active: dict[uuid.UUID, ActiveIssue] = {
-        row["routine_id"]: ActiveIssue(row["id"], row["origin_run_id"], row["created_at"])
+        row["routine_id"]: ActiveIssue(
+            row["id"], row["origin_run_id"], row["created_at"], row["assignee_agent_id"]
+        )
         for row in await conn.fetch(QUERIES["active_issues"], routine_ids)
     }
     decisions: list[Decision] = []
@@ -87,6 +89,7 @@ async def decide_runs(
         issue_id: uuid.UUID | None = None
         into_run: uuid.UUID | None = None
         reason: str | None = None
+        agent = routine["assignee_agent_id"]  # who is woken (an issue's assignee, if it has one)
         resolved = None if content is None or content.values is None else json.dumps(content.values)
         if outcome is Outcome.ISSUE_CREATED:
             assert content is not None
@@ -104,10 +107,12 @@ async def decide_runs(
                     run["project_override"],
                 )
             )
-            active[routine["id"]] = ActiveIssue(issue_id, run["id"])
+            agent = run["assignee_override"] or agent
+            active[routine["id"]] = ActiveIssue(issue_id, run["id"], assignee_id=agent)
         elif outcome in (Outcome.COALESCED, Outcome.SKIPPED):
             assert current is not None
             issue_id, into_run = current.issue_id, current.run_id
+            agent = current.assignee_id or agent
             if outcome is Outcome.COALESCED:
                 coalesced.setdefault(issue_id, []).append(run)
         else:
@@ -117,7 +122,7 @@ async def decide_runs(
             Decision(
                 run["id"],
                 routine["id"],
-                routine["assignee_agent_id"],
+                agent,
                 outcome,
                 issue_id,
                 run["triggered_at"],

@@ -22,6 +22,7 @@ class ActiveIssue:
     issue_id: uuid.UUID
     run_id: uuid.UUID | None
     opened_at: datetime | None = None
+    assignee_id: uuid.UUID | None = None  # who works on it now (woken when fires are coalesced)
 
 
 def decide_concurrency(policy: str, routine_status: str, active: ActiveIssue | None) -> Outcome:

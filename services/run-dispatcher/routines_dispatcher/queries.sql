@@ -40,10 +40,10 @@ FOR UPDATE;
 -- active_issues --
 -- The newest open execution issue of each routine: one index probe per routine, however many
 -- issues it has open (an always_enqueue routine may have thousands).
-SELECT r.id AS routine_id, i.id, i.origin_run_id, i.created_at
+SELECT r.id AS routine_id, i.id, i.origin_run_id, i.created_at, i.assignee_agent_id
 FROM unnest($1::uuid[]) AS r(id)
 CROSS JOIN LATERAL (
-    SELECT id, origin_run_id, created_at FROM issues
+    SELECT id, origin_run_id, created_at, assignee_agent_id FROM issues
     WHERE origin_kind = 'routine_execution' AND origin_id = r.id
       AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
     ORDER BY created_at DESC
