@@ -33,11 +33,23 @@ class ServerStartError(RuntimeError):
     """The server did not start; the message says why and where its log is."""
 
 
+# Ports free_port has handed out: the kernel soon hands a freed port out again (about one call
+# in ten repeats an earlier answer within 3,000), and two servers given one port collide.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that this process has not
+    handed out before."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            break
+    # (After 1,000 repeats the range is nearly used up: a repeat, rather than waiting forever.)
+    _HANDED_OUT.add(port)
+    return port
 
 
 def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:

@@ -15,6 +15,9 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+# The exit code of a service that could not listen on its port (another process holds it).
+EXIT_CANNOT_LISTEN = 3
+
 
 class Supervisor:
     """Owns the service's background loops. A critical loop that dies stops the whole service."""
@@ -84,7 +87,7 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
         # One clear line instead of a traceback (e.g. EADDRINUSE); `routines dev` reads it too.
         log.error("cannot listen", service=supervisor.service, host=host, port=port, error=exc.strerror)
         await runner.cleanup()
-        return 3
+        return EXIT_CANNOT_LISTEN
     bound = [addr[1] for addr in runner.addresses if isinstance(addr, tuple)]
     log.info("listening", service=supervisor.service, host=host, port=bound[0] if bound else port)
     await supervisor.stopping.wait()

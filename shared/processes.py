@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.devservers import free_port
+from shared.lifecycle import EXIT_CANNOT_LISTEN
 
 # Every service process started here, so a test fixture or a benchmark (and, as a last resort,
 # interpreter exit) can end them all however the run ends: failure, error or KeyboardInterrupt.
@@ -31,6 +31,9 @@ def stop_all_processes() -> None:
 
 
 atexit.register(stop_all_processes)
+
+# Ports tried before a service that cannot listen is given up on (another process took each).
+LISTEN_ATTEMPTS = 5
 
 # A fixed key for throwaway local stacks (tests, benchmarks): never for data that is kept.
 THROWAWAY_SECRET_KEY = base64.b64encode(b"k" * 32).decode()
@@ -69,6 +72,8 @@ class ServiceProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # Set once the process has listened: a restart keeps its port (clients hold its URL).
+    pinned: bool = False
 
     @property
     def url(self) -> str:
@@ -107,17 +112,36 @@ class ServiceProcess:
             raise ServiceDied(f"{self.name} exited with code {code}; log:\n{self.logs()[-3000:]}")
 
     def wait_listening(self, timeout: float = 30.0) -> None:
+        """Wait until the child itself listens on its port. Something answering there is no proof:
+        another process may hold the port (the child then exits, unable to listen), and a test
+        would talk to it. A port taken before the first start is replaced by a fresh one."""
         deadline = time.monotonic() + timeout
+        attempts = 1
         while True:
+            assert self.proc is not None
+            if self.proc.poll() == EXIT_CANNOT_LISTEN and not self.pinned and attempts < LISTEN_ATTEMPTS:
+                attempts += 1
+                self.port = free_port()
+                self.launch()
+                continue
             self._check_alive()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                pass
+            if self._listens():
+                self.pinned = True
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} not listening on {self.port}; log:\n{self.logs()[-3000:]}")
             time.sleep(0.05)
+
+    def _listens(self) -> bool:
+        """The child has a listening socket on its port (its own, not another process's)."""
+        import psutil
+
+        assert self.proc is not None
+        try:
+            sockets = psutil.Process(self.proc.pid).net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+        return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr.port == self.port for s in sockets)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         import urllib.error

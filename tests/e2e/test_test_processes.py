@@ -3,15 +3,20 @@ every service process a test starts is ended however the test ends."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from shared.devservers import free_port
 from tests.support import ServiceDied, ServiceProcess, Stack, start_service
 
 pytestmark = pytest.mark.e2e
@@ -105,3 +110,42 @@ def test_start_is_a_noop_for_the_registry_when_restarted(stack: Stack, tmp_path:
     process.kill()
     process.start()  # restarted in place (as the resilience fleet does): registered once
     assert [p for p in RUNNING if p is process] == [process]
+
+
+def test_free_port_does_not_hand_out_a_port_twice() -> None:
+    """The kernel hands the same free port out again soon after (2,708 distinct of 3,000 here):
+    two services of one fleet were given one port, and the second was reached at the first."""
+    ports = [free_port() for _ in range(3000)]
+    assert len(set(ports)) == len(ports)
+
+
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Answers 200 to everything: what a test would reach if it took another listener for its
+    service (a fleet's API once answered "no route for POST /api/companies": a gateway's 404)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"status": "ready"}')
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_a_service_whose_port_is_taken_listens_on_another_and_is_reached_there(
+    stack: Stack, tmp_path: Path
+) -> None:
+    impostor = http.server.HTTPServer(("127.0.0.1", 0), _Impostor)
+    taken = impostor.server_address[1]
+    thread = threading.Thread(target=impostor.serve_forever, daemon=True)
+    thread.start()
+    try:
+        process = ServiceProcess("scheduler", stack.env(), tmp_path / "s.log", port=taken)
+        process.start()
+        assert process.port != taken, "the harness took another listener for the service"
+        assert process.exit_code is None
+        with urllib.request.urlopen(process.url + "/readyz", timeout=5) as resp:
+            assert json.loads(resp.read())["postgres"] == "ok"  # the service itself answers
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
