@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from unittest.mock import ANY
 
@@ -768,6 +769,48 @@ async def test_fires_coalesced_in_one_transaction_wake_the_agent_once_per_issue(
     assert by_issue == {str(issues[hot]): [100, 100, 30], str(issues[warm]): [3]}
     named = [run for w in woken for run in w["runIds"]]
     assert sorted(named) == sorted(str(run) for ids in runs.values() for run in ids)
+
+
+async def test_wakeups_follow_the_decisions_when_a_stale_issue_is_replaced_mid_transaction(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """One transaction: the first fire is coalesced into the open issue, the second finds it
+    stale (open longer than staleAfterSec), cancels it and creates a new one, the third is
+    coalesced into the new one. The agent hears of them in that order, and never of the cancelled
+    issue after its successor (grouping coalesced fires once put every creation first)."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, stale_after_sec=60, stale_action="cancel")
+    old = await make_issue(db, world, routine, "todo")
+    opened = await db.fetchval(
+        "UPDATE issues SET created_at = now() - interval '10 minutes' WHERE id = $1 RETURNING created_at", old
+    )
+    runs = [
+        await db.fetchval(
+            "INSERT INTO routine_runs (routine_id, company_id, source, triggered_at)"
+            " VALUES ($1, $2, 'webhook', $3) RETURNING id",
+            routine,
+            world.company_id,
+            opened + timedelta(seconds=after),
+        )
+        for after in (10, 100, 101)
+    ]
+    woken: list[dict[str, Any]] = []
+
+    async def on_wakeup(msg: Msg) -> None:
+        woken.append(json.loads(msg.data))
+
+    async with _dispatcher(stack, dispatcher_db) as local:
+        await local.bus.subscribe(f"agents.{world.agent_id}.wakeup", on_wakeup)
+        await local.dispatcher.decide_and_publish(runs, skip_locked=False)
+        await wait_until(lambda: len(woken) >= 3, timeout=5)
+        await local.bus.flush()
+    new = await db.fetchval("SELECT id FROM issues WHERE origin_run_id = $1", runs[1])
+    assert await db.fetchval("SELECT status FROM issues WHERE id = $1", old) == "cancelled"
+    assert [(w["reason"], w["issueId"], w["runIds"]) for w in woken] == [
+        ("run_coalesced", str(old), [str(runs[0])]),
+        ("issue_created", str(new), [str(runs[1])]),
+        ("run_coalesced", str(new), [str(runs[2])]),
+    ]
 
 
 async def test_an_issue_of_a_routine_without_variables_says_what_the_routine_says(

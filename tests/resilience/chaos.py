@@ -636,8 +636,17 @@ async def _compare_wakeups(
     errors: list[str] = []
     seen: Counter[str] = Counter()
     # One wake-up per created issue, one per issue fires were coalesced into by one transaction
-    # (naming them all in runIds): each run named by exactly one.
-    named = [(subject, msg, run_id) for subject, msg in wakeups.messages for run_id in msg.get("runIds", [])]
+    # (naming up to 100 of them in runIds, the last also in runId): each run named by exactly one.
+    # Only alerts (`routine_failing`) name no run.
+    for _subject, msg in wakeups.messages:
+        if msg.get("reason") == "routine_failing":
+            continue
+        ids = msg.get("runIds")
+        if not isinstance(ids, list) or not 1 <= len(ids) <= 100 or msg.get("runId") != ids[-1]:
+            errors.append(f"malformed wake-up (runIds must hold 1-100 runs, the last being runId): {msg}")
+    named = [
+        (subject, msg, run_id) for subject, msg in wakeups.messages for run_id in msg.get("runIds") or []
+    ]
     for subject, msg, run_id in named:
         run = runs.get(run_id)
         seen[run_id] += 1

@@ -217,15 +217,7 @@ async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
             },
             msg_id=f"dispatched-{chunk[0].run_id}+{len(chunk)}",
         )
-    coalesced: dict[uuid.UUID | None, list[Decision]] = {}
-    wakeups: list[Sequence[Decision]] = []
-    for d in decisions:
-        if d.status is Outcome.ISSUE_CREATED:
-            wakeups.append((d,))
-        elif d.status is Outcome.COALESCED:
-            coalesced.setdefault(d.issue_id, []).append(d)
-    wakeups += [chunk for fires in coalesced.values() for chunk in _chunks(fires)]
-    for runs in wakeups:
+    for runs in _wakeups(decisions):
         last = runs[-1]
         await bus.publish_quietly(
             Subjects.agent_wakeup(str(last.agent_id)),
@@ -238,6 +230,26 @@ async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
             },
             msg_id=f"wakeup-{last.run_id}+{len(runs)}",
         )
+
+
+def _wakeups(decisions: Sequence[Decision]) -> list[Sequence[Decision]]:
+    """The runs each wake-up names, in the order of the decisions: a created issue on its own; the
+    fires coalesced into one issue together, sent where the last of them (or the 100th) was
+    decided. So the agent never hears of an issue after the one that replaced it (a stale issue
+    cancelled, mid-transaction, by a fire that created its successor)."""
+    last = {d.issue_id: i for i, d in enumerate(decisions) if d.status is Outcome.COALESCED}
+    pending: dict[uuid.UUID | None, list[Decision]] = {}
+    wakeups: list[Sequence[Decision]] = []
+    for i, d in enumerate(decisions):
+        if d.status is Outcome.ISSUE_CREATED:
+            wakeups.append((d,))
+        elif d.status is Outcome.COALESCED:
+            runs = pending.setdefault(d.issue_id, [])
+            runs.append(d)
+            if len(runs) == DECISIONS_PER_MESSAGE or last[d.issue_id] == i:
+                wakeups.append(tuple(runs))
+                runs.clear()
+    return wakeups
 
 
 def _chunks(decisions: Sequence[Decision]) -> list[Sequence[Decision]]:
