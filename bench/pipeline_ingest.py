@@ -55,6 +55,10 @@ SELECT application_name, coalesce(wait_event_type || ':' || wait_event, 'on CPU'
 FROM pg_stat_activity
 WHERE datname = current_database() AND state = 'active' AND application_name = ANY ($1::text[])
 """
+# Autovacuum competes for the same cores (it follows the decisions' updates, not the inserts).
+AUTOVACUUM_SAMPLE = """
+SELECT query FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND state = 'active'
+"""
 LOCK_SAMPLE = """
 SELECT a.pid, a.application_name, l.locktype, l.mode,
        EXISTS (SELECT 1 FROM pg_stat_activity b
@@ -76,6 +80,7 @@ class LockSampler:
     waiting_behind_dispatcher: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
     activity: Counter[str] = field(default_factory=Counter)
+    autovacuum: Counter[str] = field(default_factory=Counter)  # table → samples it was vacuumed in
     _task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
@@ -92,6 +97,8 @@ class LockSampler:
                     self.kinds[f"{r['application_name']} waits {r['locktype']} {r['mode']}"] += 1
                 for r in await conn.fetch(ACTIVITY_SAMPLE, [*INGEST_APPS, "run-dispatcher"]):
                     self.activity[f"{r['application_name']} {r['doing']}"] += 1
+                for r in await conn.fetch(AUTOVACUUM_SAMPLE):
+                    self.autovacuum[r["query"].removeprefix("autovacuum: ")] += 1
                 await asyncio.sleep(0.02)
         finally:
             await conn.close()
@@ -113,6 +120,7 @@ class LockSampler:
             "waits": dict(self.kinds.most_common(6)),
             # What active backends were doing, summed over samples (÷ samples = mean backends).
             "activity": {k: round(v / max(self.samples, 1), 2) for k, v in self.activity.most_common(8)},
+            "autovacuum": {k: v / max(self.samples, 1) for k, v in self.autovacuum.most_common(4)},
         }
 
 
@@ -229,6 +237,7 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
             else ""
         )
         + f"ingest behind dispatcher lock in {locks['share_behind_dispatcher']:.0%} of {locks['samples']} samples; "
+        + "".join(f"{table} in {share:.0%}; " for table, share in locks["autovacuum"].items())
         + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s; cores: "
         + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items() if k not in ("api", "scheduler"))
     )
