@@ -1,4 +1,5 @@
-"""What a decision costs, in CPU: one hot `coalesce_if_active` routine with an open execution issue,
+"""What a decision costs, in CPU: one hot `coalesce_if_active` routine with an open execution issue
+(`--policy always_enqueue`: an issue created for every run),
 20,000 recorded runs announced `--per-message` runs a message (default 1, as API manual runs are;
 the gateway announces each group commit's fires together, 10-30 a message under load), decided by
 one dispatcher process. Prints the CPU seconds per decided run of the dispatcher, Postgres and
@@ -9,7 +10,8 @@ of the rate with it stopped.
 Run: `.venv/bin/python -m bench.decision_cost` (`--rate 1000`: announce at that many runs a second,
 as a steady stream of fires would; 0: all at once; `--statements`: also print where Postgres spent
 its time, by statement, from pg_stat_statements; `--per-message N`: N runs named per message, as
-the gateway announces a group commit's; `--concurrency N`: the dispatcher's decide concurrency).
+the gateway announces a group commit's; `--concurrency N`: the dispatcher's decide concurrency;
+`--policy`: the routine's concurrency policy).
 """
 
 from __future__ import annotations
@@ -40,10 +42,14 @@ POLLING = "SELECT EXISTS (SELECT $1 FROM routine_runs WHERE status = $2)"  # the
 
 
 async def main(
-    rate: float = 1000.0, statements: bool = False, per_message: int = 1, concurrency: int = 3
+    rate: float = 1000.0,
+    statements: bool = False,
+    per_message: int = 1,
+    concurrency: int = 3,
+    policy: str = "coalesce_if_active",
 ) -> dict[str, Any]:
     settings = STATEMENT_STATS if statements else ()
-    async with seeded("decision_cost", 1, policy="coalesce_if_active", pg_settings=settings) as (
+    async with seeded("decision_cost", 1, policy=policy, pg_settings=settings) as (
         s,
         stack,
         conn,
@@ -93,7 +99,8 @@ async def main(
             elapsed = time.perf_counter() - started
             after = cpu.read()
             top = await top_statements(conn, 8, leave_out=POLLING) if statements else []
-            coalesced = await conn.fetchval("SELECT coalesced_fire_count FROM issues")
+            coalesced = await conn.fetchval("SELECT sum(coalesced_fire_count) FROM issues")
+            created = await conn.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'issue_created'")
             # Runs decided in one transaction share its now().
             transactions = await conn.fetchval("SELECT count(DISTINCT decided_at) FROM routine_runs")
         finally:
@@ -103,7 +110,8 @@ async def main(
     print(
         f"{RUNS:,} runs announced {per_message} a message "
         f"{'at ' + format(rate, ',.0f') + '/s' if rate else 'at once'}, decided in "
-        f"{elapsed:.2f} s ({RUNS / elapsed:,.0f}/s; {coalesced:,} coalesced into the open issue) "
+        f"{elapsed:.2f} s ({RUNS / elapsed:,.0f}/s; {coalesced:,} coalesced into the open issue, "
+        f"{created:,} issues created) "
         f"in {transactions:,} transactions ({RUNS / transactions:.1f} runs each)"
     )
     print(
@@ -123,6 +131,7 @@ async def main(
     result = {
         "runs": RUNS,
         "rate": rate,
+        "policy": policy,
         "per_message": per_message,
         "seconds": elapsed,
         "transactions": transactions,
@@ -142,5 +151,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--concurrency", type=int, default=3, help="the dispatcher's ROUTINES_DECIDE_CONCURRENCY"
     )
+    parser.add_argument(
+        "--policy", default="coalesce_if_active", choices=["coalesce_if_active", "always_enqueue"]
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.rate, args.statements, args.per_message, args.concurrency))
+    asyncio.run(main(args.rate, args.statements, args.per_message, args.concurrency, args.policy))

@@ -18,6 +18,7 @@ from bench import (
     edge_instructions,
     fire_lag,
     fire_to_issue,
+    id_order,
     pipeline_ingest,
     profile_gateway,
     scheduler_scale,
@@ -29,7 +30,7 @@ from bench import (
 
 async def run_all(soak_minutes: float) -> None:
     peaks: dict[str, float] = {}
-    benches: list[Any] = [fire_to_issue, fire_lag, top_of_hour, dispatch_throughput, decision_cost]
+    benches: list[Any] = [fire_to_issue, fire_lag, top_of_hour, dispatch_throughput, decision_cost, id_order]
     if shutil.which("wrk"):
         benches[0:0] = [webhook_ingest, profile_gateway, pipeline_ingest]
     else:

@@ -813,6 +813,23 @@ async def test_wakeups_follow_the_decisions_when_a_stale_issue_is_replaced_mid_t
     ]
 
 
+async def test_execution_issues_get_ids_in_the_order_they_were_created(
+    db: asyncpg.Connection, dispatcher_db: Database
+) -> None:
+    """Issue ids are UUIDv7, like run ids: an always_enqueue routine creates one per fire, and the
+    primary key grows at one end instead of at random pages."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    runs = []
+    for _ in range(3):
+        runs.append(await make_run(db, world, routine))
+        await _decide(dispatcher_db, runs[-1:])
+        await asyncio.sleep(0.002)
+    ids = [await db.fetchval("SELECT id FROM issues WHERE origin_run_id = $1", run) for run in runs]
+    assert [i.version for i in ids] == [7, 7, 7]
+    assert ids == sorted(ids)
+
+
 async def test_an_issue_of_a_routine_without_variables_says_what_the_routine_says(
     db: asyncpg.Connection, dispatcher_db: Database
 ) -> None:

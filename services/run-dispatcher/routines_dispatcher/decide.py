@@ -16,6 +16,7 @@ from routines_dispatcher.render import VariableError, issue_content
 from routines_dispatcher.sql import QUERIES
 from shared.bus import Bus, Subjects
 from shared.cron import iso_utc
+from shared.ids import new_id
 
 FAILURE_REASON_MAX = 500
 STALE_REASON = "execution issue stale: open longer than staleAfterSec, cancelled"
@@ -93,7 +94,7 @@ async def decide_runs(
         resolved = None if content is None or content.values is None else json.dumps(content.values)
         if outcome is Outcome.ISSUE_CREATED:
             assert content is not None
-            issue_id = uuid.uuid4()
+            issue_id = new_id()
             new_issues.append(
                 (
                     issue_id,

@@ -15,6 +15,7 @@ from routines_gateway.sql import QUERIES
 from shared.bus import Bus, current_request_id
 from shared.db import Database
 from shared.errors import BadRequest, NotFound, RoutinesError
+from shared.ids import new_id
 from shared.logging import get_logger
 from shared.runs import publish_runs_requested
 
@@ -34,7 +35,7 @@ class PendingRun:
     idempotency_key: str | None
     delivery_key: str | None
     delivery_signature: str | None
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=new_id)  # time-ordered: see shared/ids.py
     # The request that recorded it, for the trace header of the message announcing it.
     request_id: str | None = field(default_factory=current_request_id)
     done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
