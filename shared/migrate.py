@@ -16,6 +16,10 @@ log = get_logger(__name__)
 # Arbitrary constant: every `routines migrate` takes this lock, so two at once are serialised.
 MIGRATION_LOCK_ID = 0x526F7574696E6573 & 0x7FFFFFFFFFFFFFFF
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# A migration whose first line is this runs outside a transaction, one statement at a time: what
+# CREATE/DROP INDEX CONCURRENTLY need, so that a large table is re-indexed without blocking its
+# writes. Each of its statements must be safe to run again (a run can be interrupted anywhere).
+ONLINE = "-- routines:online"
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -23,6 +27,13 @@ def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("shared.migrations")
     found = sorted(p.name for p in folder.iterdir() if _NAME.match(p.name))
     return [(name.removesuffix(".sql"), folder.joinpath(name).read_text("utf-8")) for name in found]
+
+
+def online_statements(sql: str) -> list[str]:
+    """The statements of an online migration: its lines without comments, split at each `;` that
+    ends a line (its statements hold no `;` of their own)."""
+    text = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [statement.strip() for statement in re.split(r";\s*$", text, flags=re.M) if statement.strip()]
 
 
 def grants_sql() -> str:
@@ -35,7 +46,12 @@ async def migrate(dsn: str) -> list[str]:
     # No statement timeout for DDL (the database default of 0006 is meant for the services).
     conn = await asyncpg.connect(dsn, server_settings={"statement_timeout": "0"})
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+        # Polled, not waited for in one statement: a runner waiting would hold a transaction open,
+        # and the one holding the lock may be building an index CONCURRENTLY, which waits for
+        # every open transaction to end (a deadlock).
+        locked = "SELECT pg_try_advisory_lock($1)"
+        while not await conn.fetchval(locked, MIGRATION_LOCK_ID):  # noqa: ASYNC110 - a lock in Postgres
+            await asyncio.sleep(0.2)
         try:
             await conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -47,9 +63,14 @@ async def migrate(dsn: str) -> list[str]:
             for version, sql in migration_files():
                 if version in done:
                     continue
-                async with conn.transaction():
-                    await conn.execute(sql)
+                if sql.startswith(ONLINE):
+                    for statement in online_statements(sql):
+                        await conn.execute(statement)
                     await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                else:
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
                 log.info("migration applied", version=version)
                 applied.append(version)
             # Grants follow every table, also those of migrations written after 0006.

@@ -192,3 +192,99 @@ async def test_0008_puts_github_deliveries_without_an_id_under_the_signature_ind
     }
     with pytest.raises(asyncpg.UniqueViolationError):  # the signature index now holds it
         await run(github, "delivery-2", "aaa")
+
+
+HISTORY_INDEXES = [
+    "issues_assignee",
+    "issues_company",
+    "routine_runs_history",
+    "routine_runs_trigger_history",
+]
+
+
+async def _definitions(conn: asyncpg.Connection, names: list[str]) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT c.relname, pg_get_indexdef(c.oid) AS def, i.indisvalid FROM pg_class c"
+        " JOIN pg_index i ON i.indexrelid = c.oid WHERE c.relname = ANY($1::text[])",
+        names,
+    )
+    assert all(r["indisvalid"] for r in rows), rows
+    return {r["relname"]: r["def"] for r in rows}
+
+
+async def test_history_indexes_are_ascending_so_rows_in_time_order_fill_their_pages(
+    db: asyncpg.Connection,
+) -> None:
+    """Declared DESC, an index of (key, time) takes rows arriving in time order at the left of the
+    key's range, and every page split leaves half a page empty: twice the size (docs/benchmarks.md
+    §8). Ascending, they land at the end and pages fill; a backward scan serves ORDER BY … DESC."""
+    definitions = await _definitions(db, HISTORY_INDEXES)
+    assert sorted(definitions) == HISTORY_INDEXES
+    for definition in definitions.values():
+        assert "DESC" not in definition, definition
+    plan = "\n".join(
+        r[0]
+        for r in await db.fetch(
+            "EXPLAIN SELECT id FROM routine_runs WHERE routine_id = $1 ORDER BY triggered_at DESC LIMIT 20",
+            uuid.uuid4(),
+        )
+    )
+    assert "Index Scan Backward using routine_runs_history " in plan, plan
+
+
+async def test_an_online_migration_rebuilds_indexes_while_rows_are_written(empty_database: str) -> None:
+    """0009 runs outside a transaction (CREATE INDEX CONCURRENTLY): rows inserted meanwhile are
+    neither blocked nor missing from the rebuilt indexes, and an interrupted run can run again."""
+    versions = [version for version, _ in migration_files()]
+    online = versions.index("0009_ascending_history_indexes")
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await migrate(empty_database)
+        # Back to before 0009, with the old DESC indexes and rows in the tables.
+        await conn.execute("DELETE FROM schema_migrations WHERE version = ANY($1::text[])", versions[online:])
+        for name in HISTORY_INDEXES:
+            await conn.execute(f"DROP INDEX {name}")
+        await conn.execute(
+            "CREATE INDEX routine_runs_history ON routine_runs (routine_id, triggered_at DESC);"
+            "CREATE INDEX routine_runs_trigger_history ON routine_runs (trigger_id, triggered_at DESC)"
+            " WHERE trigger_id IS NOT NULL;"
+            "CREATE INDEX issues_company ON issues (company_id, created_at DESC);"
+            "CREATE INDEX issues_assignee ON issues (assignee_agent_id, created_at DESC);"
+            # What an interrupted run leaves: a half-built (invalid) new index.
+            "CREATE INDEX routine_runs_history_asc ON routine_runs (routine_id)"
+        )
+        await conn.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'routine_runs_history_asc'::regclass"
+        )
+        world = await make_world(conn)
+        routine = await make_routine(conn, world)
+        insert = "INSERT INTO routine_runs (routine_id, company_id, source) VALUES ($1, $2, 'api')"
+        await conn.executemany(insert, [(routine, world.company_id)] * 200)
+
+        writer = await asyncpg.connect(empty_database)
+        written = 0
+
+        async def keep_writing(stop: asyncio.Event) -> None:
+            nonlocal written
+            while not stop.is_set():
+                await writer.execute(insert, routine, world.company_id)  # never waits long
+                written += 1
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(keep_writing(stop))
+        try:
+            assert await migrate(empty_database) == versions[online:]
+        finally:
+            stop.set()
+            await task
+            await writer.close()
+        assert written > 0
+        definitions = await _definitions(conn, [*HISTORY_INDEXES, "routine_runs_history_asc"])
+        assert sorted(definitions) == HISTORY_INDEXES  # the invalid leftover is gone
+        assert all("DESC" not in d for d in definitions.values())
+        await conn.execute("SET enable_seqscan = off")
+        by_index = await conn.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1", routine)
+        assert by_index == 200 + written
+        assert await migrate(empty_database) == []
+    finally:
+        await conn.close()
