@@ -55,7 +55,7 @@ SELECT application_name, coalesce(wait_event_type || ':' || wait_event, 'on CPU'
 FROM pg_stat_activity
 WHERE datname = current_database() AND state = 'active' AND application_name = ANY ($1::text[])
 """
-# Autovacuum competes for the same cores (it follows the decisions' updates, not the inserts).
+# Autovacuum competes for the same cores (after the decisions' updates, and after many inserts).
 AUTOVACUUM_SAMPLE = """
 SELECT query FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND state = 'active'
 """

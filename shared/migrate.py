@@ -36,6 +36,25 @@ def online_statements(sql: str) -> list[str]:
     return [statement.strip() for statement in re.split(r";\s*$", text, flags=re.M) if statement.strip()]
 
 
+_CONCURRENT_BUILD = re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(\w+)", re.IGNORECASE)
+
+
+async def _run_online(conn: asyncpg.Connection, statement: str) -> None:
+    """One statement of an online migration. A concurrent index build whose index exists already
+    is the work of an interrupted run: a valid index is kept (not built twice, and never missing
+    while it is), an invalid one (the build was cut short) is dropped and built again."""
+    built = _CONCURRENT_BUILD.match(statement)
+    if built is not None:
+        valid = await conn.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)", built.group(1)
+        )
+        if valid:
+            return
+        if valid is False:
+            await conn.execute(f'DROP INDEX CONCURRENTLY "{built.group(1)}"')
+    await conn.execute(statement)
+
+
 def grants_sql() -> str:
     """The repeatable grants of the service roles (shared/migrations/grants.sql)."""
     return resources.files("shared.migrations").joinpath("grants.sql").read_text("utf-8")
@@ -65,7 +84,7 @@ async def migrate(dsn: str) -> list[str]:
                     continue
                 if sql.startswith(ONLINE):
                     for statement in online_statements(sql):
-                        await conn.execute(statement)
+                        await _run_online(conn, statement)
                     await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
                 else:
                     async with conn.transaction():

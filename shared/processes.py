@@ -74,6 +74,7 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes] | None = None
     # Set once the process has listened: a restart keeps its port (clients hold its URL).
     pinned: bool = False
+    _log_offset: int = 0  # the log's size when the process was last launched
 
     @property
     def url(self) -> str:
@@ -95,6 +96,7 @@ class ServiceProcess:
             "ROUTINES_HTTP_PORT": str(self.port),
             "ROUTINES_HTTP_HOST": "127.0.0.1",
         }
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", self.name], env=env, stdout=log, stderr=log
@@ -121,6 +123,8 @@ class ServiceProcess:
             assert self.proc is not None
             if self.proc.poll() == EXIT_CANNOT_LISTEN and not self.pinned and attempts < LISTEN_ATTEMPTS:
                 attempts += 1
+                # That attempt's log (its "cannot listen" error) goes: tests read logs for errors.
+                os.truncate(self.log_path, self._log_offset)
                 self.port = free_port()
                 self.launch()
                 continue

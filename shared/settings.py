@@ -210,8 +210,9 @@ class DispatcherSettings(CommonSettings):
     # Batches decided at once by one process (each holds a pool connection while it decides).
     decide_concurrency: int = Field(3, ge=1, le=16)
     # While runs stream in faster than fetch_linger_above_per_sec, wait this long before each
-    # fetch, so that one transaction decides what arrives meanwhile (0: never wait). A decision's
-    # CPU falls with its transaction's size up to ~300 runs (150 ms at 2,000 runs/s), then levels.
+    # fetch, so that one transaction decides what arrives meanwhile (0: never wait). Measured at
+    # 2,500 runs/s: 50 ms gave 122 runs a transaction and ~100 µs of CPU a decision, 150 ms gave
+    # ~300 and ~68 µs; 200 and 300 ms did no better (docs/benchmarks.md §8).
     fetch_linger_ms: float = Field(150.0, ge=0, le=1000)
     fetch_linger_above_per_sec: float = Field(1000.0, ge=0)
     sweep_interval_sec: float = Field(2.0, gt=0)

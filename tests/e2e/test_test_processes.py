@@ -146,6 +146,8 @@ def test_a_service_whose_port_is_taken_listens_on_another_and_is_reached_there(
         assert process.exit_code is None
         with urllib.request.urlopen(process.url + "/readyz", timeout=5) as resp:
             assert json.loads(resp.read())["postgres"] == "ok"  # the service itself answers
+        # The attempt that could not listen leaves no error in the log (tests read logs for them).
+        assert [e for e in process.log_lines() if e.get("level") == "error"] == []
     finally:
         impostor.shutdown()
         impostor.server_close()

@@ -248,14 +248,16 @@ async def test_an_online_migration_rebuilds_indexes_while_rows_are_written(empty
             "CREATE INDEX routine_runs_history ON routine_runs (routine_id, triggered_at DESC);"
             "CREATE INDEX routine_runs_trigger_history ON routine_runs (trigger_id, triggered_at DESC)"
             " WHERE trigger_id IS NOT NULL;"
-            "CREATE INDEX issues_company ON issues (company_id, created_at DESC);"
             "CREATE INDEX issues_assignee ON issues (assignee_agent_id, created_at DESC);"
-            # What an interrupted run leaves: a half-built (invalid) new index.
-            "CREATE INDEX routine_runs_history_asc ON routine_runs (routine_id)"
+            # What interrupted runs leave: a half-built (invalid) new index; a new index built,
+            # the old one dropped, not yet renamed.
+            "CREATE INDEX routine_runs_history_asc ON routine_runs (routine_id);"
+            "CREATE INDEX issues_company_asc ON issues (company_id, created_at)"
         )
         await conn.execute(
             "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'routine_runs_history_asc'::regclass"
         )
+        kept = await conn.fetchval("SELECT 'issues_company_asc'::regclass::oid")
         world = await make_world(conn)
         routine = await make_routine(conn, world)
         insert = "INSERT INTO routine_runs (routine_id, company_id, source) VALUES ($1, $2, 'api')"
@@ -282,6 +284,7 @@ async def test_an_online_migration_rebuilds_indexes_while_rows_are_written(empty
         definitions = await _definitions(conn, [*HISTORY_INDEXES, "routine_runs_history_asc"])
         assert sorted(definitions) == HISTORY_INDEXES  # the invalid leftover is gone
         assert all("DESC" not in d for d in definitions.values())
+        assert await conn.fetchval("SELECT 'issues_company'::regclass::oid") == kept  # not built twice
         await conn.execute("SET enable_seqscan = off")
         by_index = await conn.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1", routine)
         assert by_index == 200 + written
