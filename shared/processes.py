@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,10 +138,16 @@ class ServiceProcess:
             time.sleep(0.05)
 
     def _listens(self) -> bool:
-        """The child has a listening socket on its port (its own, not another process's)."""
+        """The child has a listening socket on its port (its own, not another process's). Asked of
+        psutil (which reads all of /proc/net/tcp) only once something answers on the port."""
         import psutil
 
         assert self.proc is not None
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                pass
+        except OSError:
+            return False
         try:
             sockets = psutil.Process(self.proc.pid).net_connections(kind="tcp")
         except (psutil.NoSuchProcess, psutil.AccessDenied):
