@@ -20,6 +20,7 @@ _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # CREATE/DROP INDEX CONCURRENTLY need, so that a large table is re-indexed without blocking its
 # writes. Each of its statements must be safe to run again (a run can be interrupted anywhere).
 ONLINE = "-- routines:online"
+_RECORD = "INSERT INTO schema_migrations (version) VALUES ($1)"
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -29,7 +30,7 @@ def migration_files() -> list[tuple[str, str]]:
     return [(name.removesuffix(".sql"), folder.joinpath(name).read_text("utf-8")) for name in found]
 
 
-def online_statements(sql: str) -> list[str]:
+def _online_statements(sql: str) -> list[str]:
     """The statements of an online migration: its lines without comments, split at each `;` that
     ends a line (its statements hold no `;` of their own)."""
     text = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
@@ -83,13 +84,13 @@ async def migrate(dsn: str) -> list[str]:
                 if version in done:
                     continue
                 if sql.startswith(ONLINE):
-                    for statement in online_statements(sql):
+                    for statement in _online_statements(sql):
                         await _run_online(conn, statement)
-                    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                    await conn.execute(_RECORD, version)
                 else:
                     async with conn.transaction():
                         await conn.execute(sql)
-                        await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                        await conn.execute(_RECORD, version)
                 log.info("migration applied", version=version)
                 applied.append(version)
             # Grants follow every table, also those of migrations written after 0006.

@@ -29,6 +29,7 @@ import aiohttp
 import asyncpg
 from nats.aio.msg import Msg
 
+from routines_dispatcher.decide import DECISIONS_PER_MESSAGE
 from shared.bootstrap import create_instance_admin_token
 from shared.bus import Bus, Subjects
 from tests.support import ServiceProcess, Stack
@@ -642,8 +643,14 @@ async def _compare_wakeups(
         if msg.get("reason") == "routine_failing":
             continue
         ids = msg.get("runIds")
-        if not isinstance(ids, list) or not 1 <= len(ids) <= 100 or msg.get("runId") != ids[-1]:
-            errors.append(f"malformed wake-up (runIds must hold 1-100 runs, the last being runId): {msg}")
+        if (
+            not isinstance(ids, list)
+            or not 1 <= len(ids) <= DECISIONS_PER_MESSAGE
+            or msg.get("runId") != ids[-1]
+        ):
+            errors.append(
+                f"malformed wake-up (runIds must hold 1-{DECISIONS_PER_MESSAGE} runs, the last runId): {msg}"
+            )
     named = [
         (subject, msg, run_id) for subject, msg in wakeups.messages for run_id in msg.get("runIds") or []
     ]
