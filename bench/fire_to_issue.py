@@ -44,7 +44,9 @@ async def main() -> dict[str, Any]:
         nc = await nats.connect(stack.nats_url)
 
         async def on_wakeup(msg: Msg) -> None:
-            woken[json.loads(msg.data)["runId"]] = time.time()
+            now = time.time()
+            for run in json.loads(msg.data)["runIds"]:  # issues created together: one wake-up
+                woken[run] = now
 
         await nc.subscribe("agents.*.wakeup", cb=on_wakeup)
         try:

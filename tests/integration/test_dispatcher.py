@@ -724,10 +724,11 @@ async def test_a_backlog_is_decided_without_waiting_for_more(
 async def test_fires_coalesced_in_one_transaction_wake_the_agent_once_per_issue(
     db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
 ) -> None:
-    """A created issue is one wake-up; fires coalesced into an open issue by one transaction are
-    one wake-up per issue (at most 100 runs each, named in `runIds`, the last also `runId`),
-    not one per fire: a hot routine would otherwise wake its agent thousands of times a second
-    about the same issue. Every decided run is named by exactly one wake-up."""
+    """Fires coalesced into an open issue by one transaction are one wake-up per issue (at most 100
+    runs each, named in `runIds`, the last also `runId`), not one per fire: a hot routine would
+    otherwise wake its agent thousands of times a second about the same issue. The issues a
+    routine creates together are one wake-up too (see the next test). Every decided run is named
+    by exactly one wake-up."""
     world = await make_world(db)
     hot = await make_routine(db, world)
     warm = await make_routine(db, world)
@@ -748,7 +749,7 @@ async def test_fires_coalesced_in_one_transaction_wake_the_agent_once_per_issue(
             [run for ids in runs.values() for run in ids], skip_locked=False
         )
         assert len(decisions) == 238
-        await wait_until(lambda: len(woken) >= 9, timeout=5)
+        await wait_until(lambda: len(woken) >= 7, timeout=5)
         await local.bus.flush()
     issues = {
         r["origin_id"]: r["id"]
@@ -760,8 +761,8 @@ async def test_fires_coalesced_in_one_transaction_wake_the_agent_once_per_issue(
         WakeupEvent.model_validate(w)
     created = [w for w in woken if w["reason"] == "issue_created"]
     coalesced = [w for w in woken if w["reason"] == "run_coalesced"]
-    assert len(created) == 2 + 3
-    assert all(w["runIds"] == [w["runId"]] for w in created)
+    assert sorted(len(w["runIds"]) for w in created) == [1, 1, 3]
+    assert all(w["runId"] == w["runIds"][-1] for w in created)
     by_issue: dict[str, list[int]] = {}
     for w in coalesced:
         assert w["runId"] == w["runIds"][-1]
@@ -769,6 +770,80 @@ async def test_fires_coalesced_in_one_transaction_wake_the_agent_once_per_issue(
     assert by_issue == {str(issues[hot]): [100, 100, 30], str(issues[warm]): [3]}
     named = [run for w in woken for run in w["runIds"]]
     assert sorted(named) == sorted(str(run) for ids in runs.values() for run in ids)
+
+
+async def test_issues_created_together_wake_their_agent_once_a_hundred(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """An always_enqueue routine fired 231 times in one transaction creates 231 issues and wakes
+    its agent three times, not 231: the issues a routine creates one after the other for one agent
+    are one wake-up (at most 100, `issueIds` one per run of `runIds`, the last also `issueId` and
+    `runId`). A run sent to another agent in the middle wakes that agent and ends the group; the
+    decisions of another routine in between do not. Each routine's wake-ups come in the order its
+    runs were decided."""
+    world = await make_world(db)
+    other = await db.fetchval(
+        "INSERT INTO agents (company_id, name) VALUES ($1, 'other') RETURNING id", world.company_id
+    )
+    enqueue = await make_routine(db, world, "always_enqueue")
+    coalesce = await make_routine(db, world)
+    start = await db.fetchval("SELECT now()")
+
+    async def run_at(routine: uuid.UUID, ms: float) -> uuid.UUID:
+        return uuid.UUID(
+            str(
+                await db.fetchval(
+                    "INSERT INTO routine_runs (routine_id, company_id, source, triggered_at)"
+                    " VALUES ($1, $2, 'webhook', $3) RETURNING id",
+                    routine,
+                    world.company_id,
+                    start + timedelta(milliseconds=ms),
+                )
+            )
+        )
+
+    enqueued = [await run_at(enqueue, k) for k in range(231)]
+    elsewhere = enqueued[150]
+    await db.execute("UPDATE routine_runs SET assignee_override = $2 WHERE id = $1", elsewhere, other)
+    coalesced = [await run_at(coalesce, k + 0.5) for k in range(10)]  # between the first ten
+    woken: list[tuple[str, dict[str, Any]]] = []
+
+    async def on_wakeup(msg: Msg) -> None:
+        woken.append((msg.subject, json.loads(msg.data)))
+
+    async with _dispatcher(stack, dispatcher_db) as local:
+        await local.bus.subscribe("agents.*.wakeup", on_wakeup)
+        decisions = await local.dispatcher.decide_and_publish(enqueued + coalesced, skip_locked=False)
+        assert len(decisions) == 241
+        await wait_until(lambda: len(woken) >= 6, timeout=5)
+        await local.bus.flush()
+    issue_of = {
+        str(r["id"]): str(r["linked_issue_id"])
+        for r in await db.fetch(
+            "SELECT id, linked_issue_id FROM routine_runs WHERE id = ANY($1::uuid[])", enqueued + coalesced
+        )
+    }
+    for _, w in woken:  # what the API's OpenAPI document says a wake-up is
+        WakeupEvent.model_validate(w)
+    mine, theirs = f"agents.{world.agent_id}.wakeup", f"agents.{other}.wakeup"
+    of_enqueue = [(subject, w) for subject, w in woken if w["routineId"] == str(enqueue)]
+    assert [(subject, w["reason"], len(w["runIds"])) for subject, w in of_enqueue] == [
+        (mine, "issue_created", 100),
+        (mine, "issue_created", 50),
+        (theirs, "issue_created", 1),
+        (mine, "issue_created", 80),
+    ]
+    assert [run for _, w in of_enqueue for run in w["runIds"]] == [str(r) for r in enqueued]
+    for _, w in of_enqueue:
+        assert w["issueIds"] == [issue_of[run] for run in w["runIds"]]
+        assert (w["runId"], w["issueId"]) == (w["runIds"][-1], w["issueIds"][-1])
+    assert [
+        (subject, w["reason"], w["runIds"]) for subject, w in woken if w["routineId"] == str(coalesce)
+    ] == [
+        (mine, "issue_created", [str(coalesced[0])]),
+        (mine, "run_coalesced", [str(r) for r in coalesced[1:]]),
+    ]
+    assert len(woken) == 6
 
 
 async def test_wakeups_follow_the_decisions_when_a_stale_issue_is_replaced_mid_transaction(

@@ -636,25 +636,31 @@ async def _compare_wakeups(
     }
     errors: list[str] = []
     seen: Counter[str] = Counter()
-    # One wake-up per created issue, one per issue fires were coalesced into by one transaction
-    # (naming up to 100 of them in runIds, the last also in runId): each run named by exactly one.
-    # Only alerts (`routine_failing`) name no run.
-    for _subject, msg in wakeups.messages:
+    # One wake-up per group of issues a routine created one after the other (issueIds naming the
+    # issue of each run), one per issue fires were coalesced into by one transaction; up to 100 runs
+    # in runIds, the last also in runId: each run named by exactly one. Only alerts
+    # (`routine_failing`) name no run.
+    named: list[tuple[str, dict[str, Any], str, Any]] = []  # (subject, wake-up, run, its issue)
+    for subject, msg in wakeups.messages:
         if msg.get("reason") == "routine_failing":
             continue
         ids = msg.get("runIds")
+        issues = msg.get("issueIds") if msg.get("reason") == "issue_created" else None
         if (
             not isinstance(ids, list)
             or not 1 <= len(ids) <= DECISIONS_PER_MESSAGE
             or msg.get("runId") != ids[-1]
+            or (issues is not None and (not isinstance(issues, list) or len(issues) != len(ids)))
+            or msg.get("issueId") != (issues or [msg.get("issueId")])[-1]
         ):
             errors.append(
-                f"malformed wake-up (runIds must hold 1-{DECISIONS_PER_MESSAGE} runs, the last runId): {msg}"
+                f"malformed wake-up (runIds must hold 1-{DECISIONS_PER_MESSAGE} runs, the last runId;"
+                f" an issue_created one issueIds, one per run, the last issueId): {msg}"
             )
-    named = [
-        (subject, msg, run_id) for subject, msg in wakeups.messages for run_id in msg.get("runIds") or []
-    ]
-    for subject, msg, run_id in named:
+            continue
+        claimed = issues or [msg.get("issueId")] * len(ids)
+        named += [(subject, msg, run, issue) for run, issue in zip(ids, claimed, strict=True)]
+    for subject, msg, run_id, issue_id in named:
         run = runs.get(run_id)
         seen[run_id] += 1
         if run is None:
@@ -667,9 +673,7 @@ async def _compare_wakeups(
         }
         if msg.get("reason") != expected.get(run["status"]):
             errors.append(f"wake-up {msg} for a run decided {run['status']}")
-        if msg.get("issueId") != str(run["linked_issue_id"]) or msg.get("routineId") != str(
-            run["routine_id"]
-        ):
+        if issue_id != str(run["linked_issue_id"]) or msg.get("routineId") != str(run["routine_id"]):
             errors.append(f"wake-up {msg} does not match the run's issue/routine")
         if subject != Subjects.agent_wakeup(world.agent_id):
             errors.append(f"wake-up on {subject}, not the assignee's subject")

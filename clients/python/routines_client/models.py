@@ -1591,7 +1591,14 @@ class VariableSpec(BaseModel):
 class RunIds(RootModel[list[UUID]]):
     root: Annotated[list[UUID], Field(examples=[[]], max_length=100)] = None
     """
-    The runs this wake-up is about: an issue_created one names its run; fires coalesced into an open issue by one decision are one wake-up naming up to 100 of them, oldest first (not on an alert).
+    The runs this wake-up is about, oldest first, up to 100: the runs whose issues one decision created one after the other for this agent and routine (issue_created), or the fires one decision coalesced into the open issue (run_coalesced). Not on an alert.
+    """
+
+
+class IssueIds(RootModel[list[UUID]]):
+    root: Annotated[list[UUID], Field(examples=[[]], max_length=100)] = None
+    """
+    Only on issue_created: the issue each run of runIds created, in the same order.
     """
 
 
@@ -1622,7 +1629,7 @@ class WakeupEvent(BaseModel):
         Field(alias="issueId", examples=["3f1c9a52-8d0e-4b7a-9c61-2a5e4d7b8f10"]),
     ] = None
     """
-    The issue to work on (not on an alert).
+    The issue to work on: the last of issueIds on issue_created (not on an alert).
     """
     run_id: Annotated[
         UUID | None,
@@ -1633,7 +1640,11 @@ class WakeupEvent(BaseModel):
     """
     run_ids: Annotated[RunIds | None, Field(alias="runIds", examples=[[]])] = None
     """
-    The runs this wake-up is about: an issue_created one names its run; fires coalesced into an open issue by one decision are one wake-up naming up to 100 of them, oldest first (not on an alert).
+    The runs this wake-up is about, oldest first, up to 100: the runs whose issues one decision created one after the other for this agent and routine (issue_created), or the fires one decision coalesced into the open issue (run_coalesced). Not on an alert.
+    """
+    issue_ids: Annotated[IssueIds | None, Field(alias="issueIds", examples=[[]])] = None
+    """
+    Only on issue_created: the issue each run of runIds created, in the same order.
     """
     alert: Annotated[
         Literal["routine_failing", "routine_auto_paused"] | None,

@@ -772,14 +772,21 @@ class WakeupEvent(Output):
         description="Why the agent is woken: an execution issue was created, fires were coalesced"
         " into its open issue, or a failure alert."
     )
-    issue_id: uuid.UUID | None = Field(None, description="The issue to work on (not on an alert).")
+    issue_id: uuid.UUID | None = Field(
+        None, description="The issue to work on: the last of issueIds on issue_created (not on an alert)."
+    )
     run_id: uuid.UUID | None = Field(None, description="The last of runIds (not on an alert).")
     run_ids: list[uuid.UUID] | None = Field(
         None,
         max_length=100,
-        description="The runs this wake-up is about: an issue_created one names its run; fires"
-        " coalesced into an open issue by one decision are one wake-up naming up to 100 of them,"
-        " oldest first (not on an alert).",
+        description="The runs this wake-up is about, oldest first, up to 100: the runs whose issues"
+        " one decision created one after the other for this agent and routine (issue_created), or"
+        " the fires one decision coalesced into the open issue (run_coalesced). Not on an alert.",
+    )
+    issue_ids: list[uuid.UUID] | None = Field(
+        None,
+        max_length=100,
+        description="Only on issue_created: the issue each run of runIds created, in the same order.",
     )
     alert: Literal["routine_failing", "routine_auto_paused"] | None = Field(
         None, description="Only on reason routine_failing."

@@ -61,9 +61,9 @@ def sse_event(event_id: int, event: str, data: object) -> bytes:
 async def agent_wakeups(request: web.Request) -> web.StreamResponse:
     """Follow the calling agent's wake-ups as Server-Sent Events.
 
-    Server-Sent Events: one `wakeup` event (`{issueId, runId, runIds, routineId, reason}`) with an
-    id per wake-up of the calling agent (agent keys only); `: ping` comments keep proxies from
-    closing an idle stream.
+    Server-Sent Events: one `wakeup` event (`{issueId, runId, runIds, routineId, reason}`;
+    `issueIds` on issue_created) with an id per wake-up of the calling agent (agent keys only);
+    `: ping` comments keep proxies from closing an idle stream.
     Reconnect with `Last-Event-ID` to resume.
     """
     principal = principal_of(request)

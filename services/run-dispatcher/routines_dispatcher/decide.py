@@ -193,10 +193,12 @@ DECISIONS_PER_MESSAGE = 100
 
 async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
     """After commit: announce the decisions, up to DECISIONS_PER_MESSAGE per message
-    (`{"decisions": [{runId, status, issueId}, ...]}`), and wake each agent that has work: one
-    wake-up per created issue, and one per issue that fires were coalesced into (naming up to
-    DECISIONS_PER_MESSAGE of them) — not one per fire: a hot routine would otherwise wake its agent
-    thousands of times a second about the same issue.
+    (`{"decisions": [{runId, status, issueId}, ...]}`), and wake each agent that has work, naming
+    up to DECISIONS_PER_MESSAGE runs a wake-up: issues created one after the other for one agent by
+    one routine are one wake-up (`issueIds`, one per run), and fires coalesced into an issue are
+    one wake-up per issue — not one per fire: a hot routine would otherwise wake its agent
+    thousands of times a second (and each wake-up costs the dispatcher and NATS more than the
+    decision's own share of its transaction).
 
     Plain publishes: the events stream still captures them, and nothing would be done with a
     PubAck — the decision is already committed, and agents also poll their issues. One after the
@@ -220,36 +222,49 @@ async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
         )
     for runs in _wakeups(decisions):
         last = runs[-1]
+        wakeup: dict[str, Any] = {
+            "issueId": str(last.issue_id),
+            "runId": str(last.run_id),
+            "runIds": [str(d.run_id) for d in runs],
+            "routineId": str(last.routine_id),
+        }
+        if last.status is Outcome.ISSUE_CREATED:
+            wakeup["issueIds"] = [str(d.issue_id) for d in runs]
+            wakeup["reason"] = "issue_created"
+        else:
+            wakeup["reason"] = "run_coalesced"
         await bus.publish_quietly(
-            Subjects.agent_wakeup(str(last.agent_id)),
-            {
-                "issueId": str(last.issue_id),
-                "runId": str(last.run_id),
-                "runIds": [str(d.run_id) for d in runs],
-                "routineId": str(last.routine_id),
-                "reason": "issue_created" if last.status is Outcome.ISSUE_CREATED else "run_coalesced",
-            },
-            msg_id=f"wakeup-{last.run_id}+{len(runs)}",
+            Subjects.agent_wakeup(str(last.agent_id)), wakeup, msg_id=f"wakeup-{last.run_id}+{len(runs)}"
         )
 
 
 def _wakeups(decisions: Sequence[Decision]) -> list[Sequence[Decision]]:
-    """The runs each wake-up names, in the order of the decisions: a created issue on its own; the
-    fires coalesced into one issue together, sent where the last of them (or the 100th) was
-    decided. So the agent never hears of an issue after the one that replaced it (a stale issue
-    cancelled, mid-transaction, by a fire that created its successor)."""
+    """The runs each wake-up names, in the order each routine's runs were decided: the issues a
+    routine creates one after the other for one agent together, the fires coalesced into one issue
+    together — each group sent where its last run (or its 100th) was decided. So the agent never
+    hears of an issue after the one that replaced it (a stale issue cancelled, mid-transaction, by
+    a fire that created its successor), nor of a fire before the creation of its issue."""
     last = {d.issue_id: i for i, d in enumerate(decisions) if d.status is Outcome.COALESCED}
-    pending: dict[uuid.UUID | None, list[Decision]] = {}
+    coalescing: dict[uuid.UUID | None, list[Decision]] = {}  # by issue
+    creating: dict[uuid.UUID, list[Decision]] = {}  # by routine
     wakeups: list[Sequence[Decision]] = []
     for i, d in enumerate(decisions):
+        created = creating.get(d.routine_id)
+        if created and (
+            d.status is not Outcome.ISSUE_CREATED
+            or d.agent_id != created[-1].agent_id
+            or len(created) == DECISIONS_PER_MESSAGE
+        ):
+            wakeups.append(creating.pop(d.routine_id))
         if d.status is Outcome.ISSUE_CREATED:
-            wakeups.append((d,))
+            creating.setdefault(d.routine_id, []).append(d)
         elif d.status is Outcome.COALESCED:
-            runs = pending.setdefault(d.issue_id, [])
+            runs = coalescing.setdefault(d.issue_id, [])
             runs.append(d)
             if len(runs) == DECISIONS_PER_MESSAGE or last[d.issue_id] == i:
                 wakeups.append(tuple(runs))
                 runs.clear()
+    wakeups += creating.values()
     return wakeups
 
 
