@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from shared.ids import new_id
+import pytest
+
+from shared.ids import new_id, parse_id
 
 
 def test_an_id_is_a_version_7_uuid_of_the_rfc_variant() -> None:
@@ -44,3 +46,33 @@ def test_the_random_part_is_random() -> None:
         assert {(a >> bit) & 1 for a in rand_a} == {0, 1}
     for bit in range(62):
         assert {(b >> bit) & 1 for b in rand_b} == {0, 1}
+
+
+def test_an_id_read_from_text_is_the_uuid_it_names() -> None:
+    for value in (uuid.uuid4(), new_id(), uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1)):
+        for text in (str(value), value.hex, str(value).upper()):
+            parsed = parse_id(text)
+            assert parsed == value and hash(parsed) == hash(value) and str(parsed) == str(value)
+            assert isinstance(parsed, uuid.UUID)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "x",
+        "g" * 32,
+        "a" * 31,
+        "a" * 33,
+        "a" * 10_000,
+        "{12345678-1234-5678-1234-567812345678}",
+        "urn:uuid:12345678-1234-5678-1234-567812345678",
+        " 12345678-1234-5678-1234-567812345678",
+        "12345678-1234-5678-1234-56781234567\u0660",  # an Arabic-Indic zero is not a hex digit
+        "１" * 32,
+        "\x00" * 36,
+    ],
+)
+def test_anything_else_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid UUID"):
+        parse_id(text)

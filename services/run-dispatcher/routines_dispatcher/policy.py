@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 
 class Outcome(enum.StrEnum):
@@ -15,8 +15,7 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class ActiveIssue:
+class ActiveIssue(NamedTuple):
     """The routine's open execution issue and the run that created it."""
 
     issue_id: uuid.UUID

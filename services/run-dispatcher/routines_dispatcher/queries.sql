@@ -51,7 +51,8 @@ CROSS JOIN LATERAL (
 ) i;
 
 -- insert_execution_issues --
--- Create execution issues (one row per element of the arrays): rendered title and description
+-- Create execution issues (one row per element of the arrays; an array passed as NULL is NULL in
+-- every row): rendered title and description
 -- (NULL: the routine's own, which has no variables), and a run's one-time assignee/project
 -- override (NULL: the routine's). $8: the decision's time (NULL: now; a slot decided ahead is
 -- decided as of the slot).
@@ -98,7 +99,7 @@ WHERE i.id = u.id;
 
 -- set_run_decisions --
 -- Final status and links of decided runs, and the variable values each was decided with (NULL:
--- its routine declares none). $7: as above.
+-- its routine declares none); arrays as above. $7: as above.
 UPDATE routine_runs AS r
 SET status = u.status, linked_issue_id = u.issue_id, coalesced_into_run_id = u.into_run_id,
     failure_reason = u.reason, resolved_variables = u.vals::jsonb,

@@ -28,6 +28,7 @@ from routines_dispatcher.sql import QUERIES
 from shared.alerts import AlertEvent, evaluate_failure_alerts, publish_alerts
 from shared.bus import Bus, decode, message_context
 from shared.db import RETRYABLE_ERRORS, Database
+from shared.ids import parse_id
 from shared.lifecycle import run_every, sleep_unless_stopped
 from shared.logging import get_logger
 from shared.runs import RUNS_PER_MESSAGE
@@ -59,11 +60,11 @@ def _run_ids(msg: Msg) -> list[uuid.UUID] | None:
         if not isinstance(data, dict):
             return None
         if "runIds" not in data:
-            return [uuid.UUID(str(data["runId"]))]
+            return [parse_id(str(data["runId"]))]
         ids = data["runIds"]
         if not isinstance(ids, list) or not 0 < len(ids) <= RUNS_PER_MESSAGE:
             return None
-        return [uuid.UUID(str(run_id)) for run_id in ids]
+        return [parse_id(str(run_id)) for run_id in ids]
     except (ValueError, KeyError, TypeError, RecursionError):
         return None
 
