@@ -180,7 +180,13 @@ class GatewaySettings(SecretKeySettings):
     )
     trigger_lookups_burst: int = Field(1000, ge=1)
     group_commit_max: int = Field(256, ge=1)
-    group_commit_writers: int = Field(4, ge=1, le=32, description="Concurrent group-commit transactions.")
+    group_commit_writers: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="Concurrent group-commit transactions. Two: one batch is sent while the other waits"
+        " for its commit, and batches stay large (each INSERT has a fixed cost; docs/benchmarks.md §8).",
+    )
 
 
 class SchedulerSettings(CommonSettings):

@@ -59,13 +59,15 @@ class GroupCommitter:
     """A few writer loops. While commits are in flight, new fires queue up and go in the next one.
 
     More than one writer keeps the disk busy: while one batch waits for its fsync, the next batch
-    is already being sent, so throughput is not capped at one batch per commit latency. The runs a
+    is already being sent, so throughput is not capped at one batch per commit latency. Not many
+    more: every INSERT has a fixed cost (a round trip, a statement, a commit), and more writers
+    take the queue in smaller batches (on 2 cores, 4 writers accepted 12–17 % fewer fires than 2). The runs a
     commit inserted are announced together, before their fires are answered: one message names
     up to a hundred of them, so the dispatchers fetch, parse and ack one message per commit
     rather than one per fire.
     """
 
-    def __init__(self, db: Database, max_batch: int, writers: int = 4, *, announce: Announce) -> None:
+    def __init__(self, db: Database, max_batch: int, writers: int = 2, *, announce: Announce) -> None:
         self._db = db
         self._max = max_batch
         self._writers = writers
