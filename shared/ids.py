@@ -15,6 +15,8 @@ import os
 import time
 import uuid
 
+# Not a documented module of asyncpg, but the type of every uuid it returns; asyncpg is pinned
+# (pyproject.toml), and tests/unit/test_ids.py holds these ids to uuid.UUID's behaviour.
 from asyncpg.pgproto.pgproto import UUID as _FastUUID
 
 

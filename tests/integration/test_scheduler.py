@@ -648,7 +648,7 @@ async def test_a_prepared_slot_is_decided_ahead_and_its_issues_committed_at_the_
     assert {d["issueId"] for d in published.decided.values()} == {
         str(r["linked_issue_id"]) for r in runs.values()
     }
-    assert sorted(w["runId"] for w in published.wakeups) == sorted(str(i) for i in runs)
+    assert sorted(r for w in published.wakeups for r in w["runIds"]) == sorted(str(i) for i in runs)
     assert published.requested == []
     last = await db.fetch(
         "SELECT last_triggered_at, last_enqueued_at FROM routines WHERE id = ANY($1)", routines

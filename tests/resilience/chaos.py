@@ -645,20 +645,23 @@ async def _compare_wakeups(
         if msg.get("reason") == "routine_failing":
             continue
         ids = msg.get("runIds")
-        issues = msg.get("issueIds") if msg.get("reason") == "issue_created" else None
+        created = msg.get("reason") == "issue_created"
+        issues = msg.get("issueIds") if created else [msg.get("issueId")] * len(ids or ())
         if (
             not isinstance(ids, list)
             or not 1 <= len(ids) <= DECISIONS_PER_MESSAGE
             or msg.get("runId") != ids[-1]
-            or (issues is not None and (not isinstance(issues, list) or len(issues) != len(ids)))
-            or msg.get("issueId") != (issues or [msg.get("issueId")])[-1]
+            or not isinstance(issues, list)
+            or len(issues) != len(ids)
+            or msg.get("issueId") != issues[-1]
+            or (not created and "issueIds" in msg)
         ):
             errors.append(
                 f"malformed wake-up (runIds must hold 1-{DECISIONS_PER_MESSAGE} runs, the last runId;"
-                f" an issue_created one issueIds, one per run, the last issueId): {msg}"
+                f" issueIds on issue_created only, one per run, the last issueId): {msg}"
             )
             continue
-        claimed = issues or [msg.get("issueId")] * len(ids)
+        claimed = issues
         named += [(subject, msg, run, issue) for run, issue in zip(ids, claimed, strict=True)]
     for subject, msg, run_id, issue_id in named:
         run = runs.get(run_id)

@@ -243,11 +243,14 @@ async def publish_decisions(bus: Bus, decisions: Sequence[Decision]) -> None:
 
 
 def _wakeups(decisions: Sequence[Decision]) -> list[Sequence[Decision]]:
-    """The runs each wake-up names, in the order each routine's runs were decided: the issues a
-    routine creates one after the other for one agent together, the fires coalesced into one issue
-    together — each group sent where its last run (or its 100th) was decided. So the agent never
-    hears of an issue after the one that replaced it (a stale issue cancelled, mid-transaction, by
-    a fire that created its successor), nor of a fire before the creation of its issue."""
+    """The runs each wake-up names, in the order each routine's runs were decided: the fires
+    coalesced into one issue together, sent where the last of them (or the 100th) was decided; the
+    issues a routine creates one after the other for one agent together, sent at that routine's
+    next decision of another kind (or the 101st), before coalesced fires are sent to the same
+    agent, or at the end. So the agent never hears of an issue after the one that replaced it (a
+    stale issue cancelled, mid-transaction, by a fire that created its successor), nor of a fire
+    before the creation of its issue, nor of fires before issues created for it earlier in the
+    decision."""
     last = {d.issue_id: i for i, d in enumerate(decisions) if d.status is Outcome.COALESCED}
     coalescing: dict[uuid.UUID | None, list[Decision]] = {}  # by issue
     creating: dict[uuid.UUID, list[Decision]] = {}  # by routine
@@ -266,6 +269,9 @@ def _wakeups(decisions: Sequence[Decision]) -> list[Sequence[Decision]]:
             runs = coalescing.setdefault(d.issue_id, [])
             runs.append(d)
             if len(runs) == DECISIONS_PER_MESSAGE or last[d.issue_id] == i:
+                # The agent hears of the issues created for it earlier first.
+                for routine in [r for r, group in creating.items() if group[0].agent_id == d.agent_id]:
+                    wakeups.append(creating.pop(routine))
                 wakeups.append(tuple(runs))
                 runs.clear()
     wakeups += creating.values()

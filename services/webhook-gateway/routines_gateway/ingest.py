@@ -61,7 +61,8 @@ class GroupCommitter:
     More than one writer keeps the disk busy: while one batch waits for its fsync, the next batch
     is already being sent, so throughput is not capped at one batch per commit latency. Not many
     more: every INSERT has a fixed cost (a round trip, a statement, a commit), and more writers
-    take the queue in smaller batches (on 2 cores, 4 writers accepted 12–17 % fewer fires than 2). The runs a
+    take the queue in smaller batches (on 2 cores, one hot routine: 4 writers accepted 12–14 % fewer
+    fires than 2; 100 webhooks: as many, at 9 % more CPU each). The runs a
     commit inserted are announced together, before their fires are answered: one message names
     up to a hundred of them, so the dispatchers fetch, parse and ack one message per commit
     rather than one per fire.
