@@ -661,8 +661,7 @@ async def _compare_wakeups(
                 f" issueIds on issue_created only, one per run, the last issueId): {msg}"
             )
             continue
-        claimed = issues
-        named += [(subject, msg, run, issue) for run, issue in zip(ids, claimed, strict=True)]
+        named += [(subject, msg, run, issue) for run, issue in zip(ids, issues, strict=True)]
     for subject, msg, run_id, issue_id in named:
         run = runs.get(run_id)
         seen[run_id] += 1
