@@ -7,9 +7,12 @@ runs of a minute.
 Rows: a bare aiohttp handler on the gateway's route (reads the body, answers 202 — the same
 baseline as bench/webhook_ingest.py), then the gateway answering a fire to a webhook out of
 budget (429 before the body is read) and to an unknown webhook once the address has spent its failed
-attempts (429) — what floods of either become. The gateway is built as the service builds it, its trigger cache filled by hand (no
-database, no NATS: these paths never reach them), access lines off (their 10 a second are
-per second, not per request).
+attempts (429) — what floods of either become. The gateway is built as the service builds it, its
+trigger cache filled by hand, access lines off (their 10 a second are per second, not per
+request). Last, accepted fires: signed deliveries to a real webhook, 20 connections at a time (the
+group commit takes them in batches, as at saturation), committed in a real Postgres and announced
+on a real NATS, both started by this script outside valgrind — the row counts the gateway
+process's work per accepted fire (HTTP, checks, HMAC, JSON, asyncpg, publishing), not Postgres's.
 
 Run: `.venv/bin/python -m bench.edge_instructions` (needs valgrind: `apt-get install valgrind`).
 """
@@ -17,6 +20,7 @@ Run: `.venv/bin/python -m bench.edge_instructions` (needs valgrind: `apt-get ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -25,10 +29,16 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from bench.common import add_webhooks, seed, servers, service_env
+
 REQUESTS = 300  # per phase; each row is a warm-up phase then a measured one
+CONCURRENT = 20  # connections at a time for accepted fires
 BODY = b'{"event": "deploy", "id": 12345, "ref": "refs/heads/main", "sha": "0123456789abcdef"}'
 KNOWN, UNKNOWN = "a" * 24, "b" * 24
 
@@ -115,8 +125,39 @@ async def _phases(app: Any, request: bytes, handler_args: dict[str, Any]) -> byt
     return status
 
 
+async def _concurrent_phases(app: Any, requests: list[bytes], handler_args: dict[str, Any]) -> bytes:
+    """Like _phases, with CONCURRENT connections at a time: half of `requests` warm up, the other
+    half are measured."""
+    protocols = []
+    for _ in range(CONCURRENT):
+        protocol = app._make_handler(access_log=None, **handler_args)()
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocols.append((protocol, transport))
+    loop = asyncio.get_running_loop()
+    pending = iter(requests)
+    status = b""
+    for _ in ("warm-up", "measured"):
+        os.getppid()
+        for _ in range(REQUESTS // CONCURRENT):
+            for protocol, transport in protocols:
+                transport.answered = loop.create_future()
+                protocol.data_received(next(pending))
+            answers = await asyncio.gather(*(t.answered for _, t in protocols if t.answered is not None))
+            status = answers[-1]
+    os.getppid()
+    return status
+
+
+def _signed_requests(public_id: str, secret: str) -> list[bytes]:
+    """2 × REQUESTS distinct signed deliveries (bench/loadgen.py's format) as HTTP requests."""
+    from bench.loadgen import signed_fires, webhook_request
+
+    return [webhook_request("gw", f) for f in signed_fires([(public_id, secret)], 2 * REQUESTS)]
+
+
 async def _drive() -> None:
-    """Under valgrind: the three rows, in order."""
+    """Under valgrind: the rows, in order."""
     from aiohttp import web
 
     from bench.bare_server import ROUTE, fire
@@ -134,7 +175,7 @@ async def _drive() -> None:
     settings = GatewaySettings(
         database_url="postgresql://bench@127.0.0.1:1/none",
         nats_url="nats://127.0.0.1:1",
-        secret_key="YmVuY2hiZW5jaGJlbmNoYmVuY2hiZW5jaGJlbmNoYmU=",
+        secret_key=os.environ["ROUTINES_SECRET_KEY"],
         rate_limit_trigger_per_sec=0.0001,  # the known webhook: out of budget once its token is spent
         rate_limit_trigger_burst=1,
         rate_limit_failed_per_sec=0.0001,  # the address has spent its failed attempts
@@ -168,6 +209,15 @@ async def _drive() -> None:
         await _phases(app, _request(KNOWN), app[HANDLER_ARGS_KEY]),
         await _phases(app, _request(UNKNOWN), app[HANDLER_ARGS_KEY]),
     ]
+    # The service as it runs: settings from the environment (the stack main() started).
+    accepting = create_app(GatewaySettings(access_log="off"))
+    accepting.freeze()
+    await accepting.startup()
+    try:
+        requests = _signed_requests(os.environ["BENCH_PUBLIC_ID"], os.environ["BENCH_SECRET"])
+        statuses.append(await _concurrent_phases(accepting, requests, accepting[HANDLER_ARGS_KEY]))
+    finally:
+        await accepting.cleanup()
     print("statuses:", *(s.decode() for s in statuses), file=sys.stderr)
 
 
@@ -175,13 +225,38 @@ ROWS = (
     "bare aiohttp handler (202)",
     "gateway: webhook out of budget (429)",
     "gateway: unknown webhook (429)",
+    f"gateway: accepted fire, {CONCURRENT} at a time (202)",
 )
+
+
+@contextlib.asynccontextmanager
+async def _stack() -> AsyncIterator[dict[str, str]]:
+    """Postgres and NATS (outside valgrind), one routine with a webhook: the gateway's environment."""
+    async with servers() as s:
+        stack = await s.fresh_stack("edge")
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            world = await seed(conn, 1)
+            await add_webhooks(conn, world, stack.secret_key)
+        finally:
+            await conn.close()
+        public_id, secret = world.hooks[0]
+        yield {**service_env(stack), "BENCH_PUBLIC_ID": public_id, "BENCH_SECRET": secret}
 
 
 def main() -> dict[str, Any]:
     if shutil.which("valgrind") is None:
         print("valgrind not found (apt-get install valgrind): skipping")
         return {}
+    return asyncio.run(_measure())
+
+
+async def _measure() -> dict[str, Any]:
+    async with _stack() as env:
+        return await asyncio.to_thread(_callgrind, env)
+
+
+def _callgrind(env: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg"
         run = subprocess.run(
@@ -197,9 +272,10 @@ def main() -> dict[str, Any]:
             ],
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-            check=True,
+            env={**os.environ, **env, "PYTHONHASHSEED": "0"},
         )
+        if run.returncode != 0:
+            raise SystemExit(f"the measured process failed:\n{run.stderr[-3000:]}")
         statuses = re.findall(r"^statuses: (.*)$", run.stderr, re.M)[-1].split()
         # Dumps: 1 start-up, then per row: warm-up, measured, the gap before the next row.
         totals = []
