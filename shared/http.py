@@ -89,6 +89,11 @@ def _json_answer(body: bytes, status: int, headers: dict[str, str] | None) -> we
     return web.Response(body=body, status=status, headers={hdrs.CONTENT_TYPE: _JSON_TYPE, **(headers or {})})
 
 
+def raw_json_response(body: bytes, status: int = 200) -> web.Response:
+    """An answer whose JSON body is already encoded (the same headers as json_response's)."""
+    return _json_answer(body, status, None)
+
+
 def _json_bytes(data: Any) -> bytes:
     return json.dumps(data).encode()
 

@@ -117,6 +117,41 @@ async def test_chunked_body_over_the_limit_is_413_not_400(
 __all__ = ["Hook"]
 
 
+@pytest.mark.parametrize("mode", ["bearer", "hmac_sha256"])
+async def test_a_body_that_arrives_whole_with_its_headers_is_held_to_the_limit(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection, mode: str
+) -> None:
+    """A body already complete when the handler runs is taken as it is, without waiting (the
+    gateway's fast path): it must meet the same limit, to the byte, as one read in pieces —
+    chunked bodies carry no length to refuse up front."""
+    hook = await make_hook(api, admin_token, mode)
+    server = served(gateway_app(stack, webhook_max_body_bytes=1024))
+    await server.start_server()
+    try:
+        answers = {}
+        cases = ((1024, True), (1025, True), (1024, False), (1025, False))
+        for n, (size, chunked) in enumerate(cases):
+            request = _signed_raw(hook, body_of(size, n), {}, chunked, int(time.time()), tamper=False)
+            status, answer = await raw_request(server.host, port(server), request)  # one write
+            answers[size, chunked] = status, json.loads(answer)
+    finally:
+        await server.close()
+    assert {key: status for key, (status, _) in answers.items()} == {
+        (1024, True): 202,
+        (1025, True): 413,
+        (1024, False): 202,
+        (1025, False): 413,
+    }, answers
+    assert "exceeds 1024 bytes" in answers[1025, True][1]["error"]
+    # Each accepted body is stored whole, its answer naming its own run.
+    for n, size, chunked in ((0, 1024, True), (2, 1024, False)):
+        stored = await db.fetchval(
+            "SELECT payload FROM routine_runs WHERE id = $1::uuid", answers[size, chunked][1]["runId"]
+        )
+        assert stored == json.loads(body_of(size, n))
+    assert await run_count(db) == 2
+
+
 async def raw_request(host: str, port: int, request: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
     """Send raw bytes (headers that no HTTP client library would send); the status and body."""
     reader, writer = await asyncio.open_connection(host, port)

@@ -30,7 +30,14 @@ from shared.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from shared.http import DB_KEY, body_timeout, json_response, parse_json, routines_error_response
+from shared.http import (
+    DB_KEY,
+    body_timeout,
+    json_response,
+    parse_json,
+    raw_json_response,
+    routines_error_response,
+)
 from shared.logging import get_logger
 from shared.rules import why_not_fire
 from shared.settings import GatewaySettings
@@ -72,11 +79,14 @@ class FireHandler:
         """The rate-limit key of the client: behind trusted proxies, X-Forwarded-For walked from the
         right (each trusted hop vouches for the entry before it) to the first untrusted valid IP;
         never the client-written leftmost entry. IPv6 clients are grouped by /64."""
-        peer = _ip(request.remote or "")
+        remote = request.remote or ""
+        if not self.trusted:
+            return _client_key(remote)
+        peer = _ip(remote)
         if peer is None:
-            return request.remote or "unknown"
+            return remote or "unknown"
         client = peer
-        if self.trusted and self._is_trusted(peer):
+        if self._is_trusted(peer):
             hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
             for hop in reversed(hops):
                 address = _ip(hop.strip())
@@ -85,9 +95,7 @@ class FireHandler:
                 client = address
                 if not self._is_trusted(address):
                     break
-        if client.version == 6:
-            return str(ipaddress.ip_network(f"{client}/64", strict=False))
-        return str(client)
+        return _key_of(client)
 
     def _is_trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(address in net for net in self.trusted)
@@ -117,8 +125,8 @@ class FireHandler:
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
         public_id = request.match_info["publicId"]
-        trigger = None
-        if _PUBLIC_ID.match(public_id):
+        trigger = self.cache.fresh(public_id)
+        if trigger is None and _PUBLIC_ID.match(public_id):
             # A webhook the cache does not know costs a query: those are budgeted per process, so
             # random URLs from many addresses cannot flood the database (the per-address budget
             # below is charged only after the lookup, to never refuse a webhook that exists).
@@ -137,13 +145,13 @@ class FireHandler:
             raise Rejected("not_found", NotFound("webhook not found"))
         # Failed signatures count per address and trigger: one tenant's failing webhook (or a
         # stranger guessing its secret) never refuses another's deliveries from the same address.
-        failures = f"{client} {trigger.trigger_id}"
+        failures = f"{client} {trigger.key}"
         wait = self.failed.peek(failures)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many failed attempts for this webhook"))
         # A trigger out of budget refuses before any work: no body read, no signature checked.
         # Peeking spends nothing, so strangers still cannot starve it (only a verified fire takes).
-        wait = self.per_trigger.peek(str(trigger.trigger_id))
+        wait = self.per_trigger.peek(trigger.key)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
         body = await self._read_body(request)
@@ -158,14 +166,14 @@ class FireHandler:
                 trigger.replay_window_sec,
             )
         except AuthenticationFailed as exc:
-            log.info("webhook authentication failed", trigger_id=str(trigger.trigger_id), reason=exc.reason)
+            log.info("webhook authentication failed", trigger_id=trigger.key, reason=exc.reason)
             self.failed.take(failures)
             outcome = "stale" if exc.stale else "bad_signature"
             raise Rejected(outcome, Unauthorized("webhook authentication failed")) from None
         finally:
             VERIFY_SECONDS.observe(time.perf_counter() - started)
         # Only an authenticated sender spends the trigger's budget: strangers cannot starve it.
-        wait = self.per_trigger.take(str(trigger.trigger_id))
+        wait = self.per_trigger.take(trigger.key)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
         refusal = why_not_fire(trigger.enabled, trigger.routine_status)
@@ -191,7 +199,7 @@ class FireHandler:
             verified.signature,
         )
         if await self.committer.submit(pending):  # committed and announced
-            return "accepted", _accepted(pending.id, "received", trigger, False, 202)
+            return "accepted", raw_json_response(trigger.accepted_body(str(pending.id)), 202)
         return "duplicate", await self._repeat(request, trigger, pending)
 
     async def _repeat(self, request: web.Request, trigger: TriggerState, pending: PendingRun) -> web.Response:
@@ -238,6 +246,12 @@ class FireHandler:
         limit = self.settings.webhook_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        content = request.content
+        if content.is_eof():  # all of it came with the headers (most do): nothing to wait for
+            body = content.read_nowait(limit + 1)
+            if len(body) > limit:
+                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+            return body
         # Read to the end (a body arrives in as many TCP segments as the network likes), never
         # holding more than limit + 1 bytes: chunked bodies carry no length to check up front.
         chunks: list[bytes] = []
@@ -245,7 +259,7 @@ class FireHandler:
         try:
             async with asyncio.timeout(self.settings.body_timeout_sec):
                 while size <= limit:
-                    chunk = await request.content.read(limit + 1 - size)
+                    chunk = await content.read(limit + 1 - size)
                     if not chunk:
                         break
                     chunks.append(chunk)
@@ -270,6 +284,21 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_of(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """A client's rate-limit key: its address; IPv6 clients grouped by /64."""
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _client_key(peer: str) -> str:
+    """The rate-limit key of a peer address as the transport gives it (no trusted proxies)."""
+    address = _ip(peer)
+    return (peer or "unknown") if address is None else _key_of(address)
 
 
 SIGNATURE_KEY_PREFIXES = ("sig:", "github-sig:")
@@ -308,22 +337,18 @@ def _payload(request: web.Request, body: bytes, max_depth: int) -> dict[str, Any
     return data
 
 
-def _accepted(run_id: Any, status: str, trigger: TriggerState, duplicate: bool, code: int) -> web.Response:
-    return json_response(
-        {
-            "runId": str(run_id),
-            "status": status,
-            "routineId": str(trigger.routine_id),
-            "triggerId": str(trigger.trigger_id),
-            "duplicate": duplicate,
-        },
-        code,
-    )
-
-
 def _original(row: Any, trigger: TriggerState) -> web.Response:
     """A legitimate retry: 200 with the run the earlier delivery recorded."""
-    return _accepted(row["id"], row["status"], trigger, True, 200)
+    return json_response(
+        {
+            "runId": str(row["id"]),
+            "status": row["status"],
+            "routineId": str(trigger.routine_id),
+            "triggerId": str(trigger.trigger_id),
+            "duplicate": True,
+        },
+        200,
+    )
 
 
 def _outcome_of(exc: RoutinesError) -> str:

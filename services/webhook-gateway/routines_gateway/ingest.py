@@ -26,7 +26,7 @@ log = get_logger(__name__)
 ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError)
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingRun:
     routine_id: uuid.UUID
     company_id: uuid.UUID
@@ -82,7 +82,7 @@ class GroupCommitter:
 
     async def submit(self, run: PendingRun) -> bool:
         """True when this run was inserted; False when a unique key matched an earlier run."""
-        await self._queue.put(run)
+        self._queue.put_nowait(run)  # unbounded: never waits
         return await run.done
 
     async def run(self, stopping: asyncio.Event) -> None:
