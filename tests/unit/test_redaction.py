@@ -36,6 +36,14 @@ FRAGMENTS = [
     "@",
     " ",
     "é",
+    # What the substring pre-test looks for, alone and in other cases.
+    "BeArEr tok",
+    "http://",
+    "u:p@",
+    "_",
+    "rtk_",
+    "whsec_",
+    "\u212a",  # KELVIN SIGN: equal to k under re.IGNORECASE
 ]
 
 
