@@ -245,13 +245,14 @@ async def _stack() -> AsyncIterator[dict[str, str]]:
 
 
 def main() -> dict[str, Any]:
+    return asyncio.run(measure())
+
+
+async def measure() -> dict[str, Any]:
+    """The rows (from a running event loop: bench/run.py)."""
     if shutil.which("valgrind") is None:
         print("valgrind not found (apt-get install valgrind): skipping")
         return {}
-    return asyncio.run(_measure())
-
-
-async def _measure() -> dict[str, Any]:
     async with _stack() as env:
         return await asyncio.to_thread(_callgrind, env)
 

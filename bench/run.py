@@ -19,6 +19,7 @@ from bench import (
     fire_lag,
     fire_to_issue,
     id_order,
+    log_line,
     pipeline_ingest,
     profile_gateway,
     scheduler_scale,
@@ -41,7 +42,9 @@ async def run_all(soak_minutes: float) -> None:
         for name, mb in result.get("peak_rss_mb", {}).items():
             peaks[name] = max(peaks.get(name, 0.0), mb)
     print("\n== edge_instructions ==", flush=True)
-    edge_instructions.main()
+    await edge_instructions.measure()
+    print("\n== log_line ==", flush=True)
+    log_line.main()
     print("\n== scheduler_scale ==", flush=True)
     await scheduler_scale.main()
     print("\n== cron_preview ==", flush=True)
