@@ -109,11 +109,10 @@ class TriggerCache:
         return None
 
     async def get(self, public_id: str) -> TriggerState | None:
-        now = time.monotonic()
-        cached = self._entries.get(public_id)
-        if cached is not None and cached.valid_until > now:
-            CACHE_LOOKUPS.inc("hit")
+        cached = self.fresh(public_id)
+        if cached is not None:
             return cached
+        now = time.monotonic()
         missing_until = self._missing.get(public_id)
         if missing_until is not None:
             if missing_until > now:
