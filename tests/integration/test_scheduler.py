@@ -538,6 +538,48 @@ async def test_a_prepared_slot_keeps_its_own_timeouts_behind_a_pooler(
     assert seen >= slot
 
 
+async def test_a_failed_look_is_retried_within_a_second_not_at_the_max_sleep(
+    db: asyncpg.Connection, stack: Stack
+) -> None:
+    """A look at the schedule that fails on the database (here: its claim waits for a lock past
+    the lock timeout; a connection killed, a failover look the same) is retried a second later.
+    It used to be retried after the longest sleep (two minutes here), so a slot due meanwhile fired
+    that much late — and with `idle_in_transaction_session_timeout` low, a pause of the process
+    at the wrong moment did exactly that (seen in CI)."""
+    trigger = await _scheduled(db, "0 0 1 1 *", datetime(2099, 1, 1, tzinfo=UTC))
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        locked = holder.transaction()
+        await locked.start()
+        await holder.execute("LOCK TABLE routine_triggers IN ACCESS EXCLUSIVE MODE")
+
+        async def waiting() -> bool:  # a look of the scheduler waits for the lock
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'test'"
+                    " AND wait_event_type = 'Lock'"
+                )
+            )
+
+        async with _running(stack, db_lock_timeout_ms=300):
+            await wait_until(waiting, timeout=10, interval=0.01)
+            await wait_until(lambda: _not(waiting()), timeout=10, interval=0.01)  # it gave up
+            await locked.rollback()
+            slot = await db.fetchval(
+                "UPDATE routine_triggers SET next_run_at = date_trunc('second', clock_timestamp())"
+                " + interval '3 seconds' WHERE id = $1 RETURNING next_run_at",
+                trigger,
+            )
+            seen = await _first_seen(db, [trigger], slot, within=5)
+    finally:
+        await holder.close()
+    assert seen >= slot
+
+
+async def _not(value: Any) -> bool:
+    return not await value
+
+
 @pytest.mark.e2e
 async def test_a_replica_frozen_holding_a_slot_loses_it_within_a_second_of_the_slot(
     db: asyncpg.Connection, stack: Stack, tmp_path: Path

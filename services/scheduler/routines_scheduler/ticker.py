@@ -32,6 +32,9 @@ from shared.settings import SchedulerSettings
 LOCKED_RETRY_SEC = 0.02
 # A slot overdue by less than this was missed only by timer granularity: claim again at once.
 JUST_DUE_SEC = 0.005
+# A look that failed on the database is retried this soon (or at the max sleep, if shorter): a
+# slot due meanwhile is then late by this, not by the max sleep.
+FAILED_TICK_RETRY_SEC = 1.0
 # Planning a claimed batch stops after this long; the triggers not planned stay due for the next
 # claim. After a long outage one trigger's missed slots take ~0.2 s to count: a whole batch planned
 # in one transaction outlived Postgres' idle-in-transaction timeout, and every tick retried it.
@@ -116,7 +119,7 @@ class Scheduler:
             self._tick_and_plan,
             self.stopping,
             failed="tick failed; retrying",
-            retry_after=self.settings.tick_interval_sec,
+            retry_after=min(FAILED_TICK_RETRY_SEC, self.settings.tick_interval_sec),
             sleep=self._sleep,
         )
 
