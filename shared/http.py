@@ -36,7 +36,7 @@ from shared.lifecycle import HANDLER_ARGS_KEY, Supervisor
 from shared.lifecycle import SUPERVISOR_KEY as SUPERVISOR_KEY
 from shared.logging import get_logger
 from shared.loop_metrics import LoopCounter, LoopHistogram
-from shared.protocol import hide_server_banner, install_protocol_errors
+from shared.protocol import hide_server_banner, install_protocol_handling
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
@@ -435,7 +435,7 @@ def create_base_app(
         "lingering_time": 1.0,
     }
     app.on_response_prepare.append(hide_server_banner)
-    install_protocol_errors()
+    install_protocol_handling()
     app.router.add_get("/livez", livez)
     app.router.add_get("/healthz", livez)
     app.router.add_get("/readyz", readyz)

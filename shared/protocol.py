@@ -1,4 +1,5 @@
-"""What the HTTP server says below the application: its banner, and its own parser's errors."""
+"""What the HTTP server does below the application: its banner, its own parser's errors, and
+clients that half-close."""
 
 from __future__ import annotations
 
@@ -59,6 +60,39 @@ def _protocol_error(
     return response
 
 
-def install_protocol_errors() -> None:
-    """Make the server's own error answers JSON (process-wide; idempotent)."""
+def _eof_received(self: web_protocol.RequestHandler) -> bool:
+    """The client shut down its side of the connection (a FIN: nothing more will come). asyncio
+    closes the transport unless this returns True, and aiohttp's own version closed it even when
+    a whole request had arrived: the handler still ran — a webhook's run was recorded — and its
+    answer went nowhere, so the sender retried and made a second run. A client that writes its
+    request and then half-closes (HTTP/1.0-style scripts, `nc -N`) is legitimate: the connection
+    now stays open to answer what arrived, and is closed after that answer. An idle connection is
+    closed at once, as before, and so (a loop turn later, see `_close_if_cut_short`) is one whose
+    request body the FIN cut short."""
+    if self._force_close or self._upgraded or self._payload_parser is not None:
+        return False
+    waiting_for_a_request = self._waiter is not None and not self._waiter.done()
+    if not self._messages and (self._request_count == 0 or waiting_for_a_request):
+        return False  # idle: nothing to answer
+    if not self._close:  # (uvloop may report the FIN twice: the second finds it closing)
+        self.close()  # answer what came, then close
+        self._loop.call_soon(_close_if_cut_short, self)
+    return True
+
+
+def _close_if_cut_short(handler: web_protocol.RequestHandler) -> None:
+    """After a FIN, once the request taken from the queue is being handled (its task's first step
+    runs before this): if any request received lacks part of its body, close the connection as
+    aiohttp did on the FIN — the handler's read of the body fails and nothing is stored."""
+    received = [payload for _, payload in handler._messages]
+    if handler._current_request is not None:
+        received.append(handler._current_request.content)
+    if handler.transport is not None and not all(payload.is_eof() for payload in received):
+        handler.transport.close()
+
+
+def install_protocol_handling() -> None:
+    """Make the server's own error answers JSON and answer clients that half-close after their
+    request (process-wide; idempotent)."""
     web_protocol.RequestHandler.handle_error = _protocol_error  # type: ignore[method-assign]
+    web_protocol.RequestHandler.eof_received = _eof_received  # type: ignore[assignment,method-assign]

@@ -172,6 +172,60 @@ def raw_fire(hook: Hook, headers: dict[str, bytes], body: bytes = b"{}") -> byte
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+async def half_closed(host: str, port_: int, data: bytes, within: float = 5.0) -> bytes:
+    """Send `data`, shut down our side (FIN: nothing more will come), and return everything the
+    server sends before it closes. Fails if it is still open after `within` seconds."""
+    reader, writer = await asyncio.open_connection(host, port_)
+    try:
+        writer.write(data)
+        await writer.drain()
+        writer.write_eof()
+        try:
+            return await asyncio.wait_for(reader.read(), within)
+        except TimeoutError:
+            raise AssertionError(f"connection still open {within} s after the client's FIN") from None
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("where", ["in-process", "service process (uvloop)"])
+async def test_a_client_that_half_closes_after_its_request_still_gets_its_answer(
+    api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection, tmp_path: Path, where: str
+) -> None:
+    """A sender that shuts down its side once the request is written (HTTP/1.0-style scripts,
+    `nc -N`) used to get no answer although its run was recorded: aiohttp closed the connection
+    on the FIN, and a retry made a second run. It now gets its 202 and then the connection is
+    closed. A body cut short by the FIN is still never stored, and an idle connection the
+    client half-closes is closed at once, as before."""
+    hook = await make_hook(api, admin_token, "bearer")
+    headers = {"Authorization": f"Bearer {hook.secret}".encode(), "Content-Type": b"application/json"}
+    whole = raw_fire(hook, headers, b'{"n": 1}').replace(b"Connection: close\r\n", b"")  # keep-alive
+    cut = raw_fire(hook, headers, b'{"n": 2, "padding": "' + b"x" * 100 + b'"}')[:-40]
+    if where == "in-process":
+        server = served(gateway_app(stack))
+        await server.start_server()
+        host, port_, stop = server.host, port(server), server.close
+    else:
+        gateway = start_service("webhook-gateway", stack.env(), tmp_path)
+        host, port_ = "127.0.0.1", gateway.port
+
+        async def stop() -> None:
+            gateway.kill()
+
+    try:
+        answered, cut_short, idle = await asyncio.gather(
+            half_closed(host, port_, whole), half_closed(host, port_, cut), half_closed(host, port_, b"")
+        )
+    finally:
+        await stop()
+    head, _, body = answered.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 202"), answered[:300]
+    run_id = json.loads(body)["runId"]
+    assert await db.fetchval("SELECT payload FROM routine_runs WHERE id = $1::uuid", run_id) == {"n": 1}
+    assert cut_short == b"" and idle == b""
+    assert await _runs_of(db, hook) == 1
+
+
 async def test_one_bad_fire_in_a_group_commit_fails_no_other_tenants_fire(
     api: Client, gateway_server: TestServer, admin_token: str, db: asyncpg.Connection
 ) -> None:
