@@ -41,15 +41,20 @@ class TriggerState:
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", str(self.trigger_id))
         # The 202 of every fire this webhook accepts is the same JSON but for the run's id.
-        accepted = {
-            "runId": _RUN_ID,
-            "status": "received",
-            "routineId": str(self.routine_id),
-            "triggerId": self.key,
-            "duplicate": False,
-        }
+        accepted = self.answer(_RUN_ID, "received", duplicate=False)
         head, tail = json.dumps(accepted).split(json.dumps(_RUN_ID))
         object.__setattr__(self, "_answer", (f'{head}"'.encode(), f'"{tail}'.encode()))
+
+    def answer(self, run_id: str, status: str, *, duplicate: bool) -> dict[str, object]:
+        """What a fire of this webhook is answered: its run (new, or the one an earlier delivery
+        recorded)."""
+        return {
+            "runId": run_id,
+            "status": status,
+            "routineId": str(self.routine_id),
+            "triggerId": self.key,
+            "duplicate": duplicate,
+        }
 
     def accepted_body(self, run_id: str) -> bytes:
         """The body of the 202 for a run just recorded (json.dumps's bytes, made without it)."""

@@ -245,12 +245,12 @@ class FireHandler:
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.settings.webhook_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+            raise _too_large(limit)
         content = request.content
         if content.is_eof():  # all of it came with the headers (most do): nothing to wait for
             body = content.read_nowait(limit + 1)
             if len(body) > limit:
-                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+                raise _too_large(limit)
             return body
         # Read to the end (a body arrives in as many TCP segments as the network likes), never
         # holding more than limit + 1 bytes: chunked bodies carry no length to check up front.
@@ -267,8 +267,12 @@ class FireHandler:
         except TimeoutError:
             raise body_timeout(self.settings.body_timeout_sec) from None
         if size > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+            raise _too_large(limit)
         return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"body exceeds {limit} bytes")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -339,16 +343,7 @@ def _payload(request: web.Request, body: bytes, max_depth: int) -> dict[str, Any
 
 def _original(row: Any, trigger: TriggerState) -> web.Response:
     """A legitimate retry: 200 with the run the earlier delivery recorded."""
-    return json_response(
-        {
-            "runId": str(row["id"]),
-            "status": row["status"],
-            "routineId": str(trigger.routine_id),
-            "triggerId": str(trigger.trigger_id),
-            "duplicate": True,
-        },
-        200,
-    )
+    return json_response(trigger.answer(str(row["id"]), row["status"], duplicate=True), 200)
 
 
 def _outcome_of(exc: RoutinesError) -> str:
