@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from bench.loadgen import RawHttp
+from bench.loadgen import RawHttp, open_loop, signed_fires
 
 
 class Server:
-    """Answers each `POST` with its body; `split` sends the answer in three writes."""
+    """Answers each `POST` with its body (with `run_ids`, as a gateway's 202 naming `n` of a
+    `{"n": …}` body as its run); `split` sends the answer in three writes."""
 
-    def __init__(self, split: bool = False, hang_up: bool = False) -> None:
-        self.split, self.hang_up = split, hang_up
+    def __init__(self, split: bool = False, hang_up: bool = False, run_ids: bool = False) -> None:
+        self.split, self.hang_up, self.run_ids = split, hang_up, run_ids
         self.connections = 0
         self.open = 0
         self.most_open = 0
@@ -33,6 +35,8 @@ class Server:
                 if self.hang_up:
                     return
                 await asyncio.sleep(0.01)
+                if self.run_ids:
+                    body = json.dumps({"runId": json.loads(body)["n"]}).encode()
                 answer = b"HTTP/1.1 202 Accepted\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
                 parts = [answer[:7], answer[7:30], answer[30:]] if self.split else [answer]
                 for part in parts:
@@ -108,3 +112,17 @@ async def test_a_refused_connection_lets_the_next_request_try() -> None:
             asyncio.gather(http.request(post(1)), http.request(post(2)), return_exceptions=True), 5
         )
     assert [type(r) for r in results] == [ConnectionRefusedError, ConnectionRefusedError]
+
+
+async def test_the_open_loop_sends_every_fire_and_reports_every_answer() -> None:
+    server = Server(run_ids=True)
+    fires = list(signed_fires([("a" * 24, "secret")], 60))
+    accepted: list[int] = []
+    async with serving(server) as port:
+        result = await open_loop(
+            f"http://127.0.0.1:{port}", fires, 600, on_accepted=lambda run, _at: accepted.append(int(run))
+        )
+    assert result.statuses == {202: 60}
+    assert len(result.latencies) == 60 and min(result.latencies) >= 0.01  # the server's 10 ms
+    assert sorted(accepted) == list(range(60))
+    assert result.achieved <= 600 * 1.05  # sent at the rate, not as fast as it could
