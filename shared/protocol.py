@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import hdrs, web, web_protocol
 from aiohttp.web_request import BaseRequest
@@ -65,29 +66,48 @@ def _eof_received(self: web_protocol.RequestHandler) -> bool:
     closes the transport unless this returns True, and aiohttp's own version closed it even when
     a whole request had arrived: the handler still ran — a webhook's run was recorded — and its
     answer went nowhere, so the sender retried and made a second run. A client that writes its
-    request and then half-closes (HTTP/1.0-style scripts, `nc -N`) is legitimate: the connection
-    now stays open to answer what arrived, and is closed after that answer. An idle connection is
-    closed at once, as before, and so (a loop turn later, see `_close_if_cut_short`) is one whose
-    request body the FIN cut short."""
+    request and then half-closes (HTTP/1.0-style scripts, `nc -N`) is legitimate: the request
+    being handled (or, if none is yet, the next one received) is answered, then the connection
+    closed; requests pipelined behind it are not handled. An idle connection, or one whose
+    request to answer lacks part of its body, is closed at once, as before (the handler's read
+    fails; nothing is stored)."""
     if self._force_close or self._upgraded or self._payload_parser is not None:
         return False
     waiting_for_a_request = self._waiter is not None and not self._waiter.done()
     if not self._messages and (self._request_count == 0 or waiting_for_a_request):
         return False  # idle: nothing to answer
-    if not self._close:  # (uvloop may report the FIN twice: the second finds it closing)
-        self.close()  # answer what came, then close
-        self._loop.call_soon(_close_if_cut_short, self)
+    if self._close:  # already answering what it will (uvloop may report the FIN twice)
+        return True
+    current = self._current_request
+    if current is not None and not current.content.is_eof():
+        return False  # the body of the request being handled was cut short
+    self.close()  # answer it, then close
+    if current is None:  # which request is answered is known only once its handling begins
+        self._loop.call_soon(_close_if_cut_short, self, [payload for _, payload in self._messages])
     return True
 
 
-def _close_if_cut_short(handler: web_protocol.RequestHandler) -> None:
-    """After a FIN, once the request taken from the queue is being handled (its task's first step
-    runs before this): if any request received lacks part of its body, close the connection as
-    aiohttp did on the FIN — the handler's read of the body fails and nothing is stored."""
-    received = [payload for _, payload in handler._messages]
+def _close_if_cut_short(handler: web_protocol.RequestHandler, queued: list[Any]) -> None:
+    """A loop turn after a FIN that came while no request was being handled, with the payloads
+    of the requests queued then: the request now being handled (or, if its handling has not
+    begun, the last taken from the queue since, or else the next in it) is the one that will be
+    answered. If it lacks part of its body, close the connection as aiohttp did on the FIN.
+    (uvloop can report a request and the FIN in one read, before the server takes the request
+    from its queue; and the handling of a request taken from the queue begins a turn later.)"""
+    if handler.transport is None:
+        return
     if handler._current_request is not None:
-        received.append(handler._current_request.content)
-    if handler.transport is not None and not all(payload.is_eof() for payload in received):
+        answering = handler._current_request.content
+    else:
+        still_queued = [payload for _, payload in handler._messages]
+        taken = [payload for payload in queued if not any(payload is q for q in still_queued)]
+        if taken:
+            answering = taken[-1]
+        elif still_queued:
+            answering = still_queued[0]
+        else:
+            return  # answered already, or being answered
+    if not answering.is_eof():
         handler.transport.close()
 
 

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -188,6 +189,42 @@ async def half_closed(host: str, port_: int, data: bytes, within: float = 5.0) -
         writer.close()
 
 
+def _cut_in_one_read(port_: int, hook: Hook) -> bytes:
+    """On a keep-alive connection whose receive buffer an 8 MB request has grown, 256,000 bytes —
+    large headers and the start of a body — then the FIN: uvloop then reports the request and the
+    FIN in one read, before the server has begun handling it. Everything the server sends after
+    (failing if the connection is still open 5 s after the FIN)."""
+    with socket.create_connection(("127.0.0.1", port_)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        warm = 8 << 20
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: g\r\nContent-Length: %d\r\n\r\n" % warm + b"w" * warm)
+        answer = b""
+        while b'"ok"' not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, "closed before answering the warm-up request"
+            answer += chunk
+        time.sleep(0.3)
+        pad = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 7900) for i in range(18))
+        head = (
+            (
+                f"POST {hook.path} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {hook.secret}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 200000\r\n"
+            ).encode()
+            + pad
+            + b"\r\n"
+        )
+        sock.sendall(head + b'{"n": "' + b"b" * (256_000 - len(head) - 7))
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(5)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            raise AssertionError("connection still open 5 s after the client's FIN") from None
+        return received
+
+
 @pytest.mark.parametrize("where", ["in-process", "service process (uvloop)"])
 async def test_a_client_that_half_closes_after_its_request_still_gets_its_answer(
     api: Client, admin_token: str, stack: Stack, db: asyncpg.Connection, tmp_path: Path, where: str
@@ -195,12 +232,15 @@ async def test_a_client_that_half_closes_after_its_request_still_gets_its_answer
     """A sender that shuts down its side once the request is written (HTTP/1.0-style scripts,
     `nc -N`) used to get no answer although its run was recorded: aiohttp closed the connection
     on the FIN, and a retry made a second run. It now gets its 202 and then the connection is
-    closed. A body cut short by the FIN is still never stored, and an idle connection the
-    client half-closes is closed at once, as before."""
+    closed; of requests pipelined before the FIN, the first is answered (one cut short behind
+    it does not lose it that answer). A body cut short by the FIN is still never stored — also
+    when the request and the FIN arrive in one read, before its handling begins — and an idle
+    connection the client half-closes is closed at once, as before."""
     hook = await make_hook(api, admin_token, "bearer")
     headers = {"Authorization": f"Bearer {hook.secret}".encode(), "Content-Type": b"application/json"}
     whole = raw_fire(hook, headers, b'{"n": 1}').replace(b"Connection: close\r\n", b"")  # keep-alive
     cut = raw_fire(hook, headers, b'{"n": 2, "padding": "' + b"x" * 100 + b'"}')[:-40]
+    first = raw_fire(hook, headers, b'{"n": 3}').replace(b"Connection: close\r\n", b"")
     if where == "in-process":
         server = served(gateway_app(stack))
         await server.start_server()
@@ -213,17 +253,23 @@ async def test_a_client_that_half_closes_after_its_request_still_gets_its_answer
             gateway.kill()
 
     try:
-        answered, cut_short, idle = await asyncio.gather(
-            half_closed(host, port_, whole), half_closed(host, port_, cut), half_closed(host, port_, b"")
+        answered, cut_short, idle, pipelined = await asyncio.gather(
+            half_closed(host, port_, whole),
+            half_closed(host, port_, cut),
+            half_closed(host, port_, b""),
+            half_closed(host, port_, first + cut),
         )
+        cut_in_one_read = await asyncio.to_thread(_cut_in_one_read, port_, hook)
     finally:
         await stop()
-    head, _, body = answered.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 202"), answered[:300]
-    run_id = json.loads(body)["runId"]
-    assert await db.fetchval("SELECT payload FROM routine_runs WHERE id = $1::uuid", run_id) == {"n": 1}
-    assert cut_short == b"" and idle == b""
-    assert await _runs_of(db, hook) == 1
+    for received, payload in ((answered, {"n": 1}), (pipelined, {"n": 3})):
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 202"), received[:300]
+        assert b"HTTP/1.1" not in body  # one answer
+        run_id = json.loads(body)["runId"]
+        assert await db.fetchval("SELECT payload FROM routine_runs WHERE id = $1::uuid", run_id) == payload
+    assert cut_short == b"" and idle == b"" and cut_in_one_read == b""
+    assert await _runs_of(db, hook) == 2
 
 
 async def test_one_bad_fire_in_a_group_commit_fails_no_other_tenants_fire(
