@@ -325,17 +325,18 @@ JSON_MAX_DEPTH = 64
 Python's recursive encoders and pydantic's validators can handle."""
 
 
+_STRICT_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+)
+
+
 def parse_json(raw: bytes, max_depth: int = JSON_MAX_DEPTH) -> Any:
     """Strict JSON that every consumer can store and re-encode, else 400: no NaN/Infinity or
     numbers that overflow to them, no duplicate object keys, no NUL or lone surrogates, and
     nesting at most `max_depth` deep."""
     try:
-        value = json.loads(
-            raw,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-            object_pairs_hook=_unique_keys,
-        )
+        # json.loads(raw, **hooks), without building a decoder (and its scanner) per call.
+        value = _STRICT_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise BadRequest("request body is not valid JSON", {"reason": reason}) from None
