@@ -14,6 +14,7 @@ import nats
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 
 from shared.bus import Bus
 from shared.db import Database
@@ -136,7 +137,21 @@ async def service_connections(settings: CommonSettings, name: str) -> AsyncItera
             await bus.close()
 
 
+class _ServedAsTheServiceRuns(TestServer):
+    """aiohttp's TestServer with the runner options of `shared.lifecycle.serve`. (Its constructor
+    drops options it is given, and its runner cancels a handler whose client goes away, which the
+    services' runner does not.)"""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(app)
+        self._handler_args = app.get(HANDLER_ARGS_KEY, {})
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        options = {**kwargs, "handler_cancellation": False, "access_log": None, **self._handler_args}
+        return await super()._make_runner(**options)
+
+
 def served(app: web.Application) -> TestServer:
-    """A test server for `app` with the connection options the service runs with (`serve`):
-    keep-alive and header timeouts, bodies never inflated."""
-    return TestServer(app, **app.get(HANDLER_ARGS_KEY, {}))
+    """A test server for `app` run as the service runs it (`serve`): keep-alive and header
+    timeouts, lingering, bodies never inflated, handlers never cancelled by a client leaving."""
+    return _ServedAsTheServiceRuns(app)
