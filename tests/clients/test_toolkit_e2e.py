@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nats
 import pytest
 
 from routines_client import AsyncRoutinesClient, NotFound, Unprocessable, new_idempotency_key, paginate
 from routines_client.transport import Transport
 from routines_client.wakeups import follow_wakeups, read_events
 from shared.bootstrap import create_instance_admin_token
+from shared.bus import EVENTS_STREAM
 from tests.clients.tenant import Tenant, create_tenant
-from tests.support import Stack, start_service
+from tests.support import Stack, start_service, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -378,16 +380,31 @@ async def test_wakeups_stream_sends_heartbeats_and_refuses_non_agents(world: Wor
             assert r.status == 400
 
 
-async def test_client_follow_wakeups_yields_events(world: World) -> None:
-    async with AsyncRoutinesClient(world.api.url, world.agent_key) as client:
-        routine = await client.create_routine(
-            world.company_id,
-            {"title": "Follow", "projectId": world.project_id, "assigneeAgentId": world.agent_id},
-        )
-        follower = follow_wakeups(Transport(world.api.url, world.agent_key), max_events=1)
-        pending = asyncio.ensure_future(anext(follower))
-        await asyncio.sleep(0.5)  # let the stream subscribe before the wake-up is published
-        run = await client.manual_run(routine.id, {})
-        event = await asyncio.wait_for(pending, 15)
-        assert event["data"]["runId"] == str(run.id)
-        await follower.aclose()
+async def test_client_follow_wakeups_yields_events(world: World, stack: Stack) -> None:
+    nc = await nats.connect(stack.nats_url)
+    try:
+        events = nc.jetstream()
+
+        async def consumers() -> int:
+            return int((await events.stream_info(EVENTS_STREAM)).state.consumer_count)
+
+        async with AsyncRoutinesClient(world.api.url, world.agent_key) as client:
+            routine = await client.create_routine(
+                world.company_id,
+                {"title": "Follow", "projectId": world.project_id, "assigneeAgentId": world.agent_id},
+            )
+            before = await consumers()
+            follower = follow_wakeups(Transport(world.api.url, world.agent_key), max_events=1)
+            pending = asyncio.ensure_future(anext(follower))
+            # The stream follows new wake-ups only: publish once the API has subscribed for it.
+            await wait_until(lambda: _more(consumers(), before), timeout=15, interval=0.02)
+            run = await client.manual_run(routine.id, {})
+            event = await asyncio.wait_for(pending, 15)
+            assert event["data"]["runId"] == str(run.id)
+            await follower.aclose()
+    finally:
+        await nc.close()
+
+
+async def _more(count: Any, than: int) -> bool:
+    return bool(await count > than)
