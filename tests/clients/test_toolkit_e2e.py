@@ -204,20 +204,32 @@ async def test_cli_runs_follow_prints_each_run_once_per_status(world: World) -> 
         text=True,
         cwd=ROOT,
     )
+    first_ids = {json.loads(r.stdout)["id"] for r in before}
+    seen: list[str] = []
+
+    async def printed(wanted: set[str]) -> None:  # read the follower's lines until these ids are in
+        assert follow.stdout is not None
+        while not wanted <= {line.split()[0] for line in seen if line.strip()}:
+            line = await asyncio.wait_for(asyncio.to_thread(follow.stdout.readline), 30)
+            assert line, "the follower ended"
+            seen.append(line)
+
     try:
-        await asyncio.sleep(2.0)  # the first listing and several polls with nothing new
+        await printed(first_ids)  # the first listing (a cold CLI start can take seconds)
+        await asyncio.sleep(0.6)  # several polls with nothing new
         after = _cli(world, "run", routine_id, "--json")
         assert after.returncode == 0, after.stderr
         new_run = json.loads(after.stdout)
-        await asyncio.sleep(2.0)
+        await printed({new_run["id"]})
+        await asyncio.sleep(1.0)  # five more polls: time to print anything twice
     finally:
         follow.terminate()
-        out, err = follow.communicate(timeout=10)
+        rest, err = follow.communicate(timeout=10)
+    out = "".join(seen) + rest
     rows = [line.split() for line in out.splitlines() if line and not line.startswith("ID")]
-    printed = [(row[0], row[2]) for row in rows]
-    assert len(printed) == len(set(printed)), out
-    ids = [run_id for run_id, _ in printed]
-    first_ids = {json.loads(r.stdout)["id"] for r in before}
+    printed_rows = [(row[0], row[2]) for row in rows]
+    assert len(printed_rows) == len(set(printed_rows)), out
+    ids = [run_id for run_id, _ in printed_rows]
     assert {run_id for run_id in ids if run_id in first_ids} == first_ids
     assert new_run["id"] in ids, out + err
 
