@@ -13,13 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from bench import edge_instructions as edge
@@ -93,30 +89,8 @@ def _remove(parts: set[str]) -> None:
 
 def _accepted_row(env: dict[str, str], removed: str) -> tuple[float, str]:
     """Instructions per accepted fire with `removed` (comma-separated parts) replaced by nothing."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cg"
-        run = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--dump-before=getppid",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                "-m",
-                "bench.edge_ablation",
-                "--drive",
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env, "PYTHONHASHSEED": "0", "BENCH_REMOVE": removed},
-        )
-        if run.returncode != 0:
-            raise SystemExit(f"the measured process failed:\n{run.stderr[-3000:]}")
-        statuses = re.findall(r"^statuses: (.*)$", run.stderr, re.M)[-1].split()
-        dump = Path(f"{out}.{3 + 3 * ACCEPTED_ROW}").read_text()
-        summary = re.search(r"^summary: (\d+)$", dump, re.M)
-        assert summary is not None, "callgrind wrote no summary"
-        return int(summary.group(1)) / edge.REQUESTS, statuses[ACCEPTED_ROW]
+    totals, statuses = edge.callgrind_rows({**env, "BENCH_REMOVE": removed}, "bench.edge_ablation")
+    return totals[ACCEPTED_ROW], statuses[ACCEPTED_ROW]
 
 
 async def measure(parts: Sequence[str]) -> dict[str, float]:

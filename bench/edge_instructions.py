@@ -257,7 +257,11 @@ async def measure() -> dict[str, Any]:
         return await asyncio.to_thread(_callgrind, env)
 
 
-def _callgrind(env: dict[str, str]) -> dict[str, Any]:
+def callgrind_rows(
+    env: dict[str, str], module: str = "bench.edge_instructions"
+) -> tuple[list[float], list[str]]:
+    """Run `module --drive` (the rows of `_drive`) under callgrind: instructions per request and
+    the last status of each row."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg"
         run = subprocess.run(
@@ -268,7 +272,7 @@ def _callgrind(env: dict[str, str]) -> dict[str, Any]:
                 f"--callgrind-out-file={out}",
                 sys.executable,
                 "-m",
-                "bench.edge_instructions",
+                module,
                 "--drive",
             ],
             capture_output=True,
@@ -284,6 +288,11 @@ def _callgrind(env: dict[str, str]) -> dict[str, Any]:
             summary = re.search(r"^summary: (\d+)$", Path(f"{out}.{3 + 3 * row}").read_text(), re.M)
             assert summary is not None, "callgrind wrote no summary"
             totals.append(int(summary.group(1)) / REQUESTS)
+    return totals, statuses
+
+
+def _callgrind(env: dict[str, str]) -> dict[str, Any]:
+    totals, statuses = callgrind_rows(env)
     bare = totals[0]
     print(f"instructions per request (callgrind, {REQUESTS} requests after {REQUESTS} of warm-up):")
     for name, status, total in zip(ROWS, statuses, totals, strict=True):

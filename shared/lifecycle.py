@@ -65,6 +65,15 @@ HANDLER_ARGS_KEY = web.AppKey("handler_args", dict[str, Any])
 """Options of the HTTP connection handler (e.g. keepalive_timeout) a service asks `serve` for."""
 
 
+def runner_options(app: web.Application) -> dict[str, Any]:
+    """How an app's connections are served (`serve`, and the tests' in-process server): aiohttp's
+    access log off (the edge middleware writes ours), a handler never cancelled because its client
+    went away (a recorded run is still answered and counted), and the app's own connection
+    options (timeouts, lingering, bodies never inflated)."""
+    connection_options: dict[str, Any] = app.get(HANDLER_ARGS_KEY, {})
+    return {"access_log": None, "handler_cancellation": False, **connection_options}
+
+
 async def serve(app: web.Application, host: str, port: int, shutdown_timeout: float, backlog: int) -> int:
     """Run an app until SIGTERM/SIGINT or a critical task dies; return the exit code. `backlog`
     is the listen socket's: connections the kernel accepts for the app while its loop is busy."""
@@ -72,13 +81,8 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stopping.set)
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=shutdown_timeout,
-        **app.get(HANDLER_ARGS_KEY, {}),
-    )
+    options = runner_options(app)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, **options)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
     try:

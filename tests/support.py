@@ -19,7 +19,7 @@ from aiohttp.web_runner import BaseRunner
 from shared.bus import Bus
 from shared.db import Database
 from shared.devservers import free_port, wait_for_port
-from shared.lifecycle import HANDLER_ARGS_KEY
+from shared.lifecycle import runner_options
 from shared.processes import (
     RUNNING,
     ServiceDied,
@@ -142,13 +142,8 @@ class _ServedAsTheServiceRuns(TestServer):
     drops options it is given, and its runner cancels a handler whose client goes away, which the
     services' runner does not.)"""
 
-    def __init__(self, app: web.Application) -> None:
-        super().__init__(app)
-        self._handler_args = app.get(HANDLER_ARGS_KEY, {})
-
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        options = {**kwargs, "handler_cancellation": False, "access_log": None, **self._handler_args}
-        return await super()._make_runner(**options)
+        return await super()._make_runner(**{**kwargs, **runner_options(self.app)})
 
 
 def served(app: web.Application) -> TestServer:
