@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from shared.db import RETRYABLE_ERRORS
+from shared.fastpath import ServiceRunner
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -82,7 +83,7 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stopping.set)
     options = runner_options(app)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, **options)
+    runner = ServiceRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, **options)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
     try:

@@ -61,7 +61,7 @@ def _protocol_error(
     return response
 
 
-def _eof_received(self: web_protocol.RequestHandler) -> bool:
+def answer_half_closed(self: web_protocol.RequestHandler) -> bool:
     """The client shut down its side of the connection (a FIN: nothing more will come). asyncio
     closes the transport unless this returns True, and aiohttp's own version closed it even when
     a whole request had arrived: the handler still ran — a webhook's run was recorded — and its
@@ -115,4 +115,4 @@ def install_protocol_handling() -> None:
     """Make the server's own error answers JSON and answer clients that half-close after their
     request (process-wide; idempotent)."""
     web_protocol.RequestHandler.handle_error = _protocol_error  # type: ignore[method-assign]
-    web_protocol.RequestHandler.eof_received = _eof_received  # type: ignore[assignment,method-assign]
+    web_protocol.RequestHandler.eof_received = answer_half_closed  # type: ignore[assignment,method-assign]

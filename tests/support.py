@@ -19,6 +19,7 @@ from aiohttp.web_runner import BaseRunner
 from shared.bus import Bus
 from shared.db import Database
 from shared.devservers import free_port, wait_for_port
+from shared.fastpath import ServiceRunner
 from shared.lifecycle import runner_options
 from shared.processes import (
     RUNNING,
@@ -143,7 +144,7 @@ class _ServedAsTheServiceRuns(TestServer):
     services' runner does not.)"""
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        return await super()._make_runner(**{**kwargs, **runner_options(self.app)})
+        return ServiceRunner(self.app, **{**kwargs, **runner_options(self.app)})
 
 
 def served(app: web.Application) -> TestServer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -13,7 +14,8 @@ from routines_gateway.clock import DbClock
 from routines_gateway.fire import FireHandler
 from routines_gateway.ingest import GroupCommitter, announce_on
 from shared.crypto import SecretBox
-from shared.http import BUS_KEY, DB_KEY, SUPERVISOR_KEY, create_base_app, finish_routes
+from shared.fastpath import FAST_ROUTE_KEY, FastRoute
+from shared.http import BUS_KEY, DB_KEY, SUPERVISOR_KEY, create_base_app, fast_edge, finish_routes
 from shared.logging import get_logger
 from shared.settings import GatewaySettings
 
@@ -21,6 +23,10 @@ log = get_logger(__name__)
 CACHE_KEY = web.AppKey("trigger_cache", TriggerCache)
 COMMITTER_KEY = web.AppKey("group_committer", GroupCommitter)
 CLOCK_KEY = web.AppKey("db_clock", DbClock)
+FIRE_ROUTE = "/api/routine-triggers/public/{publicId}/fire"
+# The requests the fast path may take (shared.fastpath): well-formed public ids; others get
+# aiohttp's handling (their 404 included).
+_FIRE_PATH = re.compile(r"/api/routine-triggers/public/([0-9a-f]{24})/fire")
 
 
 def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = time.time) -> web.Application:
@@ -42,8 +48,12 @@ def create_app(settings: GatewaySettings, local_clock: Callable[[], float] = tim
     )
     clock = DbClock(app[DB_KEY], local_clock)
     app[CACHE_KEY], app[COMMITTER_KEY], app[CLOCK_KEY] = cache, committer, clock
-    app.router.add_post(
-        "/api/routine-triggers/public/{publicId}/fire", FireHandler(settings, cache, committer, clock).fire
+    fire = FireHandler(settings, app[DB_KEY], cache, committer, clock)
+    app.router.add_post(FIRE_ROUTE, fire.fire)
+    # Fires that are plainly well formed and whole are taken off the wire without aiohttp's request
+    # machinery (~85 % of a bare handler's time), with the same edge and the same answers.
+    app[FAST_ROUTE_KEY] = FastRoute(
+        _FIRE_PATH, settings.webhook_max_body_bytes, fast_edge(app, FIRE_ROUTE, fire.fire_taken)
     )
     app.cleanup_ctx.append(_gateway_ctx)
     finish_routes(app)

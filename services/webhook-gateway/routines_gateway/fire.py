@@ -7,9 +7,12 @@ import functools
 import ipaddress
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.helpers import parse_content_type
+from multidict import MultiMapping
 
 from routines_gateway.cache import TriggerCache, TriggerState
 from routines_gateway.clock import DbClock
@@ -18,6 +21,7 @@ from routines_gateway.metrics import OUTCOMES, VERIFY_SECONDS
 from routines_gateway.ratelimit import TokenBuckets
 from routines_gateway.signing import AuthenticationFailed, printable_ascii, verify
 from routines_gateway.sql import QUERIES
+from shared.db import Database
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -30,20 +34,46 @@ from shared.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from shared.http import (
-    DB_KEY,
-    body_timeout,
-    json_response,
-    parse_json,
-    raw_json_response,
-    routines_error_response,
-)
+from shared.fastpath import FastRequest, JsonAnswer
+from shared.http import answer_response, body_timeout, error_answer, json_bytes, parse_json
 from shared.logging import get_logger
 from shared.rules import why_not_fire
 from shared.settings import GatewaySettings
 
 log = get_logger(__name__)
 _PUBLIC_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One fire request, as aiohttp hands it (`request`: its body still to be read) or as the
+    fast path takes it (`body` already here)."""
+
+    public_id: str
+    remote: str | None
+    headers: MultiMapping[str]
+    body: bytes | None
+    request: web.Request | None = None
+
+    @classmethod
+    def of(cls, request: web.Request) -> Delivery:
+        return cls(request.match_info["publicId"], request.remote, request.headers, None, request)
+
+    @classmethod
+    def taken(cls, request: FastRequest) -> Delivery:
+        return cls(request.params[0], request.remote, request.headers, request.body)
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the body, as aiohttp reads it (lower case, no parameters)."""
+        if self.request is not None:
+            return self.request.content_type
+        return _media_type(self.headers.get(hdrs.CONTENT_TYPE))
+
+
+@functools.lru_cache(maxsize=256)
+def _media_type(raw: str | None) -> str:
+    return "application/octet-stream" if raw is None else parse_content_type(raw)[0]
 
 
 class Rejected(Exception):
@@ -59,9 +89,15 @@ class FireHandler:
     """Checks in DESIGN order: 404, 401, 409; then the run is committed and 202 answered."""
 
     def __init__(
-        self, settings: GatewaySettings, cache: TriggerCache, committer: GroupCommitter, clock: DbClock
+        self,
+        settings: GatewaySettings,
+        db: Database,
+        cache: TriggerCache,
+        committer: GroupCommitter,
+        clock: DbClock,
     ) -> None:
         self.settings = settings
+        self.db = db
         self.clock = clock
         self.cache = cache
         self.committer = committer
@@ -75,11 +111,11 @@ class FireHandler:
         self.trusted = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies]
         self.lookups = TokenBuckets(settings.trigger_lookups_per_sec, settings.trigger_lookups_burst)
 
-    def client_address(self, request: web.Request) -> str:
+    def client_address(self, delivery: Delivery) -> str:
         """The rate-limit key of the client: behind trusted proxies, X-Forwarded-For walked from the
         right (each trusted hop vouches for the entry before it) to the first untrusted valid IP;
         never the client-written leftmost entry. IPv6 clients are grouped by /64."""
-        remote = request.remote or ""
+        remote = delivery.remote or ""
         if not self.trusted:
             return _client_key(remote)
         peer = _ip(remote)
@@ -87,7 +123,7 @@ class FireHandler:
             return remote or "unknown"
         client = peer
         if self._is_trusted(peer):
-            hops = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+            hops = ",".join(delivery.headers.getall("X-Forwarded-For", [])).split(",")
             for hop in reversed(hops):
                 address = _ip(hop.strip())
                 if address is None:
@@ -101,30 +137,35 @@ class FireHandler:
         return any(address in net for net in self.trusted)
 
     async def fire(self, request: web.Request) -> web.Response:
-        """Serve one fire request, counting its outcome once."""
+        """The fire route as aiohttp serves it."""
+        return answer_response(await self.answer(Delivery.of(request)))
+
+    async def fire_taken(self, request: FastRequest) -> JsonAnswer:
+        """The fire route as the fast path serves it (shared.fastpath)."""
+        return await self.answer(Delivery.taken(request))
+
+    async def answer(self, delivery: Delivery) -> JsonAnswer:
+        """Serve one fire, counting its outcome once."""
         try:
-            outcome, response = await self.handle(request)
-        except RequestTimeout as exc:
-            OUTCOMES.inc("timeout")
-            return routines_error_response(exc)  # closes the connection: the rest is not worth waiting for
+            outcome, answer = await self.handle(delivery)
         except Rejected as rejected:
             OUTCOMES.inc(rejected.outcome)
-            return routines_error_response(rejected.error)  # answered here: no second raise
-        except RoutinesError as exc:
-            OUTCOMES.inc(_outcome_of(exc))
-            raise
+            return error_answer(rejected.error)
+        except RoutinesError as exc:  # a 408 closes the connection: the rest is not worth waiting for
+            OUTCOMES.inc("timeout" if isinstance(exc, RequestTimeout) else _outcome_of(exc))
+            return error_answer(exc)
         except Exception:
             OUTCOMES.inc("error")  # every 5xx is counted, the unexpected ones too
             raise
         OUTCOMES.inc(outcome)
-        return response
+        return answer
 
-    async def handle(self, request: web.Request) -> tuple[str, web.Response]:
-        client = self.client_address(request)
+    async def handle(self, delivery: Delivery) -> tuple[str, JsonAnswer]:
+        client = self.client_address(delivery)
         wait = self.per_client.take(client)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests from this address"))
-        public_id = request.match_info["publicId"]
+        public_id = delivery.public_id
         trigger = self.cache.fresh(public_id)
         if trigger is None and _PUBLIC_ID.match(public_id):
             # A webhook the cache does not know costs a query: those are budgeted per process, so
@@ -154,12 +195,12 @@ class FireHandler:
         wait = self.per_trigger.peek(trigger.key)
         if wait:
             raise Rejected("rate_limited", RateLimited(wait, "too many requests for this webhook"))
-        body = await self._read_body(request)
+        body = delivery.body if delivery.body is not None else await self._read_body(delivery.request)
         started = time.perf_counter()
         try:
             verified = verify(
                 trigger.signing_mode,
-                request.headers,
+                delivery.headers,
                 body,
                 trigger.secrets,
                 self.clock.now(),  # the database's clock, which also judges the replay window
@@ -179,8 +220,8 @@ class FireHandler:
         refusal = why_not_fire(trigger.enabled, trigger.routine_status)
         if refusal is not None:
             raise Rejected("not_active", Conflict(refusal))
-        payload = _payload(request, body, self.settings.json_max_depth)
-        idempotency_key = request.headers.get("Idempotency-Key") or None
+        payload = _payload(delivery, body, self.settings.json_max_depth)
+        idempotency_key = delivery.headers.get("Idempotency-Key") or None
         if idempotency_key is not None:
             _check_key("Idempotency-Key", idempotency_key)
         if verified.delivery_id is not None:
@@ -199,12 +240,12 @@ class FireHandler:
             verified.signature,
         )
         if await self.committer.submit(pending):  # committed and announced
-            return "accepted", raw_json_response(trigger.accepted_body(str(pending.id)), 202)
-        return "duplicate", await self._repeat(request, trigger, pending)
+            return "accepted", JsonAnswer(202, trigger.accepted_body(str(pending.id)))
+        return "duplicate", await self._repeat(trigger, pending)
 
-    async def _repeat(self, request: web.Request, trigger: TriggerState, pending: PendingRun) -> web.Response:
+    async def _repeat(self, trigger: TriggerState, pending: PendingRun) -> JsonAnswer:
         """A unique key matched: replay (409) or a legitimate retry (200 with the original run)."""
-        async with request.app[DB_KEY].connection() as conn:
+        async with self.db.connection() as conn:
             if pending.delivery_key is not None:
                 row = await conn.fetchrow(
                     QUERIES["existing_delivery"],
@@ -242,7 +283,8 @@ class FireHandler:
                     return _original(row, trigger)
         raise Conflict("delivery conflicts with an earlier run")
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.Request | None) -> bytes:
+        assert request is not None  # a delivery without its body is aiohttp's request
         limit = self.settings.webhook_max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _too_large(limit)
@@ -329,10 +371,10 @@ def _check_key(name: str, value: str) -> None:
         raise BadRequest(f"{name} must be printable ASCII")
 
 
-def _payload(request: web.Request, body: bytes, max_depth: int) -> dict[str, Any]:
+def _payload(delivery: Delivery, body: bytes, max_depth: int) -> dict[str, Any]:
     if not body.strip():
         return {}
-    content_type = request.content_type
+    content_type = delivery.content_type
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType("body must be application/json")
     data = parse_json(body, max_depth)
@@ -341,9 +383,9 @@ def _payload(request: web.Request, body: bytes, max_depth: int) -> dict[str, Any
     return data
 
 
-def _original(row: Any, trigger: TriggerState) -> web.Response:
+def _original(row: Any, trigger: TriggerState) -> JsonAnswer:
     """A legitimate retry: 200 with the run the earlier delivery recorded."""
-    return json_response(trigger.answer(str(row["id"]), row["status"], duplicate=True), 200)
+    return JsonAnswer(200, json_bytes(trigger.answer(str(row["id"]), row["status"], duplicate=True)))
 
 
 def _outcome_of(exc: RoutinesError) -> str:
