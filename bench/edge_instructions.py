@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 
 from bench.common import add_webhooks, seed, servers, service_env
+from shared.fastpath import with_fast_route
 
 REQUESTS = 300  # per phase; each row is a warm-up phase then a measured one
 CONCURRENT = 20  # connections at a time for accepted fires
@@ -110,7 +111,7 @@ def _request(public_id: str) -> bytes:
 async def _phases(app: Any, request: bytes, handler_args: dict[str, Any]) -> bytes:
     """Warm-up, then the measured phase; os.getppid() marks each phase's start and end for
     callgrind (--dump-before=getppid). Returns the status of the last answer."""
-    protocol = app._make_handler(access_log=None, **handler_args)()
+    protocol = with_fast_route(app, app._make_handler(access_log=None, **handler_args))()
     transport = _Transport()
     protocol.connection_made(transport)
     loop = asyncio.get_running_loop()
@@ -130,7 +131,7 @@ async def _concurrent_phases(app: Any, requests: list[bytes], handler_args: dict
     half are measured."""
     protocols = []
     for _ in range(CONCURRENT):
-        protocol = app._make_handler(access_log=None, **handler_args)()
+        protocol = with_fast_route(app, app._make_handler(access_log=None, **handler_args))()
         transport = _Transport()
         protocol.connection_made(transport)
         protocols.append((protocol, transport))

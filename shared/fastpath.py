@@ -8,9 +8,9 @@ simple request with one regular expression answers ~7 times as many on this host
 wire itself when, and only when, all of it is plainly well formed and already here:
 
 - `POST <path of the route> HTTP/1.1`, every header line `token: visible ASCII`, at most
-  `MAX_HEAD` bytes of them; exactly one `Content-Length` (digits, at most the route's body
-  limit); no `Transfer-Encoding`, `Content-Encoding`, `Expect` or `Upgrade`, no `Connection`
-  other than keep-alive;
+  `MAX_HEAD` bytes of them, no header twice; `Host`; `Content-Length` (digits, at most the
+  route's body limit); no `Transfer-Encoding`, `Content-Encoding`, `Expect` or `Upgrade`, no
+  `Connection` other than keep-alive;
 - the whole body has arrived with it.
 
 Anything else — another route or method, a header it does not take, a request still arriving in
@@ -100,8 +100,10 @@ def take_request(
     for line in head[2].split(b"\r\n")[:-1]:
         name, _, value = line.partition(b":")
         headers.add(name.decode("ascii"), value.strip(b" \t").decode("ascii"))
-    lengths = headers.getall("Content-Length", ())
-    if len(lengths) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 9:
+    if len(set(map(str.lower, headers))) != len(headers):
+        return None  # a header twice: aiohttp refuses some (Host, Content-Length), judges others
+    length = headers.get("Content-Length")
+    if length is None or "Host" not in headers or not length.isdigit() or len(length) > 9:
         return None
     if any(name in headers for name in _REFUSED_HEADERS):
         return None
@@ -109,7 +111,7 @@ def take_request(
     if connection is not None and connection.lower() != "keep-alive":
         return None
     start = head.end()
-    end = start + int(lengths[0])
+    end = start + int(length)
     if end - start > route.max_body or len(data) < end:
         return None
     return path, found.groups(), headers, start, end
@@ -273,19 +275,23 @@ class FastPathServer(web.Server):
         return FastPathHandler(self, route=self._route, loop=self._loop, **self._kwargs)
 
 
+def with_fast_route(app: web.Application, server: web.Server) -> web.Server:
+    """`server` (aiohttp's, for `app`) with the app's fast route in front, if it names one."""
+    route = app.get(FAST_ROUTE_KEY)
+    if route is None:
+        return server
+    return FastPathServer(
+        server.request_handler,
+        request_factory=server.request_factory,
+        handler_cancellation=server.handler_cancellation,
+        loop=server._loop,
+        route=route,
+        **server._kwargs,
+    )
+
+
 class ServiceRunner(web.AppRunner):
     """aiohttp's app runner; an app that names a fast route (`FAST_ROUTE_KEY`) gets it."""
 
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        route = self.app.get(FAST_ROUTE_KEY)
-        if route is None:
-            return server
-        return FastPathServer(
-            server.request_handler,
-            request_factory=server.request_factory,
-            handler_cancellation=server.handler_cancellation,
-            loop=server._loop,
-            route=route,
-            **server._kwargs,
-        )
+        return with_fast_route(self.app, await super()._make_server())
