@@ -238,14 +238,6 @@ class FastPathHandler(web_protocol.RequestHandler):
             return
         super()._process_keepalive()
 
-    def close(self) -> None:
-        """Close once idle (aiohttp's graceful shutdown asks every connection): the request being
-        answered still is."""
-        if not self._handed_over and self._answering is not None:
-            self._draining = True
-            return
-        super().close()
-
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's protocol returns bool
         """The client half-closed: the request being answered still is, then the connection closes
         (what was pipelined behind it is not served, as in aiohttp's handling here)."""
