@@ -8,9 +8,9 @@ simple request with one regular expression answers ~7 times as many on this host
 wire itself when, and only when, all of it is plainly well formed and already here:
 
 - `POST <path of the route> HTTP/1.1`, every header line `token: visible ASCII`, at most
-  `MAX_HEAD` bytes of them, no header twice; `Host`; `Content-Length` (digits, at most the
-  route's body limit); no `Transfer-Encoding`, `Content-Encoding`, `Expect` or `Upgrade`, no
-  `Connection` other than keep-alive;
+  `MAX_HEAD` bytes of them, no header twice, no whitespace after a value; `Host`;
+  `Content-Length` (digits, at most the route's body limit); no `Transfer-Encoding`,
+  `Content-Encoding`, `Expect` or `Upgrade`, no `Connection` other than keep-alive;
 - the whole body has arrived with it.
 
 Anything else — another route or method, a header it does not take, a request still arriving in
@@ -49,7 +49,8 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # The request line and the header block, strictly: no obs-fold, no bare LF, no space before a
 # colon, no control or non-ASCII byte. Linear: every header line starts with a token character.
 _HEAD = re.compile(rb"POST (/[!-~]*) HTTP/1\.1\r\n((?:" + _TOKEN + rb":[\t\x20-\x7e]*\r\n)*)\r\n")
-_REFUSED_HEADERS = ("Transfer-Encoding", "Content-Encoding", "Expect", "Upgrade")
+# In a block _HEAD has matched, without whitespace before a line's end: each field's name and value.
+_FIELD = re.compile(r"([^:\r\n]+):[ \t]*([^\r]*)\r\n")
 
 
 class FastRequest(NamedTuple):
@@ -96,16 +97,23 @@ def take_request(
     found = route.pattern.fullmatch(path)
     if found is None:
         return None
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in head[2].split(b"\r\n")[:-1]:
-        name, _, value = line.partition(b":")
-        headers.add(name.decode("ascii"), value.strip(b" \t").decode("ascii"))
-    if len(set(map(str.lower, headers))) != len(headers):
+    block = head[2].decode("ascii")
+    lowered = block.lower()  # (a value merely containing one of these names is left to aiohttp too)
+    if (
+        "transfer-encoding:" in lowered
+        or "content-encoding:" in lowered
+        or "expect:" in lowered
+        or "upgrade:" in lowered
+        or " \r\n" in block
+        or "\t\r\n" in block
+    ):
+        return None
+    fields = _FIELD.findall(block)
+    if len({name.lower() for name, _ in fields}) != len(fields):
         return None  # a header twice: aiohttp refuses some (Host, Content-Length), judges others
+    headers = CIMultiDict(fields)
     length = headers.get("Content-Length")
     if length is None or "Host" not in headers or not length.isdigit() or len(length) > 9:
-        return None
-    if any(name in headers for name in _REFUSED_HEADERS):
         return None
     connection = headers.get("Connection")
     if connection is not None and connection.lower() != "keep-alive":
@@ -138,17 +146,18 @@ class _Date:
 
 def encode_answer(answer: JsonAnswer) -> bytes:
     """The bytes of a JSON answer, with the headers aiohttp would send (Date, Server, length)."""
-    extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in (answer.headers or {}).items())
-    return b"".join(
-        (
-            _status_line(answer.status),
-            b"Content-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\nDate: %s\r\n"
-            b"Server: %s\r\n" % (len(answer.body), _Date.now(), SERVER_HEADER.encode()),
-            extra,
-            b"Connection: close\r\n\r\n" if answer.close else b"\r\n",
-            answer.body,
-        )
+    extra = "".join([f"{k}: {v}\r\n" for k, v in answer.headers.items()]) if answer.headers else ""
+    return b"%sContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\nDate: %s\r\n%s%s%s" % (
+        _status_line(answer.status),
+        len(answer.body),
+        _Date.now(),
+        _SERVER_AND + extra.encode(),
+        b"Connection: close\r\n\r\n" if answer.close else b"\r\n",
+        answer.body,
     )
+
+
+_SERVER_AND = b"Server: %s\r\n" % SERVER_HEADER.encode()
 
 
 class FastPathHandler(web_protocol.RequestHandler):
