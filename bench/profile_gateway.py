@@ -37,7 +37,10 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("publish (NATS)", ("nats/", "shared/bus.py", "shared/runs.py")),
     ("middleware (shared/http.py)", ("shared/http.py",)),
     ("handler (rate limits, cache, checks)", ("routines_gateway/",)),
-    ("HTTP (aiohttp parsing, routing, writing)", ("aiohttp/", "multidict", "yarl")),
+    (
+        "HTTP (the fast path; aiohttp parsing, routing, writing)",
+        ("shared/fastpath.py", "aiohttp/", "multidict", "yarl"),
+    ),
 ]
 OTHER = "event loop, asyncio, other"
 
