@@ -45,6 +45,10 @@ MAX_HEAD = 8192
 """Request line and headers the fast path reads at most; longer ones go to aiohttp (which has
 its own, per line and per field, limits)."""
 
+HOLD = 65536
+"""Bytes received behind the request being answered past which reading pauses until it is (what
+is not whole then goes to aiohttp, which reads the rest)."""
+
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # The request line and the header block, strictly: no obs-fold, no bare LF, no space before a
 # colon, no control or non-ASCII byte. Linear: every header line starts with a token character.
@@ -190,7 +194,7 @@ class FastPathHandler(web_protocol.RequestHandler):
         self._unread = self._unread + data if self._unread else data
         if self._answering is None:
             self._take_next()
-        elif len(self._unread) > self._route.max_body + MAX_HEAD and not self._held:
+        if len(self._unread) > HOLD and not self._held and not self._handed_over:
             assert self.transport is not None
             self.transport.pause_reading()
             self._held = True
@@ -222,24 +226,32 @@ class FastPathHandler(web_protocol.RequestHandler):
         except Exception:  # a defect: `handle` turns every failure into an answer
             log.exception("unhandled error on the fast path")
             answer = JsonAnswer(500, b'{"error": "internal error", "details": null}', close=True)
-        self._answering = None
         transport = self.transport
         if transport is None or transport.is_closing():
+            self._answering = None
             return  # the client left: the request was still served (a run recorded stays recorded)
         transport.write(encode_answer(answer))
         if answer.close or self._fin or self._draining or self._force_close:
+            self._answering = None
             transport.close()
             return
+        if self._paused:  # the client is not reading its answers: read nothing more until it does
+            try:
+                await self._drain_helper()
+            except ConnectionError:
+                self._answering = None
+                return
+        self._answering = None
         self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         if self._keepalive_handle is None and self._keepalive_timeout > 0:
             self._keepalive_handle = self._loop.call_at(
                 self._next_keepalive_close_time, self._process_keepalive
             )
-        if self._held:
-            self._held = False
-            transport.resume_reading()
         if self._unread:
             self._take_next()
+        if self._held and len(self._unread) <= HOLD:
+            self._held = False
+            transport.resume_reading()
 
     def _process_keepalive(self) -> None:
         if self._answering is not None:  # not idle: the deadline is set again after the answer

@@ -4,8 +4,10 @@ on connections that live and end as aiohttp's do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -223,3 +225,40 @@ async def test_a_fire_being_committed_at_shutdown_is_answered(
     assert await asyncio.wait_for(idle_reader.read(), 5) == b""
     writer.close()
     idle_writer.close()
+
+
+async def test_a_client_that_does_not_read_its_answers_is_not_served_without_bound(
+    gateway_server: TestServer,
+) -> None:
+    """A client pipelining requests and reading no answer: once the answers it has not read fill
+    the transport's buffer, the gateway stops reading its requests (as aiohttp's handling does)
+    instead of holding an ever longer queue of answers in memory; and what it has received but
+    not yet served stays bounded too."""
+    assert gateway_server.port is not None
+    requests = wire(UNKNOWN, {"Content-Type": "application/json"}, b"{}") * 40_000  # ~6 MB, ~12 MB of answers
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(3)
+    await asyncio.get_running_loop().sock_connect(sock, (gateway_server.host, gateway_server.port))
+    sock.settimeout(3)
+
+    def send() -> None:
+        with contextlib.suppress(TimeoutError, OSError):
+            sock.sendall(requests)
+
+    sending = asyncio.create_task(asyncio.to_thread(send))
+    await asyncio.sleep(0.5)
+    (handler,) = [h for h in gateway_server.runner.server.connections if isinstance(h, FastPathHandler)]  # type: ignore[union-attr]
+    buffered: list[tuple[int, int]] = []
+    for _ in range(20):
+        await asyncio.sleep(0.1)
+        # (Closed means it took every request and queued every answer, then went idle.)
+        assert handler.transport is not None, (
+            f"served all 40,000 unread answers within {len(buffered) / 10} s"
+        )
+        buffered.append((handler.transport.get_write_buffer_size(), len(handler._unread)))
+    # Answers waiting to be written; requests received, waiting to be read: a read's worth or so.
+    assert max(answers for answers, _ in buffered) < 256 * 1024, buffered
+    assert max(unread for _, unread in buffered) < 512 * 1024, buffered
+    sock.close()
+    await sending
