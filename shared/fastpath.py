@@ -8,9 +8,10 @@ simple request with one regular expression answers ~7 times as many on this host
 wire itself when, and only when, all of it is plainly well formed and already here:
 
 - `POST <path of the route> HTTP/1.1`, every header line `token: visible ASCII`, at most
-  `MAX_HEAD` bytes of them, no header twice, no whitespace after a value; `Host`;
-  `Content-Length` (digits, at most the route's body limit); no `Transfer-Encoding`,
-  `Content-Encoding`, `Expect` or `Upgrade`, no `Connection` other than keep-alive;
+  `MAX_HEAD` bytes and `MAX_HEADERS` lines of them, no header twice, no whitespace after a
+  value; `Host`; `Content-Length` (digits, at most the route's body limit); no
+  `Transfer-Encoding`, `Content-Encoding`, `Expect` or `Upgrade`, no `Connection` other than
+  keep-alive;
 - the whole body has arrived with it.
 
 Anything else — another route or method, a header it does not take, a request still arriving in
@@ -44,6 +45,9 @@ log = get_logger(__name__)
 MAX_HEAD = 8192
 """Request line and headers the fast path reads at most; longer ones go to aiohttp (which has
 its own, per line and per field, limits)."""
+
+MAX_HEADERS = 100
+"""Header lines the fast path takes at most (aiohttp's parser refuses more than 128)."""
 
 HOLD = 65536
 """Bytes received behind the request being answered past which reading pauses until it is (what
@@ -113,7 +117,7 @@ def take_request(
     ):
         return None
     fields = _FIELD.findall(block)
-    if len({name.lower() for name, _ in fields}) != len(fields):
+    if len(fields) > MAX_HEADERS or len({name.lower() for name, _ in fields}) != len(fields):
         return None  # a header twice: aiohttp refuses some (Host, Content-Length), judges others
     headers = CIMultiDict(fields)
     length = headers.get("Content-Length")
@@ -222,26 +226,18 @@ class FastPathHandler(web_protocol.RequestHandler):
 
     async def _answer(self, request: FastRequest) -> None:
         try:
-            answer = await self._route.handle(request)
-        except Exception:  # a defect: `handle` turns every failure into an answer
-            log.exception("unhandled error on the fast path")
-            answer = JsonAnswer(500, b'{"error": "internal error", "details": null}', close=True)
+            answered = await self._answered(request)
+        except BaseException:  # cancelled (a writer of the group commit was): nothing more here
+            self._answering = None
+            self.force_close()
+            raise
+        self._answering = None
         transport = self.transport
-        if transport is None or transport.is_closing():
-            self._answering = None
-            return  # the client left: the request was still served (a run recorded stays recorded)
-        transport.write(encode_answer(answer))
-        if answer.close or self._fin or self._draining or self._force_close:
-            self._answering = None
+        if not answered or transport is None:
+            return
+        if self._ending():
             transport.close()
             return
-        if self._paused:  # the client is not reading its answers: read nothing more until it does
-            try:
-                await self._drain_helper()
-            except ConnectionError:
-                self._answering = None
-                return
-        self._answering = None
         self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
         if self._keepalive_handle is None and self._keepalive_timeout > 0:
             self._keepalive_handle = self._loop.call_at(
@@ -252,6 +248,32 @@ class FastPathHandler(web_protocol.RequestHandler):
         if self._held and len(self._unread) <= HOLD:
             self._held = False
             transport.resume_reading()
+
+    async def _answered(self, request: FastRequest) -> bool:
+        """Answer `request`; False if the connection is gone or closing after it."""
+        try:
+            answer = await self._route.handle(request)
+        except Exception:  # a defect: `handle` turns every failure into an answer
+            log.exception("unhandled error on the fast path")
+            answer = JsonAnswer(500, b'{"error": "internal error", "details": null}', close=True)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False  # the client left: the request was still served (a run recorded stays recorded)
+        transport.write(encode_answer(answer))
+        if answer.close:
+            transport.close()
+            return False
+        if self._paused and not self._ending():  # the client is not reading its answers: read
+            try:  # nothing more until it does
+                await self._drain_helper()
+            except ConnectionError:
+                return False
+        return True
+
+    def _ending(self) -> bool:
+        """The connection closes after the answer being written: half-closed by the client, or
+        the server is shutting down."""
+        return self._fin or self._draining or self._close or self._force_close
 
     def _process_keepalive(self) -> None:
         if self._answering is not None:  # not idle: the deadline is set again after the answer

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from routines_gateway.app import COMMITTER_KEY
 from shared.fastpath import FastPathHandler
 from tests.integration.api_client import Client
 from tests.integration.test_gateway import Hook, gateway_app, make_hook, run_count
@@ -262,3 +263,29 @@ async def test_a_client_that_does_not_read_its_answers_is_not_served_without_bou
     assert max(unread for _, unread in buffered) < 512 * 1024, buffered
     sock.close()
     await sending
+
+
+async def test_a_fire_whose_commit_is_cancelled_closes_its_connection(
+    api: Client, stack: Stack, admin_token: str
+) -> None:
+    """A group-commit writer cancelled under a fire (its batch's fires get CancelledError) ends
+    that connection at once, as aiohttp's handling does — not left open and unanswered forever."""
+    hook = await make_hook(api, admin_token, "bearer")
+    app = gateway_app(stack, header_timeout_sec=1.0)
+
+    async def cancelled(_run: Any) -> bool:
+        raise asyncio.CancelledError
+
+    server = served(app)
+    await server.start_server()
+    app[COMMITTER_KEY].submit = cancelled  # type: ignore[method-assign,assignment]
+    try:
+        assert server.port is not None
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(wire(hook.path, hook.headers(b"{}"), b"{}"))
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert time.monotonic() - started < 0.5
+        writer.close()
+    finally:
+        await server.close()

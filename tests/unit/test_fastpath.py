@@ -177,6 +177,7 @@ def test_a_plain_fire_is_taken_with_what_follows_it_left() -> None:
         ("control byte", request([*WELL_FORMED, ("X-A", "a\x7fb")])),
         ("whitespace after a value", request([*WELL_FORMED, ("X-A", "a \t")])),
         ("head too long", request([*WELL_FORMED, ("X-Pad", "a" * MAX_HEAD)])),
+        ("more headers than aiohttp takes", request([*WELL_FORMED, *((f"X-{i}", "a") for i in range(130))])),
     ],
 )
 def test_anything_unusual_is_left_to_aiohttp(why: str, data: bytes) -> None:
