@@ -13,7 +13,6 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -28,7 +27,7 @@ from nats.js.api import (
     StreamInfo,
 )
 
-from shared.logging import get_logger, redact_text
+from shared.logging import REQUEST_ID, get_logger, redact_text, request_id_bound
 from shared.settings import CommonSettings
 
 log = get_logger(__name__)
@@ -121,8 +120,7 @@ def trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def current_request_id() -> str | None:
     """The request id bound to this context's log lines, if any."""
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
-    return str(request_id) if request_id else None
+    return REQUEST_ID.get() or None
 
 
 def message_context(msg: Msg) -> contextlib.AbstractContextManager[object]:
@@ -134,7 +132,7 @@ def message_context(msg: Msg) -> contextlib.AbstractContextManager[object]:
 def request_context(request_id: str | None) -> contextlib.AbstractContextManager[object]:
     """`request_id` bound to log lines and trace headers for a `with` block (None: nothing bound)."""
     if request_id:
-        return structlog.contextvars.bound_contextvars(request_id=request_id)
+        return request_id_bound(request_id)
     return contextlib.nullcontext()
 
 

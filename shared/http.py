@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import math
 import os
@@ -13,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
-import structlog
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
@@ -35,7 +35,7 @@ from shared.errors import (
 from shared.fastpath import FastRequest, JsonAnswer
 from shared.lifecycle import HANDLER_ARGS_KEY, Supervisor
 from shared.lifecycle import SUPERVISOR_KEY as SUPERVISOR_KEY
-from shared.logging import get_logger
+from shared.logging import REQUEST_ID, get_logger
 from shared.loop_metrics import LoopCounter, LoopHistogram
 from shared.protocol import hide_server_banner, install_protocol_handling
 from shared.settings import CommonSettings
@@ -145,23 +145,46 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
     finally:
-        _account(request.app, _route_name(request), request.method, request.path, status, started)
+        app = request.app
+        _account(
+            app[SETTINGS_KEY].access_log,
+            app.get(REFUSAL_LINES_KEY),
+            _route_name(request),
+            request.method,
+            request.path,
+            status,
+            started,
+        )
 
 
 def _request_id(incoming: str) -> str:
-    """The request's id, bound for every log line until `_account`: the client's if it is safe
-    to log, else a fresh one."""
-    request_id = incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else os.urandom(16).hex()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    """The request's id, on every log line until `_account`: the client's if it is safe to log,
+    else a new one (unique in this process's life; a request id needs no secrecy)."""
+    request_id = (
+        incoming if incoming and _SAFE_REQUEST_ID.match(incoming) else f"{_ID_PREFIX}{next(_ID_COUNT):012x}"
+    )
+    REQUEST_ID.set(request_id)
     return request_id
 
 
-def _account(app: web.Application, route: str, method: str, path: str, status: int, started: float) -> None:
+_ID_PREFIX = os.urandom(10).hex()
+_ID_COUNT = itertools.count()
+
+
+def _account(
+    access_log: str,
+    lines: RefusalLines | None,
+    route: str,
+    method: str,
+    path: str,
+    status: int,
+    started: float,
+) -> None:
     """An answered request's metrics and access line; its request id unbound."""
     elapsed = time.perf_counter() - started
     _observe(route, method, status, elapsed)
-    if _wants_access_line(app[SETTINGS_KEY].access_log, route, status):
-        suppressed = app[REFUSAL_LINES_KEY].admit(route) if status == 429 else 0
+    if _wants_access_line(access_log, route, status):
+        suppressed = lines.admit(route) if status == 429 and lines is not None else 0
         if suppressed is not None:
             log.info(
                 "request",
@@ -171,7 +194,7 @@ def _account(app: web.Application, route: str, method: str, path: str, status: i
                 duration_ms=round(elapsed * 1000, 2),
                 **({"suppressed": suppressed} if suppressed else {}),
             )
-    structlog.contextvars.unbind_contextvars("request_id")
+    REQUEST_ID.set(None)
 
 
 def fast_edge(
@@ -179,6 +202,8 @@ def fast_edge(
 ) -> Callable[[FastRequest], Awaitable[JsonAnswer]]:
     """`handle` behind the edge of `edge_middleware`, for a route the fast path serves (`route`
     is its name in the metrics): request id, every failure a JSON answer, metrics, access line."""
+
+    access_log, lines = app[SETTINGS_KEY].access_log, app[REFUSAL_LINES_KEY]
 
     async def served(request: FastRequest) -> JsonAnswer:
         request_id = _request_id(request.headers.get(REQUEST_ID_HEADER, ""))
@@ -193,9 +218,14 @@ def fast_edge(
                 log.exception("unhandled error")
                 answer = JsonAnswer(500, _error_body("internal error"))
             status = answer.status
-            return answer._replace(headers={**(answer.headers or {}), REQUEST_ID_HEADER: request_id})
+            headers = (
+                {**answer.headers, REQUEST_ID_HEADER: request_id}
+                if answer.headers
+                else {REQUEST_ID_HEADER: request_id}
+            )
+            return JsonAnswer(status, answer.body, headers, answer.close)
         finally:
-            _account(app, route, "POST", request.path, status, started)
+            _account(access_log, lines, route, "POST", request.path, status, started)
 
     return served
 

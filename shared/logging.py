@@ -7,7 +7,9 @@ import functools
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -70,6 +72,32 @@ def redact_secrets(
     return event_dict
 
 
+REQUEST_ID: ContextVar[str | None] = ContextVar("routines_request_id", default=None)
+"""The request (or the message of one) being served: on every log line written meanwhile and in
+the trace header of what is published. Its own variable, not structlog's bound context: setting
+it costs a tenth of binding, and every request the gateway answers sets it."""
+
+
+def add_request_id(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Processor: the request id being served, if any, on the line."""
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
+@contextmanager
+def request_id_bound(request_id: str | None) -> Iterator[None]:
+    """`request_id` for the lines and trace headers of a `with` block, the one before it after."""
+    token = REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        REQUEST_ID.reset(token)
+
+
 def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> None:
     """Configure structlog and the stdlib root logger for this process."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -80,6 +108,7 @@ def configure_logging(service: str, level: str = "info", fmt: str = "auto") -> N
     )
     shared_processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,

@@ -7,10 +7,10 @@ from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
-from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from shared.bus import REQUEST_ID_HEADER, message_context
+from shared.logging import add_request_id, request_id_bound
 
 
 def _msg(request_id: str | None) -> Msg:
@@ -20,7 +20,7 @@ def _msg(request_id: str | None) -> Msg:
 
 def test_each_message_binds_its_own_request_id_only_while_it_is_handled() -> None:
     log: Any = structlog.get_logger()
-    with capture_logs(processors=[merge_contextvars]) as lines:
+    with capture_logs(processors=[add_request_id]) as lines:
         with message_context(_msg("first")):
             log.info("deciding")
         log.info("between batches")
@@ -39,8 +39,8 @@ def test_each_message_binds_its_own_request_id_only_while_it_is_handled() -> Non
 def test_an_outer_request_id_is_restored_after_a_message() -> None:
     log: Any = structlog.get_logger()
     with (
-        capture_logs(processors=[merge_contextvars]) as lines,
-        structlog.contextvars.bound_contextvars(request_id="outer"),
+        capture_logs(processors=[add_request_id]) as lines,
+        request_id_bound("outer"),
     ):
         with message_context(_msg("inner")):
             log.info("inside")
