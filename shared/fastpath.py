@@ -42,9 +42,9 @@ from shared.protocol import SERVER_HEADER, answer_half_closed
 
 log = get_logger(__name__)
 
-MAX_HEAD = 8192
-"""Request line and headers the fast path reads at most; longer ones go to aiohttp (which has
-its own, per line and per field, limits)."""
+MAX_HEAD = 8190
+"""Request line and headers the fast path reads at most, so no line of them is longer than aiohttp
+takes (8,190 bytes a line by default); longer ones go to aiohttp."""
 
 MAX_HEADERS = 100
 """Header lines the fast path takes at most (aiohttp's parser refuses more than 128)."""
@@ -315,6 +315,12 @@ def with_fast_route(app: web.Application, server: web.Server) -> web.Server:
     route = app.get(FAST_ROUTE_KEY)
     if route is None:
         return server
+    # What the fast path takes, aiohttp's parser must take too (it would refuse the same bytes).
+    limits = {"max_line_size": MAX_HEAD, "max_field_size": MAX_HEAD, "max_headers": MAX_HEADERS}
+    for name, ours in limits.items():
+        theirs = server._kwargs.get(name, _AIOHTTP_LIMITS[name])
+        if theirs < ours:
+            raise ValueError(f"{name}={theirs} is below what the fast path takes ({ours})")
     return FastPathServer(
         server.request_handler,
         request_factory=server.request_factory,
@@ -323,6 +329,9 @@ def with_fast_route(app: web.Application, server: web.Server) -> web.Server:
         route=route,
         **server._kwargs,
     )
+
+
+_AIOHTTP_LIMITS = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}  # its defaults
 
 
 class ServiceRunner(web.AppRunner):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 import socket
@@ -223,6 +224,7 @@ async def test_a_fire_being_committed_at_shutdown_is_answered(
         await db.fetchval("SELECT count(*) FROM routine_runs WHERE id = $1::uuid", json.loads(body)["runId"])
         == 1
     )
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # then its connection ends too
     assert await asyncio.wait_for(idle_reader.read(), 5) == b""
     writer.close()
     idle_writer.close()
@@ -289,3 +291,33 @@ async def test_a_fire_whose_commit_is_cancelled_closes_its_connection(
         writer.close()
     finally:
         await server.close()
+
+
+async def test_requests_without_an_id_each_get_a_new_random_one(
+    api: Client, gateway_server: TestServer, admin_token: str
+) -> None:
+    """Pipelined fires without X-Request-ID are each given their own id — 32 hex digits, random
+    (a client that saw one cannot name the next: consecutive ids share no prefix) — and a client's
+    safe id is echoed, an unsafe one replaced."""
+    hook = await make_hook(api, admin_token, "bearer")
+    assert gateway_server.port is not None
+    reader, writer = await asyncio.open_connection(gateway_server.host, gateway_server.port)
+    bodies = [b'{"n": %d}' % i for i in range(6)]
+    headers: list[dict[str, str]] = [
+        {},
+        {},
+        {},
+        {},
+        {"X-Request-ID": "mine-1"},
+        {"X-Request-ID": "no spaces"},
+    ]
+    writer.write(
+        b"".join(wire(hook.path, {**hook.headers(b), **h}, b) for b, h in zip(bodies, headers, strict=True))
+    )
+    ids = [(await read_answer(reader))[1]["X-Request-ID"] for _ in bodies]
+    writer.close()
+    generated = [*ids[:4], ids[5]]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in generated), ids
+    assert len(set(generated)) == 5
+    assert all(a[:8] != b[:8] for a, b in itertools.pairwise(generated)), ids
+    assert ids[4] == "mine-1"
