@@ -27,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, NamedTuple
 
 from aiohttp import web, web_protocol
+from aiohttp.helpers import rfc822_formatted_time
 from multidict import CIMultiDict
 
 from shared.logging import get_logger
@@ -138,27 +137,13 @@ def _status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())
 
 
-class _Date:
-    """The Date header's value, formatted once a second."""
-
-    second = -1
-    value = b""
-
-    @classmethod
-    def now(cls) -> bytes:
-        second = int(time.time())
-        if second != cls.second:
-            cls.second, cls.value = second, formatdate(second, usegmt=True).encode()
-        return cls.value
-
-
 def encode_answer(answer: JsonAnswer) -> bytes:
     """The bytes of a JSON answer, with the headers aiohttp would send (Date, Server, length)."""
     extra = "".join([f"{k}: {v}\r\n" for k, v in answer.headers.items()]) if answer.headers else ""
     return b"%sContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\nDate: %s\r\n%s%s%s" % (
         _status_line(answer.status),
         len(answer.body),
-        _Date.now(),
+        rfc822_formatted_time().encode(),
         _SERVER_AND + extra.encode(),
         b"Connection: close\r\n\r\n" if answer.close else b"\r\n",
         answer.body,
