@@ -6,11 +6,13 @@ import asyncio
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,12 +54,16 @@ async def reset_statement_stats(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_stat_statements_reset()")
 
 
-async def top_statements(conn: asyncpg.Connection, limit: int, leave_out: str = "") -> list[asyncpg.Record]:
-    """The statements Postgres spent most time in since the reset (waits for locks included),
-    whitespace folded; `leave_out`: a statement (as pg_stat_statements writes it) not to list."""
+async def top_statements(
+    conn: asyncpg.Connection, limit: int, leave_out: str = "", by: str = "total_exec_time"
+) -> list[asyncpg.Record]:
+    """The statements Postgres spent most time in since the reset (waits for locks included), or
+    wrote the most WAL (`by="wal_bytes"`), whitespace folded; `leave_out`: a statement (as
+    pg_stat_statements writes it) not to list."""
+    assert by in ("total_exec_time", "wal_bytes")
     return await conn.fetch(
-        "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') AS query"
-        " FROM pg_stat_statements WHERE query <> $1 ORDER BY total_exec_time DESC LIMIT $2",
+        "SELECT calls, total_exec_time, wal_bytes, wal_fpi, regexp_replace(query, '\\s+', ' ', 'g') AS query"
+        f" FROM pg_stat_statements WHERE query <> $1 ORDER BY {by} DESC LIMIT $2",
         leave_out,
         limit,
     )
@@ -218,7 +224,9 @@ async def add_webhooks(
 
 
 class CpuMeter:
-    """CPU seconds (user + system) used by named processes and their children between two reads."""
+    """CPU seconds (user + system) used by named processes and their children between two reads:
+    those that exited in between too (a process's children_* times hold its reaped children's;
+    Postgres' backends and autovacuum workers come and go)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
@@ -232,7 +240,7 @@ class CpuMeter:
                 for proc in [root, *root.children(recursive=True)]:
                     try:
                         times = proc.cpu_times()
-                        total += times.user + times.system
+                        total += times.user + times.system + times.children_user + times.children_system
                     except psutil.Error:
                         continue
             except psutil.Error:
@@ -244,6 +252,49 @@ class CpuMeter:
     def used(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
         """Cores used on average by each process over `seconds`."""
         return {name: round((after[name] - before[name]) / seconds, 3) for name in before}
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(all, idle) CPU seconds of the whole machine so far; two reads give the cores busy between."""
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return sum(times), idle
+
+
+def machine_busy(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Cores of the whole machine busy between two `machine_cpu` reads (load generator included)."""
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return cpu_count() * (1 - idle / total) if total > 0 else 0.0
+
+
+_BURN = """
+import sys, time
+duty = float(sys.argv[1])
+while True:
+    end = time.perf_counter() + duty / 100
+    while time.perf_counter() < end:
+        pass
+    time.sleep((1 - duty) / 100)
+"""
+
+
+@contextmanager
+def cpu_burner(cores: float) -> Iterator[list[int]]:
+    """Unrelated work on the same machine while inside: processes (their pids given) that keep
+    `cores` cores busy in all, each busy a share of every 10 ms; killed on the way out. A control:
+    what any such load costs what is measured."""
+    procs: list[subprocess.Popen[bytes]] = []
+    left = max(0.0, cores)
+    try:
+        while left > 0.005:
+            duty = min(1.0, left)
+            procs.append(subprocess.Popen([sys.executable, "-c", _BURN, str(duty)]))
+            left -= duty
+        yield [proc.pid for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 async def in_transaction(conn: asyncpg.Connection, pid: int) -> bool:

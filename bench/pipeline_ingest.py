@@ -32,6 +32,9 @@ from bench.common import (
     PeakRss,
     World,
     add_webhooks,
+    cpu_burner,
+    machine_busy,
+    machine_cpu,
     reset_statement_stats,
     seed,
     servers,
@@ -149,7 +152,9 @@ class Bench:
         assert row is not None
         return int(row["commits"]), int(row["wal_bytes"])
 
-    async def measure(self, world: World, *, stopped: bool, count: int) -> dict[str, Any]:
+    async def measure(self, world: World, *, stopped: bool, count: int, burn: float = 0.0) -> dict[str, Any]:
+        """One load of `count` fires for `seconds`, the dispatcher running or stopped mid-transaction;
+        `burn`: cores of unrelated CPU work on the machine meanwhile (a control)."""
         requests = self.tmp / "fires.tsv"
         write_requests(requests, signed_fires(world.hooks, count, start=self.offset))
         self.offset += count
@@ -175,7 +180,12 @@ class Bench:
                 load_began = await self.conn.fetchval("SELECT clock_timestamp()")
                 if self.statements:
                     await reset_statement_stats(self.conn)
-                wrk = await asyncio.to_thread(run_wrk, self.gateway.url, requests, CONNECTIONS, self.seconds)
+                with cpu_burner(burn):
+                    machine_before = machine_cpu()
+                    wrk = await asyncio.to_thread(
+                        run_wrk, self.gateway.url, requests, CONNECTIONS, self.seconds
+                    )
+                    busy = machine_busy(machine_before, machine_cpu())
                 elapsed = time.perf_counter() - started
                 cores = CpuMeter.used(before, self.cpu.read(), elapsed)
                 wal_after = await self._wal()
@@ -188,6 +198,7 @@ class Bench:
                 )
                 assert decided is not None
                 top = await top_statements(self.conn, 6) if self.statements else []
+                top_wal = await top_statements(self.conn, 6, by="wal_bytes") if self.statements else []
         finally:
             if stopped:
                 self.dispatcher.proc.send_signal(signal.SIGCONT)
@@ -197,7 +208,10 @@ class Bench:
             await asyncio.sleep(0.05)
         drain = time.perf_counter() - load_ended
         return {
-            "dispatcher": "stopped" if stopped else "running",
+            "dispatcher": ("stopped+load" if burn else "stopped") if stopped else "running",
+            "burn_cores": burn,
+            # The whole machine's busy cores during the load (wrk and the burner included).
+            "machine_busy_cores": busy,
             "stopped_mid_transaction": mid_transaction,
             "accepted_per_sec": wrk.per_sec(202),
             "p50_ms": wrk.p50_ms,
@@ -206,14 +220,9 @@ class Bench:
             "server_errors": wrk.server_errors,
             "backlog_at_end": backlog,
             # Postgres time by statement over the load (waits included), µs per accepted fire.
-            "statements": [
-                {
-                    "calls": row["calls"],
-                    "us_per_fire": row["total_exec_time"] * 1000 / max(1, wrk.statuses.get(202, 0)),
-                    "query": row["query"][:100],
-                }
-                for row in top
-            ],
+            "statements": [_statement(row, wrk.statuses.get(202, 0)) for row in top],
+            # The statements that wrote the most WAL over the load: bytes and full-page images.
+            "statements_by_wal": [_statement(row, wrk.statuses.get(202, 0)) for row in top_wal],
             "drain_sec": drain,
             "decided_during_load": decided["runs"],
             "decision_transactions": decided["transactions"],
@@ -224,10 +233,31 @@ class Bench:
         }
 
 
+def _statement(row: asyncpg.Record, accepted: int) -> dict[str, Any]:
+    """One pg_stat_statements row, per accepted fire."""
+    return {
+        "calls": row["calls"],
+        "us_per_fire": row["total_exec_time"] * 1000 / max(1, accepted),
+        "wal_bytes_per_fire": int(row["wal_bytes"]) / max(1, accepted),
+        "fpi_per_fire": row["wal_fpi"] / max(1, accepted),
+        "query": row["query"][:100],
+    }
+
+
+def _print_statements(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        print(
+            f"    {row['calls']:>7,} calls {row['us_per_fire']:7.1f} µs/fire "
+            f"{row['wal_bytes_per_fire']:7,.0f} WAL B/fire {row['fpi_per_fire']:5.2f} FPI/fire  {row['query']}"
+        )
+
+
 def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
     locks = r["locks"]
     return (
-        f"  {shape:<16} {policy:<19} dispatcher {r['dispatcher']:<7}: {r['accepted_per_sec']:7,.0f} fires/s, "
+        f"  {shape:<16} {policy:<19} dispatcher {r['dispatcher']:<7}"
+        + (f" ({r['burn_cores']:.2f} cores)" if r["burn_cores"] else "")
+        + f": {r['accepted_per_sec']:7,.0f} fires/s, "
         f"p50 {r['p50_ms']:6.1f} ms, p99 {r['p99_ms']:6.1f} ms, 5xx {r['server_errors']}, "
         f"backlog {r['backlog_at_end']:6,} drained in {r['drain_sec']:5.2f} s; "
         + ("(stopped mid-transaction) " if r["stopped_mid_transaction"] else "")
@@ -238,7 +268,8 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
         )
         + f"ingest behind dispatcher lock in {locks['share_behind_dispatcher']:.0%} of {locks['samples']} samples; "
         + "".join(f"{table} in {share:.0%}; " for table, share in locks["autovacuum"].items())
-        + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s; cores: "
+        + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s; "
+        + f"machine busy {r['machine_busy_cores']:.2f} cores; cores: "
         + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items() if k not in ("api", "scheduler"))
     )
 
@@ -250,6 +281,7 @@ async def main(
     policies: tuple[str, ...] = POLICIES,
     statements: bool = False,
     analyze: bool = False,
+    control: bool = False,
 ) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -276,7 +308,6 @@ async def main(
         bench = Bench(conn, stack.database_url, processes[0], processes[1], s.tmp, seconds, cpu, statements)
         try:
             for (n, policy), world in worlds.items():
-                shape = "one routine" if n == 1 else f"{n:,} routines"
                 # Warm-up (unmeasured): the trigger cache, Postgres' buffers, the dispatcher's plans.
                 await asyncio.to_thread(
                     run_wrk, bench.gateway.url, _warm(s.tmp, world), CONNECTIONS, min(3.0, seconds)
@@ -287,17 +318,21 @@ async def main(
                     # As autovacuum would, sooner or later: prepared statements' cached plans are
                     # dropped and made again for the table as it is now (a long-running system).
                     await conn.execute("ANALYZE routine_runs, issues")
-                count = int(seconds * 15_000)
-                for _ in range(rounds if n == 1 else 1):
-                    for stopped in (False, True):
-                        r = await bench.measure(world, stopped=stopped, count=count)
-                        r.update(shape=shape, routines=n, policy=policy)
-                        results.append(r)
-                        print(_line(shape, policy, r), flush=True)
-                        for row in r["statements"]:
-                            print(
-                                f"    {row['calls']:>7,} calls {row['us_per_fire']:7.1f} µs/fire  {row['query']}"
-                            )
+                for i in range(rounds if n == 1 else 1):
+                    # Running first in even rounds, stopped first in odd ones: what drifts over a
+                    # run (the table's growth) does not always fall on the same side of the ratio.
+                    measured: dict[bool, dict[str, Any]] = {}
+                    for stopped in (False, True) if i % 2 == 0 else (True, False):
+                        measured[stopped] = await _measure(bench, conn, world, n, policy, stopped)
+                    in_round = list(measured.values())
+                    if control and n == 1:
+                        # The same load with the dispatcher stopped and, instead, unrelated work
+                        # of the CPU its decisions took (its process and Postgres' extra).
+                        burn = _decision_cores(measured)
+                        in_round.append(await _measure(bench, conn, world, n, policy, True, burn))
+                    for r in in_round:
+                        r["round"] = i
+                    results += in_round
         finally:
             await rss.stop()
             for process in processes:
@@ -313,6 +348,37 @@ async def main(
     }
     (RESULTS / "pipeline_ingest.json").write_text(json.dumps(out, indent=2, default=str))
     return out
+
+
+async def _measure(
+    bench: Bench,
+    conn: asyncpg.Connection,
+    world: World,
+    n: int,
+    policy: str,
+    stopped: bool,
+    burn: float = 0.0,
+) -> dict[str, Any]:
+    # Each measurement starts from the same state: the backlog drained and the dead rows of the
+    # previous drain vacuumed, so that autovacuum of the last measurement's decisions does not run
+    # in this one. What this load's own decisions make autovacuum do still counts against it.
+    await conn.execute("VACUUM routine_runs, issues")
+    r = await bench.measure(world, stopped=stopped, count=int(bench.seconds * 15_000), burn=burn)
+    shape = "one routine" if n == 1 else f"{n:,} routines"
+    r.update(shape=shape, routines=n, policy=policy)
+    print(_line(shape, policy, r), flush=True)
+    _print_statements(r["statements"])
+    if r["statements_by_wal"]:
+        print("    by WAL written:")
+        _print_statements(r["statements_by_wal"])
+    return r
+
+
+def _decision_cores(measured: dict[bool, dict[str, Any]]) -> float:
+    """Cores the decisions took in a round: the dispatcher's own, and what Postgres used beyond
+    the same load with the dispatcher stopped."""
+    running, stopped = measured[False]["cores_used"], measured[True]["cores_used"]
+    return float(running["run-dispatcher"] + max(0.0, running["postgres"] - stopped["postgres"]))
 
 
 def _warm(tmp: Any, world: World) -> Any:
@@ -337,6 +403,12 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             r for r in results if (r["shape"], r["policy"], r["dispatcher"]) == (shape, policy, "stopped")
         ]
 
+        control = [
+            r
+            for r in results
+            if (r["shape"], r["policy"], r["dispatcher"]) == (shape, policy, "stopped+load")
+        ]
+
         def mean(rs: list[dict[str, Any]], key: str) -> float:
             return statistics.fmean(r[key] for r in rs) if rs else float("nan")
 
@@ -354,19 +426,42 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "server_errors_running": sum(r["server_errors"] for r in running),
         }
         row["ratio"] = row["running_per_sec"] / row["stopped_per_sec"] if row["stopped_per_sec"] else math.nan
+        # Each round's own ratio: the host drifts over a run, a round's two loads are minutes apart.
+        by_round = {r["round"]: r for r in stopped}
+        row["round_ratios"] = [
+            r["accepted_per_sec"] / by_round[r["round"]]["accepted_per_sec"]
+            for r in running
+            if by_round.get(r["round"], {}).get("accepted_per_sec")
+        ]
+        if control:
+            row["control_cores"] = mean(control, "burn_cores")
+            row["control_per_sec"] = mean(control, "accepted_per_sec")
+            row["control_ratio"] = row["control_per_sec"] / row["stopped_per_sec"]
         rows.append(row)
         print(
             f"| {shape} | {policy} | {row['running_per_sec']:,.0f} | {row['running_p50_ms']:.1f} ms "
             f"| {row['running_p99_ms']:.1f} ms | {row['running_drain_sec']:.2f} s | {row['stopped_per_sec']:,.0f} "
             f"| {row['stopped_p99_ms']:.1f} ms | {row['server_errors_stopped']} | {row['ratio']:.2f} |"
         )
+    for row in rows:
+        if "control_ratio" in row:
+            print(
+                f"control, {row['shape']}, {row['policy']}: dispatcher stopped and {row['control_cores']:.2f} "
+                f"cores of unrelated CPU work (what the decisions took): {row['control_per_sec']:,.0f} fires/s, "
+                f"{row['control_ratio']:.2f} of stopped (the dispatcher running: {row['ratio']:.2f})"
+            )
     hot = [r for r in rows if r["shape"] == "one routine"]
     if hot:
         met = all(r["ratio"] >= 0.9 for r in hot)  # NaN (nothing accepted when stopped) fails
         errors = sum(r["server_errors_stopped"] + r["server_errors_running"] for r in rows)
         print(
             "one routine: running / stopped = "
-            + ", ".join(f"{r['ratio']:.2f} ({r['policy']})" for r in hot)
+            + ", ".join(
+                f"{r['ratio']:.2f} ({r['policy']}; rounds "
+                + ", ".join(f"{x:.2f}" for x in r["round_ratios"])
+                + ")"
+                for r in hot
+            )
             + f" (goal ≥ 0.90: {'met' if met else 'MISSED'}); "
             f"5xx over all runs: {errors} (goal 0: {'met' if errors == 0 else 'MISSED'})"
         )
@@ -383,6 +478,12 @@ def cli() -> None:
         "--statements", action="store_true", help="report Postgres time by statement (pg_stat_statements)"
     )
     parser.add_argument(
+        "--control",
+        action="store_true",
+        help="one routine: also measure the dispatcher stopped with unrelated CPU work of what its "
+        "decisions took (what any such work on the machine costs ingest)",
+    )
+    parser.add_argument(
         "--analyze",
         action="store_true",
         help="ANALYZE routine_runs and issues after each warm-up (as autovacuum would on a running system)",
@@ -390,7 +491,9 @@ def cli() -> None:
     args = parser.parse_args()
     shapes = tuple(int(x) for x in args.shapes.split(","))
     policies = tuple(args.policies.split(","))
-    asyncio.run(main(args.seconds, shapes, args.rounds, policies, args.statements, args.analyze))
+    asyncio.run(
+        main(args.seconds, shapes, args.rounds, policies, args.statements, args.analyze, args.control)
+    )
 
 
 if __name__ == "__main__":
