@@ -51,7 +51,8 @@ POLICIES = ("always_enqueue", "coalesce_if_active")
 INGEST_APPS = ("webhook-gateway", "api", "scheduler")
 WAL = """
 SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits,
-       (SELECT wal_bytes FROM pg_stat_wal) AS wal_bytes
+       (SELECT wal_bytes FROM pg_stat_wal) AS wal_bytes,
+       (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints
 """
 ACTIVITY_SAMPLE = """
 SELECT application_name, coalesce(wait_event_type || ':' || wait_event, 'on CPU') AS doing
@@ -147,10 +148,10 @@ class Bench:
             )
         )
 
-    async def _wal(self) -> tuple[int, int]:
+    async def _wal(self) -> tuple[int, int, int]:
         row = await self.conn.fetchrow(WAL)
         assert row is not None
-        return int(row["commits"]), int(row["wal_bytes"])
+        return int(row["commits"]), int(row["wal_bytes"]), int(row["checkpoints"])
 
     async def measure(self, world: World, *, stopped: bool, count: int, burn: float = 0.0) -> dict[str, Any]:
         """One load of `count` fires for `seconds`, the dispatcher running or stopped mid-transaction;
@@ -230,6 +231,9 @@ class Bench:
             "cores_used": cores,
             "commits_per_sec": (wal_after[0] - wal_before[0]) / elapsed,
             "wal_mb_per_sec": (wal_after[1] - wal_before[1]) / elapsed / 2**20,
+            # Checkpoints begun during the load (each makes the next change of every page write
+            # the whole page to the WAL).
+            "checkpoints": wal_after[2] - wal_before[2],
         }
 
 
@@ -268,7 +272,8 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
         )
         + f"ingest behind dispatcher lock in {locks['share_behind_dispatcher']:.0%} of {locks['samples']} samples; "
         + "".join(f"{table} in {share:.0%}; " for table, share in locks["autovacuum"].items())
-        + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s; "
+        + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s, "
+        + f"checkpoints {r['checkpoints']}; "
         + f"machine busy {r['machine_busy_cores']:.2f} cores; cores: "
         + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items() if k not in ("api", "scheduler"))
     )
@@ -359,10 +364,12 @@ async def _measure(
     stopped: bool,
     burn: float = 0.0,
 ) -> dict[str, Any]:
-    # Each measurement starts from the same state: the backlog drained and the dead rows of the
-    # previous drain vacuumed, so that autovacuum of the last measurement's decisions does not run
-    # in this one. What this load's own decisions make autovacuum do still counts against it.
+    # Each measurement starts from the same state: the backlog drained, the dead rows of the
+    # previous drain vacuumed and its pages written out, so that neither autovacuum nor a
+    # checkpoint owed to the last measurement's decisions runs in this one. What this load's own
+    # decisions make autovacuum and the checkpointer do still counts against it.
     await conn.execute("VACUUM routine_runs, issues")
+    await conn.execute("CHECKPOINT")
     r = await bench.measure(world, stopped=stopped, count=int(bench.seconds * 15_000), burn=burn)
     shape = "one routine" if n == 1 else f"{n:,} routines"
     r.update(shape=shape, routines=n, policy=policy)
