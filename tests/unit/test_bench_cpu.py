@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from bench.common import CpuMeter, cpu_burner
+from bench.common import CpuMeter, cpu_burner, cpu_count, machine_busy, machine_cpu
 from bench.pipeline_ingest import _decision_cores
 
 # A parent that starts a child burning ~0.3 s of CPU, waits for it (reaping it), then idles: as
@@ -59,3 +59,13 @@ def test_decision_cores_are_the_dispatcher_and_postgres_beyond_the_stopped_load(
     # Postgres busier without decisions (noise): only the dispatcher's own.
     quieter = {"cores_used": {"run-dispatcher": 0.14, "postgres": 0.30}}
     assert _decision_cores({False: quieter, True: stopped}) == pytest.approx(0.14)
+
+
+def test_the_machine_figure_is_between_idle_and_every_core() -> None:
+    before = machine_cpu()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # this process busy meanwhile
+        pass
+    busy = machine_busy(before, machine_cpu())
+    assert 0.0 < busy <= cpu_count()
+    assert machine_busy(before, before) == 0.0
