@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 import psutil
@@ -55,7 +55,10 @@ async def reset_statement_stats(conn: asyncpg.Connection) -> None:
 
 
 async def top_statements(
-    conn: asyncpg.Connection, limit: int, leave_out: str = "", by: str = "total_exec_time"
+    conn: asyncpg.Connection,
+    limit: int,
+    leave_out: str = "",
+    by: Literal["total_exec_time", "wal_bytes"] = "total_exec_time",
 ) -> list[asyncpg.Record]:
     """The statements Postgres spent most time in since the reset (waits for locks included), or
     wrote the most WAL (`by="wal_bytes"`), whitespace folded; `leave_out`: a statement (as
