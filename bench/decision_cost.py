@@ -11,7 +11,7 @@ Run: `.venv/bin/python -m bench.decision_cost` (`--rate 1000`: announce at that 
 as a steady stream of fires would; 0: all at once; `--statements`: also print where Postgres spent
 its time, by statement, from pg_stat_statements; `--per-message N`: N runs named per message, as
 the gateway announces a group commit's; `--concurrency N`: the dispatcher's decide concurrency;
-`--policy`: the routine's concurrency policy).
+`--policy`: the routine's concurrency policy; `--runs`: how many).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from shared.bus import Bus
 from shared.processes import ServiceProcess
 from shared.runs import publish_runs_requested
 
-RUNS = 20_000
+RUNS = 20_000  # by default
 
 
 POLLING = "SELECT EXISTS (SELECT $1 FROM routine_runs WHERE status = $2)"  # the benchmark's own
@@ -47,6 +47,7 @@ async def main(
     per_message: int = 1,
     concurrency: int = 3,
     policy: str = "coalesce_if_active",
+    runs: int = RUNS,
 ) -> dict[str, Any]:
     settings = STATEMENT_STATS if statements else ()
     async with seeded("decision_cost", 1, policy=policy, pg_settings=settings) as (
@@ -68,7 +69,7 @@ async def main(
             " FROM generate_series(1, $3) RETURNING id, routine_id",
             routine,
             world.company_id,
-            RUNS,
+            runs,
         )
         bus = Bus(stack.nats_url, "bench")
         await bus.connect_forever()
@@ -106,13 +107,13 @@ async def main(
         finally:
             dispatcher.stop()
             await bus.close()
-    per_run = {name: (after[name] - before[name]) / RUNS * 1e6 for name in before}
+    per_run = {name: (after[name] - before[name]) / runs * 1e6 for name in before}
     print(
-        f"{RUNS:,} runs announced {per_message} a message "
+        f"{runs:,} runs announced {per_message} a message "
         f"{'at ' + format(rate, ',.0f') + '/s' if rate else 'at once'}, decided in "
-        f"{elapsed:.2f} s ({RUNS / elapsed:,.0f}/s; {coalesced:,} coalesced into the open issue, "
+        f"{elapsed:.2f} s ({runs / elapsed:,.0f}/s; {coalesced:,} coalesced into the open issue, "
         f"{created:,} issues created) "
-        f"in {transactions:,} transactions ({RUNS / transactions:.1f} runs each)"
+        f"in {transactions:,} transactions ({runs / transactions:.1f} runs each)"
     )
     print(
         "CPU per decided run: "
@@ -126,10 +127,10 @@ async def main(
         for row in top:
             ms = row["total_exec_time"]
             print(
-                f"  {row['calls']:>6,} {ms:8.1f} {ms / row['calls']:6.2f} {ms / RUNS * 1000:6.1f}  {row['query'][:80]}"
+                f"  {row['calls']:>6,} {ms:8.1f} {ms / row['calls']:6.2f} {ms / runs * 1000:6.1f}  {row['query'][:80]}"
             )
     result = {
-        "runs": RUNS,
+        "runs": runs,
         "rate": rate,
         "policy": policy,
         "per_message": per_message,
@@ -154,5 +155,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--policy", default="coalesce_if_active", choices=["coalesce_if_active", "always_enqueue"]
     )
+    parser.add_argument("--runs", type=int, default=RUNS, help="runs recorded and decided")
     args = parser.parse_args()
-    asyncio.run(main(args.rate, args.statements, args.per_message, args.concurrency, args.policy))
+    asyncio.run(main(args.rate, args.statements, args.per_message, args.concurrency, args.policy, args.runs))

@@ -307,10 +307,14 @@ class Bus:
             Subjects.agent_wakeup(agent_id), stream=EVENTS_STREAM, ordered_consumer=True, config=config
         )
 
-    async def publish(self, subject: str, payload: Mapping[str, Any], *, msg_id: str | None = None) -> None:
+    async def publish(
+        self, subject: str, payload: Mapping[str, Any] | bytes, *, msg_id: str | None = None
+    ) -> None:
         """Publish with the request id in the headers, without waiting for a stream's ack (a
-        stream still captures the subject; `msg_id` still de-duplicates there)."""
-        await self._core.publish(subject, encode(payload), headers=_headers(msg_id))
+        stream still captures the subject; `msg_id` still de-duplicates there). `payload`: an
+        object to encode as JSON, or JSON already encoded."""
+        data = payload if isinstance(payload, bytes) else encode(payload)
+        await self._core.publish(subject, data, headers=_headers(msg_id))
 
     async def publish_acked(
         self, subject: str, payload: Mapping[str, Any], *, msg_id: str | None = None, timeout: float = 2.0
@@ -319,7 +323,7 @@ class Bus:
         await self._jetstream.publish(subject, encode(payload), headers=_headers(msg_id), timeout=timeout)
 
     async def publish_quietly(
-        self, subject: str, payload: Mapping[str, Any], *, msg_id: str | None = None
+        self, subject: str, payload: Mapping[str, Any] | bytes, *, msg_id: str | None = None
     ) -> bool:
         """Publish (no ack awaited); on failure log and return False (Postgres stays the source of truth)."""
         if not self.is_connected:

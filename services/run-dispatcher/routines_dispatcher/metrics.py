@@ -1,5 +1,11 @@
 """Prometheus metrics of the dispatcher."""
 
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Histogram
 
 RUNS_DECIDED = Counter("routines_dispatcher_runs_decided_total", "Runs decided", ["status"])
@@ -11,3 +17,17 @@ DECISION_LATENCY = Histogram(
 REDELIVERIES = Counter("routines_dispatcher_redeliveries_total", "Messages delivered more than once")
 SWEEPER_PICKUPS = Counter("routines_dispatcher_sweeper_pickups_total", "Runs decided by the sweeper")
 TERMINATED = Counter("routines_dispatcher_terminated_total", "Messages that can never succeed", ["reason"])
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """`histogram.observe(v)` for every value, counted the same way (a value goes into the first
+    bucket whose bound is at least it) with one increment per bucket, not per value: a transaction
+    decides hundreds of runs, and observing each took a twentieth of the dispatcher's CPU.
+    prometheus_client has no such call, so this uses its histogram's own bounds and counters
+    (tests/unit/test_dispatcher_metrics.py checks the result against `observe`)."""
+    if not values:
+        return
+    bounds = histogram._upper_bounds
+    for index, count in Tally(bisect_left(bounds, v) for v in values).items():
+        histogram._buckets[index].inc(count)
+    histogram._sum.inc(sum(values))

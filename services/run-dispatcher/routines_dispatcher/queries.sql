@@ -28,10 +28,12 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- routine has a backlog. This way the only way in is the primary key.
 -- The payload itself stays in Postgres (copied onto issues by SQL): stored JSON never has to
 -- survive a Python decoder here, however it got into the table — unless the routine declares
--- variables ($3: those routines), whose values may come from the payload's top-level keys.
+-- variables ($3: those routines), whose values may come from the payload's top-level keys or the
+-- run's input variables (read for those routines only: each is decoded in Python).
 SELECT id, routine_id, source, triggered_at, octet_length(payload::text) AS payload_bytes,
        CASE WHEN routine_id = ANY($3::uuid[]) THEN payload END AS payload,
-       input_variables, assignee_override, project_override
+       CASE WHEN routine_id = ANY($3::uuid[]) THEN input_variables END AS input_variables,
+       assignee_override, project_override
 FROM routine_runs
 WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status || '' = 'received'
 ORDER BY triggered_at, id
@@ -99,14 +101,17 @@ WHERE i.id = u.id;
 
 -- set_run_decisions --
 -- Final status and links of decided runs, and the variable values each was decided with (NULL:
--- its routine declares none); arrays as above. $7: as above.
+-- its routine declares none); arrays as above. $7: as above. The runs are found by `id = ANY`
+-- as well as by the join: then the primary key is scanned once for all of them, in the order of
+-- the table (the join alone was planned as a hash of the whole table while it was small — 20,000
+-- runs read for every 300 decided — or as one index probe per run).
 UPDATE routine_runs AS r
 SET status = u.status, linked_issue_id = u.issue_id, coalesced_into_run_id = u.into_run_id,
     failure_reason = u.reason, resolved_variables = u.vals::jsonb,
     decided_at = COALESCE($7::timestamptz, now())
 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[])
      AS u(id, status, issue_id, into_run_id, reason, vals)
-WHERE r.id = u.id;
+WHERE r.id = ANY($1::uuid[]) AND r.id = u.id;
 
 -- touch_routines --
 -- lastTriggeredAt / lastEnqueuedAt of the routines that got decisions. $4: as above.

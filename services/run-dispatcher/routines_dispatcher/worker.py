@@ -22,6 +22,7 @@ from routines_dispatcher.metrics import (
     RUNS_DECIDED,
     SWEEPER_PICKUPS,
     TERMINATED,
+    observe_many,
 )
 from routines_dispatcher.policy import Outcome
 from routines_dispatcher.sql import QUERIES
@@ -41,8 +42,7 @@ def _observe(decisions: Sequence[Decision]) -> None:
     for status, count in Counter(d.status for d in decisions).items():
         RUNS_DECIDED.labels(status.value).inc(count)
     now = datetime.now(UTC)
-    for d in decisions:
-        DECISION_LATENCY.observe(max(0.0, (now - d.triggered_at).total_seconds()))
+    observe_many(DECISION_LATENCY, [max(0.0, (now - d.triggered_at).total_seconds()) for d in decisions])
 
 
 MAX_MESSAGE_BYTES = 8 * 1024
