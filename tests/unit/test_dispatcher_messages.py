@@ -82,3 +82,11 @@ def test_observe_many_counts_as_observing_each() -> None:
     assert got.pop(("latency_sum", "")) == pytest.approx(expected.pop(("latency_sum", "")), rel=1e-12)
     assert got == expected
     assert got[("latency_count", "")] == len(values)
+
+
+def test_observe_many_refuses_a_labelled_histogram_as_observe_does() -> None:
+    labelled = Histogram("by_kind", "", ["kind"], registry=CollectorRegistry())
+    with pytest.raises(ValueError, match="missing label values"):
+        labelled.observe(1.0)
+    with pytest.raises(ValueError, match="missing label values"):
+        observe_many(labelled, [1.0])

@@ -20,11 +20,13 @@ TERMINATED = Counter("routines_dispatcher_terminated_total", "Messages that can 
 
 
 def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
-    """`histogram.observe(v)` for every value, counted the same way (a value goes into the first
-    bucket whose bound is at least it) with one increment per bucket, not per value: a transaction
-    decides hundreds of runs, and observing each took a twentieth of the dispatcher's CPU.
-    prometheus_client has no such call, so this uses its histogram's own bounds and counters
-    (tests/unit/test_dispatcher_metrics.py checks the result against `observe`)."""
+    """`histogram.observe(v)` for every value (finite ones: a NaN would be counted in the first
+    bucket), counted the same way — a value goes into the first bucket whose bound is at least
+    it — with one increment per bucket, not per value: a transaction decides hundreds of runs, and
+    observing each took a twentieth of the dispatcher's CPU. prometheus_client has no such call,
+    so this uses its histogram's own bounds and counters (pinned version;
+    tests/unit/test_dispatcher_messages.py checks the result against `observe`)."""
+    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]  # as observe does
     if not values:
         return
     bounds = histogram._upper_bounds
