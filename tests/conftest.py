@@ -4,6 +4,8 @@ template) and a real NATS server per test, both from the pip wheels, on free por
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,8 +31,26 @@ def _service_processes() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("pg") / "data", fast=True)
+def servers_dir() -> Iterator[Path]:
+    """Where servers that run as an unprivileged user (Postgres, PgBouncer: we may be root) keep
+    their files: outside pytest's temporary directory, whose root (`/tmp/pytest-of-<user>`) every
+    pytest session that starts makes private again (mode 0700). Another pytest run on the same
+    machine — unit tests in a second terminal — cut the running suite's Postgres off from its data
+    directory, and it panicked at its next checkpoint. Removed when the session ends."""
+    path = Path(tempfile.mkdtemp(prefix="routines-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server_tmp(servers_dir: Path) -> Path:
+    """A fresh directory for one test's own unprivileged server (see servers_dir)."""
+    return Path(tempfile.mkdtemp(prefix="test-", dir=servers_dir))
+
+
+@pytest.fixture(scope="session")
+def postgres_server(servers_dir: Path) -> Iterator[PostgresServer]:
+    server = PostgresServer(servers_dir / "pg" / "data", fast=True)
     server.start()
 
     async def make_template() -> None:

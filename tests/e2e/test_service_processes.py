@@ -45,9 +45,11 @@ async def test_service_starts_answers_and_stops_on_sigterm(name: str, stack: Sta
         service.kill()
 
 
-async def test_readyz_follows_postgres_down_and_back(tmp_path: Path, nats_server: NatsServer) -> None:
+async def test_readyz_follows_postgres_down_and_back(
+    tmp_path: Path, server_tmp: Path, nats_server: NatsServer
+) -> None:
     """503 while Postgres is stopped, 200 again after it restarts, without restarting the service."""
-    postgres = PostgresServer(tmp_path / "pg", fast=True)
+    postgres = PostgresServer(server_tmp / "pg", fast=True)
     postgres.start()
     try:
         await migrate(postgres.dsn)

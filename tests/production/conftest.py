@@ -17,9 +17,7 @@ from tests.support import running
 
 
 @pytest.fixture(scope="session")
-def pgbouncer(
-    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PgBouncer]:
+def pgbouncer(postgres_server: PostgresServer, servers_dir: Path) -> Iterator[PgBouncer]:
     """PgBouncer in transaction pooling mode; the service roles (made by migration 0006 in the
     template database) may log in. A small server pool, so client connections share servers."""
 
@@ -28,7 +26,7 @@ def pgbouncer(
     )
     yield from running(
         PgBouncer(
-            tmp_path_factory.mktemp("pgbouncer"),
+            servers_dir / "pgbouncer",
             postgres_server.port,
             users=[*SERVICE_ROLES.values(), "postgres"],
             pool_size=4,
