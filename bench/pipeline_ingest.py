@@ -402,19 +402,13 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     keys = list(dict.fromkeys((r["shape"], r["policy"]) for r in results))
+    by_load: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        by_load.setdefault((r["shape"], r["policy"], r["dispatcher"]), []).append(r)
     for shape, policy in keys:
-        running = [
-            r for r in results if (r["shape"], r["policy"], r["dispatcher"]) == (shape, policy, "running")
-        ]
-        stopped = [
-            r for r in results if (r["shape"], r["policy"], r["dispatcher"]) == (shape, policy, "stopped")
-        ]
-
-        control = [
-            r
-            for r in results
-            if (r["shape"], r["policy"], r["dispatcher"]) == (shape, policy, "stopped+load")
-        ]
+        running, stopped, control = (
+            by_load.get((shape, policy, load), []) for load in ("running", "stopped", "stopped+load")
+        )
 
         def mean(rs: list[dict[str, Any]], key: str) -> float:
             return statistics.fmean(r[key] for r in rs) if rs else float("nan")

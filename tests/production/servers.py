@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.devservers import PG_SYSTEM_USER, free_port, nats_server_binary, stop_process, wait_for_port
+from shared.devservers import (
+    PG_SYSTEM_USER,
+    _make_traversable,
+    free_port,
+    nats_server_binary,
+    stop_process,
+    wait_for_port,
+)
 
 SERVICE_ROLES = {
     "api": "routines_api",
@@ -86,10 +93,7 @@ class PgBouncer:
         as_user: dict[str, Any] = {}
         if os.geteuid() == 0:  # PgBouncer refuses to run as root
             entry = pwd.getpwnam(PG_SYSTEM_USER)
-            for parent in [self.work_dir, *self.work_dir.parents]:
-                mode = parent.stat().st_mode
-                if mode & 0o005 != 0o005:
-                    parent.chmod(mode | 0o005)
+            _make_traversable(self.work_dir)
             for path in [self.work_dir, *self.work_dir.iterdir()]:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
             as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
