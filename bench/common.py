@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 import asyncpg
 import psutil
 
+from shared.bus import Bus
 from shared.crypto import SecretBox, new_public_id, new_webhook_secret
 from shared.devservers import NatsServer, PostgresServer
 from shared.migrate import migrate
@@ -342,6 +343,21 @@ def describe(values: list[float]) -> str:
         f"p50 {percentile(values, 50) * 1000:.1f} ms, p99 {percentile(values, 99) * 1000:.1f} ms, "
         f"mean {statistics.fmean(values) * 1000:.1f} ms (n={len(values)})"
     )
+
+
+async def announcements_settled(bus: Bus) -> bool:
+    """Whether the dispatchers' consumer has settled every announcement (none pending, none
+    unacknowledged): a message is acked once its runs are decided. A probe that costs Postgres
+    nothing — asked for undecided runs, with no index on their status (migration 0011), Postgres
+    reads the status of every run still named by a batch: a load of its own on what is measured."""
+    info = await bus.dispatcher_consumer_info()
+    return not info.num_pending and not info.num_ack_pending
+
+
+async def until_decided(bus: Bus, every: float = 0.05) -> None:
+    """Wait until every run announced so far is decided (see announcements_settled)."""
+    while not await announcements_settled(bus):
+        await asyncio.sleep(every)
 
 
 def service_env(stack: Stack, **extra: Any) -> dict[str, str]:

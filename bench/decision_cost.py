@@ -30,6 +30,7 @@ from bench.common import (
     seeded,
     service_env,
     top_statements,
+    until_decided,
 )
 from shared.bus import Bus
 from shared.processes import ServiceProcess
@@ -95,8 +96,7 @@ async def main(
                 if rate and sent >= paced + 50:  # on schedule every 50 runs or so
                     paced = sent
                     await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
-            while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM routine_runs WHERE status = 'received')"):
-                await asyncio.sleep(0.05)
+            await until_decided(bus)
             elapsed = time.perf_counter() - started
             after = cpu.read()
             top = await top_statements(conn, 8, leave_out=POLLING) if statements else []

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import RESULTS, PeakRss, seeded, service_env, timed_then_cleared
+from bench.common import RESULTS, PeakRss, seeded, service_env, timed_then_cleared, until_decided
 from shared.bus import Bus
 from shared.processes import ServiceProcess
 from shared.runs import publish_run_requested
@@ -62,8 +62,7 @@ async def main() -> dict[str, Any]:
         started = time.perf_counter()
         dispatcher.start(wait_ready=False)
         try:
-            while await conn.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'"):
-                await asyncio.sleep(0.05)
+            await until_decided(bus)
             elapsed = time.perf_counter() - started
             issues = await conn.fetchval("SELECT count(*) FROM issues")
         finally:

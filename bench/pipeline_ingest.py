@@ -41,9 +41,11 @@ from bench.common import (
     service_env,
     stop_mid_transaction,
     top_statements,
+    until_decided,
 )
 from bench.loadgen import run_wrk, signed_fires, write_requests
 from bench.webhook_ingest import GATEWAY_SETTINGS
+from shared.bus import Bus
 from shared.processes import ServiceProcess
 
 CONNECTIONS = 32
@@ -137,13 +139,19 @@ class Bench:
     tmp: Any
     seconds: float
     cpu: CpuMeter
+    bus: Bus
     statements: bool = False  # pg_stat_statements is loaded: report Postgres time by statement
     offset: int = 0
 
     async def undecided(self, world: World) -> int:
+        """The world's runs not yet decided: those still named by a batch (migration 0010), read by
+        primary key. Asked once, when a load ends (waiting for them asks JetStream instead)."""
         return int(
             await self.conn.fetchval(
-                "SELECT count(*) FROM routine_runs WHERE status = 'received' AND routine_id = ANY($1::uuid[])",
+                """SELECT count(*) FROM received_batches b,
+                   LATERAL (SELECT 1 FROM routine_runs r
+                            WHERE r.id = ANY(b.run_ids) AND r.status = 'received'
+                              AND r.routine_id = ANY($1::uuid[])) AS u""",
                 world.routines,
             )
         )
@@ -205,8 +213,7 @@ class Bench:
                 self.dispatcher.proc.send_signal(signal.SIGCONT)
         load_ended = time.perf_counter()
         backlog = await self.undecided(world)
-        while await self.undecided(world):
-            await asyncio.sleep(0.05)
+        await until_decided(self.bus)
         drain = time.perf_counter() - load_ended
         return {
             "dispatcher": ("stopped+load" if burn else "stopped") if stopped else "running",
@@ -310,15 +317,19 @@ async def main(
         pids = {p.name: p.proc.pid for p in processes if p.proc is not None}
         assert s.pg._proc is not None and s.nats._proc is not None
         cpu = CpuMeter({**pids, "postgres": s.pg._proc.pid, "nats": s.nats._proc.pid})
-        bench = Bench(conn, stack.database_url, processes[0], processes[1], s.tmp, seconds, cpu, statements)
+        bus = Bus(stack.nats_url, "bench")
+        await bus.connect_forever()
+        await bus.ensure_dispatcher_consumer(max_deliver=10)
+        bench = Bench(
+            conn, stack.database_url, processes[0], processes[1], s.tmp, seconds, cpu, bus, statements
+        )
         try:
             for (n, policy), world in worlds.items():
                 # Warm-up (unmeasured): the trigger cache, Postgres' buffers, the dispatcher's plans.
                 await asyncio.to_thread(
                     run_wrk, bench.gateway.url, _warm(s.tmp, world), CONNECTIONS, min(3.0, seconds)
                 )
-                while await bench.undecided(world):
-                    await asyncio.sleep(0.05)
+                await until_decided(bus)
                 if analyze:
                     # As autovacuum would, sooner or later: prepared statements' cached plans are
                     # dropped and made again for the table as it is now (a long-running system).
@@ -340,6 +351,7 @@ async def main(
                     results += in_round
         finally:
             await rss.stop()
+            await bus.close()
             for process in processes:
                 process.stop()
             await conn.close()

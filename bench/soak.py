@@ -25,6 +25,7 @@ from bench.common import RESULTS, World, add_webhooks, percentile, seed, servers
 from bench.loadgen import RawHttp, run_wrk, signed_fires, webhook_request, write_requests
 from bench.webhook_ingest import GATEWAY_SETTINGS
 from shared.bootstrap import create_instance_admin_token
+from shared.metrics import UNDECIDED_RUNS
 from shared.processes import ServiceProcess
 
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "soak.png"
@@ -227,12 +228,12 @@ async def main(minutes: float = 10, rate: float | None = None, fraction: float =
                     f"measured maximum {measured.per_sec(202):,.0f} fires/s → soak at {rate:,.0f}/s",
                     flush=True,
                 )
-                while await conn.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'"):
+                while await conn.fetchval(UNDECIDED_RUNS):
                     await asyncio.sleep(0.1)
             runs_before = int(await conn.fetchval("SELECT count(*) FROM routine_runs"))
             tally = await soak(gateway, api, admin, world, rate, minutes, rss)
             drain_started = time.perf_counter()
-            while await conn.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'"):
+            while await conn.fetchval(UNDECIDED_RUNS):
                 await asyncio.sleep(0.2)
             drain = time.perf_counter() - drain_started
             schedule_runs = int(

@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import RESULTS, PeakRss, seeded, service_env, timed_then_cleared
+from bench.common import RESULTS, PeakRss, announcements_settled, seeded, service_env, timed_then_cleared
+from shared.bus import Bus
 from shared.processes import ServiceProcess
 
 ROUTINES = 10_000
@@ -47,21 +48,24 @@ async def main() -> dict[str, Any]:
             rss.watch(ServiceProcess(name, env, s.tmp / f"{name}.log").start())
             for name in ("scheduler", "run-dispatcher")
         ]
+        bus = Bus(stack.nats_url, "bench")
+        await bus.connect_forever()
+        await bus.ensure_dispatcher_consumer(max_deliver=10)
         rss.start()
         try:
             print(f"waiting for the slot {slot:%H:%M:%S} …", flush=True)
             # The observer must not compete with what it measures: counting the issues every
-            # 10 ms cost Postgres about a tenth of the burst's CPU. Until every run is decided (a
-            # probe of the sweeper's partial index) only that is asked; then the issues are counted.
+            # 10 ms cost Postgres about a tenth of the burst's CPU. Until runs exist and the
+            # dispatchers' consumer has settled every announcement (asked of JetStream), only that
+            # is asked; then the issues are counted.
             count = 0
             while count < ROUTINES:
                 await asyncio.sleep(0.01)
                 if time.time() > slot.timestamp() + 120:
                     raise TimeoutError(f"only {count} issues after 120 s")
-                if await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM routine_runs WHERE status = 'received')"
-                    " OR NOT EXISTS (SELECT 1 FROM routine_runs)"
-                ):
+                if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM routine_runs)"):
+                    continue
+                if not await announcements_settled(bus):
                     continue
                 count = await conn.fetchval("SELECT count(*) FROM issues")
             done = time.time()
@@ -71,6 +75,7 @@ async def main() -> dict[str, Any]:
             ahead = await conn.fetchval("SELECT count(*) FROM issues WHERE created_at = $1", slot)
         finally:
             await rss.stop()
+            await bus.close()
             for process in processes:
                 process.stop()
     elapsed = done - slot.timestamp()

@@ -118,15 +118,20 @@ async def _serve_metrics(host: str, port: int) -> web.AppRunner:
     return runner
 
 
+UNDECIDED_RUNS = """
+SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(r.triggered_at)), 0) AS oldest
+FROM received_batches b,
+     LATERAL (SELECT triggered_at FROM routine_runs WHERE id = ANY(b.run_ids) AND status = 'received') AS r
+"""
+"""How many runs are undecided, and the age of the oldest: every one is named by a batch of
+received runs (migration 0010), and only those are looked up, by primary key."""
+
+
 async def _refresh(db: Database, bus: Bus, supervisor: Supervisor, every: float) -> None:
     while not supervisor.stopping.is_set():
         try:
             async with db.connection() as conn:
-                row = await conn.fetchrow(
-                    """SELECT count(*) AS n,
-                              COALESCE(EXTRACT(EPOCH FROM now() - min(triggered_at)), 0) AS oldest
-                       FROM routine_runs WHERE status = 'received'"""
-                )
+                row = await conn.fetchrow(UNDECIDED_RUNS)
             assert row is not None  # an aggregate always answers one row
             RUNS_RECEIVED.set(row["n"])
             RUNS_RECEIVED_OLDEST.set(float(row["oldest"]))

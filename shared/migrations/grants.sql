@@ -9,16 +9,20 @@ DECLARE
     -- role → table → privileges. Tables not named here: see the comment at the top.
     known text[] := ARRAY['companies', 'agents', 'board_memberships', 'api_tokens', 'projects', 'goals',
                           'routines', 'issues', 'routine_triggers', 'webhook_secrets', 'routine_runs',
-                          'schema_migrations', 'routine_revisions', 'routine_activity', 'console_sessions'];
+                          'schema_migrations', 'routine_revisions', 'routine_activity', 'console_sessions',
+                          'received_batches'];
     grants text[][] := ARRAY[
         ['routines_gateway',    'routine_triggers',  'SELECT'],
         ['routines_gateway',    'routines',          'SELECT'],
         ['routines_gateway',    'webhook_secrets',   'SELECT'],
         ['routines_gateway',    'routine_runs',      'SELECT, INSERT'],
+        -- what inserts runs inserts a batch naming them (the trigger of 0010 runs as its caller)
+        ['routines_gateway',    'received_batches',  'INSERT'],
         ['routines_gateway',    'schema_migrations', 'SELECT'],
         ['routines_scheduler',  'routine_triggers',  'SELECT, UPDATE'],
         ['routines_scheduler',  'routines',          'SELECT'],
         ['routines_scheduler',  'routine_runs',      'SELECT, INSERT'],
+        ['routines_scheduler',  'received_batches',  'INSERT'],
         ['routines_scheduler',  'schema_migrations', 'SELECT'],
         ['routines_dispatcher', 'routines',          'SELECT, UPDATE'],
         -- failure alerts: auto-pause parks the routine's schedule triggers and logs activity
@@ -26,6 +30,8 @@ DECLARE
         ['routines_dispatcher', 'routine_activity',  'SELECT, INSERT'],
         ['routines_dispatcher', 'routine_revisions', 'SELECT, INSERT'],
         ['routines_dispatcher', 'routine_runs',      'SELECT, UPDATE'],
+        -- the sweeper and the runs-received gauge
+        ['routines_dispatcher', 'received_batches',  'SELECT, DELETE'],
         ['routines_dispatcher', 'issues',            'SELECT, INSERT, UPDATE'],
         ['routines_dispatcher', 'schema_migrations', 'SELECT'],
         ['routines_api',        'schema_migrations', 'SELECT']

@@ -267,6 +267,39 @@ async def test_sweeper_decides_runs_nobody_published(
     assert await _issue_count(db, routine) == 5
 
 
+async def _batched_runs(db: asyncpg.Connection) -> list[set[uuid.UUID]]:
+    return [set(r["run_ids"]) for r in await db.fetch("SELECT run_ids FROM received_batches ORDER BY id")]
+
+
+async def test_the_sweeper_keeps_a_batch_until_it_has_seen_every_run_of_it_decided(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """Undecided runs are found through the batches that recorded them (migration 0010). A sweep
+    deletes a batch whose runs are all decided; one with a run still undecided stays (here another
+    transaction holds the run's routine, so the sweep skips it) until a sweep sees it decided."""
+    world = await make_world(db)
+    decided_routine = await make_routine(db, world, "always_enqueue")
+    held_routine = await make_routine(db, world, "always_enqueue")
+    decided = [await make_run(db, world, decided_routine) for _ in range(3)]
+    await _decide(dispatcher_db, decided)
+    held = await make_run(db, world, held_routine)
+    assert await _batched_runs(db) == [{run} for run in [*decided, held]]
+
+    async with _dispatcher(stack, dispatcher_db, sweep_after_sec=600) as local:
+        await local.dispatcher._sweep_once()  # every batch is younger than that: left alone
+        assert len(await _batched_runs(db)) == 4
+    async with _dispatcher(stack, dispatcher_db, sweep_after_sec=0) as local:
+        async with _routine_held_locked(stack, held_routine):
+            await local.dispatcher._sweep_once()
+            assert await _batched_runs(db) == [{held}]
+            assert await _status_is(db, held, "received")
+        await local.dispatcher._sweep_once()  # decides it; the batch is checked before that
+        assert await _status_is(db, held, "issue_created")
+        assert await _batched_runs(db) == [{held}]
+        await local.dispatcher._sweep_once()
+        assert await _batched_runs(db) == []
+
+
 async def test_one_batch_deciding_many_runs_of_many_routines(
     db: asyncpg.Connection, dispatcher_db: Database
 ) -> None:

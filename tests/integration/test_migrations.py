@@ -241,7 +241,8 @@ async def test_an_online_migration_rebuilds_indexes_while_rows_are_written(empty
     try:
         await migrate(empty_database)
         # Back to before 0009, with the old DESC indexes and rows in the tables.
-        await conn.execute("DELETE FROM schema_migrations WHERE version = ANY($1::text[])", versions[online:])
+        # (Only 0009 is run again: the later migrations stay applied.)
+        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", versions[online])
         for name in HISTORY_INDEXES:
             await conn.execute(f"DROP INDEX {name}")
         await conn.execute(
@@ -275,7 +276,7 @@ async def test_an_online_migration_rebuilds_indexes_while_rows_are_written(empty
         stop = asyncio.Event()
         task = asyncio.create_task(keep_writing(stop))
         try:
-            assert await migrate(empty_database) == versions[online:]
+            assert await migrate(empty_database) == [versions[online]]
         finally:
             stop.set()
             await task
@@ -289,5 +290,43 @@ async def test_an_online_migration_rebuilds_indexes_while_rows_are_written(empty
         by_index = await conn.fetchval("SELECT count(*) FROM routine_runs WHERE routine_id = $1", routine)
         assert by_index == 200 + written
         assert await migrate(empty_database) == []
+    finally:
+        await conn.close()
+
+
+RECORD_RUNS = """
+INSERT INTO routine_runs (routine_id, company_id, source, status)
+SELECT $1, $2, 'webhook', s FROM unnest($3::text[]) AS s
+RETURNING id, status
+"""
+
+
+async def test_the_runs_undecided_when_batches_began_are_named_by_batches(empty_database: str) -> None:
+    """Upgrading: the runs still received when 0010 is applied are put in batches (a thousand
+    each); the decided ones are not. 0011 then drops the index on the status."""
+    versions = [version for version, _ in migration_files()]
+    first = versions.index("0010_received_batches")
+    await migrate(empty_database)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        # Back to before 0010: no batches, the index on the status.
+        await conn.execute("DELETE FROM schema_migrations WHERE version = ANY($1::text[])", versions[first:])
+        await conn.execute(
+            "DROP TABLE received_batches;"
+            "DROP TRIGGER routine_runs_received_batch ON routine_runs;"
+            "DROP FUNCTION routines_note_received_runs();"
+            "CREATE INDEX routine_runs_received ON routine_runs (triggered_at) WHERE status = 'received'"
+        )
+        world = await make_world(conn)
+        routine = await make_routine(conn, world)
+        rows = await conn.fetch(
+            RECORD_RUNS, routine, world.company_id, ["received"] * 2500 + ["skipped"] * 10
+        )
+        assert await migrate(empty_database) == versions[first:]
+        batches = await conn.fetch("SELECT run_ids FROM received_batches ORDER BY id")
+        assert sorted(len(b["run_ids"]) for b in batches) == [500, 1000, 1000]
+        named = [run for b in batches for run in b["run_ids"]]
+        assert sorted(named) == sorted(r["id"] for r in rows if r["status"] == "received")
+        assert await conn.fetchval("SELECT to_regclass('routine_runs_received')") is None
     finally:
         await conn.close()

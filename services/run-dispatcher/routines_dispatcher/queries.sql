@@ -21,11 +21,8 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- undecided_runs --
 -- The runs of the locked routines among these still `received`, oldest first, locked: runs
 -- decided already (a redelivered message, one the sweeper beat) are neither returned nor locked —
--- the API may hold one (completing its issue), then want the routine. The status test is written
--- `status || ''` so that the planner cannot match it to the partial index of received runs: it
--- would scan that index and filter it by id — cheap by the statistics of a table whose backlog was
--- empty when it was analyzed, thousands of rows per call (and quadratic in a drain) when a hot
--- routine has a backlog. This way the only way in is the primary key.
+-- the API may hold one (completing its issue), then want the routine. The only way in is the
+-- primary key: no index names the status (migration 0011).
 -- The payload itself stays in Postgres (copied onto issues by SQL): stored JSON never has to
 -- survive a Python decoder here, however it got into the table — unless the routine declares
 -- variables ($3: those routines), whose values may come from the payload's top-level keys or the
@@ -35,7 +32,7 @@ SELECT id, routine_id, source, triggered_at, octet_length(payload::text) AS payl
        CASE WHEN routine_id = ANY($3::uuid[]) THEN input_variables END AS input_variables,
        assignee_override, project_override
 FROM routine_runs
-WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status || '' = 'received'
+WHERE id = ANY($1::uuid[]) AND routine_id = ANY($2::uuid[]) AND status = 'received'
 ORDER BY triggered_at, id
 FOR UPDATE;
 
@@ -128,12 +125,26 @@ FROM routines r
 WHERE run.id = $1 AND run.status = 'received' AND r.id = run.routine_id
 RETURNING run.id, run.routine_id, run.triggered_at, r.assignee_agent_id;
 
--- stale_received_runs --
--- Runs still undecided some seconds after they were recorded: the sweeper's work.
-SELECT id FROM routine_runs
-WHERE status = 'received' AND triggered_at < now() - make_interval(secs => $1)
-ORDER BY triggered_at
-LIMIT $2;
+-- sweep_received_batches --
+-- The sweeper's work: up to $2 batches recorded more than $1 seconds ago (migration 0010), each
+-- with its runs still undecided, oldest first. A batch whose runs are all decided (or gone) is
+-- deleted here; the others stay until a later sweep sees theirs decided. Each batch's runs are
+-- looked up by primary key (`= ANY` of its own array): never a scan of routine_runs.
+WITH due AS (
+    SELECT id, run_ids FROM received_batches
+    WHERE recorded_at < now() - make_interval(secs => $1)
+    ORDER BY recorded_at
+    LIMIT $2
+), checked AS (
+    SELECT due.id, undecided.run_ids
+    FROM due, LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.triggered_at), '{}') AS run_ids
+                       FROM routine_runs r
+                       WHERE r.id = ANY(due.run_ids) AND r.status = 'received') AS undecided
+), settled AS (
+    DELETE FROM received_batches b USING checked
+    WHERE b.id = checked.id AND cardinality(checked.run_ids) = 0
+)
+SELECT id, run_ids FROM checked;
 
 -- missing_runs --
 -- Which of these run ids do not exist (their messages can never succeed).

@@ -45,6 +45,10 @@ def _observe(decisions: Sequence[Decision]) -> None:
     observe_many(DECISION_LATENCY, [max(0.0, (now - d.triggered_at).total_seconds()) for d in decisions])
 
 
+SWEEP_BATCHES = 20
+"""Batches of recorded runs a sweep looks at (each names the runs of one INSERT: a gateway group
+commit, a manual run, a scheduler tick of up to `claim_batch_size` slots)."""
+
 MAX_MESSAGE_BYTES = 8 * 1024
 """A run-requested message names one run (`{"runId": ...}`) or up to RUNS_PER_MESSAGE
 (`{"runIds": [...]}`, ~40 bytes each); anything far larger is junk."""
@@ -389,14 +393,23 @@ class Dispatcher:
         )
 
     async def _sweep_once(self) -> float | None:
-        """One sweep; 0 (sweep again at once) when it found a full batch."""
+        """One sweep of the batches that recorded runs `sweep_after_sec` ago or more: those whose
+        runs are all decided are deleted, the runs still undecided are decided (skipping those
+        another transaction holds: a later sweep sees them). 0 (sweep again at once) when it found
+        a full set of batches and made progress."""
         async with self.db.connection() as conn:
-            rows = await conn.fetch(QUERIES["stale_received_runs"], self.settings.sweep_after_sec, 500)
-        if rows:
-            decisions = await self.decide_and_publish([r["id"] for r in rows], skip_locked=True)
-            SWEEPER_PICKUPS.inc(len(decisions))
-            if decisions:
-                log.info("sweeper decided runs", count=len(decisions))
-            if len(rows) == 500:
-                return 0.0
+            batches = await conn.fetch(
+                QUERIES["sweep_received_batches"], self.settings.sweep_after_sec, SWEEP_BATCHES
+            )
+        run_ids = list(dict.fromkeys(run_id for batch in batches for run_id in batch["run_ids"]))
+        size = self.settings.fetch_batch_size
+        decided = 0
+        for start in range(0, len(run_ids), size):
+            decided += len(await self.decide_and_publish(run_ids[start : start + size], skip_locked=True))
+        if decided:
+            SWEEPER_PICKUPS.inc(decided)
+            log.info("sweeper decided runs", count=decided)
+        settled = len(batches) - sum(1 for batch in batches if batch["run_ids"])
+        if len(batches) == SWEEP_BATCHES and (settled or decided):
+            return 0.0
         return None
