@@ -355,9 +355,14 @@ async def announcements_settled(bus: Bus) -> bool:
 
 
 async def until_decided(bus: Bus, every: float = 0.05) -> None:
-    """Wait until every run announced so far is decided (see announcements_settled)."""
-    while not await announcements_settled(bus):
-        await asyncio.sleep(every)
+    """Wait until every run announced so far is decided (see announcements_settled): settled at
+    two probes in a row, so that announcements still on their way to the stream (a publisher's
+    buffer, the stream's own queue) are not taken for none."""
+    settled = 0
+    while settled < 2:
+        settled = settled + 1 if await announcements_settled(bus) else 0
+        if settled < 2:
+            await asyncio.sleep(every)
 
 
 def service_env(stack: Stack, **extra: Any) -> dict[str, str]:

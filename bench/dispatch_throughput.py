@@ -64,6 +64,11 @@ async def main() -> dict[str, Any]:
         try:
             await until_decided(bus)
             elapsed = time.perf_counter() - started
+            left = await conn.fetchval(
+                "SELECT count(*) FROM routine_runs WHERE id = ANY($1::uuid[]) AND status = 'received'",
+                [r["id"] for r in rows],
+            )
+            assert left == 0, f"{left} runs undecided after the consumer settled"
             issues = await conn.fetchval("SELECT count(*) FROM issues")
         finally:
             await rss.stop()

@@ -46,6 +46,7 @@ from bench.common import (
 from bench.loadgen import run_wrk, signed_fires, write_requests
 from bench.webhook_ingest import GATEWAY_SETTINGS
 from shared.bus import Bus
+from shared.metrics import UNDECIDED_RUNS
 from shared.processes import ServiceProcess
 
 CONNECTIONS = 32
@@ -143,18 +144,13 @@ class Bench:
     statements: bool = False  # pg_stat_statements is loaded: report Postgres time by statement
     offset: int = 0
 
-    async def undecided(self, world: World) -> int:
-        """The world's runs not yet decided: those still named by a batch (migration 0010), read by
-        primary key. Asked once, when a load ends (waiting for them asks JetStream instead)."""
-        return int(
-            await self.conn.fetchval(
-                """SELECT count(*) FROM received_batches b,
-                   LATERAL (SELECT 1 FROM routine_runs r
-                            WHERE r.id = ANY(b.run_ids) AND r.status = 'received'
-                              AND r.routine_id = ANY($1::uuid[])) AS u""",
-                world.routines,
-            )
-        )
+    async def undecided(self) -> int:
+        """Runs not yet decided (those of the world being measured: every earlier load was drained
+        before it), counted as the runs-received gauge counts them. Asked once, when a load ends;
+        waiting for them asks JetStream instead."""
+        row = await self.conn.fetchrow(UNDECIDED_RUNS)
+        assert row is not None  # an aggregate always answers one row
+        return int(row["n"])
 
     async def _wal(self) -> tuple[int, int, int]:
         row = await self.conn.fetchrow(WAL)
@@ -212,7 +208,7 @@ class Bench:
             if stopped:
                 self.dispatcher.proc.send_signal(signal.SIGCONT)
         load_ended = time.perf_counter()
-        backlog = await self.undecided(world)
+        backlog = await self.undecided()
         await until_decided(self.bus)
         drain = time.perf_counter() - load_ended
         return {

@@ -228,13 +228,13 @@ async def main(minutes: float = 10, rate: float | None = None, fraction: float =
                     f"measured maximum {measured.per_sec(202):,.0f} fires/s → soak at {rate:,.0f}/s",
                     flush=True,
                 )
-                while await conn.fetchval(UNDECIDED_RUNS):
-                    await asyncio.sleep(0.1)
+                while await conn.fetchval(UNDECIDED_RUNS):  # a probe per run of the batches: not too often
+                    await asyncio.sleep(0.5)
             runs_before = int(await conn.fetchval("SELECT count(*) FROM routine_runs"))
             tally = await soak(gateway, api, admin, world, rate, minutes, rss)
             drain_started = time.perf_counter()
             while await conn.fetchval(UNDECIDED_RUNS):
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.5)
             drain = time.perf_counter() - drain_started
             schedule_runs = int(
                 await conn.fetchval("SELECT count(*) FROM routine_runs WHERE source = 'schedule'")

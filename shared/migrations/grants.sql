@@ -16,13 +16,10 @@ DECLARE
         ['routines_gateway',    'routines',          'SELECT'],
         ['routines_gateway',    'webhook_secrets',   'SELECT'],
         ['routines_gateway',    'routine_runs',      'SELECT, INSERT'],
-        -- what inserts runs inserts a batch naming them (the trigger of 0010 runs as its caller)
-        ['routines_gateway',    'received_batches',  'INSERT'],
         ['routines_gateway',    'schema_migrations', 'SELECT'],
         ['routines_scheduler',  'routine_triggers',  'SELECT, UPDATE'],
         ['routines_scheduler',  'routines',          'SELECT'],
         ['routines_scheduler',  'routine_runs',      'SELECT, INSERT'],
-        ['routines_scheduler',  'received_batches',  'INSERT'],
         ['routines_scheduler',  'schema_migrations', 'SELECT'],
         ['routines_dispatcher', 'routines',          'SELECT, UPDATE'],
         -- failure alerts: auto-pause parks the routine's schedule triggers and logs activity
@@ -30,7 +27,7 @@ DECLARE
         ['routines_dispatcher', 'routine_activity',  'SELECT, INSERT'],
         ['routines_dispatcher', 'routine_revisions', 'SELECT, INSERT'],
         ['routines_dispatcher', 'routine_runs',      'SELECT, UPDATE'],
-        -- the sweeper and the runs-received gauge
+        -- the sweeper and the runs-received gauge (batches are written by 0010's trigger, as owner)
         ['routines_dispatcher', 'received_batches',  'SELECT, DELETE'],
         ['routines_dispatcher', 'issues',            'SELECT, INSERT, UPDATE'],
         ['routines_dispatcher', 'schema_migrations', 'SELECT'],

@@ -20,6 +20,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from routines_api.models import WakeupEvent
+from routines_dispatcher import worker
 from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.worker import Dispatcher
 from shared.bus import RUNS_STREAM, Bus, Subjects
@@ -293,11 +294,51 @@ async def test_the_sweeper_keeps_a_batch_until_it_has_seen_every_run_of_it_decid
             await local.dispatcher._sweep_once()
             assert await _batched_runs(db) == [{held}]
             assert await _status_is(db, held, "received")
-        await local.dispatcher._sweep_once()  # decides it; the batch is checked before that
+        await local.dispatcher._sweep_once()  # decides it, and so settles its batch
         assert await _status_is(db, held, "issue_created")
-        assert await _batched_runs(db) == [{held}]
-        await local.dispatcher._sweep_once()
         assert await _batched_runs(db) == []
+
+
+async def test_a_sweep_goes_on_past_batches_it_cannot_settle(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches whose runs another transaction holds do not hide the ones recorded after them: a
+    sweep that looked at as many batches as it may goes on from the last one, at once."""
+    monkeypatch.setattr(worker, "SWEEP_BATCHES", 2)
+    world = await make_world(db)
+    held_routine = await make_routine(db, world, "always_enqueue")
+    free_routine = await make_routine(db, world, "always_enqueue")
+    held = [await make_run(db, world, held_routine) for _ in range(2)]
+    free = await make_run(db, world, free_routine)
+    async with (
+        _dispatcher(stack, dispatcher_db, sweep_after_sec=0) as local,
+        _routine_held_locked(stack, held_routine),
+    ):
+        assert await local.dispatcher._sweep_once() == 0.0  # two batches, neither settled
+        assert await _status_is(db, free, "received")
+        assert await local.dispatcher._sweep_once() is None  # the rest: the last batch
+        assert await _status_is(db, free, "issue_created")
+        assert await _batched_runs(db) == [{run} for run in held]
+        assert await local.dispatcher._sweep_once() == 0.0  # from the oldest again
+
+
+async def test_a_sweep_takes_about_a_thousand_runs_and_always_one_batch(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "SWEEP_RUNS", 10)
+    world = await make_world(db)
+    routine = await make_routine(db, world, "coalesce_if_active")
+    insert = "INSERT INTO routine_runs (routine_id, company_id, source) SELECT $1, $2, 'api' FROM generate_series(1, $3)"
+    for size in (4, 6, 30, 2):
+        await db.execute(insert, routine, world.company_id, size)
+    async with _dispatcher(stack, dispatcher_db, sweep_after_sec=0) as local:
+        assert await local.dispatcher._sweep_once() == 0.0  # 4 + 6 runs: the budget, before the third batch
+        assert [len(b) for b in await _batched_runs(db)] == [30, 2]
+        assert await local.dispatcher._sweep_once() == 0.0  # the large batch alone
+        assert [len(b) for b in await _batched_runs(db)] == [2]
+        assert await local.dispatcher._sweep_once() is None
+        assert await _batched_runs(db) == []
+    assert await db.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'received'") == 0
 
 
 async def test_one_batch_deciding_many_runs_of_many_routines(

@@ -113,3 +113,27 @@ async def test_the_runs_received_gauge_counts_the_undecided_runs_of_the_batches(
     )
     row = await db.fetchrow(UNDECIDED_RUNS)
     assert row is not None and row["n"] == 3 and row["oldest"] >= 0
+
+
+async def test_the_gauge_and_the_sweep_read_the_runs_by_primary_key_only(db: asyncpg.Connection) -> None:
+    """Planned by statistics taken while nothing was undecided, with many batches, the queries over
+    received_batches still probe the runs of each batch by primary key: never a scan of the runs,
+    whose cost is the table's size every METRICS_REFRESH_SEC and every sweep."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    for _ in range(300):
+        await db.fetch(INSERT_RUNS, routine, world.company_id, ["received"] * 5)
+    await db.execute("UPDATE routine_runs SET status = 'skipped', decided_at = now()")
+    await db.execute("ANALYZE routine_runs, received_batches")
+    sweep = Path("services/run-dispatcher/routines_dispatcher/queries.sql").read_text()
+    sweep = sweep.split("-- sweep_received_batches --", 1)[1].split("\n\n-- ", 1)[0]
+    for query, args in ((UNDECIDED_RUNS, ()), (sweep, (0, 500, 1000, None, None))):
+        tx = db.transaction()  # EXPLAIN ANALYZE of the sweep deletes batches: rolled back
+        await tx.start()
+        try:
+            rows = await db.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {query}", *args)
+        finally:
+            await tx.rollback()
+        plan = "\n".join(r[0] for r in rows)
+        assert "Seq Scan on routine_runs" not in plan, plan
+        assert "routine_runs_pkey" in plan, plan

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from shared.migrate import migrate, missing_migrations
+from tests.factories import make_routine, make_world
 from tests.production.servers import SERVICE_ROLES
 from tests.support import Stack, start_service
 
@@ -35,6 +36,10 @@ FORBIDDEN = [
     ("routines_dispatcher", "SELECT count(*) FROM console_sessions"),
     ("routines_scheduler", "SELECT count(*) FROM routine_revisions"),
     ("routines_dispatcher", "DELETE FROM routine_activity"),
+    # batches of received runs are written by a trigger as the schema's owner (0010), never directly
+    ("routines_gateway", "INSERT INTO received_batches (run_ids) VALUES ('{}')"),
+    ("routines_scheduler", "SELECT count(*) FROM received_batches"),
+    ("routines_api", "ALTER TABLE received_batches ADD COLUMN x int"),
 ]
 # What each service needs (a sample of its real statements' privileges).
 ALLOWED = [
@@ -49,6 +54,8 @@ ALLOWED = [
     # failure alerts in the dispatcher: auto-pause parks schedule triggers, logs activity
     ("routines_dispatcher", "UPDATE routine_triggers SET next_run_at = NULL WHERE false"),
     ("routines_dispatcher", "INSERT INTO routine_activity SELECT * FROM routine_activity WHERE false"),
+    # the sweeper and the runs-received gauge
+    ("routines_dispatcher", "DELETE FROM received_batches WHERE false"),
 ]
 
 
@@ -65,6 +72,27 @@ async def test_service_roles_may_do_what_they_need(db: asyncpg.Connection) -> No
         async with db.transaction():
             await db.execute(f"SET LOCAL ROLE {role}")
             await db.execute(statement)
+
+
+async def test_a_role_that_records_runs_needs_no_privilege_on_their_batches(db: asyncpg.Connection) -> None:
+    """The trigger of 0010 writes the batch as the schema's owner: a service recording runs is not
+    refused for want of a grant on received_batches — as in the moment between 0010's commit and
+    the grants applied after the last migration, when no service role has one."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    for role in ("routines_gateway", "routines_scheduler", "routines_api"):
+        async with db.transaction():
+            await db.execute(f"REVOKE ALL ON received_batches FROM {role}")
+            await db.execute(f"SET LOCAL ROLE {role}")
+            run = await db.fetchval(
+                "INSERT INTO routine_runs (routine_id, company_id, source) VALUES ($1, $2, 'api') RETURNING id",
+                routine,
+                world.company_id,
+            )
+            await db.execute("RESET ROLE")
+            assert (
+                await db.fetchval("SELECT count(*) FROM received_batches WHERE $1 = ANY(run_ids)", run) == 1
+            )
 
 
 async def test_tables_of_later_migrations_get_grants(db: asyncpg.Connection, database_url: str) -> None:

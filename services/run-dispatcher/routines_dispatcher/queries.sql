@@ -126,17 +126,25 @@ WHERE run.id = $1 AND run.status = 'received' AND r.id = run.routine_id
 RETURNING run.id, run.routine_id, run.triggered_at, r.assignee_agent_id;
 
 -- sweep_received_batches --
--- The sweeper's work: up to $2 batches recorded more than $1 seconds ago (migration 0010), each
--- with its runs still undecided, oldest first. A batch whose runs are all decided (or gone) is
--- deleted here; the others stay until a later sweep sees theirs decided. Each batch's runs are
--- looked up by primary key (`= ANY` of its own array): never a scan of routine_runs.
+-- The sweeper's work: batches recorded more than $1 seconds ago (migration 0010), oldest first,
+-- after ($4, $5) when given (a sweep goes on past batches it could not settle), up to $2 of them
+-- and about $3 runs (always one batch, however large). Each with its size and its runs still
+-- undecided; a batch whose runs are all decided (or gone) is deleted here. Each batch's runs are
+-- looked up by primary key (`= ANY` of its own array, under an aggregate: never flattened into a
+-- join that could be planned as a scan of routine_runs).
 WITH due AS (
-    SELECT id, run_ids FROM received_batches
-    WHERE recorded_at < now() - make_interval(secs => $1)
-    ORDER BY recorded_at
-    LIMIT $2
+    SELECT id, recorded_at, run_ids FROM (
+        SELECT id, recorded_at, run_ids,
+               sum(cardinality(run_ids)) OVER (ORDER BY recorded_at, id) - cardinality(run_ids) AS before
+        FROM received_batches
+        WHERE recorded_at < now() - make_interval(secs => $1)
+          AND ($4::timestamptz IS NULL OR (recorded_at, id) > ($4::timestamptz, $5::bigint))
+        ORDER BY recorded_at, id
+        LIMIT $2
+    ) AS oldest
+    WHERE before < $3
 ), checked AS (
-    SELECT due.id, undecided.run_ids
+    SELECT due.id, due.recorded_at, cardinality(due.run_ids) AS size, undecided.run_ids
     FROM due, LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.triggered_at), '{}') AS run_ids
                        FROM routine_runs r
                        WHERE r.id = ANY(due.run_ids) AND r.status = 'received') AS undecided
@@ -144,7 +152,11 @@ WITH due AS (
     DELETE FROM received_batches b USING checked
     WHERE b.id = checked.id AND cardinality(checked.run_ids) = 0
 )
-SELECT id, run_ids FROM checked;
+SELECT id, recorded_at, size, run_ids FROM checked ORDER BY recorded_at, id;
+
+-- delete_received_batches --
+-- Batches whose undecided runs the sweeper has just decided.
+DELETE FROM received_batches WHERE id = ANY($1::bigint[]);
 
 -- missing_runs --
 -- Which of these run ids do not exist (their messages can never succeed).

@@ -45,9 +45,11 @@ def _observe(decisions: Sequence[Decision]) -> None:
     observe_many(DECISION_LATENCY, [max(0.0, (now - d.triggered_at).total_seconds()) for d in decisions])
 
 
-SWEEP_BATCHES = 20
-"""Batches of recorded runs a sweep looks at (each names the runs of one INSERT: a gateway group
-commit, a manual run, a scheduler tick of up to `claim_batch_size` slots)."""
+SWEEP_BATCHES = 500
+SWEEP_RUNS = 1000
+"""A sweep looks at up to SWEEP_BATCHES batches of recorded runs, about SWEEP_RUNS runs' worth
+(each batch names the runs of one INSERT: a manual run, a gateway group commit, a scheduler tick
+of up to `claim_batch_size` slots; one batch always, however large)."""
 
 MAX_MESSAGE_BYTES = 8 * 1024
 """A run-requested message names one run (`{"runId": ...}`) or up to RUNS_PER_MESSAGE
@@ -144,6 +146,8 @@ class Dispatcher:
     _runs_per_message: float = field(default=float(RUNS_PER_MESSAGE), init=False)
     _arrivals: ArrivalRate = field(default_factory=ArrivalRate, init=False)
     _last_fetch_full: bool = field(default=False, init=False)
+    # Where a sweep goes on (the last batch the one before looked at), or from the oldest: None.
+    _sweep_cursor: tuple[datetime, int] | None = field(default=None, init=False)
 
     async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
         """Decide the runs in one transaction. If that fails for a reason that retrying cannot cure,
@@ -393,23 +397,35 @@ class Dispatcher:
         )
 
     async def _sweep_once(self) -> float | None:
-        """One sweep of the batches that recorded runs `sweep_after_sec` ago or more: those whose
-        runs are all decided are deleted, the runs still undecided are decided (skipping those
-        another transaction holds: a later sweep sees them). 0 (sweep again at once) when it found
-        a full set of batches and made progress."""
+        """One sweep of the batches that recorded runs `sweep_after_sec` ago or more, about
+        SWEEP_RUNS runs' worth: those whose runs are all decided are deleted; the runs still
+        undecided are decided (skipping those another transaction holds: a later sweep sees them),
+        and the batches they settle are deleted too. 0 (sweep again at once, past these batches)
+        when there may be more."""
+        cursor = self._sweep_cursor
         async with self.db.connection() as conn:
             batches = await conn.fetch(
-                QUERIES["sweep_received_batches"], self.settings.sweep_after_sec, SWEEP_BATCHES
+                QUERIES["sweep_received_batches"],
+                self.settings.sweep_after_sec,
+                SWEEP_BATCHES,
+                SWEEP_RUNS,
+                *(cursor or (None, None)),
             )
         run_ids = list(dict.fromkeys(run_id for batch in batches for run_id in batch["run_ids"]))
         size = self.settings.fetch_batch_size
-        decided = 0
+        decided: set[uuid.UUID] = set()
         for start in range(0, len(run_ids), size):
-            decided += len(await self.decide_and_publish(run_ids[start : start + size], skip_locked=True))
+            decisions = await self.decide_and_publish(run_ids[start : start + size], skip_locked=True)
+            decided.update(d.run_id for d in decisions)
         if decided:
-            SWEEPER_PICKUPS.inc(decided)
-            log.info("sweeper decided runs", count=decided)
-        settled = len(batches) - sum(1 for batch in batches if batch["run_ids"])
-        if len(batches) == SWEEP_BATCHES and (settled or decided):
+            SWEEPER_PICKUPS.inc(len(decided))
+            log.info("sweeper decided runs", count=len(decided))
+            settled = [b["id"] for b in batches if b["run_ids"] and decided.issuperset(b["run_ids"])]
+            if settled:
+                async with self.db.connection() as conn:
+                    await conn.execute(QUERIES["delete_received_batches"], settled)
+        if len(batches) == SWEEP_BATCHES or sum(b["size"] for b in batches) >= SWEEP_RUNS:
+            self._sweep_cursor = (batches[-1]["recorded_at"], batches[-1]["id"])
             return 0.0
+        self._sweep_cursor = None
         return None
