@@ -22,6 +22,7 @@ from bench import (
     log_line,
     pipeline_ingest,
     profile_gateway,
+    run_table_size,
     scheduler_scale,
     soak,
     top_of_hour,
@@ -31,7 +32,15 @@ from bench import (
 
 async def run_all(soak_minutes: float) -> None:
     peaks: dict[str, float] = {}
-    benches: list[Any] = [fire_to_issue, fire_lag, top_of_hour, dispatch_throughput, decision_cost, id_order]
+    benches: list[Any] = [
+        fire_to_issue,
+        fire_lag,
+        top_of_hour,
+        dispatch_throughput,
+        decision_cost,
+        run_table_size,
+        id_order,
+    ]
     if shutil.which("wrk"):
         benches[0:0] = [webhook_ingest, profile_gateway, pipeline_ingest]
     else:

@@ -12,21 +12,31 @@
 CREATE TABLE received_batches (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     recorded_at  timestamptz NOT NULL DEFAULT now(),
-    run_ids      uuid[] NOT NULL
+    run_ids      uuid[] NOT NULL,
+    run_count    int NOT NULL  -- cardinality(run_ids), without reading the array
 );
 CREATE INDEX received_batches_recorded ON received_batches (recorded_at, id);
 
 -- SECURITY DEFINER: it writes as the owner of the schema, so a role that may insert runs needs
 -- no privilege on received_batches (none has one the moment this commits: grants.sql runs after
--- the last migration), and the search path is the one the schema was made with.
+-- the last migration). Its search path is this schema, then pg_temp: a temporary table of the
+-- same name made by a service role cannot stand in for received_batches. Nobody may call it but
+-- the trigger (EXECUTE is checked when a trigger is created, not when it fires).
 CREATE FUNCTION routines_note_received_runs() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $note$
+LANGUAGE plpgsql SECURITY DEFINER AS $note$
 BEGIN
-    INSERT INTO received_batches (run_ids)
-    SELECT array_agg(id) FROM recorded WHERE status = 'received' HAVING count(*) > 0;
+    INSERT INTO received_batches (run_ids, run_count)
+    SELECT array_agg(id), count(*) FROM recorded WHERE status = 'received' HAVING count(*) > 0;
     RETURN NULL;
 END
 $note$;
+DO $pin$
+BEGIN
+    EXECUTE format('ALTER FUNCTION routines_note_received_runs() SET search_path = %I, pg_temp',
+                   current_schema());
+END
+$pin$;
+REVOKE EXECUTE ON FUNCTION routines_note_received_runs() FROM PUBLIC;
 
 -- CREATE TRIGGER waits for every transaction inserting runs to end and holds new ones off until
 -- this migration commits: the runs already recorded are all in the backfill below, and every
@@ -37,8 +47,8 @@ CREATE TRIGGER routine_runs_received_batch
     FOR EACH STATEMENT EXECUTE FUNCTION routines_note_received_runs();
 
 -- The runs undecided now, a thousand a batch (a backlog must not become one huge array).
-INSERT INTO received_batches (run_ids)
-SELECT array_agg(id ORDER BY triggered_at)
+INSERT INTO received_batches (run_ids, run_count)
+SELECT array_agg(id ORDER BY triggered_at), count(*)
 FROM (SELECT id, triggered_at, (row_number() OVER (ORDER BY triggered_at) - 1) / 1000 AS n
       FROM routine_runs WHERE status = 'received') AS undecided
 GROUP BY n;

@@ -45,7 +45,8 @@ BEGIN
             EXECUTE format('REVOKE ALL ON TABLE %I FROM %I', t, r);
             IF NOT t = ANY(known) THEN
                 EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %I TO %I', t, r);
-            ELSIF r = 'routines_api' AND t <> 'schema_migrations' THEN
+            -- received_batches: written by 0010's trigger only, read and deleted by the sweeper
+            ELSIF r = 'routines_api' AND t NOT IN ('schema_migrations', 'received_batches') THEN
                 EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE %I TO %I', t, r);
             END IF;
         END LOOP;

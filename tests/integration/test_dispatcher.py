@@ -24,7 +24,7 @@ from routines_dispatcher import worker
 from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.worker import Dispatcher
 from shared.bus import RUNS_STREAM, Bus, Subjects
-from shared.db import Database
+from shared.db import Database, init_connection
 from shared.lifecycle import Supervisor
 from shared.runs import RUNS_PER_MESSAGE, publish_run_requested, publish_runs_requested
 from shared.settings import DispatcherSettings
@@ -320,6 +320,39 @@ async def test_a_sweep_goes_on_past_batches_it_cannot_settle(
         assert await _status_is(db, free, "issue_created")
         assert await _batched_runs(db) == [{run} for run in held]
         assert await local.dispatcher._sweep_once() == 0.0  # from the oldest again
+
+
+async def test_a_sweep_starts_from_the_oldest_again_while_every_sweep_is_full(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is timed by its transaction's start, so one committed late lands behind a sweep
+    that has gone on past it. While sweeps stay full (a backlog), each chain of them still starts
+    from the oldest batch once it has gone on for SWEEP_INTERVAL_SEC."""
+    monkeypatch.setattr(worker, "SWEEP_BATCHES", 1)
+    world = await make_world(db)
+    held_routine = await make_routine(db, world, "always_enqueue")
+    late_routine = await make_routine(db, world, "always_enqueue")
+    late_writer = await asyncpg.connect(stack.database_url)
+    await init_connection(late_writer)
+    try:
+        late_tx = late_writer.transaction()
+        await late_tx.start()
+        late = await make_run(late_writer, world, late_routine)  # timed now, committed later
+        held = [await make_run(db, world, held_routine) for _ in range(3)]
+        async with (
+            _dispatcher(stack, dispatcher_db, sweep_after_sec=0, sweep_interval_sec=0.3) as local,
+            _routine_held_locked(stack, held_routine),
+        ):
+            assert await local.dispatcher._sweep_once() == 0.0  # the first held batch
+            await late_tx.commit()
+            assert await local.dispatcher._sweep_once() == 0.0  # on from it: the second
+            assert await _status_is(db, late, "received")
+            await asyncio.sleep(0.4)
+            assert await local.dispatcher._sweep_once() == 0.0  # from the oldest: the late one
+            assert await _status_is(db, late, "issue_created")
+        assert all([await _status_is(db, run, "received") for run in held])
+    finally:
+        await late_writer.close()
 
 
 async def test_a_sweep_takes_about_a_thousand_runs_and_always_one_batch(

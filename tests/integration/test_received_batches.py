@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from routines_dispatcher.decide import decide_runs
+from routines_dispatcher.worker import SWEEP_FROM_THE_OLDEST
 from shared.metrics import UNDECIDED_RUNS
 from tests.factories import make_routine, make_run, make_world
 
@@ -127,7 +128,7 @@ async def test_the_gauge_and_the_sweep_read_the_runs_by_primary_key_only(db: asy
     await db.execute("ANALYZE routine_runs, received_batches")
     sweep = Path("services/run-dispatcher/routines_dispatcher/queries.sql").read_text()
     sweep = sweep.split("-- sweep_received_batches --", 1)[1].split("\n\n-- ", 1)[0]
-    for query, args in ((UNDECIDED_RUNS, ()), (sweep, (0, 500, 1000, None, None))):
+    for query, args in ((UNDECIDED_RUNS, ()), (sweep, (0, 500, 1000, *SWEEP_FROM_THE_OLDEST))):
         tx = db.transaction()  # EXPLAIN ANALYZE of the sweep deletes batches: rolled back
         await tx.start()
         try:

@@ -39,7 +39,9 @@ FORBIDDEN = [
     # batches of received runs are written by a trigger as the schema's owner (0010), never directly
     ("routines_gateway", "INSERT INTO received_batches (run_ids) VALUES ('{}')"),
     ("routines_scheduler", "SELECT count(*) FROM received_batches"),
-    ("routines_api", "ALTER TABLE received_batches ADD COLUMN x int"),
+    ("routines_api", "INSERT INTO received_batches (run_ids, run_count) VALUES ('{}', 0)"),
+    ("routines_api", "DELETE FROM received_batches"),
+    ("routines_gateway", "SELECT routines_note_received_runs()"),
 ]
 # What each service needs (a sample of its real statements' privileges).
 ALLOWED = [
@@ -93,6 +95,28 @@ async def test_a_role_that_records_runs_needs_no_privilege_on_their_batches(db: 
             assert (
                 await db.fetchval("SELECT count(*) FROM received_batches WHERE $1 = ANY(run_ids)", run) == 1
             )
+
+
+async def test_a_temporary_table_cannot_stand_in_for_the_batches(db: asyncpg.Connection) -> None:
+    """The trigger of 0010 runs as the schema's owner: a service role's temporary table of the same
+    name must not receive its batch (the run would be hidden from the sweeper, and a trigger of the
+    role's own on that table would run as the owner)."""
+    world = await make_world(db)
+    routine = await make_routine(db, world)
+    async with db.transaction():
+        await db.execute("SET LOCAL ROLE routines_gateway")
+        await db.execute("CREATE TEMP TABLE received_batches (run_ids uuid[], run_count int)")
+        run = await db.fetchval(
+            "INSERT INTO routine_runs (routine_id, company_id, source) VALUES ($1, $2, 'webhook') RETURNING id",
+            routine,
+            world.company_id,
+        )
+        assert await db.fetchval("SELECT count(*) FROM pg_temp.received_batches") == 0
+        await db.execute("RESET ROLE")
+        assert (
+            await db.fetchval("SELECT count(*) FROM public.received_batches WHERE $1 = ANY(run_ids)", run)
+            == 1
+        )
 
 
 async def test_tables_of_later_migrations_get_grants(db: asyncpg.Connection, database_url: str) -> None:

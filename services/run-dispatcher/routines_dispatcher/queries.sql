@@ -127,24 +127,25 @@ RETURNING run.id, run.routine_id, run.triggered_at, r.assignee_agent_id;
 
 -- sweep_received_batches --
 -- The sweeper's work: batches recorded more than $1 seconds ago (migration 0010), oldest first,
--- after ($4, $5) when given (a sweep goes on past batches it could not settle), up to $2 of them
--- and about $3 runs (always one batch, however large). Each with its size and its runs still
--- undecided; a batch whose runs are all decided (or gone) is deleted here. Each batch's runs are
--- looked up by primary key (`= ANY` of its own array, under an aggregate: never flattened into a
--- join that could be planned as a scan of routine_runs).
+-- after ($4, $5) (a sweep goes on past batches it could not settle; from ('-infinity', 0) at
+-- first: always a condition the index can take), up to $2 of them and about $3 runs (always one
+-- batch, however large). Each with its size and its runs still undecided; a batch whose runs are
+-- all decided (or gone) is deleted here. Each batch's runs are looked up by primary key (`= ANY`
+-- of its own array, under an aggregate: never flattened into a join that could be planned as a
+-- scan of routine_runs).
 WITH due AS (
-    SELECT id, recorded_at, run_ids FROM (
-        SELECT id, recorded_at, run_ids,
-               sum(cardinality(run_ids)) OVER (ORDER BY recorded_at, id) - cardinality(run_ids) AS before
+    SELECT id, recorded_at, run_ids, run_count FROM (
+        SELECT id, recorded_at, run_ids, run_count,
+               sum(run_count) OVER (ORDER BY recorded_at, id) - run_count AS before
         FROM received_batches
         WHERE recorded_at < now() - make_interval(secs => $1)
-          AND ($4::timestamptz IS NULL OR (recorded_at, id) > ($4::timestamptz, $5::bigint))
+          AND (recorded_at, id) > ($4::timestamptz, $5::bigint)
         ORDER BY recorded_at, id
         LIMIT $2
     ) AS oldest
     WHERE before < $3
 ), checked AS (
-    SELECT due.id, due.recorded_at, cardinality(due.run_ids) AS size, undecided.run_ids
+    SELECT due.id, due.recorded_at, due.run_count AS size, undecided.run_ids
     FROM due, LATERAL (SELECT COALESCE(array_agg(r.id ORDER BY r.triggered_at), '{}') AS run_ids
                        FROM routine_runs r
                        WHERE r.id = ANY(due.run_ids) AND r.status = 'received') AS undecided

@@ -45,6 +45,7 @@ def _observe(decisions: Sequence[Decision]) -> None:
     observe_many(DECISION_LATENCY, [max(0.0, (now - d.triggered_at).total_seconds()) for d in decisions])
 
 
+SWEEP_FROM_THE_OLDEST = (datetime.min.replace(tzinfo=UTC), 0)
 SWEEP_BATCHES = 500
 SWEEP_RUNS = 1000
 """A sweep looks at up to SWEEP_BATCHES batches of recorded runs, about SWEEP_RUNS runs' worth
@@ -146,8 +147,10 @@ class Dispatcher:
     _runs_per_message: float = field(default=float(RUNS_PER_MESSAGE), init=False)
     _arrivals: ArrivalRate = field(default_factory=ArrivalRate, init=False)
     _last_fetch_full: bool = field(default=False, init=False)
-    # Where a sweep goes on (the last batch the one before looked at), or from the oldest: None.
+    # Where a sweep goes on (the last batch the one before looked at), or from the oldest: None;
+    # and when the sweeps that followed on from each other began (monotonic seconds).
     _sweep_cursor: tuple[datetime, int] | None = field(default=None, init=False)
+    _sweep_chain_began: float = field(default=0.0, init=False)
 
     async def decide_and_publish(self, run_ids: Sequence[uuid.UUID], *, skip_locked: bool) -> list[Decision]:
         """Decide the runs in one transaction. If that fails for a reason that retrying cannot cure,
@@ -402,14 +405,24 @@ class Dispatcher:
         undecided are decided (skipping those another transaction holds: a later sweep sees them),
         and the batches they settle are deleted too. 0 (sweep again at once, past these batches)
         when there may be more."""
-        cursor = self._sweep_cursor
+        now = time.monotonic()
+        if (
+            self._sweep_cursor is not None
+            and now - self._sweep_chain_began > self.settings.sweep_interval_sec
+        ):
+            # From the oldest again now and then, even while every sweep is full (a backlog): a
+            # batch committed late, behind the cursor (its time is its transaction's start), is
+            # not left until the backlog is gone.
+            self._sweep_cursor = None
+        if self._sweep_cursor is None:
+            self._sweep_chain_began = now
         async with self.db.connection() as conn:
             batches = await conn.fetch(
                 QUERIES["sweep_received_batches"],
                 self.settings.sweep_after_sec,
                 SWEEP_BATCHES,
                 SWEEP_RUNS,
-                *(cursor or (None, None)),
+                *(self._sweep_cursor or SWEEP_FROM_THE_OLDEST),
             )
         run_ids = list(dict.fromkeys(run_id for batch in batches for run_id in batch["run_ids"]))
         size = self.settings.fetch_batch_size
@@ -424,7 +437,7 @@ class Dispatcher:
             if settled:
                 async with self.db.connection() as conn:
                     await conn.execute(QUERIES["delete_received_batches"], settled)
-        if len(batches) == SWEEP_BATCHES or sum(b["size"] for b in batches) >= SWEEP_RUNS:
+        if batches and (len(batches) == SWEEP_BATCHES or sum(b["size"] for b in batches) >= SWEEP_RUNS):
             self._sweep_cursor = (batches[-1]["recorded_at"], batches[-1]["id"])
             return 0.0
         self._sweep_cursor = None
