@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +14,7 @@ import pytest
 from shared.migrate import migrate, migration_files
 from tests.databases import DbFactory
 from tests.factories import make_routine, make_world
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -294,6 +296,10 @@ async def test_an_online_migration_rebuilds_indexes_while_rows_are_written(empty
         await conn.close()
 
 
+async def _positive(count: Awaitable[int], at_least: int = 1) -> bool:
+    return await count >= at_least
+
+
 RECORD_RUNS = """
 INSERT INTO routine_runs (routine_id, company_id, source, status)
 SELECT $1, $2, 'webhook', s FROM unnest($3::text[]) AS s
@@ -303,7 +309,8 @@ RETURNING id, status
 
 async def test_the_runs_undecided_when_batches_began_are_named_by_batches(empty_database: str) -> None:
     """Upgrading: the runs still received when 0010 is applied are put in batches (a thousand
-    each); the decided ones are not. 0011 then drops the index on the status."""
+    each); the decided ones are not; runs recorded meanwhile are named too, by the backfill or by
+    the trigger. 0011 then drops the index on the status."""
     versions = [version for version, _ in migration_files()]
     first = versions.index("0010_received_batches")
     await migrate(empty_database)
@@ -322,11 +329,35 @@ async def test_the_runs_undecided_when_batches_began_are_named_by_batches(empty_
         rows = await conn.fetch(
             RECORD_RUNS, routine, world.company_id, ["received"] * 2500 + ["skipped"] * 10
         )
-        assert await migrate(empty_database) == versions[first:]
+        # Runs being recorded as it is applied: one by a transaction open when 0010 begins (the
+        # trigger waits for it), one by a statement that comes while 0010 waits (held off by it).
+        early, late = await asyncpg.connect(empty_database), await asyncpg.connect(empty_database)
+        try:
+            early_tx = early.transaction()
+            await early_tx.start()
+            open_run = await early.fetchval(RECORD_RUNS, routine, world.company_id, ["received"])
+            migrating = asyncio.create_task(migrate(empty_database))
+            # 0010's lock on routine_runs, waiting for the open transaction.
+            waiting = (
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'routine_runs'::regclass"
+            )
+            await wait_until(lambda: _positive(conn.fetchval(waiting)), timeout=4)
+            held_off = asyncio.create_task(
+                late.fetchval(RECORD_RUNS, routine, world.company_id, ["received"])
+            )
+            await wait_until(lambda: _positive(conn.fetchval(waiting), 2), timeout=4)  # both wait
+            assert not held_off.done()
+            await early_tx.commit()
+            assert await migrating == versions[first:]
+            later_run = await held_off
+        finally:
+            await early.close()
+            await late.close()
         batches = await conn.fetch("SELECT run_ids FROM received_batches ORDER BY id")
-        assert sorted(len(b["run_ids"]) for b in batches) == [500, 1000, 1000]
+        assert sorted(len(b["run_ids"]) for b in batches) == [1, 501, 1000, 1000]
         named = [run for b in batches for run in b["run_ids"]]
-        assert sorted(named) == sorted(r["id"] for r in rows if r["status"] == "received")
+        received = [r["id"] for r in rows if r["status"] == "received"]
+        assert sorted(named) == sorted([*received, open_run, later_run])
         assert await conn.fetchval("SELECT to_regclass('routine_runs_received')") is None
     finally:
         await conn.close()
