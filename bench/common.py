@@ -365,6 +365,14 @@ async def until_decided(bus: Bus, every: float = 0.05) -> None:
             await asyncio.sleep(every)
 
 
+async def assert_all_decided(conn: asyncpg.Connection, run_ids: Sequence[uuid.UUID]) -> None:
+    """Confirm in Postgres, run by run (primary key), what the consumer's settling said."""
+    left = await conn.fetchval(
+        "SELECT count(*) FROM routine_runs WHERE id = ANY($1::uuid[]) AND status = 'received'", list(run_ids)
+    )
+    assert left == 0, f"{left} runs undecided after the consumer settled"
+
+
 def service_env(stack: Stack, **extra: Any) -> dict[str, str]:
     env = stack.env(log_level="warning", **extra)
     env["ROUTINES_SHUTDOWN_TIMEOUT_SEC"] = "5"

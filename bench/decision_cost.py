@@ -26,6 +26,7 @@ from bench.common import (
     RESULTS,
     STATEMENT_STATS,
     CpuMeter,
+    assert_all_decided,
     reset_statement_stats,
     seeded,
     service_env,
@@ -97,12 +98,7 @@ async def main(
             elapsed = time.perf_counter() - started
             after = cpu.read()
             top = await top_statements(conn, 8) if statements else []
-            # The consumer settled: confirmed in Postgres (after the CPU was read), run by run.
-            left = await conn.fetchval(
-                "SELECT count(*) FROM routine_runs WHERE id = ANY($1::uuid[]) AND status = 'received'",
-                [row["id"] for row in rows],
-            )
-            assert left == 0, f"{left} runs undecided after the consumer settled"
+            await assert_all_decided(conn, [row["id"] for row in rows])  # after the CPU was read
             coalesced = await conn.fetchval("SELECT sum(coalesced_fire_count) FROM issues")
             created = await conn.fetchval("SELECT count(*) FROM routine_runs WHERE status = 'issue_created'")
             # Runs decided in one transaction share its now().

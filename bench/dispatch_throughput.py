@@ -14,7 +14,15 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import RESULTS, PeakRss, seeded, service_env, timed_then_cleared, until_decided
+from bench.common import (
+    RESULTS,
+    PeakRss,
+    assert_all_decided,
+    seeded,
+    service_env,
+    timed_then_cleared,
+    until_decided,
+)
 from shared.bus import Bus
 from shared.processes import ServiceProcess
 from shared.runs import publish_run_requested
@@ -64,11 +72,7 @@ async def main() -> dict[str, Any]:
         try:
             await until_decided(bus)
             elapsed = time.perf_counter() - started
-            left = await conn.fetchval(
-                "SELECT count(*) FROM routine_runs WHERE id = ANY($1::uuid[]) AND status = 'received'",
-                [r["id"] for r in rows],
-            )
-            assert left == 0, f"{left} runs undecided after the consumer settled"
+            await assert_all_decided(conn, [r["id"] for r in rows])
             issues = await conn.fetchval("SELECT count(*) FROM issues")
         finally:
             await rss.stop()

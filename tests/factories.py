@@ -103,3 +103,11 @@ async def make_issue(db: asyncpg.Connection, world: World, routine_id: uuid.UUID
             )
         )
     )
+
+
+RECORD_RUNS = """
+INSERT INTO routine_runs (routine_id, company_id, source, status)
+SELECT $1, $2, 'webhook', s FROM unnest($3::text[]) AS s
+RETURNING id, status
+"""
+"""Runs of one routine in one statement (one batch of received runs), one per status given ($3)."""

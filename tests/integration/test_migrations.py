@@ -13,7 +13,7 @@ import pytest
 
 from shared.migrate import migrate, migration_files
 from tests.databases import DbFactory
-from tests.factories import make_routine, make_world
+from tests.factories import RECORD_RUNS, make_routine, make_world
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,13 +298,6 @@ async def test_an_online_migration_rebuilds_indexes_while_rows_are_written(empty
 
 async def _positive(count: Awaitable[int], at_least: int = 1) -> bool:
     return await count >= at_least
-
-
-RECORD_RUNS = """
-INSERT INTO routine_runs (routine_id, company_id, source, status)
-SELECT $1, $2, 'webhook', s FROM unnest($3::text[]) AS s
-RETURNING id, status
-"""
 
 
 async def test_the_runs_undecided_when_batches_began_are_named_by_batches(empty_database: str) -> None:

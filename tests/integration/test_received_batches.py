@@ -12,13 +12,7 @@ import asyncpg
 from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.worker import SWEEP_FROM_THE_OLDEST
 from shared.metrics import UNDECIDED_RUNS
-from tests.factories import make_routine, make_run, make_world
-
-INSERT_RUNS = """
-INSERT INTO routine_runs (routine_id, company_id, source, status)
-SELECT $1, $2, 'webhook', s FROM unnest($3::text[]) AS s
-RETURNING id, status
-"""
+from tests.factories import RECORD_RUNS, make_routine, make_run, make_world
 
 
 async def _batches(db: asyncpg.Connection) -> list[set[uuid.UUID]]:
@@ -32,14 +26,14 @@ async def test_every_statement_recording_runs_names_its_received_runs_in_one_bat
     routine = await make_routine(db, world)
     assert await _batches(db) == []
     rows = await db.fetch(
-        INSERT_RUNS, routine, world.company_id, ["received", "skipped", "received", "received"]
+        RECORD_RUNS, routine, world.company_id, ["received", "skipped", "received", "received"]
     )
     received = {r["id"] for r in rows if r["status"] == "received"}
     assert len(received) == 3
     assert await _batches(db) == [received]  # one batch, without the skipped run
 
     # A statement recording no received run (the scheduler's audit of missed slots) adds none.
-    await db.fetch(INSERT_RUNS, routine, world.company_id, ["skipped", "failed"])
+    await db.fetch(RECORD_RUNS, routine, world.company_id, ["skipped", "failed"])
     # Nor does one whose rows all conflicted (ON CONFLICT DO NOTHING recorded nothing).
     key = "same-key"
     keyed = """INSERT INTO routine_runs (routine_id, company_id, source, idempotency_key, idempotency_scope)
@@ -106,7 +100,7 @@ async def test_the_runs_received_gauge_counts_the_undecided_runs_of_the_batches(
     world = await make_world(db)
     routine = await make_routine(db, world)
     assert dict((await db.fetchrow(UNDECIDED_RUNS)) or {}) == {"n": 0, "oldest": 0}
-    rows = await db.fetch(INSERT_RUNS, routine, world.company_id, ["received"] * 4)
+    rows = await db.fetch(RECORD_RUNS, routine, world.company_id, ["received"] * 4)
     later = await make_run(db, world, routine)
     await db.execute(
         "UPDATE routine_runs SET status = 'skipped', decided_at = now() WHERE id = ANY($1::uuid[])",
@@ -123,7 +117,7 @@ async def test_the_gauge_and_the_sweep_read_the_runs_by_primary_key_only(db: asy
     world = await make_world(db)
     routine = await make_routine(db, world)
     for _ in range(300):
-        await db.fetch(INSERT_RUNS, routine, world.company_id, ["received"] * 5)
+        await db.fetch(RECORD_RUNS, routine, world.company_id, ["received"] * 5)
     await db.execute("UPDATE routine_runs SET status = 'skipped', decided_at = now()")
     await db.execute("ANALYZE routine_runs, received_batches")
     sweep = Path("services/run-dispatcher/routines_dispatcher/queries.sql").read_text()

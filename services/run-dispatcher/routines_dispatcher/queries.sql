@@ -127,8 +127,8 @@ RETURNING run.id, run.routine_id, run.triggered_at, r.assignee_agent_id;
 
 -- sweep_received_batches --
 -- The sweeper's work: batches recorded more than $1 seconds ago (migration 0010), oldest first,
--- after ($4, $5) (a sweep goes on past batches it could not settle; from ('-infinity', 0) at
--- first: always a condition the index can take), up to $2 of them and about $3 runs (always one
+-- after ($4, $5) (a sweep goes on past batches it could not settle; from the earliest time and
+-- id 0 at first: always a condition the index can take), up to $2 of them and about $3 runs (always one
 -- batch, however large). Each with its size and its runs still undecided; a batch whose runs are
 -- all decided (or gone) is deleted here. Each batch's runs are looked up by primary key (`= ANY`
 -- of its own array, under an aggregate: never flattened into a join that could be planned as a
