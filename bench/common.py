@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import statistics
@@ -336,6 +337,65 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+# Two-sided 95 % quantiles of Student's t, by degrees of freedom (1-30); beyond, the normal's.
+_T95 = (
+    12.71,
+    4.30,
+    3.18,
+    2.78,
+    2.57,
+    2.45,
+    2.36,
+    2.31,
+    2.26,
+    2.23,
+    2.20,
+    2.18,
+    2.16,
+    2.14,
+    2.13,
+    2.12,
+    2.11,
+    2.10,
+    2.09,
+    2.09,
+    2.08,
+    2.07,
+    2.07,
+    2.06,
+    2.06,
+    2.06,
+    2.05,
+    2.05,
+    2.05,
+    2.04,
+)
+
+
+class RatioInterval(NamedTuple):
+    """The geometric mean of paired ratios and its 95 % confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+
+
+def ratio_interval(ratios: Sequence[float]) -> RatioInterval:
+    """Paired ratios (each of two loads measured side by side) summed up: their geometric mean,
+    and the 95 % confidence interval of it by Student's t on their logarithms — the host's drift
+    between pairs is what spreads them, and a ratio of 0.8 is as far below 1 as 1.25 is above.
+    NaN bounds for fewer than two ratios."""
+    logs = [math.log(r) for r in ratios if r > 0]
+    if not logs:
+        return RatioInterval(math.nan, math.nan, math.nan)
+    centre = statistics.fmean(logs)
+    if len(logs) < 2:
+        return RatioInterval(math.exp(centre), math.nan, math.nan)
+    t = _T95[len(logs) - 2] if len(logs) - 1 <= len(_T95) else 1.96
+    half = t * statistics.stdev(logs) / math.sqrt(len(logs))
+    return RatioInterval(math.exp(centre), math.exp(centre - half), math.exp(centre + half))
 
 
 def describe(values: list[float]) -> str:

@@ -35,6 +35,7 @@ from bench.common import (
     cpu_burner,
     machine_busy,
     machine_cpu,
+    ratio_interval,
     reset_statement_stats,
     seed,
     servers,
@@ -442,6 +443,8 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in running
             if by_round.get(r["round"], {}).get("accepted_per_sec")
         ]
+        # The rounds' ratios summed up: which ratios this host's drift leaves plausible.
+        row["round_ratio_interval"] = ratio_interval(row["round_ratios"])
         if control:
             row["control_cores"] = mean(control, "burn_cores")
             row["control_per_sec"] = mean(control, "accepted_per_sec")
@@ -472,6 +475,13 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 for r in hot
             )
             + f" (goal ≥ 0.90: {'met' if met else 'MISSED'}); "
+            + "rounds' geometric mean and its 95 % interval: "
+            + ", ".join(
+                f"{r['policy']} {r['round_ratio_interval'].mean:.2f} "
+                f"[{r['round_ratio_interval'].low:.2f}, {r['round_ratio_interval'].high:.2f}]"
+                for r in hot
+            )
+            + "; "
             f"5xx over all runs: {errors} (goal 0: {'met' if errors == 0 else 'MISSED'})"
         )
     return rows
