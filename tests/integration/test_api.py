@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -330,6 +331,64 @@ async def test_coalesced_fires_with_large_payloads_keep_the_issue_list_small(
     # Lists leave out payloads over the list limit (the size is still there); runs keep them whole.
     runs = await call(client, "GET", f"/api/routines/{r['id']}/runs?limit=5", world.a.board, status=200)
     assert all(x["payload"] is None and x["payloadBytes"] > 60_000 for x in runs)
+
+
+async def test_fire_references_say_what_the_runs_say(
+    client: Client, world: World, db: asyncpg.Connection
+) -> None:
+    """Two routines' fires coalesced in one transaction: each issue references its own fires, in
+    the order they were decided, and each reference's time and payload size are the run's own as
+    the API shows it — with microseconds and without (a time on the second)."""
+    from routines_dispatcher.decide import decide_runs
+
+    routines = [await make_routine(client, world.a) for _ in range(2)]
+    firsts = [await api_client.run_routine(client, world.a, r["id"], {}) for r in routines]
+    async with db.transaction():
+        await decide_runs(db, [uuid.UUID(f["id"]) for f in firsts])
+    firsts = [
+        await call(client, "GET", f"/api/runs/{f['id']}", world.a.agent_key, status=200) for f in firsts
+    ]
+    times = ["2026-03-29 00:59:59.000001+00", "2026-03-29 01:00:00+00", "2026-03-29 01:00:00.5+00"]
+    fires: dict[str, list[uuid.UUID]] = {r["id"]: [] for r in routines}
+    for n, at in enumerate(times * 2):
+        routine = routines[n % 2]["id"]
+        fires[routine].append(
+            await db.fetchval(
+                "INSERT INTO routine_runs (routine_id, company_id, source, payload, triggered_at)"
+                " VALUES ($1, $2, 'webhook', $3, $4::text::timestamptz) RETURNING id",
+                uuid.UUID(routine),
+                uuid.UUID(world.a.company_id),
+                {"n": n, "text": "é" * n},
+                at,
+            )
+        )
+    async with db.transaction():
+        await decide_runs(db, [run_id for ids in fires.values() for run_id in ids])
+    for routine, first in zip(routines, firsts, strict=True):
+        runs = [
+            await call(client, "GET", f"/api/runs/{i}", world.a.agent_key, status=200)
+            for i in fires[routine["id"]]
+        ]
+        assert all(
+            (x["status"], x["linkedIssueId"], x["coalescedIntoRunId"])
+            == ("coalesced", first["linkedIssueId"], first["id"])
+            for x in runs
+        ), runs
+        issue = await call(
+            client, "GET", f"/api/issues/{first['linkedIssueId']}", world.a.agent_key, status=200
+        )
+        expected = sorted(runs, key=lambda x: (datetime.fromisoformat(x["triggeredAt"]), x["id"]))
+        assert issue["coalescedFires"] == [
+            {
+                "runId": x["id"],
+                "source": "webhook",
+                "triggeredAt": x["triggeredAt"],
+                "payloadBytes": x["payloadBytes"],
+            }
+            for x in expected
+        ]
+        assert issue["coalescedFireCount"] == 3
+    assert {x["triggeredAt"][11:] for x in expected} == {"00:59:59.000001Z", "01:00:00Z", "01:00:00.500000Z"}
 
 
 async def test_migration_turns_stored_payload_copies_into_references(
