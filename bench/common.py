@@ -405,6 +405,16 @@ def describe(values: list[float]) -> str:
     )
 
 
+async def dispatcher_bus(nats_url: str) -> Bus:
+    """A bus connected for a benchmark, with the dispatchers' consumer made: announcements published
+    before a dispatcher starts wait in it, and `until_decided` asks it what is settled. Closed by
+    the caller."""
+    bus = Bus(nats_url, "bench")
+    await bus.connect_forever()
+    await bus.ensure_dispatcher_consumer(max_deliver=10)
+    return bus
+
+
 async def announcements_settled(bus: Bus) -> bool:
     """Whether the dispatchers' consumer has settled every announcement (none pending, none
     unacknowledged): a message is acked once its runs are decided. A probe that costs Postgres

@@ -27,13 +27,13 @@ from bench.common import (
     STATEMENT_STATS,
     CpuMeter,
     assert_all_decided,
+    dispatcher_bus,
     reset_statement_stats,
     seeded,
     service_env,
     top_statements,
     until_decided,
 )
-from shared.bus import Bus
 from shared.processes import ServiceProcess
 from shared.runs import publish_runs_requested
 
@@ -70,9 +70,7 @@ async def main(
             world.company_id,
             runs,
         )
-        bus = Bus(stack.nats_url, "bench")
-        await bus.connect_forever()
-        await bus.ensure_dispatcher_consumer(max_deliver=10)
+        bus = await dispatcher_bus(stack.nats_url)
         # A long sweep delay: every decision here comes through JetStream.
         env = service_env(stack, sweep_after_sec=600, decide_concurrency=concurrency)
         dispatcher = ServiceProcess("run-dispatcher", env, s.tmp / "dispatcher.log").start()

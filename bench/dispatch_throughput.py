@@ -18,12 +18,12 @@ from bench.common import (
     RESULTS,
     PeakRss,
     assert_all_decided,
+    dispatcher_bus,
     seeded,
     service_env,
     timed_then_cleared,
     until_decided,
 )
-from shared.bus import Bus
 from shared.processes import ServiceProcess
 from shared.runs import publish_run_requested
 
@@ -55,9 +55,7 @@ async def main() -> dict[str, Any]:
             world.company_id,
             RUNS // ROUTINES,
         )
-        bus = Bus(stack.nats_url, "bench")
-        await bus.connect_forever()
-        await bus.ensure_dispatcher_consumer(max_deliver=10)
+        bus = await dispatcher_bus(stack.nats_url)
         await asyncio.gather(*(publish_run_requested(bus, r["id"], r["routine_id"]) for r in rows))
         rss = PeakRss()
         # A long sweep delay: every decision here comes through JetStream.

@@ -33,6 +33,7 @@ from bench.common import (
     World,
     add_webhooks,
     cpu_burner,
+    dispatcher_bus,
     machine_busy,
     machine_cpu,
     ratio_interval,
@@ -292,6 +293,7 @@ async def main(
     statements: bool = False,
     analyze: bool = False,
     control: bool = False,
+    tight: bool = False,
 ) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -315,9 +317,7 @@ async def main(
         pids = {p.name: p.proc.pid for p in processes if p.proc is not None}
         assert s.pg._proc is not None and s.nats._proc is not None
         cpu = CpuMeter({**pids, "postgres": s.pg._proc.pid, "nats": s.nats._proc.pid})
-        bus = Bus(stack.nats_url, "bench")
-        await bus.connect_forever()
-        await bus.ensure_dispatcher_consumer(max_deliver=10)
+        bus = await dispatcher_bus(stack.nats_url)
         bench = Bench(
             conn, stack.database_url, processes[0], processes[1], s.tmp, seconds, cpu, bus, statements
         )
@@ -337,13 +337,21 @@ async def main(
                     # run (the table's growth) does not always fall on the same side of the ratio.
                     measured: dict[bool, dict[str, Any]] = {}
                     for stopped in (False, True) if i % 2 == 0 else (True, False):
-                        measured[stopped] = await _measure(bench, conn, world, n, policy, stopped)
+                        # Tight: the round's loads one after the other, from one vacuum and
+                        # checkpoint (seconds apart, not the minute a vacuum of the grown tables
+                        # and a checkpoint add between them: the host drifts less in between).
+                        reset = not tight or not measured
+                        measured[stopped] = await _measure(
+                            bench, conn, world, n, policy, stopped, reset=reset
+                        )
                     in_round = list(measured.values())
                     if control and n == 1:
                         # The same load with the dispatcher stopped and, instead, unrelated work
                         # of the CPU its decisions took (its process and Postgres' extra).
                         burn = _decision_cores(measured)
-                        in_round.append(await _measure(bench, conn, world, n, policy, True, burn))
+                        in_round.append(
+                            await _measure(bench, conn, world, n, policy, True, burn, reset=not tight)
+                        )
                     for r in in_round:
                         r["round"] = i
                     results += in_round
@@ -373,13 +381,16 @@ async def _measure(
     policy: str,
     stopped: bool,
     burn: float = 0.0,
+    *,
+    reset: bool = True,
 ) -> dict[str, Any]:
     # Each measurement starts from the same state: the backlog drained, the dead rows of the
     # previous drain vacuumed and its pages written out, so that neither autovacuum nor a
     # checkpoint owed to the last measurement's decisions runs in this one. What this load's own
     # decisions make autovacuum and the checkpointer do still counts against it.
-    await conn.execute("VACUUM routine_runs, issues")
-    await conn.execute("CHECKPOINT")
+    if reset:
+        await conn.execute("VACUUM routine_runs, issues")
+        await conn.execute("CHECKPOINT")
     r = await bench.measure(world, stopped=stopped, count=int(bench.seconds * 15_000), burn=burn)
     shape = "one routine" if n == 1 else f"{n:,} routines"
     r.update(shape=shape, routines=n, policy=policy)
@@ -508,11 +519,26 @@ def cli() -> None:
         action="store_true",
         help="ANALYZE routine_runs and issues after each warm-up (as autovacuum would on a running system)",
     )
+    parser.add_argument(
+        "--tight",
+        action="store_true",
+        help="one routine: measure a round's loads one right after the other, from one vacuum and "
+        "checkpoint (less drift of the host between them; use short --seconds and many --rounds)",
+    )
     args = parser.parse_args()
     shapes = tuple(int(x) for x in args.shapes.split(","))
     policies = tuple(args.policies.split(","))
     asyncio.run(
-        main(args.seconds, shapes, args.rounds, policies, args.statements, args.analyze, args.control)
+        main(
+            args.seconds,
+            shapes,
+            args.rounds,
+            policies,
+            args.statements,
+            args.analyze,
+            args.control,
+            args.tight,
+        )
     )
 
 

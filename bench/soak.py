@@ -200,6 +200,15 @@ def plot(rss: RssLog, per_minute: list[dict[str, Any]], rate: float) -> None:
     fig.savefig(PLOT)
 
 
+async def _drained(conn: asyncpg.Connection) -> float:
+    """Wait until no run is left undecided; the seconds that took. Asked every half second: the
+    count looks up each run its batches name."""
+    started = time.perf_counter()
+    while await conn.fetchval(UNDECIDED_RUNS):
+        await asyncio.sleep(0.5)
+    return time.perf_counter() - started
+
+
 async def main(minutes: float = 10, rate: float | None = None, fraction: float = 0.5) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     async with servers() as s:
@@ -228,14 +237,10 @@ async def main(minutes: float = 10, rate: float | None = None, fraction: float =
                     f"measured maximum {measured.per_sec(202):,.0f} fires/s → soak at {rate:,.0f}/s",
                     flush=True,
                 )
-                while await conn.fetchval(UNDECIDED_RUNS):  # a probe per run of the batches: not too often
-                    await asyncio.sleep(0.5)
+                await _drained(conn)
             runs_before = int(await conn.fetchval("SELECT count(*) FROM routine_runs"))
             tally = await soak(gateway, api, admin, world, rate, minutes, rss)
-            drain_started = time.perf_counter()
-            while await conn.fetchval(UNDECIDED_RUNS):
-                await asyncio.sleep(0.5)
-            drain = time.perf_counter() - drain_started
+            drain = await _drained(conn)
             schedule_runs = int(
                 await conn.fetchval("SELECT count(*) FROM routine_runs WHERE source = 'schedule'")
             )

@@ -15,8 +15,15 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import RESULTS, PeakRss, announcements_settled, seeded, service_env, timed_then_cleared
-from shared.bus import Bus
+from bench.common import (
+    RESULTS,
+    PeakRss,
+    announcements_settled,
+    dispatcher_bus,
+    seeded,
+    service_env,
+    timed_then_cleared,
+)
 from shared.processes import ServiceProcess
 
 ROUTINES = 10_000
@@ -48,9 +55,7 @@ async def main() -> dict[str, Any]:
             rss.watch(ServiceProcess(name, env, s.tmp / f"{name}.log").start())
             for name in ("scheduler", "run-dispatcher")
         ]
-        bus = Bus(stack.nats_url, "bench")
-        await bus.connect_forever()
-        await bus.ensure_dispatcher_consumer(max_deliver=10)
+        bus = await dispatcher_bus(stack.nats_url)
         rss.start()
         try:
             print(f"waiting for the slot {slot:%H:%M:%S} …", flush=True)
