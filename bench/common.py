@@ -339,7 +339,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-# Two-sided 95 % quantiles of Student's t, by degrees of freedom (1-30); beyond, the normal's.
+# Two-sided 95 % quantiles of Student's t, by degrees of freedom (1-30).
 _T95 = (
     12.71,
     4.30,
@@ -374,6 +374,15 @@ _T95 = (
 )
 
 
+def t95(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with `df` degrees of freedom: from the table up
+    to 30, then by the Cornish-Fisher expansion around the normal's (2.0395 at 31, within 0.001)."""
+    if df <= len(_T95):
+        return _T95[df - 1]
+    z = statistics.NormalDist().inv_cdf(0.975)
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
 class RatioInterval(NamedTuple):
     """The geometric mean of paired ratios and its 95 % confidence interval."""
 
@@ -386,15 +395,15 @@ def ratio_interval(ratios: Sequence[float]) -> RatioInterval:
     """Paired ratios (each of two loads measured side by side) summed up: their geometric mean,
     and the 95 % confidence interval of it by Student's t on their logarithms — the host's drift
     between pairs is what spreads them, and a ratio of 0.8 is as far below 1 as 1.25 is above.
-    NaN bounds for fewer than two ratios."""
-    logs = [math.log(r) for r in ratios if r > 0]
-    if not logs:
+    NaN bounds for fewer than two ratios; all NaN when a ratio is 0 (a load that accepted nothing
+    has no logarithm, and no interval would be true to it)."""
+    if not ratios or any(not r > 0 for r in ratios):
         return RatioInterval(math.nan, math.nan, math.nan)
+    logs = [math.log(r) for r in ratios]
     centre = statistics.fmean(logs)
     if len(logs) < 2:
         return RatioInterval(math.exp(centre), math.nan, math.nan)
-    t = _T95[len(logs) - 2] if len(logs) - 1 <= len(_T95) else 1.96
-    half = t * statistics.stdev(logs) / math.sqrt(len(logs))
+    half = t95(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
     return RatioInterval(math.exp(centre), math.exp(centre - half), math.exp(centre + half))
 
 

@@ -340,7 +340,7 @@ async def main(
                         # Tight: the round's loads one after the other, from one vacuum and
                         # checkpoint (seconds apart, not the minute a vacuum of the grown tables
                         # and a checkpoint add between them: the host drifts less in between).
-                        reset = not tight or not measured
+                        reset = not (tight and n == 1) or not measured
                         measured[stopped] = await _measure(
                             bench, conn, world, n, policy, stopped, reset=reset
                         )
@@ -349,9 +349,7 @@ async def main(
                         # The same load with the dispatcher stopped and, instead, unrelated work
                         # of the CPU its decisions took (its process and Postgres' extra).
                         burn = _decision_cores(measured)
-                        in_round.append(
-                            await _measure(bench, conn, world, n, policy, True, burn, reset=not tight)
-                        )
+                        in_round.append(await _measure(bench, conn, world, n, policy, True, burn))
                     for r in in_round:
                         r["round"] = i
                     results += in_round
@@ -523,9 +521,14 @@ def cli() -> None:
         "--tight",
         action="store_true",
         help="one routine: measure a round's loads one right after the other, from one vacuum and "
-        "checkpoint (less drift of the host between them; use short --seconds and many --rounds)",
+        "checkpoint (less drift of the host between them; use short --seconds and an even, large "
+        "--rounds); the control, if any, follows its own vacuum and checkpoint",
     )
     args = parser.parse_args()
+    if args.tight and args.rounds % 2:
+        # A round's second load starts further from its checkpoint than its first: only an even
+        # number of rounds puts each side first as often as the other.
+        parser.error("--tight needs an even --rounds")
     shapes = tuple(int(x) for x in args.shapes.split(","))
     policies = tuple(args.policies.split(","))
     asyncio.run(

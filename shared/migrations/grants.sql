@@ -27,8 +27,9 @@ DECLARE
         ['routines_dispatcher', 'routine_activity',  'SELECT, INSERT'],
         ['routines_dispatcher', 'routine_revisions', 'SELECT, INSERT'],
         ['routines_dispatcher', 'routine_runs',      'SELECT, UPDATE'],
-        -- the sweeper and the runs-received gauge (batches are written by 0010's trigger, as owner)
-        ['routines_dispatcher', 'received_batches',  'SELECT, DELETE'],
+        -- the sweeper and the runs-received gauge (batches are written by 0010's trigger, as owner);
+        -- UPDATE of one column only for the row locks of its skip-locked deletes (FOR UPDATE needs it)
+        ['routines_dispatcher', 'received_batches',  'SELECT, DELETE, UPDATE (run_count)'],
         ['routines_dispatcher', 'issues',            'SELECT, INSERT, UPDATE'],
         ['routines_dispatcher', 'schema_migrations', 'SELECT'],
         ['routines_api',        'schema_migrations', 'SELECT']

@@ -299,6 +299,38 @@ async def test_the_sweeper_keeps_a_batch_until_it_has_seen_every_run_of_it_decid
         assert await _batched_runs(db) == []
 
 
+async def test_a_sweep_never_waits_on_a_batch_another_sweep_is_deleting(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """Two dispatchers' sweeps may settle the same batches at once. Each leaves a batch the other
+    is deleting to it, in both of its deletes (of batches found settled, and of batches it has just
+    settled): waiting on it instead, two sweeps deleting in different orders could deadlock."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    settled = [await make_run(db, world, routine) for _ in range(2)]
+    await _decide(dispatcher_db, settled)
+    undecided = await make_run(db, world, routine)
+    batches = {
+        run: await db.fetchval("SELECT id FROM received_batches WHERE $1 = ANY(run_ids)", run)
+        for run in [*settled, undecided]
+    }
+    other = await asyncpg.connect(stack.database_url)
+    try:
+        async with other.transaction():  # another sweep, deleting a settled batch and the undecided run's
+            await other.execute(
+                "DELETE FROM received_batches WHERE id = ANY($1::bigint[])",
+                [batches[settled[0]], batches[undecided]],
+            )
+            async with _dispatcher(stack, dispatcher_db, sweep_after_sec=0) as local:
+                assert await asyncio.wait_for(local.dispatcher._sweep_once(), timeout=10) is None
+            assert await _status_is(db, undecided, "issue_created")
+            # Its own: deleted; those the other transaction is deleting: left to it.
+            assert await _batched_runs(db) == [{settled[0]}, {undecided}]
+    finally:
+        await other.close()
+    assert await _batched_runs(db) == []
+
+
 async def test_a_sweep_goes_on_past_batches_it_cannot_settle(
     db: asyncpg.Connection, dispatcher_db: Database, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,6 +42,7 @@ FORBIDDEN = [
     ("routines_api", "INSERT INTO received_batches (run_ids, run_count) VALUES ('{}', 0)"),
     ("routines_api", "DELETE FROM received_batches"),
     ("routines_gateway", "SELECT routines_note_received_runs()"),
+    ("routines_dispatcher", "UPDATE received_batches SET run_ids = '{}' WHERE false"),
 ]
 # What each service needs (a sample of its real statements' privileges).
 ALLOWED = [
@@ -58,6 +59,10 @@ ALLOWED = [
     ("routines_dispatcher", "INSERT INTO routine_activity SELECT * FROM routine_activity WHERE false"),
     # the sweeper and the runs-received gauge
     ("routines_dispatcher", "DELETE FROM received_batches WHERE false"),
+    (
+        "routines_dispatcher",
+        "SELECT count(*) FROM (SELECT id FROM received_batches FOR UPDATE SKIP LOCKED) b",
+    ),
 ]
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.common import ratio_interval
+from bench.common import ratio_interval, t95
 
 
 def test_equal_ratios_have_no_spread() -> None:
@@ -28,13 +28,20 @@ def test_a_ratio_and_its_inverse_balance() -> None:
     assert low < 0.8 and high > 1.25  # two pairs say little: t(1) = 12.71
 
 
-def test_many_ratios_use_the_normal_quantile() -> None:
-    ratios = [0.9, 1.0] * 20  # 40 pairs: beyond the table
+def test_beyond_the_table_t_follows_its_expansion() -> None:
+    # Student's t, two-sided 95 %: 2.0395 (31), 2.0227 (39), 2.0003 (60), 1.9840 (100).
+    for df, quantile in [(30, 2.04), (31, 2.0395), (39, 2.0227), (60, 2.0003), (100, 1.9840)]:
+        assert t95(df) == pytest.approx(quantile, abs=0.001)
+    ratios = [0.9, 1.0] * 20  # 40 pairs
     mean, low, high = ratio_interval(ratios)
     logs = [math.log(r) for r in ratios]
     sd = math.sqrt(sum((x - sum(logs) / 40) ** 2 for x in logs) / 39)
-    assert math.log(high / mean) == pytest.approx(1.96 * sd / math.sqrt(40))
+    assert math.log(high / mean) == pytest.approx(2.0227 * sd / math.sqrt(40), rel=1e-3)
     assert low < mean < high
+
+
+def test_a_load_that_accepted_nothing_leaves_no_interval() -> None:
+    assert all(math.isnan(x) for x in ratio_interval([0.95, 0.0, 1.02]))
 
 
 def test_too_few_ratios_give_no_interval() -> None:

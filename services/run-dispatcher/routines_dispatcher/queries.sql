@@ -150,14 +150,20 @@ WITH due AS (
                        FROM routine_runs r
                        WHERE r.id = ANY(due.run_ids) AND r.status = 'received') AS undecided
 ), settled AS (
-    DELETE FROM received_batches b USING checked
-    WHERE b.id = checked.id AND cardinality(checked.run_ids) = 0
+    -- A batch another sweep is deleting is left to it (SKIP LOCKED): two sweeps never wait on each
+    -- other, so never deadlock deleting the same batches in different orders.
+    DELETE FROM received_batches b
+    WHERE b.id IN (SELECT s.id FROM received_batches s JOIN checked ON checked.id = s.id
+                   WHERE cardinality(checked.run_ids) = 0
+                   FOR UPDATE OF s SKIP LOCKED)
 )
 SELECT id, recorded_at, size, run_ids FROM checked ORDER BY recorded_at, id;
 
 -- delete_received_batches --
--- Batches whose undecided runs the sweeper has just decided.
-DELETE FROM received_batches WHERE id = ANY($1::bigint[]);
+-- Batches whose undecided runs the sweeper has just decided; one another sweep is deleting is
+-- left to it, as above.
+DELETE FROM received_batches
+WHERE id IN (SELECT id FROM received_batches WHERE id = ANY($1::bigint[]) FOR UPDATE SKIP LOCKED);
 
 -- missing_runs --
 -- Which of these run ids do not exist (their messages can never succeed).
