@@ -382,10 +382,11 @@ async def _measure(
     *,
     reset: bool = True,
 ) -> dict[str, Any]:
-    # Each measurement starts from the same state: the backlog drained, the dead rows of the
-    # previous drain vacuumed and its pages written out, so that neither autovacuum nor a
-    # checkpoint owed to the last measurement's decisions runs in this one. What this load's own
-    # decisions make autovacuum and the checkpointer do still counts against it.
+    # A measurement starts from the backlog drained and, with `reset` (every one but the second
+    # of a tight round), the dead rows of the previous drain vacuumed and its pages written out,
+    # so that neither autovacuum nor a checkpoint owed to the last measurement's decisions runs in
+    # this one. What this load's own decisions make autovacuum and the checkpointer do still
+    # counts against it.
     if reset:
         await conn.execute("VACUUM routine_runs, issues")
         await conn.execute("CHECKPOINT")
