@@ -38,8 +38,11 @@ FOR UPDATE;
 
 -- active_issues --
 -- The newest open execution issue of each routine: one index probe per routine, however many
--- issues it has open (an always_enqueue routine may have thousands).
-SELECT r.id AS routine_id, i.id, i.origin_run_id, i.created_at, i.assignee_agent_id
+-- issues it has open (an always_enqueue routine may have thousands). The issue and its run are
+-- locked FOR KEY SHARE, as a foreign key's check would lock them: runs decided now may be linked
+-- to both (migration 0012), so neither can be deleted before this commits. One being deleted is
+-- waited for, then passed over (the next newest open issue is taken; a run gone reads NULL).
+SELECT r.id AS routine_id, i.id, o.id AS origin_run_id, i.created_at, i.assignee_agent_id
 FROM unnest($1::uuid[]) AS r(id)
 CROSS JOIN LATERAL (
     SELECT id, origin_run_id, created_at, assignee_agent_id FROM issues
@@ -47,7 +50,9 @@ CROSS JOIN LATERAL (
       AND status IN ('backlog', 'todo', 'in_progress', 'in_review', 'blocked')
     ORDER BY created_at DESC
     LIMIT 1
-) i;
+    FOR KEY SHARE
+) i
+LEFT JOIN LATERAL (SELECT id FROM routine_runs WHERE id = i.origin_run_id FOR KEY SHARE) o ON true;
 
 -- insert_execution_issues --
 -- Create execution issues (one row per element of the arrays; an array passed as NULL is NULL in

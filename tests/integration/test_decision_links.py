@@ -1,0 +1,164 @@
+"""The links a decision writes (migration 0012): checked by the locks the decision holds, not row
+by row by foreign keys, and still set to NULL when what they name is deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+
+from routines_dispatcher.decide import decide_runs
+from routines_dispatcher.sql import QUERIES
+from shared.db import Database
+from shared.ids import new_id
+from tests.factories import make_issue, make_routine, make_run, make_world
+from tests.support import Stack, wait_until
+
+# The keys an execution issue keeps (they name rows nothing deletes but a company's deletion).
+ISSUE_KEYS = {
+    "issues_company_id_fkey",
+    "issues_project_id_fkey",
+    "issues_goal_id_fkey",
+    "issues_parent_issue_id_fkey",
+    "issues_assignee_agent_id_fkey",
+}
+
+
+async def _decide(database: Database, run_ids: list[uuid.UUID]) -> None:
+    async with database.transaction() as conn:
+        await decide_runs(conn, run_ids)
+
+
+async def _triggers_fired(db: asyncpg.Connection, query: str, *args: Any) -> dict[str, int]:
+    """The triggers `query` fires, by constraint (or trigger) name → calls: EXPLAIN ANALYZE in a
+    transaction rolled back."""
+    tx = db.transaction()
+    await tx.start()
+    try:
+        plan = await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", *args)  # json: decoded
+    finally:
+        await tx.rollback()
+    return {t.get("Constraint Name", t["Trigger Name"]): t["Calls"] for t in plan[0].get("Triggers", [])}
+
+
+async def test_a_decision_checks_no_link_row_by_row(db: asyncpg.Connection) -> None:
+    """Creating issues for 20 runs checks only the issue's own keys (company, project, goal,
+    parent, assignee), and linking 20 runs to their issues fires no trigger at all."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    runs = [await make_run(db, world, routine) for _ in range(20)]
+    issues = [new_id() for _ in runs]
+    none = [None] * len(runs)
+    inserted = await _triggers_fired(
+        db,
+        QUERIES["insert_execution_issues"],
+        issues,
+        [routine] * len(runs),
+        runs,
+        none,
+        none,
+        none,
+        none,
+        None,
+    )
+    assert set(inserted) <= ISSUE_KEYS, inserted
+    assert inserted  # the issue's own keys are still checked
+    await db.executemany(
+        "INSERT INTO issues (id, company_id, title, origin_kind, origin_id, origin_run_id)"
+        " VALUES ($1, $2, 'x', 'routine_execution', $3, $4)",
+        [(issue, world.company_id, routine, run) for issue, run in zip(issues, runs, strict=True)],
+    )
+    linked = await _triggers_fired(
+        db,
+        QUERIES["set_run_decisions"],
+        runs,
+        ["issue_created"] * len(runs),
+        issues,
+        [runs[0]] * len(runs),
+        none,
+        none,
+        None,
+    )
+    assert linked == {}
+
+
+async def test_deleting_an_issue_unlinks_the_runs_that_named_it(
+    db: asyncpg.Connection, dispatcher_db: Database
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, "coalesce_if_active")
+    first, second = await make_run(db, world, routine), await make_run(db, world, routine)
+    await _decide(dispatcher_db, [first, second])
+    issue = await db.fetchval("SELECT linked_issue_id FROM routine_runs WHERE id = $1", first)
+    links = await db.fetch(
+        "SELECT id, status, linked_issue_id FROM routine_runs WHERE id = ANY($1::uuid[]) ORDER BY id",
+        [first, second],
+    )
+    assert {(r["status"], r["linked_issue_id"]) for r in links} == {
+        ("issue_created", issue),
+        ("coalesced", issue),
+    }
+    assert await db.execute("DELETE FROM issues WHERE id = $1", issue) == "DELETE 1"
+    left = await db.fetch(
+        "SELECT linked_issue_id, coalesced_into_run_id FROM routine_runs WHERE id = ANY($1::uuid[])",
+        [first, second],
+    )
+    assert [r["linked_issue_id"] for r in left] == [None, None]
+    assert {r["coalesced_into_run_id"] for r in left} == {None, first}  # runs are untouched
+
+
+async def test_deleting_a_run_unlinks_its_issue_and_the_runs_that_went_into_it(
+    db: asyncpg.Connection, dispatcher_db: Database
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, "coalesce_if_active")
+    first, second = await make_run(db, world, routine), await make_run(db, world, routine)
+    await _decide(dispatcher_db, [first, second])
+    issue = await db.fetchval("SELECT linked_issue_id FROM routine_runs WHERE id = $1", first)
+    assert await db.fetchval("SELECT origin_run_id FROM issues WHERE id = $1", issue) == first
+    assert await db.fetchval("SELECT coalesced_into_run_id FROM routine_runs WHERE id = $1", second) == first
+    assert await db.execute("DELETE FROM routine_runs WHERE id = $1", first) == "DELETE 1"
+    assert await db.fetchval("SELECT origin_run_id FROM issues WHERE id = $1", issue) is None
+    row = await db.fetchrow(
+        "SELECT coalesced_into_run_id, linked_issue_id FROM routine_runs WHERE id = $1", second
+    )
+    assert (row["coalesced_into_run_id"], row["linked_issue_id"]) == (None, issue)
+
+
+async def test_a_decision_never_links_an_issue_being_deleted(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack
+) -> None:
+    """A routine's open issue deleted by a transaction still open when a decision reads it: the
+    decision waits for that transaction, then passes the issue over (here: creates a new one).
+    Read without the lock, the run would be linked to an issue gone once both commit."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, "skip_if_active")
+    doomed = await make_issue(db, world, routine, "todo")
+    run = await make_run(db, world, routine)
+    deleting = await asyncpg.connect(stack.database_url)
+    try:
+        tx = deleting.transaction()
+        await tx.start()
+        await deleting.execute("DELETE FROM issues WHERE id = $1", doomed)
+        deciding = asyncio.ensure_future(_decide(dispatcher_db, [run]))
+        deleter = await deleting.fetchval("SELECT pg_backend_pid()")
+
+        async def blocked() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", deleter
+                )
+            )
+
+        await wait_until(blocked)
+        assert not deciding.done()
+        await tx.commit()
+        await asyncio.wait_for(deciding, timeout=10)
+    finally:
+        await deleting.close()
+    row = await db.fetchrow("SELECT status, linked_issue_id FROM routine_runs WHERE id = $1", run)
+    assert row["status"] == "issue_created"
+    assert row["linked_issue_id"] != doomed
+    assert await db.fetchval("SELECT origin_run_id FROM issues WHERE id = $1", row["linked_issue_id"]) == run
