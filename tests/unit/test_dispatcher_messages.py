@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from routines_dispatcher.decide import Decision, dispatched_message, wakeup_message
+from routines_dispatcher.decide import Decision, _columns, dispatched_message, wakeup_message
 from routines_dispatcher.metrics import DECISION_LATENCY, observe_many
 from routines_dispatcher.policy import Outcome
 
@@ -90,3 +90,12 @@ def test_observe_many_refuses_a_labelled_histogram_as_observe_does() -> None:
         labelled.observe(1.0)
     with pytest.raises(ValueError, match="missing label values"):
         observe_many(labelled, [1.0])
+
+
+def test_a_column_of_nothing_but_nulls_is_sent_as_one_null() -> None:
+    """The arrays a decision's statements get: a column is NULL only when every row's value is
+    (a falsy value, or a NULL first, is still a column of values)."""
+    first, second = uuid.uuid4(), uuid.uuid4()
+    rows = [(first, None, None, "", 0, None), (second, None, "x", "", 0, second)]
+    assert _columns(rows) == [[first, second], None, [None, "x"], ["", ""], [0, 0], [None, second]]
+    assert _columns([(None,)] * 3) == [None]
