@@ -83,6 +83,7 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stopping.set)
+    settle_heap()  # what is loaded; not yet what the app starts (pools, workers), which may die in cycles
     options = runner_options(app)
     runner = ServiceRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, **options)
     await runner.setup()
@@ -96,7 +97,6 @@ async def serve(app: web.Application, host: str, port: int, shutdown_timeout: fl
         return EXIT_CANNOT_LISTEN
     bound = [addr[1] for addr in runner.addresses if isinstance(addr, tuple)]
     log.info("listening", service=supervisor.service, host=host, port=bound[0] if bound else port)
-    settle_heap()
     await supervisor.stopping.wait()
     log.info("shutting down", service=supervisor.service)
     await runner.cleanup()
@@ -156,7 +156,7 @@ generation: Python's default is 700."""
 
 
 def settle_heap() -> None:
-    """Once a service is up: what it has loaded (modules, settings, pools) is moved out of the
+    """As a service starts: what it has loaded (modules, settings, routes) is moved out of the
     cyclic garbage collector's sight, and its youngest generation is collected every 20,000
     allocations rather than 700. A service makes objects fast and frees nearly all of them by
     reference counting (a decision makes records, tuples and messages for each of hundreds of runs),

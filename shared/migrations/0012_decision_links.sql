@@ -15,6 +15,13 @@
 -- issues or runs (tests/integration/test_migrations.py: rows that get deleted), so, as before,
 -- no index serves these updates; an index on a link would also make every decision's update of
 -- its run write an index entry (migration 0010).
+--
+-- A deleter that waited for a decision's lock sees the links it committed only with a snapshot
+-- taken after it: under READ COMMITTED, each statement of the trigger takes one. Under REPEATABLE
+-- READ or SERIALIZABLE the trigger could not see them, so it refuses (40001, as the keys'
+-- own cross-check did when it met rows its snapshot could not see): delete issues and runs under
+-- READ COMMITTED. TRUNCATE of the runs, which the key from issues used to refuse, is refused
+-- while issues still name runs (truncate issues in the same statement).
 ALTER TABLE routine_runs
     DROP CONSTRAINT routine_runs_linked_issue_id_fkey,
     DROP CONSTRAINT routine_runs_coalesced_into_run_id_fkey;
@@ -24,6 +31,14 @@ ALTER TABLE issues DROP CONSTRAINT issues_origin_run_fk;
 CREATE FUNCTION routines_unlink_deleted_issues() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $unlink$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM deleted) THEN
+        RETURN NULL;  -- a statement that deleted nothing (a cascade fires one per referenced row)
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+            MESSAGE = 'delete issues under READ COMMITTED: links committed by decisions meanwhile would not be seen',
+            HINT = 'migration 0012';
+    END IF;
     UPDATE routine_runs SET linked_issue_id = NULL WHERE linked_issue_id IN (SELECT id FROM deleted);
     RETURN NULL;
 END
@@ -32,6 +47,14 @@ $unlink$;
 CREATE FUNCTION routines_unlink_deleted_runs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $unlink$
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM deleted) THEN
+        RETURN NULL;  -- a statement that deleted nothing (a cascade fires one per referenced row)
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+            MESSAGE = 'delete runs under READ COMMITTED: links committed by decisions meanwhile would not be seen',
+            HINT = 'migration 0012';
+    END IF;
     UPDATE issues SET origin_run_id = NULL WHERE origin_run_id IN (SELECT id FROM deleted);
     UPDATE routine_runs SET coalesced_into_run_id = NULL
     WHERE coalesced_into_run_id IN (SELECT id FROM deleted);
@@ -59,3 +82,22 @@ CREATE TRIGGER routine_runs_unlink_deleted
     AFTER DELETE ON routine_runs
     REFERENCING OLD TABLE AS deleted
     FOR EACH STATEMENT EXECUTE FUNCTION routines_unlink_deleted_runs();
+
+-- TRUNCATE routine_runs alone would leave issues naming runs that are gone. AFTER: the tables a
+-- TRUNCATE names are all empty by then, so truncating issues in the same statement is allowed.
+CREATE FUNCTION routines_refuse_truncating_runs() RETURNS trigger
+LANGUAGE plpgsql AS $refuse$
+BEGIN
+    IF EXISTS (SELECT 1 FROM issues WHERE origin_run_id IS NOT NULL) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = 'issues name the runs being truncated: truncate issues in the same statement',
+            HINT = 'migration 0012';
+    END IF;
+    RETURN NULL;
+END
+$refuse$;
+REVOKE EXECUTE ON FUNCTION routines_refuse_truncating_runs() FROM PUBLIC;
+
+CREATE TRIGGER routine_runs_refuse_truncate
+    AFTER TRUNCATE ON routine_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION routines_refuse_truncating_runs();

@@ -8,13 +8,15 @@ import uuid
 from typing import Any
 
 import asyncpg
+import pytest
 
+from routines_api.sql import QUERIES as API_QUERIES
 from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.sql import QUERIES
 from shared.db import Database
 from shared.ids import new_id
 from tests.factories import make_issue, make_routine, make_run, make_world
-from tests.support import Stack, wait_until
+from tests.support import Stack, never_waits_on, wait_until
 
 # The keys an execution issue keeps (they name rows nothing deletes but a company's deletion).
 ISSUE_KEYS = {
@@ -162,3 +164,68 @@ async def test_a_decision_never_links_an_issue_being_deleted(
     assert row["status"] == "issue_created"
     assert row["linked_issue_id"] != doomed
     assert await db.fetchval("SELECT origin_run_id FROM issues WHERE id = $1", row["linked_issue_id"]) == run
+
+
+@pytest.mark.parametrize(
+    ("policy", "outcome"), [("always_enqueue", "issue_created"), ("skip_if_active", "skipped")]
+)
+async def test_a_decision_never_waits_on_an_agent_updating_the_open_issue(
+    db: asyncpg.Connection, dispatcher_db: Database, stack: Stack, policy: str, outcome: str
+) -> None:
+    """The API locks an issue it updates FOR NO KEY UPDATE, which a decision's FOR KEY SHARE of the
+    routine's open issue does not wait for: a decision holds its routines' locks meanwhile. (A
+    decision coalescing fires into the issue updates it, and so waits, as it always has.)"""
+    world = await make_world(db)
+    routine = await make_routine(db, world, policy)
+    first, second = await make_run(db, world, routine), await make_run(db, world, routine)
+    await _decide(dispatcher_db, [first])
+    issue = await db.fetchval("SELECT linked_issue_id FROM routine_runs WHERE id = $1", first)
+    agent = await asyncpg.connect(stack.database_url)
+    try:
+        async with agent.transaction():
+            assert (await agent.fetchrow(API_QUERIES["issue_for_update"], issue))["id"] == issue
+            await agent.execute(API_QUERIES["update_issue_status"], issue, "in_progress")
+            holder = await agent.fetchval("SELECT pg_backend_pid()")
+            await never_waits_on(db, holder, _decide(dispatcher_db, [second]), "a decision waited on the API")
+    finally:
+        await agent.close()
+    row = await db.fetchrow("SELECT status, linked_issue_id FROM routine_runs WHERE id = $1", second)
+    assert row["status"] == outcome
+    assert (row["linked_issue_id"] == issue) is (outcome == "skipped")
+
+
+@pytest.mark.parametrize("table", ["issues", "routine_runs"])
+async def test_issues_and_runs_are_deleted_under_read_committed_only(
+    db: asyncpg.Connection, dispatcher_db: Database, table: str
+) -> None:
+    """Under REPEATABLE READ the unlinking trigger could not see links committed after the
+    deleter's snapshot: it refuses, as the keys' cross-check did. Deleting nothing is no refusal."""
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    run = await make_run(db, world, routine)
+    await _decide(dispatcher_db, [run])
+    doomed = (
+        run
+        if table == "routine_runs"
+        else await db.fetchval("SELECT linked_issue_id FROM routine_runs WHERE id = $1", run)
+    )
+    async with db.transaction(isolation="repeatable_read"):
+        assert await db.execute(f"DELETE FROM {table} WHERE id = $1", uuid.uuid4()) == "DELETE 0"
+    with pytest.raises(asyncpg.SerializationError, match="READ COMMITTED"):
+        async with db.transaction(isolation="repeatable_read"):
+            await db.execute(f"DELETE FROM {table} WHERE id = $1", doomed)
+    assert await db.execute(f"DELETE FROM {table} WHERE id = $1", doomed) == "DELETE 1"
+
+
+async def test_runs_are_not_truncated_from_under_the_issues_that_name_them(
+    db: asyncpg.Connection, dispatcher_db: Database
+) -> None:
+    world = await make_world(db)
+    routine = await make_routine(db, world, "always_enqueue")
+    run = await make_run(db, world, routine)
+    await _decide(dispatcher_db, [run])
+    with pytest.raises(asyncpg.FeatureNotSupportedError, match="truncate issues in the same statement"):
+        await db.execute("TRUNCATE routine_runs")
+    assert await db.fetchval("SELECT count(*) FROM routine_runs") == 1
+    await db.execute("TRUNCATE routine_runs, issues CASCADE")
+    assert await db.fetchval("SELECT count(*) FROM issues") == 0

@@ -136,9 +136,11 @@ FROM issues i CROSS JOIN LATERAL (SELECT i.payload::text AS payload) j
 WHERE i.id = $1;
 
 -- issue_for_update --
--- What an issue update checks, locked.
+-- What an issue update checks, locked. NO KEY UPDATE: an update changes the status, never the id,
+-- and a decision reading the routine's open issue FOR KEY SHARE (it may link runs to it) must not
+-- wait for an agent's update while it holds its routines' locks.
 SELECT id, company_id, assignee_agent_id, origin_kind, origin_id, origin_run_id, status
-FROM issues WHERE id = $1 FOR UPDATE;
+FROM issues WHERE id = $1 FOR NO KEY UPDATE;
 
 -- update_issue_status --
 -- Change an issue's status.

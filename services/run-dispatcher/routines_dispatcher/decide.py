@@ -168,9 +168,12 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any] | None]:
     """The rows' columns as arrays for `unnest` — or NULL for a column of nothing but NULLs (no
     override, no variables: most runs), which `unnest` of several arrays pads with NULLs just the
     same, without an element to encode for every run. (`count` compares by identity first: for a
-    column of NULLs, a loop in C; a generator over it was twice the cost of the whole transpose.)"""
+    column of NULLs, a loop in C; a generator over it was twice the cost of the whole transpose.
+    A column whose first or last value is not NULL is known without counting.)"""
     return [
-        None if column[0] is None and column.count(None) == len(column) else list(column)
+        None
+        if column[0] is None and column[-1] is None and column.count(None) == len(column)
+        else list(column)
         for column in zip(*rows, strict=True)
     ]
 
