@@ -28,7 +28,7 @@ ALTER TABLE routine_runs
 ALTER TABLE issues DROP CONSTRAINT issues_origin_run_fk;
 
 -- SECURITY DEFINER, pinned to this schema, callable by nobody but the triggers: as 0010's.
-CREATE FUNCTION routines_unlink_deleted_issues() RETURNS trigger
+CREATE FUNCTION routines_unlink_deleted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $unlink$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM deleted) THEN
@@ -36,52 +36,37 @@ BEGIN
     END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
-            MESSAGE = 'delete issues under READ COMMITTED: links committed by decisions meanwhile would not be seen',
+            MESSAGE = format('delete from %s under READ COMMITTED: links committed by decisions meanwhile '
+                             'would not be seen', TG_TABLE_NAME),
             HINT = 'migration 0012';
     END IF;
-    UPDATE routine_runs SET linked_issue_id = NULL WHERE linked_issue_id IN (SELECT id FROM deleted);
-    RETURN NULL;
-END
-$unlink$;
-
-CREATE FUNCTION routines_unlink_deleted_runs() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER AS $unlink$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM deleted) THEN
-        RETURN NULL;  -- a statement that deleted nothing (a cascade fires one per referenced row)
+    IF TG_TABLE_NAME = 'issues' THEN
+        UPDATE routine_runs SET linked_issue_id = NULL WHERE linked_issue_id IN (SELECT id FROM deleted);
+    ELSE
+        UPDATE issues SET origin_run_id = NULL WHERE origin_run_id IN (SELECT id FROM deleted);
+        UPDATE routine_runs SET coalesced_into_run_id = NULL
+        WHERE coalesced_into_run_id IN (SELECT id FROM deleted);
     END IF;
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
-            MESSAGE = 'delete runs under READ COMMITTED: links committed by decisions meanwhile would not be seen',
-            HINT = 'migration 0012';
-    END IF;
-    UPDATE issues SET origin_run_id = NULL WHERE origin_run_id IN (SELECT id FROM deleted);
-    UPDATE routine_runs SET coalesced_into_run_id = NULL
-    WHERE coalesced_into_run_id IN (SELECT id FROM deleted);
     RETURN NULL;
 END
 $unlink$;
 
 DO $pin$
 BEGIN
-    EXECUTE format('ALTER FUNCTION routines_unlink_deleted_issues() SET search_path = %I, pg_temp',
-                   current_schema());
-    EXECUTE format('ALTER FUNCTION routines_unlink_deleted_runs() SET search_path = %I, pg_temp',
-                   current_schema());
+    EXECUTE format('ALTER FUNCTION routines_unlink_deleted() SET search_path = %I, pg_temp', current_schema());
 END
 $pin$;
-REVOKE EXECUTE ON FUNCTION routines_unlink_deleted_issues() FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION routines_unlink_deleted_runs() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION routines_unlink_deleted() FROM PUBLIC;
 
 CREATE TRIGGER issues_unlink_deleted
     AFTER DELETE ON issues
     REFERENCING OLD TABLE AS deleted
-    FOR EACH STATEMENT EXECUTE FUNCTION routines_unlink_deleted_issues();
+    FOR EACH STATEMENT EXECUTE FUNCTION routines_unlink_deleted();
 
 CREATE TRIGGER routine_runs_unlink_deleted
     AFTER DELETE ON routine_runs
     REFERENCING OLD TABLE AS deleted
-    FOR EACH STATEMENT EXECUTE FUNCTION routines_unlink_deleted_runs();
+    FOR EACH STATEMENT EXECUTE FUNCTION routines_unlink_deleted();
 
 -- TRUNCATE routine_runs alone would leave issues naming runs that are gone. AFTER: the tables a
 -- TRUNCATE names are all empty by then, so truncating issues in the same statement is allowed.

@@ -86,14 +86,23 @@ async def test_a_decision_checks_no_link_row_by_row(db: asyncpg.Connection) -> N
     assert linked == {}
 
 
-async def test_deleting_an_issue_unlinks_the_runs_that_named_it(
+async def _coalesced_pair(
     db: asyncpg.Connection, dispatcher_db: Database
-) -> None:
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """Two runs of a coalesce_if_active routine decided: the first created the issue (returned
+    third), the second was coalesced into it."""
     world = await make_world(db)
     routine = await make_routine(db, world, "coalesce_if_active")
     first, second = await make_run(db, world, routine), await make_run(db, world, routine)
     await _decide(dispatcher_db, [first, second])
     issue = await db.fetchval("SELECT linked_issue_id FROM routine_runs WHERE id = $1", first)
+    return first, second, issue
+
+
+async def test_deleting_an_issue_unlinks_the_runs_that_named_it(
+    db: asyncpg.Connection, dispatcher_db: Database
+) -> None:
+    first, second, issue = await _coalesced_pair(db, dispatcher_db)
     links = await db.fetch(
         "SELECT id, status, linked_issue_id FROM routine_runs WHERE id = ANY($1::uuid[]) ORDER BY id",
         [first, second],
@@ -114,11 +123,7 @@ async def test_deleting_an_issue_unlinks_the_runs_that_named_it(
 async def test_deleting_a_run_unlinks_its_issue_and_the_runs_that_went_into_it(
     db: asyncpg.Connection, dispatcher_db: Database
 ) -> None:
-    world = await make_world(db)
-    routine = await make_routine(db, world, "coalesce_if_active")
-    first, second = await make_run(db, world, routine), await make_run(db, world, routine)
-    await _decide(dispatcher_db, [first, second])
-    issue = await db.fetchval("SELECT linked_issue_id FROM routine_runs WHERE id = $1", first)
+    first, second, issue = await _coalesced_pair(db, dispatcher_db)
     assert await db.fetchval("SELECT origin_run_id FROM issues WHERE id = $1", issue) == first
     assert await db.fetchval("SELECT coalesced_into_run_id FROM routine_runs WHERE id = $1", second) == first
     assert await db.execute("DELETE FROM routine_runs WHERE id = $1", first) == "DELETE 1"
