@@ -414,6 +414,29 @@ def _warm(tmp: Any, world: World) -> Any:
     return path
 
 
+BEHIND = "ingest waited on the dispatcher"
+
+
+def _void_rounds(loads: list[dict[str, Any]]) -> dict[int, str]:
+    """Rounds with a load that accepted nothing, and what its samples of Postgres saw. Such a round
+    has no ratio (or an infinite one), so it is left out of the means and the interval, and said
+    so: a host whose disk stalled for seconds (every ingest backend in `IO:WalSync`) is not
+    ingest waiting on the dispatcher — and ingest waiting on it is the defect measured here."""
+    void: dict[int, str] = {}
+    for r in loads:
+        if r["accepted_per_sec"]:
+            continue
+        locks = r["locks"]
+        waits = ", ".join(f"{name} {share:.0%}" for name, share in list(locks["activity"].items())[:3])
+        behind = f"{BEHIND} in {locks['share_behind_dispatcher']:.0%} of samples"
+        if not locks["samples_with_ingest_behind_dispatcher"]:
+            behind = f"ingest never waited on the dispatcher ({locks['samples']} samples)"
+        void[r["round"]] = (
+            f"the load with the dispatcher {r['dispatcher']} accepted nothing; {behind}; waits: {waits}"
+        )
+    return void
+
+
 def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     print("\nsummary (mean over rounds; ratio = dispatcher running / dispatcher stopped):")
     print(
@@ -426,9 +449,9 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         by_load.setdefault((r["shape"], r["policy"], r["dispatcher"]), []).append(r)
     for shape, policy in keys:
-        running, stopped, control = (
-            by_load.get((shape, policy, load), []) for load in ("running", "stopped", "stopped+load")
-        )
+        loads = [by_load.get((shape, policy, load), []) for load in ("running", "stopped", "stopped+load")]
+        void = _void_rounds([r for rs in loads for r in rs])
+        running, stopped, control = ([r for r in rs if r["round"] not in void] for rs in loads)
 
         def mean(rs: list[dict[str, Any]], key: str) -> float:
             return statistics.fmean(r[key] for r in rs) if rs else float("nan")
@@ -446,6 +469,7 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "server_errors_stopped": sum(r["server_errors"] for r in stopped),
             "server_errors_running": sum(r["server_errors"] for r in running),
         }
+        row["left_out"] = [f"round {n} of {shape}, {policy}: {why}" for n, why in sorted(void.items())]
         row["ratio"] = row["running_per_sec"] / row["stopped_per_sec"] if row["stopped_per_sec"] else math.nan
         # Each round's own ratio: the host drifts over a run, a round's two loads are minutes apart.
         by_round = {r["round"]: r for r in stopped}
@@ -473,9 +497,14 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"cores of unrelated CPU work (what the decisions took): {row['control_per_sec']:,.0f} fires/s, "
                 f"{row['control_ratio']:.2f} of stopped (the dispatcher running: {row['ratio']:.2f})"
             )
+    for row in rows:
+        for line in row["left_out"]:
+            print("left out: " + line)
     hot = [r for r in rows if r["shape"] == "one routine"]
     if hot:
-        met = all(r["ratio"] >= 0.9 for r in hot)  # NaN (nothing accepted when stopped) fails
+        # NaN (nothing accepted when stopped) fails, and so does a load left out while ingest waited
+        # on the dispatcher: that is the defect the goal is about, never the host's.
+        met = all(r["ratio"] >= 0.9 and not any(BEHIND in x for x in r["left_out"]) for r in hot)
         errors = sum(r["server_errors_stopped"] + r["server_errors_running"] for r in rows)
         print(
             "one routine: running / stopped = "
