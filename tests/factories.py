@@ -9,6 +9,9 @@ from typing import Any
 
 import asyncpg
 
+from routines_dispatcher.decide import decide_runs
+from shared.db import Database
+
 
 @dataclass
 class World:
@@ -103,6 +106,12 @@ async def make_issue(db: asyncpg.Connection, world: World, routine_id: uuid.UUID
             )
         )
     )
+
+
+async def decide(database: Database, run_ids: list[uuid.UUID]) -> None:
+    """Decide these runs in one transaction, as a dispatcher does."""
+    async with database.transaction() as conn:
+        await decide_runs(conn, run_ids)
 
 
 RECORD_RUNS = """

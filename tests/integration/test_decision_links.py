@@ -11,11 +11,10 @@ import asyncpg
 import pytest
 
 from routines_api.sql import QUERIES as API_QUERIES
-from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.sql import QUERIES
 from shared.db import Database
 from shared.ids import new_id
-from tests.factories import make_issue, make_routine, make_run, make_world
+from tests.factories import decide, make_issue, make_routine, make_run, make_world
 from tests.support import Stack, never_waits_on, wait_until
 
 # The keys an execution issue keeps (they name rows nothing deletes but a company's deletion).
@@ -26,11 +25,6 @@ ISSUE_KEYS = {
     "issues_parent_issue_id_fkey",
     "issues_assignee_agent_id_fkey",
 }
-
-
-async def _decide(database: Database, run_ids: list[uuid.UUID]) -> None:
-    async with database.transaction() as conn:
-        await decide_runs(conn, run_ids)
 
 
 async def _triggers_fired(db: asyncpg.Connection, query: str, *args: Any) -> dict[str, int]:
@@ -94,7 +88,7 @@ async def _coalesced_pair(
     world = await make_world(db)
     routine = await make_routine(db, world, "coalesce_if_active")
     first, second = await make_run(db, world, routine), await make_run(db, world, routine)
-    await _decide(dispatcher_db, [first, second])
+    await decide(dispatcher_db, [first, second])
     issue = await db.fetchval("SELECT linked_issue_id FROM routine_runs WHERE id = $1", first)
     return first, second, issue
 
@@ -149,7 +143,7 @@ async def test_a_decision_never_links_an_issue_being_deleted(
         tx = deleting.transaction()
         await tx.start()
         await deleting.execute("DELETE FROM issues WHERE id = $1", doomed)
-        deciding = asyncio.ensure_future(_decide(dispatcher_db, [run]))
+        deciding = asyncio.ensure_future(decide(dispatcher_db, [run]))
         deleter = await deleting.fetchval("SELECT pg_backend_pid()")
 
         async def blocked() -> bool:
@@ -183,7 +177,7 @@ async def test_a_decision_never_waits_on_an_agent_updating_the_open_issue(
     world = await make_world(db)
     routine = await make_routine(db, world, policy)
     first, second = await make_run(db, world, routine), await make_run(db, world, routine)
-    await _decide(dispatcher_db, [first])
+    await decide(dispatcher_db, [first])
     issue = await db.fetchval("SELECT linked_issue_id FROM routine_runs WHERE id = $1", first)
     agent = await asyncpg.connect(stack.database_url)
     try:
@@ -191,7 +185,7 @@ async def test_a_decision_never_waits_on_an_agent_updating_the_open_issue(
             assert (await agent.fetchrow(API_QUERIES["issue_for_update"], issue))["id"] == issue
             await agent.execute(API_QUERIES["update_issue_status"], issue, "in_progress")
             holder = await agent.fetchval("SELECT pg_backend_pid()")
-            await never_waits_on(db, holder, _decide(dispatcher_db, [second]), "a decision waited on the API")
+            await never_waits_on(db, holder, decide(dispatcher_db, [second]), "a decision waited on the API")
     finally:
         await agent.close()
     row = await db.fetchrow("SELECT status, linked_issue_id FROM routine_runs WHERE id = $1", second)
@@ -208,7 +202,7 @@ async def test_issues_and_runs_are_deleted_under_read_committed_only(
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     run = await make_run(db, world, routine)
-    await _decide(dispatcher_db, [run])
+    await decide(dispatcher_db, [run])
     doomed = (
         run
         if table == "routine_runs"
@@ -228,7 +222,7 @@ async def test_runs_are_not_truncated_from_under_the_issues_that_name_them(
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     run = await make_run(db, world, routine)
-    await _decide(dispatcher_db, [run])
+    await decide(dispatcher_db, [run])
     with pytest.raises(asyncpg.FeatureNotSupportedError, match="truncate issues in the same statement"):
         await db.execute("TRUNCATE routine_runs")
     assert await db.fetchval("SELECT count(*) FROM routine_runs") == 1

@@ -21,22 +21,16 @@ from nats.aio.msg import Msg
 
 from routines_api.models import WakeupEvent
 from routines_dispatcher import worker
-from routines_dispatcher.decide import decide_runs
 from routines_dispatcher.worker import Dispatcher
 from shared.bus import RUNS_STREAM, Bus, Subjects
 from shared.db import Database, init_connection
 from shared.lifecycle import Supervisor
 from shared.runs import RUNS_PER_MESSAGE, publish_run_requested, publish_runs_requested
 from shared.settings import DispatcherSettings
-from tests.factories import make_issue, make_routine, make_run, make_world
+from tests.factories import decide, make_issue, make_routine, make_run, make_world
 from tests.support import Stack, never_waits_on, open_database, publish_raw, served, wait_until
 
 OPEN = ["backlog", "todo", "in_progress", "in_review", "blocked"]
-
-
-async def _decide(database: Database, run_ids: list[uuid.UUID]) -> None:
-    async with database.transaction() as conn:
-        await decide_runs(conn, run_ids)
 
 
 async def _issue_count(db: asyncpg.Connection, routine_id: uuid.UUID) -> int:
@@ -52,7 +46,7 @@ async def test_policy_against_each_prior_issue_state(
     routine = await make_routine(db, world, policy)
     prior_issue = await make_issue(db, world, routine, prior) if prior else None
     run = await make_run(db, world, routine)
-    await _decide(dispatcher_db, [run])
+    await decide(dispatcher_db, [run])
     row = await db.fetchrow("SELECT * FROM routine_runs WHERE id = $1", run)
     active = prior in OPEN
     if not active or policy == "always_enqueue":
@@ -87,7 +81,7 @@ async def test_fifty_simultaneous_fires(
     routine = await make_routine(db, world, policy)
     runs = [await make_run(db, world, routine) for _ in range(50)]
     # 50 concurrent transactions, one run each: the routine lock serialises them.
-    await asyncio.gather(*(_decide(dispatcher_db, [run]) for run in runs))
+    await asyncio.gather(*(decide(dispatcher_db, [run]) for run in runs))
     assert await _issue_count(db, routine) == issues
     got = {
         r["status"]: r["n"]
@@ -112,7 +106,7 @@ async def test_archived_routine_fails_the_run(db: asyncpg.Connection, dispatcher
     world = await make_world(db)
     routine = await make_routine(db, world, status="archived")
     run = await make_run(db, world, routine)
-    await _decide(dispatcher_db, [run])
+    await decide(dispatcher_db, [run])
     row = await db.fetchrow("SELECT status, failure_reason FROM routine_runs WHERE id = $1", run)
     assert (row["status"], row["failure_reason"]) == ("failed", "routine archived")
 
@@ -126,14 +120,14 @@ async def test_runs_named_again_after_their_decision_are_not_locked(
     world = await make_world(db)
     routine = await make_routine(db, world)
     decided = await make_run(db, world, routine)
-    await _decide(dispatcher_db, [decided])
+    await decide(dispatcher_db, [decided])
     fresh = await make_run(db, world, routine)
     api = await asyncpg.connect(database_url)
     try:
         async with api.transaction():
             await api.execute("UPDATE routine_runs SET status = 'completed' WHERE id = $1", decided)
             api_pid = await api.fetchval("SELECT pg_backend_pid()")
-            deciding = _decide(dispatcher_db, [decided, fresh])
+            deciding = decide(dispatcher_db, [decided, fresh])
             await never_waits_on(db, api_pid, deciding, "the decision waits on a run decided already")
     finally:
         await api.close()
@@ -282,7 +276,7 @@ async def test_the_sweeper_keeps_a_batch_until_it_has_seen_every_run_of_it_decid
     decided_routine = await make_routine(db, world, "always_enqueue")
     held_routine = await make_routine(db, world, "always_enqueue")
     decided = [await make_run(db, world, decided_routine) for _ in range(3)]
-    await _decide(dispatcher_db, decided)
+    await decide(dispatcher_db, decided)
     held = await make_run(db, world, held_routine)
     assert await _batched_runs(db) == [{run} for run in [*decided, held]]
 
@@ -308,7 +302,7 @@ async def test_a_sweep_never_waits_on_a_batch_another_sweep_is_deleting(
     world = await make_world(db)
     routine = await make_routine(db, world, "always_enqueue")
     settled = [await make_run(db, world, routine) for _ in range(2)]
-    await _decide(dispatcher_db, settled)
+    await decide(dispatcher_db, settled)
     undecided = await make_run(db, world, routine)
     batches = {
         run: await db.fetchval("SELECT id FROM received_batches WHERE $1 = ANY(run_ids)", run)
@@ -413,7 +407,7 @@ async def test_one_batch_deciding_many_runs_of_many_routines(
     world = await make_world(db)
     routines = [await make_routine(db, world) for _ in range(3)]
     runs = [await make_run(db, world, r) for i, r in enumerate(routines) for _ in range(i + 2)]
-    await _decide(dispatcher_db, runs)
+    await decide(dispatcher_db, runs)
     counts = sorted(
         r["coalesced_fire_count"] for r in await db.fetch("SELECT coalesced_fire_count FROM issues")
     )
@@ -1052,7 +1046,7 @@ async def test_execution_issues_get_ids_in_the_order_they_were_created(
     runs = []
     for _ in range(3):
         runs.append(await make_run(db, world, routine))
-        await _decide(dispatcher_db, runs[-1:])
+        await decide(dispatcher_db, runs[-1:])
         await asyncio.sleep(0.002)
     ids = [await db.fetchval("SELECT id FROM issues WHERE origin_run_id = $1", run) for run in runs]
     assert [i.version for i in ids] == [7, 7, 7]
@@ -1077,7 +1071,7 @@ async def test_an_issue_of_a_routine_without_variables_says_what_the_routine_say
         variables=[{"name": "env", "type": "text", "default": "staging"}],
     )
     runs = [await make_run(db, world, r) for r in (plain, plain, bare, templated)]
-    await _decide(dispatcher_db, runs)
+    await decide(dispatcher_db, runs)
     got = sorted(
         (r["title"], r["description"])
         for r in await db.fetch(
