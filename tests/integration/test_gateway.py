@@ -487,6 +487,59 @@ async def test_each_request_is_counted_once_by_outcome(gateway: Client, hook: Ho
     }
 
 
+def commit_phases() -> dict[str, tuple[float, float]]:
+    """The gateway's group-commit phases so far: phase → (seconds, commits)."""
+    return {
+        phase: (
+            REGISTRY.get_sample_value("routines_gateway_commit_seconds_sum", {"phase": phase}) or 0.0,
+            REGISTRY.get_sample_value("routines_gateway_commit_seconds_count", {"phase": phase}) or 0.0,
+        )
+        for phase in ("wait", "insert", "announce")
+    }
+
+
+@pytest.mark.parametrize("signing_mode", ["hmac_sha256"])
+async def test_a_commit_is_timed_by_phase_and_a_wait_in_postgres_is_the_inserts(
+    gateway: Client, hook: Hook, db: asyncpg.Connection, stack: Stack
+) -> None:
+    """routines_gateway_commit_seconds splits a fire's commit into its queueing, its INSERT (with
+    the commit) and its announcement: a fire whose INSERT waits in Postgres (here on a lock of its
+    routine) shows it in the insert phase, not in the other two; a duplicate inserts nothing and
+    announces nothing."""
+    before = commit_phases()
+    locker = await asyncpg.connect(stack.database_url)
+    try:
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("SELECT 1 FROM routines WHERE id = $1 FOR UPDATE", uuid.UUID(hook.routine["id"]))
+        body = b'{"n": 1}'
+        headers = hook.headers(body)
+        fire = asyncio.ensure_future(gateway.post(hook.path, data=body, headers=headers))
+        await wait_until(
+            lambda: db.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE '%gateway%' AND wait_event_type = 'Lock'"
+            )
+        )
+        await asyncio.sleep(0.3)
+        await tx.rollback()
+        assert (await fire).status == 202
+    finally:
+        await locker.close()
+    middle = commit_phases()
+    delta = {
+        phase: (middle[phase][0] - before[phase][0], middle[phase][1] - before[phase][1]) for phase in middle
+    }
+    assert {phase: count for phase, (_, count) in delta.items()} == {"wait": 1, "insert": 1, "announce": 1}
+    assert delta["insert"][0] >= 0.3
+    assert delta["wait"][0] < 0.3 and delta["announce"][0] < 0.3
+    # The same delivery again: its INSERT matches the first (409), so nothing is announced.
+    assert (await gateway.post(hook.path, data=body, headers=headers)).status == 409
+    after = commit_phases()
+    assert after["insert"][1] - middle["insert"][1] == 1
+    assert after["announce"][1] == middle["announce"][1]
+
+
 # --- The trigger cache under concurrency --------------------------------------------------------
 
 CACHE_RESULTS = ("hit", "negative_hit", "miss", "joined")

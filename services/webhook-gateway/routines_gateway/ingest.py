@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from routines_gateway.metrics import BATCH_SIZE
+from routines_gateway.metrics import BATCH_SIZE, COMMIT_SECONDS
 from routines_gateway.sql import QUERIES
 from shared.bus import Bus, current_request_id
 from shared.db import Database
@@ -39,6 +40,7 @@ class PendingRun:
     # The request that recorded it, for the trace header of the message announcing it.
     request_id: str | None = field(default_factory=current_request_id)
     done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 Announce = Callable[[Sequence[PendingRun]], Awaitable[object]]
@@ -97,10 +99,12 @@ class GroupCommitter:
             batch = [first]
             while len(batch) < self._max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            COMMIT_SECONDS.observe(time.monotonic() - first.queued_at, "wait")
             await self._commit(batch)
 
     async def _commit(self, batch: list[PendingRun]) -> None:
         BATCH_SIZE.observe(len(batch))
+        began = time.monotonic()
         try:
             inserted = await self._insert(batch)
         except ROW_ERRORS as exc:
@@ -120,6 +124,7 @@ class GroupCommitter:
             if not isinstance(exc, Exception):
                 raise
             return
+        COMMIT_SECONDS.observe(time.monotonic() - began, "insert")
         await self._settle(batch, inserted)
 
     async def _settle(self, batch: list[PendingRun], inserted: set[uuid.UUID]) -> None:
@@ -128,7 +133,9 @@ class GroupCommitter:
         sweeper finds any that were not announced."""
         try:
             if inserted:
+                began = time.monotonic()
                 await self._announce([p for p in batch if p.id in inserted])
+                COMMIT_SECONDS.observe(time.monotonic() - began, "announce")
         except Exception:
             log.exception("announcing committed runs failed; the sweeper will dispatch them")
         finally:

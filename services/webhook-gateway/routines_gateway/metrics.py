@@ -35,6 +35,13 @@ VERIFY_SECONDS = LoopHistogram(
 BATCH_SIZE = Histogram(
     "routines_gateway_commit_batch_size", "Runs per group commit", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
+COMMIT_SECONDS = LoopHistogram(
+    "routines_gateway_commit_seconds",
+    "A group commit's phases: wait (its oldest fire queued for a writer), insert (the INSERT and "
+    "its commit) and announce (publishing its runs to JetStream, until acknowledged)",
+    ["phase"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 CACHE_LOOKUPS = LoopCounter(
     "routines_gateway_trigger_cache_total",
     "Trigger cache lookups",
