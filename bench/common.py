@@ -259,6 +259,28 @@ class CpuMeter:
         return {name: round((after[name] - before[name]) / seconds, 3) for name in before}
 
 
+def run_queue_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """Seconds each named process and its children (every thread) have spent so far ready to run
+    and waiting for a core (/proc/…/schedstat); two reads give the mean number of their threads
+    kept waiting between. Processes that exited in between are not counted."""
+    out = {}
+    for name, pid in pids.items():
+        total = 0
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            procs = []
+        for proc in procs:
+            try:
+                for task in Path(f"/proc/{proc.pid}/task").iterdir():
+                    total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+        out[name] = total / 1e9
+    return out
+
+
 def machine_cpu() -> tuple[float, float]:
     """(all, idle) CPU seconds of the whole machine so far; two reads give the cores busy between.
     Linux counts guest time inside user time: it is left out of the sum."""

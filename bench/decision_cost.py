@@ -22,6 +22,8 @@ import json
 import time
 from typing import Any
 
+import asyncpg
+
 from bench.common import (
     RESULTS,
     STATEMENT_STATS,
@@ -38,6 +40,19 @@ from shared.processes import ServiceProcess
 from shared.runs import publish_runs_requested
 
 RUNS = 20_000  # by default
+
+
+async def wal_counters(conn: asyncpg.Connection) -> dict[str, int]:
+    """The cluster's WAL written so far, and the runs table's updates (HOT and all)."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await asyncio.sleep(1.1)  # other backends report their counts within a second
+    row = await conn.fetchrow(
+        "SELECT w.wal_bytes::bigint AS bytes, w.wal_records AS records, w.wal_fpi AS fpi,"
+        " t.n_tup_upd AS updates, t.n_tup_hot_upd AS hot_updates"
+        " FROM pg_stat_wal w, pg_stat_user_tables t WHERE t.relname = 'routine_runs'"
+    )
+    assert row is not None
+    return dict(row)
 
 
 async def main(
@@ -82,6 +97,7 @@ async def main(
             await asyncio.sleep(1.0)  # started and idle
             if statements:
                 await reset_statement_stats(conn)
+            wal_before = await wal_counters(conn)
             before = cpu.read()
             started = time.perf_counter()
             paced = 0
@@ -95,6 +111,7 @@ async def main(
             await until_decided(bus)
             elapsed = time.perf_counter() - started
             after = cpu.read()
+            wal = {k: v - wal_before[k] for k, v in (await wal_counters(conn)).items()}
             top = await top_statements(conn, 8) if statements else []
             await assert_all_decided(conn, [row["id"] for row in rows])  # after the CPU was read
             coalesced = await conn.fetchval("SELECT sum(coalesced_fire_count) FROM issues")
@@ -117,6 +134,12 @@ async def main(
         + ", ".join(f"{name} {us:.0f} µs" for name, us in per_run.items())
         + f"; total {sum(per_run.values()):.0f} µs (NATS includes this benchmark's publishing)"
     )
+    print(
+        "WAL per decided run: "
+        f"{wal['bytes'] / runs:,.0f} bytes in {wal['records'] / runs:.1f} records, "
+        f"{wal['fpi'] / runs:.2f} full-page images; "
+        f"updates of runs that were HOT: {wal['hot_updates']:,} of {wal['updates']:,}"
+    )
     if top:
         print(
             "Postgres time by statement, waits for locks included (calls, ms in all, ms per call, µs per decided run):"
@@ -134,6 +157,7 @@ async def main(
         "seconds": elapsed,
         "transactions": transactions,
         "cpu_us_per_run": per_run,
+        "wal_bytes_per_run": wal["bytes"] / runs,
     }
     (RESULTS / "decision_cost.json").write_text(json.dumps(result, indent=2))
     return result

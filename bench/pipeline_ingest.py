@@ -23,7 +23,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import aiohttp
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
     RESULTS,
@@ -38,6 +40,7 @@ from bench.common import (
     machine_cpu,
     ratio_interval,
     reset_statement_stats,
+    run_queue_seconds,
     seed,
     servers,
     service_env,
@@ -133,6 +136,33 @@ class LockSampler:
         }
 
 
+async def commit_phases(url: str) -> dict[str, tuple[float, float]]:
+    """The gateway's group-commit phases so far (its /metrics): phase → (seconds, commits)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "routines_gateway_commit_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    sums[sample.labels["phase"]] = sample.value
+                elif sample.name.endswith("_count"):
+                    counts[sample.labels["phase"]] = sample.value
+    return {phase: (sums[phase], counts.get(phase, 0.0)) for phase in sums}
+
+
+def phase_means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Milliseconds a group commit spent in each phase over a load, on average."""
+    means = {}
+    for phase, (total, count) in after.items():
+        total0, count0 = before.get(phase, (0.0, 0.0))
+        means[phase] = (total - total0) / max(count - count0, 1.0) * 1000
+    return means
+
+
 @dataclass
 class Bench:
     conn: asyncpg.Connection
@@ -183,8 +213,10 @@ class Bench:
                 mid_transaction = await stop_mid_transaction(self.conn, self.dispatcher.proc.pid)
             await priming
             with LockSampler(self.dsn) as sampler:
+                waited_before = run_queue_seconds(self.cpu.pids)
                 before, started = self.cpu.read(), time.perf_counter()
                 wal_before = await self._wal()
+                phases_before = await commit_phases(self.gateway.url)
                 load_began = await self.conn.fetchval("SELECT clock_timestamp()")
                 if self.statements:
                     await reset_statement_stats(self.conn)
@@ -196,7 +228,9 @@ class Bench:
                     busy = machine_busy(machine_before, machine_cpu())
                 elapsed = time.perf_counter() - started
                 cores = CpuMeter.used(before, self.cpu.read(), elapsed)
+                waited = CpuMeter.used(waited_before, run_queue_seconds(self.cpu.pids), elapsed)
                 wal_after = await self._wal()
+                phases = phase_means(phases_before, await commit_phases(self.gateway.url))
                 # Runs decided during the load, and in how many transactions (they share its now()).
                 decided = await self.conn.fetchrow(
                     "SELECT count(*) AS runs, count(DISTINCT decided_at) AS transactions FROM routine_runs"
@@ -235,6 +269,10 @@ class Bench:
             "decision_transactions": decided["transactions"],
             "locks": sampler.summary(),
             "cores_used": cores,
+            # Mean threads of each process ready to run and waiting for a core during the load.
+            "run_queue": waited,
+            # The gateway's group commits: mean ms queued, inserting, announcing.
+            "commit_phases_ms": phases,
             "commits_per_sec": (wal_after[0] - wal_before[0]) / elapsed,
             "wal_mb_per_sec": (wal_after[1] - wal_before[1]) / elapsed / 2**20,
             # Checkpoints begun during the load (each makes the next change of every page write
@@ -280,8 +318,13 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
         + "".join(f"{table} in {share:.0%}; " for table, share in locks["autovacuum"].items())
         + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s, "
         + f"checkpoints {r['checkpoints']}; "
+        + "gateway commits (mean ms): "
+        + ", ".join(f"{phase} {ms:.2f}" for phase, ms in r["commit_phases_ms"].items())
+        + "; "
         + f"machine busy {r['machine_busy_cores']:.2f} cores; cores: "
         + ", ".join(f"{k} {v:.2f}" for k, v in r["cores_used"].items() if k not in ("api", "scheduler"))
+        + "; waiting for a core: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r["run_queue"].items() if k not in ("api", "scheduler"))
     )
 
 
