@@ -259,13 +259,13 @@ class CpuMeter:
         return {name: round((after[name] - before[name]) / seconds, 3) for name in before}
 
 
-def run_queue_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """Seconds each named process and its children (every thread) have spent so far ready to run
-    and waiting for a core (/proc/…/schedstat); two reads give the mean number of their threads
-    kept waiting between. Processes that exited in between are not counted."""
-    out = {}
+def run_queue_seconds(pids: dict[str, int]) -> dict[str, dict[int, float]]:
+    """Seconds each thread of the named processes and their children has spent so far ready to
+    run and waiting for a core (/proc/…/schedstat), by thread id: `run_queue_waits` of two reads
+    gives the mean number of each process's threads kept waiting between them."""
+    out: dict[str, dict[int, float]] = {}
     for name, pid in pids.items():
-        total = 0
+        waited: dict[int, float] = {}
         try:
             root = psutil.Process(pid)
             procs = [root, *root.children(recursive=True)]
@@ -274,11 +274,23 @@ def run_queue_seconds(pids: dict[str, int]) -> dict[str, float]:
         for proc in procs:
             try:
                 for task in Path(f"/proc/{proc.pid}/task").iterdir():
-                    total += int((task / "schedstat").read_text().split()[1])
+                    waited[int(task.name)] = int((task / "schedstat").read_text().split()[1]) / 1e9
             except (OSError, ValueError, IndexError):
                 continue
-        out[name] = total / 1e9
+        out[name] = waited
     return out
+
+
+def run_queue_waits(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], seconds: float
+) -> dict[str, float]:
+    """Mean threads of each process waiting for a core between two `run_queue_seconds` reads:
+    those alive at the second read (one that started in between, from nothing; one that exited in
+    between, such as a Postgres backend, is not counted — never a negative figure)."""
+    return {
+        name: round(sum(w - before[name].get(tid, 0.0) for tid, w in threads.items()) / seconds, 3)
+        for name, threads in after.items()
+    }
 
 
 def machine_cpu() -> tuple[float, float]:

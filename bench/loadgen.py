@@ -198,10 +198,11 @@ class WrkResult:
 
 
 def _ms(text: str) -> float:
-    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    match = re.match(r"([\d.]+)(us|ms|s|m|h)$", text)
     if match is None:
         raise ValueError(f"unexpected wrk latency {text!r}")
-    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[match.group(2)]
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+    return float(match.group(1)) * scale[match.group(2)]
 
 
 def run_wrk(url: str, requests_file: Path, connections: int, seconds: float) -> WrkResult:
@@ -224,13 +225,19 @@ def run_wrk(url: str, requests_file: Path, connections: int, seconds: float) -> 
         check=True,
     ).stdout
     (requests_file.parent / "wrk-last.txt").write_text(out)
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """wrk's report (with `--latency`, and the status lines our script prints)."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     non2xx = int(non2xx_match.group(1)) if non2xx_match else 0
+    # A one-letter unit (s, m, h: a second or more) is padded with a space after it.
     p50_match, p99_match = (
-        re.search(r"^\s+50%\s+(\S+)$", out, re.M),
-        re.search(r"^\s+99%\s+(\S+)$", out, re.M),
+        re.search(r"^\s+50%\s+(\S+)\s*$", out, re.M),
+        re.search(r"^\s+99%\s+(\S+)\s*$", out, re.M),
     )
     # No latency distribution at all when not one request completed.
     p50 = _ms(p50_match.group(1)) if p50_match else math.nan

@@ -41,6 +41,7 @@ from bench.common import (
     ratio_interval,
     reset_statement_stats,
     run_queue_seconds,
+    run_queue_waits,
     seed,
     servers,
     service_env,
@@ -228,7 +229,7 @@ class Bench:
                     busy = machine_busy(machine_before, machine_cpu())
                 elapsed = time.perf_counter() - started
                 cores = CpuMeter.used(before, self.cpu.read(), elapsed)
-                waited = CpuMeter.used(waited_before, run_queue_seconds(self.cpu.pids), elapsed)
+                waited = run_queue_waits(waited_before, run_queue_seconds(self.cpu.pids), elapsed)
                 wal_after = await self._wal()
                 phases = phase_means(phases_before, await commit_phases(self.gateway.url))
                 # Runs decided during the load, and in how many transactions (they share its now()).
