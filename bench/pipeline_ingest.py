@@ -61,7 +61,8 @@ INGEST_APPS = ("webhook-gateway", "api", "scheduler")
 WAL = """
 SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) AS commits,
        (SELECT wal_bytes FROM pg_stat_wal) AS wal_bytes,
-       (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints
+       (SELECT num_timed + num_requested FROM pg_stat_checkpointer) AS checkpoints,
+       (SELECT blks_zeroed FROM pg_stat_slru WHERE name = 'multixact_offset') AS multixact_pages
 """
 ACTIVITY_SAMPLE = """
 SELECT application_name, coalesce(wait_event_type || ':' || wait_event, 'on CPU') AS doing
@@ -185,10 +186,15 @@ class Bench:
         assert row is not None  # an aggregate always answers one row
         return int(row["n"])
 
-    async def _wal(self) -> tuple[int, int, int]:
+    async def _wal(self) -> tuple[int, int, int, int]:
         row = await self.conn.fetchrow(WAL)
         assert row is not None
-        return int(row["commits"]), int(row["wal_bytes"]), int(row["checkpoints"])
+        return (
+            int(row["commits"]),
+            int(row["wal_bytes"]),
+            int(row["checkpoints"]),
+            int(row["multixact_pages"]),
+        )
 
     async def measure(self, world: World, *, stopped: bool, count: int, burn: float = 0.0) -> dict[str, Any]:
         """One load of `count` fires for `seconds`, the dispatcher running or stopped mid-transaction;
@@ -279,6 +285,8 @@ class Bench:
             # Checkpoints begun during the load (each makes the next change of every page write
             # the whole page to the WAL).
             "checkpoints": wal_after[2] - wal_before[2],
+            # Pages of multixact ids begun (2,048 ids each): rows locked by several transactions at once.
+            "multixact_pages": wal_after[3] - wal_before[3],
         }
 
 
@@ -318,7 +326,7 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
         + f"ingest behind dispatcher lock in {locks['share_behind_dispatcher']:.0%} of {locks['samples']} samples; "
         + "".join(f"{table} in {share:.0%}; " for table, share in locks["autovacuum"].items())
         + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s, "
-        + f"checkpoints {r['checkpoints']}; "
+        + f"checkpoints {r['checkpoints']}; multixact pages {r['multixact_pages']}; "
         + "gateway commits (mean ms): "
         + ", ".join(f"{phase} {ms:.2f}" for phase, ms in r["commit_phases_ms"].items())
         + "; "
