@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import asyncpg
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import (
@@ -228,11 +229,12 @@ class Bench:
                 if self.statements:
                     await reset_statement_stats(self.conn)
                 with cpu_burner(burn):
-                    machine_before = machine_cpu()
+                    machine_before, disk_before = machine_cpu(), psutil.disk_io_counters()
                     wrk = await asyncio.to_thread(
                         run_wrk, self.gateway.url, requests, CONNECTIONS, self.seconds
                     )
                     busy = machine_busy(machine_before, machine_cpu())
+                    disk_after = psutil.disk_io_counters()
                 elapsed = time.perf_counter() - started
                 cores = CpuMeter.used(before, self.cpu.read(), elapsed)
                 waited = run_queue_waits(waited_before, run_queue_seconds(self.cpu.pids), elapsed)
@@ -285,6 +287,10 @@ class Bench:
             # Checkpoints begun during the load (each makes the next change of every page write
             # the whole page to the WAL).
             "checkpoints": wal_after[2] - wal_before[2],
+            # The machine's disks: MB written a second during the load (WAL, data files, NATS).
+            "disk_write_mb_per_sec": (disk_after.write_bytes - disk_before.write_bytes) / elapsed / 2**20
+            if disk_before is not None and disk_after is not None
+            else math.nan,
             # Pages of multixact ids begun (2,048 ids each): rows locked by several transactions at once.
             "multixact_pages": wal_after[3] - wal_before[3],
         }
@@ -327,6 +333,7 @@ def _line(shape: str, policy: str, r: dict[str, Any]) -> str:
         + "".join(f"{table} in {share:.0%}; " for table, share in locks["autovacuum"].items())
         + f"commits {r['commits_per_sec']:,.0f}/s, WAL {r['wal_mb_per_sec']:.1f} MB/s, "
         + f"checkpoints {r['checkpoints']}; multixact pages {r['multixact_pages']}; "
+        + f"disks written {r['disk_write_mb_per_sec']:.1f} MB/s; "
         + "gateway commits (mean ms): "
         + ", ".join(f"{phase} {ms:.2f}" for phase, ms in r["commit_phases_ms"].items())
         + "; "
