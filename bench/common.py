@@ -228,6 +228,15 @@ async def add_webhooks(
     world.hooks.extend(zip(public_ids, secrets, strict=True))
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants as they are now (none if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 class CpuMeter:
     """CPU seconds (user + system) used by named processes and their children between two reads:
     those that exited in between too (a process's children_* times hold its reaped children's;
@@ -240,16 +249,12 @@ class CpuMeter:
         out = {}
         for name, pid in self.pids.items():
             total = 0.0
-            try:
-                root = psutil.Process(pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    try:
-                        times = proc.cpu_times()
-                        total += times.user + times.system + times.children_user + times.children_system
-                    except psutil.Error:
-                        continue
-            except psutil.Error:
-                pass
+            for proc in process_tree(pid):
+                try:
+                    times = proc.cpu_times()
+                    total += times.user + times.system + times.children_user + times.children_system
+                except psutil.Error:
+                    continue
             out[name] = total
         return out
 
@@ -266,12 +271,7 @@ def run_queue_seconds(pids: dict[str, int]) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for name, pid in pids.items():
         waited: dict[int, float] = {}
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            procs = []
-        for proc in procs:
+        for proc in process_tree(pid):
             try:
                 for task in Path(f"/proc/{proc.pid}/task").iterdir():
                     waited[int(task.name)] = int((task / "schedstat").read_text().split()[1]) / 1e9

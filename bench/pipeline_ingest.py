@@ -187,15 +187,11 @@ class Bench:
         assert row is not None  # an aggregate always answers one row
         return int(row["n"])
 
-    async def _wal(self) -> tuple[int, int, int, int]:
+    async def _wal(self) -> dict[str, int]:
+        """Postgres' counters so far: commits, WAL bytes, checkpoints, multixact pages."""
         row = await self.conn.fetchrow(WAL)
         assert row is not None
-        return (
-            int(row["commits"]),
-            int(row["wal_bytes"]),
-            int(row["checkpoints"]),
-            int(row["multixact_pages"]),
-        )
+        return {key: int(value) for key, value in row.items()}
 
     async def measure(self, world: World, *, stopped: bool, count: int, burn: float = 0.0) -> dict[str, Any]:
         """One load of `count` fires for `seconds`, the dispatcher running or stopped mid-transaction;
@@ -221,10 +217,10 @@ class Bench:
                 mid_transaction = await stop_mid_transaction(self.conn, self.dispatcher.proc.pid)
             await priming
             with LockSampler(self.dsn) as sampler:
+                phases_before = await commit_phases(self.gateway.url)
                 waited_before = run_queue_seconds(self.cpu.pids)
                 before, started = self.cpu.read(), time.perf_counter()
                 wal_before = await self._wal()
-                phases_before = await commit_phases(self.gateway.url)
                 load_began = await self.conn.fetchval("SELECT clock_timestamp()")
                 if self.statements:
                     await reset_statement_stats(self.conn)
@@ -282,17 +278,17 @@ class Bench:
             "run_queue": waited,
             # The gateway's group commits: mean ms queued, inserting, announcing.
             "commit_phases_ms": phases,
-            "commits_per_sec": (wal_after[0] - wal_before[0]) / elapsed,
-            "wal_mb_per_sec": (wal_after[1] - wal_before[1]) / elapsed / 2**20,
+            "commits_per_sec": (wal_after["commits"] - wal_before["commits"]) / elapsed,
+            "wal_mb_per_sec": (wal_after["wal_bytes"] - wal_before["wal_bytes"]) / elapsed / 2**20,
             # Checkpoints begun during the load (each makes the next change of every page write
             # the whole page to the WAL).
-            "checkpoints": wal_after[2] - wal_before[2],
+            "checkpoints": wal_after["checkpoints"] - wal_before["checkpoints"],
             # The machine's disks: MB written a second during the load (WAL, data files, NATS).
             "disk_write_mb_per_sec": (disk_after.write_bytes - disk_before.write_bytes) / elapsed / 2**20
             if disk_before is not None and disk_after is not None
             else math.nan,
             # Pages of multixact ids begun (2,048 ids each): rows locked by several transactions at once.
-            "multixact_pages": wal_after[3] - wal_before[3],
+            "multixact_pages": wal_after["multixact_pages"] - wal_before["multixact_pages"],
         }
 
 
