@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -12,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,20 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def pin(pids: Iterable[int], cpus: set[int], *, descendants: bool = True) -> None:
+    """Run each process in `pids` (and its descendants) with every thread of theirs on `cpus` only
+    (processes and threads they start later inherit it). A process gone meanwhile is skipped."""
+    for pid in pids:
+        for proc in process_tree(pid) if descendants else [psutil.Process(pid)]:
+            try:
+                threads = [t.id for t in proc.threads()]
+            except psutil.Error:
+                continue
+            for tid in threads:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(tid, cpus)
 
 
 class CpuMeter:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
+import os
 import signal
 import statistics
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -39,6 +42,7 @@ from bench.common import (
     dispatcher_bus,
     machine_busy,
     machine_cpu,
+    pin,
     ratio_interval,
     reset_statement_stats,
     run_queue_seconds,
@@ -349,6 +353,8 @@ async def main(
     analyze: bool = False,
     control: bool = False,
     tight: bool = False,
+    placement: str = "shared",
+    burns: Sequence[float] = (),
 ) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -372,6 +378,11 @@ async def main(
         pids = {p.name: p.proc.pid for p in processes if p.proc is not None}
         assert s.pg._proc is not None and s.nats._proc is not None
         cpu = CpuMeter({**pids, "postgres": s.pg._proc.pid, "nats": s.nats._proc.pid})
+        if placement != "shared":
+            apart = [s.pg._proc.pid] + ([pids["run-dispatcher"]] if placement == "decisions" else [])
+            pin(apart, {1})
+            pin([s.nats._proc.pid, *(pid for pid in pids.values() if pid not in apart)], {0})
+            pin([os.getpid()], {0}, descendants=False)  # and wrk, started by it
         bus = await dispatcher_bus(stack.nats_url)
         bench = Bench(
             conn, stack.database_url, processes[0], processes[1], s.tmp, seconds, cpu, bus, statements
@@ -400,11 +411,19 @@ async def main(
                             bench, conn, world, n, policy, stopped, reset=reset
                         )
                     in_round = list(measured.values())
+                    if n == 1:
+                        # The cores the decisions took (its process and Postgres' extra).
+                        measured[False]["decision_cores"] = _decision_cores(measured)
                     if control and n == 1:
                         # The same load with the dispatcher stopped and, instead, unrelated work
-                        # of the CPU its decisions took (its process and Postgres' extra).
-                        burn = _decision_cores(measured)
+                        # of the CPU its decisions took.
+                        burn = measured[False]["decision_cores"]
                         in_round.append(await _measure(bench, conn, world, n, policy, True, burn))
+                    for cores in burns if n == 1 else ():
+                        # This host's curve: what fixed cores of unrelated work cost ingest.
+                        burned = await _measure(bench, conn, world, n, policy, True, cores)
+                        burned["dispatcher"] = "stopped+burn"
+                        in_round.append(burned)
                     for r in in_round:
                         r["round"] = i
                     results += in_round
@@ -458,9 +477,26 @@ async def _measure(
 
 def _decision_cores(measured: dict[bool, dict[str, Any]]) -> float:
     """Cores the decisions took in a round: the dispatcher's own, and what Postgres used beyond
-    the same load with the dispatcher stopped."""
-    running, stopped = measured[False]["cores_used"], measured[True]["cores_used"]
-    return float(running["run-dispatcher"] + max(0.0, running["postgres"] - stopped["postgres"]))
+    ingest's part of it. Ingest's part is the stopped load's Postgres cores scaled to the running
+    load's rate (fewer fires were accepted with the dispatcher running, and Postgres' work for
+    them is less by as much: unscaled, the decisions' part came out too small)."""
+    running, stopped = measured[False], measured[True]
+    scale = running["accepted_per_sec"] / stopped["accepted_per_sec"] if stopped["accepted_per_sec"] else 1.0
+    ingest = stopped["cores_used"]["postgres"] * scale
+    return float(
+        running["cores_used"]["run-dispatcher"] + max(0.0, running["cores_used"]["postgres"] - ingest)
+    )
+
+
+def burn_budget(points: Sequence[tuple[float, float]], goal: float = 0.9) -> float | None:
+    """The cores of other work at which ingest first falls to `goal` of its rate alone,
+    interpolated linearly between measured (cores, ratio) points and (0, 1): None when no point
+    falls below the goal (the budget is beyond the largest measured)."""
+    curve = [(0.0, 1.0), *sorted(points)]
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+        if y1 < goal <= y0:  # the first crossing (a noisy curve may rise again after it)
+            return x0 + (y0 - goal) * (x1 - x0) / (y0 - y1)
+    return None
 
 
 def _warm(tmp: Any, world: World) -> Any:
@@ -510,9 +546,12 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         by_load.setdefault((r["shape"], r["policy"], r["dispatcher"]), []).append(r)
     for shape, policy in keys:
-        loads = [by_load.get((shape, policy, load), []) for load in ("running", "stopped", "stopped+load")]
+        loads = [
+            by_load.get((shape, policy, load), [])
+            for load in ("running", "stopped", "stopped+load", "stopped+burn")
+        ]
         void = _void_rounds([r for rs in loads for r in rs])
-        running, stopped, control = ([r for r in rs if r["round"] not in void] for rs in loads)
+        running, stopped, control, burned = ([r for r in rs if r["round"] not in void] for rs in loads)
 
         def mean(rs: list[dict[str, Any]], key: str) -> float:
             return statistics.fmean(r[key] for r in rs) if rs else float("nan")
@@ -546,6 +585,8 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["control_cores"] = mean(control, "burn_cores")
             row["control_per_sec"] = mean(control, "accepted_per_sec")
             row["control_ratio"] = row["control_per_sec"] / row["stopped_per_sec"]
+        if burned:
+            _add_budget(row, running, stopped, burned)
         rows.append(row)
         print(
             f"| {shape} | {policy} | {row['running_per_sec']:,.0f} | {row['running_p50_ms']:.1f} ms "
@@ -559,6 +600,9 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"cores of unrelated CPU work (what the decisions took): {row['control_per_sec']:,.0f} fires/s, "
                 f"{row['control_ratio']:.2f} of stopped (the dispatcher running: {row['ratio']:.2f})"
             )
+    for row in rows:
+        if "burn_curve" in row:
+            print(_budget_line(row))
     for row in rows:
         for line in row["left_out"]:
             print("left out: " + line)
@@ -589,6 +633,53 @@ def _summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _add_budget(
+    row: dict[str, Any],
+    running: list[dict[str, Any]],
+    stopped: list[dict[str, Any]],
+    burned: list[dict[str, Any]],
+) -> None:
+    """This host's curve of what unrelated work costs ingest (each load with cores burned against
+    the stopped load of its round), the cores of it ingest bears at the goal, and that budget as
+    CPU a decided run at 0.90 of the stopped rate — beside what the decisions took."""
+    alone = {r["round"]: r["accepted_per_sec"] for r in stopped if r["accepted_per_sec"]}
+    levels: dict[float, list[float]] = {}
+    for r in burned:
+        if r["round"] in alone:
+            levels.setdefault(round(r["burn_cores"], 3), []).append(r["accepted_per_sec"] / alone[r["round"]])
+    row["burn_curve"] = [
+        {"cores": cores, "ratio": ratio_interval(ratios)} for cores, ratios in sorted(levels.items())
+    ]
+    row["budget_cores"] = burn_budget([(c["cores"], c["ratio"].mean) for c in row["burn_curve"]])
+    rate = 0.9 * row["stopped_per_sec"]
+    row["budget_us_per_run"] = row["budget_cores"] / rate * 1e6 if row["budget_cores"] and rate else math.nan
+    took = [r for r in running if "decision_cores" in r and r["accepted_per_sec"]]
+    row["decision_cores"] = statistics.fmean(r["decision_cores"] for r in took) if took else math.nan
+    row["decision_us_per_run"] = (
+        statistics.fmean(r["decision_cores"] / r["accepted_per_sec"] * 1e6 for r in took)
+        if took
+        else math.nan
+    )
+
+
+def _budget_line(row: dict[str, Any]) -> str:
+    curve = ", ".join(
+        f"{c['cores']:.2f} cores → {c['ratio'].mean:.2f} [{c['ratio'].low:.2f}, {c['ratio'].high:.2f}]"
+        for c in row["burn_curve"]
+    )
+    budget = row["budget_cores"]
+    bears = (
+        f"beyond {row['burn_curve'][-1]['cores']:.2f} cores"
+        if budget is None
+        else f"{budget:.2f} cores, {row['budget_us_per_run']:.0f} µs of CPU a decided run at 0.90 of the stopped rate"
+    )
+    return (
+        f"this host, {row['shape']}, {row['policy']}: unrelated work, dispatcher stopped: {curve}; "
+        f"ingest stays ≥ 0.90 up to {bears}; the decisions took {row['decision_cores']:.2f} cores, "
+        f"{row['decision_us_per_run']:.0f} µs a run (ratio {row['ratio']:.2f})"
+    )
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=8)
@@ -616,6 +707,20 @@ def cli() -> None:
         "checkpoint (less drift of the host between them; use short --seconds and an even, large "
         "--rounds); the control, if any, follows its own vacuum and checkpoint",
     )
+    parser.add_argument(
+        "--burns",
+        default="",
+        help="one routine: also measure, each round, the dispatcher stopped with these cores of "
+        "unrelated CPU work (comma-separated, e.g. 0.1,0.2,0.3): this host's curve of what other "
+        "work costs ingest, and the cores and µs a decided run the decisions may take at the goal",
+    )
+    parser.add_argument(
+        "--placement",
+        choices=("shared", "database", "decisions"),
+        default="shared",
+        help="where processes run: every one on every core (shared); Postgres on core 1 and the rest "
+        "on core 0 (database); Postgres and the dispatcher on core 1 and the rest on core 0 (decisions)",
+    )
     args = parser.parse_args()
     if args.tight and args.rounds % 2:
         # A round's second load starts further from its checkpoint than its first: only an even
@@ -633,6 +738,8 @@ def cli() -> None:
             args.analyze,
             args.control,
             args.tight,
+            args.placement,
+            tuple(float(x) for x in args.burns.split(",") if x),
         )
     )
 

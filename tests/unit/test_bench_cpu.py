@@ -3,6 +3,7 @@ control load starts and stops as asked."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from bench.common import CpuMeter, cpu_burner, cpu_count, machine_busy, machine_cpu
+from bench.common import CpuMeter, cpu_burner, cpu_count, machine_busy, machine_cpu, pin
 from bench.pipeline_ingest import _decision_cores
 
 # A parent that starts a child burning ~0.3 s of CPU, waits for it (reaping it), then idles: as
@@ -52,12 +53,15 @@ def test_the_burner_starts_what_it_is_asked_and_leaves_nothing(cores: float, pro
     assert not any(psutil.pid_exists(pid) for pid in pids)
 
 
-def test_decision_cores_are_the_dispatcher_and_postgres_beyond_the_stopped_load() -> None:
-    running = {"cores_used": {"run-dispatcher": 0.14, "postgres": 0.56}}
-    stopped = {"cores_used": {"run-dispatcher": 0.0, "postgres": 0.42}}
+def test_decision_cores_are_the_dispatcher_and_postgres_beyond_ingests_part() -> None:
+    stopped = {"accepted_per_sec": 1000.0, "cores_used": {"run-dispatcher": 0.0, "postgres": 0.42}}
+    running = {"accepted_per_sec": 1000.0, "cores_used": {"run-dispatcher": 0.14, "postgres": 0.56}}
     assert _decision_cores({False: running, True: stopped}) == pytest.approx(0.28)
+    # Fewer fires accepted while deciding: ingest's part of Postgres is smaller by as much.
+    slower = {"accepted_per_sec": 900.0, "cores_used": {"run-dispatcher": 0.14, "postgres": 0.56}}
+    assert _decision_cores({False: slower, True: stopped}) == pytest.approx(0.14 + 0.56 - 0.378)
     # Postgres busier without decisions (noise): only the dispatcher's own.
-    quieter = {"cores_used": {"run-dispatcher": 0.14, "postgres": 0.30}}
+    quieter = {"accepted_per_sec": 1000.0, "cores_used": {"run-dispatcher": 0.14, "postgres": 0.30}}
     assert _decision_cores({False: quieter, True: stopped}) == pytest.approx(0.14)
 
 
@@ -69,3 +73,26 @@ def test_the_machine_figure_is_between_idle_and_every_core() -> None:
     busy = machine_busy(before, machine_cpu())
     assert 0.0 < busy <= cpu_count()
     assert machine_busy(before, before) == 0.0
+
+
+def test_pinned_processes_and_their_threads_run_on_the_cores_named() -> None:
+    """bench.pipeline_ingest --placement: a process and every thread of it, pinned; not the caller."""
+    mine = os.sched_getaffinity(0)
+    child = subprocess.Popen([sys.executable, "-c", TWO_THREADS])
+    try:
+        deadline = time.monotonic() + 10
+        while len(psutil.Process(child.pid).threads()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        threads = psutil.Process(child.pid).threads()
+        assert len(threads) == 2
+        pin([child.pid], {0})
+        assert [os.sched_getaffinity(t.id) for t in threads] == [{0}, {0}]
+        assert os.sched_getaffinity(0) == mine
+    finally:
+        child.kill()
+        child.wait()
+
+
+TWO_THREADS = (
+    "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); time.sleep(30)"
+)
