@@ -18,11 +18,11 @@
 -- an issue committed after the deleter's snapshot (the keys' own cross-check refused such a delete
 -- when it met one). Nothing in the services deletes companies, projects, goals, agents or issues.
 --
--- A company's issues are deleted by a row trigger on companies that fires after the keys' own
--- cascades (triggers of one event fire in name order, and the keys' are named "RI_Constraint…"):
--- by then the company's routines are gone, so its issues can go without a routine naming them as
--- its parent issue; the checks of its agents, projects and goals, deferred to the end of the
--- statement as a cascade's are, find no issue left.
+-- A company's issues are deleted by a statement trigger on companies, which fires after the keys'
+-- own cascades (row triggers): by then the companies' routines are gone, so their issues can go
+-- without a routine naming one as its parent issue; the checks of their agents, projects and
+-- goals, deferred to the end of the statement as a cascade's are, find no issue left. TRUNCATE,
+-- like DELETE, is refused under REPEATABLE READ and SERIALIZABLE (0012's of runs too, now).
 ALTER TABLE issues
     DROP CONSTRAINT issues_company_id_fkey,
     DROP CONSTRAINT issues_project_id_fkey,
@@ -130,23 +130,19 @@ BEGIN
                              TG_TABLE_NAME),
             HINT = 'migration 0013';
     END IF;
-    IF TG_OP = 'DELETE' AND column_ = 'company_id' THEN
-        DELETE FROM issues WHERE company_id = OLD.id;
-        RETURN NULL;
-    END IF;
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM issues WHERE %I = $1)', column_) INTO named USING OLD.id;
     IF named THEN
         RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
             MESSAGE = format('update or delete on table "%s" violates foreign key constraint "%s" on table "issues"',
                              TG_TABLE_NAME, constraint_),
             DETAIL = format('Key (id)=(%s) is still referenced from table "issues".', OLD.id),
-            CONSTRAINT = constraint_, TABLE = TG_TABLE_NAME, SCHEMA = current_schema(), HINT = 'migration 0013';
+            CONSTRAINT = constraint_, TABLE = 'issues', SCHEMA = current_schema(), HINT = 'migration 0013';
     END IF;
     RETURN NULL;
 END
 $removed$;
 
-CREATE TRIGGER issues_of_company_removed AFTER DELETE OR UPDATE OF id ON companies
+CREATE TRIGGER issues_of_company_renumbered AFTER UPDATE OF id ON companies
     FOR EACH ROW EXECUTE FUNCTION routines_issue_key_removed('company_id', 'issues_company_id_fkey');
 CREATE TRIGGER issues_of_project_removed AFTER DELETE OR UPDATE OF id ON projects
     FOR EACH ROW EXECUTE FUNCTION routines_issue_key_removed('project_id', 'issues_project_id_fkey');
@@ -154,6 +150,30 @@ CREATE TRIGGER issues_of_goal_removed AFTER DELETE OR UPDATE OF id ON goals
     FOR EACH ROW EXECUTE FUNCTION routines_issue_key_removed('goal_id', 'issues_goal_id_fkey');
 CREATE TRIGGER issues_of_agent_removed AFTER DELETE OR UPDATE OF id ON agents
     FOR EACH ROW EXECUTE FUNCTION routines_issue_key_removed('assignee_agent_id', 'issues_assignee_agent_id_fkey');
+
+-- A company's issues go with it: those of every company the statement deleted, in one statement,
+-- so that issues and routines naming each other across those companies go together (the parents'
+-- check below runs once all of them are gone, as the keys' checks ran after all their cascades).
+CREATE FUNCTION routines_delete_issues_of_companies() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $companies$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM gone) THEN
+        RETURN NULL;
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+            MESSAGE = 'delete from companies under READ COMMITTED: issues committed meanwhile would not be seen',
+            HINT = 'migration 0013';
+    END IF;
+    DELETE FROM issues WHERE company_id IN (SELECT id FROM gone);
+    RETURN NULL;
+END
+$companies$;
+
+CREATE TRIGGER issues_of_companies_deleted
+    AFTER DELETE ON companies
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION routines_delete_issues_of_companies();
 
 -- Parent issues: once per statement (a company's thousands of issues deleted together would
 -- otherwise look for children once per issue, in a table with no index on the parent).
@@ -196,6 +216,14 @@ LANGUAGE plpgsql SECURITY DEFINER AS $truncate$
 DECLARE
     named boolean;
 BEGIN
+    -- Under a transaction's snapshot, issues committed after it would not be seen (TRUNCATE itself
+    -- is not bound by snapshots: the rows they name would be gone all the same).
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+            MESSAGE = format('truncate %s under READ COMMITTED: issues committed meanwhile would not be seen',
+                             TG_TABLE_NAME),
+            HINT = 'migration 0013';
+    END IF;
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM issues WHERE %I IS NOT NULL)', TG_ARGV[0]) INTO named;
     IF named THEN
         RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
@@ -215,6 +243,25 @@ CREATE TRIGGER issues_of_goals_truncated AFTER TRUNCATE ON goals
 CREATE TRIGGER issues_of_agents_truncated AFTER TRUNCATE ON agents
     FOR EACH STATEMENT EXECUTE FUNCTION routines_refuse_truncating_issue_keys('assignee_agent_id');
 
+-- 0012's refusal to truncate runs that issues name had the same blind spot: it too refuses under
+-- a transaction's snapshot now.
+CREATE OR REPLACE FUNCTION routines_refuse_truncating_runs() RETURNS trigger
+LANGUAGE plpgsql AS $refuse$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+            MESSAGE = 'truncate routine_runs under READ COMMITTED: issues committed meanwhile would not be seen',
+            HINT = 'migration 0013';
+    END IF;
+    IF EXISTS (SELECT 1 FROM issues WHERE origin_run_id IS NOT NULL) THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = 'issues name the runs being truncated: truncate issues in the same statement',
+            HINT = 'migration 0012';
+    END IF;
+    RETURN NULL;
+END
+$refuse$;
+
 -- SECURITY DEFINER (they read and lock tables a service role may not), pinned to this schema and
 -- callable by nobody but the triggers: as 0010's and 0012's.
 DO $pin$
@@ -223,7 +270,8 @@ DECLARE
 BEGIN
     FOREACH f IN ARRAY ARRAY['routines_issue_keys_exist(uuid[], uuid[], uuid[], uuid[], uuid[])',
                              'routines_check_inserted_issues()', 'routines_check_updated_issue()',
-                             'routines_issue_key_removed()', 'routines_parent_issues_removed()',
+                             'routines_issue_key_removed()', 'routines_delete_issues_of_companies()',
+                             'routines_parent_issues_removed()',
                              'routines_refuse_truncating_issue_keys()'] LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import pytest
@@ -274,3 +274,72 @@ async def test_an_execution_issue_still_names_what_its_routine_names(
     )
     assert issue is not None
     assert tuple(issue) == (world.company_id, world.project_id, world.agent_id)
+
+
+@pytest.mark.parametrize("named_by", ["issue", "routine"])
+async def test_companies_deleted_together_take_issues_naming_each_other_with_them(
+    db: asyncpg.Connection, named_by: str
+) -> None:
+    """ON DELETE CASCADE deleted every company's issues before the keys checked what still named
+    them (at the end of the statement): companies deleted in one statement went, whatever their
+    issues and routines named among them. The trigger deletes one company's issues at a time and
+    checks at once, while the next company's issues and routines still stand."""
+    first, second = uuid.UUID(int=1), uuid.UUID(int=2**128 - 1)  # deleted in this order
+    for company in (first, second):
+        await db.execute("INSERT INTO companies (id, name) VALUES ($1, 'c')", company)
+    parent = await db.fetchval(INSERT, first, None, None, None, None)
+    if named_by == "issue":
+        await db.execute(INSERT, second, None, None, parent, None)
+    else:
+        agent = await db.fetchval(
+            "INSERT INTO agents (company_id, name) VALUES ($1, 'a') RETURNING id", second
+        )
+        project = await db.fetchval(
+            "INSERT INTO projects (company_id, name) VALUES ($1, 'p') RETURNING id", second
+        )
+        await make_routine(db, World(second, agent, project), parent_issue_id=parent)
+    assert await db.execute("DELETE FROM companies WHERE id = ANY($1::uuid[])", [first, second]) == "DELETE 2"
+    assert await db.fetchval("SELECT count(*) FROM issues") == 0
+
+
+@pytest.mark.parametrize("isolation", ["repeatable_read", "serializable"])
+async def test_a_truncate_under_a_snapshot_does_not_leave_issues_naming_nothing(
+    db: asyncpg.Connection, database_url: str, isolation: Literal["repeatable_read", "serializable"]
+) -> None:
+    """The TRUNCATE trigger looks for issues naming the table's rows with the transaction's
+    snapshot: under REPEATABLE READ it does not see an issue committed after that snapshot, and
+    the rows it names are truncated from under it (the key truncated such issues with them, and
+    deletes are refused under these isolation levels for this very reason)."""
+    world = await make_world(db)
+    goal = await _goal(db, world)
+    truncator = await asyncpg.connect(database_url)
+    try:
+        tx = truncator.transaction(isolation=isolation)
+        await tx.start()
+        await truncator.fetchval("SELECT 1")  # the transaction's snapshot
+        await db.execute(INSERT, world.company_id, None, goal, None, None)  # committed after it
+        try:
+            await truncator.execute("TRUNCATE goals CASCADE")
+        except asyncpg.PostgresError:
+            await tx.rollback()
+        else:
+            await tx.commit()
+    finally:
+        await truncator.close()
+    dangling = await db.fetchval(
+        "SELECT count(*) FROM issues i WHERE goal_id IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM goals g WHERE g.id = i.goal_id)"
+    )
+    assert dangling == 0
+
+
+@pytest.mark.parametrize("table", ["goals", "routine_runs"])
+async def test_tables_issues_name_are_truncated_under_read_committed_only(
+    db: asyncpg.Connection, table: str
+) -> None:
+    """Refused under a transaction's snapshot before anything is looked at (an issue committed
+    after it would not be seen); under READ COMMITTED, truncated with issues."""
+    with pytest.raises(asyncpg.SerializationError, match="READ COMMITTED"):
+        async with db.transaction(isolation="repeatable_read"):
+            await db.execute(f"TRUNCATE {table} CASCADE")
+    await db.execute(f"TRUNCATE {table}, issues CASCADE")
