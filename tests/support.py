@@ -59,6 +59,13 @@ async def never_waits_on(db: asyncpg.Connection, pid: int, work: Awaitable[T], w
     return task.result()
 
 
+async def someone_waits_on(db: asyncpg.Connection, pid: int) -> bool:
+    """Whether any backend waits on a lock held by backend `pid` (for `wait_until`)."""
+    return bool(
+        await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid)
+    )
+
+
 def running(server: ServerT) -> Iterator[ServerT]:
     """A fixture's server: started, handed over, stopped when the fixture ends
     (`yield from running(NatsServer(tmp_path / "nats"))`)."""

@@ -15,7 +15,7 @@ from routines_dispatcher.sql import QUERIES
 from shared.db import Database
 from shared.ids import new_id
 from tests.factories import decide, make_issue, make_routine, make_run, make_world
-from tests.support import Stack, never_waits_on, wait_until
+from tests.support import Stack, never_waits_on, someone_waits_on, wait_until
 
 # What checks an execution issue's own keys (company, project, goal, parent, assignee): once a
 # statement since migration 0013 (tests/integration/test_issue_references.py).
@@ -141,15 +141,7 @@ async def test_a_decision_never_links_an_issue_being_deleted(
         await deleting.execute("DELETE FROM issues WHERE id = $1", doomed)
         deciding = asyncio.ensure_future(decide(dispatcher_db, [run]))
         deleter = await deleting.fetchval("SELECT pg_backend_pid()")
-
-        async def blocked() -> bool:
-            return bool(
-                await db.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", deleter
-                )
-            )
-
-        await wait_until(blocked)
+        await wait_until(lambda: someone_waits_on(db, deleter))
         assert not deciding.done()
         await tx.commit()
         await asyncio.wait_for(deciding, timeout=10)

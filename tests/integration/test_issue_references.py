@@ -16,7 +16,7 @@ from routines_dispatcher.sql import QUERIES
 from shared.db import Database
 from shared.ids import new_id
 from tests.factories import World, decide, make_routine, make_run, make_world
-from tests.support import Stack, wait_until
+from tests.support import Stack, someone_waits_on, wait_until
 
 OLD_KEYS = {
     "issues_company_id_fkey",
@@ -218,15 +218,7 @@ async def test_a_delete_racing_an_insert_never_leaves_an_issue_naming_nothing(
         await holder.execute(*held)
         pid = await holder.fetchval("SELECT pg_backend_pid()")
         race = asyncio.ensure_future(other.execute(*racing))
-
-        async def blocked() -> bool:
-            return bool(
-                await db.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid
-                )
-            )
-
-        await wait_until(blocked)
+        await wait_until(lambda: someone_waits_on(db, pid))
         assert not race.done()
         await tx.commit()
         with pytest.raises(asyncpg.ForeignKeyViolationError, match="issues_assignee_agent_id_fkey"):
