@@ -242,7 +242,8 @@ def pin(pids: Iterable[int], cpus: set[int], *, descendants: bool = True) -> Non
     """Run each process in `pids` (and its descendants) with every thread of theirs on `cpus` only
     (processes and threads they start later inherit it). A process gone meanwhile is skipped."""
     for pid in pids:
-        for proc in process_tree(pid) if descendants else [psutil.Process(pid)]:
+        tree = process_tree(pid)
+        for proc in tree if descendants else tree[:1]:
             try:
                 threads = [t.id for t in proc.threads()]
             except psutil.Error:

@@ -59,6 +59,18 @@ async def never_waits_on(db: asyncpg.Connection, pid: int, work: Awaitable[T], w
     return task.result()
 
 
+async def triggers_fired(db: asyncpg.Connection, query: str, *args: Any) -> dict[str, int]:
+    """The triggers `query` fires, by constraint (or trigger) name → calls: EXPLAIN ANALYZE in a
+    transaction rolled back."""
+    tx = db.transaction()
+    await tx.start()
+    try:
+        plan = await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", *args)  # json: decoded
+    finally:
+        await tx.rollback()
+    return {t.get("Constraint Name", t["Trigger Name"]): t["Calls"] for t in plan[0].get("Triggers", [])}
+
+
 async def someone_waits_on(db: asyncpg.Connection, pid: int) -> bool:
     """Whether any backend waits on a lock held by backend `pid` (for `wait_until`)."""
     return bool(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import asyncpg
 import pytest
@@ -15,23 +14,11 @@ from routines_dispatcher.sql import QUERIES
 from shared.db import Database
 from shared.ids import new_id
 from tests.factories import decide, make_issue, make_routine, make_run, make_world
-from tests.support import Stack, never_waits_on, someone_waits_on, wait_until
+from tests.support import Stack, never_waits_on, someone_waits_on, triggers_fired, wait_until
 
 # What checks an execution issue's own keys (company, project, goal, parent, assignee): once a
 # statement since migration 0013 (tests/integration/test_issue_references.py).
 ISSUE_KEYS = {"issues_check_inserted"}
-
-
-async def _triggers_fired(db: asyncpg.Connection, query: str, *args: Any) -> dict[str, int]:
-    """The triggers `query` fires, by constraint (or trigger) name → calls: EXPLAIN ANALYZE in a
-    transaction rolled back."""
-    tx = db.transaction()
-    await tx.start()
-    try:
-        plan = await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", *args)  # json: decoded
-    finally:
-        await tx.rollback()
-    return {t.get("Constraint Name", t["Trigger Name"]): t["Calls"] for t in plan[0].get("Triggers", [])}
 
 
 async def test_a_decision_checks_no_link_row_by_row(db: asyncpg.Connection) -> None:
@@ -43,7 +30,7 @@ async def test_a_decision_checks_no_link_row_by_row(db: asyncpg.Connection) -> N
     runs = [await make_run(db, world, routine) for _ in range(20)]
     issues = [new_id() for _ in runs]
     none = [None] * len(runs)
-    inserted = await _triggers_fired(
+    inserted = await triggers_fired(
         db,
         QUERIES["insert_execution_issues"],
         issues,
@@ -62,7 +49,7 @@ async def test_a_decision_checks_no_link_row_by_row(db: asyncpg.Connection) -> N
         " VALUES ($1, $2, 'x', 'routine_execution', $3, $4)",
         [(issue, world.company_id, routine, run) for issue, run in zip(issues, runs, strict=True)],
     )
-    linked = await _triggers_fired(
+    linked = await triggers_fired(
         db,
         QUERIES["set_run_decisions"],
         runs,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 import pytest
@@ -16,7 +16,7 @@ from routines_dispatcher.sql import QUERIES
 from shared.db import Database
 from shared.ids import new_id
 from tests.factories import World, decide, make_routine, make_run, make_world
-from tests.support import Stack, someone_waits_on, wait_until
+from tests.support import Stack, someone_waits_on, triggers_fired, wait_until
 
 OLD_KEYS = {
     "issues_company_id_fkey",
@@ -25,22 +25,18 @@ OLD_KEYS = {
     "issues_parent_issue_id_fkey",
     "issues_assignee_agent_id_fkey",
 }
+# The issue's columns that name rows, and the tables they name (the company first).
+KEYS = [
+    ("company_id", "companies"),
+    ("project_id", "projects"),
+    ("goal_id", "goals"),
+    ("parent_issue_id", "issues"),
+    ("assignee_agent_id", "agents"),
+]
 INSERT = (
     "INSERT INTO issues (company_id, title, project_id, goal_id, parent_issue_id, assignee_agent_id)"
     " VALUES ($1, 'x', $2, $3, $4, $5) RETURNING id"
 )
-
-
-async def _triggers_fired(db: asyncpg.Connection, query: str, *args: Any) -> dict[str, int]:
-    """The triggers `query` fires, by constraint (or trigger) name → calls: EXPLAIN ANALYZE in a
-    transaction rolled back."""
-    tx = db.transaction()
-    await tx.start()
-    try:
-        plan = await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", *args)
-    finally:
-        await tx.rollback()
-    return {t.get("Constraint Name", t["Trigger Name"]): t["Calls"] for t in plan[0].get("Triggers", [])}
 
 
 async def _goal(db: asyncpg.Connection, world: World) -> uuid.UUID:
@@ -73,7 +69,7 @@ async def test_a_decision_checks_the_keys_of_its_issues_once_not_row_by_row(db: 
     routine = await make_routine(db, world, "always_enqueue", goal_id=await _goal(db, world))
     runs = [await make_run(db, world, routine) for _ in range(20)]
     none = [None] * len(runs)
-    fired = await _triggers_fired(
+    fired = await triggers_fired(
         db,
         QUERIES["insert_execution_issues"],
         [new_id() for _ in runs],
@@ -92,20 +88,11 @@ async def test_a_decision_checks_the_keys_of_its_issues_once_not_row_by_row(db: 
 async def test_an_issue_that_changes_no_key_checks_none(db: asyncpg.Connection) -> None:
     world = await make_world(db)
     issue = (await _named(db, world))["issue"]
-    fired = await _triggers_fired(db, "UPDATE issues SET status = 'done' WHERE id = $1", issue)
+    fired = await triggers_fired(db, "UPDATE issues SET status = 'done' WHERE id = $1", issue)
     assert "issues_check_updated" not in fired, fired
 
 
-@pytest.mark.parametrize(
-    ("column", "table"),
-    [
-        ("company_id", "companies"),
-        ("project_id", "projects"),
-        ("goal_id", "goals"),
-        ("parent_issue_id", "issues"),
-        ("assignee_agent_id", "agents"),
-    ],
-)
+@pytest.mark.parametrize(("column", "table"), KEYS)
 async def test_an_issue_naming_a_row_that_does_not_exist_is_refused_as_the_key_refused_it(
     db: asyncpg.Connection, column: str, table: str
 ) -> None:
@@ -142,15 +129,7 @@ async def test_an_issue_naming_a_row_that_does_not_exist_is_refused_as_the_key_r
         await db.execute(f"UPDATE issues SET {column} = NULL WHERE id = $1", keys["issue"])
 
 
-@pytest.mark.parametrize(
-    ("column", "table"),
-    [
-        ("project_id", "projects"),
-        ("goal_id", "goals"),
-        ("parent_issue_id", "issues"),
-        ("assignee_agent_id", "agents"),
-    ],
-)
+@pytest.mark.parametrize(("column", "table"), KEYS[1:])  # a company: its own test
 async def test_a_row_an_issue_names_is_not_deleted_nor_renumbered(
     db: asyncpg.Connection, column: str, table: str
 ) -> None:
@@ -274,8 +253,9 @@ async def test_companies_deleted_together_take_issues_naming_each_other_with_the
 ) -> None:
     """ON DELETE CASCADE deleted every company's issues before the keys checked what still named
     them (at the end of the statement): companies deleted in one statement went, whatever their
-    issues and routines named among them. The trigger deletes one company's issues at a time and
-    checks at once, while the next company's issues and routines still stand."""
+    issues and routines named among them. So do they now: the issues of every company the statement
+    deleted go in one statement (deleted one company at a time, the first's were checked while the
+    second's issues and routines still named them)."""
     first, second = uuid.UUID(int=1), uuid.UUID(int=2**128 - 1)  # deleted in this order
     for company in (first, second):
         await db.execute("INSERT INTO companies (id, name) VALUES ($1, 'c')", company)

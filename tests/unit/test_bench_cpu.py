@@ -75,6 +75,11 @@ def test_the_machine_figure_is_between_idle_and_every_core() -> None:
     assert machine_busy(before, before) == 0.0
 
 
+TWO_THREADS = (
+    "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); time.sleep(30)"
+)
+
+
 def test_pinned_processes_and_their_threads_run_on_the_cores_named() -> None:
     """bench.pipeline_ingest --placement: a process and every thread of it, pinned; not the caller."""
     mine = os.sched_getaffinity(0)
@@ -91,8 +96,3 @@ def test_pinned_processes_and_their_threads_run_on_the_cores_named() -> None:
     finally:
         child.kill()
         child.wait()
-
-
-TWO_THREADS = (
-    "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); time.sleep(30)"
-)
